@@ -1,0 +1,34 @@
+# Two commands: `make serve` runs the service, `make test` runs the tests.
+# Each creates .venv if missing, installs the pinned dependencies and prepares
+# the offline model first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8765
+STORAGE ?= ./service-storage
+MODEL ?= tiny.en
+
+.PHONY: serve test setup model clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
+	touch $(STAMP)
+
+model: $(STAMP)
+	$(BIN)/whisper-mcp prepare-model --model $(MODEL)
+
+serve: model
+	$(BIN)/whisper-mcp serve --host $(HOST) --port $(PORT) --storage $(STORAGE) --model $(MODEL)
+
+test: model
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

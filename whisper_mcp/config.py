@@ -1,0 +1,59 @@
+"""Service settings: one dataclass, filled from command-line flags and
+``WHISPER_MCP_*`` environment variables (flags win)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+ENV_PREFIX = "WHISPER_MCP_"
+
+
+def default_model_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "whisper-mcp"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    storage: Path = Path("./service-storage")
+    model: str = "tiny.en"
+    # Where converted packaged weights and downloaded checkpoints are cached.
+    model_cache: Path = field(default_factory=default_model_cache)
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    log_level: str = "info"
+    # Upper bound for check_transcription_status(wait_seconds=...): stays under
+    # the 60 s tool timeout that MCP clients such as Codex use by default.
+    max_wait_seconds: float = 50.0
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
+        """Defaults, then ``WHISPER_MCP_<FIELD>`` variables, then non-None overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f.name, raw)
+        values.update({k: _coerce(k, v) for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def _coerce(name: str, value: object) -> object:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    if not isinstance(value, str):
+        return value
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+    except ValueError:
+        raise SystemExit(f"{ENV_PREFIX}{name.upper()}={value!r} is not a number") from None
+    if kind == "Path":
+        return Path(value).expanduser()
+    return value

@@ -1,0 +1,52 @@
+"""Errors a caller can act on.
+
+Every error raised towards a client carries a machine-readable ``code``, the
+HTTP status the REST routes answer with, and a message written for a person.
+MCP tools turn the same errors into tool errors with the same message.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base class: something the caller asked for cannot be done."""
+
+    status_code: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, object]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class InvalidInput(ServiceError):
+    status_code = 400
+    code = "invalid_input"
+
+
+class InvalidAudio(InvalidInput):
+    """The upload is empty, truncated or not audio that we can decode."""
+
+    code = "invalid_audio"
+
+
+class UnknownModel(InvalidInput):
+    code = "unknown_model"
+
+
+class JobNotFound(ServiceError):
+    status_code = 404
+    code = "job_not_found"
+
+
+class NotReady(ServiceError):
+    status_code = 404
+    code = "not_ready"
+
+
+class Conflict(ServiceError):
+    status_code = 409
+    code = "conflict"

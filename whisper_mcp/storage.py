@@ -1,0 +1,132 @@
+"""Files under the storage folder, named only by server-made keys.
+
+Layout::
+
+    jobs.sqlite3          the job store
+    incoming/             uploads being received (removed if not accepted)
+    audio/<key>           accepted audio, until its job ends
+    results/<key>.json    transcript with segments, written atomically
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+_KEY = re.compile(r"^[0-9a-f]{32}$")
+_COPY_CHUNK = 1024 * 1024
+
+
+def new_key() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    path: Path
+    size: int
+    sha256: str
+
+
+class FileStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.incoming = self.root / "incoming"
+        self.audio_dir = self.root / "audio"
+        self.results_dir = self.root / "results"
+        for d in (self.root, self.incoming, self.audio_dir, self.results_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def database(self) -> Path:
+        return self.root / "jobs.sqlite3"
+
+    def _checked(self, key: str) -> str:
+        # Keys come from new_key(); refuse anything else so no caller can turn
+        # a string from outside into a path.
+        if not _KEY.match(key):
+            raise ValueError(f"not a storage key: {key!r}")
+        return key
+
+    def audio_path(self, key: str) -> Path:
+        return self.audio_dir / self._checked(key)
+
+    def result_path(self, key: str) -> Path:
+        return self.results_dir / f"{self._checked(key)}.json"
+
+    def receive(self, source: BinaryIO) -> StoredUpload:
+        """Copy a stream into ``incoming/`` while hashing it (blocking: run off the loop)."""
+        digest = hashlib.sha256()
+        size = 0
+        fd, name = tempfile.mkstemp(dir=self.incoming, prefix="upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := source.read(_COPY_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+        return StoredUpload(Path(name), size, digest.hexdigest())
+
+    def receive_bytes(self, data: bytes) -> StoredUpload:
+        fd, name = tempfile.mkstemp(dir=self.incoming, prefix="upload-")
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        return StoredUpload(Path(name), len(data), hashlib.sha256(data).hexdigest())
+
+    def accept(self, upload: StoredUpload, key: str) -> Path:
+        """Move an upload to its job's audio file, durably, before the job is queued."""
+        target = self.audio_path(key)
+        with open(upload.path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(upload.path, target)
+        _fsync_dir(self.audio_dir)
+        return target
+
+    def discard(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def write_result(self, key: str, result: dict[str, object]) -> None:
+        _atomic_write(self.result_path(key), json.dumps(result, ensure_ascii=False).encode())
+
+    def read_result(self, key: str) -> dict[str, object] | None:
+        try:
+            return json.loads(self.result_path(key).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def has_result(self, key: str) -> bool:
+        return self.result_path(key).exists()
+
+    def clear_incoming(self) -> None:
+        """Uploads half-received by a process that died are never jobs: drop them."""
+        shutil.rmtree(self.incoming, ignore_errors=True)
+        self.incoming.mkdir(parents=True, exist_ok=True)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

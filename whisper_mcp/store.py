@@ -1,0 +1,150 @@
+"""SQLite (WAL) implementation of the job store.
+
+One connection per thread: the event loop's helper threads read while the
+inference thread writes, and WAL lets readers proceed during a write.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from .jobs import DuplicateJob, Job, JobRequest, JobStatus
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL UNIQUE,
+    key TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    filename TEXT,
+    model TEXT NOT NULL,
+    language TEXT,
+    callback_url TEXT,
+    audio_sha256 TEXT NOT NULL,
+    audio_bytes INTEGER NOT NULL,
+    duration REAL NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    detected_language TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
+"""
+
+_COLUMNS = (
+    "job_id, key, status, filename, model, language, callback_url, audio_sha256, "
+    "audio_bytes, duration, created_at, started_at, finished_at, attempts, error, "
+    "detected_language, seq"
+)
+
+
+def _row_to_job(row: tuple) -> Job:
+    values = list(row)
+    values[2] = JobStatus(values[2])
+    return Job(*values)
+
+
+class SQLiteJobStore:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._local = threading.local()
+        with self._conn() as conn:
+            conn.executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._path, timeout=30.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: a job acknowledged to a client survives power loss too.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def add(self, request: JobRequest, now: float) -> Job:
+        conn = self._conn()
+        try:
+            conn.execute(
+                "INSERT INTO jobs (job_id, key, status, filename, model, language, callback_url,"
+                " audio_sha256, audio_bytes, duration, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    request.job_id,
+                    request.key,
+                    JobStatus.QUEUED.value,
+                    request.filename,
+                    request.model,
+                    request.language,
+                    request.callback_url,
+                    request.audio_sha256,
+                    request.audio_bytes,
+                    request.duration,
+                    now,
+                ),
+            )
+        except sqlite3.IntegrityError:
+            existing = self.get(request.job_id)
+            if existing is None:  # key collision: server-made ids, practically impossible
+                raise
+            raise DuplicateJob(existing) from None
+        job = self.get(request.job_id)
+        assert job is not None
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        row = self._conn().execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return _row_to_job(row) if row else None
+
+    def claim_next(self, now: float) -> Job | None:
+        # One statement, so two workers (or replicas) never claim the same job.
+        row = self._conn().execute(
+            "UPDATE jobs SET status = 'processing', started_at = ?, attempts = attempts + 1"
+            " WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1)"
+            f" RETURNING {_COLUMNS}",
+            (now,),
+        ).fetchone()
+        return _row_to_job(row) if row else None
+
+    def complete(self, job_id: str, now: float, detected_language: str | None) -> None:
+        self._conn().execute(
+            "UPDATE jobs SET status = 'completed', finished_at = ?, detected_language = ?, error = NULL"
+            " WHERE job_id = ?",
+            (now, detected_language, job_id),
+        )
+
+    def fail(self, job_id: str, now: float, error: str) -> None:
+        self._conn().execute(
+            "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE job_id = ?",
+            (now, error, job_id),
+        )
+
+    def recover_interrupted(self) -> list[Job]:
+        rows = self._conn().execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE status = 'processing' ORDER BY seq"
+        ).fetchall()
+        return [_row_to_job(r) for r in rows]
+
+    def requeue(self, job_id: str) -> None:
+        self._conn().execute(
+            "UPDATE jobs SET status = 'queued', started_at = NULL WHERE job_id = ?", (job_id,)
+        )
+
+    def queue_position(self, job: Job) -> int:
+        (ahead,) = self._conn().execute(
+            "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND seq < ?", (job.seq,)
+        ).fetchone()
+        return int(ahead) + 1
+
+    def count(self, status: JobStatus) -> int:
+        (n,) = self._conn().execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status.value,)).fetchone()
+        return int(n)
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

@@ -1,0 +1,168 @@
+"""The inference thread: owns the models, runs one job at a time in arrival order."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .audio import decode_audio
+from .engine import DecodeOptions, WhisperEngine
+from .errors import ServiceError
+from .jobs import Job, JobStore
+from .storage import FileStore
+
+log = logging.getLogger("whisper_mcp.worker")
+
+MAX_ATTEMPTS = 3
+
+
+@dataclass
+class Running:
+    """What the worker is doing now; read by status and health."""
+
+    job_id: str
+    started: float
+    progress: float = 0.0
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    model_loaded: bool
+    model_error: str | None
+    running: Running | None
+
+
+class InferenceWorker:
+    def __init__(
+        self,
+        store: JobStore,
+        files: FileStore,
+        engine: WhisperEngine,
+        default_model: str,
+        on_change: Callable[[str], None],
+    ) -> None:
+        self._store = store
+        self._files = files
+        self._engine = engine
+        self._default_model = default_model
+        # Called from this thread whenever a job changes (job id); the service
+        # uses it to wake waiters on the event loop.
+        self._on_change = on_change
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self._lock = threading.Lock()
+        self._running: Running | None = None
+        self._model_loaded = False
+        self._model_error: str | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def notify(self) -> None:
+        """A job was queued: start it now if idle."""
+        self._wake.set()
+
+    def state(self) -> WorkerState:
+        with self._lock:
+            running = None if self._running is None else Running(**vars(self._running))
+            return WorkerState(self._model_loaded, self._model_error, running)
+
+    def _run(self) -> None:
+        self._load_default_model()
+        while not self._stop.is_set():
+            # Clear before looking, so a job queued after the look still wakes us.
+            self._wake.clear()
+            job = self._store.claim_next(time.time())
+            if job is None:
+                self._wake.wait()
+                continue
+            self._process(job)
+
+    def _load_default_model(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._engine.load(self._engine.registry.resolve(self._default_model))
+        except Exception as exc:  # reported by /health; jobs then fail with it
+            log.exception("could not load model %s", self._default_model)
+            with self._lock:
+                self._model_error = f"{type(exc).__name__}: {exc}"
+            return
+        with self._lock:
+            self._model_loaded = True
+        log.info("model %s loaded in %.2fs on %s", self._default_model, time.perf_counter() - started, self._engine.device)
+
+    def _process(self, job: Job) -> None:
+        with self._lock:
+            self._running = Running(job.job_id, time.time())
+        self._on_change(job.job_id)
+        log.info("job %s started model=%s attempt=%d", job.job_id, job.model, job.attempts)
+        started = time.perf_counter()
+        try:
+            audio = decode_audio(self._files.audio_path(job.key))
+            info = self._engine.registry.resolve(job.model)
+            result = self._engine.transcribe(
+                audio, info, DecodeOptions(language=job.language), on_progress=self._progress(job.job_id)
+            )
+            self._files.write_result(job.key, result.to_dict())
+            self._store.complete(job.job_id, time.time(), result.language)
+            log.info(
+                "job %s completed audio=%.1fs took=%.2fs",
+                job.job_id,
+                result.duration,
+                time.perf_counter() - started,
+            )
+        except ServiceError as exc:  # e.g. audio that stopped decoding half-way
+            self._fail(job, exc.message)
+        except Exception as exc:
+            log.exception("job %s raised", job.job_id)
+            self._fail(job, f"{type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                self._running = None
+            self._files.discard(self._files.audio_path(job.key))
+            self._on_change(job.job_id)
+
+    def _fail(self, job: Job, message: str) -> None:
+        self._store.fail(job.job_id, time.time(), message)
+        log.info("job %s failed: %s", job.job_id, message)
+
+    def _progress(self, job_id: str) -> Callable[[float], None]:
+        def report(fraction: float) -> None:
+            with self._lock:
+                if self._running is not None and self._running.job_id == job_id:
+                    self._running.progress = fraction
+            self._on_change(job_id)
+
+        return report
+
+
+def recover(store: JobStore, files: FileStore) -> list[str]:
+    """Start-up: settle jobs that a dead process left ``processing``.
+
+    A job whose transcript was fully written completes now; any other is queued
+    again and keeps its place. Returns the ids that will run again.
+    """
+    again = []
+    for job in store.recover_interrupted():
+        if job.attempts >= MAX_ATTEMPTS:
+            # Audio that kills the process every time must not stop the queue forever.
+            store.fail(job.job_id, time.time(), f"The server stopped {job.attempts} times while running this job; giving up.")
+            files.discard(files.audio_path(job.key))
+        elif files.has_result(job.key):
+            result = files.read_result(job.key) or {}
+            store.complete(job.job_id, time.time(), result.get("language"))  # type: ignore[arg-type]
+            files.discard(files.audio_path(job.key))
+        else:
+            store.requeue(job.job_id)
+            again.append(job.job_id)
+    files.clear_incoming()
+    return again
