@@ -23,6 +23,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"default auto {env('DEVICE')}")
     p.add_argument("--threads", type=int, help=f"torch CPU threads, 0 = torch default {env('THREADS')}")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help=f"{env('LOG_LEVEL')}")
+    p.add_argument("--public-url", help=f"base URL used in callback links, default http://HOST:PORT {env('PUBLIC_URL')}")
+    p.add_argument(
+        "--callback-secret", help=f"HMAC-SHA256 key to sign callback bodies {env('CALLBACK_SECRET')}"
+    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -35,6 +39,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         device=getattr(args, "device", None),
         threads=getattr(args, "threads", None),
         log_level=getattr(args, "log_level", None),
+        public_url=getattr(args, "public_url", None),
+        callback_secret=getattr(args, "callback_secret", None),
     )
 
 

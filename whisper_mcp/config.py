@@ -26,6 +26,10 @@ class Settings:
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     log_level: str = "info"
+    # Base URL put in callback bodies' links; default http://HOST:PORT.
+    public_url: str = ""
+    # When set, callback bodies are signed: X-Whisper-MCP-Signature: sha256=<HMAC>.
+    callback_secret: str = ""
     # Upper bound for check_transcription_status(wait_seconds=...): stays under
     # the 60 s tool timeout that MCP clients such as Codex use by default.
     max_wait_seconds: float = 50.0

@@ -59,6 +59,11 @@ class Job:
     detected_language: str | None
     # Arrival order; the worker runs queued jobs in this order.
     seq: int
+    # Delivery of the completion callback: None (no callback_url), "pending",
+    # "delivered" or "failed" (gave up after retries).
+    callback_state: str | None = None
+    callback_attempts: int = 0
+    callback_error: str | None = None
 
 
 class JobStore(Protocol):
@@ -77,11 +82,24 @@ class JobStore(Protocol):
 
     def fail(self, job_id: str, now: float, error: str) -> None: ...
 
+    def due_callbacks(self, now: float) -> list[Job]:
+        """Ended jobs whose callback is pending and due for (another) attempt."""
+
+    def record_callback(
+        self, job_id: str, *, delivered: bool, gave_up: bool, next_attempt_at: float | None, error: str | None
+    ) -> None: ...
+
+    def next_callback_at(self) -> float | None:
+        """When the earliest pending callback is due, if any."""
+
     def recover_interrupted(self) -> list[Job]:
         """Jobs left ``processing`` by a process that died; called once at start-up
         before the worker runs. Returns them, still marked processing."""
 
     def requeue(self, job_id: str) -> None: ...
+
+    def active_keys(self) -> set[str]:
+        """File keys of queued and processing jobs: the audio that must be kept."""
 
     def queue_position(self, job: Job) -> int:
         """1 for the next job to run."""

@@ -19,6 +19,7 @@ from anyio import to_thread
 from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
 
 from .audio import probe_audio
+from .callbacks import CallbackSender
 from .config import Settings
 from .engine import WhisperEngine
 from .errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady
@@ -44,8 +45,15 @@ class TranscriptionService:
         self.engine = WhisperEngine(self.registry, settings.device, settings.threads)
         self.default_model = self.registry.resolve(settings.model).name
         self.worker = InferenceWorker(self.store, self.files, self.engine, self.default_model, self._job_changed)
+        self.callbacks = CallbackSender(
+            self.store,
+            self.files,
+            public_url=settings.public_url or f"http://{settings.host}:{settings.port}",
+            secret=settings.callback_secret,
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
+        self._callback_task: asyncio.Task[None] | None = None
 
     # -- life cycle -------------------------------------------------------
 
@@ -55,8 +63,11 @@ class TranscriptionService:
         if again:
             log.info("re-queued %d interrupted job(s): %s", len(again), ", ".join(again))
         self.worker.start()
+        self._callback_task = asyncio.create_task(self.callbacks.run(), name="callbacks")
 
     async def stop(self) -> None:
+        if self._callback_task is not None:
+            self._callback_task.cancel()
         await to_thread.run_sync(self.worker.stop)
 
     def _job_changed(self, job_id: str) -> None:
@@ -67,6 +78,7 @@ class TranscriptionService:
     def _signal(self) -> None:
         event, self._changed = self._changed, asyncio.Event()
         event.set()
+        self.callbacks.kick()
 
     # -- submitting -------------------------------------------------------
 
@@ -97,9 +109,14 @@ class TranscriptionService:
                 job = dup.existing  # the same upload sent again: answer with the job we have
         finally:
             await to_thread.run_sync(self.files.discard, upload.path)
+        if job.status is not JobStatus.QUEUED:  # a re-sent upload of an older job
+            return await self.status(job.job_id)
+        # Answer from the job as queued: the worker may start it any moment now.
+        record = _record(job)
+        record["queue_position"] = await to_thread.run_sync(self.store.queue_position, job)
         self.worker.notify()
         log.info("job %s queued model=%s bytes=%d audio=%.1fs", job.job_id, job.model, job.audio_bytes, job.duration)
-        return await self.status(job.job_id)
+        return record
 
     async def _validate(
         self,
@@ -226,6 +243,13 @@ def _record(job: Job) -> dict[str, Any]:
         record["error"] = job.error
     if job.status is JobStatus.COMPLETED:
         record["download_url"] = f"/download/{job.job_id}"
+    if job.callback_url is not None:
+        record["callback"] = {
+            "url": job.callback_url,
+            "state": job.callback_state or "waiting for the job to end",
+            "attempts": job.callback_attempts,
+            "error": job.callback_error,
+        }
     return record
 
 

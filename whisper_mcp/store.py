@@ -30,16 +30,24 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at REAL,
     attempts INTEGER NOT NULL DEFAULT 0,
     error TEXT,
-    detected_language TEXT
+    detected_language TEXT,
+    callback_state TEXT,
+    callback_attempts INTEGER NOT NULL DEFAULT 0,
+    callback_error TEXT,
+    callback_next_at REAL
 );
+CREATE INDEX IF NOT EXISTS jobs_by_callback ON jobs (callback_state, callback_next_at);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 """
 
 _COLUMNS = (
     "job_id, key, status, filename, model, language, callback_url, audio_sha256, "
     "audio_bytes, duration, created_at, started_at, finished_at, attempts, error, "
-    "detected_language, seq"
+    "detected_language, seq, callback_state, callback_attempts, callback_error"
 )
+# Ending a job makes its callback due, in the same statement, so a crash can
+# never leave an ended job whose callback is forgotten.
+_CALLBACK_DUE = "callback_state = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END, callback_next_at = NULL"
 
 
 def _row_to_job(row: tuple) -> Job:
@@ -71,7 +79,10 @@ class SQLiteJobStore:
         try:
             conn.execute(
                 "INSERT INTO jobs (job_id, key, status, filename, model, language, callback_url,"
-                " audio_sha256, audio_bytes, duration, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                " audio_sha256, audio_bytes, duration, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,"
+                # Evaluated under the write lock: created_at strictly grows with
+                # seq, so sorting by created_at gives the queue order.
+                " MAX(?, COALESCE((SELECT MAX(created_at) FROM jobs), 0) + 1e-6))",
                 (
                     request.job_id,
                     request.key,
@@ -111,16 +122,40 @@ class SQLiteJobStore:
 
     def complete(self, job_id: str, now: float, detected_language: str | None) -> None:
         self._conn().execute(
-            "UPDATE jobs SET status = 'completed', finished_at = ?, detected_language = ?, error = NULL"
-            " WHERE job_id = ?",
+            "UPDATE jobs SET status = 'completed', finished_at = ?, detected_language = ?, error = NULL,"
+            f" {_CALLBACK_DUE} WHERE job_id = ?",
             (now, detected_language, job_id),
         )
 
     def fail(self, job_id: str, now: float, error: str) -> None:
         self._conn().execute(
-            "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE job_id = ?",
+            f"UPDATE jobs SET status = 'failed', finished_at = ?, error = ?, {_CALLBACK_DUE} WHERE job_id = ?",
             (now, error, job_id),
         )
+
+    def due_callbacks(self, now: float) -> list[Job]:
+        rows = self._conn().execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE callback_state = 'pending'"
+            " AND (callback_next_at IS NULL OR callback_next_at <= ?) ORDER BY finished_at",
+            (now,),
+        ).fetchall()
+        return [_row_to_job(r) for r in rows]
+
+    def record_callback(
+        self, job_id: str, *, delivered: bool, gave_up: bool, next_attempt_at: float | None, error: str | None
+    ) -> None:
+        state = "delivered" if delivered else "failed" if gave_up else "pending"
+        self._conn().execute(
+            "UPDATE jobs SET callback_state = ?, callback_attempts = callback_attempts + 1,"
+            " callback_error = ?, callback_next_at = ? WHERE job_id = ?",
+            (state, error, next_attempt_at, job_id),
+        )
+
+    def next_callback_at(self) -> float | None:
+        (at,) = self._conn().execute(
+            "SELECT MIN(COALESCE(callback_next_at, 0)) FROM jobs WHERE callback_state = 'pending'"
+        ).fetchone()
+        return at
 
     def recover_interrupted(self) -> list[Job]:
         rows = self._conn().execute(
@@ -132,6 +167,10 @@ class SQLiteJobStore:
         self._conn().execute(
             "UPDATE jobs SET status = 'queued', started_at = NULL WHERE job_id = ?", (job_id,)
         )
+
+    def active_keys(self) -> set[str]:
+        rows = self._conn().execute("SELECT key FROM jobs WHERE status IN ('queued', 'processing')").fetchall()
+        return {key for (key,) in rows}
 
     def queue_position(self, job: Job) -> int:
         (ahead,) = self._conn().execute(

@@ -153,16 +153,19 @@ def recover(store: JobStore, files: FileStore) -> list[str]:
     """
     again = []
     for job in store.recover_interrupted():
-        if job.attempts >= MAX_ATTEMPTS:
-            # Audio that kills the process every time must not stop the queue forever.
-            store.fail(job.job_id, time.time(), f"The server stopped {job.attempts} times while running this job; giving up.")
-            files.discard(files.audio_path(job.key))
-        elif files.has_result(job.key):
+        if files.has_result(job.key):  # died after writing the transcript: it is done
             result = files.read_result(job.key) or {}
             store.complete(job.job_id, time.time(), result.get("language"))  # type: ignore[arg-type]
-            files.discard(files.audio_path(job.key))
+        elif job.attempts >= MAX_ATTEMPTS:
+            # Audio that kills the process every time must not stop the queue forever.
+            store.fail(job.job_id, time.time(), f"The server stopped {job.attempts} times while running this job; giving up.")
         else:
             store.requeue(job.job_id)
             again.append(job.job_id)
+    # Audio of ended jobs, or of uploads that died before their job was stored.
+    live = store.active_keys()
+    for path in files.audio_dir.iterdir():
+        if path.name not in live:
+            files.discard(path)
     files.clear_incoming()
     return again

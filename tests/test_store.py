@@ -1,0 +1,378 @@
+"""Unit tests for the job store, the file store and start-up recovery (no model, no server)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from whisper_mcp import storage, worker
+from whisper_mcp.jobs import DuplicateJob, JobRequest, JobStatus
+from whisper_mcp.storage import FileStore, new_key
+from whisper_mcp.store import SQLiteJobStore
+
+
+def request(job_id: str, **overrides: object) -> JobRequest:
+    values: dict[str, object] = dict(
+        job_id=job_id,
+        key=new_key(),
+        filename=f"{job_id}.wav",
+        model="tiny.en",
+        language=None,
+        callback_url=None,
+        audio_sha256="ab" * 32,
+        audio_bytes=1234,
+        duration=1.5,
+    )
+    values.update(overrides)
+    return JobRequest(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> FileStore:
+    return FileStore(tmp_path / "storage")
+
+
+@pytest.fixture
+def store(files: FileStore):
+    s = SQLiteJobStore(files.database)
+    yield s
+    s.close()
+
+
+def reopen(files: FileStore) -> SQLiteJobStore:
+    """A fresh store on the same database, as a restarted process gets."""
+    return SQLiteJobStore(files.database)
+
+
+def add_with_audio(store: SQLiteJobStore, files: FileStore, job_id: str, now: float = 1.0):
+    req = request(job_id)
+    files.audio_path(req.key).write_bytes(b"audio of " + job_id.encode())
+    return store.add(req, now)
+
+
+# -- SQLiteJobStore -------------------------------------------------------
+
+
+def test_add_and_get(store: SQLiteJobStore) -> None:
+    req = request("a", language="en", callback_url="http://127.0.0.1/cb", duration=2.25)
+    job = store.add(req, 100.0)
+    assert job.job_id == "a"
+    assert job.key == req.key
+    assert job.status is JobStatus.QUEUED
+    assert (job.filename, job.model, job.language, job.callback_url) == ("a.wav", "tiny.en", "en", "http://127.0.0.1/cb")
+    assert (job.audio_sha256, job.audio_bytes, job.duration) == (req.audio_sha256, 1234, 2.25)
+    assert job.created_at == 100.0
+    assert (job.started_at, job.finished_at, job.error, job.detected_language) == (None, None, None, None)
+    assert job.attempts == 0
+    assert store.get("a") == job
+    assert store.get("missing") is None
+
+
+def test_duplicate_job_id_raises_with_existing_job(store: SQLiteJobStore) -> None:
+    first = store.add(request("dup", audio_sha256="11" * 32), 1.0)
+    with pytest.raises(DuplicateJob) as info:
+        store.add(request("dup", audio_sha256="22" * 32), 2.0)
+    assert info.value.existing == first
+    assert info.value.existing.audio_sha256 == "11" * 32
+    # The refused insert left nothing behind.
+    assert store.count(JobStatus.QUEUED) == 1
+    assert store.get("dup") == first
+
+
+def test_claim_next_in_arrival_order(store: SQLiteJobStore) -> None:
+    assert store.claim_next(1.0) is None
+    # Ids deliberately not in alphabetical order: seq, not job_id, decides.
+    for job_id in ("c", "a", "b"):
+        store.add(request(job_id), 1.0)
+    claimed = []
+    for i in range(3):
+        job = store.claim_next(10.0 + i)
+        assert job is not None
+        assert job.status is JobStatus.PROCESSING
+        assert job.attempts == 1
+        assert job.started_at == 10.0 + i
+        assert store.get(job.job_id) == job
+        claimed.append(job.job_id)
+    assert claimed == ["c", "a", "b"]
+    assert store.claim_next(20.0) is None
+    assert store.count(JobStatus.PROCESSING) == 3
+
+
+def test_claim_increments_attempts_after_requeue(store: SQLiteJobStore) -> None:
+    store.add(request("x"), 1.0)
+    assert store.claim_next(2.0).attempts == 1  # type: ignore[union-attr]
+    store.requeue("x")
+    requeued = store.get("x")
+    assert requeued.status is JobStatus.QUEUED and requeued.started_at is None  # type: ignore[union-attr]
+    assert store.claim_next(3.0).attempts == 2  # type: ignore[union-attr]
+
+
+def test_concurrent_claims_never_take_the_same_job(files: FileStore) -> None:
+    n = 200
+    setup = reopen(files)
+    for i in range(n):
+        setup.add(request(f"job-{i}"), float(i))
+    setup.close()
+
+    stores = [reopen(files), reopen(files)]
+    claimed: list[list[str]] = [[], []]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def claim_all(index: int) -> None:
+        try:
+            barrier.wait()
+            while (job := stores[index].claim_next(1.0)) is not None:
+                claimed[index].append(job.job_id)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            stores[index].close()
+
+    threads = [threading.Thread(target=claim_all, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    everything = claimed[0] + claimed[1]
+    assert len(everything) == n
+    assert set(everything) == {f"job-{i}" for i in range(n)}  # no job claimed twice, none lost
+    check = reopen(files)
+    try:
+        assert check.count(JobStatus.PROCESSING) == n
+        assert all(check.get(f"job-{i}").attempts == 1 for i in range(n))  # type: ignore[union-attr]
+    finally:
+        check.close()
+
+
+def test_complete_and_fail(store: SQLiteJobStore) -> None:
+    store.add(request("ok"), 1.0)
+    store.add(request("bad"), 1.0)
+    store.claim_next(2.0)
+    store.claim_next(3.0)
+    store.complete("ok", 5.0, "en")
+    store.fail("bad", 6.0, "audio stopped decoding")
+    ok, bad = store.get("ok"), store.get("bad")
+    assert ok is not None and bad is not None
+    assert (ok.status, ok.finished_at, ok.detected_language, ok.error) == (JobStatus.COMPLETED, 5.0, "en", None)
+    assert (bad.status, bad.finished_at, bad.error) == (JobStatus.FAILED, 6.0, "audio stopped decoding")
+    assert ok.status.finished and bad.status.finished
+    assert store.count(JobStatus.COMPLETED) == 1
+    assert store.count(JobStatus.FAILED) == 1
+    assert store.count(JobStatus.PROCESSING) == 0
+
+
+def test_queue_position(store: SQLiteJobStore) -> None:
+    jobs = [store.add(request(f"q{i}"), 1.0) for i in range(4)]
+    assert [store.queue_position(j) for j in jobs] == [1, 2, 3, 4]
+    store.claim_next(2.0)  # q0 leaves the queue
+    assert [store.queue_position(store.get(f"q{i}")) for i in range(1, 4)] == [1, 2, 3]  # type: ignore[arg-type]
+    assert store.count(JobStatus.QUEUED) == 3
+
+
+def test_data_survives_reopen(files: FileStore) -> None:
+    first = reopen(files)
+    job = first.add(request("durable"), 1.0)
+    first.close()
+    second = reopen(files)
+    try:
+        assert second.get("durable") == job
+    finally:
+        second.close()
+
+
+# -- worker.recover -------------------------------------------------------
+
+
+def test_recover_requeues_interrupted_job_keeping_its_place(store: SQLiteJobStore, files: FileStore) -> None:
+    first = add_with_audio(store, files, "first")
+    add_with_audio(store, files, "second")
+    assert store.claim_next(2.0).job_id == "first"  # type: ignore[union-attr]
+    add_with_audio(store, files, "third")
+    store.close()  # the process dies
+
+    restarted = reopen(files)
+    try:
+        assert worker.recover(restarted, files) == ["first"]
+        again = restarted.get("first")
+        assert again is not None
+        assert again.status is JobStatus.QUEUED
+        assert again.started_at is None
+        assert again.seq == first.seq
+        assert restarted.queue_position(again) == 1
+        assert files.audio_path(first.key).exists()  # the audio is still there to run it again
+        order = [restarted.claim_next(3.0) for _ in range(3)]
+        assert [j.job_id for j in order] == ["first", "second", "third"]  # type: ignore[union-attr]
+        assert [j.attempts for j in order] == [2, 1, 1]  # type: ignore[union-attr]
+        assert restarted.claim_next(4.0) is None
+    finally:
+        restarted.close()
+
+
+def test_recover_completes_job_whose_result_was_written(store: SQLiteJobStore, files: FileStore) -> None:
+    job = add_with_audio(store, files, "written")
+    store.claim_next(2.0)
+    files.write_result(job.key, {"text": "hello world", "language": "en", "segments": []})
+    store.close()  # died between writing the result and marking the job completed
+
+    restarted = reopen(files)
+    try:
+        assert worker.recover(restarted, files) == []
+        done = restarted.get("written")
+        assert done is not None
+        assert done.status is JobStatus.COMPLETED
+        assert done.detected_language == "en"
+        assert done.finished_at is not None
+        assert done.attempts == 1
+        assert not files.audio_path(job.key).exists()
+        assert files.read_result(job.key)["text"] == "hello world"  # type: ignore[index]
+        assert restarted.claim_next(3.0) is None
+    finally:
+        restarted.close()
+
+
+def test_recover_gives_up_after_max_attempts(store: SQLiteJobStore, files: FileStore) -> None:
+    job = add_with_audio(store, files, "poison")
+    add_with_audio(store, files, "next")
+    # The process dies while running it, again and again.
+    for attempt in range(1, worker.MAX_ATTEMPTS + 1):
+        claimed = store.claim_next(float(attempt))
+        assert claimed is not None and claimed.job_id == "poison" and claimed.attempts == attempt
+        if attempt < worker.MAX_ATTEMPTS:
+            assert worker.recover(store, files) == ["poison"]
+    store.close()
+
+    restarted = reopen(files)
+    try:
+        assert worker.recover(restarted, files) == []
+        failed = restarted.get("poison")
+        assert failed is not None
+        assert failed.status is JobStatus.FAILED
+        assert failed.finished_at is not None
+        assert failed.error and f"{worker.MAX_ATTEMPTS} times" in failed.error
+        assert not files.audio_path(job.key).exists()
+        # The queue moves on.
+        assert restarted.claim_next(10.0).job_id == "next"  # type: ignore[union-attr]
+    finally:
+        restarted.close()
+
+
+def test_recover_leaves_settled_jobs_alone(store: SQLiteJobStore, files: FileStore) -> None:
+    add_with_audio(store, files, "finished")
+    waiting = add_with_audio(store, files, "waiting")
+    assert store.claim_next(1.0).job_id == "finished"  # type: ignore[union-attr]
+    store.complete("finished", 2.0, "en")
+    before = {j: store.get(j) for j in ("finished", "waiting")}
+    assert worker.recover(store, files) == []
+    assert {j: store.get(j) for j in ("finished", "waiting")} == before
+    assert files.audio_path(waiting.key).exists()
+
+
+def test_recover_empties_incoming(store: SQLiteJobStore, files: FileStore) -> None:
+    files.receive(io.BytesIO(b"half an upload"))
+    (files.incoming / "upload-stray").write_bytes(b"x")
+    (files.incoming / "nested").mkdir()
+    (files.incoming / "nested" / "file").write_bytes(b"y")
+    worker.recover(store, files)
+    assert files.incoming.is_dir()
+    assert list(files.incoming.iterdir()) == []
+
+
+# -- FileStore --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../x", "..", "", "/etc/passwd", "a/b", "x" * 32, "0" * 31, "0" * 33, "A" * 32, "0" * 31 + "\n", "0" * 32 + "/"],
+)
+def test_file_store_refuses_non_key_names(files: FileStore, name: str) -> None:
+    with pytest.raises(ValueError):
+        files.audio_path(name)
+    with pytest.raises(ValueError):
+        files.result_path(name)
+    with pytest.raises(ValueError):
+        files.write_result(name, {"text": "x"})
+
+
+def test_file_store_paths_stay_inside_root(files: FileStore) -> None:
+    key = new_key()
+    assert files.audio_path(key).parent == files.audio_dir
+    assert files.result_path(key) == files.results_dir / f"{key}.json"
+    assert files.audio_dir.parent == files.root
+
+
+def test_write_result_is_atomic(files: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = new_key()
+    assert files.read_result(key) is None
+    assert not files.has_result(key)
+    files.write_result(key, {"text": "première version", "language": "fr"})
+    assert files.has_result(key)
+    assert files.read_result(key) == {"text": "première version", "language": "fr"}
+    assert sorted(p.name for p in files.results_dir.iterdir()) == [f"{key}.json"]  # no .tmp left
+
+    files.write_result(key, {"text": "second"})
+    assert files.read_result(key) == {"text": "second"}
+    assert sorted(p.name for p in files.results_dir.iterdir()) == [f"{key}.json"]
+
+    # Dying before the rename leaves the previous complete result in place.
+    def crash(*args: object) -> None:
+        raise OSError("killed")
+
+    monkeypatch.setattr(storage.os, "replace", crash)
+    with pytest.raises(OSError):
+        files.write_result(key, {"text": "third"})
+    monkeypatch.undo()
+    assert files.read_result(key) == {"text": "second"}
+
+
+def test_receive_accept_discard(files: FileStore) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    upload = files.receive(io.BytesIO(data))
+    assert upload.path.parent == files.incoming
+    assert upload.size == len(data)
+    assert upload.sha256 == hashlib.sha256(data).hexdigest()
+    key = new_key()
+    target = files.accept(upload, key)
+    assert target == files.audio_path(key)
+    assert target.read_bytes() == data
+    assert not upload.path.exists()
+    files.discard(target)
+    assert not target.exists()
+    files.discard(target)  # already gone: no error
+
+
+def test_recover_completes_a_written_result_even_on_the_last_attempt(store: SQLiteJobStore, files: FileStore) -> None:
+    job = add_with_audio(store, files, "last-try")
+    for attempt in range(1, worker.MAX_ATTEMPTS + 1):
+        store.claim_next(float(attempt))
+        if attempt < worker.MAX_ATTEMPTS:
+            worker.recover(store, files)
+    # Died after writing the transcript, before marking the job completed.
+    files.write_result(job.key, {"text": "done", "language": "en", "segments": []})
+    assert worker.recover(store, files) == []
+    recovered = store.get("last-try")
+    assert recovered is not None and recovered.status is JobStatus.COMPLETED
+
+
+def test_recover_removes_orphaned_audio(store: SQLiteJobStore, files: FileStore) -> None:
+    kept = add_with_audio(store, files, "queued")
+    orphan = files.audio_path(new_key())  # accepted, then the process died before the insert
+    orphan.write_bytes(b"RIFF")
+    ended = add_with_audio(store, files, "ended")
+    store.claim_next(1.0)  # "queued" is claimed first
+    store.complete("queued", 2.0, "en")
+    store.claim_next(3.0)
+    store.fail("ended", 4.0, "boom")  # died before its audio was removed
+    worker.recover(store, files)
+    assert not orphan.exists()
+    assert not files.audio_path(ended.key).exists()
+    assert not files.audio_path(kept.key).exists()
+    live = add_with_audio(store, files, "live")
+    worker.recover(store, files)
+    assert files.audio_path(live.key).exists()
