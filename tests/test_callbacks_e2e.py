@@ -67,14 +67,16 @@ def receiver() -> Iterator[Receiver]:
 @pytest.fixture(scope="module")
 def signed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("callbacks")
-    srv = ServerProcess(root / "storage", root / "server.log", None, "--callback-secret", SECRET).start()
+    srv = ServerProcess(
+        root / "storage", root / "server.log", None, "--callback-secret", SECRET, "--callback-retry-delays", "0.5,1,1"
+    ).start()
     yield srv
     srv.stop()
 
 
 def submit(url: str, name: str, **fields: str) -> dict:
     with open(FIXTURES / name, "rb") as f:
-        response = httpx.post(f"{url}/transcribe", files={"file": (name, f)}, data=fields, timeout=30)
+        response = httpx.post(f"{url}/transcribe", files={"file": (name, f)}, data={"cache": "false", **fields}, timeout=30)
     assert response.status_code == 202, response.text
     return response.json()
 
@@ -101,13 +103,50 @@ def test_completed_job_posts_signed_transcript(signed_server: ServerProcess, rec
 def test_failing_receiver_is_retried_and_never_fails_the_job(
     signed_server: ServerProcess, receiver: Receiver
 ) -> None:
-    receiver.fail_first["/flaky"] = 1
-    job = submit(signed_server.url, "short.wav", callback_url=f"{receiver.url}/flaky")
-    calls = receiver.wait_for("/flaky", 2, timeout=30)
-    assert len(calls) == 2
-    assert calls[0][2] == calls[1][2]  # the same body again
-    record = httpx.get(f"{signed_server.url}/status/{job['job_id']}").json()
+    receiver.fail_first["/twice"] = 2
+    job = submit(signed_server.url, "short.wav", callback_url=f"{receiver.url}/twice")
+    calls = receiver.wait_for("/twice", 3, timeout=30)
+    assert len({body for _, _, body in calls}) == 1  # the same body each time
+    with httpx.Client(base_url=signed_server.url) as client:
+        record = wait_done(client, job["job_id"])
+        deadline = time.monotonic() + 5
+        while record["callback"]["state"] != "delivered" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            record = client.get(f"/status/{job['job_id']}").json()
     assert record["status"] == "completed"
+    assert record["callback"]["state"] == "delivered" and record["callback"]["attempts"] == 3
+    time.sleep(1.5)
+    assert len([c for c in receiver.calls if c[0] == "/twice"]) == 3  # never repeated once delivered
+
+
+def test_pending_callback_survives_a_restart_and_is_sent_once(receiver: Receiver, tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    receiver.fail_first["/restart"] = 1
+    first = ServerProcess(storage, tmp_path / "first.log", None, "--callback-retry-delays", "3,3").start()
+    try:
+        job = submit(first.url, "short.wav", callback_url=f"{receiver.url}/restart")
+        receiver.wait_for("/restart", 1)  # the first attempt failed; the retry is 3 s away
+        time.sleep(0.3)  # let the failed attempt be recorded
+    finally:
+        first.kill()
+    second = ServerProcess(storage, tmp_path / "second.log", None, "--callback-retry-delays", "3,3").start()
+    try:
+        calls = receiver.wait_for("/restart", 2, timeout=30)
+        assert json.loads(calls[1][2])["job_id"] == job["job_id"]
+        deadline = time.monotonic() + 5
+        record = httpx.get(f"{second.url}/status/{job['job_id']}").json()
+        while record["callback"]["state"] != "delivered" and time.monotonic() < deadline:
+            time.sleep(0.05)
+            record = httpx.get(f"{second.url}/status/{job['job_id']}").json()
+        assert record["callback"] == {**record["callback"], "state": "delivered", "attempts": 2}
+    finally:
+        second.stop()
+    third = ServerProcess(storage, tmp_path / "third.log").start()
+    try:
+        time.sleep(1.0)
+        assert len([c for c in receiver.calls if c[0] == "/restart"]) == 2  # not repeated after delivery
+    finally:
+        third.stop()
 
 
 def test_unreachable_receiver_does_not_fail_the_job(signed_server: ServerProcess, tmp_path: Path) -> None:

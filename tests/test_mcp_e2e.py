@@ -50,7 +50,7 @@ async def test_lists_the_three_tools_with_descriptions(server: ServerProcess) ->
 
 async def test_transcribe_then_wait_for_transcript(server: ServerProcess) -> None:
     async with Client(f"{server.url}/mcp") as client:
-        queued = (await client.call_tool("transcribe_wav", {"audio_base64": b64("short.wav"), "filename": "short.wav"})).data
+        queued = (await client.call_tool("transcribe_wav", {"cache": False, "audio_base64": b64("short.wav"), "filename": "short.wav"})).data
         assert queued["status"] == "queued"
         done = (
             await client.call_tool("check_transcription_status", {"job_id": queued["job_id"], "wait_seconds": 45})
@@ -70,7 +70,7 @@ async def test_wait_sends_progress_notifications(server: ServerProcess) -> None:
         updates.append((progress, total, message))
 
     async with Client(f"{server.url}/mcp") as client:
-        queued = (await client.call_tool("transcribe_wav", {"audio_base64": b64(LONG_AUDIO)})).data
+        queued = (await client.call_tool("transcribe_wav", {"cache": False, "audio_base64": b64(LONG_AUDIO)})).data
         done = await wait_with_progress(client, queued["job_id"], on_progress)
     assert done["status"] == "completed", done
     assert updates, "no progress notifications while waiting"
@@ -81,7 +81,7 @@ async def test_wait_sends_progress_notifications(server: ServerProcess) -> None:
 
 async def test_wait_returns_when_time_is_up(server: ServerProcess) -> None:
     async with Client(f"{server.url}/mcp") as client:
-        queued = (await client.call_tool("transcribe_wav", {"audio_base64": b64(LONG_AUDIO)})).data
+        queued = (await client.call_tool("transcribe_wav", {"cache": False, "audio_base64": b64(LONG_AUDIO)})).data
         early = (
             await client.call_tool("check_transcription_status", {"job_id": queued["job_id"], "wait_seconds": 0.5})
         ).data
@@ -114,7 +114,7 @@ async def test_legacy_handshake_client(server: ServerProcess) -> None:
     async with mcp.Client(f"{server.url}/mcp", mode="legacy") as client:
         names = {t.name for t in (await client.list_tools()).tools}
         assert "transcribe_wav" in names
-        result = await client.call_tool("transcribe_wav", {"audio_base64": b64("short.wav")})
+        result = await client.call_tool("transcribe_wav", {"cache": False, "audio_base64": b64("short.wav")})
         assert not result.is_error
         job_id = result.structured_content["job_id"]
         status = await client.call_tool("check_transcription_status", {"job_id": job_id, "wait_seconds": 45})

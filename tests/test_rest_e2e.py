@@ -18,7 +18,7 @@ SPEECH_WORDS = {"transcription", "services", "model", "loaded", "meeting", "morn
 
 def submit(client: httpx.Client, path: Path, **fields: str) -> httpx.Response:
     with open(path, "rb") as f:
-        return client.post("/transcribe", files={"file": (path.name, f)}, data=fields)
+        return client.post("/transcribe", files={"file": (path.name, f)}, data={"cache": "false", **fields})
 
 
 def test_health_reports_loaded_model(client: httpx.Client) -> None:

@@ -30,7 +30,7 @@ JOBS = {
 
 def submit(client: httpx.Client, path: Path, **fields: str) -> httpx.Response:
     with open(path, "rb") as f:
-        return client.post("/transcribe", files={"file": (path.name, f)}, data=fields)
+        return client.post("/transcribe", files={"file": (path.name, f)}, data={"cache": "false", **fields})
 
 
 def wait_status(client: httpx.Client, job_id: str, status: str, timeout: float = 60.0) -> dict:

@@ -12,6 +12,7 @@ import pytest
 
 from whisper_mcp import storage, worker
 from whisper_mcp.jobs import DuplicateJob, JobRequest, JobStatus
+from whisper_mcp.options import TranscribeOptions
 from whisper_mcp.storage import FileStore, new_key
 from whisper_mcp.store import SQLiteJobStore
 
@@ -22,7 +23,6 @@ def request(job_id: str, **overrides: object) -> JobRequest:
         key=new_key(),
         filename=f"{job_id}.wav",
         model="tiny.en",
-        language=None,
         callback_url=None,
         audio_sha256="ab" * 32,
         audio_bytes=1234,
@@ -59,12 +59,12 @@ def add_with_audio(store: SQLiteJobStore, files: FileStore, job_id: str, now: fl
 
 
 def test_add_and_get(store: SQLiteJobStore) -> None:
-    req = request("a", language="en", callback_url="http://127.0.0.1/cb", duration=2.25)
+    req = request("a", options=TranscribeOptions(language="en"), callback_url="http://127.0.0.1/cb", duration=2.25)
     job = store.add(req, 100.0)
     assert job.job_id == "a"
     assert job.key == req.key
     assert job.status is JobStatus.QUEUED
-    assert (job.filename, job.model, job.language, job.callback_url) == ("a.wav", "tiny.en", "en", "http://127.0.0.1/cb")
+    assert (job.filename, job.model, job.options.language, job.callback_url) == ("a.wav", "tiny.en", "en", "http://127.0.0.1/cb")
     assert (job.audio_sha256, job.audio_bytes, job.duration) == (req.audio_sha256, 1234, 2.25)
     assert job.created_at == 100.0
     assert (job.started_at, job.finished_at, job.error, job.detected_language) == (None, None, None, None)

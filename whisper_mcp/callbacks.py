@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from anyio import to_thread
 
+from .formats import render
 from .jobs import Job, JobStore
 from .storage import FileStore
 
@@ -26,6 +27,17 @@ log = logging.getLogger("whisper_mcp.callbacks")
 SIGNATURE_HEADER = "X-Whisper-MCP-Signature"
 # Seconds to wait before attempt 2, 3, ...; after the last, delivery gives up.
 BACKOFF = (1.0, 5.0, 30.0, 120.0)
+
+
+def parse_delays(text: str) -> tuple[float, ...]:
+    """"1,5,30" -> (1.0, 5.0, 30.0); empty: no retries."""
+    try:
+        delays = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise SystemExit(f"callback retry delays must be comma-separated seconds, got {text!r}") from None
+    if any(d < 0 for d in delays):
+        raise SystemExit(f"callback retry delays must not be negative, got {text!r}")
+    return delays
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -73,7 +85,7 @@ class CallbackSender:
         body: dict[str, Any] = {"job_id": job.job_id, "status": job.status.value}
         if job.status.value == "completed":
             result = await to_thread.run_sync(self._files.read_result, job.key) or {}
-            body["transcript"] = result.get("text", "")
+            body["transcript"] = render(result, "txt")  # the same text /download serves
             body["language"] = result.get("language")
             body["download_url"] = f"{self._public_url}/download/{job.job_id}"
         else:

@@ -23,6 +23,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"default auto {env('DEVICE')}")
     p.add_argument("--threads", type=int, help=f"torch CPU threads, 0 = torch default {env('THREADS')}")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help=f"{env('LOG_LEVEL')}")
+    p.add_argument("--model-idle-seconds", type=float, help=f"unload other models after this idle time, default 600 {env('MODEL_IDLE_SECONDS')}")
+    p.add_argument("--model-memory-mb", type=int, help=f"memory budget for loaded models, 0 = none {env('MODEL_MEMORY_MB')}")
+    p.add_argument("--callback-retry-delays", help=f"seconds between callback attempts, default 1,5,30,120 {env('CALLBACK_RETRY_DELAYS')}")
     p.add_argument("--public-url", help=f"base URL used in callback links, default http://HOST:PORT {env('PUBLIC_URL')}")
     p.add_argument(
         "--callback-secret", help=f"HMAC-SHA256 key to sign callback bodies {env('CALLBACK_SECRET')}"
@@ -41,6 +44,9 @@ def _settings(args: argparse.Namespace) -> Settings:
         log_level=getattr(args, "log_level", None),
         public_url=getattr(args, "public_url", None),
         callback_secret=getattr(args, "callback_secret", None),
+        model_idle_seconds=getattr(args, "model_idle_seconds", None),
+        model_memory_mb=getattr(args, "model_memory_mb", None),
+        callback_retry_delays=getattr(args, "callback_retry_delays", None),
     )
 
 

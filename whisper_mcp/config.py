@@ -26,6 +26,13 @@ class Settings:
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     log_level: str = "info"
+    # Models other than the start-up one are unloaded after this many idle seconds.
+    model_idle_seconds: float = 600.0
+    # Total model memory; loading another model unloads least-recently-used ones
+    # (never the start-up model) to stay under it. 0: no limit.
+    model_memory_mb: int = 0
+    # Seconds before callback attempt 2, 3, ...; after the last, delivery gives up.
+    callback_retry_delays: str = "1,5,30,120"
     # Base URL put in callback bodies' links; default http://HOST:PORT.
     public_url: str = ""
     # When set, callback bodies are signed: X-Whisper-MCP-Signature: sha256=<HMAC>.

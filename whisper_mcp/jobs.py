@@ -8,8 +8,10 @@ worker takes its next job from the store, never from memory.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
+
+from .options import TranscribeOptions
 
 
 class JobStatus(str, enum.Enum):
@@ -17,10 +19,11 @@ class JobStatus(str, enum.Enum):
     PROCESSING = "processing"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED)
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -32,11 +35,15 @@ class JobRequest:
     key: str
     filename: str | None
     model: str
-    language: str | None
     callback_url: str | None
     audio_sha256: str
     audio_bytes: int
     duration: float
+    options: TranscribeOptions = field(default_factory=TranscribeOptions)
+    priority: int = 1  # options.PRIORITIES: 0 urgent, 1 normal, 2 low
+    # Set when the transcript is reused from an earlier job with the same audio,
+    # model and options: the job is stored as completed at once.
+    cached_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,18 +53,20 @@ class Job:
     status: JobStatus
     filename: str | None
     model: str
-    language: str | None
     callback_url: str | None
     audio_sha256: str
     audio_bytes: int
     duration: float
+    options: TranscribeOptions
+    priority: int
+    cached_from: str | None
     created_at: float
     started_at: float | None
     finished_at: float | None
     attempts: int
     error: str | None
     detected_language: str | None
-    # Arrival order; the worker runs queued jobs in this order.
+    # Arrival order; within a priority the worker runs queued jobs in this order.
     seq: int
     # Delivery of the completion callback: None (no callback_url), "pending",
     # "delivered" or "failed" (gave up after retries).
@@ -66,21 +75,37 @@ class Job:
     callback_error: str | None = None
 
 
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    total: int
+
+
 class JobStore(Protocol):
     """Durable job storage. SQLite here; a shared database could serve
     several replicas behind the same methods."""
 
     def add(self, request: JobRequest, now: float) -> Job:
-        """Insert a queued job; raises ``DuplicateJob`` if the id is taken."""
+        """Insert a queued job (completed, if ``cached_from``); raises ``DuplicateJob``
+        if the id is taken."""
 
     def get(self, job_id: str) -> Job | None: ...
 
+    def find_completed(self, audio_sha256: str, model: str, options: TranscribeOptions) -> Job | None:
+        """The newest completed job for the same audio, model and options."""
+
     def claim_next(self, now: float) -> Job | None:
-        """Atomically move the oldest queued job to processing and return it."""
+        """Atomically move the next queued job (priority, then arrival) to processing."""
 
     def complete(self, job_id: str, now: float, detected_language: str | None) -> None: ...
 
     def fail(self, job_id: str, now: float, error: str) -> None: ...
+
+    def cancel(self, job_id: str, now: float, *, running: bool) -> bool:
+        """Cancel a queued job (``running=False``) or mark a processing one cancelled
+        (``running=True``); False if the job was no longer in that state."""
+
+    def list(self, *, status: JobStatus | None, limit: int, offset: int) -> JobPage: ...
 
     def due_callbacks(self, now: float) -> list[Job]:
         """Ended jobs whose callback is pending and due for (another) attempt."""

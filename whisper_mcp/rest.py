@@ -8,13 +8,22 @@ from anyio import to_thread
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .errors import InvalidInput, ServiceError
-from .service import TranscriptionService
+from .formats import MEDIA_TYPES
+from .service import SUBMISSION_FIELDS, Submission, TranscriptionService, check_format
 
-_FIELDS = ("job_id", "callback_url", "model", "language")
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput(f"{name} must be a whole number, got {raw!r}.") from None
 
 
 def routes(service: TranscriptionService) -> list[Route]:
@@ -28,22 +37,44 @@ def routes(service: TranscriptionService) -> list[Route]:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
                 raise InvalidInput("No file received: put the audio in a multipart field named 'file'.")
-            options: dict[str, Any] = {}
-            for name in _FIELDS:
+            values: dict[str, Any] = {}
+            for name in SUBMISSION_FIELDS:
                 value = form.get(name)
                 if isinstance(value, UploadFile):
                     raise InvalidInput(f"Field {name!r} must be a plain value, not a file.")
-                options[name] = value
+                values[name] = value
+            values["filename"] = values["filename"] or upload.filename
             stored = await to_thread.run_sync(service.files.receive, upload.file)
-        record = await service.submit(stored, filename=upload.filename, **options)
+        record = await service.submit(stored, Submission(**values))
         return JSONResponse(record, status_code=202)
 
     async def status(request: Request) -> Response:
-        return JSONResponse(await service.status(request.path_params["job_id"]))
+        fmt = request.query_params.get("format", "txt")
+        return JSONResponse(await service.status(request.path_params["job_id"], fmt))
 
     async def download(request: Request) -> Response:
-        text = await service.transcript(request.path_params["job_id"])
-        return PlainTextResponse(text)
+        fmt = check_format(request.query_params.get("format"))
+        job_id = request.path_params["job_id"]
+        body = await service.transcript(job_id, fmt)
+        headers = {}
+        if fmt in ("srt", "vtt") or request.query_params.get("attachment"):
+            headers["content-disposition"] = f'attachment; filename="{job_id}.{fmt}"'
+        return Response(body, media_type=MEDIA_TYPES[fmt], headers=headers)
+
+    async def cancel(request: Request) -> Response:
+        return JSONResponse(await service.cancel(request.path_params["job_id"]))
+
+    async def jobs(request: Request) -> Response:
+        return JSONResponse(
+            await service.list_jobs(
+                request.query_params.get("status"),
+                _int_param(request, "limit", 50),
+                _int_param(request, "offset", 0),
+            )
+        )
+
+    async def models(request: Request) -> Response:
+        return JSONResponse(await service.models())
 
     async def health(request: Request) -> Response:
         return JSONResponse(await service.health())
@@ -52,6 +83,10 @@ def routes(service: TranscriptionService) -> list[Route]:
         Route("/transcribe", transcribe, methods=["POST"]),
         Route("/status/{job_id}", status, methods=["GET"]),
         Route("/download/{job_id}", download, methods=["GET"]),
+        Route("/jobs", jobs, methods=["GET"]),
+        Route("/jobs/{job_id}", status, methods=["GET"]),
+        Route("/jobs/{job_id}", cancel, methods=["DELETE"]),
+        Route("/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
     ]
 

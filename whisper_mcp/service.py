@@ -12,18 +12,20 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from anyio import to_thread
-from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
 
 from .audio import probe_audio
-from .callbacks import CallbackSender
+from .callbacks import CallbackSender, parse_delays
 from .config import Settings
 from .engine import WhisperEngine
 from .errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady
+from .formats import FORMATS, render
 from .jobs import DuplicateJob, Job, JobRequest, JobStatus
+from .options import PRIORITY_NAMES, parse_bool, parse_options, parse_priority
 from .models import ModelRegistry
 from .storage import FileStore, StoredUpload, new_key
 from .store import SQLiteJobStore
@@ -36,20 +38,51 @@ _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ProgressReporter = Callable[[dict[str, Any]], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class Submission:
+    """A client's request, as sent (strings from a form or typed MCP arguments);
+    ``TranscriptionService`` validates it."""
+
+    filename: str | None = None
+    job_id: str | None = None
+    model: str | None = None
+    language: str | None = None
+    task: str | None = None
+    initial_prompt: str | None = None
+    temperature: float | str | None = None
+    beam_size: int | str | None = None
+    word_timestamps: bool | str | None = None
+    priority: str | None = None
+    callback_url: str | None = None
+    # False forces a new transcription even when an identical one is cached.
+    cache: bool | str | None = None
+
+
+SUBMISSION_FIELDS = tuple(f.name for f in fields(Submission))
+
+
 class TranscriptionService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.files = FileStore(settings.storage)
         self.store = SQLiteJobStore(self.files.database)
         self.registry = ModelRegistry(settings.model_cache)
-        self.engine = WhisperEngine(self.registry, settings.device, settings.threads)
         self.default_model = self.registry.resolve(settings.model).name
+        self.engine = WhisperEngine(
+            self.registry,
+            settings.device,
+            settings.threads,
+            pinned=self.default_model,
+            idle_seconds=settings.model_idle_seconds,
+            memory_budget_bytes=settings.model_memory_mb * 1024 * 1024,
+        )
         self.worker = InferenceWorker(self.store, self.files, self.engine, self.default_model, self._job_changed)
         self.callbacks = CallbackSender(
             self.store,
             self.files,
             public_url=settings.public_url or f"http://{settings.host}:{settings.port}",
             secret=settings.callback_secret,
+            backoff=parse_delays(settings.callback_retry_delays),
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
@@ -82,24 +115,16 @@ class TranscriptionService:
 
     # -- submitting -------------------------------------------------------
 
-    async def submit(
-        self,
-        upload: StoredUpload,
-        *,
-        filename: str | None = None,
-        job_id: str | None = None,
-        model: str | None = None,
-        language: str | None = None,
-        callback_url: str | None = None,
-    ) -> dict[str, Any]:
+    async def submit(self, upload: StoredUpload, submission: Submission) -> dict[str, Any]:
         """Validate and queue an upload already written under ``incoming/``.
 
         The upload is consumed: it becomes the job's audio or is removed.
         """
         try:
-            request = await self._validate(upload, filename, job_id, model, language, callback_url)
+            request = await self._validate(upload, submission)
             try:
-                job = await to_thread.run_sync(self._enqueue, upload, request)
+                use_cache = submission.cache is None or parse_bool("cache", submission.cache)
+                job = await to_thread.run_sync(self._enqueue, upload, request, use_cache)
             except DuplicateJob as dup:
                 if dup.existing.audio_sha256 != upload.sha256:
                     raise Conflict(
@@ -109,51 +134,74 @@ class TranscriptionService:
                 job = dup.existing  # the same upload sent again: answer with the job we have
         finally:
             await to_thread.run_sync(self.files.discard, upload.path)
-        if job.status is not JobStatus.QUEUED:  # a re-sent upload of an older job
+        if job.status is not JobStatus.QUEUED:  # cached, or a re-sent upload of an older job
+            if job.cached_from is not None:
+                self.callbacks.kick()
             return await self.status(job.job_id)
         # Answer from the job as queued: the worker may start it any moment now.
         record = _record(job)
         record["queue_position"] = await to_thread.run_sync(self.store.queue_position, job)
         self.worker.notify()
-        log.info("job %s queued model=%s bytes=%d audio=%.1fs", job.job_id, job.model, job.audio_bytes, job.duration)
+        log.info(
+            "job %s queued model=%s priority=%s bytes=%d audio=%.1fs",
+            job.job_id,
+            job.model,
+            PRIORITY_NAMES[job.priority],
+            job.audio_bytes,
+            job.duration,
+        )
         return record
 
-    async def _validate(
-        self,
-        upload: StoredUpload,
-        filename: str | None,
-        job_id: str | None,
-        model: str | None,
-        language: str | None,
-        callback_url: str | None,
-    ) -> JobRequest:
-        if job_id is not None and job_id != "":
-            if not _JOB_ID.match(job_id):
+    async def _validate(self, upload: StoredUpload, sub: Submission) -> JobRequest:
+        if sub.job_id is not None and sub.job_id != "":
+            if not _JOB_ID.match(sub.job_id):
                 raise InvalidInput(
                     "job_id must be 1-128 characters of letters, digits, '.', '_' or '-', "
                     "starting with a letter or digit; or leave it out to get a generated one"
                 )
+            job_id = sub.job_id
         else:
             job_id = new_key()
-        model_info = self.registry.resolve(model or self.default_model)
-        language = _check_language(language, model_info.name)
-        callback_url = _check_callback(callback_url)
+        model_info = self.registry.resolve(sub.model or self.default_model)
+        options = parse_options(
+            model_info.name,
+            language=sub.language,
+            task=sub.task,
+            initial_prompt=sub.initial_prompt,
+            temperature=sub.temperature,
+            beam_size=sub.beam_size,
+            word_timestamps=sub.word_timestamps,
+        )
+        priority = parse_priority(sub.priority)
+        callback_url = _check_callback(sub.callback_url)
         if upload.size == 0:
             raise InvalidAudio("The uploaded file is empty (0 bytes). Send a WAV, MP3, FLAC, Ogg/Opus or M4A file.")
         info = await to_thread.run_sync(probe_audio, upload.path)
         return JobRequest(
             job_id=job_id,
             key=new_key(),
-            filename=(filename or None) and filename[:255],
+            filename=(sub.filename or None) and sub.filename[:255],
             model=model_info.name,
-            language=language,
             callback_url=callback_url,
             audio_sha256=upload.sha256,
             audio_bytes=upload.size,
             duration=round(info.duration, 3),
+            options=options,
+            priority=priority,
         )
 
-    def _enqueue(self, upload: StoredUpload, request: JobRequest) -> Job:
+    def _enqueue(self, upload: StoredUpload, request: JobRequest, use_cache: bool) -> Job:
+        earlier = self.store.find_completed(request.audio_sha256, request.model, request.options) if use_cache else None
+        if earlier is not None:
+            result = self.files.read_result(earlier.key)
+            if result is not None:
+                # Same audio, model and options: reuse the transcript, no inference.
+                self.files.write_result(request.key, result)
+                try:
+                    return self.store.add(replace(request, cached_from=earlier.job_id), time.time())
+                except BaseException:
+                    self.files.discard(self.files.result_path(request.key))
+                    raise
         # Audio lands in place first: a queued job always has its file.
         audio = self.files.accept(upload, request.key)
         try:
@@ -161,6 +209,26 @@ class TranscriptionService:
         except BaseException:
             self.files.discard(audio)
             raise
+
+    # -- changing ---------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """Cancel a queued job at once, or a running one at its next 30 s window."""
+        job = await self._job(job_id)
+        if job.status is JobStatus.QUEUED:
+            if await to_thread.run_sync(lambda: self.store.cancel(job_id, time.time(), running=False)):
+                await to_thread.run_sync(self.files.discard, self.files.audio_path(job.key))
+                self._signal()
+                log.info("job %s cancelled while queued", job_id)
+                return await self.status(job_id)
+            job = await self._job(job_id)  # started meanwhile
+        if job.status is JobStatus.PROCESSING and self.worker.request_cancel(job_id):
+            record = await self.status(job_id)
+            record["cancel_requested"] = True
+            return record
+        if job.status.finished:
+            raise Conflict(f"Job {job_id!r} has already ended ({job.status.value}); there is nothing to cancel.")
+        return await self.status(job_id)
 
     # -- reading ----------------------------------------------------------
 
@@ -170,7 +238,8 @@ class TranscriptionService:
             raise JobNotFound(f"No job with id {job_id!r}. Check the id returned when the file was submitted.")
         return job
 
-    async def status(self, job_id: str) -> dict[str, Any]:
+    async def status(self, job_id: str, fmt: str = "txt") -> dict[str, Any]:
+        fmt = check_format(fmt)
         job = await self._job(job_id)
         record = _record(job)
         if job.status is JobStatus.QUEUED:
@@ -179,17 +248,49 @@ class TranscriptionService:
             running = self.worker.state().running
             if running is not None and running.job_id == job_id:
                 record["progress"] = round(running.progress, 4)
+                eta = running.eta_seconds(time.time())
+                record["eta_seconds"] = None if eta is None else round(eta, 1)
+                record["cancel_requested"] = running.cancel_requested
         elif job.status is JobStatus.COMPLETED:
-            result = await to_thread.run_sync(self.files.read_result, job.key)
-            record["transcript"] = (result or {}).get("text", "")
+            result = await to_thread.run_sync(self.files.read_result, job.key) or {}
+            record["transcript"] = render(result, fmt)
+            if fmt != "txt":
+                record["format"] = fmt
+            if result.get("language_probability") is not None:
+                record["language_probability"] = result["language_probability"]
         return record
 
-    async def wait(self, job_id: str, seconds: float, report: ProgressReporter | None = None) -> dict[str, Any]:
+    async def list_jobs(self, status: str | None, limit: int, offset: int) -> dict[str, Any]:
+        wanted = None
+        if status:
+            try:
+                wanted = JobStatus(status)
+            except ValueError:
+                choices = ", ".join(s.value for s in JobStatus)
+                raise InvalidInput(f"status must be one of {choices}, got {status!r}.") from None
+        if not 1 <= limit <= 500 or offset < 0:
+            raise InvalidInput("limit must be from 1 to 500 and offset 0 or more.")
+        page = await to_thread.run_sync(lambda: self.store.list(status=wanted, limit=limit, offset=offset))
+        running = self.worker.state().running
+        records = []
+        for job in page.jobs:
+            record = _record(job)
+            if job.status is JobStatus.QUEUED:
+                record["queue_position"] = await to_thread.run_sync(self.store.queue_position, job)
+            elif running is not None and running.job_id == job.job_id:
+                record["progress"] = round(running.progress, 4)
+            records.append(record)
+        next_offset = offset + len(records)
+        return {"jobs": records, "total": page.total, "next_offset": next_offset if next_offset < page.total else None}
+
+    async def wait(
+        self, job_id: str, seconds: float, report: ProgressReporter | None = None, fmt: str = "txt"
+    ) -> dict[str, Any]:
         """Status, after waiting up to ``seconds`` (capped) for the job to finish."""
         deadline = time.monotonic() + max(0.0, min(seconds, self.settings.max_wait_seconds))
         while True:
             changed = self._changed  # taken before reading, so no change is missed
-            record = await self.status(job_id)
+            record = await self.status(job_id, fmt)
             remaining = deadline - time.monotonic()
             if JobStatus(record["status"]).finished or remaining <= 0:
                 return record
@@ -200,13 +301,28 @@ class TranscriptionService:
             except asyncio.TimeoutError:
                 pass
 
-    async def transcript(self, job_id: str) -> str:
+    async def transcript(self, job_id: str, fmt: str = "txt") -> str:
+        fmt = check_format(fmt)
         job = await self._job(job_id)
         if job.status is not JobStatus.COMPLETED:
             detail = f": {job.error}" if job.error else ""
             raise NotReady(f"Job {job_id!r} is {job.status.value}{detail}; no transcript to download yet.")
         result = await to_thread.run_sync(self.files.read_result, job.key)
-        return str((result or {}).get("text", ""))
+        return render(result or {}, fmt)
+
+    async def models(self) -> dict[str, Any]:
+        loaded = {m.name: m for m in self.engine.pool.loaded()}
+        models = []
+        for info in self.registry.available():
+            entry: dict[str, Any] = {"name": info.name, "source": info.source, "offline": info.local}
+            if info.name in loaded:
+                m = loaded[info.name]
+                entry.update(loaded=True, memory_mb=round(m.bytes / 2**20, 1), pinned=m.pinned)
+            else:
+                entry["loaded"] = False
+            models.append(entry)
+        pool = self.engine.pool
+        return {"default": self.default_model, "models": models, "loads": pool.loads, "unloads": pool.unloads}
 
     async def health(self) -> dict[str, Any]:
         state = self.worker.state()
@@ -232,17 +348,26 @@ def _record(job: Job) -> dict[str, Any]:
         "progress": 1.0 if job.status is JobStatus.COMPLETED else 0.0,
         "filename": job.filename,
         "model": job.model,
-        "language": job.detected_language or job.language,
+        "language": job.detected_language or job.options.language,
+        "priority": PRIORITY_NAMES[job.priority],
+        # What was chosen beyond the defaults (language is shown above).
+        "options": {
+            k: v for k, v in asdict(job.options).items() if v is not None and v is not False and k != "language"
+        },
         "audio_seconds": job.duration,
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "attempts": job.attempts,
     }
-    if job.status is JobStatus.FAILED:
+    if job.cached_from is not None:
+        record["cached"] = True
+        record["cached_from"] = job.cached_from
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
         record["error"] = job.error
     if job.status is JobStatus.COMPLETED:
         record["download_url"] = f"/download/{job.job_id}"
+        record["resources"] = {fmt: f"transcript://{job.job_id}/{fmt}" for fmt in FORMATS}
     if job.callback_url is not None:
         record["callback"] = {
             "url": job.callback_url,
@@ -253,19 +378,11 @@ def _record(job: Job) -> dict[str, Any]:
     return record
 
 
-def _check_language(language: str | None, model: str) -> str | None:
-    if language is None or language.strip() == "" or language.strip().lower() == "auto":
-        return None
-    lang = language.strip().lower()
-    code = lang if lang in LANGUAGES else TO_LANGUAGE_CODE.get(lang)
-    if code is None:
-        raise InvalidInput(
-            f"Unknown language {language!r}. Use a code such as 'en', 'de', 'fr' or a name such as "
-            "'german', or leave it out to detect the language."
-        )
-    if model.endswith(".en") and code != "en":
-        raise InvalidInput(f"Model {model!r} is English-only; choose a multilingual model for language {code!r}.")
-    return code
+def check_format(fmt: str | None) -> str:
+    name = (fmt or "txt").strip().lower()
+    if name not in FORMATS:
+        raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
+    return name
 
 
 def _check_callback(url: str | None) -> str | None:

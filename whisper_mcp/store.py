@@ -10,7 +10,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from .jobs import DuplicateJob, Job, JobRequest, JobStatus
+from .jobs import DuplicateJob, Job, JobPage, JobRequest, JobStatus
+from .options import TranscribeOptions
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -20,11 +21,13 @@ CREATE TABLE IF NOT EXISTS jobs (
     status TEXT NOT NULL,
     filename TEXT,
     model TEXT NOT NULL,
-    language TEXT,
     callback_url TEXT,
     audio_sha256 TEXT NOT NULL,
     audio_bytes INTEGER NOT NULL,
     duration REAL NOT NULL,
+    options TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 1,
+    cached_from TEXT,
     created_at REAL NOT NULL,
     started_at REAL,
     finished_at REAL,
@@ -36,23 +39,27 @@ CREATE TABLE IF NOT EXISTS jobs (
     callback_error TEXT,
     callback_next_at REAL
 );
+CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs (status, priority, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_audio ON jobs (audio_sha256, model, options, status);
 CREATE INDEX IF NOT EXISTS jobs_by_callback ON jobs (callback_state, callback_next_at);
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, seq);
 """
 
 _COLUMNS = (
-    "job_id, key, status, filename, model, language, callback_url, audio_sha256, "
-    "audio_bytes, duration, created_at, started_at, finished_at, attempts, error, "
+    "job_id, key, status, filename, model, callback_url, audio_sha256, audio_bytes, duration, "
+    "options, priority, cached_from, created_at, started_at, finished_at, attempts, error, "
     "detected_language, seq, callback_state, callback_attempts, callback_error"
 )
 # Ending a job makes its callback due, in the same statement, so a crash can
 # never leave an ended job whose callback is forgotten.
 _CALLBACK_DUE = "callback_state = CASE WHEN callback_url IS NULL THEN NULL ELSE 'pending' END, callback_next_at = NULL"
+# Queue order: priority first, then arrival.
+_AHEAD = "status = 'queued' AND (priority < ? OR (priority = ? AND seq < ?))"
 
 
 def _row_to_job(row: tuple) -> Job:
     values = list(row)
     values[2] = JobStatus(values[2])
+    values[9] = TranscribeOptions.from_json(values[9])
     return Job(*values)
 
 
@@ -60,8 +67,7 @@ class SQLiteJobStore:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._local = threading.local()
-        with self._conn() as conn:
-            conn.executescript(_SCHEMA)
+        self._conn().executescript(_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -75,25 +81,35 @@ class SQLiteJobStore:
         return conn
 
     def add(self, request: JobRequest, now: float) -> Job:
+        cached = request.cached_from is not None
         conn = self._conn()
         try:
             conn.execute(
-                "INSERT INTO jobs (job_id, key, status, filename, model, language, callback_url,"
-                " audio_sha256, audio_bytes, duration, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,"
+                "INSERT INTO jobs (job_id, key, status, filename, model, callback_url, audio_sha256,"
+                " audio_bytes, duration, options, priority, cached_from, started_at, finished_at,"
+                " detected_language, callback_state, created_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+                " (SELECT detected_language FROM jobs WHERE job_id = ?), ?,"
                 # Evaluated under the write lock: created_at strictly grows with
-                # seq, so sorting by created_at gives the queue order.
+                # seq, so sorting by created_at gives the arrival order.
                 " MAX(?, COALESCE((SELECT MAX(created_at) FROM jobs), 0) + 1e-6))",
                 (
                     request.job_id,
                     request.key,
-                    JobStatus.QUEUED.value,
+                    (JobStatus.COMPLETED if cached else JobStatus.QUEUED).value,
                     request.filename,
                     request.model,
-                    request.language,
                     request.callback_url,
                     request.audio_sha256,
                     request.audio_bytes,
                     request.duration,
+                    request.options.to_json(),
+                    request.priority,
+                    request.cached_from,
+                    now if cached else None,
+                    now if cached else None,
+                    request.cached_from,
+                    "pending" if cached and request.callback_url else None,
                     now,
                 ),
             )
@@ -110,11 +126,19 @@ class SQLiteJobStore:
         row = self._conn().execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return _row_to_job(row) if row else None
 
+    def find_completed(self, audio_sha256: str, model: str, options: TranscribeOptions) -> Job | None:
+        row = self._conn().execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE audio_sha256 = ? AND model = ? AND options = ?"
+            " AND status = 'completed' ORDER BY seq DESC LIMIT 1",
+            (audio_sha256, model, options.to_json()),
+        ).fetchone()
+        return _row_to_job(row) if row else None
+
     def claim_next(self, now: float) -> Job | None:
         # One statement, so two workers (or replicas) never claim the same job.
         row = self._conn().execute(
             "UPDATE jobs SET status = 'processing', started_at = ?, attempts = attempts + 1"
-            " WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY seq LIMIT 1)"
+            " WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY priority, seq LIMIT 1)"
             f" RETURNING {_COLUMNS}",
             (now,),
         ).fetchone()
@@ -123,15 +147,38 @@ class SQLiteJobStore:
     def complete(self, job_id: str, now: float, detected_language: str | None) -> None:
         self._conn().execute(
             "UPDATE jobs SET status = 'completed', finished_at = ?, detected_language = ?, error = NULL,"
-            f" {_CALLBACK_DUE} WHERE job_id = ?",
+            f" {_CALLBACK_DUE} WHERE job_id = ? AND status = 'processing'",
             (now, detected_language, job_id),
         )
 
     def fail(self, job_id: str, now: float, error: str) -> None:
         self._conn().execute(
-            f"UPDATE jobs SET status = 'failed', finished_at = ?, error = ?, {_CALLBACK_DUE} WHERE job_id = ?",
+            f"UPDATE jobs SET status = 'failed', finished_at = ?, error = ?, {_CALLBACK_DUE}"
+            " WHERE job_id = ? AND status = 'processing'",
             (now, error, job_id),
         )
+
+    def cancel(self, job_id: str, now: float, *, running: bool) -> bool:
+        cursor = self._conn().execute(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ?, error = 'cancelled on request',"
+            f" {_CALLBACK_DUE} WHERE job_id = ? AND status = ?",
+            (now, job_id, "processing" if running else "queued"),
+        )
+        return cursor.rowcount == 1
+
+    def list(self, *, status: JobStatus | None, limit: int, offset: int) -> JobPage:
+        where, args = ("WHERE status = ?", (status.value,)) if status is not None else ("", ())
+        conn = self._conn()
+        (total,) = conn.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()
+        # Queued jobs in the order they will run, then the rest, newest first.
+        rows = conn.execute(
+            f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY"
+            " CASE status WHEN 'processing' THEN 0 WHEN 'queued' THEN 1 ELSE 2 END,"
+            " CASE WHEN status = 'queued' THEN priority ELSE 0 END,"
+            " CASE WHEN status = 'queued' THEN seq ELSE -seq END LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        ).fetchall()
+        return JobPage([_row_to_job(r) for r in rows], int(total))
 
     def due_callbacks(self, now: float) -> list[Job]:
         rows = self._conn().execute(
@@ -165,7 +212,8 @@ class SQLiteJobStore:
 
     def requeue(self, job_id: str) -> None:
         self._conn().execute(
-            "UPDATE jobs SET status = 'queued', started_at = NULL WHERE job_id = ?", (job_id,)
+            "UPDATE jobs SET status = 'queued', started_at = NULL WHERE job_id = ? AND status = 'processing'",
+            (job_id,),
         )
 
     def active_keys(self) -> set[str]:
@@ -174,7 +222,7 @@ class SQLiteJobStore:
 
     def queue_position(self, job: Job) -> int:
         (ahead,) = self._conn().execute(
-            "SELECT COUNT(*) FROM jobs WHERE status = 'queued' AND seq < ?", (job.seq,)
+            f"SELECT COUNT(*) FROM jobs WHERE {_AHEAD}", (job.priority, job.priority, job.seq)
         ).fetchone()
         return int(ahead) + 1
 

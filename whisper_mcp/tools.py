@@ -1,18 +1,19 @@
-"""MCP tools: the same service as the REST routes, described for agents."""
+"""MCP tools and resources: the same service as the REST routes, described for agents."""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from anyio import to_thread
 from fastmcp import Context, FastMCP
-from fastmcp.exceptions import ToolError
+from fastmcp.exceptions import ResourceError, ToolError
 from pydantic import Field
 
 from .errors import ServiceError
-from .service import TranscriptionService
+from .formats import FORMATS
+from .service import Submission, TranscriptionService
 
 INSTRUCTIONS = """\
 whisper-mcp turns speech recordings into text with OpenAI Whisper, using a model
@@ -21,12 +22,24 @@ the server keeps loaded. Work is asynchronous:
 2. check_transcription_status(job_id, wait_seconds=45) waits for the job and returns
    the transcript when status is "completed" (or the reason when "failed").
    Call it again while status is "queued" or "processing".
-health() tells whether the model is loaded and how long the queue is.
+health() tells whether the model is loaded and how long the queue is;
+list_models() which models exist; list_transcription_jobs() what is queued;
+cancel_transcription(job_id) stops a job. Finished transcripts are also resources:
+transcript://{job_id}/{format} with format txt, srt, vtt, json or tsv.
 """
+
+Format = Literal["txt", "srt", "vtt", "json", "tsv"]
 
 
 def build_mcp(service: TranscriptionService) -> FastMCP:
     mcp = FastMCP("whisper-mcp", instructions=INSTRUCTIONS)
+
+    async def call(coro: Any) -> Any:
+        # One message style for every tool: the service's own words.
+        try:
+            return await coro
+        except ServiceError as exc:
+            raise ToolError(exc.message) from None
 
     @mcp.tool(annotations={"readOnlyHint": False, "openWorldHint": False})
     async def transcribe_wav(
@@ -50,21 +63,49 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         ] = None,
         model: Annotated[
             str | None,
-            Field(description="Whisper model name, e.g. 'tiny.en' or 'base'. Leave it out for the server's default."),
+            Field(description="Whisper model, e.g. 'tiny.en' or 'base' (see list_models). Default: the server's."),
         ] = None,
         language: Annotated[
             str | None,
             Field(description="Spoken language as a code ('en', 'de') or name; leave it out to detect it."),
         ] = None,
+        task: Annotated[
+            Literal["transcribe", "translate"] | None,
+            Field(description="'transcribe' (default) or 'translate' into English (multilingual models)."),
+        ] = None,
+        initial_prompt: Annotated[
+            str | None,
+            Field(description="Text that primes the vocabulary and style, e.g. names or jargon in the recording."),
+        ] = None,
+        temperature: Annotated[
+            float | None,
+            Field(ge=0, le=1, description="Sampling temperature 0-1; leave it out for Whisper's fallback schedule."),
+        ] = None,
+        beam_size: Annotated[
+            int | None,
+            Field(ge=1, le=10, description="Beam search width (slower, sometimes more accurate); default greedy."),
+        ] = None,
+        word_timestamps: Annotated[
+            bool, Field(description="Also time each word (shown in the json format).")
+        ] = False,
+        priority: Annotated[
+            Literal["urgent", "normal", "low"] | None,
+            Field(description="Urgent jobs run before waiting normal ones, low after them. Default normal."),
+        ] = None,
         callback_url: Annotated[
             str | None,
             Field(description="http(s) URL that receives a JSON POST when the job ends."),
         ] = None,
+        cache: Annotated[
+            bool,
+            Field(description="Reuse an earlier transcript of the same audio, model and options (default true)."),
+        ] = True,
     ) -> dict[str, Any]:
         """Queue a recording for transcription and return its job_id immediately.
 
         This does not wait for the transcript: call check_transcription_status with
-        the returned job_id (and wait_seconds up to 50) to get it.
+        the returned job_id (and wait_seconds up to 50) to get it. The same audio
+        with the same model and options returns a cached transcript at once.
         """
         try:
             data = base64.b64decode(audio_base64, validate=True)
@@ -72,18 +113,22 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
             raise ToolError(
                 "audio_base64 is not valid base64. Encode the raw file bytes, e.g. `base64 -w0 file.wav`."
             ) from None
-        try:
-            upload = await to_thread.run_sync(service.files.receive_bytes, data)
-            return await service.submit(
-                upload,
-                filename=filename,
-                job_id=job_id,
-                model=model,
-                language=language,
-                callback_url=callback_url,
-            )
-        except ServiceError as exc:
-            raise ToolError(exc.message) from None
+        submission = Submission(
+            filename=filename,
+            job_id=job_id,
+            model=model,
+            language=language,
+            task=task,
+            initial_prompt=initial_prompt,
+            temperature=temperature,
+            beam_size=beam_size,
+            word_timestamps=word_timestamps,
+            priority=priority,
+            callback_url=callback_url,
+            cache=cache,
+        )
+        upload = await to_thread.run_sync(service.files.receive_bytes, data)
+        return await call(service.submit(upload, submission))
 
     @mcp.tool(annotations={"readOnlyHint": True, "openWorldHint": False})
     async def check_transcription_status(
@@ -96,28 +141,72 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
                 "answering. 0 answers at once. Use about 45 to avoid repeated polling.",
             ),
         ] = 0,
+        format: Annotated[
+            Format,
+            Field(description="Form of the transcript: txt (plain text), srt or vtt (subtitles), json, tsv."),
+        ] = "txt",
         ctx: Context | None = None,
     ) -> dict[str, Any]:
         """Return a transcription job's status; with the transcript once it has completed.
 
-        status is one of queued, processing, completed, failed. progress is the
-        fraction of the audio transcribed (0 to 1). When completed, "transcript"
-        holds the text; when failed, "error" says why. If the job is still queued
-        or processing when the wait ends, call this again.
+        status is one of queued, processing, completed, failed, cancelled. progress
+        is the fraction of the audio transcribed (0 to 1), with eta_seconds while
+        processing. When completed, "transcript" holds the text; when failed,
+        "error" says why. If the job is still queued or processing when the wait
+        ends, call this again.
         """
 
         async def report(record: dict[str, Any]) -> None:
             if ctx is not None:
                 await ctx.report_progress(float(record.get("progress", 0.0)), 1.0, record["status"])
 
-        try:
-            return await service.wait(job_id, wait_seconds, report)
-        except ServiceError as exc:
-            raise ToolError(exc.message) from None
+        return await call(service.wait(job_id, wait_seconds, report, fmt=format))
+
+    @mcp.tool(annotations={"readOnlyHint": False, "destructiveHint": True, "openWorldHint": False})
+    async def cancel_transcription(
+        job_id: Annotated[str, Field(description="The job to cancel.")],
+    ) -> dict[str, Any]:
+        """Cancel a job: a queued one at once, a running one at its next 30-second window."""
+        return await call(service.cancel(job_id))
+
+    @mcp.tool(annotations={"readOnlyHint": True, "openWorldHint": False})
+    async def list_transcription_jobs(
+        status: Annotated[
+            Literal["queued", "processing", "completed", "failed", "cancelled"] | None,
+            Field(description="Only jobs with this status; leave it out for all."),
+        ] = None,
+        limit: Annotated[int, Field(ge=1, le=500, description="Page size.")] = 50,
+        offset: Annotated[int, Field(ge=0, description="Jobs to skip; use next_offset from the last page.")] = 0,
+    ) -> dict[str, Any]:
+        """List jobs: running first, then queued ones in the order they will run (with
+        queue_position), then ended ones, newest first."""
+        return await call(service.list_jobs(status, limit, offset))
+
+    @mcp.tool(annotations={"readOnlyHint": True, "openWorldHint": False})
+    async def list_models() -> dict[str, Any]:
+        """Models this server can use: which work offline and which are loaded now."""
+        return await service.models()
 
     @mcp.tool(annotations={"readOnlyHint": True, "openWorldHint": False})
     async def health() -> dict[str, Any]:
         """Whether the service is ready: model loaded, which model, queue length, and the job in progress."""
         return await service.health()
+
+    async def read_transcript(job_id: str, fmt: str) -> str:
+        try:
+            return await service.transcript(job_id, fmt)
+        except ServiceError as exc:
+            raise ResourceError(exc.message) from None
+
+    @mcp.resource("transcript://{job_id}", mime_type="text/plain", description="A finished job's transcript as plain text.")
+    async def transcript_text(job_id: str) -> str:
+        return await read_transcript(job_id, "txt")
+
+    @mcp.resource(
+        "transcript://{job_id}/{format}",
+        description=f"A finished job's transcript; format is one of {', '.join(FORMATS)}.",
+    )
+    async def transcript_in_format(job_id: str, format: str) -> str:
+        return await read_transcript(job_id, format)
 
     return mcp

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .audio import decode_audio
-from .engine import DecodeOptions, WhisperEngine
+from .engine import WhisperEngine
 from .errors import ServiceError
 from .jobs import Job, JobStore
 from .storage import FileStore
@@ -17,6 +17,7 @@ from .storage import FileStore
 log = logging.getLogger("whisper_mcp.worker")
 
 MAX_ATTEMPTS = 3
+SWEEP_SECONDS = 30.0
 
 
 @dataclass
@@ -26,6 +27,18 @@ class Running:
     job_id: str
     started: float
     progress: float = 0.0
+    cancel_requested: bool = False
+
+    def eta_seconds(self, now: float) -> float | None:
+        # Measurable once a first window is done; decoding speed is roughly even.
+        if self.progress <= 0.0:
+            return None
+        elapsed = now - self.started
+        return max(0.0, elapsed / self.progress - elapsed)
+
+
+class JobCancelled(Exception):
+    """Raised from the progress hook to stop decoding at a window boundary."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,14 @@ class InferenceWorker:
         """A job was queued: start it now if idle."""
         self._wake.set()
 
+    def request_cancel(self, job_id: str) -> bool:
+        """Ask the running job to stop at its next 30 s window; False if it is not running."""
+        with self._lock:
+            if self._running is None or self._running.job_id != job_id:
+                return False
+            self._running.cancel_requested = True
+            return True
+
     def state(self) -> WorkerState:
         with self._lock:
             running = None if self._running is None else Running(**vars(self._running))
@@ -83,7 +104,9 @@ class InferenceWorker:
             self._wake.clear()
             job = self._store.claim_next(time.time())
             if job is None:
-                self._wake.wait()
+                # Idle: wake for the next job, or now and then to unload idle models.
+                if not self._wake.wait(SWEEP_SECONDS):
+                    self._engine.pool.sweep()
                 continue
             self._process(job)
 
@@ -109,9 +132,9 @@ class InferenceWorker:
         try:
             audio = decode_audio(self._files.audio_path(job.key))
             info = self._engine.registry.resolve(job.model)
-            result = self._engine.transcribe(
-                audio, info, DecodeOptions(language=job.language), on_progress=self._progress(job.job_id)
-            )
+            result = self._engine.transcribe(audio, info, job.options, on_progress=self._progress(job.job_id))
+            if self._cancel_requested(job.job_id):  # asked during the last window
+                raise JobCancelled(job.job_id)
             self._files.write_result(job.key, result.to_dict())
             self._store.complete(job.job_id, time.time(), result.language)
             log.info(
@@ -120,6 +143,9 @@ class InferenceWorker:
                 result.duration,
                 time.perf_counter() - started,
             )
+        except JobCancelled:
+            self._store.cancel(job.job_id, time.time(), running=True)
+            log.info("job %s cancelled while running", job.job_id)
         except ServiceError as exc:  # e.g. audio that stopped decoding half-way
             self._fail(job, exc.message)
         except Exception as exc:
@@ -131,6 +157,10 @@ class InferenceWorker:
             self._files.discard(self._files.audio_path(job.key))
             self._on_change(job.job_id)
 
+    def _cancel_requested(self, job_id: str) -> bool:
+        with self._lock:
+            return self._running is not None and self._running.job_id == job_id and self._running.cancel_requested
+
     def _fail(self, job: Job, message: str) -> None:
         self._store.fail(job.job_id, time.time(), message)
         log.info("job %s failed: %s", job.job_id, message)
@@ -138,8 +168,11 @@ class InferenceWorker:
     def _progress(self, job_id: str) -> Callable[[float], None]:
         def report(fraction: float) -> None:
             with self._lock:
-                if self._running is not None and self._running.job_id == job_id:
-                    self._running.progress = fraction
+                running = self._running
+                if running is not None and running.job_id == job_id:
+                    running.progress = fraction
+                    if running.cancel_requested:
+                        raise JobCancelled(job_id)
             self._on_change(job_id)
 
         return report

@@ -1,0 +1,129 @@
+"""Per-job choices and their validation: pure functions, one clear error each."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+
+from .errors import InvalidInput
+
+# Lower runs first.
+PRIORITIES = {"urgent": 0, "normal": 1, "low": 2}
+PRIORITY_NAMES = {rank: name for name, rank in PRIORITIES.items()}
+TASKS = ("transcribe", "translate")
+MAX_BEAM_SIZE = 10
+MAX_PROMPT_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """Decoding choices, in the spirit of openai-whisper's DecodingOptions."""
+
+    language: str | None = None  # None: detect it (multilingual models)
+    task: str = "transcribe"
+    initial_prompt: str | None = None
+    # None: openai-whisper's fallback schedule 0.0, 0.2, ... 1.0.
+    temperature: float | None = None
+    beam_size: int | None = None  # None: greedy
+    word_timestamps: bool = False
+
+    def to_json(self) -> str:
+        """Canonical form: stored with the job and part of the transcript cache key."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TranscribeOptions":
+        return cls(**json.loads(text))
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() == "")
+
+
+def parse_language(language: str | None, model: str) -> str | None:
+    if _blank(language) or str(language).strip().lower() in ("auto", "detect"):
+        return None
+    lang = str(language).strip().lower()
+    code = lang if lang in LANGUAGES else TO_LANGUAGE_CODE.get(lang)
+    if code is None:
+        raise InvalidInput(
+            f"Unknown language {language!r}. Use a code such as 'en', 'de', 'fr' or a name such as "
+            "'german', or leave it out to detect the language."
+        )
+    if model.endswith(".en") and code != "en":
+        raise InvalidInput(f"Model {model!r} is English-only; choose a multilingual model for language {code!r}.")
+    return code
+
+
+def parse_bool(name: str, value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    if _blank(value):
+        return False
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise InvalidInput(f"{name} must be true or false, got {value!r}.")
+
+
+def parse_options(
+    model: str,
+    *,
+    language: str | None = None,
+    task: str | None = None,
+    initial_prompt: str | None = None,
+    temperature: float | str | None = None,
+    beam_size: int | str | None = None,
+    word_timestamps: bool | str | None = None,
+) -> TranscribeOptions:
+    task_name = "transcribe" if _blank(task) else str(task).strip().lower()
+    if task_name not in TASKS:
+        raise InvalidInput(f"task must be 'transcribe' or 'translate' (into English), got {task!r}.")
+    if task_name == "translate" and model.endswith(".en"):
+        raise InvalidInput(f"Model {model!r} is English-only and cannot translate; choose a multilingual model.")
+
+    temp: float | None = None
+    if not _blank(temperature):
+        try:
+            temp = float(temperature)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise InvalidInput(f"temperature must be a number from 0 to 1, got {temperature!r}.") from None
+        if not 0.0 <= temp <= 1.0:
+            raise InvalidInput(f"temperature must be from 0 to 1, got {temp}.")
+
+    beam: int | None = None
+    if not _blank(beam_size):
+        try:
+            beam = int(str(beam_size).strip())
+        except ValueError:
+            raise InvalidInput(f"beam_size must be a whole number from 1 to {MAX_BEAM_SIZE}, got {beam_size!r}.") from None
+        if not 1 <= beam <= MAX_BEAM_SIZE:
+            raise InvalidInput(f"beam_size must be from 1 to {MAX_BEAM_SIZE}, got {beam}.")
+        if temp not in (None, 0.0):
+            raise InvalidInput("beam_size applies to temperature 0 only; leave temperature out or set it to 0.")
+
+    prompt = None if _blank(initial_prompt) else str(initial_prompt)
+    if prompt is not None and len(prompt) > MAX_PROMPT_CHARS:
+        raise InvalidInput(f"initial_prompt is limited to {MAX_PROMPT_CHARS} characters, got {len(prompt)}.")
+
+    return TranscribeOptions(
+        language=parse_language(language, model),
+        task=task_name,
+        initial_prompt=prompt,
+        temperature=temp,
+        beam_size=beam,
+        word_timestamps=parse_bool("word_timestamps", word_timestamps),
+    )
+
+
+def parse_priority(priority: str | None) -> int:
+    if _blank(priority):
+        return PRIORITIES["normal"]
+    rank = PRIORITIES.get(str(priority).strip().lower())
+    if rank is None:
+        raise InvalidInput(f"priority must be one of {', '.join(PRIORITIES)}, got {priority!r}.")
+    return rank
