@@ -34,7 +34,7 @@ class ServerProcess:
         self._extra = extra
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 120.0) -> "ServerProcess":
+    def start(self, timeout: float = 120.0, headers: dict[str, str] | None = None) -> "ServerProcess":
         cmd = [
             sys.executable, "-m", "whisper_mcp", "serve",
             "--host", "127.0.0.1", "--port", str(self.port),
@@ -47,7 +47,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
             try:
-                health = httpx.get(f"{self.url}/health", timeout=2).json()
+                health = httpx.get(f"{self.url}/health", timeout=2, headers=headers).json()
                 if health.get("model_loaded"):
                     return self
             except httpx.HTTPError:

@@ -6,10 +6,12 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from . import rest
 from .config import Settings
+from .security import AccessGuard, local_origins
 from .service import TranscriptionService
 from .tools import build_mcp
 
@@ -33,6 +35,14 @@ def create_app(settings: Settings) -> Starlette:
         routes=[*rest.routes(service), Route("/mcp", endpoint=mcp_app)],
         exception_handlers=rest.exception_handlers,  # type: ignore[arg-type]
         lifespan=lifespan,
+        middleware=[
+            Middleware(
+                AccessGuard,
+                token=settings.resolved_token(),
+                allowed_origins=local_origins(settings.port)
+                | {o.strip() for o in settings.allowed_origins.split(",") if o.strip()},
+            )
+        ],
     )
     app.state.service = service
     return app

@@ -25,7 +25,7 @@ from av.audio.resampler import AudioResampler
 from av.audio.stream import AudioStream
 from av.container import InputContainer
 
-from whisper_mcp.errors import InvalidAudio
+from .errors import AudioTooLong, InvalidAudio
 
 SAMPLE_RATE = 16000
 
@@ -50,18 +50,24 @@ class AudioInfo:
     channels: int
 
 
-def probe_audio(path: Path) -> AudioInfo:
+def probe_audio(path: Path, max_seconds: float | None = None) -> AudioInfo:
     """Decode ``path`` fully without keeping samples; return facts about it.
 
     Raises ``InvalidAudio`` for empty, unrecognised, audio-less, corrupt,
-    truncated or sample-less files. A missing file raises ``FileNotFoundError``:
-    that is the caller's bug, not the uploader's.
+    truncated or sample-less files, and for audio longer than ``max_seconds``
+    (checked from the header first, so a too-long file is refused quickly).
+    A missing file raises ``FileNotFoundError``: that is the caller's bug, not
+    the uploader's.
     """
     with _open(path) as container:
         stream = _audio_stream(container)
+        if max_seconds is not None:
+            _check_length(_header_seconds(container, stream), max_seconds)
         duration = 0.0
         for frame in _decode(container, stream, path):
             duration += frame.samples / frame.sample_rate
+            if max_seconds is not None and duration > max_seconds:
+                _check_length(duration, max_seconds)
         ctx = stream.codec_context
         return AudioInfo(
             duration=duration,
@@ -69,6 +75,22 @@ def probe_audio(path: Path) -> AudioInfo:
             codec=ctx.name,
             sample_rate=ctx.sample_rate,
             channels=ctx.channels,
+        )
+
+
+def _header_seconds(container: InputContainer, stream: AudioStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
+
+
+def _check_length(seconds: float | None, max_seconds: float) -> None:
+    if seconds is not None and seconds > max_seconds + 0.5:
+        raise AudioTooLong(
+            f"The recording is {seconds / 60:.1f} minutes long; this server accepts at most "
+            f"{max_seconds / 60:.1f} minutes per file. Split it into shorter parts."
         )
 
 

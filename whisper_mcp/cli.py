@@ -26,6 +26,19 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-idle-seconds", type=float, help=f"unload other models after this idle time, default 600 {env('MODEL_IDLE_SECONDS')}")
     p.add_argument("--model-memory-mb", type=int, help=f"memory budget for loaded models, 0 = none {env('MODEL_MEMORY_MB')}")
     p.add_argument("--callback-retry-delays", help=f"seconds between callback attempts, default 1,5,30,120 {env('CALLBACK_RETRY_DELAYS')}")
+    p.add_argument("--token", help=f"bearer token required on /mcp and the REST routes {env('TOKEN')}")
+    p.add_argument("--token-file", help=f"file whose first line is the token {env('TOKEN_FILE')}")
+    p.add_argument("--allowed-origins", help=f"extra browser origins allowed, comma-separated {env('ALLOWED_ORIGINS')}")
+    p.add_argument("--max-upload-mb", type=int, help=f"largest upload, default 1024 {env('MAX_UPLOAD_MB')}")
+    p.add_argument("--max-audio-seconds", type=float, help=f"longest recording, default 14400 {env('MAX_AUDIO_SECONDS')}")
+    p.add_argument("--min-free-mb", type=int, help=f"refuse uploads below this free disk, default 512 {env('MIN_FREE_MB')}")
+    p.add_argument(
+        "--keep-audio", action="store_const", const=False, dest="delete_audio",
+        help=f"keep uploaded audio after its job ends {env('DELETE_AUDIO')}=false",
+    )  # fmt: skip
+    p.add_argument("--retention-days", type=float, help=f"remove ended jobs after this, 0 = keep, default 7 {env('RETENTION_DAYS')}")
+    p.add_argument("--upload-ttl-seconds", type=float, help=f"expiry of unfinished uploads and upload URLs, default 3600 {env('UPLOAD_TTL_SECONDS')}")
+    p.add_argument("--housekeeping-seconds", type=float, help=f"interval of expiry sweeps, default 60 {env('HOUSEKEEPING_SECONDS')}")
     p.add_argument("--public-url", help=f"base URL used in callback links, default http://HOST:PORT {env('PUBLIC_URL')}")
     p.add_argument(
         "--callback-secret", help=f"HMAC-SHA256 key to sign callback bodies {env('CALLBACK_SECRET')}"
@@ -47,6 +60,16 @@ def _settings(args: argparse.Namespace) -> Settings:
         model_idle_seconds=getattr(args, "model_idle_seconds", None),
         model_memory_mb=getattr(args, "model_memory_mb", None),
         callback_retry_delays=getattr(args, "callback_retry_delays", None),
+        token=getattr(args, "token", None),
+        token_file=getattr(args, "token_file", None),
+        allowed_origins=getattr(args, "allowed_origins", None),
+        max_upload_mb=getattr(args, "max_upload_mb", None),
+        max_audio_seconds=getattr(args, "max_audio_seconds", None),
+        min_free_mb=getattr(args, "min_free_mb", None),
+        delete_audio=getattr(args, "delete_audio", None),
+        retention_days=getattr(args, "retention_days", None),
+        upload_ttl_seconds=getattr(args, "upload_ttl_seconds", None),
+        housekeeping_seconds=getattr(args, "housekeeping_seconds", None),
     )
 
 
@@ -68,9 +91,14 @@ def serve(settings: Settings) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not _is_loopback(settings.host):
+    if not _is_loopback(settings.host) and settings.resolved_token() is None:
+        banner = "!" * 78
         logging.getLogger("whisper_mcp").warning(
-            "Listening on %s: the service is reachable from other machines.", settings.host
+            "\n%s\nListening on %s WITHOUT A TOKEN: anyone who can reach this port can use the "
+            "service.\nSet WHISPER_MCP_TOKEN (or --token / --token-file).\n%s",
+            banner,
+            settings.host,
+            banner,
         )
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)

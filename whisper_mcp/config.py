@@ -37,6 +37,25 @@ class Settings:
     public_url: str = ""
     # When set, callback bodies are signed: X-Whisper-MCP-Signature: sha256=<HMAC>.
     callback_secret: str = ""
+    # Bearer token for /mcp and every REST route but /livez and one-time upload
+    # URLs; token_file holds it instead (first line). Empty: no authentication.
+    token: str = ""
+    token_file: Path | None = None
+    # Extra browser origins allowed to call /mcp (comma-separated); loopback
+    # origins on our own port are always allowed.
+    allowed_origins: str = ""
+    max_upload_mb: int = 1024
+    max_audio_seconds: float = 4 * 3600.0
+    # Refuse uploads (507) when the storage disk would have less free than this.
+    min_free_mb: int = 512
+    # Delete a job's audio once the job has ended.
+    delete_audio: bool = True
+    # Ended jobs and their transcripts are removed after this many days (0: keep).
+    retention_days: float = 7.0
+    # Chunked uploads and one-time upload URLs expire after this long unused.
+    upload_ttl_seconds: float = 3600.0
+    # How often expired uploads and jobs are swept.
+    housekeeping_seconds: float = 60.0
     # Upper bound for check_transcription_status(wait_seconds=...): stays under
     # the 60 s tool timeout that MCP clients such as Codex use by default.
     max_wait_seconds: float = 50.0
@@ -53,6 +72,20 @@ class Settings:
         values.update({k: _coerce(k, v) for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]
 
+    def resolved_token(self) -> str | None:
+        """The bearer token, from ``token`` or the first line of ``token_file``."""
+        if self.token:
+            return self.token
+        if self.token_file is not None:
+            try:
+                first = self.token_file.read_text().strip().splitlines()
+            except OSError as exc:
+                raise SystemExit(f"cannot read token file {self.token_file}: {exc}") from None
+            if not first or not first[0].strip():
+                raise SystemExit(f"token file {self.token_file} is empty")
+            return first[0].strip()
+        return None
+
 
 def _coerce(name: str, value: object) -> object:
     kind = {f.name: f.type for f in fields(Settings)}[name]
@@ -65,6 +98,12 @@ def _coerce(name: str, value: object) -> object:
             return float(value)
     except ValueError:
         raise SystemExit(f"{ENV_PREFIX}{name.upper()}={value!r} is not a number") from None
-    if kind == "Path":
+    if kind in ("Path", "Path | None"):
         return Path(value).expanduser()
+    if kind == "bool":
+        if value.strip().lower() in ("1", "true", "yes", "on"):
+            return True
+        if value.strip().lower() in ("0", "false", "no", "off"):
+            return False
+        raise SystemExit(f"{ENV_PREFIX}{name.upper()}={value!r} must be true or false")
     return value

@@ -33,6 +33,10 @@ class InvalidAudio(InvalidInput):
     code = "invalid_audio"
 
 
+class AudioTooLong(InvalidInput):
+    code = "audio_too_long"
+
+
 class UnknownModel(InvalidInput):
     code = "unknown_model"
 
@@ -50,3 +54,28 @@ class NotReady(ServiceError):
 class Conflict(ServiceError):
     status_code = 409
     code = "conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    code = "too_large"
+
+
+class InsufficientStorage(ServiceError):
+    status_code = 507
+    code = "insufficient_storage"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
+
+
+class UploadNotFound(ServiceError):
+    status_code = 404
+    code = "upload_not_found"

@@ -131,7 +131,27 @@ class JobStore(Protocol):
 
     def count(self, status: JobStatus) -> int: ...
 
+    def expire_finished(self, before: float) -> list[str]:
+        """Delete jobs that ended before ``before`` (callbacks delivered); their file keys."""
+
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    """A chunked upload in progress, or a one-time upload URL not yet used."""
+
+    upload_id: str
+    kind: str  # "chunked" | "url"
+    secret_hash: str | None  # url: sha256 of the URL's secret; the secret itself is never stored
+    filename: str | None
+    size: int | None  # declared total size, if given
+    sha256: str | None  # declared checksum, verified before queueing
+    submission: str | None  # url: the job's options, as JSON
+    ranges: list[tuple[int, int]]  # chunked: byte ranges received, merged
+    state: str  # "open" | "used"
+    created_at: float
+    expires_at: float
 
 
 class DuplicateJob(Exception):

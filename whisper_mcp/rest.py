@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from anyio import to_thread
-from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .bodies import check_declared_length, read_multipart, read_raw
 from .errors import InvalidInput, ServiceError
+from .openapi import openapi_spec
 from .formats import MEDIA_TYPES
 from .service import SUBMISSION_FIELDS, Submission, TranscriptionService, check_format
 
@@ -33,20 +34,39 @@ def routes(service: TranscriptionService) -> list[Route]:
                 "Send the audio as multipart/form-data with the file in a field named 'file', "
                 "e.g. curl -F file=@recording.wav URL/transcribe"
             )
-        async with request.form() as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise InvalidInput("No file received: put the audio in a multipart field named 'file'.")
-            values: dict[str, Any] = {}
-            for name in SUBMISSION_FIELDS:
-                value = form.get(name)
-                if isinstance(value, UploadFile):
-                    raise InvalidInput(f"Field {name!r} must be a plain value, not a file.")
-                values[name] = value
-            values["filename"] = values["filename"] or upload.filename
-            stored = await to_thread.run_sync(service.files.receive, upload.file)
-        record = await service.submit(stored, Submission(**values))
+        expected = check_declared_length(request, service.max_upload_bytes)
+        await to_thread.run_sync(service.files.check_space, service.min_free_bytes, expected)
+        form = await read_multipart(request, "file", service.new_sink, SUBMISSION_FIELDS)
+        if form.file is None:
+            raise InvalidInput("No file received: put the audio in a multipart field named 'file'.")
+        values = {name: form.fields.get(name) for name in SUBMISSION_FIELDS}
+        values["filename"] = values["filename"] or form.filename
+        record = await service.submit(form.file, Submission(**values))
         return JSONResponse(record, status_code=202)
+
+    async def upload_once(request: Request) -> Response:
+        """A one-time upload URL: the raw body (or a multipart 'file') becomes the job."""
+        secret = request.path_params["secret"]
+        expected = check_declared_length(request, service.max_upload_bytes)
+        # Use the URL before reading the body: a second sender is refused at once.
+        submission = await service.uploads.claim_url(secret)
+        await to_thread.run_sync(service.files.check_space, service.min_free_bytes, expected)
+        filename = None
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await read_multipart(request, "file", service.new_sink)
+            if form.file is None:
+                raise InvalidInput("No file received: put the audio in a multipart field named 'file'.")
+            upload, filename = form.file, form.filename
+        else:
+            upload = await read_raw(request, service.new_sink())
+        record = await service.submit_claimed(upload, submission, filename)
+        return JSONResponse(record, status_code=202)
+
+    async def livez(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_spec())
 
     async def status(request: Request) -> Response:
         fmt = request.query_params.get("format", "txt")
@@ -88,6 +108,9 @@ def routes(service: TranscriptionService) -> list[Route]:
         Route("/jobs/{job_id}", cancel, methods=["DELETE"]),
         Route("/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
+        Route("/upload/{secret}", upload_once, methods=["PUT", "POST"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
     ]
 
 

@@ -22,13 +22,14 @@ from .audio import probe_audio
 from .callbacks import CallbackSender, parse_delays
 from .config import Settings
 from .engine import WhisperEngine
-from .errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady
+from .errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady, PayloadTooLarge
 from .formats import FORMATS, render
 from .jobs import DuplicateJob, Job, JobRequest, JobStatus
 from .options import PRIORITY_NAMES, parse_bool, parse_options, parse_priority
 from .models import ModelRegistry
-from .storage import FileStore, StoredUpload, new_key
-from .store import SQLiteJobStore
+from .storage import FileStore, IncomingFile, StoredUpload, new_key
+from .store import SQLiteJobStore, SQLiteUploadStore
+from .uploads import UploadManager
 from .worker import InferenceWorker, recover
 
 log = logging.getLogger("whisper_mcp.service")
@@ -76,7 +77,23 @@ class TranscriptionService:
             idle_seconds=settings.model_idle_seconds,
             memory_budget_bytes=settings.model_memory_mb * 1024 * 1024,
         )
-        self.worker = InferenceWorker(self.store, self.files, self.engine, self.default_model, self._job_changed)
+        self.worker = InferenceWorker(
+            self.store,
+            self.files,
+            self.engine,
+            self.default_model,
+            self._job_changed,
+            delete_audio=settings.delete_audio,
+        )
+        self.max_upload_bytes = settings.max_upload_mb * 1024 * 1024
+        self.min_free_bytes = settings.min_free_mb * 1024 * 1024
+        self.uploads = UploadManager(
+            SQLiteUploadStore(self.files.database),
+            self.files,
+            max_bytes=self.max_upload_bytes,
+            min_free_bytes=self.min_free_bytes,
+            ttl=settings.upload_ttl_seconds,
+        )
         self.callbacks = CallbackSender(
             self.store,
             self.files,
@@ -86,22 +103,45 @@ class TranscriptionService:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
-        self._callback_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- life cycle -------------------------------------------------------
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        again = await to_thread.run_sync(recover, self.store, self.files)
+        again = await to_thread.run_sync(recover, self.store, self.files, self.settings.delete_audio)
         if again:
             log.info("re-queued %d interrupted job(s): %s", len(again), ", ".join(again))
         self.worker.start()
-        self._callback_task = asyncio.create_task(self.callbacks.run(), name="callbacks")
+        self._tasks = [
+            asyncio.create_task(self.callbacks.run(), name="callbacks"),
+            asyncio.create_task(self._housekeeping(), name="housekeeping"),
+        ]
 
     async def stop(self) -> None:
-        if self._callback_task is not None:
-            self._callback_task.cancel()
+        for task in self._tasks:
+            task.cancel()
         await to_thread.run_sync(self.worker.stop)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            try:
+                await to_thread.run_sync(self.sweep, time.time())
+            except Exception:  # a failed sweep must not end the loop
+                log.exception("housekeeping failed")
+            await asyncio.sleep(self.settings.housekeeping_seconds)
+
+    def sweep(self, now: float) -> None:
+        """Blocking: expire abandoned uploads and, past retention, ended jobs."""
+        expired_uploads = self.uploads.sweep(now)
+        expired_jobs: list[str] = []
+        if self.settings.retention_days > 0:
+            expired_jobs = self.store.expire_finished(now - self.settings.retention_days * 86400)
+            for key in expired_jobs:
+                self.files.discard(self.files.result_path(key))
+                self.files.discard(self.files.audio_path(key))
+        if expired_uploads or expired_jobs:
+            log.info("housekeeping: %d upload(s) and %d job(s) expired", expired_uploads, len(expired_jobs))
 
     def _job_changed(self, job_id: str) -> None:
         # Called on the inference thread; wake every waiter on the loop.
@@ -152,6 +192,72 @@ class TranscriptionService:
         )
         return record
 
+    async def submit_bytes(self, data: bytes, submission: Submission) -> dict[str, Any]:
+        """A whole file in memory (MCP base64)."""
+        if len(data) > self.max_upload_bytes:
+            raise PayloadTooLarge(f"The file exceeds the upload limit of {self.max_upload_bytes // 2**20} MiB.")
+        await to_thread.run_sync(self.files.check_space, self.min_free_bytes, len(data))
+        upload = await to_thread.run_sync(self.files.receive_bytes, data)
+        return await self.submit(upload, submission)
+
+    async def submit_upload(self, upload_id: str, submission: Submission) -> dict[str, Any]:
+        """A finished chunked upload."""
+        upload, filename = await self.uploads.take(upload_id)
+        if submission.filename is None and filename:
+            submission = replace(submission, filename=filename)
+        return await self.submit(upload, submission)
+
+    def new_sink(self) -> IncomingFile:
+        return self.files.incoming_file(self.max_upload_bytes, self.min_free_bytes)
+
+    async def create_upload_url(self, submission: Submission, base_url: str) -> dict[str, Any]:
+        """A one-time URL that a shell can send the file to; the job id it will become."""
+        self._check_submission(submission)
+        if not submission.job_id:
+            submission = replace(submission, job_id=new_key())
+        elif await to_thread.run_sync(self.store.get, submission.job_id) is not None:
+            raise Conflict(f"job_id {submission.job_id!r} is already used; choose another or leave it out.")
+        secret, record = await self.uploads.create_url({k: v for k, v in asdict(submission).items() if v is not None})
+        url = f"{base_url.rstrip('/')}/upload/{secret}"
+        return {
+            "upload_url": url,
+            "job_id": submission.job_id,
+            "expires_at": record.expires_at,
+            "expires_in_seconds": round(record.expires_at - time.time()),
+            "command": f"curl --fail-with-body --data-binary @FILE '{url}'",
+            "note": "Works once, without a token. Replace FILE with the recording's path. Then call "
+            f"check_transcription_status(job_id={submission.job_id!r}, wait_seconds=45).",
+        }
+
+    async def submit_claimed(
+        self, upload: StoredUpload, submission: dict[str, Any], filename: str | None
+    ) -> dict[str, Any]:
+        """The body sent to a one-time URL (already claimed) becomes its job."""
+        sub = Submission(**submission)
+        if sub.filename is None and filename:
+            sub = replace(sub, filename=filename)
+        return await self.submit(upload, sub)
+
+    def _check_submission(self, sub: Submission) -> None:
+        """The checks that need no audio, so a one-time URL is refused up front."""
+        if sub.job_id and not _JOB_ID.match(sub.job_id):
+            raise InvalidInput(
+                "job_id must be 1-128 characters of letters, digits, '.', '_' or '-', "
+                "starting with a letter or digit; or leave it out to get a generated one"
+            )
+        model_info = self.registry.resolve(sub.model or self.default_model)
+        parse_options(
+            model_info.name,
+            language=sub.language,
+            task=sub.task,
+            initial_prompt=sub.initial_prompt,
+            temperature=sub.temperature,
+            beam_size=sub.beam_size,
+            word_timestamps=sub.word_timestamps,
+        )
+        parse_priority(sub.priority)
+        _check_callback(sub.callback_url)
+
     async def _validate(self, upload: StoredUpload, sub: Submission) -> JobRequest:
         if sub.job_id is not None and sub.job_id != "":
             if not _JOB_ID.match(sub.job_id):
@@ -176,7 +282,7 @@ class TranscriptionService:
         callback_url = _check_callback(sub.callback_url)
         if upload.size == 0:
             raise InvalidAudio("The uploaded file is empty (0 bytes). Send a WAV, MP3, FLAC, Ogg/Opus or M4A file.")
-        info = await to_thread.run_sync(probe_audio, upload.path)
+        info = await to_thread.run_sync(probe_audio, upload.path, self.settings.max_audio_seconds)
         return JobRequest(
             job_id=job_id,
             key=new_key(),

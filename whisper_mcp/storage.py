@@ -5,6 +5,7 @@ Layout::
     jobs.sqlite3          the job store
     incoming/             uploads being received (removed if not accepted)
     audio/<key>           accepted audio, until its job ends
+    uploads/<key>         chunked uploads being assembled
     results/<key>.json    transcript with segments, written atomically
 """
 
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import InsufficientStorage, PayloadTooLarge
+
 _KEY = re.compile(r"^[0-9a-f]{32}$")
 _COPY_CHUNK = 1024 * 1024
 
@@ -36,13 +39,55 @@ class StoredUpload:
     sha256: str
 
 
+class IncomingFile:
+    """An upload being written to ``incoming/`` as it arrives, hashed on the way.
+
+    Enforces the size limit and the free-space floor on every write, so a
+    too-large upload stops as soon as it crosses the line and nothing of it
+    stays behind. Blocking: call ``write`` off the event loop.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int, min_free_bytes: int) -> None:
+        self._max = max_bytes
+        self._min_free = min_free_bytes
+        self._digest = hashlib.sha256()
+        self.size = 0
+        fd, name = tempfile.mkstemp(dir=directory, prefix="upload-")
+        self.path = Path(name)
+        self._file = os.fdopen(fd, "wb")
+
+    def write(self, data: bytes) -> None:
+        if self.size + len(data) > self._max:
+            self.abort()
+            raise PayloadTooLarge(
+                f"The upload exceeds the limit of {self._max // 2**20} MiB. Split the recording or ask the "
+                "operator to raise --max-upload-mb."
+            )
+        if shutil.disk_usage(self.path.parent).free - len(data) < self._min_free:
+            self.abort()
+            raise InsufficientStorage("The server is low on disk space; try again later.")
+        self._file.write(data)
+        self._digest.update(data)
+        self.size += len(data)
+
+    def finish(self) -> StoredUpload:
+        self._file.close()
+        return StoredUpload(self.path, self.size, self._digest.hexdigest())
+
+    def abort(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
 class FileStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.incoming = self.root / "incoming"
         self.audio_dir = self.root / "audio"
         self.results_dir = self.root / "results"
-        for d in (self.root, self.incoming, self.audio_dir, self.results_dir):
+        self.uploads_dir = self.root / "uploads"
+        for d in (self.root, self.incoming, self.audio_dir, self.results_dir, self.uploads_dir):
             d.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -59,8 +104,21 @@ class FileStore:
     def audio_path(self, key: str) -> Path:
         return self.audio_dir / self._checked(key)
 
+    def upload_path(self, key: str) -> Path:
+        return self.uploads_dir / self._checked(key)
+
     def result_path(self, key: str) -> Path:
         return self.results_dir / f"{self._checked(key)}.json"
+
+    def incoming_file(self, max_bytes: int, min_free_bytes: int) -> IncomingFile:
+        return IncomingFile(self.incoming, max_bytes, min_free_bytes)
+
+    def check_space(self, min_free_bytes: int, expected_bytes: int = 0) -> None:
+        """Refuse (507) before anything is written when the disk is nearly full."""
+        if shutil.disk_usage(self.root).free - expected_bytes < min_free_bytes:
+            raise InsufficientStorage(
+                "The server is low on disk space and accepts no uploads now; try again later."
+            )
 
     def receive(self, source: BinaryIO) -> StoredUpload:
         """Copy a stream into ``incoming/`` while hashing it (blocking: run off the loop)."""

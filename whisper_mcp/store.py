@@ -6,11 +6,12 @@ inference thread writes, and WAL lets readers proceed during a write.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from pathlib import Path
 
-from .jobs import DuplicateJob, Job, JobPage, JobRequest, JobStatus
+from .jobs import DuplicateJob, Job, JobPage, JobRequest, JobStatus, UploadRecord
 from .options import TranscribeOptions
 
 _SCHEMA = """
@@ -63,11 +64,13 @@ def _row_to_job(row: tuple) -> Job:
     return Job(*values)
 
 
-class SQLiteJobStore:
-    def __init__(self, path: Path) -> None:
+class _Database:
+    """A SQLite file with one connection per thread."""
+
+    def __init__(self, path: Path, schema: str) -> None:
         self._path = path
         self._local = threading.local()
-        self._conn().executescript(_SCHEMA)
+        self._conn().executescript(schema)
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -79,6 +82,17 @@ class SQLiteJobStore:
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
         return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class SQLiteJobStore(_Database):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, _SCHEMA)
 
     def add(self, request: JobRequest, now: float) -> Job:
         cached = request.cached_from is not None
@@ -230,8 +244,94 @@ class SQLiteJobStore:
         (n,) = self._conn().execute("SELECT COUNT(*) FROM jobs WHERE status = ?", (status.value,)).fetchone()
         return int(n)
 
-    def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+    def expire_finished(self, before: float) -> list[str]:
+        """Delete ended jobs that finished before ``before``; returns their file keys."""
+        rows = self._conn().execute(
+            "DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?"
+            " AND COALESCE(callback_state, '') != 'pending' RETURNING key",
+            (before,),
+        ).fetchall()
+        return [key for (key,) in rows]
+
+
+_UPLOAD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    secret_hash TEXT UNIQUE,
+    filename TEXT,
+    size INTEGER,
+    sha256 TEXT,
+    submission TEXT,
+    ranges TEXT NOT NULL DEFAULT '[]',
+    state TEXT NOT NULL DEFAULT 'open',
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+_UPLOAD_COLUMNS = "upload_id, kind, secret_hash, filename, size, sha256, submission, ranges, state, created_at, expires_at"
+
+
+def _row_to_upload(row: tuple) -> UploadRecord:
+    values = list(row)
+    values[7] = [tuple(r) for r in json.loads(values[7])]
+    return UploadRecord(*values)
+
+
+class SQLiteUploadStore(_Database):
+    """Chunked uploads and one-time upload URLs, in the same database file."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, _UPLOAD_SCHEMA)
+
+    def create(self, record: UploadRecord) -> None:
+        self._conn().execute(
+            f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                record.upload_id,
+                record.kind,
+                record.secret_hash,
+                record.filename,
+                record.size,
+                record.sha256,
+                record.submission,
+                json.dumps(record.ranges),
+                record.state,
+                record.created_at,
+                record.expires_at,
+            ),
+        )
+
+    def get(self, upload_id: str) -> UploadRecord | None:
+        row = self._conn().execute(
+            f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE upload_id = ?", (upload_id,)
+        ).fetchone()
+        return _row_to_upload(row) if row else None
+
+    def set_ranges(self, upload_id: str, ranges: list[tuple[int, int]], expires_at: float) -> None:
+        self._conn().execute(
+            "UPDATE uploads SET ranges = ?, expires_at = ? WHERE upload_id = ?",
+            (json.dumps(ranges), expires_at, upload_id),
+        )
+
+    def claim(self, secret_hash: str, now: float) -> UploadRecord | None:
+        """Use a one-time URL: atomically, so two requests never both get it."""
+        row = self._conn().execute(
+            "UPDATE uploads SET state = 'used' WHERE secret_hash = ? AND state = 'open' AND expires_at > ?"
+            f" RETURNING {_UPLOAD_COLUMNS}",
+            (secret_hash, now),
+        ).fetchone()
+        return _row_to_upload(row) if row else None
+
+    def delete(self, upload_id: str) -> None:
+        self._conn().execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+
+    def expire(self, now: float) -> list[str]:
+        """Delete expired uploads (and used URLs); returns their ids."""
+        rows = self._conn().execute(
+            "DELETE FROM uploads WHERE expires_at <= ? OR state = 'used' RETURNING upload_id", (now,)
+        ).fetchall()
+        return [upload_id for (upload_id,) in rows]
+
+    def ids(self) -> set[str]:
+        return {upload_id for (upload_id,) in self._conn().execute("SELECT upload_id FROM uploads")}

@@ -6,9 +6,9 @@ import base64
 import binascii
 from typing import Annotated, Any, Literal
 
-from anyio import to_thread
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ResourceError, ToolError
+from fastmcp.server.dependencies import get_http_request
 from pydantic import Field
 
 from .errors import ServiceError
@@ -18,7 +18,10 @@ from .service import Submission, TranscriptionService
 INSTRUCTIONS = """\
 whisper-mcp turns speech recordings into text with OpenAI Whisper, using a model
 the server keeps loaded. Work is asynchronous:
-1. transcribe_wav(audio_base64=...) queues a recording and returns a job_id at once.
+1. Queue the recording, which returns a job_id at once:
+   - a file on your disk: create_upload_url(), then run the curl command it gives;
+   - a short clip you hold in memory: transcribe_wav(audio_base64=...);
+   - a large file from a program: begin_upload, upload_chunk..., transcribe_wav(upload_id=...).
 2. check_transcription_status(job_id, wait_seconds=45) waits for the job and returns
    the transcript when status is "completed" (or the reason when "failed").
    Call it again while status is "queued" or "processing".
@@ -29,6 +32,13 @@ transcript://{job_id}/{format} with format txt, srt, vtt, json or tsv.
 """
 
 Format = Literal["txt", "srt", "vtt", "json", "tsv"]
+
+
+def decode_base64(text: str, name: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ToolError(f"{name} is not valid base64. Encode the raw file bytes, e.g. `base64 -w0 file.wav`.") from None
 
 
 def build_mcp(service: TranscriptionService) -> FastMCP:
@@ -44,12 +54,18 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
     @mcp.tool(annotations={"readOnlyHint": False, "openWorldHint": False})
     async def transcribe_wav(
         audio_base64: Annotated[
-            str,
+            str | None,
             Field(
                 description="The whole audio file (WAV, MP3, FLAC, Ogg/Opus or M4A), base64-encoded. "
-                "Suits short clips only: every byte passes through this call."
+                "Suits short clips only (a few KB): every byte passes through this call. For a file "
+                "on your disk use create_upload_url instead; for a large file in a program, "
+                "begin_upload/upload_chunk and then upload_id here."
             ),
-        ],
+        ] = None,
+        upload_id: Annotated[
+            str | None,
+            Field(description="The id from begin_upload, once every chunk is sent. Instead of audio_base64."),
+        ] = None,
         filename: Annotated[
             str | None, Field(description="Original file name, kept with the job for your reference.")
         ] = None,
@@ -107,12 +123,6 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         the returned job_id (and wait_seconds up to 50) to get it. The same audio
         with the same model and options returns a cached transcript at once.
         """
-        try:
-            data = base64.b64decode(audio_base64, validate=True)
-        except (binascii.Error, ValueError):
-            raise ToolError(
-                "audio_base64 is not valid base64. Encode the raw file bytes, e.g. `base64 -w0 file.wav`."
-            ) from None
         submission = Submission(
             filename=filename,
             job_id=job_id,
@@ -127,8 +137,73 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
             callback_url=callback_url,
             cache=cache,
         )
-        upload = await to_thread.run_sync(service.files.receive_bytes, data)
-        return await call(service.submit(upload, submission))
+        if (audio_base64 is None) == (upload_id is None):
+            raise ToolError("Give exactly one of audio_base64 (the file itself) or upload_id (from begin_upload).")
+        if upload_id is not None:
+            return await call(service.submit_upload(upload_id, submission))
+        return await call(service.submit_bytes(decode_base64(audio_base64 or "", "audio_base64"), submission))
+
+    @mcp.tool(annotations={"readOnlyHint": False, "openWorldHint": False})
+    async def begin_upload(
+        filename: Annotated[str | None, Field(description="The file's name, kept with the job.")] = None,
+        size: Annotated[int | None, Field(gt=0, description="Total size in bytes, if known (recommended).")] = None,
+        sha256: Annotated[
+            str | None, Field(description="SHA-256 of the whole file (hex); verified before the job is queued.")
+        ] = None,
+    ) -> dict[str, Any]:
+        """Start a chunked upload, for programs sending files too large for one call.
+
+        Then call upload_chunk(upload_id, offset, data_base64) for each piece (at most
+        max_chunk_bytes each, any order; re-sending a chunk is harmless), and finally
+        transcribe_wav(upload_id=...). Unfinished uploads expire.
+        """
+        return await call(service.uploads.begin(filename, size, sha256))
+
+    @mcp.tool(annotations={"readOnlyHint": False, "idempotentHint": True, "openWorldHint": False})
+    async def upload_chunk(
+        upload_id: Annotated[str, Field(description="The id from begin_upload.")],
+        offset: Annotated[int, Field(ge=0, description="Byte offset of this chunk in the file.")],
+        data_base64: Annotated[str, Field(description="The chunk's bytes, base64-encoded.")],
+    ) -> dict[str, Any]:
+        """Send one piece of a chunked upload. Answers how many bytes have arrived and,
+        when the size was given, whether the upload is complete and which ranges are missing."""
+        data = decode_base64(data_base64, "data_base64")
+        return await call(service.uploads.chunk(upload_id, offset, data))
+
+    @mcp.tool(annotations={"readOnlyHint": False, "openWorldHint": False})
+    async def create_upload_url(
+        filename: Annotated[str | None, Field(description="The file's name, kept with the job.")] = None,
+        job_id: Annotated[str | None, Field(description="Your own id for the job; leave it out for a generated one.")] = None,
+        model: Annotated[str | None, Field(description="Whisper model; default the server's.")] = None,
+        language: Annotated[str | None, Field(description="Language code or name; leave it out to detect.")] = None,
+        task: Annotated[Literal["transcribe", "translate"] | None, Field(description="transcribe or translate.")] = None,
+        initial_prompt: Annotated[str | None, Field(description="Vocabulary hint.")] = None,
+        word_timestamps: Annotated[bool, Field(description="Time each word.")] = False,
+        priority: Annotated[Literal["urgent", "normal", "low"] | None, Field(description="Queue priority.")] = None,
+        callback_url: Annotated[str | None, Field(description="http(s) URL POSTed to when the job ends.")] = None,
+    ) -> dict[str, Any]:
+        """Get a one-time URL to upload a file from your shell, keeping its bytes out of this
+        conversation. The best way to transcribe a file on your own disk.
+
+        Run the returned command, replacing FILE with the path, e.g.
+        `curl --fail-with-body --data-binary @/path/recording.wav '<upload_url>'`
+        (or `curl -T /path/recording.wav '<upload_url>'`). No token is needed; the URL
+        works once and expires. The upload becomes the returned job_id: then call
+        check_transcription_status(job_id, wait_seconds=45).
+        """
+        submission = Submission(
+            filename=filename,
+            job_id=job_id,
+            model=model,
+            language=language,
+            task=task,
+            initial_prompt=initial_prompt,
+            word_timestamps=word_timestamps or None,
+            priority=priority,
+            callback_url=callback_url,
+        )
+        base = service.settings.public_url or str(get_http_request().base_url)
+        return await call(service.create_upload_url(submission, base))
 
     @mcp.tool(annotations={"readOnlyHint": True, "openWorldHint": False})
     async def check_transcription_status(

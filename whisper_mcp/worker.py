@@ -56,6 +56,8 @@ class InferenceWorker:
         engine: WhisperEngine,
         default_model: str,
         on_change: Callable[[str], None],
+        *,
+        delete_audio: bool = True,
     ) -> None:
         self._store = store
         self._files = files
@@ -64,6 +66,7 @@ class InferenceWorker:
         # Called from this thread whenever a job changes (job id); the service
         # uses it to wake waiters on the event loop.
         self._on_change = on_change
+        self._delete_audio = delete_audio
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
@@ -154,7 +157,8 @@ class InferenceWorker:
         finally:
             with self._lock:
                 self._running = None
-            self._files.discard(self._files.audio_path(job.key))
+            if self._delete_audio:
+                self._files.discard(self._files.audio_path(job.key))
             self._on_change(job.job_id)
 
     def _cancel_requested(self, job_id: str) -> bool:
@@ -178,7 +182,7 @@ class InferenceWorker:
         return report
 
 
-def recover(store: JobStore, files: FileStore) -> list[str]:
+def recover(store: JobStore, files: FileStore, delete_audio: bool = True) -> list[str]:
     """Start-up: settle jobs that a dead process left ``processing``.
 
     A job whose transcript was fully written completes now; any other is queued
@@ -195,10 +199,11 @@ def recover(store: JobStore, files: FileStore) -> list[str]:
         else:
             store.requeue(job.job_id)
             again.append(job.job_id)
-    # Audio of ended jobs, or of uploads that died before their job was stored.
-    live = store.active_keys()
-    for path in files.audio_dir.iterdir():
-        if path.name not in live:
-            files.discard(path)
+    if delete_audio:
+        # Audio of ended jobs, or of uploads that died before their job was stored.
+        live = store.active_keys()
+        for path in files.audio_dir.iterdir():
+            if path.name not in live:
+                files.discard(path)
     files.clear_incoming()
     return again

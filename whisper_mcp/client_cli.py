@@ -1,0 +1,444 @@
+"""Client commands for a running service: ``transcribe``, ``status``, ``jobs``.
+
+``add_client_commands(sub)`` adds them to an argparse sub-parser set and
+``run_client_command(args)`` runs the parsed one. ``python -m
+whisper_mcp.client_cli`` runs them standalone.
+
+Exit codes, for scripts:
+
+- 0: everything asked for was done;
+- 1: a transcription job failed or was cancelled (the others were still written);
+- 2: usage or input error: bad arguments, a missing file, or a request the
+  service refused because of what was sent (not audio, unknown model or job, ...);
+- 3: the service could not be reached, timed out, refused the token, or
+  answered with a server error.
+
+Errors go to stderr as ``whisper-mcp: error: ...``; stdout carries only
+results (written paths, job ids, JSON, the job table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from .client import DEFAULT_URL, ClientError, ServiceClient
+from .formats import FORMATS
+
+PROG = "whisper-mcp"
+URL_ENV = "WHISPER_MCP_URL"
+TOKEN_ENV = "WHISPER_MCP_TOKEN"
+CLIENT_COMMANDS = ("transcribe", "status", "jobs")
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+EXIT_SERVICE = 3
+
+__all__ = ["CLIENT_COMMANDS", "add_client_commands", "main", "run_client_command"]
+
+
+# -- parsers -------------------------------------------------------------------
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url", help=f"service base URL (env {URL_ENV}, default {DEFAULT_URL})"
+    )
+    common.add_argument("--token", help=f"bearer token for the service (env {TOKEN_ENV})")
+    common.add_argument(
+        "--http-timeout", type=float, default=30.0, metavar="SECONDS",
+        help="timeout of each HTTP request, default 30",
+    )  # fmt: skip
+    return common
+
+
+def add_client_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``transcribe``, ``status`` and ``jobs`` to ``sub``; each sets
+    ``args.client_handler``, which ``run_client_command`` calls."""
+    common = _connection_options()
+
+    t = sub.add_parser(
+        "transcribe",
+        parents=[common],
+        help="upload recordings to a running service and write their transcripts",
+        description="Upload each FILE to the service, show its progress on stderr, write "
+        "<stem>.<format> next to it (or into --out) and print each written path on stdout. "
+        "Exit codes: 0 ok, 1 a job failed, 2 usage/input error, 3 service unreachable or HTTP error.",
+    )
+    t.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, mp3, flac, ogg/opus, m4a, ...)")
+    t.add_argument("--format", choices=FORMATS, default="txt", help="transcript format to write, default txt")
+    t.add_argument(
+        "--wait", action=argparse.BooleanOptionalAction, default=True,
+        help="wait for the transcripts and write them (default); --no-wait prints the job ids and returns",
+    )  # fmt: skip
+    t.add_argument("--out", metavar="DIR", help="folder for the transcripts (created if missing); default: next to each file")
+    t.add_argument("--model", help="model name, e.g. tiny.en or base (default: the service's)")
+    t.add_argument("--language", help="language code or name, or auto (default: English-only models use en, others detect)")
+    t.add_argument("--task", choices=("transcribe", "translate"), help="translate into English (multilingual models)")
+    t.add_argument("--priority", choices=("urgent", "normal", "low"), help="queue priority, default normal")
+    t.add_argument(
+        "--cache", action=argparse.BooleanOptionalAction, default=None,
+        help="reuse an earlier transcript of the same audio, model and options (the service's default); "
+        "--no-cache transcribes again",
+    )  # fmt: skip
+    t.set_defaults(client_handler=_cmd_transcribe)
+
+    s = sub.add_parser(
+        "status",
+        parents=[common],
+        help="one job's record as JSON, or the service's health without JOB",
+        description="Print a job's record as JSON, or GET /health when no JOB is given "
+        "(exit 3 when the service reports an error).",
+    )
+    s.add_argument("job", nargs="?", metavar="JOB", help="job id")
+    s.set_defaults(client_handler=_cmd_status)
+
+    j = sub.add_parser("jobs", parents=[common], help="list the service's jobs as a table")
+    j.add_argument(
+        "--status", dest="job_status", choices=("queued", "processing", "completed", "failed", "cancelled"),
+        help="only jobs in this state",
+    )  # fmt: skip
+    j.add_argument("--limit", type=int, default=50, help="at most this many rows (1-500), default 50")
+    j.add_argument("--offset", type=int, default=0, help="skip this many jobs, default 0")
+    j.set_defaults(client_handler=_cmd_jobs)
+
+
+def run_client_command(args: argparse.Namespace) -> int:
+    """Run a command parsed by a parser that ``add_client_commands`` set up; returns the exit code."""
+    handler = getattr(args, "client_handler", None)
+    if handler is None:
+        _error(f"not a client command: {getattr(args, 'command', None)!r}")
+        return EXIT_USAGE
+    try:
+        return handler(args)
+    except ClientError as exc:
+        _error(_describe(exc, args))
+        return _exit_code(exc)
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+def _exit_code(exc: ClientError) -> int:
+    """2 when the service refused what was sent; 3 when it could not be reached,
+    refused the credentials, was overloaded or failed itself."""
+    status = exc.status_code
+    if status is not None and 400 <= status < 500 and status not in (401, 403, 407, 408, 429):
+        return EXIT_USAGE
+    return EXIT_SERVICE
+
+
+def _describe(exc: ClientError, args: argparse.Namespace) -> str:
+    if exc.status_code in (401, 403):
+        hint = "" if _token(args) else f" (no token given: use --token or {TOKEN_ENV})"
+        return f"{exc.message}{hint}"
+    if exc.unreachable and "cannot reach" in exc.message:
+        return f"{exc.message} (is it running? set --url or {URL_ENV})"
+    return exc.message
+
+
+def _url(args: argparse.Namespace) -> str:
+    return args.url or os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    return args.token or os.environ.get(TOKEN_ENV) or None
+
+
+def _client(args: argparse.Namespace) -> ServiceClient:
+    return ServiceClient(_url(args), token=_token(args), timeout=args.http_timeout)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _format_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+# -- progress ------------------------------------------------------------------
+
+
+class ProgressDisplay:
+    """Progress of one job on a text stream: a bar redrawn in place with ``\\r`` on
+    a terminal, otherwise one line each time the status changes."""
+
+    WIDTH = 24
+
+    def __init__(self, stream: TextIO, label: str, *, tty: bool | None = None, status: str | None = None) -> None:
+        self.stream = stream
+        self.label = label
+        self.tty = stream.isatty() if tty is None else tty
+        self.last_status = status
+        self._drawn = 0
+
+    def note(self, text: str) -> None:
+        """A transient message: in place on a terminal, a line otherwise."""
+        if self.tty:
+            self._draw(f"{self.label}  {text}")
+        else:
+            self._line(f"{self.label.rstrip()}: {text}")
+
+    def update(self, record: dict[str, Any]) -> None:
+        status = str(record.get("status", "?"))
+        if self.tty:
+            self._draw(self._bar(record, status))
+        elif status != self.last_status:
+            self._line(f"{self.label.rstrip()}: {self._summary(record, status)}")
+        self.last_status = status
+
+    def done(self) -> None:
+        if self.tty and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = 0
+
+    def _bar(self, record: dict[str, Any], status: str) -> str:
+        progress = float(record.get("progress") or 0.0)
+        if status == "completed":
+            progress = 1.0
+        filled = int(round(progress * self.WIDTH))
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        return f"{self.label} [{bar}] {progress * 100:3.0f}% {self._summary(record, status)}"
+
+    def _summary(self, record: dict[str, Any], status: str) -> str:
+        if status == "queued":
+            position = record.get("queue_position")
+            return "queued" + (f" (position {position})" if position else "")
+        if status == "processing":
+            eta = record.get("eta_seconds")
+            return "processing" + (f", about {eta:.0f} s left" if isinstance(eta, (int, float)) else "")
+        if status == "completed":
+            if record.get("cached"):
+                return "completed (cached transcript)"
+            audio, started, finished = record.get("audio_seconds"), record.get("started_at"), record.get("finished_at")
+            if all(isinstance(v, (int, float)) for v in (audio, started, finished)):
+                return f"completed ({audio:.1f} s of audio in {finished - started:.1f} s)"
+            return "completed"
+        if status in ("failed", "cancelled"):
+            return f"{status}: {record.get('error') or 'no reason given'}"
+        return status
+
+    def _draw(self, text: str) -> None:
+        pad = max(0, self._drawn - len(text))
+        self.stream.write("\r" + text + " " * pad)
+        self.stream.flush()
+        self._drawn = len(text)
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+# -- transcribe ----------------------------------------------------------------
+
+
+@dataclass
+class _Item:
+    source: Path
+    label: str
+    target: Path | None
+    job: dict[str, Any] | None = None
+
+
+def _plan(args: argparse.Namespace) -> list[_Item] | None:
+    """Check every input before uploading anything; None after a usage error."""
+    sources = [Path(name) for name in args.files]
+    problems = []
+    for source in sources:
+        if not source.exists():
+            problems.append(f"{source}: no such file")
+        elif not source.is_file():
+            problems.append(f"{source}: not a regular file")
+        elif not os.access(source, os.R_OK):
+            problems.append(f"{source}: not readable")
+    out_dir = Path(args.out) if args.out else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        problems.append(f"--out {out_dir}: exists and is not a folder")
+    if problems:
+        for problem in problems:
+            _error(problem)
+        return None
+
+    items = []
+    targets: dict[Path, Path] = {}
+    width = max(len(str(s)) for s in sources)
+    for source in sources:
+        target = None
+        if args.wait:
+            target = (out_dir or source.parent) / f"{source.stem}.{args.format}"
+            key = target.resolve()
+            if key == source.resolve():
+                problems.append(f"{source}: the transcript {target} would overwrite the recording; use --out")
+            elif key in targets:
+                problems.append(f"{targets[key]} and {source} would both write {target}; use separate runs or --out")
+            targets[key] = source
+        items.append(_Item(source, str(source).ljust(width), target))
+    if problems:
+        for problem in problems:
+            _error(problem)
+        return None
+    if out_dir is not None and args.wait:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            _error(f"--out {out_dir}: cannot create it: {exc.strerror or exc}")
+            return None
+    return items
+
+
+def _cmd_transcribe(args: argparse.Namespace) -> int:
+    items = _plan(args)
+    if items is None:
+        return EXIT_USAGE
+    options = {"model": args.model, "language": args.language, "task": args.task, "priority": args.priority, "cache": args.cache}
+    worst = EXIT_OK
+    err = sys.stderr
+    submitted: list[_Item] = []
+    try:
+        with _client(args) as client:
+            # Upload everything first: the service works on the first file while the
+            # others upload, and every job is queued even if this command is stopped.
+            for item in items:
+                display = ProgressDisplay(err, item.label)
+                display.note(f"uploading ({_format_size(item.source.stat().st_size)})")
+                try:
+                    item.job = client.submit(item.source, **options)
+                except ClientError as exc:
+                    display.done()
+                    if exc.unreachable or _exit_code(exc) == EXIT_SERVICE:
+                        raise
+                    _error(f"{item.source}: {exc.message}")
+                    worst = max(worst, _exit_code(exc))
+                    continue
+                submitted.append(item)
+                cached = " (cached transcript)" if item.job.get("cached") else ""
+                display.note(f"job {item.job['job_id']} {item.job.get('status', 'queued')}{cached}")
+                display.done()
+                if not args.wait:
+                    print(item.job["job_id"], flush=True)
+
+            if not args.wait:
+                return worst
+
+            for item in submitted:
+                assert item.job is not None and item.target is not None
+                job_id = item.job["job_id"]
+                display = ProgressDisplay(err, item.label, status=item.job.get("status"))
+                try:
+                    record = client.wait(job_id, on_update=display.update)
+                finally:
+                    display.done()
+                if record["status"] != "completed":
+                    reason = record.get("error") or "no reason given"
+                    _error(f"{item.source}: job {job_id} {record['status']}: {reason}")
+                    worst = max(worst, EXIT_JOB_FAILED)
+                    continue
+                text = client.download(job_id, args.format)
+                try:
+                    _write_atomic(item.target, text)
+                except OSError as exc:
+                    _error(f"{item.target}: cannot write the transcript: {exc.strerror or exc}")
+                    worst = max(worst, EXIT_USAGE)
+                    continue
+                print(item.target, flush=True)
+    except KeyboardInterrupt:
+        ids = " ".join(i.job["job_id"] for i in submitted if i.job)
+        _error("interrupted" + (f"; the jobs keep running on the service: {ids}" if ids else ""))
+        return 130
+    return worst
+
+
+# -- status and jobs -----------------------------------------------------------
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.job:
+            record = client.status(args.job)
+            code = EXIT_OK
+        else:
+            record = client.health()
+            code = EXIT_OK if record.get("status") == "ok" else EXIT_SERVICE
+    print(json.dumps(record, indent=2, ensure_ascii=False))
+    return code
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= 500 or args.offset < 0:
+        _error("--limit must be from 1 to 500 and --offset 0 or more")
+        return EXIT_USAGE
+    with _client(args) as client:
+        page = client.jobs(args.job_status, args.limit, args.offset)
+    rows = [("JOB_ID", "STATUS", "PROGRESS", "MODEL", "PRIORITY", "AUDIO", "CREATED", "FILE")]
+    for job in page.get("jobs", []):
+        status = str(job.get("status", ""))
+        if status == "queued" and job.get("queue_position"):
+            status = f"queued #{job['queue_position']}"
+        created = job.get("created_at")
+        audio = job.get("audio_seconds")
+        rows.append(
+            (
+                str(job.get("job_id", "")),
+                status,
+                f"{float(job.get('progress') or 0) * 100:.0f}%",
+                str(job.get("model") or ""),
+                str(job.get("priority") or ""),
+                f"{audio:.1f}s" if isinstance(audio, (int, float)) else "",
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) if isinstance(created, (int, float)) else "",
+                str(job.get("filename") or ""),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    total = page.get("total", len(rows) - 1)
+    shown = len(rows) - 1
+    more = page.get("next_offset")
+    footer = f"{shown} of {total} job(s)"
+    if more is not None:
+        footer += f"; more with --offset {more}"
+    print(footer, file=sys.stderr)
+    return EXIT_OK
+
+
+# -- standalone ----------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description="Client of a running whisper-mcp service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_client_commands(sub)
+    args = parser.parse_args(argv)
+    return run_client_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""The OpenAPI 3.1 description of the REST routes, served at /openapi.json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import __version__
+from .formats import FORMATS
+from .options import MAX_BEAM_SIZE, MAX_PROMPT_CHARS, PRIORITIES
+
+_JOB_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"}
+_STATUSES = ["queued", "processing", "completed", "failed", "cancelled"]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _json(description: str, ref: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+_COMMON = {"401": _error("Missing or wrong bearer token (when the server has one).")}
+_UPLOAD_ERRORS = {
+    "400": _error("Invalid input: not audio, empty, truncated, bad option."),
+    "409": _error("job_id already used by different audio."),
+    "413": _error("Upload larger than the limit."),
+    "507": _error("Server disk nearly full."),
+}
+_JOB_PATH_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_FORMAT_PARAM = {"name": "format", "in": "query", "schema": {"type": "string", "enum": list(FORMATS), "default": "txt"}}
+
+_SUBMISSION_PROPERTIES: dict[str, Any] = {
+    "filename": {"type": "string", "maxLength": 255},
+    "job_id": _JOB_ID,
+    "model": {"type": "string", "description": "See GET /models."},
+    "language": {"type": "string", "description": "Code or name; 'auto' or empty: detect."},
+    "task": {"type": "string", "enum": ["transcribe", "translate"]},
+    "initial_prompt": {"type": "string", "maxLength": MAX_PROMPT_CHARS},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+    "beam_size": {"type": "integer", "minimum": 1, "maximum": MAX_BEAM_SIZE},
+    "word_timestamps": {"type": "boolean"},
+    "priority": {"type": "string", "enum": list(PRIORITIES)},
+    "callback_url": {"type": "string", "format": "uri"},
+    "cache": {"type": "boolean", "default": True},
+}
+
+
+def openapi_spec() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "whisper-mcp",
+            "version": __version__,
+            "description": "Persistent Whisper speech-to-text service. MCP clients use /mcp (streamable HTTP).",
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                        }
+                    },
+                },
+                "Job": {
+                    "type": "object",
+                    "required": ["job_id", "status", "progress"],
+                    "properties": {
+                        "job_id": {"type": "string"},
+                        "status": {"type": "string", "enum": _STATUSES},
+                        "progress": {"type": "number", "minimum": 0, "maximum": 1},
+                        "eta_seconds": {"type": ["number", "null"]},
+                        "queue_position": {"type": "integer", "minimum": 1},
+                        "transcript": {"type": "string"},
+                        "error": {"type": ["string", "null"]},
+                        "model": {"type": "string"},
+                        "language": {"type": ["string", "null"]},
+                        "priority": {"type": "string", "enum": list(PRIORITIES)},
+                        "cached": {"type": "boolean"},
+                    },
+                },
+                "JobList": {
+                    "type": "object",
+                    "required": ["jobs", "total"],
+                    "properties": {
+                        "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                        "total": {"type": "integer"},
+                        "next_offset": {"type": ["integer", "null"]},
+                    },
+                },
+                "Health": {
+                    "type": "object",
+                    "required": ["status", "model_loaded", "queue_size"],
+                    "properties": {
+                        "status": {"type": "string"},
+                        "model_loaded": {"type": "boolean"},
+                        "model": {"type": "string"},
+                        "queue_size": {"type": "integer"},
+                    },
+                },
+                "Models": {"type": "object", "required": ["default", "models"]},
+                "Submission": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}, **_SUBMISSION_PROPERTIES},
+                },
+            },
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/transcribe": {
+                "post": {
+                    "summary": "Queue a recording",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"multipart/form-data": {"schema": {"$ref": "#/components/schemas/Submission"}}},
+                    },
+                    "responses": {"202": _json("Queued (or cached: completed).", "Job"), **_UPLOAD_ERRORS, **_COMMON},
+                }
+            },
+            "/status/{job_id}": {
+                "get": {
+                    "summary": "A job's status; the transcript once completed",
+                    "parameters": [_JOB_PATH_PARAM, _FORMAT_PARAM],
+                    "responses": {"200": _json("The job.", "Job"), "400": _error("Bad format."), "404": _error("Unknown job."), **_COMMON},
+                }
+            },
+            "/download/{job_id}": {
+                "get": {
+                    "summary": "The transcript",
+                    "parameters": [_JOB_PATH_PARAM, _FORMAT_PARAM],
+                    "responses": {
+                        "200": {"description": "Transcript.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                        "400": _error("Bad format."),
+                        "404": _error("Unknown job, or not completed."),
+                        **_COMMON,
+                    },
+                }
+            },
+            "/jobs": {
+                "get": {
+                    "summary": "List jobs",
+                    "parameters": [
+                        {"name": "status", "in": "query", "schema": {"type": "string", "enum": _STATUSES}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    ],
+                    "responses": {"200": _json("A page of jobs.", "JobList"), "400": _error("Bad filter."), **_COMMON},
+                }
+            },
+            "/jobs/{job_id}": {
+                "get": {
+                    "summary": "A job's status",
+                    "parameters": [_JOB_PATH_PARAM, _FORMAT_PARAM],
+                    "responses": {"200": _json("The job.", "Job"), "400": _error("Bad format."), "404": _error("Unknown job."), **_COMMON},
+                },
+                "delete": {
+                    "summary": "Cancel a job",
+                    "parameters": [_JOB_PATH_PARAM],
+                    "responses": {
+                        "200": _json("Cancelled, or cancel requested.", "Job"),
+                        "404": _error("Unknown job."),
+                        "409": _error("Already ended."),
+                        **_COMMON,
+                    },
+                },
+            },
+            "/models": {"get": {"summary": "Available and loaded models", "responses": {"200": _json("Models.", "Models"), **_COMMON}}},
+            "/health": {"get": {"summary": "Readiness", "responses": {"200": _json("Health.", "Health"), **_COMMON}}},
+            "/livez": {
+                "get": {
+                    "summary": "Liveness (no token needed)",
+                    "security": [],
+                    "responses": {"200": {"description": "Alive.", "content": {"application/json": {"schema": {"type": "object"}}}}},
+                }
+            },
+            "/upload/{secret}": {
+                "put": _one_time_upload(),
+                "post": _one_time_upload(),
+            },
+        },
+    }
+
+
+def _one_time_upload() -> dict[str, Any]:
+    return {
+        "summary": "Send a file to a one-time upload URL (from the create_upload_url MCP tool)",
+        "security": [],
+        "parameters": [{"name": "secret", "in": "path", "required": True, "schema": {"type": "string"}}],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                "multipart/form-data": {
+                    "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+                },
+            },
+        },
+        "responses": {"202": _json("Queued.", "Job"), "404": _error("Unknown, expired or used URL."), **_UPLOAD_ERRORS},
+    }

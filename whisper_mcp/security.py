@@ -1,0 +1,73 @@
+"""Who may call the service: bearer-token authentication and Origin checks.
+
+One ASGI middleware in front of the whole app, because FastMCP's own auth
+covers /mcp only and our REST routes need the same protection.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+# Reachable without a token: a bare liveness answer, and one-time upload URLs,
+# whose secret is the credential.
+PUBLIC_PATHS = ("/livez",)
+PUBLIC_PREFIXES = ("/upload/",)
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def local_origins(port: int) -> set[str]:
+    hosts = ("127.0.0.1", "localhost", "[::1]")
+    return {f"{scheme}://{host}:{port}" for scheme in ("http", "https") for host in hosts}
+
+
+class AccessGuard:
+    def __init__(self, app: ASGIApp, *, token: str | None, allowed_origins: set[str]) -> None:
+        self.app = app
+        self._token = token.encode() if token else None
+        self._origins = {o.rstrip("/").lower() for o in allowed_origins}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        # Browsers send Origin; a page on another site must not drive /mcp (DNS
+        # rebinding, as the MCP spec warns) or change anything elsewhere.
+        guarded = path == "/mcp" or (scope["method"] not in _SAFE_METHODS and not path.startswith(PUBLIC_PREFIXES))
+        if origin is not None and guarded and origin.rstrip("/").lower() not in self._origins:
+            await _error(send, 403, "forbidden", f"Origin {origin!r} is not allowed. Add it with --allowed-origins.")
+            return
+        if self._token is not None and not _public(path) and not self._authorized(headers):
+            await _error(
+                send,
+                401,
+                "unauthorized",
+                "Missing or wrong bearer token: send 'Authorization: Bearer <token>' "
+                "(the server's WHISPER_MCP_TOKEN).",
+                {"www-authenticate": 'Bearer realm="whisper-mcp"'},
+            )
+            return
+        await self.app(scope, receive, send)
+
+    def _authorized(self, headers: Headers) -> bool:
+        scheme, _, credential = headers.get("authorization", "").partition(" ")
+        assert self._token is not None
+        return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(), self._token)
+
+
+def _public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+async def _error(send: Send, status: int, code: str, message: str, extra: dict[str, str] | None = None) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

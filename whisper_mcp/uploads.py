@@ -1,0 +1,247 @@
+"""Uploads that keep audio bytes out of an agent's output: chunked MCP uploads
+and one-time upload URLs for ``curl``.
+
+State lives in the upload store; bytes live under ``uploads/<id>`` until the
+upload becomes a job (or expires).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from anyio import to_thread
+
+from .errors import Conflict, InvalidInput, PayloadTooLarge, UploadNotFound
+from .jobs import UploadRecord
+from .storage import FileStore, StoredUpload, new_key
+from .store import SQLiteUploadStore
+
+# Decoded bytes per upload_chunk call: base64 makes it 4/3 larger, still well
+# under the MCP SDK's 4 MiB request cap.
+MAX_CHUNK_BYTES = 2 * 1024 * 1024
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def merge_range(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    """Add [start, end) to sorted, disjoint ranges, merging neighbours."""
+    merged: list[tuple[int, int]] = []
+    for a, b in sorted([*ranges, (start, end)]):
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
+
+
+def overlaps(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
+    return [(max(a, start), min(b, end)) for a, b in ranges if a < end and start < b]
+
+
+def missing(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
+    gaps, pos = [], 0
+    for a, b in ranges:
+        if a > pos:
+            gaps.append((pos, a))
+        pos = max(pos, b)
+    if pos < size:
+        gaps.append((pos, size))
+    return gaps
+
+
+class UploadManager:
+    def __init__(self, store: SQLiteUploadStore, files: FileStore, *, max_bytes: int, min_free_bytes: int, ttl: float) -> None:
+        self._store = store
+        self._files = files
+        self._max_bytes = max_bytes
+        self._min_free = min_free_bytes
+        self._ttl = ttl
+        # One writer per upload at a time; chunks of different uploads run in parallel.
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _path(self, upload_id: str) -> Path:
+        return self._files.upload_path(upload_id)
+
+    # -- chunked ----------------------------------------------------------
+
+    async def begin(self, filename: str | None, size: int | None, sha256: str | None) -> dict[str, Any]:
+        if size is not None and size <= 0:
+            raise InvalidInput("size must be the file's size in bytes, more than 0.")
+        if size is not None and size > self._max_bytes:
+            raise PayloadTooLarge(f"size {size} exceeds the upload limit of {self._max_bytes // 2**20} MiB.")
+        digest = None
+        if sha256 is not None and sha256.strip():
+            digest = sha256.strip().lower()
+            if not _SHA256.match(digest):
+                raise InvalidInput("sha256 must be 64 hexadecimal characters (the SHA-256 of the whole file).")
+        await to_thread.run_sync(self._files.check_space, self._min_free, size or 0)
+        now = time.time()
+        record = UploadRecord(
+            upload_id=new_key(),
+            kind="chunked",
+            secret_hash=None,
+            filename=(filename or None) and filename[:255],
+            size=size,
+            sha256=digest,
+            submission=None,
+            ranges=[],
+            state="open",
+            created_at=now,
+            expires_at=now + self._ttl,
+        )
+        await to_thread.run_sync(self._create_chunked, record)
+        return {
+            "upload_id": record.upload_id,
+            "max_chunk_bytes": MAX_CHUNK_BYTES,
+            "expires_at": record.expires_at,
+            "next": "Send the file in order with upload_chunk(upload_id, offset, data_base64), "
+            f"at most {MAX_CHUNK_BYTES} bytes per chunk, then transcribe_wav(upload_id=...).",
+        }
+
+    def _create_chunked(self, record: UploadRecord) -> None:
+        self._path(record.upload_id).touch()
+        self._store.create(record)
+
+    async def _open(self, upload_id: str, kind: str) -> UploadRecord:
+        try:
+            record = await to_thread.run_sync(self._store.get, upload_id)
+        except ValueError:
+            record = None
+        if record is None or record.kind != kind or record.expires_at <= time.time():
+            raise UploadNotFound(
+                f"No open upload {upload_id!r}: it never existed, has expired or was already used. "
+                "Start again with begin_upload."
+            )
+        return record
+
+    async def chunk(self, upload_id: str, offset: int, data: bytes) -> dict[str, Any]:
+        if not data:
+            raise InvalidInput("The chunk is empty.")
+        if len(data) > MAX_CHUNK_BYTES:
+            raise PayloadTooLarge(f"A chunk may hold at most {MAX_CHUNK_BYTES} bytes, this one has {len(data)}.")
+        if offset < 0:
+            raise InvalidInput("offset must be 0 or more.")
+        lock = self._locks.setdefault(upload_id, asyncio.Lock())
+        async with lock:
+            record = await self._open(upload_id, "chunked")
+            end = offset + len(data)
+            limit = record.size if record.size is not None else self._max_bytes
+            if end > limit:
+                what = "the declared size" if record.size is not None else "the upload limit"
+                raise InvalidInput(f"This chunk ends at byte {end}, past {what} of {limit} bytes.")
+            ranges = await to_thread.run_sync(self._write_chunk, record, offset, data)
+            await to_thread.run_sync(self._store.set_ranges, upload_id, ranges, time.time() + self._ttl)
+        received = sum(b - a for a, b in ranges)
+        answer: dict[str, Any] = {"upload_id": upload_id, "received_bytes": received}
+        if record.size is not None:
+            gaps = missing(ranges, record.size)
+            answer["complete"] = not gaps
+            answer["missing"] = [list(g) for g in gaps[:10]]
+        return answer
+
+    def _write_chunk(self, record: UploadRecord, offset: int, data: bytes) -> list[tuple[int, int]]:
+        path = self._path(record.upload_id)
+        end = offset + len(data)
+        with open(path, "r+b") as f:
+            # Re-sent data is fine; different data for bytes already received is not.
+            for a, b in overlaps(record.ranges, offset, end):
+                f.seek(a)
+                if f.read(b - a) != data[a - offset : b - offset]:
+                    raise Conflict(
+                        f"Bytes {a}-{b} were already received with different content. "
+                        "Resend the chunk with the original data, or start a new upload."
+                    )
+            self._files.check_space(self._min_free, len(data))
+            f.seek(offset)
+            f.write(data)
+        return merge_range(record.ranges, offset, end)
+
+    async def take(self, upload_id: str) -> tuple[StoredUpload, str | None]:
+        """A complete chunked upload, checksum verified, as an upload ready to submit."""
+        lock = self._locks.setdefault(upload_id, asyncio.Lock())
+        async with lock:
+            record = await self._open(upload_id, "chunked")
+            stored = await to_thread.run_sync(self._finish_chunked, record)
+        self._locks.pop(upload_id, None)
+        return stored, record.filename
+
+    def _finish_chunked(self, record: UploadRecord) -> StoredUpload:
+        received = record.ranges[0][1] if len(record.ranges) == 1 and record.ranges[0][0] == 0 else None
+        size = record.size if record.size is not None else received
+        gaps = missing(record.ranges, size) if size is not None else [(0, 0)]
+        if size is None or gaps:
+            shown = ", ".join(f"{a}-{b}" for a, b in gaps[:5]) if size is not None else "the bytes between chunks"
+            raise InvalidInput(f"The upload is incomplete: missing bytes {shown}. Send them with upload_chunk.")
+        path = self._path(record.upload_id)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1024 * 1024):
+                digest.update(block)
+        if record.sha256 is not None and digest.hexdigest() != record.sha256:
+            self._store.delete(record.upload_id)
+            path.unlink(missing_ok=True)
+            raise InvalidInput(
+                "Checksum mismatch: the received bytes do not have the sha256 given to begin_upload. "
+                "The upload was discarded; start again."
+            )
+        # Into incoming/, where submit() takes uploads from.
+        target = self._files.incoming / f"upload-{record.upload_id}"
+        os.replace(path, target)
+        self._store.delete(record.upload_id)
+        return StoredUpload(target, size, digest.hexdigest())
+
+    # -- one-time URLs ----------------------------------------------------
+
+    async def create_url(self, submission: dict[str, Any]) -> tuple[str, UploadRecord]:
+        """A new one-time upload; returns the URL secret (shown once) and the record."""
+        secret = secrets.token_urlsafe(32)
+        now = time.time()
+        record = UploadRecord(
+            upload_id=new_key(),
+            kind="url",
+            secret_hash=hashlib.sha256(secret.encode()).hexdigest(),
+            filename=submission.get("filename"),
+            size=None,
+            sha256=None,
+            submission=json.dumps(submission),
+            ranges=[],
+            state="open",
+            created_at=now,
+            expires_at=now + self._ttl,
+        )
+        await to_thread.run_sync(self._store.create, record)
+        return secret, record
+
+    async def claim_url(self, secret: str) -> dict[str, Any]:
+        """Use a one-time URL; returns the submission stored with it."""
+        record = await to_thread.run_sync(
+            self._store.claim, hashlib.sha256(secret.encode()).hexdigest(), time.time()
+        )
+        if record is None:
+            raise UploadNotFound(
+                "This upload URL is unknown, expired or already used. Ask for a new one with create_upload_url."
+            )
+        return json.loads(record.submission or "{}")
+
+    # -- housekeeping -----------------------------------------------------
+
+    def sweep(self, now: float) -> int:
+        """Blocking: drop expired uploads and bytes no upload owns."""
+        expired = self._store.expire(now)
+        live = self._store.ids()
+        for path in self._files.uploads_dir.iterdir():
+            if path.name not in live:
+                path.unlink(missing_ok=True)
+        return len(expired)
+
+
+def submission_dict(submission: Any) -> dict[str, Any]:
+    return {k: v for k, v in asdict(submission).items() if v is not None}
