@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .client_cli import CLIENT_COMMANDS, add_client_commands, run_client_command
 from .config import ENV_PREFIX, Settings
 
 
@@ -122,7 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     prep = sub.add_parser("prepare-model", help="convert/download a model into the cache ahead of time")
     prep.add_argument("--model", help="default tiny.en")
     prep.add_argument("--model-cache")
+    add_client_commands(sub)
     args = parser.parse_args(argv)
+    if args.command in CLIENT_COMMANDS:
+        # Talk to a running service: no settings, no torch import.
+        return run_client_command(args)
     try:
         settings = _settings(args)
     except Exception as exc:

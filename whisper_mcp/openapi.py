@@ -149,7 +149,7 @@ def openapi_spec() -> dict[str, Any]:
                     "parameters": [
                         {"name": "status", "in": "query", "schema": {"type": "string", "enum": _STATUSES}},
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
                     ],
                     "responses": {"200": _json("A page of jobs.", "JobList"), "400": _error("Bad filter."), **_COMMON},
                 }

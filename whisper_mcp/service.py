@@ -34,6 +34,7 @@ from .worker import InferenceWorker, recover
 
 log = logging.getLogger("whisper_mcp.service")
 
+MAX_OFFSET = 2**31 - 1
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 ProgressReporter = Callable[[dict[str, Any]], Awaitable[None]]
@@ -374,8 +375,8 @@ class TranscriptionService:
             except ValueError:
                 choices = ", ".join(s.value for s in JobStatus)
                 raise InvalidInput(f"status must be one of {choices}, got {status!r}.") from None
-        if not 1 <= limit <= 500 or offset < 0:
-            raise InvalidInput("limit must be from 1 to 500 and offset 0 or more.")
+        if not 1 <= limit <= 500 or not 0 <= offset <= MAX_OFFSET:
+            raise InvalidInput(f"limit must be from 1 to 500 and offset from 0 to {MAX_OFFSET}.")
         page = await to_thread.run_sync(lambda: self.store.list(status=wanted, limit=limit, offset=offset))
         running = self.worker.state().running
         records = []

@@ -1,0 +1,145 @@
+"""Property-based and schema-driven fuzzing: no input makes the service fail (5xx)
+or makes the multipart parser raise anything but a clear ServiceError."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import anyio
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from starlette.requests import Request
+
+from conftest import ServerProcess
+from whisper_mcp.bodies import read_multipart, read_raw
+from whisper_mcp.errors import ServiceError
+from whisper_mcp.storage import FileStore
+
+TOKEN = "fuzz-token"
+
+
+# -- the multipart parser, in process -------------------------------------------------
+
+
+def request_for(body: list[bytes], content_type: str) -> Request:
+    chunks = list(body)
+
+    async def receive() -> dict:
+        if chunks:
+            return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/transcribe",
+        "headers": [(b"content-type", content_type.encode())],
+        "query_string": b"",
+    }
+    return Request(scope, receive)
+
+
+def multipart(boundary: bytes, parts: list[tuple[bytes, bytes, bytes]]) -> bytes:
+    out = b""
+    for name, filename, data in parts:
+        disposition = b'form-data; name="' + name + b'"' + (b'; filename="' + filename + b'"' if filename else b"")
+        out += b"--" + boundary + b"\r\nContent-Disposition: " + disposition + b"\r\n\r\n" + data + b"\r\n"
+    return out + b"--" + boundary + b"--\r\n"
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> FileStore:
+    return FileStore(tmp_path_factory.mktemp("fuzz") / "storage")
+
+
+def parse(files: FileStore, body: bytes, content_type: str, split: int, max_bytes: int = 4096) -> None:
+    chunks = [body[i : i + split] for i in range(0, len(body), split)] or [b""]
+
+    async def run() -> None:
+        sink = lambda: files.incoming_file(max_bytes, 0)  # noqa: E731
+        try:
+            form = await read_multipart(request_for(chunks, content_type), "file", sink, ("model", "job_id"))
+        except ServiceError:
+            pass
+        else:
+            if form.file is not None:
+                assert form.file.size == form.file.path.stat().st_size <= max_bytes
+                form.file.path.unlink()
+
+    anyio.run(run)
+    assert list(files.incoming.iterdir()) == []  # nothing left behind, whatever happened
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=2000), boundary=st.binary(min_size=0, max_size=70), split=st.integers(1, 300))
+def test_random_bytes_never_crash_the_parser(files: FileStore, body: bytes, boundary: bytes, split: int) -> None:
+    parse(files, body, "multipart/form-data; boundary=" + boundary.decode("latin-1"), split)
+
+
+part = st.tuples(
+    st.sampled_from([b"file", b"model", b"job_id", b"other", b""]),
+    st.sampled_from([b"", b"a.wav", b'we"ird.wav']),
+    st.binary(max_size=6000),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(part, max_size=4), split=st.integers(1, 500), cut=st.integers(0, 50))
+def test_well_formed_and_cut_bodies(files: FileStore, parts: list, split: int, cut: int) -> None:
+    body = multipart(b"XyZ", parts)
+    parse(files, body[: len(body) - cut], "multipart/form-data; boundary=XyZ", split)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.binary(max_size=9000), split=st.integers(1, 999))
+def test_raw_bodies_respect_the_limit(files: FileStore, body: bytes, split: int) -> None:
+    chunks = [body[i : i + split] for i in range(0, len(body), split)] or [b""]
+
+    async def run() -> None:
+        try:
+            stored = await read_raw(request_for(chunks, "application/octet-stream"), files.incoming_file(4096, 0))
+        except ServiceError as exc:
+            assert exc.status_code == 413 and len(body) > 4096
+        else:
+            assert stored.size == len(body) <= 4096
+            stored.path.unlink()
+
+    anyio.run(run)
+    assert list(files.incoming.iterdir()) == []
+
+
+# -- the whole REST API, from its OpenAPI description ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    root = tmp_path_factory.mktemp("fuzz-server")
+    srv = ServerProcess(root / "storage", root / "server.log", None, "--token", TOKEN, "--max-upload-mb", "2")
+    srv.start(headers={"Authorization": f"Bearer {TOKEN}"})
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.e2e
+def test_api_never_answers_5xx(fuzz_server: ServerProcess) -> None:
+    """Every operation of /openapi.json, with generated valid and edge-case input."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    schema = schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json", headers=auth)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert len(operations) >= 9
+    calls: list[int] = []
+    for operation in operations:
+
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @given(case=operation.as_strategy())
+        def check(case: schemathesis.Case) -> None:
+            response = case.call(base_url=fuzz_server.url, headers=auth, timeout=30)
+            calls.append(response.status_code)
+            case.validate_response(response, checks=[not_a_server_error])
+
+        check()
+    assert len(calls) > 100
+    assert all(code < 500 for code in calls)
