@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import threading
 from pathlib import Path
@@ -275,7 +274,7 @@ def test_recover_leaves_settled_jobs_alone(store: SQLiteJobStore, files: FileSto
 
 
 def test_recover_empties_incoming(store: SQLiteJobStore, files: FileStore) -> None:
-    files.receive(io.BytesIO(b"half an upload"))
+    files.incoming_file(2**20, 0).write(b"half an upload")
     (files.incoming / "upload-stray").write_bytes(b"x")
     (files.incoming / "nested").mkdir()
     (files.incoming / "nested" / "file").write_bytes(b"y")
@@ -331,9 +330,12 @@ def test_write_result_is_atomic(files: FileStore, monkeypatch: pytest.MonkeyPatc
     assert files.read_result(key) == {"text": "second"}
 
 
-def test_receive_accept_discard(files: FileStore) -> None:
+def test_incoming_accept_discard(files: FileStore) -> None:
     data = os.urandom(3 * 1024 * 1024 + 17)
-    upload = files.receive(io.BytesIO(data))
+    sink = files.incoming_file(len(data), 0)
+    for i in range(0, len(data), 1 << 20):
+        sink.write(data[i : i + (1 << 20)])
+    upload = sink.finish()
     assert upload.path.parent == files.incoming
     assert upload.size == len(data)
     assert upload.sha256 == hashlib.sha256(data).hexdigest()

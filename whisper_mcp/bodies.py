@@ -97,7 +97,8 @@ class _Part:
 class FormUpload:
     file: StoredUpload | None
     filename: str | None
-    fields: dict[str, str]
+    fields: dict[str, str]  # the last value of each field
+    repeated: dict[str, list[str]] = field(default_factory=dict)  # every value, in order
 
 
 async def read_multipart(
@@ -111,6 +112,7 @@ async def read_multipart(
         raise InvalidInput("multipart/form-data needs a boundary in its Content-Type header.")
 
     fields: dict[str, str] = {}
+    repeated: dict[str, list[str]] = {}
     parts: list[_Part] = []
     header_field = bytearray()
     header_value = bytearray()
@@ -164,6 +166,7 @@ async def read_multipart(
         part = current[0]
         if part.batch is None and not part.skip and part.name:
             fields[part.name] = part.value.decode("utf-8", "replace")
+            repeated.setdefault(part.name, []).append(fields[part.name])
 
     def on_end() -> None:
         ended.append(True)
@@ -193,8 +196,8 @@ async def read_multipart(
         if file_part and file_part[0].batch is not None:
             await file_part[0].batch.flush()
             stored = await to_thread.run_sync(file_part[0].batch.sink.finish)
-            return FormUpload(stored, file_part[0].filename, fields)
-        return FormUpload(None, None, fields)
+            return FormUpload(stored, file_part[0].filename, fields, repeated)
+        return FormUpload(None, None, fields, repeated)
     except MultipartParseError as exc:
         _abort(file_part)
         raise InvalidInput(f"The multipart body is malformed: {exc}") from None

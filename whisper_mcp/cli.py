@@ -9,8 +9,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .bridge import add_bridge_command, run_bridge_command
 from .client_cli import CLIENT_COMMANDS, add_client_commands, run_client_command
 from .config import ENV_PREFIX, Settings
+from .logs import configure as configure_logging
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -24,6 +26,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help=f"default auto {env('DEVICE')}")
     p.add_argument("--threads", type=int, help=f"torch CPU threads, 0 = torch default {env('THREADS')}")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help=f"{env('LOG_LEVEL')}")
+    p.add_argument("--log-format", choices=["text", "json"], help=f"one line per event; json for log shippers {env('LOG_FORMAT')}")
     p.add_argument("--model-idle-seconds", type=float, help=f"unload other models after this idle time, default 600 {env('MODEL_IDLE_SECONDS')}")
     p.add_argument("--model-memory-mb", type=int, help=f"memory budget for loaded models, 0 = none {env('MODEL_MEMORY_MB')}")
     p.add_argument("--callback-retry-delays", help=f"seconds between callback attempts, default 1,5,30,120 {env('CALLBACK_RETRY_DELAYS')}")
@@ -56,6 +59,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         device=getattr(args, "device", None),
         threads=getattr(args, "threads", None),
         log_level=getattr(args, "log_level", None),
+        log_format=getattr(args, "log_format", None),
         public_url=getattr(args, "public_url", None),
         callback_secret=getattr(args, "callback_secret", None),
         model_idle_seconds=getattr(args, "model_idle_seconds", None),
@@ -88,10 +92,7 @@ def serve(settings: Settings) -> int:
 
     from .app import create_app
 
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     if not _is_loopback(settings.host) and settings.resolved_token() is None:
         banner = "!" * 78
         logging.getLogger("whisper_mcp").warning(
@@ -102,7 +103,8 @@ def serve(settings: Settings) -> int:
             banner,
         )
     app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+    # log_config=None: uvicorn's loggers use our handler and format too.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False, log_config=None)
     return 0
 
 
@@ -124,10 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     prep.add_argument("--model", help="default tiny.en")
     prep.add_argument("--model-cache")
     add_client_commands(sub)
+    add_bridge_command(sub)
     args = parser.parse_args(argv)
+    # Clients of a running service: no settings, no torch import.
     if args.command in CLIENT_COMMANDS:
-        # Talk to a running service: no settings, no torch import.
         return run_client_command(args)
+    if args.command == "bridge":
+        return run_bridge_command(args)
     try:
         settings = _settings(args)
     except Exception as exc:

@@ -26,6 +26,7 @@ class Settings:
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     log_level: str = "info"
+    log_format: str = "text"  # text | json
     # Models other than the start-up one are unloaded after this many idle seconds.
     model_idle_seconds: float = 600.0
     # Total model memory; loading another model unloads least-recently-used ones

@@ -180,10 +180,52 @@ def openapi_spec() -> dict[str, Any]:
                     "responses": {"200": {"description": "Alive.", "content": {"application/json": {"schema": {"type": "object"}}}}},
                 }
             },
+            "/v1/audio/transcriptions": {"post": _openai_audio("Transcribe (OpenAI-compatible; waits for the result)")},
+            "/v1/audio/translations": {"post": _openai_audio("Translate into English (OpenAI-compatible)")},
+            "/v1/models": {"get": {"summary": "Models, OpenAI-style", "responses": {"200": {"description": "List.", "content": {"application/json": {"schema": {"type": "object"}}}}, **_COMMON}}},
+            "/v1/models/{model}": {
+                "get": {
+                    "summary": "One model, OpenAI-style",
+                    "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "responses": {"200": {"description": "Model.", "content": {"application/json": {"schema": {"type": "object"}}}}, "404": {"description": "Unknown model."}, **_COMMON},
+                }
+            },
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}, **_COMMON}}},
             "/upload/{secret}": {
                 "put": _one_time_upload(),
                 "post": _one_time_upload(),
             },
+        },
+    }
+
+
+def _openai_audio(summary: str) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {
+                            "file": {"type": "string", "format": "binary"},
+                            "model": {"type": "string"},
+                            "language": {"type": "string"},
+                            "prompt": {"type": "string"},
+                            "response_format": {"type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"]},
+                            "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+                        },
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {"description": "The transcript.", "content": {"application/json": {"schema": {"type": "object"}}, "text/plain": {"schema": {"type": "string"}}}},
+            "400": {"description": "Invalid input (OpenAI error shape)."},
+            "413": {"description": "Too large."},
+            **_COMMON,
         },
     }
 

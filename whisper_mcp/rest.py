@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 from anyio import to_thread
 from starlette.exceptions import HTTPException
@@ -12,6 +11,7 @@ from starlette.routing import Route
 
 from .bodies import check_declared_length, read_multipart, read_raw
 from .errors import InvalidInput, ServiceError
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .openapi import openapi_spec
 from .formats import MEDIA_TYPES
 from .service import SUBMISSION_FIELDS, Submission, TranscriptionService, check_format
@@ -62,6 +62,9 @@ def routes(service: TranscriptionService) -> list[Route]:
         record = await service.submit_claimed(upload, submission, filename)
         return JSONResponse(record, status_code=202)
 
+    async def metrics(request: Request) -> Response:
+        return Response(await service.metrics_text(), media_type=METRICS_CONTENT_TYPE)
+
     async def livez(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -109,6 +112,7 @@ def routes(service: TranscriptionService) -> list[Route]:
         Route("/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/livez", livez, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route("/upload/{secret}", upload_once, methods=["PUT", "POST"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
@@ -116,6 +120,9 @@ def routes(service: TranscriptionService) -> list[Route]:
 
 async def service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
+    service = getattr(request.app.state, "service", None)
+    if service is not None:
+        service.metrics.errors.labels(exc.code).inc()
     return JSONResponse(exc.to_dict(), status_code=exc.status_code)
 
 

@@ -25,6 +25,8 @@ from .engine import WhisperEngine
 from .errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady, PayloadTooLarge
 from .formats import FORMATS, render
 from .jobs import DuplicateJob, Job, JobRequest, JobStatus
+from .logs import job_event
+from .metrics import Metrics
 from .options import PRIORITY_NAMES, parse_bool, parse_options, parse_priority
 from .models import ModelRegistry
 from .storage import FileStore, IncomingFile, StoredUpload, new_key
@@ -70,6 +72,8 @@ class TranscriptionService:
         self.store = SQLiteJobStore(self.files.database)
         self.registry = ModelRegistry(settings.model_cache)
         self.default_model = self.registry.resolve(settings.model).name
+        self.metrics = Metrics()
+        self.metrics.watch(self._metric_state)
         self.engine = WhisperEngine(
             self.registry,
             settings.device,
@@ -84,6 +88,7 @@ class TranscriptionService:
             self.engine,
             self.default_model,
             self._job_changed,
+            metrics=self.metrics,
             delete_audio=settings.delete_audio,
         )
         self.max_upload_bytes = settings.max_upload_mb * 1024 * 1024
@@ -178,18 +183,21 @@ class TranscriptionService:
         if job.status is not JobStatus.QUEUED:  # cached, or a re-sent upload of an older job
             if job.cached_from is not None:
                 self.callbacks.kick()
+                job_event(log, "cached", job.job_id, model=job.model, cached_from=job.cached_from)
             return await self.status(job.job_id)
         # Answer from the job as queued: the worker may start it any moment now.
         record = _record(job)
         record["queue_position"] = await to_thread.run_sync(self.store.queue_position, job)
         self.worker.notify()
-        log.info(
-            "job %s queued model=%s priority=%s bytes=%d audio=%.1fs",
+        self.metrics.upload_bytes.inc(job.audio_bytes)
+        job_event(
+            log,
+            "queued",
             job.job_id,
-            job.model,
-            PRIORITY_NAMES[job.priority],
-            job.audio_bytes,
-            job.duration,
+            model=job.model,
+            priority=PRIORITY_NAMES[job.priority],
+            bytes=job.audio_bytes,
+            audio_seconds=job.duration,
         )
         return record
 
@@ -326,7 +334,8 @@ class TranscriptionService:
             if await to_thread.run_sync(lambda: self.store.cancel(job_id, time.time(), running=False)):
                 await to_thread.run_sync(self.files.discard, self.files.audio_path(job.key))
                 self._signal()
-                log.info("job %s cancelled while queued", job_id)
+                self.metrics.job_finished("cancelled", job.duration, 0.0)
+                job_event(log, "cancelled", job_id, model=job.model, state="queued")
                 return await self.status(job_id)
             job = await self._job(job_id)  # started meanwhile
         if job.status is JobStatus.PROCESSING and self.worker.request_cancel(job_id):
@@ -430,6 +439,21 @@ class TranscriptionService:
             models.append(entry)
         pool = self.engine.pool
         return {"default": self.default_model, "models": models, "loads": pool.loads, "unloads": pool.unloads}
+
+    def _metric_state(self) -> dict[str, object]:
+        # Called by the metrics registry at scrape time, off the event loop.
+        counts = {status.value: self.store.count(status) for status in JobStatus}
+        pool = self.engine.pool
+        return {
+            "jobs": counts,
+            "queued": counts[JobStatus.QUEUED.value],
+            "models_loaded": len(pool.loaded()),
+            "loads": pool.loads,
+            "unloads": pool.unloads,
+        }
+
+    async def metrics_text(self) -> bytes:
+        return await to_thread.run_sync(self.metrics.render)
 
     async def health(self) -> dict[str, Any]:
         state = self.worker.state()

@@ -20,12 +20,10 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from .errors import InsufficientStorage, PayloadTooLarge
 
 _KEY = re.compile(r"^[0-9a-f]{32}$")
-_COPY_CHUNK = 1024 * 1024
 
 
 def new_key() -> str:
@@ -119,22 +117,6 @@ class FileStore:
             raise InsufficientStorage(
                 "The server is low on disk space and accepts no uploads now; try again later."
             )
-
-    def receive(self, source: BinaryIO) -> StoredUpload:
-        """Copy a stream into ``incoming/`` while hashing it (blocking: run off the loop)."""
-        digest = hashlib.sha256()
-        size = 0
-        fd, name = tempfile.mkstemp(dir=self.incoming, prefix="upload-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := source.read(_COPY_CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
-        return StoredUpload(Path(name), size, digest.hexdigest())
 
     def receive_bytes(self, data: bytes) -> StoredUpload:
         fd, name = tempfile.mkstemp(dir=self.incoming, prefix="upload-")

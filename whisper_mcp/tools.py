@@ -49,6 +49,7 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         try:
             return await coro
         except ServiceError as exc:
+            service.metrics.errors.labels(exc.code).inc()
             raise ToolError(exc.message) from None
 
     @mcp.tool(annotations={"readOnlyHint": False, "openWorldHint": False})

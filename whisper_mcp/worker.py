@@ -12,6 +12,8 @@ from .audio import decode_audio
 from .engine import WhisperEngine
 from .errors import ServiceError
 from .jobs import Job, JobStore
+from .logs import job_event
+from .metrics import Metrics
 from .storage import FileStore
 
 log = logging.getLogger("whisper_mcp.worker")
@@ -57,6 +59,7 @@ class InferenceWorker:
         default_model: str,
         on_change: Callable[[str], None],
         *,
+        metrics: Metrics,
         delete_audio: bool = True,
     ) -> None:
         self._store = store
@@ -67,6 +70,7 @@ class InferenceWorker:
         # uses it to wake waiters on the event loop.
         self._on_change = on_change
         self._delete_audio = delete_audio
+        self._metrics = metrics
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
@@ -124,14 +128,20 @@ class InferenceWorker:
             return
         with self._lock:
             self._model_loaded = True
-        log.info("model %s loaded in %.2fs on %s", self._default_model, time.perf_counter() - started, self._engine.device)
+        log.info(
+            "model %s loaded in %.2fs on %s", self._default_model, time.perf_counter() - started, self._engine.device
+        )
 
     def _process(self, job: Job) -> None:
+        started_at = time.time()
         with self._lock:
-            self._running = Running(job.job_id, time.time())
+            self._running = Running(job.job_id, started_at)
         self._on_change(job.job_id)
-        log.info("job %s started model=%s attempt=%d", job.job_id, job.model, job.attempts)
+        waited = started_at - job.created_at
+        self._metrics.job_started(waited)
+        job_event(log, "started", job.job_id, model=job.model, attempt=job.attempts, waited=round(waited, 4))
         started = time.perf_counter()
+        status, error = "completed", None
         try:
             audio = decode_audio(self._files.audio_path(job.key))
             info = self._engine.registry.resolve(job.model)
@@ -140,34 +150,39 @@ class InferenceWorker:
                 raise JobCancelled(job.job_id)
             self._files.write_result(job.key, result.to_dict())
             self._store.complete(job.job_id, time.time(), result.language)
-            log.info(
-                "job %s completed audio=%.1fs took=%.2fs",
-                job.job_id,
-                result.duration,
-                time.perf_counter() - started,
-            )
         except JobCancelled:
+            status = "cancelled"
             self._store.cancel(job.job_id, time.time(), running=True)
-            log.info("job %s cancelled while running", job.job_id)
         except ServiceError as exc:  # e.g. audio that stopped decoding half-way
-            self._fail(job, exc.message)
+            status, error = "failed", exc.message
         except Exception as exc:
             log.exception("job %s raised", job.job_id)
-            self._fail(job, f"{type(exc).__name__}: {exc}")
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
         finally:
             with self._lock:
                 self._running = None
             if self._delete_audio:
                 self._files.discard(self._files.audio_path(job.key))
-            self._on_change(job.job_id)
+        if error is not None:
+            self._store.fail(job.job_id, time.time(), error)
+            self._metrics.errors.labels("job_failed").inc()
+        elapsed = time.perf_counter() - started
+        self._metrics.job_finished(status, job.duration, elapsed)
+        job_event(
+            log,
+            status,
+            job.job_id,
+            model=job.model,
+            audio_seconds=job.duration,
+            elapsed=round(elapsed, 3),
+            rtf=round(elapsed / job.duration, 4) if job.duration else None,
+            error=error,
+        )
+        self._on_change(job.job_id)
 
     def _cancel_requested(self, job_id: str) -> bool:
         with self._lock:
             return self._running is not None and self._running.job_id == job_id and self._running.cancel_requested
-
-    def _fail(self, job: Job, message: str) -> None:
-        self._store.fail(job.job_id, time.time(), message)
-        log.info("job %s failed: %s", job.job_id, message)
 
     def _progress(self, job_id: str) -> Callable[[float], None]:
         def report(fraction: float) -> None:

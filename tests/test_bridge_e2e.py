@@ -1,0 +1,119 @@
+"""End to end: the stdio bridge (``python -m whisper_mcp.bridge``) started by a real
+MCP stdio client, uploading a local file to a real server with the real model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from fastmcp import Client
+from fastmcp.client.transports import StdioTransport
+from fastmcp.exceptions import ToolError
+
+from conftest import FIXTURES, ROOT, ServerProcess, free_port, words
+
+pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
+
+
+def bridge(url: str, output_dir: Path, cwd: Path, *extra: str) -> Client:
+    transport = StdioTransport(
+        command=sys.executable,
+        args=["-m", "whisper_mcp.bridge", "--url", url, "--output-dir", str(output_dir), *extra],
+        cwd=str(cwd),
+        keep_alive=False,
+    )
+    return Client(transport, timeout=120)
+
+
+async def test_transcribes_a_local_file_into_the_output_folder(server: ServerProcess, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(FIXTURES / "speech.wav", work / "standup_meeting.wav")
+    out = tmp_path / "transcriptions"
+    repo_before = {p.name for p in ROOT.iterdir()}
+
+    # Queue with one bridge process ...
+    async with bridge(server.url, out, work) as client:
+        tools = {t.name: t for t in await client.list_tools()}
+        assert {"transcribe_wav", "check_transcription_status"} <= set(tools)
+        params = tools["transcribe_wav"].input_schema["properties"]
+        assert {"filename", "model", "language", "job_id", "priority"} <= set(params)
+        assert all(p.get("description") for p in params.values())
+        assert "wait_seconds" in tools["check_transcription_status"].input_schema["properties"]
+
+        # A relative path is resolved against the bridge's working folder.
+        queued = (await client.call_tool("transcribe_wav", {"filename": "standup_meeting.wav"})).data
+    assert queued["success"] is True
+    assert queued["status"] == "queued" or queued.get("cached"), queued
+    assert queued["service_url"] == server.url
+    assert "check_transcription_status" in queued["message"]
+    job_id = queued["job_id"]
+    status_file = out / "standup_meeting.transcribing.txt"
+    assert queued["status_file"] == str(status_file)
+    assert status_file.is_file()
+    note = status_file.read_text()
+    assert note.startswith("QUEUED") and job_id in note
+    assert json.loads((out / ".whisper-mcp-jobs.json").read_text())[job_id]["filename"] == str(work / "standup_meeting.wav")
+
+    # ... and collect with a fresh one: the job map survives the restart.
+    updates: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        updates.append((progress, total, message))
+
+    async with bridge(server.url, out, tmp_path) as client:
+        for _ in range(4):
+            done = (
+                await client.call_tool(
+                    "check_transcription_status",
+                    {"job_id": job_id, "wait_seconds": 45},
+                    progress_handler=on_progress,
+                )
+            ).data
+            if done["status"] not in ("queued", "processing"):
+                break
+    assert done["status"] == "completed", done
+    assert done["success"] is True
+    transcript_file = out / "standup_meeting.txt"
+    assert done["transcript_file"] == str(transcript_file)
+    text = transcript_file.read_text()
+    assert text == done["transcript"]
+    assert len(words(text) & {"transcription", "model", "loaded", "meeting", "morning", "report", "friday"}) >= 4, text
+    assert not status_file.exists()
+    assert updates and updates[-1][0] == 1.0
+    assert job_id not in json.loads((out / ".whisper-mcp-jobs.json").read_text())
+    # No stray temporary files; nothing written into the repository.
+    assert sorted(p.name for p in out.iterdir()) == [".whisper-mcp-jobs.json", "standup_meeting.txt"]
+    assert {p.name for p in ROOT.iterdir()} == repo_before
+
+
+async def test_missing_or_unusable_file_is_a_clear_tool_error(server: ServerProcess, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    async with bridge(server.url, out, tmp_path) as client:
+        with pytest.raises(ToolError, match="No such file: .*nowhere.wav"):
+            await client.call_tool("transcribe_wav", {"filename": str(tmp_path / "nowhere.wav")})
+        with pytest.raises(ToolError, match="Not a regular file"):
+            await client.call_tool("transcribe_wav", {"filename": str(tmp_path)})
+        # What the service refuses comes back in its own words.
+        shutil.copy(FIXTURES / "not_audio.bin", tmp_path / "notes.wav")
+        with pytest.raises(ToolError) as refused:
+            await client.call_tool("transcribe_wav", {"filename": str(tmp_path / "notes.wav")})
+        assert str(refused.value).strip()
+        with pytest.raises(ToolError, match="bridge-no-such-job"):
+            await client.call_tool("check_transcription_status", {"job_id": "bridge-no-such-job"})
+    assert not out.exists() or not list(out.glob("*.transcribing.txt"))
+
+
+async def test_unreachable_service_is_a_clear_tool_error(tmp_path: Path) -> None:
+    shutil.copy(FIXTURES / "speech.wav", tmp_path / "speech.wav")
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    out = tmp_path / "out"
+    async with bridge(url, out, tmp_path) as client:
+        with pytest.raises(ToolError, match=f"Could not reach the transcription service at {url}"):
+            await client.call_tool("transcribe_wav", {"filename": str(tmp_path / "speech.wav")})
+        with pytest.raises(ToolError, match=f"Could not reach the transcription service at {url}"):
+            await client.call_tool("check_transcription_status", {"job_id": "some-job", "wait_seconds": 5})
+    assert not (out / "speech.transcribing.txt").exists()

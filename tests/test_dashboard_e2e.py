@@ -1,0 +1,252 @@
+"""The browser dashboard at /, driven in a real headless Chromium (Debian's
+``chromium`` package) through Playwright, against the real server and model.
+
+Playwright's own browser downloads are never used: the browser is
+/usr/bin/chromium, launched by path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import FIXTURES, LONG_AUDIO, ServerProcess, words
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SPEECH_WORDS = {"transcription", "services", "model", "loaded", "meeting", "morning", "report", "friday"}
+JOB_TIMEOUT_MS = 180_000
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is missing: install Debian's chromium package (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+class Page:
+    """A fresh browser context and page, recording script errors and CSP violations."""
+
+    def __init__(self, browser: object) -> None:
+        self.context = browser.new_context(viewport={"width": 1280, "height": 1000}, accept_downloads=True)  # type: ignore[attr-defined]
+        self.page = self.context.new_page()
+        self.problems: list[str] = []
+        self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        self.page.on(
+            "console",
+            lambda msg: self.problems.append(f"console: {msg.text}")
+            if msg.type == "error" and "Content Security Policy" in msg.text
+            else None,
+        )
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def tab(browser: object) -> Iterator[Page]:
+    t = Page(browser)
+    yield t
+    t.close()
+    assert not t.problems, t.problems
+
+
+def screenshot(page: object, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=True)  # type: ignore[attr-defined]
+    artifacts = os.environ.get("WHISPER_MCP_ARTIFACTS")
+    if artifacts:
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(artifacts) / name)
+    return path
+
+
+def submit(page: object, audio: Path, *, priority: str = "normal", word_timestamps: bool = False) -> str:
+    """Fill the upload form as a person would and return the new job's id."""
+    from playwright.sync_api import expect
+
+    page.get_by_label("Audio file", exact=True).set_input_files(str(audio))  # type: ignore[attr-defined]
+    page.get_by_label("Model", exact=True).select_option("tiny.en")  # type: ignore[attr-defined]
+    page.get_by_label("Language", exact=True).fill("en")  # type: ignore[attr-defined]
+    page.get_by_label("Priority", exact=True).select_option(priority)  # type: ignore[attr-defined]
+    page.get_by_label("Word timestamps").set_checked(word_timestamps)  # type: ignore[attr-defined]
+    # A fresh transcription each time, not the transcript cache of an earlier test.
+    page.get_by_label("Reuse an earlier identical transcript").uncheck()  # type: ignore[attr-defined]
+    message = page.locator("#upload-message")  # type: ignore[attr-defined]
+    # The page hides the previous answer as soon as the form is sent.
+    page.get_by_role("button", name="Transcribe").click()  # type: ignore[attr-defined]
+    expect(message).to_be_visible()
+    expect(message).to_contain_text("Queued:")
+    return message.locator(".jobid").inner_text()
+
+
+def test_dashboard_upload_watch_and_download(
+    tab: Page, server: ServerProcess, client: httpx.Client, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page = tab.page
+    response = page.goto(server.url + "/")
+    assert response is not None and response.status == 200
+    csp = response.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "unsafe-eval" not in csp and "frame-ancestors 'none'" in csp
+
+    # Health and models, fetched by the page itself.
+    expect(page.locator("#h-loaded")).to_have_text("yes")
+    expect(page.locator("#overall")).to_have_text("ready")
+    expect(page.locator("#h-device")).to_have_text(client.get("/health").json()["device"])
+    expect(page.locator("#models li", has_text="tiny.en")).to_contain_text("loaded")
+    expect(page.locator("#f-model option[value='tiny.en']")).to_have_count(1)
+
+    job_id = submit(page, FIXTURES / "speech.wav", priority="urgent", word_timestamps=True)
+    row = page.locator(f'#jobs tr[data-job-id="{job_id}"]')
+    expect(row).to_be_visible()
+    expect(row).to_have_attribute("data-status", "completed", timeout=JOB_TIMEOUT_MS)
+    expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "100")
+    expect(row).to_contain_text("done")
+    expect(row).to_contain_text("speech.wav")
+    expect(row).to_contain_text("tiny.en")
+    expect(row.locator("td.num").first).to_have_text(re.compile(r"^\d+ s$"))  # audio seconds
+    expect(row.get_by_role("button", name=f"Cancel job {job_id}")).to_have_count(0)
+
+    # The txt link opens the transcript.
+    with page.expect_popup() as popup_info:
+        row.get_by_role("link", name=f"txt transcript of {job_id}").click()
+    popup = popup_info.value
+    popup.wait_for_load_state()
+    assert len(SPEECH_WORDS & words(popup.locator("body").inner_text())) >= 6
+    popup.close()
+
+    # The other formats behind the links, with the word timings asked for in the form.
+    for fmt in ("json", "srt", "vtt"):
+        href = row.get_by_role("link", name=f"{fmt} transcript of {job_id}").get_attribute("href")
+        assert href == f"/download/{job_id}?format={fmt}"
+        body = page.request.get(server.url + href)
+        assert body.ok, (fmt, body.status)
+        if fmt == "json":
+            assert "words" in json.loads(body.text())["segments"][0]
+        else:
+            assert "-->" in body.text()
+
+    # The in-page viewer shows the same text.
+    row.get_by_role("button", name=f"View transcript of {job_id}").click()
+    expect(page.locator("#viewer")).to_be_visible()
+    assert len(SPEECH_WORDS & words(page.locator("#viewer-text").inner_text())) >= 6
+
+    shot = screenshot(page, tmp_path, "dashboard.png")
+    assert shot.stat().st_size > 10_000
+
+
+def test_dashboard_live_progress_and_cancel(tab: Page, server: ServerProcess, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    page = tab.page
+    page.goto(server.url + "/")
+    expect(page.locator("#h-loaded")).to_have_text("yes")
+
+    long_id = submit(page, LONG_AUDIO)
+    long_row = page.locator(f'#jobs tr[data-job-id="{long_id}"]')
+    expect(long_row).to_have_attribute("data-status", "processing", timeout=JOB_TIMEOUT_MS)
+    # A second job waits behind it, and is cancelled from its row while queued.
+    short_id = submit(page, FIXTURES / "short.wav")
+    short_row = page.locator(f'#jobs tr[data-job-id="{short_id}"]')
+    expect(short_row).to_have_attribute("data-status", "queued")
+    expect(short_row).to_contain_text("in queue")
+    short_row.get_by_role("button", name=f"Cancel job {short_id}").click()
+    expect(short_row).to_have_attribute("data-status", "cancelled")
+    expect(short_row.get_by_role("button", name=f"Cancel job {short_id}")).to_have_count(0)
+
+    # The running job's bar moves after its first 30 s window, with an ETA,
+    # in the row and in the health panel, without reloading the page.
+    expect(long_row).to_contain_text("ETA", timeout=JOB_TIMEOUT_MS)
+    progress = int(long_row.get_by_role("progressbar").get_attribute("aria-valuenow") or 0)
+    assert 0 < progress < 100
+    expect(page.locator("#h-processing")).to_contain_text(long_id)
+    screenshot(page, tmp_path, "dashboard-processing.png")
+
+    long_row.get_by_role("button", name=f"Cancel job {long_id}").click()
+    expect(long_row).to_have_attribute("data-status", re.compile("^(cancelled|completed)$"), timeout=JOB_TIMEOUT_MS)
+    if long_row.get_attribute("data-status") == "completed":
+        # It finished before the cancel arrived; the page must say so.
+        expect(page.locator("#upload-message")).to_contain_text("already ended")
+    expect(page.locator("#h-processing")).to_have_text("idle")
+
+
+def test_dashboard_asks_for_the_token(browser: object, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    token = "dashboard-secret-token"
+    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", None, "--token", token)
+    srv.start(headers={"Authorization": f"Bearer {token}"})
+    tab = Page(browser)
+    try:
+        page = tab.page
+        # The page itself is public; its data is not.
+        response = page.goto(srv.url + "/")
+        assert response is not None and response.status == 200
+        assert page.request.get(srv.url + "/health").status == 401
+        auth = page.locator("#auth")
+        expect(auth).to_be_visible()
+        expect(page.locator("#h-loaded")).to_have_text("–")
+
+        field = page.get_by_label("Token", exact=True)
+        field.fill("wrong-token")
+        page.get_by_role("button", name="Use token").click()
+        expect(page.locator("#auth-message")).to_contain_text("refused")
+        expect(page.locator("#h-loaded")).to_have_text("–")
+
+        field.fill(token)
+        page.get_by_role("button", name="Use token").click()
+        expect(page.locator("#h-loaded")).to_have_text("yes")
+        expect(auth).to_be_hidden()
+        assert page.evaluate("sessionStorage.getItem('whisper-mcp-token')") == token
+
+        # Kept for the tab: a reload needs no prompt.
+        page.reload()
+        expect(page.locator("#h-loaded")).to_have_text("yes")
+        expect(auth).to_be_hidden()
+
+        # Uploads and downloads carry the token too.
+        job_id = submit(page, FIXTURES / "short.wav")
+        row = page.locator(f'#jobs tr[data-job-id="{job_id}"]')
+        expect(row).to_have_attribute("data-status", "completed", timeout=JOB_TIMEOUT_MS)
+        with page.expect_download() as download_info:
+            row.get_by_role("link", name=f"txt transcript of {job_id}").click()
+        download = download_info.value
+        assert download.suggested_filename == f"{job_id}.txt"
+        text = Path(download.path()).read_text()
+        assert {"hello", "world"} <= words(text), text
+        screenshot(page, tmp_path, "dashboard-token.png")
+
+        # Forgetting the token brings the prompt back.
+        page.get_by_role("button", name="Forget token").click()
+        expect(auth).to_be_visible()
+        assert page.evaluate("sessionStorage.getItem('whisper-mcp-token')") is None
+    finally:
+        tab.close()
+        srv.stop()
+    assert not tab.problems, tab.problems

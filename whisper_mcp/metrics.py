@@ -1,0 +1,79 @@
+"""Prometheus metrics: one registry per service instance, scraped at /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _StateCollector(Collector):
+    """Figures read from the store and the model pool at scrape time."""
+
+    def __init__(self, read: Callable[[], dict[str, object]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        state = self._read()
+        jobs = GaugeMetricFamily("whisper_mcp_jobs", "Jobs in the store, by status.", labels=["status"])
+        for status, count in state["jobs"].items():  # type: ignore[union-attr]
+            jobs.add_metric([status], count)
+        yield jobs
+        yield GaugeMetricFamily("whisper_mcp_queue_length", "Jobs waiting to run.", value=state["queued"])
+        yield GaugeMetricFamily("whisper_mcp_models_loaded", "Models in memory.", value=state["models_loaded"])
+        loads = CounterMetricFamily("whisper_mcp_model_loads", "Model loads and unloads.", labels=["event"])
+        loads.add_metric(["load"], state["loads"])
+        loads.add_metric(["unload"], state["unloads"])
+        yield loads
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.jobs_finished = Counter(
+            "whisper_mcp_jobs_finished", "Jobs that ended, by outcome.", ["status"], registry=r
+        )
+        self.audio_seconds = Counter("whisper_mcp_audio_seconds", "Seconds of audio transcribed.", registry=r)
+        self.processing_seconds = Histogram(
+            "whisper_mcp_processing_seconds",
+            "Wall time per transcription (decode, inference, writing).",
+            buckets=(0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800),
+            registry=r,
+        )
+        self.real_time_factor = Histogram(
+            "whisper_mcp_real_time_factor",
+            "Processing time divided by audio duration (lower is faster).",
+            buckets=(0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5),
+            registry=r,
+        )
+        self.pickup_seconds = Histogram(
+            "whisper_mcp_pickup_seconds",
+            "Time from queueing to the job's start.",
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600),
+            registry=r,
+        )
+        self.upload_bytes = Counter("whisper_mcp_upload_bytes", "Bytes of audio accepted.", registry=r)
+        self.errors = Counter("whisper_mcp_errors", "Refused requests and failed jobs, by kind.", ["kind"], registry=r)
+
+    def watch(self, read_state: Callable[[], dict[str, object]]) -> None:
+        self.registry.register(_StateCollector(read_state))
+
+    def job_started(self, waited: float) -> None:
+        self.pickup_seconds.observe(max(0.0, waited))
+
+    def job_finished(self, status: str, audio_seconds: float, elapsed: float) -> None:
+        self.jobs_finished.labels(status).inc()
+        if status == "completed":
+            self.audio_seconds.inc(audio_seconds)
+            self.processing_seconds.observe(elapsed)
+            if audio_seconds > 0:
+                self.real_time_factor.observe(elapsed / audio_seconds)
+
+    def render(self) -> bytes:
+        """Blocking (reads the store): call off the event loop."""
+        return generate_latest(self.registry)

@@ -1,0 +1,314 @@
+"""OpenAI-compatible audio endpoints, so the official SDKs and tools built for
+``api.openai.com`` work against this server unchanged.
+
+* ``POST /v1/audio/transcriptions`` and ``POST /v1/audio/translations``:
+  multipart like OpenAI's; the job goes through the same durable queue as
+  ``POST /transcribe`` and the request is answered when it ends. A client that
+  hangs up cancels its job.
+* ``GET /v1/models`` and ``GET /v1/models/{model}``: the server's models, plus
+  ``whisper-1`` as an alias of its default model.
+
+Errors come in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``,
+with the HTTP status our own routes use.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from anyio import to_thread
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from whisper.tokenizer import LANGUAGES
+
+from .bodies import check_declared_length, read_multipart
+from .errors import (
+    AudioTooLong,
+    Conflict,
+    InvalidAudio,
+    InvalidInput,
+    JobNotFound,
+    PayloadTooLarge,
+    ServiceError,
+    UnknownModel,
+)
+from .jobs import JobStatus
+from .service import Submission, TranscriptionService
+
+OPENAI_MODEL_ALIAS = "whisper-1"
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+GRANULARITIES = ("word", "segment")
+# The OpenAI SDKs send a list as repeated "name[]" parts; some clients omit the brackets.
+_GRANULARITY_FIELDS = ("timestamp_granularities[]", "timestamp_granularities")
+_FIELDS = ("model", "language", "prompt", "response_format", "temperature", "stream")
+# service.wait returns at least this often; a watcher beside it notices a hang-up at once.
+_WAIT_SECONDS = 50.0
+_TEXT = "text/plain; charset=utf-8"
+
+
+# -- errors ---------------------------------------------------------------
+
+
+def openai_error(
+    message: str, status: int, *, type_: str | None = None, param: str | None = None, code: str | None = None
+) -> JSONResponse:
+    kind = type_ or ("server_error" if status >= 500 else "invalid_request_error")
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
+
+
+def _param_of(exc: ServiceError) -> str | None:
+    if isinstance(exc, UnknownModel):
+        return "model"
+    if isinstance(exc, (InvalidAudio, AudioTooLong, PayloadTooLarge)):
+        return "file"
+    param = getattr(exc, "param", None)
+    if param is None and isinstance(exc, InvalidInput):
+        # Our option errors start with the option's name; give OpenAI's name.
+        for prefix, name in _PARAM_PREFIXES:
+            if exc.message.startswith(prefix):
+                return name
+    return param
+
+
+_PARAM_PREFIXES = (
+    ("temperature", "temperature"),
+    ("initial_prompt", "prompt"),
+    ("Unknown language", "language"),
+    ("Model ", "model"),  # "Model 'tiny.en' is English-only; ..."
+)
+
+
+class _BadParam(InvalidInput):
+    """A 400 that names the offending OpenAI parameter."""
+
+    def __init__(self, param: str, message: str, code: str = "invalid_value") -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _openai_errors(handler: Handler) -> Handler:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ServiceError as exc:
+            return openai_error(exc.message, exc.status_code, param=_param_of(exc), code=exc.code)
+
+    return wrapped
+
+
+# -- requests -------------------------------------------------------------
+
+
+def _resolve_model(service: TranscriptionService, name: str | None) -> str:
+    if name is None or name.strip() == "" or name.strip() == OPENAI_MODEL_ALIAS:
+        return service.default_model
+    return service.registry.resolve(name).name
+
+
+def _response_format(raw: str | None) -> str:
+    fmt = (raw or "json").strip().lower() or "json"
+    if fmt not in RESPONSE_FORMATS:
+        raise _BadParam(
+            "response_format",
+            f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {raw!r}.",
+            "unsupported_value",
+        )
+    return fmt
+
+
+def _temperature(raw: str | None) -> str | None:
+    # OpenAI: 0 (the default) means "raise the temperature when decoding fails",
+    # which is Whisper's fallback schedule; our None.
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        if float(raw) == 0.0:
+            return None
+    except ValueError:
+        raise _BadParam("temperature", f"temperature must be a number from 0 to 1, got {raw!r}.") from None
+    return raw
+
+
+def _granularities(values: list[str]) -> set[str]:
+    wanted = {v.strip().lower() for v in values if v.strip()}
+    unknown = wanted - set(GRANULARITIES)
+    if unknown:
+        raise _BadParam(
+            "timestamp_granularities",
+            f"timestamp_granularities may hold 'word' and 'segment', got {sorted(unknown)!r}.",
+        )
+    return wanted
+
+
+async def _await_job(service: TranscriptionService, request: Request, job_id: str) -> dict[str, Any] | None:
+    """The job's final status, or None when the client hung up first (the job is
+    then cancelled)."""
+    gone = False
+    record: dict[str, Any] = {}
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            # The body has been read: the next message is the disconnect.
+            nonlocal gone
+            while True:
+                message = await request.receive()
+                if message["type"] == "http.disconnect":
+                    gone = True
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(watch)
+        while True:
+            record = await service.wait(job_id, _WAIT_SECONDS)
+            if JobStatus(record["status"]).finished:
+                break
+        tg.cancel_scope.cancel()
+    if gone:
+        try:
+            with anyio.CancelScope(shield=True):
+                await service.cancel(job_id)
+        except (Conflict, JobNotFound):
+            pass  # ended meanwhile
+        return None
+    return record
+
+
+def _language_name(code: str | None, model: str) -> str:
+    if code:
+        return LANGUAGES.get(code, code)
+    return "english" if model.endswith(".en") else ""
+
+
+def _verbose(
+    result: dict[str, Any], task: str, model: str, temperature: float, granularities: set[str]
+) -> dict[str, Any]:
+    segments = result.get("segments") or []
+    body: dict[str, Any] = {
+        "task": task,
+        "language": "english" if task == "translate" else _language_name(result.get("language"), model),
+        "duration": float(result.get("duration") or 0.0),
+        "text": str(result.get("text") or ""),
+    }
+    # As OpenAI: segments unless only word timestamps were asked for.
+    if not granularities or "segment" in granularities:
+        body["segments"] = [
+            {
+                "id": int(s.get("id", i)),
+                "seek": 0,
+                "start": float(s.get("start", 0.0)),
+                "end": float(s.get("end", 0.0)),
+                # OpenAI keeps Whisper's leading space on segment text.
+                "text": " " + str(s.get("text") or "").strip(),
+                "tokens": [],
+                "temperature": temperature,
+                "avg_logprob": 0.0,
+                "compression_ratio": 0.0,
+                "no_speech_prob": 0.0,
+            }
+            for i, s in enumerate(segments)
+        ]
+    if "word" in granularities:
+        body["words"] = [
+            {"word": str(w.get("word", "")).strip(), "start": float(w.get("start", 0.0)), "end": float(w.get("end", 0.0))}
+            for s in segments
+            for w in s.get("words") or []
+        ]
+    return body
+
+
+def routes(service: TranscriptionService) -> list[Route]:
+    async def run(request: Request, task: str) -> Response:
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise InvalidInput(
+                "Send the audio as multipart/form-data with the file in a field named 'file', "
+                "as the OpenAI SDKs do."
+            )
+        expected = check_declared_length(request, service.max_upload_bytes)
+        await to_thread.run_sync(service.files.check_space, service.min_free_bytes, expected)
+        form = await read_multipart(request, "file", service.new_sink, _FIELDS + _GRANULARITY_FIELDS)
+        if form.file is None:
+            raise _BadParam("file", "No file received: put the audio in a multipart field named 'file'.", "missing")
+        try:
+            fields = form.fields
+            if (fields.get("stream") or "").strip().lower() in ("true", "1"):
+                raise _BadParam("stream", "Streaming is not supported; leave stream out or set it to false.")
+            fmt = _response_format(fields.get("response_format"))
+            model = _resolve_model(service, fields.get("model"))
+            temperature = _temperature(fields.get("temperature"))
+            granularities = _granularities([v for name in _GRANULARITY_FIELDS for v in form.repeated.get(name, [])]) if task == "transcribe" and fmt == "verbose_json" else set()
+            submission = Submission(
+                filename=form.filename,
+                model=model,
+                language=fields.get("language") if task == "transcribe" else None,
+                task=task,
+                initial_prompt=fields.get("prompt"),
+                temperature=temperature,
+                word_timestamps="word" in granularities,
+            )
+        except BaseException:
+            await to_thread.run_sync(service.files.discard, form.file.path)
+            raise
+        record = await service.submit(form.file, submission)
+        job_id = record["job_id"]
+        final = await _await_job(service, request, job_id)
+        if final is None:
+            return Response(status_code=499)  # nobody is listening
+        headers = {"x-whisper-job-id": job_id}
+        if final["status"] != JobStatus.COMPLETED.value:
+            message = final.get("error") or f"The transcription {final['status']}."
+            response = openai_error(f"Job {job_id!r} {final['status']}: {message}", 500, code=f"job_{final['status']}")
+            response.headers.update(headers)
+            return response
+        if fmt == "text":
+            return PlainTextResponse(await service.transcript(job_id, "txt"), media_type=_TEXT, headers=headers)
+        if fmt in ("srt", "vtt"):
+            return PlainTextResponse(await service.transcript(job_id, fmt), media_type=_TEXT, headers=headers)
+        result = json.loads(await service.transcript(job_id, "json"))
+        if fmt == "json":
+            return JSONResponse({"text": str(result.get("text") or "")}, headers=headers)
+        used = 0.0 if temperature is None else float(temperature)
+        return JSONResponse(_verbose(result, task, model, used, granularities), headers=headers)
+
+    @_openai_errors
+    async def transcriptions(request: Request) -> Response:
+        return await run(request, "transcribe")
+
+    @_openai_errors
+    async def translations(request: Request) -> Response:
+        return await run(request, "translate")
+
+    async def model_ids() -> list[str]:
+        listing = await service.models()
+        names = [m["name"] for m in listing["models"]]
+        return [OPENAI_MODEL_ALIAS, *(n for n in names if n != OPENAI_MODEL_ALIAS)]
+
+    def model_object(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "whisper-mcp"}
+
+    @_openai_errors
+    async def list_models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [model_object(n) for n in await model_ids()]})
+
+    @_openai_errors
+    async def get_model(request: Request) -> Response:
+        name = request.path_params["model"]
+        if name not in await model_ids():
+            return openai_error(
+                f"The model {name!r} does not exist. See GET /v1/models.", 404, param="model", code="model_not_found"
+            )
+        return JSONResponse(model_object(name))
+
+    return [
+        Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
+        Route("/v1/audio/translations", translations, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+    ]
