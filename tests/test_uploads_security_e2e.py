@@ -361,3 +361,22 @@ def test_openapi_describes_the_routes(http: httpx.Client) -> None:
     assert spec["openapi"].startswith("3.")
     assert {"/transcribe", "/status/{job_id}", "/download/{job_id}", "/jobs", "/health", "/upload/{secret}"} <= set(spec["paths"])
 
+
+
+def test_same_origin_under_another_host_name_needs_the_token(secured: ServerProcess, server: ServerProcess) -> None:
+    """The dashboard opened via a LAN name may use /mcp on a token server; without
+    a token, a hostile page that rebinds its name to us may not."""
+    init = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+    base = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+    with_token = httpx.post(
+        f"{secured.url}/mcp",
+        json=init,
+        headers={**base, **AUTH, "host": f"transcriber.lan:{secured.port}", "origin": f"http://transcriber.lan:{secured.port}"},
+    )
+    assert with_token.status_code != 403
+    no_token = httpx.post(
+        f"{server.url}/mcp",
+        json=init,
+        headers={**base, "host": f"rebound.example:{server.port}", "origin": f"http://rebound.example:{server.port}"},
+    )
+    assert no_token.status_code == 403

@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from . import openai_api, rest
+from . import dashboard, openai_api, rest
 from .config import Settings
 from .security import AccessGuard, local_origins
 from .service import TranscriptionService
@@ -32,7 +32,12 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         # The MCP app as the endpoint of /mcp alone, so every other path gets
         # our JSON errors rather than its plain-text 404.
-        routes=[*rest.routes(service), *openai_api.routes(service), Route("/mcp", endpoint=mcp_app)],
+        routes=[
+            *rest.routes(service),
+            *openai_api.routes(service),
+            *dashboard.routes(),
+            Route("/mcp", endpoint=mcp_app),
+        ],
         exception_handlers=rest.exception_handlers,  # type: ignore[arg-type]
         lifespan=lifespan,
         middleware=[

@@ -1,5 +1,13 @@
 """The inference engine: loaded Whisper models and one ``transcribe`` call.
 
+``WhisperEngine`` is what the worker uses; it delegates to a backend chosen by
+configuration:
+
+* ``openai`` (default): openai-whisper on torch;
+* ``ctranslate2``: faster-whisper on CTranslate2 (``ct2_engine``), about twice as
+  fast on CPU with int8 weights.
+
+Both take the same ``TranscribeOptions`` and return the same ``Transcription``.
 Everything here blocks; only the inference thread calls into it.
 """
 
@@ -10,6 +18,7 @@ import threading
 import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -18,10 +27,17 @@ from whisper.model import Whisper
 
 from .audio import SAMPLE_RATE
 from .model_pool import ModelPool
-from .models import ModelInfo, ModelRegistry
+from .model_pool import estimate_bytes, model_bytes
+from .models import ENGINES, ModelInfo, ModelRegistry
 from .options import TranscribeOptions
 
 ProgressCallback = Callable[[float], None]
+
+# openai-whisper's temperature fallback schedule, used when a job sets none.
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# Every compute_type a setting may name; each engine accepts a subset (below).
+COMPUTE_TYPES = ("default", "int8", "int8_float32", "int8_float16", "float32", "float16", "bfloat16")
+ENGINE_ALIASES = {"faster-whisper": "ctranslate2", "faster_whisper": "ctranslate2", "ct2": "ctranslate2", "torch": "openai"}
 
 
 @dataclass(frozen=True)
@@ -80,7 +96,110 @@ class _ProgressBar:
             self._callback(min(self._done / self._total, 1.0))
 
 
+class Backend(Protocol):
+    """One inference library. The pool holds what ``load`` returns."""
+
+    name: str
+    device: str
+    compute_type: str  # resolved: never "default"
+
+    def load(self, info: ModelInfo) -> Any: ...
+
+    def size(self, model: Any) -> int: ...
+
+    def estimate(self, info: ModelInfo) -> int: ...
+
+    def transcribe(
+        self, model: Any, audio: np.ndarray, options: TranscribeOptions, on_progress: ProgressCallback | None
+    ) -> Transcription: ...
+
+
+class OpenAIBackend:
+    """openai-whisper on torch; float16 on CUDA, float32 on CPU."""
+
+    name = "openai"
+
+    def __init__(self, registry: ModelRegistry, device: str, compute_type: str = "default") -> None:
+        self.registry = registry
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        cuda = self.device.startswith("cuda")
+        if compute_type == "default":
+            compute_type = "float16" if cuda else "float32"
+        allowed = ("float16", "float32") if cuda else ("float32",)
+        if compute_type not in allowed:
+            raise ValueError(
+                f"compute_type {compute_type!r} is not available with engine openai on {self.device}; "
+                f"choose default or {' or '.join(allowed)}, or engine ctranslate2 for int8."
+            )
+        self.compute_type = compute_type
+        self._hooks = threading.local()
+        # openai-whisper reports progress only through tqdm; give its module a
+        # tqdm of ours. Affects whisper.transcribe alone, and is idempotent.
+        # (whisper/__init__ rebinds the name "transcribe" to the function, so
+        # fetch the module itself.)
+        hooks = self._hooks
+        importlib.import_module("whisper.transcribe").tqdm = types.SimpleNamespace(  # type: ignore[attr-defined]
+            tqdm=lambda *a, **kw: _ProgressBar(hooks, kw.get("total", 1))
+        )
+
+    def load(self, info: ModelInfo) -> Whisper:
+        return self.registry.load(info, self.device)
+
+    def size(self, model: Whisper) -> int:
+        return model_bytes(model)
+
+    def estimate(self, info: ModelInfo) -> int:
+        return estimate_bytes(info)
+
+    def transcribe(
+        self,
+        whisper_model: Whisper,
+        audio: np.ndarray,
+        options: TranscribeOptions,
+        on_progress: ProgressCallback | None,
+    ) -> Transcription:
+        language, probability = options.language, None
+        if language is None and whisper_model.is_multilingual:
+            language, probability = _detect_language(whisper_model, audio, self.compute_type == "float16")
+        extra: dict[str, object] = {}
+        if options.beam_size is not None:
+            extra["beam_size"] = options.beam_size
+        self._hooks.callback = on_progress
+        try:
+            result = whisper.transcribe(
+                whisper_model,
+                audio,
+                language=language,
+                task=options.task,
+                initial_prompt=options.initial_prompt,
+                word_timestamps=options.word_timestamps,
+                fp16=self.compute_type == "float16",
+                verbose=None,
+                temperature=FALLBACK_TEMPERATURES if options.temperature is None else options.temperature,
+                **extra,
+            )
+        finally:
+            self._hooks.callback = None
+        return Transcription(
+            text=str(result["text"]).strip(),
+            language=result.get("language"),
+            duration=round(len(audio) / SAMPLE_RATE, 3),
+            segments=[_segment(s) for s in result["segments"]],
+            language_probability=None if probability is None else round(probability, 4),
+        )
+
+
 class WhisperEngine:
+    """The models and the one ``transcribe`` call the worker uses.
+
+    ``engine``: ``openai`` (default) or ``ctranslate2`` (faster-whisper).
+    ``compute_type``: ``default`` (openai: float16 on CUDA, else float32;
+    ctranslate2: float16 on CUDA, else int8), or one the engine supports on the
+    device (ctranslate2: int8, int8_float32, int8_float16, float32, float16,
+    bfloat16; openai: float32, float16 on CUDA). An unsupported choice raises
+    ``ValueError`` here, at start-up, rather than at the first job.
+    """
+
     def __init__(
         self,
         registry: ModelRegistry,
@@ -90,26 +209,40 @@ class WhisperEngine:
         pinned: str | None = None,
         idle_seconds: float = 600.0,
         memory_budget_bytes: int = 0,
+        engine: str = "openai",
+        compute_type: str = "default",
     ) -> None:
-        self.registry = registry
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        engine = (engine or "openai").strip().lower()
+        engine = ENGINE_ALIASES.get(engine, engine)
+        if engine not in ENGINES:
+            raise ValueError(f"Unknown engine {engine!r}; choose one of {', '.join(ENGINES)}.")
+        compute_type = (compute_type or "default").strip().lower()
+        if compute_type not in COMPUTE_TYPES:
+            raise ValueError(f"Unknown compute_type {compute_type!r}; choose one of {', '.join(COMPUTE_TYPES)}.")
         if threads > 0:
             torch.set_num_threads(threads)
+        self.registry = registry
+        self.backend: Backend
+        if engine == "ctranslate2":
+            from .ct2_engine import CTranslate2Backend  # faster-whisper is optional
+
+            self.backend = CTranslate2Backend(registry, device, compute_type, threads=torch.get_num_threads())
+        else:
+            self.backend = OpenAIBackend(registry, device, compute_type)
+        # The registry offers the names this engine can load (no .pt for ctranslate2).
+        registry.use_engine(engine)
+        self.engine = engine
+        self.compute_type = self.backend.compute_type
+        self.device = self.backend.device
         self.pool = ModelPool(
             registry,
             self.device,
             pinned=pinned,
             idle_seconds=idle_seconds,
             memory_budget_bytes=memory_budget_bytes,
-        )
-        self._hooks = threading.local()
-        # openai-whisper reports progress only through tqdm; give its module a
-        # tqdm of ours. Affects whisper.transcribe alone, and is idempotent.
-        # (whisper/__init__ rebinds the name "transcribe" to the function, so
-        # fetch the module itself.)
-        hooks = self._hooks
-        importlib.import_module("whisper.transcribe").tqdm = types.SimpleNamespace(  # type: ignore[attr-defined]
-            tqdm=lambda *a, **kw: _ProgressBar(hooks, kw.get("total", 1))
+            load=self.backend.load,
+            size=self.backend.size,
+            estimate=self.backend.estimate,
         )
 
     @property
@@ -126,63 +259,39 @@ class WhisperEngine:
         options: TranscribeOptions,
         on_progress: ProgressCallback | None = None,
     ) -> Transcription:
-        """Blocking. ``on_progress`` gets the fraction done after each 30 s window;
-        an exception it raises (e.g. a cancel) stops decoding there."""
-        with self.pool.use(model) as whisper_model:
-            return self._transcribe(whisper_model, audio, options, on_progress)
+        """Blocking. ``on_progress`` gets the fraction done (0..1, never
+        decreasing) after each 30 s window, and for ctranslate2 after each
+        segment too; an exception it raises (e.g. a cancel) stops decoding there."""
+        with self.pool.use(model) as loaded:
+            return self.backend.transcribe(loaded, audio, options, on_progress)
 
-    def _transcribe(
-        self,
-        whisper_model: Whisper,
-        audio: np.ndarray,
-        options: TranscribeOptions,
-        on_progress: ProgressCallback | None,
-    ) -> Transcription:
-        language, probability = options.language, None
-        if language is None and whisper_model.is_multilingual:
-            language, probability = _detect_language(whisper_model, audio)
-        extra: dict[str, object] = {}
-        if options.beam_size is not None:
-            extra["beam_size"] = options.beam_size
-        self._hooks.callback = on_progress
-        try:
-            result = whisper.transcribe(
-                whisper_model,
-                audio,
-                language=language,
-                task=options.task,
-                initial_prompt=options.initial_prompt,
-                word_timestamps=options.word_timestamps,
-                fp16=self.device == "cuda",
-                verbose=None,
-                temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if options.temperature is None else options.temperature,
-                **extra,
-            )
-        finally:
-            self._hooks.callback = None
-        return Transcription(
-            text=str(result["text"]).strip(),
-            language=result.get("language"),
-            duration=round(len(audio) / SAMPLE_RATE, 3),
-            segments=[_segment(s) for s in result["segments"]],
-            language_probability=None if probability is None else round(probability, 4),
-        )
+
+def make_segment(
+    index: int, start: float, end: float, text: str, words: list[tuple[str, float, float, float]] | None
+) -> Segment:
+    """A Segment with the rounding every engine uses: times to ms, probabilities to 4 places."""
+    return Segment(
+        index,
+        round(float(start), 3),
+        round(float(end), 3),
+        str(text).strip(),
+        None
+        if words is None
+        else [Word(str(w), round(float(s), 3), round(float(e), 3), round(float(p), 4)) for w, s, e, p in words],
+    )
 
 
 def _segment(s: dict) -> Segment:
     words = None
     if "words" in s:
-        words = [
-            Word(str(w["word"]), round(float(w["start"]), 3), round(float(w["end"]), 3), round(float(w["probability"]), 4))
-            for w in s["words"]
-        ]
-    return Segment(int(s["id"]), round(float(s["start"]), 3), round(float(s["end"]), 3), str(s["text"]).strip(), words)
+        words = [(w["word"], w["start"], w["end"], w["probability"]) for w in s["words"]]
+    return make_segment(int(s["id"]), s["start"], s["end"], s["text"], words)
 
 
-def _detect_language(model: Whisper, audio: np.ndarray) -> tuple[str, float]:
+def _detect_language(model: Whisper, audio: np.ndarray, fp16: bool) -> tuple[str, float]:
     # What transcribe() does internally, done here so the probability is kept.
     mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio), model.dims.n_mels).to(model.device)
-    if model.device.type == "cuda":
+    if fp16:
         mel = mel.half()
     _, probs = model.detect_language(mel)
     language = max(probs, key=probs.get)

@@ -1,6 +1,11 @@
 """Loaded Whisper models: loaded on first use, unloaded when idle or when a
 memory budget needs the room.
 
+The pool holds whatever object its loader returns (an openai-whisper module, a
+faster-whisper model, ...): ``load(info)`` makes one, ``size(model)`` measures it
+and ``estimate(info)`` guesses that before loading. By default it loads
+openai-whisper models through the registry.
+
 The inference thread holds a model with ``with pool.use(info) as model:`` for
 the length of a job; ``sweep()`` (from any thread) and budget eviction skip
 models in use, and never touch the pinned start-up model.
@@ -17,9 +22,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-from whisper.model import AudioEncoder, TextDecoder, Whisper
+from whisper.model import AudioEncoder, TextDecoder
 
 from .models import ModelInfo, ModelRegistry
 
@@ -61,7 +67,7 @@ class LoadedModel:
 
 @dataclass
 class _Entry:
-    model: Whisper
+    model: Any
     bytes: int
     loaded_at: float
     last_used: float
@@ -117,16 +123,26 @@ def _release_memory(device: str) -> None:
 class ModelPool:
     def __init__(
         self,
-        registry: ModelRegistry,
+        registry: ModelRegistry | None,
         device: str,
         *,
         pinned: str | None,
         idle_seconds: float = 600.0,  # <= 0: never unload for idleness
         memory_budget_bytes: int = 0,  # <= 0: no budget
         clock: Callable[[], float] = time.monotonic,
+        load: Callable[[ModelInfo], Any] | None = None,  # default: registry.load(info, device)
+        size: Callable[[Any], int] = model_bytes,  # bytes a loaded model holds
+        estimate: Callable[[ModelInfo], int] = estimate_bytes,  # bytes before loading; 0 unknown
     ) -> None:
+        if load is None:
+            if registry is None:
+                raise ValueError("ModelPool needs a registry or a load function")
+            load = lambda info: registry.load(info, device)  # noqa: E731
         self.registry = registry
         self.device = device
+        self._load = load
+        self._size = size
+        self._estimate = estimate
         self.pinned = pinned
         self.idle_seconds = idle_seconds
         self.memory_budget_bytes = memory_budget_bytes
@@ -142,7 +158,7 @@ class ModelPool:
         self._load_lock = threading.Lock()
 
     @contextlib.contextmanager
-    def use(self, info: ModelInfo) -> Iterator[Whisper]:
+    def use(self, info: ModelInfo) -> Iterator[Any]:
         """The model, loaded if needed, kept from unloading until the block ends."""
         entry = self._acquire(info)
         try:
@@ -153,7 +169,7 @@ class ModelPool:
                 # Idle time counts from the end of a job, not its start.
                 entry.last_used = self._clock()
 
-    def get(self, info: ModelInfo) -> Whisper:
+    def get(self, info: ModelInfo) -> Any:
         """The model, loaded if needed; not held busy, so prefer ``use``."""
         with self.use(info) as model:
             return model
@@ -202,14 +218,14 @@ class ModelPool:
                 entry = self._take(info.name)  # another caller may have loaded it meanwhile
                 if entry is not None:
                     return entry
-                need = self._sizes.get(info.name) or estimate_bytes(info)
+                need = self._sizes.get(info.name) or self._estimate(info)
                 evicted = self._make_room(need, info.name)
             if evicted:
                 _release_memory(self.device)  # free before loading, not after: the point of a budget
             started = time.monotonic()
-            model = self.registry.load(info, self.device)
+            model = self._load(info)
             took = time.monotonic() - started
-            size = model_bytes(model)
+            size = self._size(model)
             now = self._clock()
             with self._lock:
                 entry = _Entry(model, size, loaded_at=now, last_used=now, busy=1)

@@ -6,7 +6,12 @@ Three sources, tried in this order for a name:
   to an openai-whisper checkpoint and cached;
 * ``download``: openai-whisper's own names, fetched and cached by openai-whisper
   where a network allows;
-* ``file``: a path to an openai-whisper ``.pt`` checkpoint.
+* ``file``: a path to an openai-whisper ``.pt`` checkpoint (engine ``openai``)
+  or to a CTranslate2 model folder (engine ``ctranslate2``).
+
+Which names resolve depends on the inference engine (``use_engine``): the
+``ctranslate2`` engine (faster-whisper) loads packaged weights as they ship,
+downloads faster-whisper's own conversions, and cannot read ``.pt`` files.
 """
 
 from __future__ import annotations
@@ -31,20 +36,72 @@ class ModelInfo:
     local: bool
 
 
+ENGINES = ("openai", "ctranslate2")
+
+# faster-whisper's Hugging Face repositories per name (faster_whisper.utils._MODELS,
+# copied so listing models needs no faster-whisper import).
+CT2_REPOS: dict[str, str] = {
+    "tiny.en": "Systran/faster-whisper-tiny.en",
+    "tiny": "Systran/faster-whisper-tiny",
+    "base.en": "Systran/faster-whisper-base.en",
+    "base": "Systran/faster-whisper-base",
+    "small.en": "Systran/faster-whisper-small.en",
+    "small": "Systran/faster-whisper-small",
+    "medium.en": "Systran/faster-whisper-medium.en",
+    "medium": "Systran/faster-whisper-medium",
+    "large-v1": "Systran/faster-whisper-large-v1",
+    "large-v2": "Systran/faster-whisper-large-v2",
+    "large-v3": "Systran/faster-whisper-large-v3",
+    "large": "Systran/faster-whisper-large-v3",
+    "large-v3-turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
+    "turbo": "mobiuslabsgmbh/faster-whisper-large-v3-turbo",
+    "distil-small.en": "Systran/faster-distil-whisper-small.en",
+    "distil-medium.en": "Systran/faster-distil-whisper-medium.en",
+    "distil-large-v2": "Systran/faster-distil-whisper-large-v2",
+    "distil-large-v3": "Systran/faster-distil-whisper-large-v3",
+    "distil-large-v3.5": "distil-whisper/distil-large-v3.5-ct2",
+}
+
+
 class ModelRegistry:
-    def __init__(self, cache_dir: Path, packaged: dict[str, PackagedModel] | None = None) -> None:
+    def __init__(
+        self, cache_dir: Path, packaged: dict[str, PackagedModel] | None = None, *, engine: str = "openai"
+    ) -> None:
         self.cache_dir = cache_dir
         self._packaged = find_packaged_models() if packaged is None else packaged
+        self.engine = "openai"
+        self.use_engine(engine)
+
+    def use_engine(self, engine: str) -> None:
+        """Which engine's models ``available``/``resolve`` offer; WhisperEngine sets it."""
+        if engine not in ENGINES:
+            raise ValueError(f"Unknown engine {engine!r}; choose one of {', '.join(ENGINES)}.")
+        self.engine = engine
+
+    def packaged(self, name: str) -> PackagedModel:
+        return self._packaged[name]
 
     def _download_root(self) -> Path:
         return self.cache_dir / "openai"
 
+    def ct2_download_root(self) -> Path:
+        """Hugging Face cache for faster-whisper's downloadable models."""
+        return self.cache_dir / "ct2-hub"
+
+    def _downloadable(self) -> list[str]:
+        return list(CT2_REPOS) if self.engine == "ctranslate2" else whisper.available_models()
+
+    def _cached(self, name: str) -> bool:
+        if self.engine == "ctranslate2":
+            repo = self.ct2_download_root() / ("models--" + CT2_REPOS[name].replace("/", "--"))
+            return any(repo.glob("snapshots/*/model.bin"))
+        return (self._download_root() / os.path.basename(whisper._MODELS[name])).exists()
+
     def available(self) -> list[ModelInfo]:
         infos = [ModelInfo(name, "packaged", True) for name in sorted(self._packaged)]
-        for name in whisper.available_models():
+        for name in self._downloadable():
             if name not in self._packaged:
-                cached = (self._download_root() / os.path.basename(whisper._MODELS[name])).exists()
-                infos.append(ModelInfo(name, "download", cached))
+                infos.append(ModelInfo(name, "download", self._cached(name)))
         return infos
 
     def resolve(self, name: str) -> ModelInfo:
@@ -52,19 +109,33 @@ class ModelRegistry:
         name = name.strip()
         if name in self._packaged:
             return ModelInfo(name, "packaged", True)
-        if name in whisper.available_models():
+        if name in self._downloadable():
             return ModelInfo(name, "download", False)
-        if name.endswith(".pt") and Path(name).expanduser().is_file():
-            return ModelInfo(str(Path(name).expanduser().resolve()), "file", True)
+        path = Path(name).expanduser()
+        ct2 = self.engine == "ctranslate2"
+        if ct2 and path.is_dir() and (path / "model.bin").is_file():
+            return ModelInfo(str(path.resolve()), "file", True)
+        if name.endswith(".pt") and path.is_file():
+            if ct2:
+                raise UnknownModel(
+                    f"Model {name!r} is an openai-whisper .pt checkpoint, which the ctranslate2 engine "
+                    "cannot load. Use a CTranslate2 model folder (model.bin, config.json, tokenizer.json), "
+                    "a model name, or run the service with engine openai."
+                )
+            return ModelInfo(str(path.resolve()), "file", True)
         offline = ", ".join(sorted(self._packaged)) or "none"
+        own = (
+            "A path to a CTranslate2 model folder on the server also works."
+            if ct2
+            else "A path to an openai-whisper .pt checkpoint on the server also works."
+        )
         raise UnknownModel(
             f"Unknown model {name!r}. Available without network: {offline}. "
-            f"Downloadable: {', '.join(whisper.available_models())}. "
-            "A path to an openai-whisper .pt checkpoint on the server also works."
+            f"Downloadable: {', '.join(self._downloadable())}. {own}"
         )
 
     def load(self, info: ModelInfo, device: str) -> Whisper:
-        """Blocking; run it on the inference thread."""
+        """The openai-whisper model. Blocking; run it on the inference thread."""
         if info.source == "packaged":
             checkpoint = ensure_checkpoint(self._packaged[info.name], self.cache_dir / "converted")
             return _load_checkpoint(checkpoint, device)

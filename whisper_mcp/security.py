@@ -12,9 +12,10 @@ import json
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-# Reachable without a token: a bare liveness answer, and one-time upload URLs,
+# Reachable without a token: a bare liveness answer, the dashboard page (it
+# holds no data; its requests carry the token), and one-time upload URLs,
 # whose secret is the credential.
-PUBLIC_PATHS = ("/livez",)
+PUBLIC_PATHS = ("/livez", "/")
 PUBLIC_PREFIXES = ("/upload/",)
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -40,7 +41,7 @@ class AccessGuard:
         # Browsers send Origin; a page on another site must not drive /mcp (DNS
         # rebinding, as the MCP spec warns) or change anything elsewhere.
         guarded = path == "/mcp" or (scope["method"] not in _SAFE_METHODS and not path.startswith(PUBLIC_PREFIXES))
-        if origin is not None and guarded and origin.rstrip("/").lower() not in self._origins:
+        if origin is not None and guarded and not self._origin_allowed(origin, headers):
             await _error(send, 403, "forbidden", f"Origin {origin!r} is not allowed. Add it with --allowed-origins.")
             return
         if self._token is not None and not _public(path) and not self._authorized(headers):
@@ -54,6 +55,16 @@ class AccessGuard:
             )
             return
         await self.app(scope, receive, send)
+
+    def _origin_allowed(self, origin: str, headers: Headers) -> bool:
+        origin = origin.rstrip("/").lower()
+        if origin in self._origins:
+            return True
+        # Our own page served under another name (a LAN address): same origin.
+        # Only with a token, since DNS rebinding makes a hostile page look
+        # same-origin too, and then the token is what stops it.
+        host = headers.get("host", "").lower()
+        return self._token is not None and origin.split("://", 1)[-1] == host
 
     def _authorized(self, headers: Headers) -> bool:
         scheme, _, credential = headers.get("authorization", "").partition(" ")
