@@ -24,6 +24,10 @@ class Settings:
     # Where converted packaged weights and downloaded checkpoints are cached.
     model_cache: Path = field(default_factory=default_model_cache)
     device: str = "auto"  # auto | cpu | cuda
+    # Inference engine: openai (openai-whisper on torch) or ctranslate2 (faster-whisper).
+    engine: str = "openai"
+    # default: float16 on CUDA; on CPU float32 (openai) or int8 (ctranslate2).
+    compute_type: str = "default"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     log_level: str = "info"
     log_format: str = "text"  # text | json

@@ -26,8 +26,7 @@ import whisper
 from whisper.model import Whisper
 
 from .audio import SAMPLE_RATE
-from .model_pool import ModelPool
-from .model_pool import estimate_bytes, model_bytes
+from .model_pool import ModelPool, estimate_bytes, model_bytes
 from .models import ENGINES, ModelInfo, ModelRegistry
 from .options import TranscribeOptions
 
@@ -72,6 +71,9 @@ class Transcription:
             if segment["words"] is None:
                 del segment["words"]
         return data
+
+
+_HOOKS = threading.local()  # .callback: the progress callback of this thread's job
 
 
 class _ProgressBar:
@@ -132,14 +134,14 @@ class OpenAIBackend:
                 f"choose default or {' or '.join(allowed)}, or engine ctranslate2 for int8."
             )
         self.compute_type = compute_type
-        self._hooks = threading.local()
         # openai-whisper reports progress only through tqdm; give its module a
         # tqdm of ours. Affects whisper.transcribe alone, and is idempotent.
         # (whisper/__init__ rebinds the name "transcribe" to the function, so
-        # fetch the module itself.)
-        hooks = self._hooks
+        # fetch the module itself.) The hooks are per thread, shared by every
+        # engine in the process.
+        self._hooks = _HOOKS
         importlib.import_module("whisper.transcribe").tqdm = types.SimpleNamespace(  # type: ignore[attr-defined]
-            tqdm=lambda *a, **kw: _ProgressBar(hooks, kw.get("total", 1))
+            tqdm=lambda *a, **kw: _ProgressBar(_HOOKS, kw.get("total", 1))
         )
 
     def load(self, info: ModelInfo) -> Whisper:

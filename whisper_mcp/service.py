@@ -81,6 +81,8 @@ class TranscriptionService:
             pinned=self.default_model,
             idle_seconds=settings.model_idle_seconds,
             memory_budget_bytes=settings.model_memory_mb * 1024 * 1024,
+            engine=settings.engine,
+            compute_type=settings.compute_type,
         )
         self.worker = InferenceWorker(
             self.store,
@@ -247,16 +249,17 @@ class TranscriptionService:
             sub = replace(sub, filename=filename)
         return await self.submit(upload, sub)
 
-    def _check_submission(self, sub: Submission) -> None:
-        """The checks that need no audio, so a one-time URL is refused up front."""
+    def _check_submission(self, sub: Submission) -> JobRequest:
+        """Every check that needs no audio (so a one-time URL is refused up front);
+        a request with the audio facts still to fill in."""
         if sub.job_id and not _JOB_ID.match(sub.job_id):
             raise InvalidInput(
                 "job_id must be 1-128 characters of letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit; or leave it out to get a generated one"
             )
-        model_info = self.registry.resolve(sub.model or self.default_model)
-        parse_options(
-            model_info.name,
+        model = self.registry.resolve(sub.model or self.default_model).name
+        options = parse_options(
+            model,
             language=sub.language,
             task=sub.task,
             initial_prompt=sub.initial_prompt,
@@ -264,46 +267,25 @@ class TranscriptionService:
             beam_size=sub.beam_size,
             word_timestamps=sub.word_timestamps,
         )
-        parse_priority(sub.priority)
-        _check_callback(sub.callback_url)
+        return JobRequest(
+            job_id=sub.job_id or new_key(),
+            key=new_key(),
+            filename=(sub.filename or None) and sub.filename[:255],
+            model=model,
+            callback_url=_check_callback(sub.callback_url),
+            audio_sha256="",
+            audio_bytes=0,
+            duration=0.0,
+            options=options,
+            priority=parse_priority(sub.priority),
+        )
 
     async def _validate(self, upload: StoredUpload, sub: Submission) -> JobRequest:
-        if sub.job_id is not None and sub.job_id != "":
-            if not _JOB_ID.match(sub.job_id):
-                raise InvalidInput(
-                    "job_id must be 1-128 characters of letters, digits, '.', '_' or '-', "
-                    "starting with a letter or digit; or leave it out to get a generated one"
-                )
-            job_id = sub.job_id
-        else:
-            job_id = new_key()
-        model_info = self.registry.resolve(sub.model or self.default_model)
-        options = parse_options(
-            model_info.name,
-            language=sub.language,
-            task=sub.task,
-            initial_prompt=sub.initial_prompt,
-            temperature=sub.temperature,
-            beam_size=sub.beam_size,
-            word_timestamps=sub.word_timestamps,
-        )
-        priority = parse_priority(sub.priority)
-        callback_url = _check_callback(sub.callback_url)
+        request = self._check_submission(sub)
         if upload.size == 0:
             raise InvalidAudio("The uploaded file is empty (0 bytes). Send a WAV, MP3, FLAC, Ogg/Opus or M4A file.")
         info = await to_thread.run_sync(probe_audio, upload.path, self.settings.max_audio_seconds)
-        return JobRequest(
-            job_id=job_id,
-            key=new_key(),
-            filename=(sub.filename or None) and sub.filename[:255],
-            model=model_info.name,
-            callback_url=callback_url,
-            audio_sha256=upload.sha256,
-            audio_bytes=upload.size,
-            duration=round(info.duration, 3),
-            options=options,
-            priority=priority,
-        )
+        return replace(request, audio_sha256=upload.sha256, audio_bytes=upload.size, duration=round(info.duration, 3))
 
     def _enqueue(self, upload: StoredUpload, request: JobRequest, use_cache: bool) -> Job:
         earlier = self.store.find_completed(request.audio_sha256, request.model, request.options) if use_cache else None
@@ -465,6 +447,8 @@ class TranscriptionService:
             "model_error": state.model_error,
             "loaded_models": self.engine.loaded_models,
             "device": self.engine.device,
+            "engine": self.engine.engine,
+            "compute_type": self.engine.compute_type,
             "queue_size": queued,
             "processing": None
             if state.running is None
