@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, ServerProcess, free_port
+from whisper_mcp.config import default_model_cache
 
 SCRIPTS = ROOT / "scripts"
 START_SH = SCRIPTS / "start_transcription_service.sh"
@@ -344,3 +346,38 @@ def test_dockerfile_healthcheck_sends_token(stub_url: str, tmp_path: Path) -> No
     assert run(argv, env=clean_env(WHISPER_MCP_PORT=port, WHISPER_MCP_TOKEN="stub-token")).returncode == 1
     assert run(argv, env=clean_env(WHISPER_MCP_PORT=port, WHISPER_MCP_TOKEN="stub-token")).returncode == 1
     assert run(argv, env=clean_env(WHISPER_MCP_PORT=port, WHISPER_MCP_TOKEN_FILE=str(token_file))).returncode == 0
+
+
+@pytest.mark.e2e
+def test_image_entry_command_run_directly(tmp_path: Path) -> None:
+    """The image's CMD with the image's ENV, run here (no Docker engine): it serves
+    and its HEALTHCHECK passes. Paths and the bind address are moved to this test's
+    own temporary folder and loopback."""
+    env_vars: dict[str, str] = {}
+    for name, args in dockerfile_instructions():
+        if name == "ENV":
+            env_vars.update(dict(pair.split("=", 1) for pair in shlex.split(args)))
+    (cmd,) = [json.loads(args) for name, args in dockerfile_instructions() if name == "CMD"]
+    assert cmd == ["whisper-mcp", "serve"]
+    assert env_vars["WHISPER_MCP_STORAGE"] == "/service-storage"
+    port = free_port()
+    image_env = {k: v for k, v in env_vars.items() if k.startswith("WHISPER_MCP_")}
+    image_env.update(
+        WHISPER_MCP_HOST="127.0.0.1",
+        WHISPER_MCP_PORT=str(port),
+        WHISPER_MCP_STORAGE=str(tmp_path / "storage"),
+        WHISPER_MCP_MODEL_CACHE=os.environ.get("WHISPER_MCP_MODEL_CACHE", str(default_model_cache())),
+    )
+    env = clean_env(**image_env)
+    binary = Path(sys.executable).parent / cmd[0]
+    proc = subprocess.Popen([str(binary), *cmd[1:]], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while run(_healthcheck_argv(), env=clean_env(WHISPER_MCP_PORT=str(port))).returncode != 0:
+            assert proc.poll() is None, "the entry command exited"
+            assert time.monotonic() < deadline, "never became healthy"
+            time.sleep(0.5)
+        assert (tmp_path / "storage" / "jobs.sqlite3").exists()
+    finally:
+        proc.terminate()
+        proc.wait(15)
