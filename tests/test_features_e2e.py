@@ -219,3 +219,33 @@ def test_models_load_lazily_and_are_evicted_under_budget(budget_server: ServerPr
         assert models["unloads"] >= 1
         loaded = {m["name"] for m in models["models"] if m["loaded"]}
         assert "tiny.en" in loaded and "base" not in loaded
+
+
+@pytest.mark.anyio
+async def test_priority_options_and_cancel_over_mcp(server: ServerProcess, client: httpx.Client) -> None:
+    import base64
+
+    blocker = submit(client, LONG_AUDIO)
+    wait_status(client, blocker["job_id"], "processing")
+    audio = base64.b64encode((FIXTURES / "short.wav").read_bytes()).decode()
+    async with Client(f"{server.url}/mcp") as mcp:
+        low = (await mcp.call_tool("transcribe_wav", {"audio_base64": audio, "priority": "low", "cache": False})).data
+        urgent = (
+            await mcp.call_tool(
+                "transcribe_wav",
+                {"audio_base64": audio, "priority": "urgent", "word_timestamps": True, "cache": False},
+            )
+        ).data
+        assert urgent["queue_position"] == 1 and urgent["priority"] == "urgent"
+        cancelled = (await mcp.call_tool("cancel_transcription", {"job_id": low["job_id"]})).data
+        assert cancelled["status"] == "cancelled"
+        running = (await mcp.call_tool("cancel_transcription", {"job_id": blocker["job_id"]})).data
+        assert running.get("cancel_requested") is True or running["status"] == "cancelled"
+        done = (
+            await mcp.call_tool(
+                "check_transcription_status", {"job_id": urgent["job_id"], "wait_seconds": 50, "format": "json"}
+            )
+        ).data
+    assert done["status"] == "completed", done
+    segments = json.loads(done["transcript"])["segments"]
+    assert segments and all(seg.get("words") for seg in segments)

@@ -380,3 +380,24 @@ def test_same_origin_under_another_host_name_needs_the_token(secured: ServerProc
         headers={**base, "host": f"rebound.example:{server.port}", "origin": f"http://rebound.example:{server.port}"},
     )
     assert no_token.status_code == 403
+
+
+def test_ended_jobs_expire_after_retention(tmp_path: Path) -> None:
+    # 0.00003 days = 2.6 s; sweeps every half second.
+    srv = ServerProcess(
+        tmp_path / "storage", tmp_path / "server.log", None, "--retention-days", "0.00003", "--housekeeping-seconds", "0.5"
+    ).start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=30) as client:
+            with open(FIXTURES / "short.wav", "rb") as f:
+                job = client.post("/transcribe", files={"file": ("s.wav", f)}).json()
+            assert wait_done(client, job["job_id"])["status"] == "completed"
+            assert list((srv.storage / "results").iterdir())
+            deadline = time.monotonic() + 20
+            while client.get(f"/status/{job['job_id']}").status_code != 404:
+                assert time.monotonic() < deadline, "the job never expired"
+                time.sleep(0.3)
+            assert list((srv.storage / "results").iterdir()) == []
+            assert client.get("/health").json()["status"] == "ok"
+    finally:
+        srv.stop()
