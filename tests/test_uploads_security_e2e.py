@@ -242,6 +242,8 @@ BAD_INPUTS = [
     ("truncated", {"files": {"file": ("t.wav", (FIXTURES / "truncated.wav").read_bytes())}}, 400, "invalid_audio"),
     ("no file field", {"data": {"model": "tiny.en"}, "files": {"other": ("x", b"1")}}, 400, "invalid_input"),
     ("unknown model", {"data": {"model": "gigantic"}, "files": {"file": ("s.wav", b"RIFF")}}, 400, "unknown_model"),
+    ("model path outside the model cache", {"data": {"model": "/etc/ssl/x.pt"}, "files": {"file": ("s.wav", b"RIFF")}}, 400, "unknown_model"),
+    ("model path with a user's home", {"data": {"model": "~nosuchuser\u00db/x.pt"}, "files": {"file": ("s.wav", b"RIFF")}}, 400, "unknown_model"),
     ("path-like job_id", {"data": {"job_id": "../../x"}, "files": {"file": ("s.wav", b"RIFF")}}, 400, "invalid_input"),
     ("long job_id", {"data": {"job_id": "a" * 129}, "files": {"file": ("s.wav", b"RIFF")}}, 400, "invalid_input"),
     ("ftp callback", {"data": {"callback_url": "ftp://x/y"}, "files": {"file": ("s.wav", b"RIFF")}}, 400, "invalid_input"),

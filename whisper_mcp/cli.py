@@ -127,7 +127,7 @@ def prepare_model(settings: Settings) -> int:
 
     registry = ModelRegistry(settings.model_cache)
     engine = WhisperEngine(registry, "cpu", engine=settings.engine)
-    info = registry.resolve(settings.model)
+    info = registry.resolve(settings.model, trusted=True)
     engine.load(info)
     print(f"model {info.name} ({info.source}, {settings.engine}) is ready in {settings.model_cache}")
     return 0

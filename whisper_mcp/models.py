@@ -104,35 +104,52 @@ class ModelRegistry:
                 infos.append(ModelInfo(name, "download", self._cached(name)))
         return infos
 
-    def resolve(self, name: str) -> ModelInfo:
-        """The model a job asks for, or ``UnknownModel`` naming the choices."""
+    def resolve(self, name: str, *, trusted: bool = False) -> ModelInfo:
+        """The model a job asks for, or ``UnknownModel`` naming the choices.
+
+        A path to weights on the server is taken from a client (``trusted=False``)
+        only inside the model cache folder; the operator's own settings and jobs
+        already accepted may name any path.
+        """
         name = name.strip()
         if name in self._packaged:
             return ModelInfo(name, "packaged", True)
         if name in self._downloadable():
             return ModelInfo(name, "download", False)
-        path = Path(name).expanduser()
+        path = self._weights_path(name, trusted)
         ct2 = self.engine == "ctranslate2"
-        if ct2 and path.is_dir() and (path / "model.bin").is_file():
-            return ModelInfo(str(path.resolve()), "file", True)
-        if name.endswith(".pt") and path.is_file():
+        if path is not None and ct2 and path.is_dir() and (path / "model.bin").is_file():
+            return ModelInfo(str(path), "file", True)
+        if path is not None and name.endswith(".pt") and path.is_file():
             if ct2:
                 raise UnknownModel(
                     f"Model {name!r} is an openai-whisper .pt checkpoint, which the ctranslate2 engine "
                     "cannot load. Use a CTranslate2 model folder (model.bin, config.json, tokenizer.json), "
                     "a model name, or run the service with engine openai."
                 )
-            return ModelInfo(str(path.resolve()), "file", True)
+            return ModelInfo(str(path), "file", True)
         offline = ", ".join(sorted(self._packaged)) or "none"
         own = (
-            "A path to a CTranslate2 model folder on the server also works."
+            f"A path to a CTranslate2 model folder under {self.cache_dir} on the server also works."
             if ct2
-            else "A path to an openai-whisper .pt checkpoint on the server also works."
+            else f"A path to an openai-whisper .pt checkpoint under {self.cache_dir} on the server also works."
         )
         raise UnknownModel(
             f"Unknown model {name!r}. Available without network: {offline}. "
             f"Downloadable: {', '.join(self._downloadable())}. {own}"
         )
+
+    def _weights_path(self, name: str, trusted: bool) -> Path | None:
+        if len(name) > 1024 or "\x00" in name:
+            return None
+        try:
+            if trusted:
+                return Path(name).expanduser().resolve()
+            path = Path(name)
+            path = (path if path.is_absolute() else self.cache_dir / path).resolve()
+            return path if path.is_relative_to(self.cache_dir.resolve()) else None
+        except (OSError, RuntimeError, ValueError):  # e.g. "~nobody" with no such user
+            return None
 
     def load(self, info: ModelInfo, device: str) -> Whisper:
         """The openai-whisper model. Blocking; run it on the inference thread."""

@@ -71,7 +71,7 @@ class TranscriptionService:
         self.files = FileStore(settings.storage)
         self.store = SQLiteJobStore(self.files.database)
         self.registry = ModelRegistry(settings.model_cache)
-        self.default_model = self.registry.resolve(settings.model).name
+        self.default_model = self.registry.resolve(settings.model, trusted=True).name
         self.metrics = Metrics()
         self.metrics.watch(self._metric_state)
         self.engine = WhisperEngine(

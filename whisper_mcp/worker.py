@@ -120,7 +120,7 @@ class InferenceWorker:
     def _load_default_model(self) -> None:
         started = time.perf_counter()
         try:
-            self._engine.load(self._engine.registry.resolve(self._default_model))
+            self._engine.load(self._engine.registry.resolve(self._default_model, trusted=True))
         except Exception as exc:  # reported by /health; jobs then fail with it
             log.exception("could not load model %s", self._default_model)
             with self._lock:
@@ -144,7 +144,7 @@ class InferenceWorker:
         status, error = "completed", None
         try:
             audio = decode_audio(self._files.audio_path(job.key))
-            info = self._engine.registry.resolve(job.model)
+            info = self._engine.registry.resolve(job.model, trusted=True)  # checked at submission
             result = self._engine.transcribe(audio, info, job.options, on_progress=self._progress(job.job_id))
             if self._cancel_requested(job.job_id):  # asked during the last window
                 raise JobCancelled(job.job_id)
