@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from whisper.model import AudioEncoder, TextDecoder
 
 from .models import ModelInfo, ModelRegistry
 
@@ -88,20 +87,29 @@ def model_bytes(model: torch.nn.Module) -> int:
 def estimate_bytes(info: ModelInfo) -> int:
     """In-memory size before loading; 0 when unknown.
 
-    A known name is built on the meta device (no memory, exact shapes); a
-    checkpoint file counts double, as openai-whisper stores float16 and loads
-    float32. The sparse alignment-heads buffer cannot live on meta and is tiny,
-    so the encoder and decoder are built alone.
+    A known name is counted from Whisper's layer shapes (arithmetic, so nothing
+    heavy is imported or built); a checkpoint file counts double, as
+    openai-whisper stores float16 and loads float32.
     """
     shape = _SHAPES.get(info.name)
     if shape is not None:
-        n_mels, state, heads, audio_layers, text_layers, n_vocab = shape
-        with torch.device("meta"):  # 1500 audio and 448 text positions in every Whisper
-            parts = (
-                AudioEncoder(n_mels, 1500, state, heads, audio_layers),
-                TextDecoder(n_vocab, 448, state, heads, text_layers),
-            )
-        return sum(t.numel() * t.element_size() for p in parts for t in [*p.parameters(), *p.buffers()])
+        n_mels, s, _heads, audio_layers, text_layers, n_vocab = shape
+        audio_ctx, text_ctx = 1500, 448  # the same in every Whisper
+        attention = 4 * s * s + 3 * s  # query, key (no bias), value, out
+        mlp = 8 * s * s + 5 * s  # s -> 4s -> s
+        encoder = (
+            n_mels * s * 3 + s + s * s * 3 + s  # two convolutions
+            + audio_ctx * s  # positional embedding
+            + audio_layers * (attention + mlp + 4 * s)  # two layer norms per block
+            + 2 * s
+        )  # fmt: skip
+        decoder = (
+            n_vocab * s + text_ctx * s  # token and positional embeddings
+            + text_layers * (2 * attention + mlp + 6 * s)  # self and cross attention
+            + 2 * s
+            + text_ctx * text_ctx  # causal mask buffer
+        )  # fmt: skip
+        return 4 * (encoder + decoder)  # float32
     if info.source == "file":
         with contextlib.suppress(OSError):
             return 2 * Path(info.name).stat().st_size

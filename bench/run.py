@@ -1,0 +1,1116 @@
+#!/usr/bin/env python
+"""whisper-mcp benchmarks: start the service as a user would and measure it.
+
+    .venv/bin/python bench/run.py [--quick] [--only NAME[,NAME]] [--out bench/results/latest.json]
+
+Sections (each starts its own server on a free loopback port with fresh
+temporary storage, so any one runs alone with --only):
+
+  warm        end-to-end speech.wav through the service vs in-process warm
+              transcription vs a fresh process per clip
+  engine      real-time factor on long.mp3: openai-whisper vs faster-whisper int8,
+              and word error rate of each against long.txt
+  queue       20 clips of 5-10 s submitted at once vs one by one (clips/minute)
+  pickup      202 -> started_at with an idle worker (median, p95)
+  responsive  /health and /status latency with 50 concurrent pollers during a
+              long transcription vs idle
+  memory      server RSS: idle, peak on a 1-min and a 30-min file, growth during
+              a 1 GiB upload
+
+Every figure is printed next to a baseline measured in the same run, as a ratio.
+The machine may be shared and noisy: compare ratios, not absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import random
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import wave
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+FIXTURES = ROOT / "tests" / "fixtures"
+HELPER = BENCH / "_helper.py"
+PY = sys.executable
+# The tree whose whisper_mcp is benchmarked (--tree): the server and helper
+# processes run from it; bench code and fixtures come from this checkout.
+TREE = ROOT
+
+
+def sub_env() -> dict[str, str]:
+    env = dict(os.environ)
+    if TREE != ROOT:
+        env["PYTHONPATH"] = str(TREE) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+SAMPLE_RATE = 16000
+FINISHED = ("completed", "failed", "cancelled")
+
+# Client-side poll interval while waiting for one job (sections warm, queue, pickup).
+POLL_S = 0.02
+
+
+# --------------------------------------------------------------------------
+# small utilities
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def median(xs: list[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def pct(xs: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(xs, dtype=float), p))
+
+
+def vm_kb(pid: int, field_name: str = "VmRSS") -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return None
+
+
+def mib(kb: float) -> float:
+    return kb / 1024.0
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_state() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=TREE, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=TREE, capture_output=True, text=True).stdout.strip()
+        return (head or "not a git checkout") + (" + uncommitted changes" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def normalise_words(text: str) -> list[str]:
+    """Lower case, punctuation removed (hyphens split words, apostrophes dropped)."""
+    text = text.lower().replace("\u2019", "'")
+    text = re.sub(r"[^a-z0-9' ]+", " ", text)
+    return [w for w in (t.replace("'", "") for t in text.split()) if w]
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    """Word error rate: word-level Levenshtein distance / reference length."""
+    ref, hyp = normalise_words(reference), normalise_words(hypothesis)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / len(ref)
+
+
+def decoded(path: Path) -> np.ndarray:
+    from whisper_mcp.audio import decode_audio  # PyAV + numpy only, no torch
+
+    return decode_audio(path)
+
+
+def write_wav(path: Path, chunks: Iterator[np.ndarray] | list[np.ndarray]) -> float:
+    """Write float32 chunks as 16 kHz mono 16-bit PCM; returns seconds written."""
+    n = 0
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        for chunk in chunks:
+            w.writeframes((np.clip(chunk, -1, 1) * 32767).astype("<i2").tobytes())
+            n += len(chunk)
+    return n / SAMPLE_RATE
+
+
+def concatenated(source: np.ndarray, seconds: float, seed: int, gap: tuple[float, float] = (0.2, 1.5)) -> Iterator[np.ndarray]:
+    """``source`` repeated with small random gaps of faint noise, up to ``seconds``."""
+    rng = np.random.default_rng(seed)
+    total = int(seconds * SAMPLE_RATE)
+    written = 0
+    while written < total:
+        piece = source[: total - written]
+        yield piece
+        written += len(piece)
+        if written >= total:
+            break
+        g = min(int(rng.uniform(*gap) * SAMPLE_RATE), total - written)
+        yield (rng.standard_normal(g) * 1e-3).astype(np.float32)
+        written += g
+
+
+# --------------------------------------------------------------------------
+# the service under test
+
+
+class RssSampler(threading.Thread):
+    """VmRSS of a process every ``interval`` seconds, with timestamps."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        super().__init__(daemon=True, name="rss-sampler")
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            kb = vm_kb(self.pid)
+            if kb is None:
+                break
+            self.samples.append((time.monotonic(), kb))
+            self._halt.wait(self.interval)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(2)
+
+    def window(self, t0: float, t1: float | None = None) -> list[int]:
+        t1 = time.monotonic() if t1 is None else t1
+        return [kb for t, kb in list(self.samples) if t0 <= t <= t1]
+
+    def latest(self) -> int:
+        return self.samples[-1][1] if self.samples else (vm_kb(self.pid) or 0)
+
+
+class Server:
+    """``python -m whisper_mcp serve`` on a free loopback port with fresh storage."""
+
+    def __init__(self, workdir: Path, *extra: str) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.storage = workdir / f"storage-{self.port}"
+        self.log_path = workdir / f"server-{self.port}.log"
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready_s: float | None = None
+
+    def start(self, timeout: float = 300.0) -> "Server":
+        cmd = [
+            PY, "-m", "whisper_mcp", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            "--storage", str(self.storage), "--model", "tiny.en", *self.extra,
+        ]  # fmt: skip
+        self._log = open(self.log_path, "ab")
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, cwd=TREE, env=sub_env(), stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                if httpx.get(f"{self.url}/health", timeout=2).json().get("model_loaded"):
+                    self.ready_s = time.perf_counter() - t0
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server not ready within {timeout}s:\n{self.log_tail()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if hasattr(self, "_log") and not self._log.closed:
+            self._log.close()
+
+    def __enter__(self) -> "Server":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Helper:
+    """A persistent bench/_helper.py process holding one engine (see its docstring)."""
+
+    def __init__(self, engine: str, workdir: Path, threads: int = 0, env: dict[str, str] | None = None) -> None:
+        self.log_path = workdir / f"helper-{engine}-{threads}-{len(env or {})}.log"
+        self.stderr = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [PY, str(HELPER), "serve", engine, str(threads)],
+            cwd=TREE, env={**sub_env(), **(env or {})}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+        )  # fmt: skip
+        self.ready = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stderr.flush()
+            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+            raise RuntimeError(f"helper exited ({self.proc.poll()}):\n{tail}")
+        out = json.loads(line)
+        if "error" in out:
+            raise RuntimeError(f"helper: {out['error']}")
+        return out
+
+    def call(self, **cmd: Any) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd, default=str) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.stderr.close()
+
+    def __enter__(self) -> "Helper":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def submit(client: httpx.Client, path: Path, **fields: str) -> dict[str, Any]:
+    with open(path, "rb") as f:
+        r = client.post("/transcribe", files={"file": (path.name, f, "application/octet-stream")}, data={"cache": "false", **fields})
+    if r.status_code != 202:
+        raise RuntimeError(f"POST /transcribe {path.name}: {r.status_code} {r.text[:300]}")
+    return r.json()
+
+
+def wait_done(client: httpx.Client, job_id: str, timeout: float = 900.0, poll: float = POLL_S) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        record = client.get(f"/status/{job_id}").json()
+        if record.get("status") in FINISHED:
+            return record
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job_id} not finished after {timeout}s: {record}")
+        time.sleep(poll)
+
+
+def completed(record: dict[str, Any]) -> dict[str, Any]:
+    if record.get("status") != "completed":
+        raise RuntimeError(f"job {record.get('job_id')} ended {record.get('status')}: {record.get('error')}")
+    return record
+
+
+# --------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    baseline_name: str
+    baseline: float | None
+    ratio: float | None
+    ratio_note: str  # what the ratio is, e.g. "value/baseline"
+    target: str  # "" for information only
+    met: bool | None  # None: no target
+
+    def cells(self) -> list[str]:
+        def fmt(x: float | None) -> str:
+            if x is None:
+                return "-"
+            if self.unit in ("s",):
+                return f"{x:.3f} s"
+            if self.unit == "ms":
+                return f"{x:.1f} ms"
+            if self.unit == "MiB":
+                return f"{x:.0f} MiB"
+            if self.unit == "%":
+                return f"{x:.1f} %"
+            if self.unit == "x RT":
+                return f"{x:.3f}"
+            return f"{x:.2f} {self.unit}".strip()
+
+        ratio = "-" if self.ratio is None else (f"{self.ratio:.2f}x" if self.ratio >= 0.1 else f"{self.ratio:.4f}x")
+        result = "info" if self.met is None else ("met" if self.met else "NOT met")
+        base = fmt(self.baseline) + (f" {self.baseline_name}" if self.baseline_name else "")
+        return [self.name, fmt(self.value), base, f"{ratio} {self.ratio_note}".strip(), self.target or "-", result]
+
+
+@dataclass
+class Section:
+    name: str
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+    load_at_start: list[float] = field(default_factory=list)
+
+    def add(self, *args: Any, **kw: Any) -> Figure:
+        fig = Figure(*args, **kw)
+        self.figures.append(fig)
+        return fig
+
+
+@dataclass
+class Ctx:
+    quick: bool
+    workdir: Path
+
+    def pick(self, full: Any, quick: Any) -> Any:
+        return quick if self.quick else full
+
+
+# --------------------------------------------------------------------------
+# 1. warm vs cold
+
+
+def service_e2e(client: httpx.Client, path: Path) -> dict[str, Any]:
+    """Upload, wait (poll every POLL_S), download: what one caller sees."""
+    t0 = time.perf_counter()
+    job = submit(client, path)
+    t202 = time.perf_counter()
+    record = completed(wait_done(client, job["job_id"]))
+    t_seen = time.perf_counter()
+    text = client.get(f"/download/{job['job_id']}").text
+    t1 = time.perf_counter()
+    return {
+        "total_s": t1 - t0,
+        "upload_to_202_s": t202 - t0,
+        "created_to_started_s": record["started_at"] - record["created_at"],
+        "started_to_finished_s": record["finished_at"] - record["started_at"],
+        "download_s": t1 - t_seen,
+        "text": text,
+    }
+
+
+def cold_process(path: Path) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    p = subprocess.run(
+        [PY, str(HELPER), "cold", str(path)], cwd=TREE, env=sub_env(), capture_output=True, text=True, timeout=600
+    )
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise RuntimeError(f"cold process failed ({p.returncode}):\n{p.stderr[-2000:]}")
+    info = json.loads(p.stdout.strip().splitlines()[-1])
+    info["wall_s"] = wall
+    return info
+
+
+def bench_warm(ctx: Ctx, sec: Section) -> None:
+    clip = FIXTURES / "speech.wav"
+    n = ctx.pick(7, 3)
+    n_cold = ctx.pick(5, 2)
+    with Server(ctx.workdir) as srv, Helper("openai", ctx.workdir) as helper, httpx.Client(base_url=srv.url, timeout=300) as client:
+        sec.details["server_ready_s"] = srv.ready_s
+        sec.details["helper_ready"] = helper.ready
+        service_e2e(client, clip)  # warm-up: first job pays one-off costs
+        helper.call(op="e2e", path=str(clip))
+        svc: list[dict[str, Any]] = []
+        warm: list[dict[str, Any]] = []
+        cold: list[dict[str, Any]] = []
+        for i in range(n):
+            runs: list[Callable[[], None]] = [
+                lambda: svc.append(service_e2e(client, clip)),
+                lambda: warm.append(helper.call(op="e2e", path=str(clip))),
+            ]
+            if i < n_cold:
+                runs.append(lambda: cold.append(cold_process(clip)))
+            for k in range(len(runs)):  # rotate the order so no one always runs first
+                runs[(i + k) % len(runs)]()
+    svc_t = [r["total_s"] for r in svc]
+    warm_t = [r["seconds"] for r in warm]
+    cold_t = [r["wall_s"] for r in cold]
+    s, w, c = median(svc_t), median(warm_t), median(cold_t)
+    overhead = s - w
+    sec.add(
+        "service e2e speech.wav (upload+transcribe+download), median",
+        s, "s", "in-process warm decode+transcribe", w, s / w, "svc/warm",
+        "<= +10% or <= +100 ms", overhead <= max(0.10 * w, 0.100),
+    )
+    sec.add(
+        "  service overhead over in-process warm", overhead * 1000, "ms", "", None, None, "",
+        f"<= max(10%, 100 ms) = {max(0.10 * w, 0.100) * 1000:.0f} ms", overhead <= max(0.10 * w, 0.100),
+    )
+    sec.add(
+        "fresh process per clip (import+load+transcribe), median",
+        c, "s", "service e2e", s, c / s, "cold/svc", ">= 2.5x", c / s >= 2.5,
+    )
+
+    def med(rows: list[dict[str, Any]], key: str) -> float:
+        return round(median([r[key] for r in rows]), 4)
+
+    sec.details.update(
+        runs=n, cold_runs=n_cold, poll_interval_s=POLL_S,
+        service_total_s=svc_t, warm_s=warm_t, cold_wall_s=cold_t,
+        service_breakdown_median_s={k: med(svc, k) for k in ("upload_to_202_s", "created_to_started_s", "started_to_finished_s", "download_s")},
+        warm_decode_median_s=med(warm, "decode_s"),
+        cold_breakdown_median_s={k: med(cold, k) for k in ("import_s", "load_s", "transcribe_s")},
+        texts={"service": svc[0]["text"], "warm": warm[0]["text"], "cold": cold[0]["text"]},
+    )  # fmt: skip
+    b = sec.details["service_breakdown_median_s"]
+    cb = sec.details["cold_breakdown_median_s"]
+    sec.notes.append(
+        "service median breakdown: upload->202 %.0f ms, created->started %.1f ms, started->finished %.0f ms, download %.1f ms "
+        "(client polls every %d ms); in-process: decode %.1f ms"
+        % (b["upload_to_202_s"] * 1e3, b["created_to_started_s"] * 1e3, b["started_to_finished_s"] * 1e3, b["download_s"] * 1e3,
+           POLL_S * 1e3, sec.details["warm_decode_median_s"] * 1e3)
+    )  # fmt: skip
+    sec.notes.append(
+        "fresh process median: imports %.2f s, model load %.2f s, transcribe %.2f s, wall %.2f s"
+        % (cb["import_s"], cb["load_s"], cb["transcribe_s"], c)
+    )
+    if len({sec.details["texts"][k].strip() for k in ("service", "warm", "cold")}) != 1:
+        sec.notes.append("WARNING: the three transcripts differ (see JSON details.texts)")
+
+
+# --------------------------------------------------------------------------
+# 2. engine speed and accuracy
+
+
+def bench_engine(ctx: Ctx, sec: Section) -> None:
+    long_mp3 = FIXTURES / "long.mp3"
+    reference = (FIXTURES / "long.txt").read_text()
+    reps = ctx.pick(3, 1)
+    try:
+        import faster_whisper  # noqa: F401
+    except ImportError:
+        raise RuntimeError("faster-whisper is not installed: .venv/bin/pip install -r bench/requirements.txt") from None
+    # Extra, informational: openai-whisper with torch.set_num_threads(1) ("openai1"), and
+    # with default threads but OpenMP told to sleep rather than spin while waiting ("passive").
+    engines: dict[str, tuple[str, int, dict[str, str]]] = {
+        "openai": ("openai", 0, {}),
+        "faster": ("faster", 0, {}),
+        "openai1": ("openai", 1, {}),
+        "passive": ("openai", 0, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    }
+    with contextlib.ExitStack() as stack:
+        helpers = {name: stack.enter_context(Helper(e, ctx.workdir, th, env)) for name, (e, th, env) in engines.items()}
+        for h in helpers.values():  # warm-up on a short clip
+            h.call(op="transcribe", path=str(FIXTURES / "speech.wav"))
+        times: dict[str, list[float]] = {name: [] for name in helpers}
+        texts: dict[str, str] = {}
+        audio_s = 0.0
+        names = list(helpers)
+        for i in range(reps):
+            for k in range(len(names)):  # rotate the order each repetition
+                name = names[(i + k) % len(names)]
+                out = helpers[name].call(op="transcribe", path=str(long_mp3))
+                times[name].append(out["seconds"])
+                texts[name] = out["text"]
+                audio_s = out["audio_s"]
+        loads = {name: h.ready["load_s"] for name, h in helpers.items()}
+        rss = {name: mib(h.call(op="rss")["hwm_kb"]) for name, h in helpers.items()}
+        threads = helpers["openai"].ready.get("torch_threads")
+    rtf = {name: median(t) / audio_s for name, t in times.items()}
+    wers = {name: wer(reference, text) * 100 for name, text in texts.items()}
+    sec.add(f"openai-whisper RTF on long.mp3 (62 s), {threads} threads", rtf["openai"], "x RT", "", None, None, "", "", None)
+    sec.add(
+        "faster-whisper int8 RTF on long.mp3", rtf["faster"], "x RT", "openai-whisper RTF", rtf["openai"],
+        rtf["openai"] / rtf["faster"], "speed-up", "", None,
+    )  # fmt: skip
+    sec.add(
+        "  (extra) openai-whisper RTF, torch 1 thread", rtf["openai1"], "x RT", f"{threads} threads", rtf["openai"],
+        rtf["openai"] / rtf["openai1"], "speed-up", "", None,
+    )  # fmt: skip
+    sec.add(
+        "  (extra) openai-whisper RTF, OMP_WAIT_POLICY=PASSIVE", rtf["passive"], "x RT", f"{threads} threads", rtf["openai"],
+        rtf["openai"] / rtf["passive"], "speed-up", "", None,
+    )  # fmt: skip
+    sec.add("openai-whisper WER vs long.txt", wers["openai"], "%", "", None, None, "", "", None)
+    sec.add(
+        "faster-whisper int8 WER vs long.txt", wers["faster"], "%", "openai-whisper WER", wers["openai"],
+        (wers["faster"] / wers["openai"]) if wers["openai"] else None, "fw/ow", "", None,
+    )  # fmt: skip
+    sec.details.update(
+        reps=reps, audio_s=audio_s, seconds=times, rtf=rtf, wer_percent=wers, load_s=loads, peak_rss_mib=rss, texts=texts,
+        settings="greedy (openai: beam_size unset; faster: beam_size=1, best_of=1), fallback temperatures 0..1, "
+        "condition_on_previous_text, no VAD; faster cpu_threads = nproc; audio decoded once with "
+        "whisper_mcp.audio.decode_audio (untimed); medians of reps, engines interleaved",
+    )  # fmt: skip
+    sec.notes.append(
+        "per-run seconds: "
+        + ", ".join(f"{n} {'/'.join(f'{x:.1f}' for x in t)}" for n, t in times.items())
+        + "; load: openai %.2f s, faster %.2f s; peak RSS: openai %.0f MiB, faster %.0f MiB"
+        % (loads["openai"], loads["faster"], rss["openai"], rss["faster"])
+    )
+    if texts["openai"] != texts["openai1"]:
+        sec.notes.append("openai-whisper transcripts differ between 1 and %s threads" % threads)
+
+
+# --------------------------------------------------------------------------
+# 3. queue throughput
+
+
+def make_clips(directory: Path, count: int, seed: int = 1) -> list[Path]:
+    audio = decoded(FIXTURES / "long.mp3")
+    rng = random.Random(seed)
+    total = len(audio) / SAMPLE_RATE
+    paths = []
+    for i in range(count):
+        length = rng.uniform(5.0, 10.0)
+        start = rng.uniform(0.0, total - length)
+        a, b = int(start * SAMPLE_RATE), int((start + length) * SAMPLE_RATE)
+        path = directory / f"clip{i:02d}.wav"
+        write_wav(path, [audio[a:b]])
+        paths.append(path)
+    return paths
+
+
+async def submit_all(url: str, paths: list[Path]) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=url, timeout=300, limits=httpx.Limits(max_connections=len(paths))) as client:
+
+        async def one(path: Path) -> dict[str, Any]:
+            r = await client.post(
+                "/transcribe", files={"file": (path.name, path.read_bytes(), "audio/wav")}, data={"cache": "false"}
+            )
+            if r.status_code != 202:
+                raise RuntimeError(f"POST {path.name}: {r.status_code} {r.text[:200]}")
+            return r.json()
+
+        return list(await asyncio.gather(*(one(p) for p in paths)))
+
+
+def run_one_by_one(client: httpx.Client, clips: list[Path]) -> tuple[float, list[dict[str, Any]]]:
+    """Submit, wait (poll every POLL_S), next. Span: first submit -> last finished_at."""
+    t0 = time.time()
+    records = [completed(wait_done(client, submit(client, p)["job_id"])) for p in clips]
+    return max(r["finished_at"] for r in records) - t0, records
+
+
+def run_at_once(url: str, client: httpx.Client, clips: list[Path]) -> tuple[float, list[dict[str, Any]], float]:
+    """All uploads concurrently, then wait on /health (one cheap request per 100 ms)
+    until the queue is empty and nothing runs. Span: first submit -> last finished_at."""
+    t0 = time.time()
+    jobs = asyncio.run(submit_all(url, clips))
+    accepted = time.time() - t0
+    deadline = time.monotonic() + 900
+    while True:
+        health = client.get("/health").json()
+        if not health.get("queue_size") and not health.get("processing"):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError("batch did not finish")
+        time.sleep(0.1)
+    records = [completed(client.get(f"/status/{j['job_id']}").json()) for j in jobs]
+    return max(r["finished_at"] for r in records) - t0, records, accepted
+
+
+def bench_queue(ctx: Ctx, sec: Section) -> None:
+    count = ctx.pick(20, 6)
+    # seq, batch, batch, seq (ABBA), so drift in the machine's load hits both alike.
+    order = ["seq", "batch", "batch", "seq"]
+    clips_dir = ctx.workdir / "clips"
+    clips_dir.mkdir(exist_ok=True)
+    clips = make_clips(clips_dir, count)
+    audio_total = sum(wave.open(str(p)).getnframes() for p in clips) / SAMPLE_RATE
+    spans: dict[str, list[float]] = {"seq": [], "batch": []}
+    inference: dict[str, list[float]] = {"seq": [], "batch": []}
+    accepted: list[float] = []
+    with Server(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
+        completed(wait_done(client, submit(client, FIXTURES / "speech.wav")["job_id"]))  # warm-up
+        for mode in order:
+            time.sleep(0.5)
+            if mode == "seq":
+                span, records = run_one_by_one(client, clips)
+            else:
+                span, records, acc = run_at_once(srv.url, client, clips)
+                accepted.append(acc)
+            spans[mode].append(span)
+            inference[mode].append(sum(r["finished_at"] - r["started_at"] for r in records))
+    rounds = len(spans["seq"])
+    seq_rate = count * rounds / (sum(spans["seq"]) / 60)
+    batch_rate = count * rounds / (sum(spans["batch"]) / 60)
+    sec.add(
+        f"{count} clips of 5-10 s submitted at once", batch_rate, "clips/min", "one by one", seq_rate,
+        batch_rate / seq_rate, "batch/seq", ">= 1.0x *", batch_rate / seq_rate >= 1.0,
+    )  # fmt: skip
+    sec.details.update(
+        clips=count, order=order, audio_seconds=audio_total, poll_interval_s=POLL_S,
+        span_s=spans, inference_s=inference, batch_all_accepted_s=accepted,
+    )  # fmt: skip
+    sec.notes.append(
+        "%.0f s of audio x %d round(s) (order %s); wall per round: one by one %s s (inference %s s), at once %s s "
+        "(inference %s s); all %d uploads answered 202 within %s s"
+        % (audio_total, rounds, ",".join(order), "/".join(f"{x:.1f}" for x in spans["seq"]),
+           "/".join(f"{x:.1f}" for x in inference["seq"]), "/".join(f"{x:.1f}" for x in spans["batch"]),
+           "/".join(f"{x:.1f}" for x in inference["batch"]), count, "/".join(f"{x:.2f}" for x in accepted))
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------
+# 4. pick-up latency
+
+
+def bench_pickup(ctx: Ctx, sec: Section) -> None:
+    n = ctx.pick(20, 10)
+    clip = FIXTURES / "short.wav"
+    pickup, client_pickup, processing, upload = [], [], [], []
+    with Server(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=120) as client:
+        completed(wait_done(client, submit(client, clip)["job_id"]))  # warm-up
+        for _ in range(n):
+            time.sleep(0.3)  # let the worker go idle (blocked waiting for work)
+            t0 = time.perf_counter()
+            job = submit(client, clip)
+            t_202 = time.time()
+            upload.append(time.perf_counter() - t0)
+            rec = completed(wait_done(client, job["job_id"], poll=0.05))
+            pickup.append(rec["started_at"] - rec["created_at"])
+            client_pickup.append(rec["started_at"] - t_202)
+            processing.append(rec["finished_at"] - rec["started_at"])
+    ms = [x * 1000 for x in pickup]
+    proc_ms = median(processing) * 1000
+    sec.add(
+        "pick-up created_at->started_at, median", median(ms), "ms", "job run time (short.wav)", proc_ms,
+        median(ms) / proc_ms, "pickup/run", "<= 10 ms *", median(ms) <= 10,
+    )  # fmt: skip
+    sec.add(
+        "pick-up created_at->started_at, p95", pct(ms, 95), "ms", "job run time (short.wav)", proc_ms,
+        pct(ms, 95) / proc_ms, "pickup/run", "<= 50 ms *", pct(ms, 95) <= 50,
+    )  # fmt: skip
+    sec.details.update(
+        jobs=n, pickup_ms=ms, started_minus_client_202_ms=[x * 1000 for x in client_pickup],
+        run_ms=[x * 1000 for x in processing], upload_to_202_ms=[x * 1000 for x in upload],
+    )  # fmt: skip
+    sec.notes.append(
+        "started_at - (client receives 202): median %.1f ms (negative: the job started before the 202 arrived); "
+        "upload->202 median %.1f ms" % (median(client_pickup) * 1000, median(upload) * 1000)
+    )
+
+
+# --------------------------------------------------------------------------
+# 5. responsiveness under load
+
+
+POLLERS = 50
+POLLER_INTERVAL_S = 0.25  # each poller's pause between requests (about 200 req/s in all)
+
+
+async def poll_storm(url: str, status_path: str, stop: Callable[[], bool], watch_job: bool) -> dict[str, Any]:
+    """50 pollers alternating /health and ``status_path`` until ``stop()``.
+
+    With ``watch_job`` the pollers also stop once the status they read is final."""
+    lat: dict[str, list[float]] = {"health": [], "status": []}
+    errors = 0
+    error_samples: list[str] = []
+    done = asyncio.Event()
+    limits = httpx.Limits(max_connections=POLLERS, max_keepalive_connections=POLLERS)
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
+        async def poller(i: int) -> None:
+            nonlocal errors
+            rng = random.Random(i)
+            await asyncio.sleep(rng.random() * POLLER_INTERVAL_S)
+            first = True
+            k = i
+            while not (done.is_set() or stop()):
+                kind = "health" if k % 2 == 0 else "status"
+                k += 1
+                t = time.perf_counter()
+                try:
+                    r = await client.get("/health" if kind == "health" else status_path)
+                    dt = time.perf_counter() - t
+                    if r.status_code != 200:
+                        errors += 1
+                        if len(error_samples) < 5:
+                            error_samples.append(f"{r.status_code} {r.text[:120]}")
+                    elif kind == "status" and watch_job and r.json().get("status") in FINISHED:
+                        done.set()
+                except httpx.HTTPError as exc:
+                    errors += 1
+                    dt = None
+                    if len(error_samples) < 5:
+                        error_samples.append(f"{type(exc).__name__}: {exc}")
+                if dt is not None and not first:  # the first request also opens the connection
+                    lat[kind].append(dt)
+                first = False
+                await asyncio.sleep(POLLER_INTERVAL_S)
+
+        lag: list[float] = []
+
+        async def lag_monitor() -> None:
+            # How late the client's own event loop wakes up: the part of the
+            # measured latency that is the client's, not the server's.
+            while not (done.is_set() or stop()):
+                t = time.perf_counter()
+                await asyncio.sleep(0.01)
+                lag.append(time.perf_counter() - t - 0.01)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(lag_monitor(), *(poller(i) for i in range(POLLERS)))
+        elapsed = time.perf_counter() - t0
+    return {"lat": lat, "errors": errors, "error_samples": error_samples, "elapsed_s": elapsed, "requests": sum(len(v) for v in lat.values()),
+            "client_lag_p50_ms": pct(lag, 50) * 1e3, "client_lag_p99_ms": pct(lag, 99) * 1e3}  # fmt: skip
+
+
+def busy_storm(srv: Server, client: httpx.Client, long_wav: Path, seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Submit ``long_wav``, wait until it runs, then poll for ``seconds`` (or until it ends)."""
+    job = submit(client, long_wav)
+    while client.get(f"/status/{job['job_id']}").json()["status"] == "queued":
+        time.sleep(0.01)
+    end = time.monotonic() + seconds
+    busy = asyncio.run(poll_storm(srv.url, f"/status/{job['job_id']}", lambda: time.monotonic() > end, True))
+    return busy, client.get(f"/status/{job['job_id']}").json()
+
+
+def bench_responsive(ctx: Ctx, sec: Section) -> None:
+    repeats = ctx.pick(3, 2)
+    idle_s = ctx.pick(8.0, 5.0)
+    busy_s = ctx.pick(20.0, 10.0)  # pollers run this long into the transcription (or until it ends)
+    long_wav = ctx.workdir / f"long_x{repeats}.wav"
+    audio_s = write_wav(long_wav, concatenated(decoded(FIXTURES / "long.mp3"), 62.0 * repeats + 1.0 * (repeats - 1), seed=5))
+    with Server(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
+        warm_id = completed(wait_done(client, submit(client, FIXTURES / "speech.wav")["job_id"]))["job_id"]
+        # Idle baseline: same pollers, same mix, nothing transcribing.
+        end = time.monotonic() + idle_s
+        idle = asyncio.run(poll_storm(srv.url, f"/status/{warm_id}", lambda: time.monotonic() > end, False))
+        busy, record = busy_storm(srv, client, long_wav, busy_s)
+    # Extra, informational: the same busy phase with torch limited to one thread.
+    with Server(ctx.workdir, "--threads", "1") as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
+        completed(wait_done(client, submit(client, FIXTURES / "speech.wav")["job_id"]))
+        busy1, record1 = busy_storm(srv, client, long_wav, busy_s)
+    p99: dict[str, float] = {}
+    for kind, label in (("health", "/health"), ("status", "/status")):
+        b, i = busy["lat"][kind], idle["lat"][kind]
+        if not b or not i:
+            raise RuntimeError(f"no {label} samples (busy {len(b)}, idle {len(i)})")
+        b50, b99 = pct(b, 50) * 1e3, pct(b, 99) * 1e3
+        i50, i99 = pct(i, 50) * 1e3, pct(i, 99) * 1e3
+        p99[kind] = b99
+        sec.add(f"{label} p50, {POLLERS} pollers, during transcription", b50, "ms", "idle", i50, b50 / i50, "busy/idle", "", None)
+        sec.add(f"{label} p99, {POLLERS} pollers, during transcription", b99, "ms", "idle", i99, b99 / i99, "busy/idle", "< 20 ms", b99 < 20)
+    for kind, label in (("health", "/health"), ("status", "/status")):
+        x = pct(busy1["lat"][kind], 99) * 1e3
+        sec.add(
+            f"  (extra) {label} p99 during transcription, serve --threads 1", x, "ms", "default threads", p99[kind],
+            x / p99[kind], "t1/default", "< 20 ms", x < 20,
+        )  # fmt: skip
+
+    def summary(d: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in d.items() if k != "lat"}
+        out["max_ms"] = {k: max(v) * 1e3 for k, v in d["lat"].items() if v}
+        out["p50_ms"] = {k: pct(v, 50) * 1e3 for k, v in d["lat"].items() if v}
+        out["p99_ms"] = {k: pct(v, 99) * 1e3 for k, v in d["lat"].items() if v}
+        return out
+
+    sec.details.update(
+        pollers=POLLERS, poller_interval_s=POLLER_INTERVAL_S, audio_s=audio_s,
+        idle=summary(idle), busy=summary(busy), busy_threads1=summary(busy1), long_job=record, long_job_threads1=record1,
+    )  # fmt: skip
+    sec.notes.append(
+        "busy phase: %d requests in %.1f s (%.0f req/s), %d errors; max /health %.0f ms, /status %.0f ms; "
+        "progress of the %.0f s file when the pollers stopped: %.2f (default threads), %.2f (--threads 1)"
+        % (busy["requests"], busy["elapsed_s"], busy["requests"] / busy["elapsed_s"], busy["errors"],
+           sec.details["busy"]["max_ms"]["health"], sec.details["busy"]["max_ms"]["status"], audio_s,
+           1.0 if record["status"] == "completed" else record.get("progress") or 0.0,
+           1.0 if record1["status"] == "completed" else record1.get("progress") or 0.0)
+    )  # fmt: skip
+    sec.notes.append(
+        "client event-loop lag (inside every latency above, not the server's): idle p50 %.1f / p99 %.1f ms, "
+        "busy p50 %.1f / p99 %.1f ms, busy --threads 1 p50 %.1f / p99 %.1f ms"
+        % (idle["client_lag_p50_ms"], idle["client_lag_p99_ms"], busy["client_lag_p50_ms"], busy["client_lag_p99_ms"],
+           busy1["client_lag_p50_ms"], busy1["client_lag_p99_ms"])
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------
+# 6. memory
+
+
+def multipart_wav_stream(data_bytes: int, boundary: str, chunk: int = 1 << 20) -> tuple[Iterator[bytes], int]:
+    """A multipart body whose file is a valid 16 kHz mono 16-bit WAV of ``data_bytes``
+    of faint noise, produced as it is sent (the client never holds it)."""
+    header = b"RIFF" + (36 + data_bytes).to_bytes(4, "little") + b"WAVE"
+    header += b"fmt " + (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
+    header += SAMPLE_RATE.to_bytes(4, "little") + (SAMPLE_RATE * 2).to_bytes(4, "little")
+    header += (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    header += b"data" + data_bytes.to_bytes(4, "little")
+    head = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"cache\"\r\n\r\nfalse\r\n"
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.wav\"\r\n"
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode() + header
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    noise = (np.random.default_rng(3).standard_normal(chunk // 2) * 30).astype("<i2").tobytes()
+
+    def gen() -> Iterator[bytes]:
+        yield head
+        left = data_bytes
+        while left > 0:
+            piece = noise if left >= len(noise) else noise[:left]
+            yield piece
+            left -= len(piece)
+        yield tail
+
+    return gen(), len(head) + data_bytes + len(tail)
+
+
+def peak_during_job(client: httpx.Client, sampler: RssSampler, path: Path, cap_s: float) -> dict[str, Any]:
+    t0 = time.monotonic()
+    job = submit(client, path)
+    deadline = time.monotonic() + cap_s
+    cancelled_at = None
+    while True:
+        rec = client.get(f"/status/{job['job_id']}").json()
+        if rec["status"] in FINISHED:
+            break
+        if cancelled_at is None and time.monotonic() > deadline:
+            client.delete(f"/jobs/{job['job_id']}")  # stops at the next 30 s window
+            cancelled_at = rec.get("progress", 0.0)
+        time.sleep(0.2)
+    samples = sampler.window(t0)
+    return {"peak_kb": max(samples), "status": rec["status"], "progress_at_cancel": cancelled_at,
+            "seconds": time.monotonic() - t0, "record": rec}  # fmt: skip
+
+
+def bench_memory(ctx: Ctx, sec: Section) -> None:
+    long_s = ctx.pick(1800.0, 300.0)
+    upload_bytes = ctx.pick(1 << 30, 256 << 20)
+    cap_s = ctx.pick(300.0, 60.0)  # a job still running then is cancelled (peak comes early: decode + mel)
+    big_wav = ctx.workdir / f"long_{int(long_s)}s.wav"
+    write_wav(big_wav, concatenated(decoded(FIXTURES / "long.mp3"), long_s, seed=7))
+    with Server(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
+        sampler = RssSampler(srv.pid)
+        sampler.start()
+        try:
+            time.sleep(2.0)
+            t = time.monotonic()
+            time.sleep(2.0)
+            idle_kb = median(sampler.window(t))
+            one = peak_during_job(client, sampler, FIXTURES / "long.mp3", cap_s)
+            after_one_kb = sampler.latest()
+            big = peak_during_job(client, sampler, big_wav, cap_s)
+            after_big_kb = sampler.latest()
+        finally:
+            sampler.stop()
+    # Baseline for the idle figure: a bare process with whisper imported and the model loaded.
+    with Helper("openai", ctx.workdir) as helper:
+        time.sleep(1.0)
+        bare_kb = helper.call(op="rss")["rss_kb"]
+    # The upload on a fresh server, so memory freed by earlier jobs cannot hide growth.
+    # Where the service has upload limits, raise the size limit so the whole body is
+    # read, and cap the duration so the (hours-long) upload is refused after probing
+    # instead of becoming a job.
+    limits: list[str] = []
+    help_text = subprocess.run(
+        [PY, "-m", "whisper_mcp", "serve", "--help"], cwd=TREE, env=sub_env(), capture_output=True, text=True
+    ).stdout
+    if "--max-upload-mb" in help_text:
+        limits += ["--max-upload-mb", str((upload_bytes >> 20) + 16)]
+    if "--max-audio-seconds" in help_text:
+        limits += ["--max-audio-seconds", "3600"]
+    with Server(ctx.workdir, *limits) as srv:
+        sampler = RssSampler(srv.pid)
+        sampler.start()
+        try:
+            time.sleep(1.5)
+            before_kb = sampler.latest()
+            boundary = "benchboundary7MA4YWxkTrZu0gW"
+            body, length = multipart_wav_stream(upload_bytes, boundary)
+            t0 = time.monotonic()
+            try:
+                r = httpx.post(
+                    f"{srv.url}/transcribe", content=body,
+                    headers={"content-type": f"multipart/form-data; boundary={boundary}", "content-length": str(length)},
+                    timeout=httpx.Timeout(900.0),
+                )  # fmt: skip
+                answer = f"{r.status_code} {r.text[:300]}"
+            except httpx.HTTPError as exc:
+                answer = f"{type(exc).__name__}: {exc}"
+            upload_s = time.monotonic() - t0
+            # Should it have become a job (202), the worker would now decode hours of
+            # audio into memory: stop the server before it does.
+            srv.kill()
+            during = sampler.window(t0, t0 + upload_s)
+        finally:
+            sampler.stop()
+    idle = mib(idle_kb)
+    p1, p30 = mib(one["peak_kb"]), mib(big["peak_kb"])
+    growth = mib(max(during) - before_kb)
+    label = f"{int(long_s // 60)}-min"
+    sec.add(
+        "server RSS idle, model loaded", idle, "MiB", "bare process, whisper + model", mib(bare_kb),
+        idle / mib(bare_kb), "server/bare", "", None,
+    )  # fmt: skip
+    sec.add("server RSS peak, 1-min file (long.mp3)", p1, "MiB", "idle", idle, p1 / idle, "peak/idle", "", None)
+    sec.add(
+        f"server RSS peak, {label} WAV" + ("" if big["status"] == "completed" else f" ({big['status']} at cap)"),
+        p30, "MiB", "1-min peak", p1, p30 / p1, f"{label}/1-min", "", None,
+    )  # fmt: skip
+    sec.add(
+        f"server RSS growth during a {upload_bytes >> 20} MiB upload", growth, "MiB", "upload size",
+        upload_bytes / 2**20, growth / (upload_bytes / 2**20), "growth/size", "<= 64 MiB *", growth <= 64,
+    )  # fmt: skip
+    sec.details.update(
+        idle_kb=idle_kb, bare_process_kb=bare_kb, one_min=one, long=dict(big, seconds_audio=long_s), after_one_kb=after_one_kb, after_long_kb=after_big_kb,
+        upload={"bytes": upload_bytes, "seconds": upload_s, "answer": answer, "server_flags": limits, "rss_before_kb": before_kb,
+                "rss_peak_kb": max(during), "samples": len(during)},
+    )  # fmt: skip
+    sec.notes.append(
+        "1-min job %.1f s, %s job %.1f s (%s); RSS after them %.0f / %.0f MiB"
+        % (one["seconds"], label, big["seconds"], big["status"], mib(after_one_kb), mib(after_big_kb))
+    )
+    sec.notes.append(
+        "upload of %d MiB (server flags: %s) took %.1f s (%.0f MiB/s), answered: %s"
+        % (upload_bytes >> 20, " ".join(limits) or "none", upload_s, (upload_bytes >> 20) / upload_s, answer[:160])
+    )
+
+
+# --------------------------------------------------------------------------
+
+SECTIONS: dict[str, tuple[str, Callable[[Ctx, Section], None]]] = {
+    "warm": ("1. warm service vs in-process vs cold process", bench_warm),
+    "engine": ("2. engine speed: openai-whisper vs faster-whisper int8", bench_engine),
+    "queue": ("3. queue throughput", bench_queue),
+    "pickup": ("4. pick-up latency, idle worker", bench_pickup),
+    "responsive": ("5. responsiveness during a long transcription", bench_responsive),
+    "memory": ("6. server memory", bench_memory),
+}
+
+
+def table(sections: list[Section]) -> str:
+    header = ["figure", "value", "baseline", "ratio", "target", "result"]
+    rows: list[list[str] | str] = []
+    for sec in sections:
+        rows.append(f"== {SECTIONS[sec.name][0]}  [{sec.name}, {sec.seconds:.0f} s, load {sec.load_at_start[0]:.2f}]")
+        if sec.error:
+            rows.append(f"   ERROR: {sec.error.strip().splitlines()[-1]}")
+        for fig in sec.figures:
+            rows.append(fig.cells())
+        for note in sec.notes:
+            rows.append(f"   note: {note}")
+    widths = [max([len(header[i])] + [len(r[i]) for r in rows if isinstance(r, list)]) for i in range(len(header))]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    out = [line, "-" * len(line)]
+    for r in rows:
+        out.append(r if isinstance(r, str) else "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions, 5-min file, 256 MiB upload (about 4 min)")
+    ap.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    ap.add_argument("--out", default=str(BENCH / "results" / "latest.json"), help="JSON results file")
+    ap.add_argument("--tree", help="benchmark the whisper_mcp of another checkout (e.g. a `git archive` snapshot); default: this one")
+    args = ap.parse_args(argv)
+    global TREE
+    if args.tree:
+        TREE = Path(args.tree).resolve()
+        if not (TREE / "whisper_mcp" / "__init__.py").is_file():
+            ap.error(f"{TREE} has no whisper_mcp package")
+    names = list(SECTIONS) if not args.only else [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        ap.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+
+    meta = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "sections": names,
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model(),
+        "load_before": loadavg(),
+        "python": platform.python_version(),
+        "model": "tiny.en",
+        "threads": "service default (torch default)",
+        "tree": str(TREE),
+        "git": git_state(),
+    }
+    print(f"whisper-mcp bench {meta['date']}  nproc={meta['nproc']}  cpu={meta['cpu']}  load={meta['load_before']}"
+          f"  mode={'quick' if args.quick else 'full'}  tree={TREE} ({meta['git']})", flush=True)  # fmt: skip
+    if meta["load_before"][0] > 1.5:
+        print(f"NOTE: machine busy (1-min load {meta['load_before'][0]} > 1.5): figures will be noisy", flush=True)
+    results: list[Section] = []
+    t_all = time.perf_counter()
+    for name in names:
+        sec = Section(name, load_at_start=loadavg())
+        print(f"-- {SECTIONS[name][0]} ...", flush=True)
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix=f"whisper-bench-{name}-") as tmp:
+            try:
+                SECTIONS[name][1](Ctx(args.quick, Path(tmp)), sec)
+            except Exception:
+                sec.error = traceback.format_exc()
+                print(sec.error, file=sys.stderr, flush=True)
+        sec.seconds = time.perf_counter() - t0
+        results.append(sec)
+        for fig in sec.figures:
+            print("   " + " | ".join(fig.cells()), flush=True)
+    meta["load_after"] = loadavg()
+    meta["seconds"] = round(time.perf_counter() - t_all, 1)
+    meta["busy"] = max(meta["load_before"][0], *(s.load_at_start[0] for s in results)) > 1.5
+    print()
+    print(table(results))
+    print(f"\n* target implied by the design (see bench/README.md), not set by the issue.")
+    print(f"total {meta['seconds']:.0f} s; load average before {meta['load_before']}, after {meta['load_after']}"
+          + ("  (machine busy: noisy)" if meta["busy"] else ""))  # fmt: skip
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "sections": [asdict(s) for s in results]}, indent=2, default=str))
+    print(f"wrote {out}")
+    return 1 if any(s.error for s in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
