@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +35,7 @@ from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
 from pydantic import Field
 
-from .client import DEFAULT_URL, FINISHED, ClientError, ServiceClient
+from .client import DEFAULT_URL, FINISHED, ClientError, ServiceClient, write_text_atomic
 
 PROG = "whisper-mcp"
 URL_ENV = "WHISPER_MCP_URL"
@@ -64,18 +63,6 @@ T = TypeVar("T")
 
 def _now() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %z")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _safe_stem(name: str | None) -> str | None:
@@ -119,13 +106,13 @@ class _JobMap:
         with self._lock:
             data = self._read()
             data[job_id] = {"filename": filename, "submitted_at": time.time()}
-            _write_atomic(self.path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+            write_text_atomic(self.path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
     def remove(self, job_id: str) -> None:
         with self._lock:
             data = self._read()
             if data.pop(job_id, None) is not None:
-                _write_atomic(self.path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+                write_text_atomic(self.path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def build_bridge(url: str, token: str | None, output_dir: Path) -> FastMCP:
@@ -234,7 +221,7 @@ def build_bridge(url: str, token: str | None, output_dir: Path) -> FastMCP:
 
         def record_job() -> None:
             jobs.put(new_id, str(path))
-            _write_atomic(status_file, note)
+            write_text_atomic(status_file, note)
 
         try:
             await in_thread(record_job)
@@ -319,7 +306,7 @@ def build_bridge(url: str, token: str | None, output_dir: Path) -> FastMCP:
                 target = output_dir / f"{stem}.transcript.txt"
 
             def save() -> None:
-                _write_atomic(target, text)
+                write_text_atomic(target, text)
                 status_file.unlink(missing_ok=True)
                 jobs.remove(job_id)
 
@@ -344,7 +331,7 @@ def build_bridge(url: str, token: str | None, output_dir: Path) -> FastMCP:
             note = f"{status.upper()} - job {job_id} {status} at {_now()}: {error}\nservice: {url}\n"
 
             def mark() -> None:
-                _write_atomic(status_file, note)
+                write_text_atomic(status_file, note)
                 jobs.remove(job_id)
 
             try:
@@ -377,7 +364,7 @@ def build_bridge(url: str, token: str | None, output_dir: Path) -> FastMCP:
             )
             note = f"{status.upper()} - job {job_id}, {detail}, checked at {_now()}\nservice: {url}\n"
             try:
-                await in_thread(lambda: _write_atomic(status_file, note))
+                await in_thread(lambda: write_text_atomic(status_file, note))
             except OSError:
                 pass
             answer["status_file"] = str(status_file)

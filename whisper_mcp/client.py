@@ -15,11 +15,12 @@ its machine-readable error code and ``message`` its explanation.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
-from urllib.parse import quote
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -27,6 +28,19 @@ DEFAULT_URL = "http://127.0.0.1:8765"
 FINISHED = frozenset({"completed", "failed", "cancelled"})
 
 __all__ = ["DEFAULT_URL", "FINISHED", "ClientError", "ServiceClient"]
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a transcript so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class ClientError(Exception):

@@ -23,14 +23,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from .client import DEFAULT_URL, ClientError, ServiceClient
+from .client import DEFAULT_URL, ClientError, ServiceClient, write_text_atomic
 from .formats import FORMATS
 
 PROG = "whisper-mcp"
@@ -161,17 +160,6 @@ def _token(args: argparse.Namespace) -> str | None:
 
 def _client(args: argparse.Namespace) -> ServiceClient:
     return ServiceClient(_url(args), token=_token(args), timeout=args.http_timeout)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _format_size(n: int) -> str:
@@ -363,7 +351,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
                     continue
                 text = client.download(job_id, args.format)
                 try:
-                    _write_atomic(item.target, text)
+                    write_text_atomic(item.target, text)
                 except OSError as exc:
                     _error(f"{item.target}: cannot write the transcript: {exc.strerror or exc}")
                     worst = max(worst, EXIT_USAGE)

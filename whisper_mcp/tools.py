@@ -34,6 +34,39 @@ transcript://{job_id}/{format} with format txt, srt, vtt, json or tsv.
 Format = Literal["txt", "srt", "vtt", "json", "tsv"]
 
 
+# Parameters shared by transcribe_wav and create_upload_url, described once.
+FilenameArg = Annotated[str | None, Field(description="Original file name, kept with the job for your reference.")]
+JobIdArg = Annotated[
+    str | None,
+    Field(
+        description="Your own id for the job (letters, digits, '.', '_', '-'; up to 128). "
+        "Leave it out to get a generated one. Re-sending the same audio with the same id "
+        "returns the existing job instead of a second one."
+    ),
+]
+ModelArg = Annotated[
+    str | None,
+    Field(description="Whisper model, e.g. 'tiny.en' or 'base' (see list_models). Default: the server's."),
+]
+LanguageArg = Annotated[
+    str | None, Field(description="Spoken language as a code ('en', 'de') or name; leave it out to detect it.")
+]
+TaskArg = Annotated[
+    Literal["transcribe", "translate"] | None,
+    Field(description="'transcribe' (default) or 'translate' into English (multilingual models)."),
+]
+PromptArg = Annotated[
+    str | None,
+    Field(description="Text that primes the vocabulary and style, e.g. names or jargon in the recording."),
+]
+WordsArg = Annotated[bool, Field(description="Also time each word (shown in the json format).")]
+PriorityArg = Annotated[
+    Literal["urgent", "normal", "low"] | None,
+    Field(description="Urgent jobs run before waiting normal ones, low after them. Default normal."),
+]
+CallbackArg = Annotated[str | None, Field(description="http(s) URL that receives a JSON POST when the job ends.")]
+
+
 def decode_base64(text: str, name: str) -> bytes:
     try:
         return base64.b64decode(text, validate=True)
@@ -67,33 +100,12 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
             str | None,
             Field(description="The id from begin_upload, once every chunk is sent. Instead of audio_base64."),
         ] = None,
-        filename: Annotated[
-            str | None, Field(description="Original file name, kept with the job for your reference.")
-        ] = None,
-        job_id: Annotated[
-            str | None,
-            Field(
-                description="Your own id for the job (letters, digits, '.', '_', '-'; up to 128). "
-                "Leave it out to get a generated one. Re-sending the same audio with the same id "
-                "returns the existing job instead of a second one."
-            ),
-        ] = None,
-        model: Annotated[
-            str | None,
-            Field(description="Whisper model, e.g. 'tiny.en' or 'base' (see list_models). Default: the server's."),
-        ] = None,
-        language: Annotated[
-            str | None,
-            Field(description="Spoken language as a code ('en', 'de') or name; leave it out to detect it."),
-        ] = None,
-        task: Annotated[
-            Literal["transcribe", "translate"] | None,
-            Field(description="'transcribe' (default) or 'translate' into English (multilingual models)."),
-        ] = None,
-        initial_prompt: Annotated[
-            str | None,
-            Field(description="Text that primes the vocabulary and style, e.g. names or jargon in the recording."),
-        ] = None,
+        filename: FilenameArg = None,
+        job_id: JobIdArg = None,
+        model: ModelArg = None,
+        language: LanguageArg = None,
+        task: TaskArg = None,
+        initial_prompt: PromptArg = None,
         temperature: Annotated[
             float | None,
             Field(ge=0, le=1, description="Sampling temperature 0-1; leave it out for Whisper's fallback schedule."),
@@ -102,17 +114,9 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
             int | None,
             Field(ge=1, le=10, description="Beam search width (slower, sometimes more accurate); default greedy."),
         ] = None,
-        word_timestamps: Annotated[
-            bool, Field(description="Also time each word (shown in the json format).")
-        ] = False,
-        priority: Annotated[
-            Literal["urgent", "normal", "low"] | None,
-            Field(description="Urgent jobs run before waiting normal ones, low after them. Default normal."),
-        ] = None,
-        callback_url: Annotated[
-            str | None,
-            Field(description="http(s) URL that receives a JSON POST when the job ends."),
-        ] = None,
+        word_timestamps: WordsArg = False,
+        priority: PriorityArg = None,
+        callback_url: CallbackArg = None,
         cache: Annotated[
             bool,
             Field(description="Reuse an earlier transcript of the same audio, model and options (default true)."),
@@ -173,15 +177,15 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
 
     @mcp.tool(annotations={"readOnlyHint": False, "openWorldHint": False})
     async def create_upload_url(
-        filename: Annotated[str | None, Field(description="The file's name, kept with the job.")] = None,
-        job_id: Annotated[str | None, Field(description="Your own id for the job; leave it out for a generated one.")] = None,
-        model: Annotated[str | None, Field(description="Whisper model; default the server's.")] = None,
-        language: Annotated[str | None, Field(description="Language code or name; leave it out to detect.")] = None,
-        task: Annotated[Literal["transcribe", "translate"] | None, Field(description="transcribe or translate.")] = None,
-        initial_prompt: Annotated[str | None, Field(description="Vocabulary hint.")] = None,
-        word_timestamps: Annotated[bool, Field(description="Time each word.")] = False,
-        priority: Annotated[Literal["urgent", "normal", "low"] | None, Field(description="Queue priority.")] = None,
-        callback_url: Annotated[str | None, Field(description="http(s) URL POSTed to when the job ends.")] = None,
+        filename: FilenameArg = None,
+        job_id: JobIdArg = None,
+        model: ModelArg = None,
+        language: LanguageArg = None,
+        task: TaskArg = None,
+        initial_prompt: PromptArg = None,
+        word_timestamps: WordsArg = False,
+        priority: PriorityArg = None,
+        callback_url: CallbackArg = None,
     ) -> dict[str, Any]:
         """Get a one-time URL to upload a file from your shell, keeping its bytes out of this
         conversation. The best way to transcribe a file on your own disk.
