@@ -378,3 +378,15 @@ def test_recover_removes_orphaned_audio(store: SQLiteJobStore, files: FileStore)
     live = add_with_audio(store, files, "live")
     worker.recover(store, files)
     assert files.audio_path(live.key).exists()
+
+
+def test_cache_lookup_matches_audio_model_options_and_engine(store: SQLiteJobStore) -> None:
+    store.add(request("done", engine="openai/float32"), 1.0)
+    store.claim_next(2.0)
+    store.complete("done", 3.0, "en")
+    opts = TranscribeOptions()
+    found = store.find_completed("ab" * 32, "tiny.en", opts, "openai/float32")
+    assert found is not None and found.job_id == "done"
+    assert store.find_completed("ab" * 32, "tiny.en", opts, "ctranslate2/int8") is None
+    assert store.find_completed("ab" * 32, "base", opts, "openai/float32") is None
+    assert store.find_completed("ab" * 32, "tiny.en", TranscribeOptions(word_timestamps=True), "openai/float32") is None

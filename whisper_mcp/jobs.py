@@ -42,8 +42,11 @@ class JobRequest:
     options: TranscribeOptions = field(default_factory=TranscribeOptions)
     priority: int = 1  # options.PRIORITIES: 0 urgent, 1 normal, 2 low
     # Set when the transcript is reused from an earlier job with the same audio,
-    # model and options: the job is stored as completed at once.
+    # model, options and engine: the job is stored as completed at once.
     cached_from: str | None = None
+    # The engine and compute type that serve it: part of the cache key, since
+    # they give slightly different transcripts.
+    engine: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class Job:
     callback_state: str | None = None
     callback_attempts: int = 0
     callback_error: str | None = None
+    engine: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,8 +95,8 @@ class JobStore(Protocol):
 
     def get(self, job_id: str) -> Job | None: ...
 
-    def find_completed(self, audio_sha256: str, model: str, options: TranscribeOptions) -> Job | None:
-        """The newest completed job for the same audio, model and options."""
+    def find_completed(self, audio_sha256: str, model: str, options: TranscribeOptions, engine: str) -> Job | None:
+        """The newest completed job for the same audio, model, options and engine."""
 
     def claim_next(self, now: float) -> Job | None:
         """Atomically move the next queued job (priority, then arrival) to processing."""

@@ -278,6 +278,7 @@ class TranscriptionService:
             duration=0.0,
             options=options,
             priority=parse_priority(sub.priority),
+            engine=f"{self.engine.engine}/{self.engine.compute_type}",
         )
 
     async def _validate(self, upload: StoredUpload, sub: Submission) -> JobRequest:
@@ -288,7 +289,11 @@ class TranscriptionService:
         return replace(request, audio_sha256=upload.sha256, audio_bytes=upload.size, duration=round(info.duration, 3))
 
     def _enqueue(self, upload: StoredUpload, request: JobRequest, use_cache: bool) -> Job:
-        earlier = self.store.find_completed(request.audio_sha256, request.model, request.options) if use_cache else None
+        earlier = (
+            self.store.find_completed(request.audio_sha256, request.model, request.options, request.engine)
+            if use_cache
+            else None
+        )
         if earlier is not None:
             result = self.files.read_result(earlier.key)
             if result is not None:

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     callback_state TEXT,
     callback_attempts INTEGER NOT NULL DEFAULT 0,
     callback_error TEXT,
-    callback_next_at REAL
+    callback_next_at REAL,
+    engine TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs (status, priority, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_audio ON jobs (audio_sha256, model, options, status);
@@ -48,7 +49,7 @@ CREATE INDEX IF NOT EXISTS jobs_by_callback ON jobs (callback_state, callback_ne
 _COLUMNS = (
     "job_id, key, status, filename, model, callback_url, audio_sha256, audio_bytes, duration, "
     "options, priority, cached_from, created_at, started_at, finished_at, attempts, error, "
-    "detected_language, seq, callback_state, callback_attempts, callback_error"
+    "detected_language, seq, callback_state, callback_attempts, callback_error, engine"
 )
 # Ending a job makes its callback due, in the same statement, so a crash can
 # never leave an ended job whose callback is forgotten.
@@ -101,9 +102,9 @@ class SQLiteJobStore(_Database):
             conn.execute(
                 "INSERT INTO jobs (job_id, key, status, filename, model, callback_url, audio_sha256,"
                 " audio_bytes, duration, options, priority, cached_from, started_at, finished_at,"
-                " detected_language, callback_state, created_at)"
+                " detected_language, callback_state, engine, created_at)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
-                " (SELECT detected_language FROM jobs WHERE job_id = ?), ?,"
+                " (SELECT detected_language FROM jobs WHERE job_id = ?), ?, ?,"
                 # Evaluated under the write lock: created_at strictly grows with
                 # seq, so sorting by created_at gives the arrival order.
                 " MAX(?, COALESCE((SELECT MAX(created_at) FROM jobs), 0) + 1e-6))",
@@ -124,6 +125,7 @@ class SQLiteJobStore(_Database):
                     now if cached else None,
                     request.cached_from,
                     "pending" if cached and request.callback_url else None,
+                    request.engine,
                     now,
                 ),
             )
@@ -140,11 +142,11 @@ class SQLiteJobStore(_Database):
         row = self._conn().execute(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return _row_to_job(row) if row else None
 
-    def find_completed(self, audio_sha256: str, model: str, options: TranscribeOptions) -> Job | None:
+    def find_completed(self, audio_sha256: str, model: str, options: TranscribeOptions, engine: str) -> Job | None:
         row = self._conn().execute(
-            f"SELECT {_COLUMNS} FROM jobs WHERE audio_sha256 = ? AND model = ? AND options = ?"
+            f"SELECT {_COLUMNS} FROM jobs WHERE audio_sha256 = ? AND model = ? AND options = ? AND engine = ?"
             " AND status = 'completed' ORDER BY seq DESC LIMIT 1",
-            (audio_sha256, model, options.to_json()),
+            (audio_sha256, model, options.to_json(), engine),
         ).fetchone()
         return _row_to_job(row) if row else None
 
