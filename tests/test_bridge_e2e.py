@@ -117,3 +117,14 @@ async def test_unreachable_service_is_a_clear_tool_error(tmp_path: Path) -> None
         with pytest.raises(ToolError, match=f"Could not reach the transcription service at {url}"):
             await client.call_tool("check_transcription_status", {"job_id": "some-job", "wait_seconds": 5})
     assert not (out / "speech.transcribing.txt").exists()
+
+
+def test_whisper_mcp_bridge_subcommand_hands_its_arguments_over() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "whisper_mcp", "bridge", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "--output-dir" in out.stdout and "--url" in out.stdout

@@ -13,8 +13,8 @@ The bytes never pass through the conversation. A small map job_id -> original
 file, ``<output_dir>/.whisper-mcp-jobs.json``, lets a restarted bridge finish
 what an earlier one queued.
 
-``add_bridge_command(sub)`` and ``run_bridge_command(args)`` plug the bridge into
-an argparse sub-parser set, as ``client_cli`` does for its commands.
+``whisper-mcp bridge ARGS`` hands ARGS to ``main``, which parses them itself so
+that other commands need not import fastmcp.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ MAX_WAIT_SECONDS = 50.0
 POLL_SECONDS = 0.5
 HTTP_TIMEOUT = 30.0
 
-__all__ = ["add_bridge_command", "build_bridge", "main", "run_bridge_command"]
+__all__ = ["build_bridge", "main"]
 
 INSTRUCTIONS = """\
 Transcribes speech recordings that are files on THIS machine, using a whisper-mcp
@@ -388,26 +388,6 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output-dir", default=DEFAULT_OUTPUT_DIR, metavar="DIR",
         help=f"folder for transcripts and .transcribing.txt status files (created if missing), default {DEFAULT_OUTPUT_DIR}",
     )  # fmt: skip
-
-
-def add_bridge_command(sub: argparse._SubParsersAction) -> None:
-    """Add ``bridge`` to ``sub``; it sets ``args.bridge_handler``, which
-    ``run_bridge_command`` calls."""
-    p = sub.add_parser(
-        "bridge",
-        help="a local MCP server over stdio that uploads files from this disk to a running service",
-        description="Serve MCP over stdio (for an agent's MCP client to start as a subprocess): "
-        "transcribe_wav(filename) uploads a local file to the service at --url, and "
-        "check_transcription_status(job_id) writes <name>.txt into --output-dir once done.",
-    )
-    _add_arguments(p)
-    p.set_defaults(bridge_handler=_run)
-
-
-def run_bridge_command(args: argparse.Namespace) -> int:
-    """Run the bridge as parsed by a parser that ``add_bridge_command`` set up."""
-    handler = getattr(args, "bridge_handler", _run)
-    return handler(args)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from .bridge import add_bridge_command, run_bridge_command
 from .client_cli import CLIENT_COMMANDS, add_client_commands, run_client_command
 from .config import ENV_PREFIX, Settings
 from .logs import configure as configure_logging
@@ -142,13 +141,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     prep.add_argument("--model-cache")
     prep.add_argument("--engine", choices=["openai", "ctranslate2"], help="prepare the weights this engine uses")
     add_client_commands(sub)
-    add_bridge_command(sub)
-    args = parser.parse_args(argv)
+    # The bridge parses its own arguments: importing it (and fastmcp) here
+    # would cost every client command about 1.5 s.
+    sub.add_parser("bridge", help="a local MCP server over stdio for files on this disk", add_help=False)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bridge":
+        from .bridge import main as bridge_main
+
+        return bridge_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     # Clients of a running service: no settings, no torch import.
     if args.command in CLIENT_COMMANDS:
         return run_client_command(args)
-    if args.command == "bridge":
-        return run_bridge_command(args)
     try:
         settings = _settings(args)
     except Exception as exc:
