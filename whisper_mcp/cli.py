@@ -8,6 +8,7 @@ import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 
 from .client_cli import CLIENT_COMMANDS, add_client_commands, run_client_command
 from .config import ENV_PREFIX, Settings
@@ -57,34 +58,8 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        host=getattr(args, "host", None),
-        port=getattr(args, "port", None),
-        storage=getattr(args, "storage", None),
-        model=getattr(args, "model", None),
-        model_cache=getattr(args, "model_cache", None),
-        device=getattr(args, "device", None),
-        engine=getattr(args, "engine", None),
-        compute_type=getattr(args, "compute_type", None),
-        threads=getattr(args, "threads", None),
-        log_level=getattr(args, "log_level", None),
-        log_format=getattr(args, "log_format", None),
-        public_url=getattr(args, "public_url", None),
-        callback_secret=getattr(args, "callback_secret", None),
-        model_idle_seconds=getattr(args, "model_idle_seconds", None),
-        model_memory_mb=getattr(args, "model_memory_mb", None),
-        callback_retry_delays=getattr(args, "callback_retry_delays", None),
-        token=getattr(args, "token", None),
-        token_file=getattr(args, "token_file", None),
-        allowed_origins=getattr(args, "allowed_origins", None),
-        max_upload_mb=getattr(args, "max_upload_mb", None),
-        max_audio_seconds=getattr(args, "max_audio_seconds", None),
-        min_free_mb=getattr(args, "min_free_mb", None),
-        delete_audio=getattr(args, "delete_audio", None),
-        retention_days=getattr(args, "retention_days", None),
-        upload_ttl_seconds=getattr(args, "upload_ttl_seconds", None),
-        housekeeping_seconds=getattr(args, "housekeeping_seconds", None),
-    )
+    # Every flag's dest is its Settings field name; flags not given are None.
+    return Settings.from_env(**{f.name: getattr(args, f.name, None) for f in fields(Settings)})
 
 
 def _is_loopback(host: str) -> bool:

@@ -83,6 +83,7 @@ class Job:
 class JobPage:
     jobs: list[Job]
     total: int
+    queue_positions: dict[str, int] = field(default_factory=dict)  # job_id -> 1 for next to run
 
 
 class JobStore(Protocol):

@@ -22,7 +22,7 @@ from .audio import probe_audio
 from .callbacks import CallbackSender, parse_delays
 from .config import Settings
 from .engine import WhisperEngine
-from .errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady, PayloadTooLarge
+from .errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady
 from .formats import FORMATS, render
 from .jobs import DuplicateJob, Job, JobRequest, JobStatus
 from .logs import job_event
@@ -204,12 +204,15 @@ class TranscriptionService:
         return record
 
     async def submit_bytes(self, data: bytes, submission: Submission) -> dict[str, Any]:
-        """A whole file in memory (MCP base64)."""
-        if len(data) > self.max_upload_bytes:
-            raise PayloadTooLarge(f"The file exceeds the upload limit of {self.max_upload_bytes // 2**20} MiB.")
-        await to_thread.run_sync(self.files.check_space, self.min_free_bytes, len(data))
-        upload = await to_thread.run_sync(self.files.receive_bytes, data)
-        return await self.submit(upload, submission)
+        """A whole file in memory (MCP base64): the same sink, limits and disk check
+        as a streamed upload."""
+
+        def write() -> StoredUpload:
+            sink = self.new_sink()
+            sink.write(data)
+            return sink.finish()
+
+        return await self.submit(await to_thread.run_sync(write), submission)
 
     async def submit_upload(self, upload_id: str, submission: Submission) -> dict[str, Any]:
         """A finished chunked upload."""
@@ -378,8 +381,8 @@ class TranscriptionService:
         records = []
         for job in page.jobs:
             record = _record(job)
-            if job.status is JobStatus.QUEUED:
-                record["queue_position"] = await to_thread.run_sync(self.store.queue_position, job)
+            if job.job_id in page.queue_positions:
+                record["queue_position"] = page.queue_positions[job.job_id]
             elif running is not None and running.job_id == job.job_id:
                 record["progress"] = round(running.progress, 4)
             records.append(record)

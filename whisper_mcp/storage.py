@@ -118,12 +118,6 @@ class FileStore:
                 "The server is low on disk space and accepts no uploads now; try again later."
             )
 
-    def receive_bytes(self, data: bytes) -> StoredUpload:
-        fd, name = tempfile.mkstemp(dir=self.incoming, prefix="upload-")
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        return StoredUpload(Path(name), len(data), hashlib.sha256(data).hexdigest())
-
     def accept(self, upload: StoredUpload, key: str) -> Path:
         """Move an upload to its job's audio file, durably, before the job is queued."""
         target = self.audio_path(key)

@@ -194,7 +194,12 @@ class SQLiteJobStore(_Database):
             " CASE WHEN status = 'queued' THEN seq ELSE -seq END LIMIT ? OFFSET ?",
             (*args, limit, offset),
         ).fetchall()
-        return JobPage([_row_to_job(r) for r in rows], int(total))
+        jobs = [_row_to_job(r) for r in rows]
+        # The page lists queued jobs consecutively in run order: count those
+        # ahead of the first, then number the rest.
+        queued = [j for j in jobs if j.status is JobStatus.QUEUED]
+        first = self.queue_position(queued[0]) if queued else 0
+        return JobPage(jobs, int(total), {j.job_id: first + i for i, j in enumerate(queued)})
 
     def due_callbacks(self, now: float) -> list[Job]:
         rows = self._conn().execute(
