@@ -102,6 +102,23 @@ def test_claim_next_in_arrival_order(store: SQLiteJobStore) -> None:
     assert store.count(JobStatus.PROCESSING) == 3
 
 
+def test_queued_lists_in_run_order_and_claim_takes_one(store: SQLiteJobStore) -> None:
+    store.add(request("late"), 1.0)
+    store.add(request("low", priority=2), 2.0)
+    store.add(request("urgent", priority=0), 3.0)
+    store.add(request("next"), 4.0)
+    assert [j.job_id for j in store.queued(10)] == ["urgent", "late", "next", "low"]
+    assert [j.job_id for j in store.queued(2)] == ["urgent", "late"]
+
+    job = store.claim("next", 5.0)
+    assert job is not None and job.status is JobStatus.PROCESSING and job.started_at == 5.0 and job.attempts == 1
+    assert store.claim("next", 6.0) is None  # no longer queued
+    assert store.cancel("late", 6.0, running=False)
+    assert store.claim("late", 7.0) is None  # cancelled meanwhile
+    assert store.claim("missing", 7.0) is None
+    assert [j.job_id for j in store.queued(10)] == ["urgent", "low"]
+
+
 def test_claim_increments_attempts_after_requeue(store: SQLiteJobStore) -> None:
     store.add(request("x"), 1.0)
     assert store.claim_next(2.0).attempts == 1  # type: ignore[union-attr]

@@ -2,7 +2,8 @@
 
 ``probe_audio`` validates an upload by decoding it once in a stream (nothing is
 kept, so memory stays flat however long the file is); ``decode_audio`` returns
-the float32 mono 16 kHz samples Whisper expects. Both raise ``InvalidAudio``
+the float32 mono 16 kHz samples Whisper expects, and ``stream_audio`` the same
+samples piece by piece. Both raise ``InvalidAudio``
 with a message the uploader can act on.
 
 FFmpeg's log output: PyAV installs a silent log callback when it is imported
@@ -99,7 +100,16 @@ def decode_audio(path: Path) -> np.ndarray:
 
     Raises ``InvalidAudio`` in the same cases as ``probe_audio``.
     """
-    chunks: list[np.ndarray] = []
+    # One concatenation at the end instead of growing an array per frame.
+    chunks = list(stream_audio(path))
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+def stream_audio(path: Path) -> Iterator[np.ndarray]:
+    """``decode_audio`` in pieces, as they are decoded (a few thousand samples
+    each), so a long file need never be held whole. Concatenated, the pieces
+    are exactly what ``decode_audio`` returns; errors are raised when reached.
+    """
     with _open(path) as container:
         stream = _audio_stream(container)
         resampler: AudioResampler | None = None
@@ -110,18 +120,12 @@ def decode_audio(path: Path) -> np.ndarray:
             shape = (frame.format.name, frame.layout.name, frame.sample_rate)
             if resampler is None or shape != source:
                 if resampler is not None:
-                    chunks.extend(_to_arrays(resampler.resample(None)))
+                    yield from _to_arrays(resampler.resample(None))
                 resampler, source = _mono_resampler(), shape
-            chunks.extend(_to_arrays(resampler.resample(frame)))
+            yield from _to_arrays(resampler.resample(frame))
         if resampler is not None:
             # The resampler holds back a filter's worth of samples until flushed.
-            chunks.extend(_to_arrays(resampler.resample(None)))
-
-    # One concatenation at the end instead of growing an array per frame.
-    audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-    # Resampling can overshoot slightly and float sources may exceed 1.0.
-    np.clip(audio, -1.0, 1.0, out=audio)
-    return audio
+            yield from _to_arrays(resampler.resample(None))
 
 
 def _mono_resampler() -> AudioResampler:
@@ -134,8 +138,11 @@ def _mono_resampler() -> AudioResampler:
 
 
 def _to_arrays(frames: list[AudioFrame]) -> Iterator[np.ndarray]:
-    # Packed "flt" mono gives shape (1, samples); flatten to 1-D.
-    return (frame.to_ndarray().reshape(-1) for frame in frames)
+    # Packed "flt" mono gives shape (1, samples); flatten to 1-D. Resampling can
+    # overshoot slightly and float sources may exceed 1.0: clip to [-1, 1].
+    for frame in frames:
+        samples = frame.to_ndarray().reshape(-1)
+        yield np.clip(samples, -1.0, 1.0, out=samples)
 
 
 def _open(path: Path) -> InputContainer:

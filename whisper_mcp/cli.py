@@ -33,6 +33,14 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         help=f"weights/arithmetic; default: ctranslate2 int8 on CPU, float16 on CUDA; openai float32/float16 {env('COMPUTE_TYPE')}",
     )  # fmt: skip
     p.add_argument("--threads", type=int, help=f"torch CPU threads, 0 = torch default {env('THREADS')}")
+    p.add_argument(
+        "--inference-nice", type=int,
+        help=f"niceness added to inference threads so requests win the CPU, 0 = none, default 10 {env('INFERENCE_NICE')}",
+    )  # fmt: skip
+    p.add_argument(
+        "--batch-size", type=int,
+        help=f"short queued jobs transcribed together (openai engine), 1 = off, default 8 {env('BATCH_SIZE')}",
+    )  # fmt: skip
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help=f"{env('LOG_LEVEL')}")
     p.add_argument("--log-format", choices=["text", "json"], help=f"one line per event; json for log shippers {env('LOG_FORMAT')}")
     p.add_argument("--model-idle-seconds", type=float, help=f"unload other models after this idle time, default 600 {env('MODEL_IDLE_SECONDS')}")

@@ -29,6 +29,12 @@ class Settings:
     # default: float16 on CUDA; on CPU float32 (openai) or int8 (ctranslate2).
     compute_type: str = "default"
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    # Short jobs (up to 30 s) queued behind each other with the same model and
+    # options are transcribed together, this many at most; 1 turns batching off.
+    batch_size: int = 8
+    # Niceness added to the inference threads so that requests win the CPU
+    # from inference (0: same priority as the rest of the server).
+    inference_nice: int = 10
     log_level: str = "info"
     log_format: str = "text"  # text | json
     # Models other than the start-up one are unloaded after this many idle seconds.

@@ -35,12 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, decode_audio
 from .convert import PackagedModel
-from .engine import FALLBACK_TEMPERATURES, ProgressCallback, Transcription, make_segment
+from .engine import AudioInput, ProgressCallback, Transcription, make_segment
 from .model_pool import estimate_bytes
 from .models import ModelInfo, ModelRegistry
-from .options import TranscribeOptions
+from .options import TranscribeOptions, temperatures
 
 # Bump when the assembled folder's layout changes, so old ones are redone.
 _FOLDER_FORMAT = 1
@@ -113,6 +113,7 @@ class _ProgressBar:
 
 class CTranslate2Backend:
     name = "ctranslate2"
+    batching = False  # jobs run one by one (see engine.WhisperEngine.transcribe_batch)
 
     def __init__(self, registry: ModelRegistry, device: str, compute_type: str = "default", *, threads: int = 0) -> None:
         _import_faster_whisper()
@@ -216,10 +217,14 @@ class CTranslate2Backend:
     def transcribe(
         self,
         model: CT2Model,
-        audio: np.ndarray,
+        audio: AudioInput,
         options: TranscribeOptions,
         on_progress: ProgressCallback | None,
+        duration_hint: float = 0.0,
     ) -> Transcription:
+        # faster-whisper computes features from the whole waveform.
+        if isinstance(audio, Path):
+            audio = decode_audio(audio)
         duration = len(audio) / SAMPLE_RATE
         done = 0.0
 
@@ -239,7 +244,7 @@ class CTranslate2Backend:
             language=options.language,
             task=options.task,
             initial_prompt=options.initial_prompt,
-            temperature=list(FALLBACK_TEMPERATURES) if options.temperature is None else options.temperature,
+            temperature=list(temperatures(options)),
             beam_size=options.beam_size or 1,
             best_of=1,
             word_timestamps=options.word_timestamps,

@@ -16,26 +16,33 @@ from __future__ import annotations
 import importlib
 import threading
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 import whisper
+from whisper.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE
 from whisper.model import Whisper
 
-from .audio import SAMPLE_RATE
+from .audio import stream_audio
+from .mel import Mel, log_mel
 from .model_pool import ModelPool, estimate_bytes, model_bytes
 from .models import ENGINES, ModelInfo, ModelRegistry
-from .options import TranscribeOptions
+from .batch import Prefetched, batchable, decode_first_windows, detect_languages
+from .options import TranscribeOptions, temperatures
 
 ProgressCallback = Callable[[float], None]
+# What a backend transcribes: an audio file (decoded by the backend, in a
+# stream where it can) or float32 16 kHz mono samples.
+AudioInput = Path | np.ndarray
 
-# openai-whisper's temperature fallback schedule, used when a job sets none.
-FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # Every compute_type a setting may name; each engine accepts a subset (below).
 COMPUTE_TYPES = ("default", "int8", "int8_float32", "int8_float16", "float32", "float16", "bfloat16")
+# Jobs up to this long are one 30 s decoding window, the part a batch decodes.
+BATCH_MAX_SECONDS = 30.0
 ENGINE_ALIASES = {"faster-whisper": "ctranslate2", "faster_whisper": "ctranslate2", "ct2": "ctranslate2", "torch": "openai"}
 
 
@@ -71,6 +78,15 @@ class Transcription:
             if segment["words"] is None:
                 del segment["words"]
         return data
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One job of a batch: its audio and where its progress goes."""
+
+    audio: AudioInput
+    duration_hint: float = 0.0
+    on_progress: ProgressCallback | None = None
 
 
 _HOOKS = threading.local()  # .callback: the progress callback of this thread's job
@@ -111,8 +127,16 @@ class Backend(Protocol):
 
     def estimate(self, info: ModelInfo) -> int: ...
 
+    # Whether transcribe_batch() decodes several jobs in one forward pass.
+    batching: bool
+
     def transcribe(
-        self, model: Any, audio: np.ndarray, options: TranscribeOptions, on_progress: ProgressCallback | None
+        self,
+        model: Any,
+        audio: AudioInput,
+        options: TranscribeOptions,
+        on_progress: ProgressCallback | None,
+        duration_hint: float = 0.0,
     ) -> Transcription: ...
 
 
@@ -120,6 +144,7 @@ class OpenAIBackend:
     """openai-whisper on torch; float16 on CUDA, float32 on CPU."""
 
     name = "openai"
+    batching = True
 
     def __init__(self, registry: ModelRegistry, device: str, compute_type: str = "default") -> None:
         self.registry = registry
@@ -134,15 +159,22 @@ class OpenAIBackend:
                 f"choose default or {' or '.join(allowed)}, or engine ctranslate2 for int8."
             )
         self.compute_type = compute_type
+        self.fp16 = compute_type == "float16"
+        self.batched_windows = 0  # first windows decoded in a batch (transcribe_batch)
         # openai-whisper reports progress only through tqdm; give its module a
         # tqdm of ours. Affects whisper.transcribe alone, and is idempotent.
         # (whisper/__init__ rebinds the name "transcribe" to the function, so
         # fetch the module itself.) The hooks are per thread, shared by every
         # engine in the process.
         self._hooks = _HOOKS
-        importlib.import_module("whisper.transcribe").tqdm = types.SimpleNamespace(  # type: ignore[attr-defined]
+        module = importlib.import_module("whisper.transcribe")
+        module.tqdm = types.SimpleNamespace(  # type: ignore[attr-defined]
             tqdm=lambda *a, **kw: _ProgressBar(_HOOKS, kw.get("total", 1))
         )
+        # transcribe() computes the features of the whole waveform in one go;
+        # handed ``Mel`` instead of samples, it uses those (see mel.py).
+        if not hasattr(module.log_mel_spectrogram, "accepts_mel"):
+            module.log_mel_spectrogram = _precomputed_mel_or(module.log_mel_spectrogram)  # type: ignore[attr-defined]
 
     def load(self, info: ModelInfo) -> Whisper:
         return self.registry.load(info, self.device)
@@ -156,28 +188,71 @@ class OpenAIBackend:
     def transcribe(
         self,
         whisper_model: Whisper,
-        audio: np.ndarray,
+        audio: AudioInput,
         options: TranscribeOptions,
         on_progress: ProgressCallback | None,
+        duration_hint: float = 0.0,
     ) -> Transcription:
+        mel = _features(whisper_model, audio, duration_hint)
         language, probability = options.language, None
         if language is None and whisper_model.is_multilingual:
-            language, probability = _detect_language(whisper_model, audio, self.compute_type == "float16")
+            language, probability = detect_languages(whisper_model, [mel], self.fp16)[0]
+        return self._transcribe_mel(whisper_model, mel, options, on_progress, language, probability)
+
+    def transcribe_batch(
+        self, whisper_model: Whisper, items: Sequence[BatchItem], options: TranscribeOptions
+    ) -> list[Transcription | Exception]:
+        """Short jobs with the same options: their first (for clips of up to
+        30 s, only) window is decoded in one batched forward pass; the rest of
+        each job runs through transcribe() as usual. An item's failure is its
+        own outcome."""
+        outcomes: list[Transcription | Exception] = [RuntimeError("not run")] * len(items)
+        mels: dict[int, Mel] = {}
+        for i, item in enumerate(items):
+            try:
+                mels[i] = _features(whisper_model, item.audio, item.duration_hint)
+            except Exception as exc:  # e.g. audio that stopped decoding half-way
+                outcomes[i] = exc
+        order = list(mels)
+        languages: list[tuple[str | None, float | None]] = [(options.language, None)] * len(order)
+        if options.language is None and whisper_model.is_multilingual:
+            languages = list(detect_languages(whisper_model, [mels[i] for i in order], self.fp16))
+        firsts = decode_first_windows(
+            whisper_model, [mels[i] for i in order], [lang for lang, _ in languages], options, self.fp16
+        )
+        for i, (language, probability), first in zip(order, languages, firsts):
+            model = Prefetched(whisper_model, first)
+            try:
+                outcomes[i] = self._transcribe_mel(model, mels[i], options, items[i].on_progress, language, probability)
+            except Exception as exc:
+                outcomes[i] = exc
+            self.batched_windows += model.used
+        return outcomes
+
+    def _transcribe_mel(
+        self,
+        whisper_model: Whisper | Prefetched,
+        mel: Mel,
+        options: TranscribeOptions,
+        on_progress: ProgressCallback | None,
+        language: str | None,
+        probability: float | None,
+    ) -> Transcription:
         extra: dict[str, object] = {}
         if options.beam_size is not None:
             extra["beam_size"] = options.beam_size
         self._hooks.callback = on_progress
         try:
             result = whisper.transcribe(
-                whisper_model,
-                audio,
+                whisper_model,  # type: ignore[arg-type]  # Prefetched stands in for the model
+                mel,  # type: ignore[arg-type]  # see _precomputed_mel_or
                 language=language,
                 task=options.task,
                 initial_prompt=options.initial_prompt,
                 word_timestamps=options.word_timestamps,
-                fp16=self.compute_type == "float16",
+                fp16=self.fp16,
                 verbose=None,
-                temperature=FALLBACK_TEMPERATURES if options.temperature is None else options.temperature,
+                temperature=temperatures(options),
                 **extra,
             )
         finally:
@@ -185,10 +260,31 @@ class OpenAIBackend:
         return Transcription(
             text=str(result["text"]).strip(),
             language=result.get("language"),
-            duration=round(len(audio) / SAMPLE_RATE, 3),
+            duration=round(mel.duration, 3),
             segments=[_segment(s) for s in result["segments"]],
             language_probability=None if probability is None else round(probability, 4),
         )
+
+
+def _features(model: Whisper, audio: AudioInput, duration_hint: float) -> Mel:
+    if isinstance(audio, Path):
+        return log_mel(stream_audio(audio), model.dims.n_mels, duration_hint)
+    return log_mel([audio], model.dims.n_mels, len(audio) / SAMPLE_RATE)
+
+
+def _precomputed_mel_or(log_mel_spectrogram: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``log_mel_spectrogram`` that passes precomputed ``Mel`` through."""
+
+    def log_mel_or_precomputed(audio: Any, n_mels: int = 80, padding: int = 0, device: Any = None) -> torch.Tensor:
+        if isinstance(audio, Mel):
+            # transcribe() asks for exactly this: its model's n_mels, 30 s of padding.
+            if n_mels != audio.n_mels or padding != N_SAMPLES:
+                raise ValueError(f"features have {audio.n_mels} mels and 30 s padding; asked for {n_mels}, {padding}")
+            return audio.mel if device is None else audio.mel.to(device)
+        return log_mel_spectrogram(audio, n_mels, padding, device)
+
+    log_mel_or_precomputed.accepts_mel = True  # type: ignore[attr-defined]
+    return log_mel_or_precomputed
 
 
 class WhisperEngine:
@@ -256,16 +352,44 @@ class WhisperEngine:
 
     def transcribe(
         self,
-        audio: np.ndarray,
+        audio: AudioInput,
         model: ModelInfo,
         options: TranscribeOptions,
         on_progress: ProgressCallback | None = None,
+        duration_hint: float = 0.0,
     ) -> Transcription:
-        """Blocking. ``on_progress`` gets the fraction done (0..1, never
-        decreasing) after each 30 s window, and for ctranslate2 after each
-        segment too; an exception it raises (e.g. a cancel) stops decoding there."""
+        """Blocking. ``audio`` is a file (decoded here, in a stream where the
+        engine allows; ``InvalidAudio`` if it cannot be) or samples;
+        ``duration_hint`` (seconds, e.g. from the probe) sizes buffers up front.
+        ``on_progress`` gets the fraction done (0..1, never decreasing) after
+        each 30 s window, and for ctranslate2 after each segment too; an
+        exception it raises (e.g. a cancel) stops decoding there."""
         with self.pool.use(model) as loaded:
-            return self.backend.transcribe(loaded, audio, options, on_progress)
+            return self.backend.transcribe(loaded, audio, options, on_progress, duration_hint)
+
+    def transcribe_batch(
+        self, items: Sequence[BatchItem], model: ModelInfo, options: TranscribeOptions
+    ) -> list[Transcription | Exception]:
+        """Blocking. Several jobs with the same model and options (see
+        ``can_batch``); each gets its own outcome, a transcription or the
+        exception that ended it (a cancel raised by its progress callback, audio
+        that would not decode). Engines without batching run them in turn."""
+        with self.pool.use(model) as loaded:
+            if len(items) > 1 and self.backend.batching:
+                return self.backend.transcribe_batch(loaded, items, options)  # type: ignore[attr-defined]
+            outcomes: list[Transcription | Exception] = []
+            for item in items:
+                try:
+                    outcomes.append(
+                        self.backend.transcribe(loaded, item.audio, options, item.on_progress, item.duration_hint)
+                    )
+                except Exception as exc:
+                    outcomes.append(exc)
+            return outcomes
+
+    def can_batch(self, duration: float, options: TranscribeOptions) -> bool:
+        """Whether a job this long, with these options, may share a forward pass with others."""
+        return self.backend.batching and 0 < duration <= BATCH_MAX_SECONDS and batchable(options)
 
 
 def make_segment(
@@ -288,13 +412,3 @@ def _segment(s: dict) -> Segment:
     if "words" in s:
         words = [(w["word"], w["start"], w["end"], w["probability"]) for w in s["words"]]
     return make_segment(int(s["id"]), s["start"], s["end"], s["text"], words)
-
-
-def _detect_language(model: Whisper, audio: np.ndarray, fp16: bool) -> tuple[str, float]:
-    # What transcribe() does internally, done here so the probability is kept.
-    mel = whisper.log_mel_spectrogram(whisper.pad_or_trim(audio), model.dims.n_mels).to(model.device)
-    if fp16:
-        mel = mel.half()
-    _, probs = model.detect_language(mel)
-    language = max(probs, key=probs.get)
-    return language, float(probs[language])

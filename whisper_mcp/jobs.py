@@ -102,6 +102,12 @@ class JobStore(Protocol):
     def claim_next(self, now: float) -> Job | None:
         """Atomically move the next queued job (priority, then arrival) to processing."""
 
+    def queued(self, limit: int) -> list[Job]:
+        """The next ``limit`` queued jobs, in the order they will run."""
+
+    def claim(self, job_id: str, now: float) -> Job | None:
+        """Atomically move this queued job to processing; None if it is no longer queued."""
+
     def complete(self, job_id: str, now: float, detected_language: str | None) -> None: ...
 
     def fail(self, job_id: str, now: float, error: str) -> None: ...

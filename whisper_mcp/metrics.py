@@ -57,6 +57,12 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600),
             registry=r,
         )
+        self.batch_size = Histogram(
+            "whisper_mcp_batch_size",
+            "Jobs transcribed together in one forward pass (batches of 2 or more).",
+            buckets=(2, 4, 8, 16, 32),
+            registry=r,
+        )
         self.upload_bytes = Counter("whisper_mcp_upload_bytes", "Bytes of audio accepted.", registry=r)
         self.errors = Counter("whisper_mcp_errors", "Refused requests and failed jobs, by kind.", ["kind"], registry=r)
 
@@ -65,6 +71,9 @@ class Metrics:
 
     def job_started(self, waited: float) -> None:
         self.pickup_seconds.observe(max(0.0, waited))
+
+    def batch(self, jobs: int) -> None:
+        self.batch_size.observe(jobs)
 
     def job_finished(self, status: str, audio_seconds: float, elapsed: float) -> None:
         self.jobs_finished.labels(status).inc()

@@ -15,6 +15,8 @@ PRIORITY_NAMES = {rank: name for name, rank in PRIORITIES.items()}
 TASKS = ("transcribe", "translate")
 MAX_BEAM_SIZE = 10
 MAX_PROMPT_CHARS = 1000
+# openai-whisper's temperature fallback schedule, used when a job sets none.
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,12 @@ class TranscribeOptions:
     @classmethod
     def from_json(cls, text: str) -> "TranscribeOptions":
         return cls(**json.loads(text))
+
+
+def temperatures(options: TranscribeOptions) -> tuple[float, ...]:
+    """The temperatures decoding tries in turn, falling back to the next when a
+    window's output looks wrong (repetitive, or improbable)."""
+    return FALLBACK_TEMPERATURES if options.temperature is None else (options.temperature,)
 
 
 def _blank(value: object) -> bool:

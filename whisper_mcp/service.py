@@ -92,6 +92,8 @@ class TranscriptionService:
             self._job_changed,
             metrics=self.metrics,
             delete_audio=settings.delete_audio,
+            batch_size=settings.batch_size,
+            nice=settings.inference_nice,
         )
         self.max_upload_bytes = settings.max_upload_mb * 1024 * 1024
         self.min_free_bytes = settings.min_free_mb * 1024 * 1024
@@ -351,8 +353,8 @@ class TranscriptionService:
         if job.status is JobStatus.QUEUED:
             record["queue_position"] = await to_thread.run_sync(self.store.queue_position, job)
         elif job.status is JobStatus.PROCESSING:
-            running = self.worker.state().running
-            if running is not None and running.job_id == job_id:
+            running = self.worker.state().job(job_id)
+            if running is not None:
                 record["progress"] = round(running.progress, 4)
                 eta = running.eta_seconds(time.time())
                 record["eta_seconds"] = None if eta is None else round(eta, 1)
@@ -377,13 +379,13 @@ class TranscriptionService:
         if not 1 <= limit <= 500 or not 0 <= offset <= MAX_OFFSET:
             raise InvalidInput(f"limit must be from 1 to 500 and offset from 0 to {MAX_OFFSET}.")
         page = await to_thread.run_sync(lambda: self.store.list(status=wanted, limit=limit, offset=offset))
-        running = self.worker.state().running
+        state = self.worker.state()
         records = []
         for job in page.jobs:
             record = _record(job)
             if job.job_id in page.queue_positions:
                 record["queue_position"] = page.queue_positions[job.job_id]
-            elif running is not None and running.job_id == job.job_id:
+            elif (running := state.job(job.job_id)) is not None:
                 record["progress"] = round(running.progress, 4)
             records.append(record)
         next_offset = offset + len(records)
@@ -448,6 +450,7 @@ class TranscriptionService:
     async def health(self) -> dict[str, Any]:
         state = self.worker.state()
         queued = await to_thread.run_sync(self.store.count, JobStatus.QUEUED)
+        processing = [{"job_id": r.job_id, "progress": round(r.progress, 4)} for r in state.running]
         return {
             "status": "ok" if state.model_error is None else "error",
             "model_loaded": state.model_loaded,
@@ -458,9 +461,9 @@ class TranscriptionService:
             "engine": self.engine.engine,
             "compute_type": self.engine.compute_type,
             "queue_size": queued,
-            "processing": None
-            if state.running is None
-            else {"job_id": state.running.job_id, "progress": round(state.running.progress, 4)},
+            # The job being transcribed (the first, when a batch runs), and all of them.
+            "processing": processing[0] if processing else None,
+            "processing_jobs": processing,
         }
 
 

@@ -160,6 +160,20 @@ class SQLiteJobStore(_Database):
         ).fetchone()
         return _row_to_job(row) if row else None
 
+    def queued(self, limit: int) -> list[Job]:
+        rows = self._conn().execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE status = 'queued' ORDER BY priority, seq LIMIT ?", (limit,)
+        ).fetchall()
+        return [_row_to_job(row) for row in rows]
+
+    def claim(self, job_id: str, now: float) -> Job | None:
+        row = self._conn().execute(
+            "UPDATE jobs SET status = 'processing', started_at = ?, attempts = attempts + 1"
+            f" WHERE job_id = ? AND status = 'queued' RETURNING {_COLUMNS}",
+            (now, job_id),
+        ).fetchone()
+        return _row_to_job(row) if row else None
+
     def complete(self, job_id: str, now: float, detected_language: str | None) -> None:
         self._conn().execute(
             "UPDATE jobs SET status = 'completed', finished_at = ?, detected_language = ?, error = NULL,"

@@ -1,0 +1,189 @@
+"""Batching of short queued jobs: several clips in one forward pass (openai
+engine), in process and through the service. Real models, real audio."""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+import wave
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from whisper_mcp.audio import SAMPLE_RATE, decode_audio
+from whisper_mcp.config import default_model_cache
+from whisper_mcp.convert import find_packaged_models
+from whisper_mcp.engine import BatchItem, Transcription, WhisperEngine
+from whisper_mcp.errors import InvalidAudio
+from whisper_mcp.models import ModelRegistry
+from whisper_mcp.options import TranscribeOptions
+
+from conftest import FIXTURES, LONG_AUDIO, ServerProcess, wait_done, words
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def engine() -> WhisperEngine:
+    return WhisperEngine(ModelRegistry(default_model_cache()), "cpu")
+
+
+def slices(count: int, seed: int) -> list[np.ndarray]:
+    """``count`` 5-10 s pieces of long.mp3 (which starts mid-word, like real clips can)."""
+    audio = decode_audio(LONG_AUDIO)
+    rng = random.Random(seed)
+    pieces = []
+    for _ in range(count):
+        length = rng.uniform(5.0, 10.0)
+        start = rng.uniform(0.0, len(audio) / SAMPLE_RATE - length)
+        pieces.append(audio[int(start * SAMPLE_RATE) : int((start + length) * SAMPLE_RATE)])
+    return pieces
+
+
+def batched(engine: WhisperEngine, items: list[BatchItem], model: str, options: TranscribeOptions) -> tuple[list, int]:
+    """The outcomes, and how many first windows transcribe() took from the batch."""
+    before = engine.backend.batched_windows  # type: ignore[attr-defined]
+    outcomes = engine.transcribe_batch(items, engine.registry.resolve(model), options)
+    return outcomes, engine.backend.batched_windows - before  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [TranscribeOptions(), TranscribeOptions(initial_prompt="Weekly planning meeting.", word_timestamps=True)],
+    ids=["default", "prompt-words"],
+)
+def test_batch_gives_what_one_by_one_gives(engine: WhisperEngine, options: TranscribeOptions) -> None:
+    clips = [decode_audio(FIXTURES / "speech.wav"), decode_audio(FIXTURES / "short.wav"), *slices(4, seed=3)]
+    info = engine.registry.resolve("tiny.en")
+    alone = [engine.transcribe(clip, info, options) for clip in clips]
+    outcomes, hits = batched(engine, [BatchItem(clip) for clip in clips], "tiny.en", options)
+    # Every clip's first (only) window came from the one batched decode, which
+    # proves the batch asked exactly what transcribe() asks ...
+    assert hits == len(clips)
+    # ... and the transcripts are those of the clips transcribed alone.
+    assert all(isinstance(o, Transcription) for o in outcomes), outcomes
+    assert [o.text for o in outcomes] == [a.text for a in alone]
+    assert [len(o.segments) for o in outcomes] == [len(a.segments) for a in alone]
+    assert {"meeting", "friday"} <= words(outcomes[0].text) and {"hello", "world"} <= words(outcomes[1].text)
+    if options.word_timestamps:
+        assert all(s.words for o in outcomes for s in o.segments)
+
+
+def test_one_bad_or_cancelled_job_leaves_the_rest(engine: WhisperEngine) -> None:
+    class Stop(Exception):
+        pass
+
+    def stop(fraction: float) -> None:
+        raise Stop
+
+    progress: list[float] = []
+    items = [
+        BatchItem(FIXTURES / "speech.wav", 9.0, progress.append),
+        BatchItem(FIXTURES / "not_audio.bin", 1.0),
+        BatchItem(FIXTURES / "short.wav", 2.0, stop),
+        BatchItem(FIXTURES / "short.wav", 2.0),
+    ]
+    outcomes, hits = batched(engine, items, "tiny.en", TranscribeOptions())
+    assert isinstance(outcomes[0], Transcription) and {"meeting", "friday"} <= words(outcomes[0].text)
+    assert progress and progress[-1] == 1.0
+    assert isinstance(outcomes[1], InvalidAudio) and "not a recognised audio format" in outcomes[1].message
+    assert isinstance(outcomes[2], Stop)
+    assert isinstance(outcomes[3], Transcription) and {"hello", "world"} <= words(outcomes[3].text)
+    assert hits == 3  # the three that decoded shared the forward pass
+
+
+def test_languages_detected_per_clip_in_one_batch(engine: WhisperEngine) -> None:
+    if "base" not in find_packaged_models():
+        pytest.skip("packaged model base not installed")
+    items = [BatchItem(FIXTURES / "spanish.wav"), BatchItem(FIXTURES / "speech.wav"), BatchItem(FIXTURES / "spanish.wav")]
+    outcomes, hits = batched(engine, items, "base", TranscribeOptions())
+    assert hits == 3
+    spanish, english, again = outcomes
+    assert isinstance(spanish, Transcription) and isinstance(english, Transcription)
+    assert spanish.language == "es" and english.language == "en"
+    assert spanish.language_probability is not None and spanish.language_probability > 0.5
+    assert {"buenos", "gracias"} <= words(spanish.text) and {"transcription", "friday"} <= words(english.text)
+    assert again.text == spanish.text  # type: ignore[union-attr]
+    alone = engine.transcribe(FIXTURES / "speech.wav", engine.registry.resolve("base"), TranscribeOptions())
+    assert english.text == alone.text and english.language_probability == alone.language_probability
+
+
+def test_beam_search_jobs_run_one_by_one(engine: WhisperEngine) -> None:
+    options = TranscribeOptions(beam_size=2)
+    clips = slices(2, seed=5)
+    info = engine.registry.resolve("tiny.en")
+    alone = [engine.transcribe(clip, info, options).text for clip in clips]
+    outcomes, hits = batched(engine, [BatchItem(clip) for clip in clips], "tiny.en", options)
+    assert hits == 0 and [o.text for o in outcomes] == alone
+
+
+def test_only_short_greedy_jobs_batch(engine: WhisperEngine) -> None:
+    greedy = TranscribeOptions()
+    assert engine.can_batch(9.0, greedy) and engine.can_batch(30.0, greedy)
+    assert engine.can_batch(9.0, TranscribeOptions(beam_size=1, language="en", temperature=0.2))
+    assert not engine.can_batch(30.5, greedy) and not engine.can_batch(0.0, greedy)
+    assert not engine.can_batch(9.0, TranscribeOptions(beam_size=2))
+
+
+# --- through the service ------------------------------------------------------
+
+
+def submit(client: httpx.Client, path: Path, **fields: str) -> str:
+    fields.setdefault("cache", "false")
+    with open(path, "rb") as f:
+        response = client.post("/transcribe", files={"file": (path.name, f)}, data=fields)
+    assert response.status_code == 202, response.text
+    return response.json()["job_id"]
+
+
+def write_wav(path: Path, audio: np.ndarray) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def batch_count(client: httpx.Client) -> float:
+    match = re.search(r"^whisper_mcp_batch_size_count (\S+)$", client.get("/metrics").text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+@pytest.mark.parametrize("batch_size", [4, 1])
+def test_service_batches_jobs_queued_behind_each_other(tmp_path: Path, batch_size: int) -> None:
+    clips = [write_wav(tmp_path / f"clip{i}.wav", a) for i, a in enumerate(slices(5, seed=11))]
+    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", None, "--batch-size", str(batch_size)).start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as client:
+            # Keep the worker busy so that the clips wait in the queue together.
+            blocker = submit(client, LONG_AUDIO)
+            while client.get(f"/status/{blocker}").json()["status"] == "queued":
+                time.sleep(0.02)
+            first = [submit(client, clip) for clip in clips[:4]]
+            other = submit(client, clips[4], word_timestamps="true")  # other options: not in their batch
+            urgent = submit(client, FIXTURES / "short.wav", priority="urgent")  # runs before them, alone
+            records = {job: wait_done(client, job, timeout=240) for job in [blocker, *first, other, urgent]}
+            assert all(r["status"] == "completed" for r in records.values()), records
+            started = {job: r["started_at"] for job, r in records.items()}
+            assert started[urgent] < min(started[j] for j in first)
+            if batch_size == 4:
+                # The four started together, in one batch; the fifth job after them.
+                assert len({started[j] for j in first}) == 1
+                assert started[other] > started[first[0]]
+                assert batch_count(client) == 1
+                assert "batch=4" in srv.log()
+            else:
+                assert sorted(started[j] for j in first) == [started[j] for j in first]
+                assert len({started[j] for j in first}) == 4
+                assert batch_count(client) == 0
+            texts = [client.get(f"/download/{j}").text for j in first]
+            assert all(len(words(t)) >= 8 for t in texts), texts
+            assert {"hello", "world"} <= words(client.get(f"/download/{urgent}").text)
+            health = client.get("/health").json()
+            assert health["processing"] is None and health["processing_jobs"] == []
+    finally:
+        srv.stop()
