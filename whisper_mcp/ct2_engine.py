@@ -82,6 +82,7 @@ class CT2Model:
     whisper: Any  # faster_whisper.WhisperModel
     bytes: int
     folder: Path
+    batched: Any = None  # faster_whisper.BatchedInferencePipeline, with vad_batching
 
 
 _HOOKS = threading.local()  # .window: the progress report of this thread's job
@@ -115,7 +116,16 @@ class CTranslate2Backend:
     name = "ctranslate2"
     batching = False  # jobs run one by one (see engine.WhisperEngine.transcribe_batch)
 
-    def __init__(self, registry: ModelRegistry, device: str, compute_type: str = "default", *, threads: int = 0) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        device: str,
+        compute_type: str = "default",
+        *,
+        threads: int = 0,
+        vad_batching: bool = False,
+        batch_size: int = 8,
+    ) -> None:
         _import_faster_whisper()
         import ctranslate2
 
@@ -140,6 +150,13 @@ class CTranslate2Backend:
             )
         self.compute_type = compute_type
         self.threads = threads
+        # VAD batching: the speech that voice-activity detection finds, cut at
+        # pauses into chunks of up to 30 s, decoded batch_size chunks at a time
+        # without timestamp tokens (faster-whisper's BatchedInferencePipeline).
+        # Chunks don't see each other's text and there is no temperature
+        # fallback; each chunk is one segment (word_timestamps time the words).
+        self.vad_batching = vad_batching
+        self.batch_size = max(1, batch_size)
         # As for openai-whisper: faster-whisper reports window progress only to
         # tqdm. Per thread, shared by every engine in the process.
         self._hooks = _HOOKS
@@ -159,7 +176,8 @@ class CTranslate2Backend:
             compute_type=self.compute_type,
             cpu_threads=self.threads,
         )
-        return CT2Model(model, self._bytes(info, folder), folder)
+        batched = faster_whisper.BatchedInferencePipeline(model) if self.vad_batching else None
+        return CT2Model(model, self._bytes(info, folder), folder, batched)
 
     def folder(self, info: ModelInfo) -> Path:
         """The CTranslate2 folder for ``info``, assembled or downloaded if needed."""
@@ -239,8 +257,7 @@ class CTranslate2Backend:
         # Greedy unless a beam is asked for (faster-whisper's own default is a
         # beam of 5), one sample per fallback temperature: as openai-whisper's
         # transcribe() does, so both engines decode alike.
-        segments, info = whisper.transcribe(
-            np.ascontiguousarray(audio, dtype=np.float32),
+        common: dict[str, Any] = dict(
             language=options.language,
             task=options.task,
             initial_prompt=options.initial_prompt,
@@ -248,10 +265,15 @@ class CTranslate2Backend:
             beam_size=options.beam_size or 1,
             best_of=1,
             word_timestamps=options.word_timestamps,
-            condition_on_previous_text=True,
-            vad_filter=False,
             log_progress=False,
         )
+        samples = np.ascontiguousarray(audio, dtype=np.float32)
+        if model.batched is not None:
+            segments, info = model.batched.transcribe(
+                samples, batch_size=self.batch_size, without_timestamps=True, **common
+            )
+        else:
+            segments, info = whisper.transcribe(samples, condition_on_previous_text=True, vad_filter=False, **common)
         out = []
         texts = []
         self._hooks.window = report

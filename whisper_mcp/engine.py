@@ -309,6 +309,8 @@ class WhisperEngine:
         memory_budget_bytes: int = 0,
         engine: str = "openai",
         compute_type: str = "default",
+        batch_size: int = 8,
+        vad_batching: bool = False,
     ) -> None:
         engine = (engine or "openai").strip().lower()
         engine = ENGINE_ALIASES.get(engine, engine)
@@ -324,7 +326,16 @@ class WhisperEngine:
         if engine == "ctranslate2":
             from .ct2_engine import CTranslate2Backend  # faster-whisper is optional
 
-            self.backend = CTranslate2Backend(registry, device, compute_type, threads=torch.get_num_threads())
+            self.backend = CTranslate2Backend(
+                registry,
+                device,
+                compute_type,
+                threads=torch.get_num_threads(),
+                vad_batching=vad_batching,
+                batch_size=batch_size,
+            )
+        elif vad_batching:
+            raise ValueError("vad_batching needs engine ctranslate2 (faster-whisper); the openai engine has no VAD.")
         else:
             self.backend = OpenAIBackend(registry, device, compute_type)
         # The registry offers the names this engine can load (no .pt for ctranslate2).

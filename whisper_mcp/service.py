@@ -83,6 +83,8 @@ class TranscriptionService:
             memory_budget_bytes=settings.model_memory_mb * 1024 * 1024,
             engine=settings.engine,
             compute_type=settings.compute_type,
+            batch_size=settings.batch_size,
+            vad_batching=settings.vad_batching,
         )
         self.worker = InferenceWorker(
             self.store,
@@ -460,6 +462,7 @@ class TranscriptionService:
             "device": self.engine.device,
             "engine": self.engine.engine,
             "compute_type": self.engine.compute_type,
+            "vad_batching": self.settings.vad_batching,
             "queue_size": queued,
             # The job being transcribed (the first, when a batch runs), and all of them.
             "processing": processing[0] if processing else None,
