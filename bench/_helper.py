@@ -1,6 +1,6 @@
 """Helper processes for bench/run.py: Whisper outside the service.
 
-``python bench/_helper.py serve openai|faster|ours-ct2|ours-vad [THREADS]``
+``python bench/_helper.py serve openai|faster|ours-ct2|ours-vad [THREADS [MODEL [DEVICE]]]``
     Loads the engine once, prints one JSON line ``{"ready": ...}``, then answers
     one JSON command per stdin line with one JSON line on stdout:
 
@@ -8,7 +8,7 @@
     {"op": "transcribe", "path": P}  transcribe only (P decoded once, untimed, cached)
     {"op": "rss"}                    VmRSS / VmHWM of this process
 
-``python bench/_helper.py cold PATH``
+``python bench/_helper.py cold PATH [MODEL [DEVICE]]``
     What an ephemeral container did per clip: import whisper, load tiny.en from
     the converted checkpoint (whisper_mcp.models.ModelRegistry), decode,
     transcribe, exit. Prints one JSON line of its internal timings; the caller
@@ -52,7 +52,7 @@ def proc_status(field: str) -> int:
     return 0
 
 
-def openai_engine(threads: int):
+def openai_engine(threads: int, model_name: str, device: str):
     import torch
     import whisper
 
@@ -63,7 +63,7 @@ def openai_engine(threads: int):
     from whisper_mcp.models import ModelRegistry
 
     registry = ModelRegistry(default_model_cache())
-    model = registry.load(registry.resolve("tiny.en"), "cpu")
+    model = registry.load(registry.resolve(model_name), device)
 
     def transcribe(audio) -> str:
         result = whisper.transcribe(
@@ -73,7 +73,7 @@ def openai_engine(threads: int):
             task="transcribe",
             initial_prompt=None,
             word_timestamps=False,
-            fp16=False,
+            fp16=device == "cuda",
             verbose=None,
             temperature=TEMPERATURES,
         )
@@ -82,16 +82,24 @@ def openai_engine(threads: int):
     return transcribe
 
 
-def faster_engine(threads: int):
+def faster_engine(threads: int, model_name: str, device: str):
     from faster_whisper import WhisperModel
 
+    from whisper_mcp.config import default_model_cache
     from whisper_mcp.convert import find_packaged_models
+    from whisper_mcp.ct2_engine import ensure_ct2_folder
 
-    folder = find_packaged_models()["tiny.en"].parts[0].parent
+    # The packaged CTranslate2 folder (base's split model.bin joined once, as the service does).
+    folder = ensure_ct2_folder(find_packaged_models()[model_name], default_model_cache() / "ct2")
     if not (folder / "tokenizer.json").is_file():
         raise SystemExit(f"{folder} has no tokenizer.json; faster-whisper cannot load it")
     # CTranslate2's own default is 4 threads; use one per core, as torch does.
-    model = WhisperModel(str(folder), device="cpu", compute_type="int8", cpu_threads=threads or (os.cpu_count() or 1))
+    model = WhisperModel(
+        str(folder),
+        device=device,
+        compute_type="int8" if device == "cpu" else "float16",
+        cpu_threads=threads or (os.cpu_count() or 1),
+    )
 
     def transcribe(audio) -> str:
         segments, _info = model.transcribe(
@@ -117,14 +125,14 @@ OURS = {
 }
 
 
-def our_engine(name: str, threads: int):
+def our_engine(name: str, threads: int, model_name: str, device: str):
     from whisper_mcp.config import default_model_cache
     from whisper_mcp.engine import WhisperEngine
     from whisper_mcp.models import ModelRegistry
     from whisper_mcp.options import TranscribeOptions
 
-    engine = WhisperEngine(ModelRegistry(default_model_cache()), "cpu", threads, **OURS[name])  # type: ignore[arg-type]
-    info = engine.registry.resolve("tiny.en")
+    engine = WhisperEngine(ModelRegistry(default_model_cache()), device, threads, **OURS[name])  # type: ignore[arg-type]
+    info = engine.registry.resolve(model_name)
     engine.load(info)
 
     def transcribe(audio) -> str:
@@ -133,14 +141,14 @@ def our_engine(name: str, threads: int):
     return transcribe
 
 
-def serve(engine_name: str, threads: int) -> None:
+def serve(engine_name: str, threads: int, model_name: str, device: str) -> None:
     from whisper_mcp.audio import decode_audio
 
     t0 = time.perf_counter()
     if engine_name in OURS:
-        transcribe = our_engine(engine_name, threads)
+        transcribe = our_engine(engine_name, threads, model_name, device)
     else:
-        transcribe = {"openai": openai_engine, "faster": faster_engine}[engine_name](threads)
+        transcribe = {"openai": openai_engine, "faster": faster_engine}[engine_name](threads, model_name, device)
     load_s = time.perf_counter() - t0
     info = {"ready": True, "engine": engine_name, "threads_arg": threads, "load_s": load_s,
             "since_start_s": time.perf_counter() - T_START}
@@ -180,7 +188,7 @@ def serve(engine_name: str, threads: int) -> None:
         _PROTO.write(json.dumps(out) + "\n")
 
 
-def cold(path: str) -> None:
+def cold(path: str, model_name: str, device: str) -> None:
     t0 = time.perf_counter()
     import whisper
 
@@ -190,10 +198,10 @@ def cold(path: str) -> None:
 
     t_import = time.perf_counter()
     registry = ModelRegistry(default_model_cache())
-    model = registry.load(registry.resolve("tiny.en"), "cpu")
+    model = registry.load(registry.resolve(model_name), device)
     t_load = time.perf_counter()
     audio = decode_audio(Path(path))
-    result = whisper.transcribe(model, audio, fp16=False, verbose=None, temperature=TEMPERATURES)
+    result = whisper.transcribe(model, audio, fp16=device == "cuda", verbose=None, temperature=TEMPERATURES)
     t_done = time.perf_counter()
     _PROTO.write(
         json.dumps(
@@ -210,9 +218,12 @@ def cold(path: str) -> None:
 
 
 if __name__ == "__main__":
+    # Model and device: the optional last two arguments (default tiny.en on cpu).
     if sys.argv[1] == "serve":
-        serve(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)
+        rest = sys.argv[3:] + ["0", "tiny.en", "cpu"][len(sys.argv[3:]) :]
+        serve(sys.argv[2], int(rest[0]), rest[1], rest[2])
     elif sys.argv[1] == "cold":
-        cold(sys.argv[2])
+        rest = sys.argv[3:] + ["tiny.en", "cpu"][len(sys.argv[3:]) :]
+        cold(sys.argv[2], rest[0], rest[1])
     else:
         raise SystemExit(__doc__)

@@ -1,16 +1,18 @@
 #!/usr/bin/env python
 """whisper-mcp benchmarks: start the service as a user would and measure it.
 
-    .venv/bin/python bench/run.py [--quick] [--only NAME[,NAME]] [--out bench/results/latest.json]
+    .venv/bin/python bench/run.py [--quick] [--only NAME[,NAME]] [--model tiny.en] [--device cpu|cuda]
+                                  [--out bench/results/latest.json]
 
 Sections (each starts its own server on a free loopback port with fresh
 temporary storage, so any one runs alone with --only):
 
   warm        end-to-end speech.wav through the service vs in-process warm
               transcription vs a fresh process per clip
-  engine      real-time factor on long.mp3: openai-whisper vs faster-whisper int8,
-              and word error rate of each against long.txt
-  queue       20 clips of 5-10 s submitted at once vs one by one (clips/minute)
+  engine      real-time factor on long.mp3 and word error rate on the committed
+              clips: openai-whisper, faster-whisper int8, and whisper-mcp's engine
+              (ctranslate2, ctranslate2 with VAD batching)
+  queue       20 clips of 5-10 s submitted at once (batched) vs one by one (clips/minute)
   pickup      202 -> started_at with an idle worker (median, p95)
   responsive  /health and /status latency with 50 concurrent pollers during a
               long transcription vs idle
@@ -58,6 +60,9 @@ PY = sys.executable
 # The tree whose whisper_mcp is benchmarked (--tree): the server and helper
 # processes run from it; bench code and fixtures come from this checkout.
 TREE = ROOT
+# Model and device of every server and helper process (--model, --device).
+MODEL = "tiny.en"
+DEVICE = "cpu"
 
 
 def sub_env() -> dict[str, str]:
@@ -240,7 +245,7 @@ class Server:
     def start(self, timeout: float = 300.0) -> "Server":
         cmd = [
             PY, "-m", "whisper_mcp", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-            "--storage", str(self.storage), "--model", "tiny.en", *self.extra,
+            "--storage", str(self.storage), "--model", MODEL, "--device", DEVICE, *self.extra,
         ]  # fmt: skip
         self._log = open(self.log_path, "ab")
         t0 = time.perf_counter()
@@ -298,7 +303,7 @@ class Helper:
         self.log_path = workdir / f"helper-{engine}-{threads}-{len(env or {})}.log"
         self.stderr = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [PY, str(HELPER), "serve", engine, str(threads)],
+            [PY, str(HELPER), "serve", engine, str(threads), MODEL, DEVICE],
             cwd=TREE, env={**sub_env(), **(env or {})}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
         )  # fmt: skip
         self.ready = self._read()
@@ -453,7 +458,7 @@ def service_e2e(client: httpx.Client, path: Path) -> dict[str, Any]:
 def cold_process(path: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     p = subprocess.run(
-        [PY, str(HELPER), "cold", str(path)], cwd=TREE, env=sub_env(), capture_output=True, text=True, timeout=600
+        [PY, str(HELPER), "cold", str(path), MODEL, DEVICE], cwd=TREE, env=sub_env(), capture_output=True, text=True, timeout=600
     )
     wall = time.perf_counter() - t0
     if p.returncode != 0:
@@ -569,28 +574,29 @@ def bench_engine(ctx: Ctx, sec: Section) -> None:
         rss = {name: mib(h.call(op="rss")["hwm_kb"]) for name, h in helpers.items()}
         threads = helpers["openai"].ready.get("torch_threads")
     rtf = {name: median(t) / audio_s for name, t in times.items()}
+    fw = "faster-whisper " + ("int8" if DEVICE == "cpu" else "float16")
     refs = {clip: (FIXTURES / ref).read_text() for clip, ref in WER_CLIPS}
     wers = {name: wer([(refs[clip], texts[name][clip]) for clip in refs]) * 100 for name in names}
     long_wers = {name: wer([(refs["long.mp3"], texts[name]["long.mp3"])]) * 100 for name in names}
     fastest = min(("ours-ct2", "ours-vad"), key=lambda n: rtf[n])
-    label = {"ours-ct2": "--engine ctranslate2", "ours-vad": "--engine ctranslate2 --vad-batching"}
+    label = {"ours-ct2": "--engine ctranslate2", "ours-vad": "--engine ctranslate2 --vad-batching"}  # default compute type
     sec.add(f"openai-whisper RTF on long.mp3 (62 s), {threads} threads", rtf["openai"], "x RT", "", None, None, "", "", None)
     sec.add(
-        "faster-whisper int8 RTF on long.mp3", rtf["faster"], "x RT", "openai-whisper RTF", rtf["openai"],
+        f"{fw} RTF on long.mp3", rtf["faster"], "x RT", "openai-whisper RTF", rtf["openai"],
         rtf["openai"] / rtf["faster"], "speed-up", "", None,
     )  # fmt: skip
     sec.add(
-        f"whisper-mcp fastest ({label[fastest]}) RTF", rtf[fastest], "x RT", "faster-whisper int8 RTF", rtf["faster"],
+        f"whisper-mcp fastest ({label[fastest]}) RTF", rtf[fastest], "x RT", f"{fw} RTF", rtf["faster"],
         rtf["faster"] / rtf[fastest], "speed-up", ">= 1.0x", rtf[fastest] <= rtf["faster"],
     )  # fmt: skip
     other = "ours-vad" if fastest == "ours-ct2" else "ours-ct2"
     sec.add(
-        f"  whisper-mcp {label[other]} RTF", rtf[other], "x RT", "faster-whisper int8 RTF", rtf["faster"],
+        f"  whisper-mcp {label[other]} RTF", rtf[other], "x RT", f"{fw} RTF", rtf["faster"],
         rtf["faster"] / rtf[other], "speed-up", "", None,
     )  # fmt: skip
     sec.add("openai-whisper WER, committed English clips", wers["openai"], "%", "", None, None, "", "", None)
     sec.add(
-        "faster-whisper int8 WER", wers["faster"], "%", "openai-whisper WER", wers["openai"],
+        f"{fw} WER", wers["faster"], "%", "openai-whisper WER", wers["openai"],
         (wers["faster"] / wers["openai"]) if wers["openai"] else None, "fw/ow", "", None,
     )  # fmt: skip
     sec.add(
@@ -1090,13 +1096,16 @@ def table(sections: list[Section]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global TREE, MODEL, DEVICE
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, 5-min file, 256 MiB upload (about 4 min)")
     ap.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
     ap.add_argument("--out", default=str(BENCH / "results" / "latest.json"), help="JSON results file")
+    ap.add_argument("--model", default=MODEL, help="model of every server and helper, default tiny.en (e.g. base on a GPU)")
+    ap.add_argument("--device", default=DEVICE, choices=["cpu", "cuda"], help="device of every server and helper, default cpu")
     ap.add_argument("--tree", help="benchmark the whisper_mcp of another checkout (e.g. a `git archive` snapshot); default: this one")
     args = ap.parse_args(argv)
-    global TREE
+    MODEL, DEVICE = args.model, args.device
     if args.tree:
         TREE = Path(args.tree).resolve()
         if not (TREE / "whisper_mcp" / "__init__.py").is_file():
@@ -1114,13 +1123,14 @@ def main(argv: list[str] | None = None) -> int:
         "cpu": cpu_model(),
         "load_before": loadavg(),
         "python": platform.python_version(),
-        "model": "tiny.en",
+        "model": MODEL,
+        "device": DEVICE,
         "threads": "service default (torch default)",
         "tree": str(TREE),
         "git": git_state(),
     }
     print(f"whisper-mcp bench {meta['date']}  nproc={meta['nproc']}  cpu={meta['cpu']}  load={meta['load_before']}"
-          f"  mode={'quick' if args.quick else 'full'}  tree={TREE} ({meta['git']})", flush=True)  # fmt: skip
+          f"  model={MODEL}  device={DEVICE}  mode={'quick' if args.quick else 'full'}  tree={TREE} ({meta['git']})", flush=True)  # fmt: skip
     if meta["load_before"][0] > 1.5:
         print(f"NOTE: machine busy (1-min load {meta['load_before'][0]} > 1.5): figures will be noisy", flush=True)
     results: list[Section] = []
