@@ -101,8 +101,19 @@ def openapi_spec() -> dict[str, Any]:
                         "status": {"type": "string"},
                         "model_loaded": {"type": "boolean"},
                         "model": {"type": "string"},
+                        "engine": {"type": "string"},
+                        "compute_type": {"type": "string"},
+                        "vad_batching": {"type": "boolean"},
                         "queue_size": {"type": "integer"},
+                        # The job being transcribed (the first of a batch), and every job of the batch.
+                        "processing": {"anyOf": [{"$ref": "#/components/schemas/Running"}, {"type": "null"}]},
+                        "processing_jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Running"}},
                     },
+                },
+                "Running": {
+                    "type": "object",
+                    "required": ["job_id", "progress"],
+                    "properties": {"job_id": {"type": "string"}, "progress": {"type": "number"}},
                 },
                 "Models": {"type": "object", "required": ["default", "models"]},
                 "Submission": {

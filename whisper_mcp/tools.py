@@ -269,7 +269,8 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
 
     @mcp.tool(annotations={"readOnlyHint": True, "openWorldHint": False})
     async def health() -> dict[str, Any]:
-        """Whether the service is ready: model loaded, which model, queue length, and the job in progress."""
+        """Whether the service is ready: model loaded, which model and engine,
+        queue length, and the job (or batch of jobs) in progress."""
         return await service.health()
 
     async def read_transcript(job_id: str, fmt: str) -> str:

@@ -132,12 +132,14 @@ class InferenceWorker:
 
     def _batchmates(self, leader: Job) -> list[Job]:
         """Claim the queued jobs right behind ``leader`` that can share its forward pass."""
-        if self._batch_size <= 1 or not self._engine.can_batch(leader.duration, leader.options):
+        # A job that runs again after the process died runs alone, so that one
+        # file that kills the process cannot use up its batch-mates' attempts.
+        if self._batch_size <= 1 or leader.attempts > 1 or not self._engine.can_batch(leader.duration, leader.options):
             return []
         mates: list[Job] = []
         for job in self._store.queued(self._batch_size - 1):
             same = (job.model, job.options, job.priority) == (leader.model, leader.options, leader.priority)
-            if not same or not self._engine.can_batch(job.duration, job.options):
+            if not same or job.attempts > 0 or not self._engine.can_batch(job.duration, job.options):
                 break  # never run a job ahead of one queued before it
             # Started with the leader: same forward pass, same start time.
             claimed = self._store.claim(job.job_id, leader.started_at or time.time())

@@ -1,0 +1,130 @@
+"""Which jobs the inference worker runs together: a real store and worker
+thread, with a fake engine that records the batches it is given."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from whisper_mcp.engine import BATCH_MAX_SECONDS, BatchItem, Transcription
+from whisper_mcp.jobs import JobStatus
+from whisper_mcp.metrics import Metrics
+from whisper_mcp.options import TranscribeOptions
+from whisper_mcp.storage import FileStore
+from whisper_mcp.store import SQLiteJobStore
+from whisper_mcp.worker import InferenceWorker
+
+from test_store import request
+
+
+class FakeEngine:
+    """Records each call's audio file names (the jobs' storage keys); every job
+    'transcribes' to its key."""
+
+    device = "cpu"
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.registry = SimpleNamespace(resolve=lambda name, trusted=False: name)
+        self.pool = SimpleNamespace(sweep=lambda: None)
+
+    def load(self, info: object) -> None:
+        return None
+
+    def can_batch(self, duration: float, options: TranscribeOptions) -> bool:
+        return 0 < duration <= BATCH_MAX_SECONDS and (options.beam_size or 1) <= 1
+
+    def transcribe_batch(
+        self, items: Sequence[BatchItem], model: object, options: TranscribeOptions
+    ) -> list[Transcription | Exception]:
+        self.batches.append([Path(item.audio).name for item in items])
+        return [Transcription(Path(item.audio).name, "en", 1.0) for item in items]
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> FileStore:
+    return FileStore(tmp_path / "storage")
+
+
+@pytest.fixture
+def store(files: FileStore) -> Iterator[SQLiteJobStore]:
+    s = SQLiteJobStore(files.database)
+    yield s
+    s.close()
+
+
+def run_queue(store: SQLiteJobStore, files: FileStore, batch_size: int) -> list[list[str]]:
+    """Start a worker on what is queued; return the batches once all jobs ended."""
+    engine = FakeEngine()
+    worker = InferenceWorker(
+        store, files, engine, "tiny.en", lambda job_id: None, metrics=Metrics(), batch_size=batch_size  # type: ignore[arg-type]
+    )
+    worker.start()
+    deadline = time.monotonic() + 10
+    while store.count(JobStatus.QUEUED) or store.count(JobStatus.PROCESSING):
+        assert time.monotonic() < deadline, "worker did not finish"
+        time.sleep(0.01)
+    worker.stop()
+    names = {job.key: job.job_id for job in store.list(status=None, limit=500, offset=0).jobs}
+    return [[names[key] for key in batch] for batch in engine.batches]
+
+
+def add(store: SQLiteJobStore, job_id: str, **overrides: object) -> None:
+    store.add(request(job_id, **overrides), time.time())
+
+
+def test_jobs_queued_together_run_in_batches_of_batch_size(store: SQLiteJobStore, files: FileStore) -> None:
+    for i in range(5):
+        add(store, f"j{i}")
+    assert run_queue(store, files, batch_size=3) == [["j0", "j1", "j2"], ["j3", "j4"]]
+    assert all(store.get(f"j{i}").status is JobStatus.COMPLETED for i in range(5))  # type: ignore[union-attr]
+    started = {store.get(f"j{i}").started_at for i in range(3)}  # type: ignore[union-attr]
+    assert len(started) == 1  # one batch, one start
+
+
+def test_a_batch_never_skips_ahead_in_the_queue(store: SQLiteJobStore, files: FileStore) -> None:
+    add(store, "a")
+    add(store, "b")
+    add(store, "words", options=TranscribeOptions(word_timestamps=True))  # other options
+    add(store, "c")
+    add(store, "long", duration=BATCH_MAX_SECONDS + 1)  # more than one window
+    add(store, "d")
+    add(store, "beam", options=TranscribeOptions(beam_size=2))  # beam search is not batched
+    add(store, "e")
+    add(store, "f", model="base")
+    add(store, "low", priority=2)
+    add(store, "g")
+    assert run_queue(store, files, batch_size=8) == [
+        ["a", "b"], ["words"], ["c"], ["long"], ["d"], ["beam"], ["e"], ["f"], ["g"], ["low"],
+    ]  # fmt: skip
+
+
+def test_batching_off_with_batch_size_1(store: SQLiteJobStore, files: FileStore) -> None:
+    for i in range(3):
+        add(store, f"j{i}")
+    assert run_queue(store, files, batch_size=1) == [["j0"], ["j1"], ["j2"]]
+
+
+def test_jobs_run_again_after_a_crash_run_alone(store: SQLiteJobStore, files: FileStore) -> None:
+    # A batch was running when the process died: each of its jobs runs alone
+    # next time, so one file that kills the process cannot fail the others.
+    for job_id in ("x", "y", "z"):
+        add(store, job_id)
+    for job_id in ("x", "y"):
+        assert store.claim(job_id, time.time()) is not None
+        store.requeue(job_id)
+    add(store, "fresh1")
+    add(store, "fresh2")
+    assert run_queue(store, files, batch_size=8) == [["x"], ["y"], ["z", "fresh1", "fresh2"]]
+
+
+def test_cancelled_while_waiting_is_not_claimed(store: SQLiteJobStore, files: FileStore) -> None:
+    for job_id in ("a", "b", "c"):
+        add(store, job_id)
+    assert store.cancel("b", time.time(), running=False)
+    assert run_queue(store, files, batch_size=8) == [["a", "c"]]
+    assert store.get("b").status is JobStatus.CANCELLED  # type: ignore[union-attr]
