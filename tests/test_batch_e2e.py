@@ -32,7 +32,11 @@ def engine() -> WhisperEngine:
 
 
 def slices(count: int, seed: int) -> list[np.ndarray]:
-    """``count`` 5-10 s pieces of long.mp3 (which starts mid-word, like real clips can)."""
+    """``count`` 5-10 s pieces of long.mp3, cut anywhere (mid-word, like real clips can).
+
+    The seeds used below give clips that tiny.en decodes confidently at
+    temperature 0: a clip that falls back to sampling (some seeds cut one
+    that does) gets a random transcript, which no equality can test."""
     audio = decode_audio(LONG_AUDIO)
     rng = random.Random(seed)
     pieces = []
@@ -155,7 +159,9 @@ def batch_count(client: httpx.Client) -> float:
 
 @pytest.mark.parametrize("batch_size", [4, 1])
 def test_service_batches_jobs_queued_behind_each_other(tmp_path: Path, batch_size: int) -> None:
-    clips = [write_wav(tmp_path / f"clip{i}.wav", a) for i, a in enumerate(slices(5, seed=11))]
+    # Seed 15: clips whose greedy decode is confident (avg log-prob > -0.5),
+    # so no sampled fallback makes a transcript random.
+    clips = [write_wav(tmp_path / f"clip{i}.wav", a) for i, a in enumerate(slices(5, seed=15))]
     srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", None, "--batch-size", str(batch_size)).start()
     try:
         with httpx.Client(base_url=srv.url, timeout=60) as client:

@@ -8,12 +8,16 @@ configuration:
   fast on CPU with int8 weights.
 
 Both take the same ``TranscribeOptions`` and return the same ``Transcription``.
+The openai backend streams the audio into log-Mel features (``mel``) and can
+run several short jobs in one forward pass (``batch``); the ctranslate2 one
+can batch a file's speech chunks instead (``vad_batching``).
 Everything here blocks; only the inference thread calls into it.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 import types
 from collections.abc import Callable, Sequence
@@ -33,6 +37,8 @@ from .model_pool import ModelPool, estimate_bytes, model_bytes
 from .models import ENGINES, ModelInfo, ModelRegistry
 from .batch import Prefetched, batchable, decode_first_windows, detect_languages
 from .options import TranscribeOptions, temperatures
+
+log = logging.getLogger("whisper_mcp.engine")
 
 ProgressCallback = Callable[[float], None]
 # What a backend transcribes: an audio file (decoded by the backend, in a
@@ -206,6 +212,7 @@ class OpenAIBackend:
         30 s, only) window is decoded in one batched forward pass; the rest of
         each job runs through transcribe() as usual. An item's failure is its
         own outcome."""
+        # Every slot is replaced below: by a failure to decode, or by the job's outcome.
         outcomes: list[Transcription | Exception] = [RuntimeError("not run")] * len(items)
         mels: dict[int, Mel] = {}
         for i, item in enumerate(items):
@@ -217,9 +224,13 @@ class OpenAIBackend:
         languages: list[tuple[str | None, float | None]] = [(options.language, None)] * len(order)
         if options.language is None and whisper_model.is_multilingual:
             languages = list(detect_languages(whisper_model, [mels[i] for i in order], self.fp16))
-        firsts = decode_first_windows(
-            whisper_model, [mels[i] for i in order], [lang for lang, _ in languages], options, self.fp16
-        )
+        try:
+            firsts = decode_first_windows(
+                whisper_model, [mels[i] for i in order], [lang for lang, _ in languages], options, self.fp16
+            )
+        except Exception:  # e.g. out of GPU memory for the whole batch: run the jobs one by one
+            log.warning("batched decode of %d jobs failed; running them one by one", len(order), exc_info=True)
+            firsts = [None] * len(order)
         for i, (language, probability), first in zip(order, languages, firsts):
             model = Prefetched(whisper_model, first)
             try:

@@ -1,0 +1,29 @@
+"""When the batched decode itself fails (say, out of GPU memory for the whole
+batch), the jobs run one by one instead of all failing. The failure is
+injected; the model and audio are real."""
+
+from __future__ import annotations
+
+import pytest
+
+import whisper_mcp.engine as engine_module
+from whisper_mcp.config import default_model_cache
+from whisper_mcp.engine import BatchItem, Transcription, WhisperEngine
+from whisper_mcp.models import ModelRegistry
+from whisper_mcp.options import TranscribeOptions
+
+from conftest import FIXTURES, words
+
+
+def test_failed_batch_decode_falls_back_to_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("CUDA out of memory (injected)")
+
+    monkeypatch.setattr(engine_module, "decode_first_windows", out_of_memory)
+    engine = WhisperEngine(ModelRegistry(default_model_cache()), "cpu")
+    items = [BatchItem(FIXTURES / "speech.wav"), BatchItem(FIXTURES / "short.wav")]
+    outcomes = engine.transcribe_batch(items, engine.registry.resolve("tiny.en"), TranscribeOptions())
+    assert all(isinstance(o, Transcription) for o in outcomes), outcomes
+    assert {"meeting", "friday"} <= words(outcomes[0].text)  # type: ignore[union-attr]
+    assert {"hello", "world"} <= words(outcomes[1].text)  # type: ignore[union-attr]
+    assert engine.backend.batched_windows == 0  # type: ignore[attr-defined]
