@@ -22,6 +22,7 @@ from whisper_mcp.models import ModelRegistry
 from whisper_mcp.options import TranscribeOptions
 
 from conftest import FIXTURES, LONG_AUDIO, ServerProcess, wait_done, words
+from test_features_e2e import submit as submit_job
 
 pytestmark = pytest.mark.e2e
 
@@ -136,11 +137,7 @@ def test_only_short_greedy_jobs_batch(engine: WhisperEngine) -> None:
 
 
 def submit(client: httpx.Client, path: Path, **fields: str) -> str:
-    fields.setdefault("cache", "false")
-    with open(path, "rb") as f:
-        response = client.post("/transcribe", files={"file": (path.name, f)}, data=fields)
-    assert response.status_code == 202, response.text
-    return response.json()["job_id"]
+    return submit_job(client, path, **fields)["job_id"]
 
 
 def write_wav(path: Path, audio: np.ndarray) -> Path:

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
+from .durable import fsync_dir
+
 if TYPE_CHECKING:
     import torch
 
@@ -392,10 +394,5 @@ def ensure_checkpoint(model: PackagedModel, cache_dir: Path) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
-    # Persist the rename itself, so a crash cannot bring back the old entry.
-    dir_fd = os.open(cache_dir, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_dir(cache_dir)  # the rename itself
     return target

@@ -37,6 +37,7 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, decode_audio
 from .convert import PackagedModel
+from .durable import fsync_dir
 from .engine import AudioInput, ProgressCallback, Transcription, make_segment
 from .model_pool import estimate_bytes
 from .models import ModelInfo, ModelRegistry
@@ -313,14 +314,6 @@ def _fingerprint(model: PackagedModel, extras: list[Path]) -> dict[str, Any]:
     return {"format": _FOLDER_FORMAT, "files": files}
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def ensure_ct2_folder(model: PackagedModel, cache_dir: Path) -> Path:
     """A folder faster-whisper loads for ``model``: the package's own when its
     model.bin is whole, else ``cache_dir/<name>`` with the parts joined."""
@@ -350,7 +343,7 @@ def ensure_ct2_folder(model: PackagedModel, cache_dir: Path) -> Path:
             shutil.copyfile(path, tmp / path.name)
         (tmp / _FINGERPRINT).write_text(json.dumps(fingerprint), encoding="utf-8")
         os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide it from other users
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         old = None
         if target.exists():
             old = cache_dir / f".{model.name}.old-{uuid.uuid4().hex}"
@@ -361,7 +354,7 @@ def ensure_ct2_folder(model: PackagedModel, cache_dir: Path) -> Path:
         except OSError:
             if not _is_current(target, fingerprint, model):  # another process won the race
                 raise
-        _fsync_dir(cache_dir)
+        fsync_dir(cache_dir)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

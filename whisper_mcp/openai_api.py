@@ -232,7 +232,7 @@ def routes(service: TranscriptionService) -> list[Route]:
                 "as the OpenAI SDKs do."
             )
         expected = check_declared_length(request, service.max_upload_bytes)
-        await to_thread.run_sync(service.files.check_space, service.min_free_bytes, expected)
+        await service.check_space(expected)
         form = await read_multipart(request, "file", service.new_sink, _FIELDS + _GRANULARITY_FIELDS)
         if form.file is None:
             raise _BadParam("file", "No file received: put the audio in a multipart field named 'file'.", "missing")

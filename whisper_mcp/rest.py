@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 
-from anyio import to_thread
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -35,7 +34,7 @@ def routes(service: TranscriptionService) -> list[Route]:
                 "e.g. curl -F file=@recording.wav URL/transcribe"
             )
         expected = check_declared_length(request, service.max_upload_bytes)
-        await to_thread.run_sync(service.files.check_space, service.min_free_bytes, expected)
+        await service.check_space(expected)
         form = await read_multipart(request, "file", service.new_sink, SUBMISSION_FIELDS)
         if form.file is None:
             raise InvalidInput("No file received: put the audio in a multipart field named 'file'.")
@@ -50,7 +49,7 @@ def routes(service: TranscriptionService) -> list[Route]:
         expected = check_declared_length(request, service.max_upload_bytes)
         # Use the URL before reading the body: a second sender is refused at once.
         submission = await service.uploads.claim_url(secret)
-        await to_thread.run_sync(service.files.check_space, service.min_free_bytes, expected)
+        await service.check_space(expected)
         filename = None
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             form = await read_multipart(request, "file", service.new_sink)

@@ -228,6 +228,10 @@ class TranscriptionService:
     def new_sink(self) -> IncomingFile:
         return self.files.incoming_file(self.max_upload_bytes, self.min_free_bytes)
 
+    async def check_space(self, expected_bytes: int) -> None:
+        """Refuse (507) an upload of ``expected_bytes`` before reading it, when the disk is nearly full."""
+        await to_thread.run_sync(self.files.check_space, self.min_free_bytes, expected_bytes)
+
     async def create_upload_url(self, submission: Submission, base_url: str) -> dict[str, Any]:
         """A one-time URL that a shell can send the file to; the job id it will become."""
         self._check_submission(submission)

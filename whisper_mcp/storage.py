@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from .durable import fsync_dir, write_atomic
 from .errors import InsufficientStorage, PayloadTooLarge
 
 _KEY = re.compile(r"^[0-9a-f]{32}$")
@@ -124,14 +125,14 @@ class FileStore:
         with open(upload.path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(upload.path, target)
-        _fsync_dir(self.audio_dir)
+        fsync_dir(self.audio_dir)
         return target
 
     def discard(self, path: Path) -> None:
         path.unlink(missing_ok=True)
 
     def write_result(self, key: str, result: dict[str, object]) -> None:
-        _atomic_write(self.result_path(key), json.dumps(result, ensure_ascii=False).encode())
+        write_atomic(self.result_path(key), json.dumps(result, ensure_ascii=False).encode())
 
     def read_result(self, key: str) -> dict[str, object] | None:
         try:
@@ -146,21 +147,3 @@ class FileStore:
         """Uploads half-received by a process that died are never jobs: drop them."""
         shutil.rmtree(self.incoming, ignore_errors=True)
         self.incoming.mkdir(parents=True, exist_ok=True)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

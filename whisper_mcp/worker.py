@@ -195,7 +195,7 @@ class InferenceWorker:
         try:
             info = self._engine.registry.resolve(leader.model, trusted=True)  # checked at submission
             items = [
-                BatchItem(self._files.audio_path(job.key), job.duration or 0.0, self._progress(job.job_id))
+                BatchItem(self._files.audio_path(job.key), job.duration, self._progress(job.job_id))
                 for job in jobs
             ]
             outcomes = self._engine.transcribe_batch(items, info, leader.options)
