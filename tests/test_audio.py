@@ -1,4 +1,4 @@
-"""Decoding and validation of uploads (whisper_mcp.audio). Model-free and fast.
+"""Decoding and validation of uploads (whisper_mcp.engines.audio). Model-free and fast.
 
 Fixtures come from tests/fixtures/make_fixtures.py; every speech.* file holds the
 same espeak-ng recording (speech.txt) in a different format.
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from whisper_mcp.audio import SAMPLE_RATE, AudioInfo, decode_audio, probe_audio
+from whisper_mcp.engines.audio import SAMPLE_RATE, AudioInfo, decode_audio, probe_audio
 from whisper_mcp.errors import InvalidAudio
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -13,12 +13,12 @@ import httpx
 import numpy as np
 import pytest
 
-from whisper_mcp.audio import SAMPLE_RATE, decode_audio
+from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
 from whisper_mcp.config import default_model_cache
-from whisper_mcp.convert import find_packaged_models
-from whisper_mcp.engine import BatchItem, Transcription, WhisperEngine
+from whisper_mcp.models.convert import find_packaged_models
+from whisper_mcp.engines.engine import BatchItem, Transcription, WhisperEngine
 from whisper_mcp.errors import InvalidAudio
-from whisper_mcp.models import ModelRegistry
+from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import TranscribeOptions
 
 from conftest import FIXTURES, LONG_AUDIO, ServerProcess, wait_done, words

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-import whisper_mcp.engine as engine_module
+import whisper_mcp.engines.engine as engine_module
 from whisper_mcp.config import default_model_cache
-from whisper_mcp.engine import BatchItem, Transcription, WhisperEngine
-from whisper_mcp.models import ModelRegistry
+from whisper_mcp.engines.engine import BatchItem, Transcription, WhisperEngine
+from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import TranscribeOptions
 
 from conftest import FIXTURES, words

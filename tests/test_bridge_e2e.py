@@ -1,4 +1,4 @@
-"""End to end: the stdio bridge (``python -m whisper_mcp.bridge``) started by a real
+"""End to end: the stdio bridge (``python -m whisper_mcp.client.bridge``) started by a real
 MCP stdio client, uploading a local file to a real server with the real model."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 def bridge(url: str, output_dir: Path, cwd: Path, *extra: str) -> Client:
     transport = StdioTransport(
         command=sys.executable,
-        args=["-m", "whisper_mcp.bridge", "--url", url, "--output-dir", str(output_dir), *extra],
+        args=["-m", "whisper_mcp.client.bridge", "--url", url, "--output-dir", str(output_dir), *extra],
         cwd=str(cwd),
         keep_alive=False,
     )

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from conftest import FIXTURES, ServerProcess, wait_done, words
-from whisper_mcp.callbacks import SIGNATURE_HEADER, sign
+from whisper_mcp.server.callbacks import SIGNATURE_HEADER, sign
 
 pytestmark = pytest.mark.e2e
 

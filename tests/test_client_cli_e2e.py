@@ -1,6 +1,6 @@
-"""The client (whisper_mcp.client) and its commands (whisper_mcp.client_cli)
+"""The client (whisper_mcp.client.http) and its commands (whisper_mcp.client.cli)
 against a real server with the real model: in-process through an argparse set
-up as cli.py does, and once as ``python -m whisper_mcp.client_cli``."""
+up as cli.py does, and once as ``python -m whisper_mcp.client.cli``."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ import httpx
 import pytest
 
 from conftest import FIXTURES, LONG_AUDIO, ROOT, ServerProcess, free_port, words
-from whisper_mcp import client as client_module
-from whisper_mcp.client import ClientError, ServiceClient
-from whisper_mcp.client_cli import ProgressDisplay, add_client_commands, run_client_command
+from whisper_mcp.client import http as client_module
+from whisper_mcp.client.http import ClientError, ServiceClient
+from whisper_mcp.client.cli import ProgressDisplay, add_client_commands, run_client_command
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +40,7 @@ def cli(argv: list[str]) -> int:
 
 def run_module(*argv: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "whisper_mcp.client_cli", *argv],
+        [sys.executable, "-m", "whisper_mcp.client.cli", *argv],
         cwd=ROOT,
         env={**os.environ, **(env or {})},
         capture_output=True,
@@ -107,7 +107,7 @@ def test_transcribe_two_files_in_process(server: ServerProcess, tmp_path: Path, 
 
 
 def test_transcribe_module_srt_next_to_file(server: ServerProcess, tmp_path: Path) -> None:
-    """`python -m whisper_mcp.client_cli`: URL from the environment, output next to the input."""
+    """`python -m whisper_mcp.client.cli`: URL from the environment, output next to the input."""
     audio = tmp_path / "meeting notes.wav"
     audio.write_bytes((FIXTURES / "speech.wav").read_bytes())
     result = run_module("transcribe", str(audio), "--format", "srt", env={"WHISPER_MCP_URL": server.url})

@@ -1,4 +1,4 @@
-"""Tests for whisper_mcp.convert: the model.bin parser, alignment heads, real tiny.en."""
+"""Tests for whisper_mcp.models.convert: the model.bin parser, alignment heads, real tiny.en."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from whisper_mcp.convert import (
+from whisper_mcp.models.convert import (
     PackagedModel,
     convert_to_checkpoint,
     encode_alignment_heads,

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from whisper_mcp.audio import decode_audio
+from whisper_mcp.engines.audio import decode_audio
 from whisper_mcp.config import default_model_cache
-from whisper_mcp.convert import find_packaged_models
-from whisper_mcp.engine import Transcription, WhisperEngine
+from whisper_mcp.models.convert import find_packaged_models
+from whisper_mcp.engines.engine import Transcription, WhisperEngine
 from whisper_mcp.errors import UnknownModel
-from whisper_mcp.models import ModelRegistry
+from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import TranscribeOptions
 
 from conftest import FIXTURES, LONG_AUDIO, words
@@ -251,7 +251,7 @@ def test_ctranslate2_settings_and_models_rejected_clearly(tmp_path: Path) -> Non
 def test_ctranslate2_folder_assembled_once(tmp_path: Path) -> None:
     """base ships model.bin in two parts: joined once, atomically, into the cache."""
     _needs("ctranslate2", "base", "tiny.en")
-    from whisper_mcp.ct2_engine import ensure_ct2_folder
+    from whisper_mcp.engines.ctranslate2 import ensure_ct2_folder
 
     tiny = PACKAGED["tiny.en"]
     assert ensure_ct2_folder(tiny, tmp_path) == tiny.config_path.parent  # whole: used in place

@@ -15,9 +15,9 @@ from schemathesis.checks import not_a_server_error
 from starlette.requests import Request
 
 from conftest import ServerProcess
-from whisper_mcp.bodies import read_multipart, read_raw
+from whisper_mcp.server.http.bodies import read_multipart, read_raw
 from whisper_mcp.errors import ServiceError
-from whisper_mcp.storage import FileStore
+from whisper_mcp.queue.files import FileStore
 
 TOKEN = "fuzz-token"
 # The same examples every run, so CI is repeatable; WHISPER_MCP_FUZZ=random

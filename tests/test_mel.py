@@ -1,4 +1,4 @@
-"""Streamed log-Mel features (whisper_mcp.mel) against openai-whisper's own
+"""Streamed log-Mel features (whisper_mcp.engines.mel) against openai-whisper's own
 ``log_mel_spectrogram`` over the whole waveform. Model-free and fast."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 import whisper
 from whisper.audio import N_FRAMES, N_SAMPLES
 
-from whisper_mcp.audio import decode_audio, stream_audio
-from whisper_mcp.mel import log_mel
+from whisper_mcp.engines.audio import decode_audio, stream_audio
+from whisper_mcp.engines.mel import log_mel
 
 from conftest import FIXTURES, LONG_AUDIO
 

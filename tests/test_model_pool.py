@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from whisper_mcp.audio import decode_audio
+from whisper_mcp.engines.audio import decode_audio
 from whisper_mcp.config import default_model_cache
-from whisper_mcp.model_pool import ModelPool, estimate_bytes, model_bytes
-from whisper_mcp.models import ModelInfo, ModelRegistry
+from whisper_mcp.models.pool import ModelPool, estimate_bytes, model_bytes
+from whisper_mcp.models.registry import ModelInfo, ModelRegistry
 
 from conftest import FIXTURES, words
 
@@ -126,7 +126,7 @@ def test_pinned_never_evicted(caplog: pytest.LogCaptureFixture) -> None:
     assert pool.sweep() == ["c"]
     # A budget that not even the pinned model fits: load anyway, and warn.
     pool.memory_budget_bytes = 150
-    with caplog.at_level(logging.WARNING, logger="whisper_mcp.model_pool"):
+    with caplog.at_level(logging.WARNING, logger="whisper_mcp.models.pool"):
         pool.get(info("b"))
     assert names(pool) == ["b", "p"]
     assert "budget" in caplog.text

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from whisper_mcp import storage, worker
-from whisper_mcp.jobs import DuplicateJob, JobRequest, JobStatus
+from whisper_mcp.queue import files as storage
+from whisper_mcp.server import worker
+from whisper_mcp.queue.jobs import DuplicateJob, JobRequest, JobStatus
 from whisper_mcp.options import TranscribeOptions
-from whisper_mcp.storage import FileStore, new_key
-from whisper_mcp.store import SQLiteJobStore
+from whisper_mcp.queue.files import FileStore, new_key
+from whisper_mcp.queue.sqlite import SQLiteJobStore
 
 
 def request(job_id: str, **overrides: object) -> JobRequest:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from whisper_mcp.uploads import merge_range, missing, overlaps
+from whisper_mcp.server.uploads import merge_range, missing, overlaps
 
 
 def test_merge_adjacent_and_overlapping() -> None:

@@ -10,13 +10,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from whisper_mcp.engine import BATCH_MAX_SECONDS, BatchItem, Transcription
-from whisper_mcp.jobs import JobStatus
-from whisper_mcp.metrics import Metrics
+from whisper_mcp.engines.engine import BATCH_MAX_SECONDS, BatchItem, Transcription
+from whisper_mcp.queue.jobs import JobStatus
+from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.options import TranscribeOptions
-from whisper_mcp.storage import FileStore
-from whisper_mcp.store import SQLiteJobStore
-from whisper_mcp.worker import InferenceWorker
+from whisper_mcp.queue.files import FileStore
+from whisper_mcp.queue.sqlite import SQLiteJobStore
+from whisper_mcp.server.worker import InferenceWorker
 
 from test_store import request
 

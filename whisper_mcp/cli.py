@@ -10,9 +10,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import fields
 
-from .client_cli import CLIENT_COMMANDS, add_client_commands, run_client_command
-from .config import ENV_PREFIX, Settings
-from .logs import configure as configure_logging
+from whisper_mcp.client.cli import CLIENT_COMMANDS, add_client_commands, run_client_command
+from whisper_mcp.config import ENV_PREFIX, Settings
+from whisper_mcp.logs import configure as configure_logging
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -86,7 +86,7 @@ def _is_loopback(host: str) -> bool:
 def serve(settings: Settings) -> int:
     import uvicorn
 
-    from .app import create_app
+    from whisper_mcp.server.app import create_app
 
     configure_logging(settings.log_level, settings.log_format)
     # The inference thread runs Python between torch calls and so holds the GIL
@@ -114,8 +114,8 @@ def serve(settings: Settings) -> int:
 
 
 def prepare_model(settings: Settings) -> int:
-    from .engine import WhisperEngine
-    from .models import ModelRegistry
+    from whisper_mcp.engines.engine import WhisperEngine
+    from whisper_mcp.models.registry import ModelRegistry
 
     registry = ModelRegistry(settings.model_cache)
     engine = WhisperEngine(registry, "cpu", engine=settings.engine)
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("bridge", help="a local MCP server over stdio for files on this disk", add_help=False)
     args, rest = parser.parse_known_args(argv)
     if args.command == "bridge":
-        from .bridge import main as bridge_main
+        from whisper_mcp.client.bridge import main as bridge_main
 
         return bridge_main(rest)
     if rest:

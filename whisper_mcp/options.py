@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from whisper.tokenizer import LANGUAGES, TO_LANGUAGE_CODE
+from whisper_mcp.languages import LANGUAGES, TO_LANGUAGE_CODE
 
-from .errors import InvalidInput
+from whisper_mcp.errors import InvalidInput
 
 # Lower runs first.
 PRIORITIES = {"urgent": 0, "normal": 1, "low": 2}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import __version__
-from .formats import FORMATS
-from .options import MAX_BEAM_SIZE, MAX_PROMPT_CHARS, PRIORITIES
+from whisper_mcp import __version__
+from whisper_mcp.formats import FORMATS
+from whisper_mcp.options import MAX_BEAM_SIZE, MAX_PROMPT_CHARS, PRIORITIES
 
 _JOB_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"}
 _STATUSES = ["queued", "processing", "completed", "failed", "cancelled"]

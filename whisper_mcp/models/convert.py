@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
-from .durable import fsync_dir
+from whisper_mcp.durable import fsync_dir
 
 if TYPE_CHECKING:
     import torch

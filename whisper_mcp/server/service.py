@@ -18,23 +18,23 @@ from urllib.parse import urlsplit
 
 from anyio import to_thread
 
-from .audio import probe_audio
-from .callbacks import CallbackSender, parse_delays
-from .config import Settings
-from .engine import WhisperEngine
-from .errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady
-from .formats import FORMATS, render
-from .jobs import DuplicateJob, Job, JobRequest, JobStatus
-from .logs import job_event
-from .metrics import Metrics
-from .options import PRIORITY_NAMES, parse_bool, parse_options, parse_priority
-from .models import ModelRegistry
-from .storage import FileStore, IncomingFile, StoredUpload, new_key
-from .store import SQLiteJobStore, SQLiteUploadStore
-from .uploads import UploadManager
-from .worker import InferenceWorker, recover
+from whisper_mcp.engines.audio import probe_audio
+from whisper_mcp.server.callbacks import CallbackSender, parse_delays
+from whisper_mcp.config import Settings
+from whisper_mcp.engines.engine import WhisperEngine
+from whisper_mcp.errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady
+from whisper_mcp.formats import FORMATS, render
+from whisper_mcp.queue.jobs import DuplicateJob, Job, JobRequest, JobStatus
+from whisper_mcp.logs import job_event
+from whisper_mcp.server.metrics import Metrics
+from whisper_mcp.options import PRIORITY_NAMES, parse_bool, parse_options, parse_priority
+from whisper_mcp.models.registry import ModelRegistry
+from whisper_mcp.queue.files import FileStore, IncomingFile, StoredUpload, new_key
+from whisper_mcp.queue.sqlite import SQLiteJobStore, SQLiteUploadStore
+from whisper_mcp.server.uploads import UploadManager
+from whisper_mcp.server.worker import InferenceWorker, recover
 
-log = logging.getLogger("whisper_mcp.service")
+log = logging.getLogger("whisper_mcp.server.service")
 
 MAX_OFFSET = 2**31 - 1
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

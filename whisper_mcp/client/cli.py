@@ -2,7 +2,7 @@
 
 ``add_client_commands(sub)`` adds them to an argparse sub-parser set and
 ``run_client_command(args)`` runs the parsed one. ``python -m
-whisper_mcp.client_cli`` runs them standalone.
+whisper_mcp.client.cli`` runs them standalone.
 
 Exit codes, for scripts:
 
@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from .client import DEFAULT_URL, ClientError, ServiceClient, write_text_atomic
-from .formats import FORMATS
+from whisper_mcp.client.http import DEFAULT_URL, ClientError, ServiceClient, write_text_atomic
+from whisper_mcp.formats import FORMATS
 
 PROG = "whisper-mcp"
 URL_ENV = "WHISPER_MCP_URL"

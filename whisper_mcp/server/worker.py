@@ -13,14 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .engine import BatchItem, Transcription, WhisperEngine
-from .errors import ServiceError
-from .jobs import Job, JobStore
-from .logs import job_event
-from .metrics import Metrics
-from .storage import FileStore
+from whisper_mcp.engines.engine import BatchItem, Transcription, WhisperEngine
+from whisper_mcp.errors import ServiceError
+from whisper_mcp.queue.jobs import Job, JobStore
+from whisper_mcp.logs import job_event
+from whisper_mcp.server.metrics import Metrics
+from whisper_mcp.queue.files import FileStore
 
-log = logging.getLogger("whisper_mcp.worker")
+log = logging.getLogger("whisper_mcp.server.worker")
 
 MAX_ATTEMPTS = 3
 SWEEP_SECONDS = 30.0

@@ -11,8 +11,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from .jobs import DuplicateJob, Job, JobPage, JobRequest, JobStatus, UploadRecord
-from .options import TranscribeOptions
+from whisper_mcp.queue.jobs import DuplicateJob, Job, JobPage, JobRequest, JobStatus, UploadRecord
+from whisper_mcp.options import TranscribeOptions
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

@@ -26,7 +26,7 @@ from av.audio.resampler import AudioResampler
 from av.audio.stream import AudioStream
 from av.container import InputContainer
 
-from .errors import AudioTooLong, InvalidAudio
+from whisper_mcp.errors import AudioTooLong, InvalidAudio
 
 SAMPLE_RATE = 16000
 

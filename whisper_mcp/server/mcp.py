@@ -11,9 +11,9 @@ from fastmcp.exceptions import ResourceError, ToolError
 from fastmcp.server.dependencies import get_http_request
 from pydantic import Field
 
-from .errors import ServiceError
-from .formats import FORMATS
-from .service import Submission, TranscriptionService
+from whisper_mcp.errors import ServiceError
+from whisper_mcp.formats import FORMATS
+from whisper_mcp.server.service import Submission, TranscriptionService
 
 INSTRUCTIONS = """\
 whisper-mcp turns speech recordings into text with OpenAI Whisper, using a model

@@ -27,8 +27,8 @@ from whisper.decoding import DecodingOptions, DecodingResult
 from whisper.model import Whisper
 from whisper.tokenizer import get_tokenizer
 
-from .mel import Mel
-from .options import TranscribeOptions, temperatures
+from whisper_mcp.engines.mel import Mel
+from whisper_mcp.options import TranscribeOptions, temperatures
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from .models import ModelInfo, ModelRegistry
+from whisper_mcp.models.registry import ModelInfo, ModelRegistry
 
 log = logging.getLogger(__name__)
 

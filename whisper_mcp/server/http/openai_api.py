@@ -23,10 +23,10 @@ from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from whisper.tokenizer import LANGUAGES
+from whisper_mcp.languages import LANGUAGES
 
-from .bodies import check_declared_length, read_multipart
-from .errors import (
+from whisper_mcp.server.http.bodies import check_declared_length, read_multipart
+from whisper_mcp.errors import (
     AudioTooLong,
     Conflict,
     InvalidAudio,
@@ -36,8 +36,8 @@ from .errors import (
     ServiceError,
     UnknownModel,
 )
-from .jobs import JobStatus
-from .service import Submission, TranscriptionService
+from whisper_mcp.queue.jobs import JobStatus
+from whisper_mcp.server.service import Submission, TranscriptionService
 
 OPENAI_MODEL_ALIAS = "whisper-1"
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")

@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .options import TranscribeOptions
+from whisper_mcp.options import TranscribeOptions
 
 
 class JobStatus(str, enum.Enum):

@@ -31,14 +31,14 @@ import whisper
 from whisper.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE
 from whisper.model import Whisper
 
-from .audio import stream_audio
-from .mel import Mel, log_mel
-from .model_pool import ModelPool, estimate_bytes, model_bytes
-from .models import ENGINES, ModelInfo, ModelRegistry
-from .batch import Prefetched, batchable, decode_first_windows, detect_languages
-from .options import TranscribeOptions, temperatures
+from whisper_mcp.engines.audio import stream_audio
+from whisper_mcp.engines.mel import Mel, log_mel
+from whisper_mcp.models.pool import ModelPool, estimate_bytes, model_bytes
+from whisper_mcp.models.registry import ENGINES, ModelInfo, ModelRegistry
+from whisper_mcp.engines.openai_batch import Prefetched, batchable, decode_first_windows, detect_languages
+from whisper_mcp.options import TranscribeOptions, temperatures
 
-log = logging.getLogger("whisper_mcp.engine")
+log = logging.getLogger("whisper_mcp.engines.engine")
 
 ProgressCallback = Callable[[float], None]
 # What a backend transcribes: an audio file (decoded by the backend, in a
@@ -335,7 +335,7 @@ class WhisperEngine:
         self.registry = registry
         self.backend: Backend
         if engine == "ctranslate2":
-            from .ct2_engine import CTranslate2Backend  # faster-whisper is optional
+            from whisper_mcp.engines.ctranslate2 import CTranslate2Backend  # faster-whisper is optional
 
             self.backend = CTranslate2Backend(
                 registry,

@@ -24,8 +24,8 @@ import torch
 import whisper
 from whisper.model import ModelDimensions, Whisper
 
-from .convert import PackagedModel, ensure_checkpoint, find_packaged_models
-from .errors import UnknownModel
+from whisper_mcp.models.convert import PackagedModel, ensure_checkpoint, find_packaged_models
+from whisper_mcp.errors import UnknownModel
 
 
 @dataclass(frozen=True)

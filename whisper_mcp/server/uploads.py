@@ -20,10 +20,10 @@ from typing import Any
 
 from anyio import to_thread
 
-from .errors import Conflict, InvalidInput, PayloadTooLarge, UploadNotFound
-from .jobs import UploadRecord
-from .storage import FileStore, StoredUpload, new_key
-from .store import SQLiteUploadStore
+from whisper_mcp.errors import Conflict, InvalidInput, PayloadTooLarge, UploadNotFound
+from whisper_mcp.queue.jobs import UploadRecord
+from whisper_mcp.queue.files import FileStore, StoredUpload, new_key
+from whisper_mcp.queue.sqlite import SQLiteUploadStore
 
 # Decoded bytes per upload_chunk call: base64 makes it 4/3 larger, still well
 # under the MCP SDK's 4 MiB request cap.

@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 from anyio import to_thread
 
-from .formats import render
-from .jobs import Job, JobStore
-from .storage import FileStore
+from whisper_mcp.formats import render
+from whisper_mcp.queue.jobs import Job, JobStore
+from whisper_mcp.queue.files import FileStore
 
-log = logging.getLogger("whisper_mcp.callbacks")
+log = logging.getLogger("whisper_mcp.server.callbacks")
 
 SIGNATURE_HEADER = "X-Whisper-MCP-Signature"
 # Seconds to wait before attempt 2, 3, ...; after the last, delivery gives up.

@@ -9,11 +9,11 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from . import dashboard, openai_api, rest
-from .config import Settings
-from .security import AccessGuard, local_origins
-from .service import TranscriptionService
-from .tools import build_mcp
+from whisper_mcp.server.http import dashboard, openai_api, rest
+from whisper_mcp.config import Settings
+from whisper_mcp.server.http.security import AccessGuard, local_origins
+from whisper_mcp.server.service import TranscriptionService
+from whisper_mcp.server.mcp import build_mcp
 
 
 def create_app(settings: Settings) -> Starlette:

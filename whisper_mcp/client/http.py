@@ -1,6 +1,6 @@
 """A small synchronous HTTP client for a running whisper-mcp service.
 
-    from whisper_mcp.client import ServiceClient
+    from whisper_mcp.client.http import ServiceClient
 
     with ServiceClient("http://127.0.0.1:8765") as client:
         job = client.submit("meeting.wav", language="en")

@@ -21,8 +21,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .durable import fsync_dir, write_atomic
-from .errors import InsufficientStorage, PayloadTooLarge
+from whisper_mcp.durable import fsync_dir, write_atomic
+from whisper_mcp.errors import InsufficientStorage, PayloadTooLarge
 
 _KEY = re.compile(r"^[0-9a-f]{32}$")
 

@@ -35,13 +35,13 @@ from typing import Any
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, decode_audio
-from .convert import PackagedModel
-from .durable import fsync_dir
-from .engine import AudioInput, ProgressCallback, Transcription, make_segment
-from .model_pool import estimate_bytes
-from .models import ModelInfo, ModelRegistry
-from .options import TranscribeOptions, temperatures
+from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
+from whisper_mcp.models.convert import PackagedModel
+from whisper_mcp.durable import fsync_dir
+from whisper_mcp.engines.engine import AudioInput, ProgressCallback, Transcription, make_segment
+from whisper_mcp.models.pool import estimate_bytes
+from whisper_mcp.models.registry import ModelInfo, ModelRegistry
+from whisper_mcp.options import TranscribeOptions, temperatures
 
 # Bump when the assembled folder's layout changes, so old ones are redone.
 _FOLDER_FORMAT = 1

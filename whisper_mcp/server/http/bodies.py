@@ -14,8 +14,8 @@ from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
-from .errors import InvalidInput, PayloadTooLarge
-from .storage import IncomingFile, StoredUpload
+from whisper_mcp.errors import InvalidInput, PayloadTooLarge
+from whisper_mcp.queue.files import IncomingFile, StoredUpload
 
 _BATCH = 1024 * 1024
 _MAX_FIELD = 64 * 1024

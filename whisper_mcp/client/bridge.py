@@ -1,6 +1,6 @@
 """A local MCP server over stdio for agents whose recordings sit on their own disk.
 
-The agent's MCP client starts ``python -m whisper_mcp.bridge`` (or ``whisper-mcp
+The agent's MCP client starts ``python -m whisper_mcp.client.bridge`` (or ``whisper-mcp
 bridge``) as a subprocess. Its ``transcribe_wav(filename)`` takes a LOCAL path,
 streams the file over HTTP to a running whisper-mcp service and returns a job id
 at once; ``check_transcription_status(job_id)`` polls the service and, once the
@@ -35,7 +35,7 @@ from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
 from pydantic import Field
 
-from .client import DEFAULT_URL, FINISHED, ClientError, ServiceClient, write_text_atomic
+from whisper_mcp.client.http import DEFAULT_URL, FINISHED, ClientError, ServiceClient, write_text_atomic
 
 PROG = "whisper-mcp"
 URL_ENV = "WHISPER_MCP_URL"
