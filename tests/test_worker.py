@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from whisper_mcp.engines.engine import BATCH_MAX_SECONDS, BatchItem, Transcription
+from whisper_mcp.engines.base import BATCH_MAX_SECONDS, BatchItem, Transcription
 from whisper_mcp.queue.jobs import JobStatus
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.options import TranscribeOptions

@@ -38,7 +38,7 @@ import numpy as np
 from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
 from whisper_mcp.models.convert import PackagedModel
 from whisper_mcp.durable import fsync_dir
-from whisper_mcp.engines.engine import AudioInput, ProgressCallback, Transcription, make_segment
+from whisper_mcp.engines.base import AudioInput, ProgressCallback, Transcription, make_segment
 from whisper_mcp.models.pool import estimate_bytes
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
 from whisper_mcp.options import TranscribeOptions, temperatures

@@ -21,78 +21,36 @@ import logging
 import threading
 import types
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 import whisper
-from whisper.audio import N_FRAMES, N_SAMPLES, SAMPLE_RATE
+from whisper.audio import N_SAMPLES, SAMPLE_RATE
 from whisper.model import Whisper
 
 from whisper_mcp.engines.audio import stream_audio
+from whisper_mcp.engines.base import (
+    BATCH_MAX_SECONDS,
+    ENGINES,
+    COMPUTE_TYPES,
+    AudioInput,
+    BatchItem,
+    ProgressCallback,
+    Segment,
+    Transcription,
+    make_segment,
+)
 from whisper_mcp.engines.mel import Mel, log_mel
 from whisper_mcp.models.pool import ModelPool, estimate_bytes, model_bytes
-from whisper_mcp.models.registry import ENGINES, ModelInfo, ModelRegistry
+from whisper_mcp.models.registry import ModelInfo, ModelRegistry
 from whisper_mcp.engines.openai_batch import Prefetched, batchable, decode_first_windows, detect_languages
 from whisper_mcp.options import TranscribeOptions, temperatures
 
 log = logging.getLogger("whisper_mcp.engines.engine")
 
-ProgressCallback = Callable[[float], None]
-# What a backend transcribes: an audio file (decoded by the backend, in a
-# stream where it can) or float32 16 kHz mono samples.
-AudioInput = Path | np.ndarray
 
-# Every compute_type a setting may name; each engine accepts a subset (below).
-COMPUTE_TYPES = ("default", "int8", "int8_float32", "int8_float16", "float32", "float16", "bfloat16")
-# Jobs up to this long are one 30 s decoding window, the part a batch decodes.
-BATCH_MAX_SECONDS = 30.0
 ENGINE_ALIASES = {"faster-whisper": "ctranslate2", "faster_whisper": "ctranslate2", "ct2": "ctranslate2", "torch": "openai"}
-
-
-@dataclass(frozen=True)
-class Word:
-    word: str
-    start: float
-    end: float
-    probability: float
-
-
-@dataclass(frozen=True)
-class Segment:
-    id: int
-    start: float
-    end: float
-    text: str
-    words: list[Word] | None = None
-
-
-@dataclass(frozen=True)
-class Transcription:
-    text: str
-    language: str | None
-    duration: float
-    segments: list[Segment] = field(default_factory=list)
-    # Probability of the detected language, when it was detected.
-    language_probability: float | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        for segment in data["segments"]:
-            if segment["words"] is None:
-                del segment["words"]
-        return data
-
-
-@dataclass(frozen=True)
-class BatchItem:
-    """One job of a batch: its audio and where its progress goes."""
-
-    audio: AudioInput
-    duration_hint: float = 0.0
-    on_progress: ProgressCallback | None = None
 
 
 _HOOKS = threading.local()  # .callback: the progress callback of this thread's job
@@ -412,21 +370,6 @@ class WhisperEngine:
     def can_batch(self, duration: float, options: TranscribeOptions) -> bool:
         """Whether a job this long, with these options, may share a forward pass with others."""
         return self.backend.batching and 0 < duration <= BATCH_MAX_SECONDS and batchable(options)
-
-
-def make_segment(
-    index: int, start: float, end: float, text: str, words: list[tuple[str, float, float, float]] | None
-) -> Segment:
-    """A Segment with the rounding every engine uses: times to ms, probabilities to 4 places."""
-    return Segment(
-        index,
-        round(float(start), 3),
-        round(float(end), 3),
-        str(text).strip(),
-        None
-        if words is None
-        else [Word(str(w), round(float(s), 3), round(float(e), 3), round(float(p), 4)) for w, s, e, p in words],
-    )
 
 
 def _segment(s: dict) -> Segment:

@@ -24,6 +24,7 @@ import torch
 import whisper
 from whisper.model import ModelDimensions, Whisper
 
+from whisper_mcp.engines.base import ENGINES
 from whisper_mcp.models.convert import PackagedModel, ensure_checkpoint, find_packaged_models
 from whisper_mcp.errors import UnknownModel
 
@@ -35,8 +36,6 @@ class ModelInfo:
     # Whether loading needs no network: packaged weights, or a checkpoint on disk.
     local: bool
 
-
-ENGINES = ("openai", "ctranslate2")
 
 # faster-whisper's Hugging Face repositories per name (faster_whisper.utils._MODELS,
 # copied so listing models needs no faster-whisper import).
