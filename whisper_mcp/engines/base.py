@@ -6,9 +6,10 @@ module; it depends on neither, so no engine imports another.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -80,3 +81,26 @@ def make_segment(
         if words is None
         else [Word(str(w), round(float(s), 3), round(float(e), 3), round(float(p), 4)) for w, s, e, p in words],
     )
+
+
+class Engine(Protocol):
+    """What the server asks of an engine (``engine.WhisperEngine``, or a fake in
+    tests). Every method blocks; only the inference thread calls them, except
+    the read-only attributes."""
+
+    engine: str  # "openai" | "ctranslate2"
+    compute_type: str  # resolved: never "default"
+    device: str
+    registry: Any  # models.registry.ModelRegistry: names -> ModelInfo
+    pool: Any  # models.pool.ModelPool: what is loaded, loads, unloads, sweep()
+
+    @property
+    def loaded_models(self) -> list[str]: ...
+
+    def load(self, info: Any) -> None: ...
+
+    def transcribe_batch(self, items: Sequence[BatchItem], model: Any, options: Any) -> list[Transcription | Exception]:
+        """One outcome per item: its transcription, or the exception that ended it."""
+
+    def can_batch(self, duration: float, options: Any) -> bool:
+        """Whether a job this long, with these options, may share a forward pass."""
