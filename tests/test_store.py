@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from whisper_mcp.queue import files as storage
-from whisper_mcp.server import worker
+from whisper_mcp.queue.manager import MAX_ATTEMPTS, JobQueue
 from whisper_mcp.queue.jobs import DuplicateJob, JobRequest, JobStatus
 from whisper_mcp.options import TranscribeOptions
 from whisper_mcp.queue.files import FileStore, new_key
@@ -204,7 +204,7 @@ def test_data_survives_reopen(files: FileStore) -> None:
         second.close()
 
 
-# -- worker.recover -------------------------------------------------------
+# -- JobQueue.recover -------------------------------------------------------
 
 
 def test_recover_requeues_interrupted_job_keeping_its_place(store: SQLiteJobStore, files: FileStore) -> None:
@@ -216,7 +216,7 @@ def test_recover_requeues_interrupted_job_keeping_its_place(store: SQLiteJobStor
 
     restarted = reopen(files)
     try:
-        assert worker.recover(restarted, files) == ["first"]
+        assert JobQueue(restarted, files).recover() == ["first"]
         again = restarted.get("first")
         assert again is not None
         assert again.status is JobStatus.QUEUED
@@ -240,7 +240,7 @@ def test_recover_completes_job_whose_result_was_written(store: SQLiteJobStore, f
 
     restarted = reopen(files)
     try:
-        assert worker.recover(restarted, files) == []
+        assert JobQueue(restarted, files).recover() == []
         done = restarted.get("written")
         assert done is not None
         assert done.status is JobStatus.COMPLETED
@@ -258,21 +258,21 @@ def test_recover_gives_up_after_max_attempts(store: SQLiteJobStore, files: FileS
     job = add_with_audio(store, files, "poison")
     add_with_audio(store, files, "next")
     # The process dies while running it, again and again.
-    for attempt in range(1, worker.MAX_ATTEMPTS + 1):
+    for attempt in range(1, MAX_ATTEMPTS + 1):
         claimed = store.claim_next(float(attempt))
         assert claimed is not None and claimed.job_id == "poison" and claimed.attempts == attempt
-        if attempt < worker.MAX_ATTEMPTS:
-            assert worker.recover(store, files) == ["poison"]
+        if attempt < MAX_ATTEMPTS:
+            assert JobQueue(store, files).recover() == ["poison"]
     store.close()
 
     restarted = reopen(files)
     try:
-        assert worker.recover(restarted, files) == []
+        assert JobQueue(restarted, files).recover() == []
         failed = restarted.get("poison")
         assert failed is not None
         assert failed.status is JobStatus.FAILED
         assert failed.finished_at is not None
-        assert failed.error and f"{worker.MAX_ATTEMPTS} times" in failed.error
+        assert failed.error and f"{MAX_ATTEMPTS} times" in failed.error
         assert not files.audio_path(job.key).exists()
         # The queue moves on.
         assert restarted.claim_next(10.0).job_id == "next"  # type: ignore[union-attr]
@@ -286,7 +286,7 @@ def test_recover_leaves_settled_jobs_alone(store: SQLiteJobStore, files: FileSto
     assert store.claim_next(1.0).job_id == "finished"  # type: ignore[union-attr]
     store.complete("finished", 2.0, "en")
     before = {j: store.get(j) for j in ("finished", "waiting")}
-    assert worker.recover(store, files) == []
+    assert JobQueue(store, files).recover() == []
     assert {j: store.get(j) for j in ("finished", "waiting")} == before
     assert files.audio_path(waiting.key).exists()
 
@@ -296,7 +296,7 @@ def test_recover_empties_incoming(store: SQLiteJobStore, files: FileStore) -> No
     (files.incoming / "upload-stray").write_bytes(b"x")
     (files.incoming / "nested").mkdir()
     (files.incoming / "nested" / "file").write_bytes(b"y")
-    worker.recover(store, files)
+    JobQueue(store, files).recover()
     assert files.incoming.is_dir()
     assert list(files.incoming.iterdir()) == []
 
@@ -369,13 +369,13 @@ def test_incoming_accept_discard(files: FileStore) -> None:
 
 def test_recover_completes_a_written_result_even_on_the_last_attempt(store: SQLiteJobStore, files: FileStore) -> None:
     job = add_with_audio(store, files, "last-try")
-    for attempt in range(1, worker.MAX_ATTEMPTS + 1):
+    for attempt in range(1, MAX_ATTEMPTS + 1):
         store.claim_next(float(attempt))
-        if attempt < worker.MAX_ATTEMPTS:
-            worker.recover(store, files)
+        if attempt < MAX_ATTEMPTS:
+            JobQueue(store, files).recover()
     # Died after writing the transcript, before marking the job completed.
     files.write_result(job.key, {"text": "done", "language": "en", "segments": []})
-    assert worker.recover(store, files) == []
+    assert JobQueue(store, files).recover() == []
     recovered = store.get("last-try")
     assert recovered is not None and recovered.status is JobStatus.COMPLETED
 
@@ -389,12 +389,12 @@ def test_recover_removes_orphaned_audio(store: SQLiteJobStore, files: FileStore)
     store.complete("queued", 2.0, "en")
     store.claim_next(3.0)
     store.fail("ended", 4.0, "boom")  # died before its audio was removed
-    worker.recover(store, files)
+    JobQueue(store, files).recover()
     assert not orphan.exists()
     assert not files.audio_path(ended.key).exists()
     assert not files.audio_path(kept.key).exists()
     live = add_with_audio(store, files, "live")
-    worker.recover(store, files)
+    JobQueue(store, files).recover()
     assert files.audio_path(live.key).exists()
 
 

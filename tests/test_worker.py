@@ -6,43 +6,20 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from whisper_mcp.engines.base import BATCH_MAX_SECONDS, BatchItem, Transcription
+from whisper_mcp.engines.base import BATCH_MAX_SECONDS
 from whisper_mcp.queue.jobs import JobStatus
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.options import TranscribeOptions
 from whisper_mcp.queue.files import FileStore
+from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.sqlite import SQLiteJobStore
 from whisper_mcp.server.worker import InferenceWorker
 
+from fakes import FakeEngine
 from test_store import request
-
-
-class FakeEngine:
-    """Records each call's audio file names (the jobs' storage keys); every job
-    'transcribes' to its key."""
-
-    device = "cpu"
-
-    def __init__(self) -> None:
-        self.batches: list[list[str]] = []
-        self.registry = SimpleNamespace(resolve=lambda name, trusted=False: name)
-        self.pool = SimpleNamespace(sweep=lambda: None)
-
-    def load(self, info: object) -> None:
-        return None
-
-    def can_batch(self, duration: float, options: TranscribeOptions) -> bool:
-        return 0 < duration <= BATCH_MAX_SECONDS and (options.beam_size or 1) <= 1
-
-    def transcribe_batch(
-        self, items: Sequence[BatchItem], model: object, options: TranscribeOptions
-    ) -> list[Transcription | Exception]:
-        self.batches.append([Path(item.audio).name for item in items])
-        return [Transcription(Path(item.audio).name, "en", 1.0) for item in items]
 
 
 @pytest.fixture
@@ -60,9 +37,7 @@ def store(files: FileStore) -> Iterator[SQLiteJobStore]:
 def run_queue(store: SQLiteJobStore, files: FileStore, batch_size: int) -> list[list[str]]:
     """Start a worker on what is queued; return the batches once all jobs ended."""
     engine = FakeEngine()
-    worker = InferenceWorker(
-        store, files, engine, "tiny.en", lambda job_id: None, metrics=Metrics(), batch_size=batch_size  # type: ignore[arg-type]
-    )
+    worker = InferenceWorker(JobQueue(store, files), engine, "tiny.en", metrics=Metrics(), batch_size=batch_size)
     worker.start()
     deadline = time.monotonic() + 10
     while store.count(JobStatus.QUEUED) or store.count(JobStatus.PROCESSING):

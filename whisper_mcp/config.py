@@ -1,13 +1,32 @@
-"""Service settings: one dataclass, filled from command-line flags and
-``WHISPER_MCP_*`` environment variables (flags win)."""
+"""Service settings: one typed dataclass, filled from command-line flags and
+``WHISPER_MCP_*`` environment variables (flags win), parsed once.
+
+Each field carries its help text (and its choices, where it has them) as
+metadata, so the ``serve`` command's flags are generated from this one place.
+Parsing raises ``ConfigError``; only the CLI turns that into an exit.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 ENV_PREFIX = "WHISPER_MCP_"
+
+# The choices, defined once: the CLI's flags, validation and the engines use these.
+ENGINES = ("openai", "ctranslate2")
+ENGINE_ALIASES = {"faster-whisper": "ctranslate2", "faster_whisper": "ctranslate2", "ct2": "ctranslate2", "torch": "openai"}
+COMPUTE_TYPES = ("default", "int8", "int8_float32", "int8_float16", "float32", "float16", "bfloat16")
+DEVICES = ("auto", "cpu", "cuda")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it and says what would do."""
 
 
 def default_model_cache() -> Path:
@@ -15,110 +34,147 @@ def default_model_cache() -> Path:
     return Path(base) / "whisper-mcp"
 
 
+def _opt(default: Any = MISSING, *, help: str, choices: tuple[str, ...] | None = None, **extra: Any) -> Any:
+    """A field with its help text; ``default_factory`` passes through ``extra``."""
+    metadata = {"help": help, "choices": choices, **{k: v for k, v in extra.items() if k != "default_factory"}}
+    if "default_factory" in extra:
+        return field(default_factory=extra["default_factory"], metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8765
-    storage: Path = Path("./service-storage")
-    model: str = "tiny.en"
-    # Where converted packaged weights and downloaded checkpoints are cached.
-    model_cache: Path = field(default_factory=default_model_cache)
-    device: str = "auto"  # auto | cpu | cuda
-    # Inference engine: openai (openai-whisper on torch) or ctranslate2 (faster-whisper).
-    engine: str = "openai"
-    # default: float16 on CUDA; on CPU float32 (openai) or int8 (ctranslate2).
-    compute_type: str = "default"
-    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
-    # Short jobs (up to 30 s) queued behind each other with the same model and
-    # options are transcribed together, this many at most; 1 turns batching off.
-    batch_size: int = 8
-    # ctranslate2 engine: decode the speech that voice-activity detection finds,
-    # in chunks of up to 30 s, batch_size chunks per forward pass, without
-    # timestamp tokens. The fastest CPU mode; each chunk is one segment.
-    vad_batching: bool = False
-    # Niceness added to the inference threads so that requests win the CPU
-    # from inference (0: same priority as the rest of the server).
-    inference_nice: int = 10
-    log_level: str = "info"
-    log_format: str = "text"  # text | json
-    # Models other than the start-up one are unloaded after this many idle seconds.
-    model_idle_seconds: float = 600.0
-    # Total model memory; loading another model unloads least-recently-used ones
-    # (never the start-up model) to stay under it. 0: no limit.
-    model_memory_mb: int = 0
-    # Seconds before callback attempt 2, 3, ...; after the last, delivery gives up.
-    callback_retry_delays: str = "1,5,30,120"
-    # Base URL put in callback bodies' links; default http://HOST:PORT.
-    public_url: str = ""
-    # When set, callback bodies are signed: X-Whisper-MCP-Signature: sha256=<HMAC>.
-    callback_secret: str = ""
-    # Bearer token for /mcp and every REST route but /livez and one-time upload
-    # URLs; token_file holds it instead (first line). Empty: no authentication.
-    token: str = ""
-    token_file: Path | None = None
-    # Extra browser origins allowed to call /mcp (comma-separated); loopback
-    # origins on our own port are always allowed.
-    allowed_origins: str = ""
-    max_upload_mb: int = 1024
-    max_audio_seconds: float = 4 * 3600.0
-    # Refuse uploads (507) when the storage disk would have less free than this.
-    min_free_mb: int = 512
-    # Delete a job's audio once the job has ended.
-    delete_audio: bool = True
-    # Ended jobs and their transcripts are removed after this many days (0: keep).
-    retention_days: float = 7.0
-    # Chunked uploads and one-time upload URLs expire after this long unused.
-    upload_ttl_seconds: float = 3600.0
-    # How often expired uploads and jobs are swept.
-    housekeeping_seconds: float = 60.0
-    # Upper bound for check_transcription_status(wait_seconds=...): stays under
-    # the 60 s tool timeout that MCP clients such as Codex use by default.
-    max_wait_seconds: float = 50.0
+    host: str = _opt("127.0.0.1", help="bind address")
+    port: int = _opt(8765, help="TCP port")
+    storage: Path = _opt(Path("./service-storage"), help="folder for the job database, audio and transcripts")
+    model: str = _opt("tiny.en", help="model loaded at start-up and used when a job names none")
+    model_cache: Path = _opt(
+        help="folder for converted and downloaded weights (default ~/.cache/whisper-mcp)",
+        default_factory=default_model_cache,
+    )
+    device: str = _opt("auto", help="where inference runs", choices=DEVICES)
+    engine: str = _opt(
+        "openai",
+        help="inference engine: openai (openai-whisper) or ctranslate2 (faster-whisper, ~2x faster on CPU)",
+        choices=ENGINES,
+    )
+    compute_type: str = _opt(
+        "default",
+        help="weights/arithmetic; default: float16 on CUDA, on CPU float32 (openai) or int8 (ctranslate2)",
+        choices=COMPUTE_TYPES,
+    )
+    threads: int = _opt(0, help="torch CPU threads, 0 = torch's default")
+    batch_size: int = _opt(
+        8,
+        help="windows per forward pass: short queued jobs with the same options (openai engine) "
+        "or VAD chunks (--vad-batching); 1 = off",
+    )
+    vad_batching: bool = _opt(
+        False,
+        help="ctranslate2 engine: decode the speech VAD finds in chunks of up to 30 s, batch-size per "
+        "forward pass, without timestamp tokens (fastest on CPU; each chunk is one segment)",
+        flag="--vad-batching",
+        const=True,
+    )
+    inference_nice: int = _opt(10, help="niceness added to the inference threads so requests win the CPU, 0 = none")
+    log_level: str = _opt("info", help="log level", choices=LOG_LEVELS)
+    log_format: str = _opt("text", help="one line per event; json for log shippers", choices=LOG_FORMATS)
+    model_idle_seconds: float = _opt(600.0, help="unload models other than the start-up one after this idle time")
+    model_memory_mb: int = _opt(
+        0, help="memory budget for loaded models; least recently used ones are unloaded to fit, 0 = none"
+    )
+    callback_retry_delays: tuple[float, ...] = _opt(
+        (1.0, 5.0, 30.0, 120.0), help="seconds before callback attempt 2, 3, ... (comma-separated); then it gives up"
+    )
+    public_url: str = _opt("", help="base URL used in callback bodies and upload URLs (default http://HOST:PORT)")
+    callback_secret: str = _opt("", help="HMAC-SHA256 key: callback bodies are signed in X-Whisper-MCP-Signature")
+    # The token itself, from --token or the first line of --token-file (read once).
+    token: str = _opt("", help="bearer token required on /mcp and the REST routes (empty: no authentication)")
+    token_file: Path | None = _opt(None, help="file whose first line is the token")
+    allowed_origins: tuple[str, ...] = _opt(
+        (), help="extra browser origins allowed, comma-separated (loopback on our port always is)"
+    )
+    max_upload_mb: int = _opt(1024, help="largest upload")
+    max_audio_seconds: float = _opt(4 * 3600.0, help="longest recording")
+    min_free_mb: int = _opt(512, help="refuse uploads (507) when the storage disk would have less free than this")
+    delete_audio: bool = _opt(
+        True, help="keep uploaded audio after its job ends", flag="--keep-audio", const=False
+    )
+    retention_days: float = _opt(7.0, help="remove ended jobs and their transcripts after this many days, 0 = keep")
+    upload_ttl_seconds: float = _opt(3600.0, help="expiry of unfinished uploads and unused upload URLs")
+    housekeeping_seconds: float = _opt(60.0, help="interval of expiry sweeps")
+    # Stays under the 60 s tool timeout MCP clients such as Codex use by default.
+    max_wait_seconds: float = _opt(50.0, help="upper bound of check_transcription_status(wait_seconds=...)")
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Defaults, then ``WHISPER_MCP_<FIELD>`` variables, then non-None overrides."""
         env = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for f in fields(cls):
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is not None and raw != "":
-                values[f.name] = _coerce(f.name, raw)
-        values.update({k: _coerce(k, v) for k, v in overrides.items() if v is not None})
+                values[f.name] = _parse(f, raw, f"{ENV_PREFIX}{f.name.upper()}")
+        for name, value in overrides.items():
+            if value is not None:
+                values[name] = _parse(_FIELDS[name], value, "--" + name.replace("_", "-"))
+        if values.get("token_file") and not values.get("token"):
+            values["token"] = _read_token(values["token_file"])  # type: ignore[arg-type]
         return cls(**values)  # type: ignore[arg-type]
 
-    def resolved_token(self) -> str | None:
-        """The bearer token, from ``token`` or the first line of ``token_file``."""
-        if self.token:
-            return self.token
-        if self.token_file is not None:
-            try:
-                first = self.token_file.read_text().strip().splitlines()
-            except OSError as exc:
-                raise SystemExit(f"cannot read token file {self.token_file}: {exc}") from None
-            if not first or not first[0].strip():
-                raise SystemExit(f"token file {self.token_file} is empty")
-            return first[0].strip()
-        return None
+
+_FIELDS: dict[str, Field[Any]] = {f.name: f for f in fields(Settings)}
 
 
-def _coerce(name: str, value: object) -> object:
-    kind = {f.name: f.type for f in fields(Settings)}[name]
-    if not isinstance(value, str):
-        return value
+def _read_token(path: Path) -> str:
     try:
-        if kind == "int":
-            return int(value)
-        if kind == "float":
-            return float(value)
-    except ValueError:
-        raise SystemExit(f"{ENV_PREFIX}{name.upper()}={value!r} is not a number") from None
-    if kind in ("Path", "Path | None"):
-        return Path(value).expanduser()
-    if kind == "bool":
-        if value.strip().lower() in ("1", "true", "yes", "on"):
-            return True
-        if value.strip().lower() in ("0", "false", "no", "off"):
-            return False
-        raise SystemExit(f"{ENV_PREFIX}{name.upper()}={value!r} must be true or false")
+        lines = path.read_text().strip().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read token file {path}: {exc}") from None
+    if not lines or not lines[0].strip():
+        raise ConfigError(f"token file {path} is empty; put the token on its first line")
+    return lines[0].strip()
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _delays(text: str) -> tuple[float, ...]:
+    delays = tuple(float(part) for part in text.split(",") if part.strip())
+    if any(d < 0 for d in delays):
+        raise ValueError("must not be negative")
+    return delays
+
+
+_PARSERS: dict[str, Callable[[str], object]] = {
+    "int": int,
+    "float": float,
+    "bool": _bool,
+    "Path": lambda text: Path(text).expanduser(),
+    "Path | None": lambda text: Path(text).expanduser(),
+    "tuple[float, ...]": _delays,
+    "tuple[str, ...]": lambda text: tuple(part.strip() for part in text.split(",") if part.strip()),
+}
+
+
+def _parse(f: Field[Any], value: object, source: str) -> object:
+    """A flag's or variable's text as the field's type; ``source`` names it in errors."""
+    if isinstance(value, str):
+        try:
+            value = _PARSERS.get(str(f.type), str)(value)
+        except ValueError as exc:
+            reason = str(exc) if "must" in str(exc) else f"must be of type {f.type}"
+            raise ConfigError(f"{source}={value!r}: {reason}") from None
+    choices = f.metadata.get("choices")
+    if choices and isinstance(value, str):
+        value = value.strip().lower()
+        value = ENGINE_ALIASES.get(value, value) if f.name == "engine" else value
+        if value not in choices:
+            raise ConfigError(f"{source}={value!r}: choose one of {', '.join(choices)}")
     return value

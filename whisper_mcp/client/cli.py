@@ -31,6 +31,7 @@ from typing import Any, TextIO
 
 from whisper_mcp.client.http import DEFAULT_URL, ClientError, ServiceClient, write_text_atomic
 from whisper_mcp.formats import FORMATS
+from whisper_mcp.queue.jobs import JOB_STATUSES
 
 PROG = "whisper-mcp"
 URL_ENV = "WHISPER_MCP_URL"
@@ -104,7 +105,7 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
 
     j = sub.add_parser("jobs", parents=[common], help="list the service's jobs as a table")
     j.add_argument(
-        "--status", dest="job_status", choices=("queued", "processing", "completed", "failed", "cancelled"),
+        "--status", dest="job_status", choices=JOB_STATUSES,
         help="only jobs in this state",
     )  # fmt: skip
     j.add_argument("--limit", type=int, default=50, help="at most this many rows (1-500), default 50")

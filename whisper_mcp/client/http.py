@@ -24,8 +24,10 @@ from urllib.parse import quote
 
 import httpx
 
+from whisper_mcp.queue.jobs import FINISHED_STATUSES
+
 DEFAULT_URL = "http://127.0.0.1:8765"
-FINISHED = frozenset({"completed", "failed", "cancelled"})
+FINISHED = FINISHED_STATUSES
 
 __all__ = ["DEFAULT_URL", "FINISHED", "ClientError", "ServiceClient"]
 

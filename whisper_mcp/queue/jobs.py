@@ -8,10 +8,16 @@ worker takes its next job from the store, never from memory.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from whisper_mcp.options import TranscribeOptions
+
+
+# A job id a client may choose: also safe as a URL path segment.
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+JOB_ID = re.compile(JOB_ID_PATTERN)
 
 
 class JobStatus(str, enum.Enum):
@@ -24,6 +30,10 @@ class JobStatus(str, enum.Enum):
     @property
     def finished(self) -> bool:
         return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+JOB_STATUSES = tuple(status.value for status in JobStatus)
+FINISHED_STATUSES = frozenset(status.value for status in JobStatus if status.finished)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,9 @@
-"""The ASGI application: MCP at /mcp and the REST routes, in one Starlette app."""
+"""The composition root: builds every collaborator from ``Settings`` and wires
+them together, then serves MCP at /mcp and the HTTP routes in one Starlette app.
+
+Nothing else constructs collaborators, so a test can hand in its own (a fake
+engine, most often) and run the real routes in-process.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,76 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from whisper_mcp.server.http import dashboard, openai_api, rest
 from whisper_mcp.config import Settings
+from whisper_mcp.engines.base import Engine
+from whisper_mcp.queue.files import FileStore
+from whisper_mcp.queue.manager import JobQueue
+from whisper_mcp.queue.sqlite import SQLiteJobStore, SQLiteUploadStore
+from whisper_mcp.server.callbacks import CallbackSender
+from whisper_mcp.server.http import dashboard, openai_api, rest
 from whisper_mcp.server.http.security import AccessGuard, local_origins
-from whisper_mcp.server.service import TranscriptionService
 from whisper_mcp.server.mcp import build_mcp
+from whisper_mcp.server.metrics import Metrics
+from whisper_mcp.server.service import TranscriptionService
+from whisper_mcp.server.uploads import UploadManager
+from whisper_mcp.server.worker import InferenceWorker
 
 
-def create_app(settings: Settings) -> Starlette:
-    service = TranscriptionService(settings)
+def build_engine(settings: Settings) -> Engine:
+    """The real engine (imports torch): the model registry, pool and backend."""
+    from whisper_mcp.engines.engine import WhisperEngine
+    from whisper_mcp.models.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.model_cache, engine=settings.engine)
+    return WhisperEngine(
+        registry,
+        settings.device,
+        settings.threads,
+        pinned=registry.resolve(settings.model, trusted=True).name,
+        idle_seconds=settings.model_idle_seconds,
+        memory_budget_bytes=settings.model_memory_mb * 1024 * 1024,
+        engine=settings.engine,
+        compute_type=settings.compute_type,
+        batch_size=settings.batch_size,
+        vad_batching=settings.vad_batching,
+    )
+
+
+def build_service(settings: Settings, engine: Engine | None = None) -> TranscriptionService:
+    engine = engine if engine is not None else build_engine(settings)
+    files = FileStore(settings.storage)
+    queue = JobQueue(SQLiteJobStore(files.database), files, delete_audio=settings.delete_audio)
+    metrics = Metrics()
+    default_model = engine.registry.resolve(settings.model, trusted=True).name
+    worker = InferenceWorker(
+        queue,
+        engine,
+        default_model,
+        metrics=metrics,
+        batch_size=settings.batch_size,
+        nice=settings.inference_nice,
+    )
+    max_upload_bytes = settings.max_upload_mb * 1024 * 1024
+    uploads = UploadManager(
+        SQLiteUploadStore(files.database),
+        files,
+        max_bytes=max_upload_bytes,
+        min_free_bytes=settings.min_free_mb * 1024 * 1024,
+        ttl=settings.upload_ttl_seconds,
+    )
+    callbacks = CallbackSender(
+        queue,
+        public_url=settings.public_url or f"http://{settings.host}:{settings.port}",
+        secret=settings.callback_secret,
+        backoff=settings.callback_retry_delays,
+    )
+    return TranscriptionService(
+        settings, queue=queue, engine=engine, worker=worker, uploads=uploads, callbacks=callbacks, metrics=metrics
+    )
+
+
+def create_app(settings: Settings, service: TranscriptionService | None = None) -> Starlette:
+    service = service if service is not None else build_service(settings)
     mcp_app = build_mcp(service).http_app(path="/mcp")
 
     @contextlib.asynccontextmanager
@@ -43,9 +109,8 @@ def create_app(settings: Settings) -> Starlette:
         middleware=[
             Middleware(
                 AccessGuard,
-                token=settings.resolved_token(),
-                allowed_origins=local_origins(settings.port)
-                | {o.strip() for o in settings.allowed_origins.split(",") if o.strip()},
+                token=settings.token or None,
+                allowed_origins=local_origins(settings.port) | set(settings.allowed_origins),
             )
         ],
     )

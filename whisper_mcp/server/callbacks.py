@@ -1,6 +1,6 @@
 """Completion callbacks: POST a job's outcome to its ``callback_url``.
 
-Delivery state lives in the job store, so a restart neither loses a pending
+Delivery state lives with the job (changed through the queue), so a restart neither loses a pending
 callback nor repeats a delivered one. Failures are retried with back-off and
 never change the job's own status.
 """
@@ -19,25 +19,12 @@ import httpx
 from anyio import to_thread
 
 from whisper_mcp.formats import render
-from whisper_mcp.queue.jobs import Job, JobStore
-from whisper_mcp.queue.files import FileStore
+from whisper_mcp.queue.jobs import Job
+from whisper_mcp.queue.manager import JobQueue
 
 log = logging.getLogger("whisper_mcp.server.callbacks")
 
 SIGNATURE_HEADER = "X-Whisper-MCP-Signature"
-# Seconds to wait before attempt 2, 3, ...; after the last, delivery gives up.
-BACKOFF = (1.0, 5.0, 30.0, 120.0)
-
-
-def parse_delays(text: str) -> tuple[float, ...]:
-    """"1,5,30" -> (1.0, 5.0, 30.0); empty: no retries."""
-    try:
-        delays = tuple(float(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise SystemExit(f"callback retry delays must be comma-separated seconds, got {text!r}") from None
-    if any(d < 0 for d in delays):
-        raise SystemExit(f"callback retry delays must not be negative, got {text!r}")
-    return delays
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -48,16 +35,14 @@ def sign(secret: str, body: bytes) -> str:
 class CallbackSender:
     def __init__(
         self,
-        store: JobStore,
-        files: FileStore,
+        queue: JobQueue,
         *,
         public_url: str,
         secret: str | None = None,
+        backoff: tuple[float, ...],
         timeout: float = 10.0,
-        backoff: tuple[float, ...] = BACKOFF,
     ) -> None:
-        self._store = store
-        self._files = files
+        self._queue = queue
         self._public_url = public_url.rstrip("/")
         self._secret = secret or None
         self._timeout = timeout
@@ -72,9 +57,9 @@ class CallbackSender:
         async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client:
             while True:
                 self._kick.clear()
-                for job in await to_thread.run_sync(self._store.due_callbacks, time.time()):
+                for job in await to_thread.run_sync(self._queue.due_callbacks):
                     await self._deliver(client, job)
-                next_at = await to_thread.run_sync(self._store.next_callback_at)
+                next_at = await to_thread.run_sync(self._queue.next_callback_at)
                 delay = None if next_at is None else max(0.05, next_at - time.time())
                 try:
                     await asyncio.wait_for(self._kick.wait(), delay)
@@ -84,7 +69,7 @@ class CallbackSender:
     async def payload(self, job: Job) -> dict[str, Any]:
         body: dict[str, Any] = {"job_id": job.job_id, "status": job.status.value}
         if job.status.value == "completed":
-            result = await to_thread.run_sync(self._files.read_result, job.key) or {}
+            result = await to_thread.run_sync(self._queue.result, job) or {}
             body["transcript"] = render(result, "txt")  # the same text /download serves
             body["language"] = result.get("language")
             body["download_url"] = f"{self._public_url}/download/{job.job_id}"
@@ -110,7 +95,7 @@ class CallbackSender:
         gave_up = error is not None and attempt > len(self._backoff)
         next_at = None if error is None or gave_up else time.time() + self._backoff[attempt - 1]
         await to_thread.run_sync(
-            lambda: self._store.record_callback(
+            lambda: self._queue.record_callback(
                 job.job_id, delivered=error is None, gave_up=gave_up, next_attempt_at=next_at, error=error
             )
         )

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from whisper_mcp.errors import ServiceError
 from whisper_mcp.formats import FORMATS
+from whisper_mcp.queue.jobs import JOB_STATUSES
 from whisper_mcp.server.service import Submission, TranscriptionService
 
 INSTRUCTIONS = """\
@@ -252,7 +253,7 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
     @mcp.tool(annotations={"readOnlyHint": True, "openWorldHint": False})
     async def list_transcription_jobs(
         status: Annotated[
-            Literal["queued", "processing", "completed", "failed", "cancelled"] | None,
+            Literal[JOB_STATUSES] | None,  # type: ignore[valid-type]
             Field(description="Only jobs with this status; leave it out for all."),
         ] = None,
         limit: Annotated[int, Field(ge=1, le=500, description="Page size.")] = 50,

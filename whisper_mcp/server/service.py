@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields, replace
@@ -18,26 +17,24 @@ from urllib.parse import urlsplit
 
 from anyio import to_thread
 
-from whisper_mcp.engines.audio import probe_audio
-from whisper_mcp.server.callbacks import CallbackSender, parse_delays
 from whisper_mcp.config import Settings
-from whisper_mcp.engines.engine import WhisperEngine
+from whisper_mcp.engines.audio import probe_audio
+from whisper_mcp.engines.base import Engine
 from whisper_mcp.errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady
 from whisper_mcp.formats import FORMATS, render
-from whisper_mcp.queue.jobs import DuplicateJob, Job, JobRequest, JobStatus
 from whisper_mcp.logs import job_event
-from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.options import PRIORITY_NAMES, parse_bool, parse_options, parse_priority
-from whisper_mcp.models.registry import ModelRegistry
-from whisper_mcp.queue.files import FileStore, IncomingFile, StoredUpload, new_key
-from whisper_mcp.queue.sqlite import SQLiteJobStore, SQLiteUploadStore
+from whisper_mcp.queue.files import IncomingFile, StoredUpload, new_key
+from whisper_mcp.queue.jobs import JOB_ID, DuplicateJob, Job, JobRequest, JobStatus
+from whisper_mcp.queue.manager import JobQueue
+from whisper_mcp.server.callbacks import CallbackSender
+from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.uploads import UploadManager
-from whisper_mcp.server.worker import InferenceWorker, recover
+from whisper_mcp.server.worker import InferenceWorker
 
 log = logging.getLogger("whisper_mcp.server.service")
 
 MAX_OFFSET = 2**31 - 1
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 ProgressReporter = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -66,53 +63,32 @@ SUBMISSION_FIELDS = tuple(f.name for f in fields(Submission))
 
 
 class TranscriptionService:
-    def __init__(self, settings: Settings) -> None:
+    """What the transports call. Built by ``app.build_service`` from its
+    collaborators, so tests can hand in a fake engine."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        queue: JobQueue,
+        engine: Engine,
+        worker: InferenceWorker,
+        uploads: UploadManager,
+        callbacks: CallbackSender,
+        metrics: Metrics,
+    ) -> None:
         self.settings = settings
-        self.files = FileStore(settings.storage)
-        self.store = SQLiteJobStore(self.files.database)
-        self.registry = ModelRegistry(settings.model_cache)
-        self.default_model = self.registry.resolve(settings.model, trusted=True).name
-        self.metrics = Metrics()
-        self.metrics.watch(self._metric_state)
-        self.engine = WhisperEngine(
-            self.registry,
-            settings.device,
-            settings.threads,
-            pinned=self.default_model,
-            idle_seconds=settings.model_idle_seconds,
-            memory_budget_bytes=settings.model_memory_mb * 1024 * 1024,
-            engine=settings.engine,
-            compute_type=settings.compute_type,
-            batch_size=settings.batch_size,
-            vad_batching=settings.vad_batching,
-        )
-        self.worker = InferenceWorker(
-            self.store,
-            self.files,
-            self.engine,
-            self.default_model,
-            self._job_changed,
-            metrics=self.metrics,
-            delete_audio=settings.delete_audio,
-            batch_size=settings.batch_size,
-            nice=settings.inference_nice,
-        )
+        self.queue = queue
+        self.engine = engine
+        self.worker = worker
+        self.uploads = uploads
+        self.callbacks = callbacks
+        self.metrics = metrics
+        self.default_model = engine.registry.resolve(settings.model, trusted=True).name
         self.max_upload_bytes = settings.max_upload_mb * 1024 * 1024
         self.min_free_bytes = settings.min_free_mb * 1024 * 1024
-        self.uploads = UploadManager(
-            SQLiteUploadStore(self.files.database),
-            self.files,
-            max_bytes=self.max_upload_bytes,
-            min_free_bytes=self.min_free_bytes,
-            ttl=settings.upload_ttl_seconds,
-        )
-        self.callbacks = CallbackSender(
-            self.store,
-            self.files,
-            public_url=settings.public_url or f"http://{settings.host}:{settings.port}",
-            secret=settings.callback_secret,
-            backoff=parse_delays(settings.callback_retry_delays),
-        )
+        metrics.watch(self._metric_state)
+        queue.on_change(self._job_changed)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -121,7 +97,7 @@ class TranscriptionService:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        again = await to_thread.run_sync(recover, self.store, self.files, self.settings.delete_audio)
+        again = await to_thread.run_sync(self.queue.recover)
         if again:
             log.info("re-queued %d interrupted job(s): %s", len(again), ", ".join(again))
         self.worker.start()
@@ -146,17 +122,14 @@ class TranscriptionService:
     def sweep(self, now: float) -> None:
         """Blocking: expire abandoned uploads and, past retention, ended jobs."""
         expired_uploads = self.uploads.sweep(now)
-        expired_jobs: list[str] = []
+        expired_jobs = 0
         if self.settings.retention_days > 0:
-            expired_jobs = self.store.expire_finished(now - self.settings.retention_days * 86400)
-            for key in expired_jobs:
-                self.files.discard(self.files.result_path(key))
-                self.files.discard(self.files.audio_path(key))
+            expired_jobs = self.queue.expire(now - self.settings.retention_days * 86400)
         if expired_uploads or expired_jobs:
-            log.info("housekeeping: %d upload(s) and %d job(s) expired", expired_uploads, len(expired_jobs))
+            log.info("housekeeping: %d upload(s) and %d job(s) expired", expired_uploads, expired_jobs)
 
     def _job_changed(self, job_id: str) -> None:
-        # Called on the inference thread; wake every waiter on the loop.
+        # Called from the thread that changed the job; wake every waiter on the loop.
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._signal)
 
@@ -176,7 +149,7 @@ class TranscriptionService:
             request = await self._validate(upload, submission)
             try:
                 use_cache = submission.cache is None or parse_bool("cache", submission.cache)
-                job = await to_thread.run_sync(self._enqueue, upload, request, use_cache)
+                job = await to_thread.run_sync(lambda: self.queue.enqueue(upload, request, use_cache=use_cache))
             except DuplicateJob as dup:
                 if dup.existing.audio_sha256 != upload.sha256:
                     raise Conflict(
@@ -185,7 +158,7 @@ class TranscriptionService:
                     ) from None
                 job = dup.existing  # the same upload sent again: answer with the job we have
         finally:
-            await to_thread.run_sync(self.files.discard, upload.path)
+            await to_thread.run_sync(self.queue.files.discard, upload.path)
         if job.status is not JobStatus.QUEUED:  # cached, or a re-sent upload of an older job
             if job.cached_from is not None:
                 self.callbacks.kick()
@@ -193,7 +166,7 @@ class TranscriptionService:
             return await self.status(job.job_id)
         # Answer from the job as queued: the worker may start it any moment now.
         record = _record(job)
-        record["queue_position"] = await to_thread.run_sync(self.store.queue_position, job)
+        record["queue_position"] = await to_thread.run_sync(self.queue.queue_position, job)
         self.worker.notify()
         self.metrics.upload_bytes.inc(job.audio_bytes)
         job_event(
@@ -226,18 +199,18 @@ class TranscriptionService:
         return await self.submit(upload, submission)
 
     def new_sink(self) -> IncomingFile:
-        return self.files.incoming_file(self.max_upload_bytes, self.min_free_bytes)
+        return self.queue.files.incoming_file(self.max_upload_bytes, self.min_free_bytes)
 
     async def check_space(self, expected_bytes: int) -> None:
         """Refuse (507) an upload of ``expected_bytes`` before reading it, when the disk is nearly full."""
-        await to_thread.run_sync(self.files.check_space, self.min_free_bytes, expected_bytes)
+        await to_thread.run_sync(self.queue.files.check_space, self.min_free_bytes, expected_bytes)
 
     async def create_upload_url(self, submission: Submission, base_url: str) -> dict[str, Any]:
         """A one-time URL that a shell can send the file to; the job id it will become."""
         self._check_submission(submission)
         if not submission.job_id:
             submission = replace(submission, job_id=new_key())
-        elif await to_thread.run_sync(self.store.get, submission.job_id) is not None:
+        elif await to_thread.run_sync(self.queue.get, submission.job_id) is not None:
             raise Conflict(f"job_id {submission.job_id!r} is already used; choose another or leave it out.")
         secret, record = await self.uploads.create_url({k: v for k, v in asdict(submission).items() if v is not None})
         url = f"{base_url.rstrip('/')}/upload/{secret}"
@@ -263,12 +236,12 @@ class TranscriptionService:
     def _check_submission(self, sub: Submission) -> JobRequest:
         """Every check that needs no audio (so a one-time URL is refused up front);
         a request with the audio facts still to fill in."""
-        if sub.job_id and not _JOB_ID.match(sub.job_id):
+        if sub.job_id and not JOB_ID.match(sub.job_id):
             raise InvalidInput(
                 "job_id must be 1-128 characters of letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit; or leave it out to get a generated one"
             )
-        model = self.registry.resolve(sub.model or self.default_model).name
+        model = self.engine.registry.resolve(sub.model or self.default_model).name
         options = parse_options(
             model,
             language=sub.language,
@@ -299,55 +272,25 @@ class TranscriptionService:
         info = await to_thread.run_sync(probe_audio, upload.path, self.settings.max_audio_seconds)
         return replace(request, audio_sha256=upload.sha256, audio_bytes=upload.size, duration=round(info.duration, 3))
 
-    def _enqueue(self, upload: StoredUpload, request: JobRequest, use_cache: bool) -> Job:
-        earlier = (
-            self.store.find_completed(request.audio_sha256, request.model, request.options, request.engine)
-            if use_cache
-            else None
-        )
-        if earlier is not None:
-            result = self.files.read_result(earlier.key)
-            if result is not None:
-                # Same audio, model and options: reuse the transcript, no inference.
-                self.files.write_result(request.key, result)
-                try:
-                    return self.store.add(replace(request, cached_from=earlier.job_id), time.time())
-                except BaseException:
-                    self.files.discard(self.files.result_path(request.key))
-                    raise
-        # Audio lands in place first: a queued job always has its file.
-        audio = self.files.accept(upload, request.key)
-        try:
-            return self.store.add(request, time.time())
-        except BaseException:
-            self.files.discard(audio)
-            raise
-
     # -- changing ---------------------------------------------------------
 
     async def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued job at once, or a running one at its next 30 s window."""
         job = await self._job(job_id)
-        if job.status is JobStatus.QUEUED:
-            if await to_thread.run_sync(lambda: self.store.cancel(job_id, time.time(), running=False)):
-                await to_thread.run_sync(self.files.discard, self.files.audio_path(job.key))
-                self._signal()
-                self.metrics.job_finished("cancelled", job.duration, 0.0)
-                job_event(log, "cancelled", job_id, model=job.model, state="queued")
-                return await self.status(job_id)
-            job = await self._job(job_id)  # started meanwhile
-        if job.status is JobStatus.PROCESSING and self.worker.request_cancel(job_id):
-            record = await self.status(job_id)
-            record["cancel_requested"] = True
-            return record
-        if job.status.finished:
-            raise Conflict(f"Job {job_id!r} has already ended ({job.status.value}); there is nothing to cancel.")
+        outcome = await to_thread.run_sync(self.queue.cancel, job_id)
+        if outcome == JobStatus.CANCELLED.value:
+            self.metrics.job_finished("cancelled", job.duration, 0.0)
+            job_event(log, "cancelled", job_id, model=job.model, state="queued")
+        elif outcome is None:
+            job = await self._job(job_id)
+            if job.status.finished:
+                raise Conflict(f"Job {job_id!r} has already ended ({job.status.value}); there is nothing to cancel.")
         return await self.status(job_id)
 
     # -- reading ----------------------------------------------------------
 
     async def _job(self, job_id: str) -> Job:
-        job = await to_thread.run_sync(self.store.get, job_id)
+        job = await to_thread.run_sync(self.queue.get, job_id)
         if job is None:
             raise JobNotFound(f"No job with id {job_id!r}. Check the id returned when the file was submitted.")
         return job
@@ -357,16 +300,16 @@ class TranscriptionService:
         job = await self._job(job_id)
         record = _record(job)
         if job.status is JobStatus.QUEUED:
-            record["queue_position"] = await to_thread.run_sync(self.store.queue_position, job)
+            record["queue_position"] = await to_thread.run_sync(self.queue.queue_position, job)
         elif job.status is JobStatus.PROCESSING:
-            running = self.worker.state().job(job_id)
+            running = self.queue.running_job(job_id)
             if running is not None:
                 record["progress"] = round(running.progress, 4)
                 eta = running.eta_seconds(time.time())
                 record["eta_seconds"] = None if eta is None else round(eta, 1)
                 record["cancel_requested"] = running.cancel_requested
         elif job.status is JobStatus.COMPLETED:
-            result = await to_thread.run_sync(self.files.read_result, job.key) or {}
+            result = await to_thread.run_sync(self.queue.result, job) or {}
             record["transcript"] = render(result, fmt)
             if fmt != "txt":
                 record["format"] = fmt
@@ -384,15 +327,15 @@ class TranscriptionService:
                 raise InvalidInput(f"status must be one of {choices}, got {status!r}.") from None
         if not 1 <= limit <= 500 or not 0 <= offset <= MAX_OFFSET:
             raise InvalidInput(f"limit must be from 1 to 500 and offset from 0 to {MAX_OFFSET}.")
-        page = await to_thread.run_sync(lambda: self.store.list(status=wanted, limit=limit, offset=offset))
-        state = self.worker.state()
+        page = await to_thread.run_sync(lambda: self.queue.list(status=wanted, limit=limit, offset=offset))
+        running = {r.job_id: r for r in self.queue.running()}
         records = []
         for job in page.jobs:
             record = _record(job)
             if job.job_id in page.queue_positions:
                 record["queue_position"] = page.queue_positions[job.job_id]
-            elif (running := state.job(job.job_id)) is not None:
-                record["progress"] = round(running.progress, 4)
+            elif job.job_id in running:
+                record["progress"] = round(running[job.job_id].progress, 4)
             records.append(record)
         next_offset = offset + len(records)
         return {"jobs": records, "total": page.total, "next_offset": next_offset if next_offset < page.total else None}
@@ -421,13 +364,13 @@ class TranscriptionService:
         if job.status is not JobStatus.COMPLETED:
             detail = f": {job.error}" if job.error else ""
             raise NotReady(f"Job {job_id!r} is {job.status.value}{detail}; no transcript to download yet.")
-        result = await to_thread.run_sync(self.files.read_result, job.key)
+        result = await to_thread.run_sync(self.queue.result, job)
         return render(result or {}, fmt)
 
     async def models(self) -> dict[str, Any]:
         loaded = {m.name: m for m in self.engine.pool.loaded()}
         models = []
-        for info in self.registry.available():
+        for info in self.engine.registry.available():
             entry: dict[str, Any] = {"name": info.name, "source": info.source, "offline": info.local}
             if info.name in loaded:
                 m = loaded[info.name]
@@ -440,7 +383,7 @@ class TranscriptionService:
 
     def _metric_state(self) -> dict[str, object]:
         # Called by the metrics registry at scrape time, off the event loop.
-        counts = {status.value: self.store.count(status) for status in JobStatus}
+        counts = self.queue.counts()
         pool = self.engine.pool
         return {
             "jobs": counts,
@@ -455,8 +398,8 @@ class TranscriptionService:
 
     async def health(self) -> dict[str, Any]:
         state = self.worker.state()
-        queued = await to_thread.run_sync(self.store.count, JobStatus.QUEUED)
-        processing = [{"job_id": r.job_id, "progress": round(r.progress, 4)} for r in state.running]
+        queued = await to_thread.run_sync(self.queue.count, JobStatus.QUEUED)
+        processing = [{"job_id": r.job_id, "progress": round(r.progress, 4)} for r in self.queue.running()]
         return {
             "status": "ok" if state.model_error is None else "error",
             "model_loaded": state.model_loaded,

@@ -6,10 +6,11 @@ from typing import Any
 
 from whisper_mcp import __version__
 from whisper_mcp.formats import FORMATS
+from whisper_mcp.queue.jobs import JOB_ID_PATTERN, JOB_STATUSES
 from whisper_mcp.options import MAX_BEAM_SIZE, MAX_PROMPT_CHARS, PRIORITIES
 
-_JOB_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"}
-_STATUSES = ["queued", "processing", "completed", "failed", "cancelled"]
+_JOB_ID = {"type": "string", "pattern": JOB_ID_PATTERN}
+_STATUSES = list(JOB_STATUSES)
 
 
 def _error(description: str) -> dict[str, Any]:

@@ -1,0 +1,110 @@
+"""A fake engine for in-process tests of the service, the routes and the worker.
+
+It decodes nothing: a job's "transcript" names its audio file and duration, so
+tests can tell jobs apart. It can be held (``gate``) to keep jobs running, and
+records the batches it was given. Model names resolve like the real registry's
+for tiny.en and base; anything else is ``UnknownModel``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from whisper_mcp.engines.base import BATCH_MAX_SECONDS, BatchItem, Segment, Transcription
+from whisper_mcp.errors import UnknownModel
+from whisper_mcp.options import TranscribeOptions
+
+
+@dataclass(frozen=True)
+class FakeModel:
+    name: str
+    source: str = "packaged"
+    local: bool = True
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    bytes: int = 75 * 2**20
+    pinned: bool = True
+
+
+class FakeRegistry:
+    MODELS = ("tiny.en", "base")
+
+    def resolve(self, name: str, *, trusted: bool = False) -> FakeModel:
+        if name not in self.MODELS:
+            raise UnknownModel(f"Unknown model {name!r}; choose one of {', '.join(self.MODELS)}.")
+        return FakeModel(name)
+
+    def available(self) -> list[FakeModel]:
+        return [FakeModel(name) for name in self.MODELS]
+
+
+@dataclass
+class FakePool:
+    models: list[LoadedModel] = field(default_factory=list)
+    loads: int = 0
+    unloads: int = 0
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self.models)
+
+    def sweep(self) -> None:
+        return None
+
+
+class FakeEngine:
+    engine = "fake"
+    compute_type = "float32"
+    device = "cpu"
+
+    def __init__(self, *, windows: int = 2) -> None:
+        self.registry = FakeRegistry()
+        self.pool = FakePool()
+        self.batches: list[list[str]] = []  # audio file names (job keys) per call
+        # Each job reports progress after each of this many "windows".
+        self._windows = windows
+        # Cleared: jobs wait at their first window until it is set again.
+        self.gate = threading.Event()
+        self.gate.set()
+        self.started = threading.Event()  # set once a job is being transcribed
+
+    @property
+    def loaded_models(self) -> list[str]:
+        return [m.name for m in self.pool.models]
+
+    def load(self, info: FakeModel) -> None:
+        if info.name not in self.loaded_models:
+            self.pool.models.append(LoadedModel(info.name))
+            self.pool.loads += 1
+
+    def can_batch(self, duration: float, options: TranscribeOptions) -> bool:
+        return 0 < duration <= BATCH_MAX_SECONDS and options.beam_size is None
+
+    def transcribe_batch(
+        self, items: Sequence[BatchItem], model: FakeModel, options: TranscribeOptions
+    ) -> list[Transcription | Exception]:
+        self.load(model)
+        self.batches.append([Path(item.audio).name for item in items])
+        outcomes: list[Transcription | Exception] = []
+        for item in items:
+            try:
+                outcomes.append(self._transcribe(item, options))
+            except Exception as exc:  # a cancel raised by the progress report
+                outcomes.append(exc)
+        return outcomes
+
+    def _transcribe(self, item: BatchItem, options: TranscribeOptions) -> Transcription:
+        self.started.set()
+        for window in range(1, self._windows + 1):
+            self.gate.wait(30)
+            if item.on_progress is not None:
+                item.on_progress(window / self._windows)
+        text = f"fake transcript of {item.duration_hint:.1f} seconds"
+        language = options.language or "en"
+        segment = Segment(0, 0.0, round(item.duration_hint, 3), text)
+        return Transcription(text, language, round(item.duration_hint, 3), [segment])
