@@ -19,7 +19,7 @@ from fastmcp import Client
 from fastmcp.client.transports import StreamableHttpTransport
 from fastmcp.exceptions import ToolError
 
-from conftest import FIXTURES, LONG_AUDIO, ServerProcess, wait_done, words
+from helpers import FIXTURES, LONG_AUDIO, ServerProcess, wait_done, words
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]
     token_file = root / "token"
     token_file.write_text(TOKEN + "\n")
     srv = ServerProcess(
-        root / "storage", root / "server.log", None,
+        root / "storage", root / "server.log", 
         "--token-file", str(token_file),
         "--max-upload-mb", "4",
         "--max-audio-seconds", "120",
@@ -221,7 +221,7 @@ def test_too_long_audio_is_refused(secured: ServerProcess, http: httpx.Client, t
 
 
 def test_low_disk_space_answers_507_before_writing(tmp_path: Path) -> None:
-    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", None, "--min-free-mb", str(2**30)).start()
+    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", "--min-free-mb", str(2**30)).start()
     try:
         with open(FIXTURES / "short.wav", "rb") as f:
             response = httpx.post(f"{srv.url}/transcribe", files={"file": ("short.wav", f)})
@@ -339,7 +339,7 @@ def test_foreign_origin_is_refused_on_mcp(secured: ServerProcess) -> None:
 
 
 def test_non_loopback_without_token_warns(tmp_path: Path) -> None:
-    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", None, "--host", "0.0.0.0")
+    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", "--host", "0.0.0.0")
     srv.start()
     try:
         assert "WITHOUT A TOKEN" in srv.log()
@@ -387,7 +387,7 @@ def test_same_origin_under_another_host_name_needs_the_token(secured: ServerProc
 def test_ended_jobs_expire_after_retention(tmp_path: Path) -> None:
     # 0.00003 days = 2.6 s; sweeps every half second.
     srv = ServerProcess(
-        tmp_path / "storage", tmp_path / "server.log", None, "--retention-days", "0.00003", "--housekeeping-seconds", "0.5"
+        tmp_path / "storage", tmp_path / "server.log", "--retention-days", "0.00003", "--housekeeping-seconds", "0.5"
     ).start()
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as client:

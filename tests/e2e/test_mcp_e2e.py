@@ -12,7 +12,7 @@ import pytest
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
-from conftest import FIXTURES, LONG_AUDIO, ServerProcess, words
+from helpers import FIXTURES, LONG_AUDIO, ServerProcess, words
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import FIXTURES, LONG_AUDIO, ServerProcess, wait_done, words
+from helpers import FIXTURES, LONG_AUDIO, ServerProcess, wait_done, words
 
 pytestmark = pytest.mark.e2e
 

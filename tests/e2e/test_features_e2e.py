@@ -15,7 +15,7 @@ from fastmcp import Client
 
 from whisper_mcp.config import default_model_cache
 
-from conftest import FIXTURES, LONG_AUDIO, ServerProcess, wait_done, words
+from helpers import FIXTURES, LONG_AUDIO, ServerProcess, wait_done, words
 
 pytestmark = pytest.mark.e2e
 
@@ -199,7 +199,7 @@ async def test_mcp_resources_and_new_tools(server: ServerProcess, client: httpx.
 @pytest.fixture
 def budget_server(tmp_path: Path) -> Iterator[ServerProcess]:
     # Room for tiny.en (pinned, ~150 MB) and one more model only.
-    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", None, "--model-memory-mb", "500").start()
+    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", "--model-memory-mb", "500").start()
     yield srv
     srv.stop()
 

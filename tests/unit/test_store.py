@@ -14,22 +14,9 @@ from whisper_mcp.queue.manager import MAX_ATTEMPTS, JobQueue
 from whisper_mcp.queue.jobs import DuplicateJob, JobRequest, JobStatus
 from whisper_mcp.options import TranscribeOptions
 from whisper_mcp.queue.files import FileStore, new_key
+
+from helpers import request
 from whisper_mcp.queue.sqlite import SQLiteJobStore
-
-
-def request(job_id: str, **overrides: object) -> JobRequest:
-    values: dict[str, object] = dict(
-        job_id=job_id,
-        key=new_key(),
-        filename=f"{job_id}.wav",
-        model="tiny.en",
-        callback_url=None,
-        audio_sha256="ab" * 32,
-        audio_bytes=1234,
-        duration=1.5,
-    )
-    values.update(overrides)
-    return JobRequest(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture

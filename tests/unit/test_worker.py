@@ -19,7 +19,7 @@ from whisper_mcp.queue.sqlite import SQLiteJobStore
 from whisper_mcp.server.worker import InferenceWorker
 
 from fakes import FakeEngine
-from test_store import request
+from helpers import request
 
 
 @pytest.fixture

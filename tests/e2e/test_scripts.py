@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, ServerProcess, free_port
+from helpers import ROOT, ServerProcess, free_port
 from whisper_mcp.config import default_model_cache
 
 SCRIPTS = ROOT / "scripts"

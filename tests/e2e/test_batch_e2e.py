@@ -16,12 +16,13 @@ import pytest
 from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
 from whisper_mcp.config import default_model_cache
 from whisper_mcp.models.convert import find_packaged_models
-from whisper_mcp.engines.engine import BatchItem, Transcription, WhisperEngine
+from whisper_mcp.engines.base import BatchItem, Transcription
+from whisper_mcp.engines.engine import WhisperEngine
 from whisper_mcp.errors import InvalidAudio
 from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import TranscribeOptions
 
-from conftest import FIXTURES, LONG_AUDIO, ServerProcess, wait_done, words
+from helpers import FIXTURES, LONG_AUDIO, ServerProcess, wait_done, words
 from test_features_e2e import submit as submit_job
 
 pytestmark = pytest.mark.e2e
@@ -159,7 +160,7 @@ def test_service_batches_jobs_queued_behind_each_other(tmp_path: Path, batch_siz
     # Seed 15: clips whose greedy decode is confident (avg log-prob > -0.5),
     # so no sampled fallback makes a transcript random.
     clips = [write_wav(tmp_path / f"clip{i}.wav", a) for i, a in enumerate(slices(5, seed=15))]
-    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", None, "--batch-size", str(batch_size)).start()
+    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", "--batch-size", str(batch_size)).start()
     try:
         with httpx.Client(base_url=srv.url, timeout=60) as client:
             # Keep the worker busy so that the clips wait in the queue together.

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import FIXTURES, ServerProcess, wait_done
+from helpers import FIXTURES, ServerProcess, wait_done
 
 pytestmark = pytest.mark.e2e
 
@@ -70,7 +70,7 @@ def test_one_log_line_per_job_event(client: httpx.Client, server: ServerProcess)
 
 
 def test_json_logs(tmp_path: Path) -> None:
-    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", None, "--log-format", "json").start()
+    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", "--log-format", "json").start()
     try:
         with httpx.Client(base_url=srv.url, timeout=30) as client, open(FIXTURES / "short.wav", "rb") as f:
             job = client.post("/transcribe", files={"file": ("short.wav", f)}).json()

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import FIXTURES, LONG_AUDIO, ServerProcess, words
+from helpers import FIXTURES, LONG_AUDIO, ServerProcess, words
 
 pytestmark = pytest.mark.e2e
 
@@ -200,7 +200,7 @@ def test_dashboard_asks_for_the_token(browser: object, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     token = "dashboard-secret-token"
-    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", None, "--token", token)
+    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", "--token", token)
     srv.start(headers={"Authorization": f"Bearer {token}"})
     tab = Page(browser)
     try:

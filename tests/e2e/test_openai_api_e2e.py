@@ -13,7 +13,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from conftest import FIXTURES, LONG_AUDIO, ServerProcess, words
+from helpers import FIXTURES, LONG_AUDIO, ServerProcess, words
 
 pytestmark = pytest.mark.e2e
 

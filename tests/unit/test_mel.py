@@ -11,7 +11,7 @@ from whisper.audio import N_FRAMES, N_SAMPLES
 from whisper_mcp.engines.audio import decode_audio, stream_audio
 from whisper_mcp.engines.mel import log_mel
 
-from conftest import FIXTURES, LONG_AUDIO
+from helpers import FIXTURES, LONG_AUDIO
 
 # Lengths around every edge: shorter than the reflected margin (200), one STFT
 # window (400), one hop, one 30 s chunk, and several chunks.

@@ -13,7 +13,7 @@ from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
 from fastmcp.exceptions import ToolError
 
-from conftest import FIXTURES, ROOT, ServerProcess, free_port, words
+from helpers import FIXTURES, ROOT, ServerProcess, free_port, words
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 

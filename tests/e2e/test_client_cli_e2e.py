@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import FIXTURES, LONG_AUDIO, ROOT, ServerProcess, free_port, words
+from helpers import FIXTURES, LONG_AUDIO, ROOT, ServerProcess, free_port, words
 from whisper_mcp.client import http as client_module
 from whisper_mcp.client.http import ClientError, ServiceClient
 from whisper_mcp.client.cli import ProgressDisplay, add_client_commands, run_client_command

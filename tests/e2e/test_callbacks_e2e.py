@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import FIXTURES, ServerProcess, wait_done, words
+from helpers import FIXTURES, ServerProcess, wait_done, words
 from whisper_mcp.server.callbacks import SIGNATURE_HEADER, sign
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +68,7 @@ def receiver() -> Iterator[Receiver]:
 def signed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("callbacks")
     srv = ServerProcess(
-        root / "storage", root / "server.log", None, "--callback-secret", SECRET, "--callback-retry-delays", "0.5,1,1"
+        root / "storage", root / "server.log", "--callback-secret", SECRET, "--callback-retry-delays", "0.5,1,1"
     ).start()
     yield srv
     srv.stop()
@@ -122,14 +122,14 @@ def test_failing_receiver_is_retried_and_never_fails_the_job(
 def test_pending_callback_survives_a_restart_and_is_sent_once(receiver: Receiver, tmp_path: Path) -> None:
     storage = tmp_path / "storage"
     receiver.fail_first["/restart"] = 1
-    first = ServerProcess(storage, tmp_path / "first.log", None, "--callback-retry-delays", "3,3").start()
+    first = ServerProcess(storage, tmp_path / "first.log", "--callback-retry-delays", "3,3").start()
     try:
         job = submit(first.url, "short.wav", callback_url=f"{receiver.url}/restart")
         receiver.wait_for("/restart", 1)  # the first attempt failed; the retry is 3 s away
         time.sleep(0.3)  # let the failed attempt be recorded
     finally:
         first.kill()
-    second = ServerProcess(storage, tmp_path / "second.log", None, "--callback-retry-delays", "3,3").start()
+    second = ServerProcess(storage, tmp_path / "second.log", "--callback-retry-delays", "3,3").start()
     try:
         calls = receiver.wait_for("/restart", 2, timeout=30)
         assert json.loads(calls[1][2])["job_id"] == job["job_id"]

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import ServerProcess
+from helpers import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,7 @@ def wav_header(data_bytes: int, rate: int = 16000) -> bytes:
 
 
 def test_large_upload_keeps_memory_flat(tmp_path: Path) -> None:
-    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", None, "--max-audio-seconds", "60")
+    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", "--max-audio-seconds", "60")
     srv.start()
     try:
         assert srv.proc is not None

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from starlette.requests import Request
 
-from conftest import ServerProcess
+from helpers import ServerProcess
 from whisper_mcp.server.http.bodies import read_multipart, read_raw
 from whisper_mcp.errors import ServiceError
 from whisper_mcp.queue.files import FileStore
@@ -121,7 +121,7 @@ def test_raw_bodies_respect_the_limit(files: FileStore, body: bytes, split: int)
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("fuzz-server")
-    srv = ServerProcess(root / "storage", root / "server.log", None, "--token", TOKEN, "--max-upload-mb", "2")
+    srv = ServerProcess(root / "storage", root / "server.log", "--token", TOKEN, "--max-upload-mb", "2")
     srv.start(headers={"Authorization": f"Bearer {TOKEN}"})
     yield srv
     srv.stop()

@@ -6,20 +6,21 @@ from __future__ import annotations
 
 import pytest
 
-import whisper_mcp.engines.engine as engine_module
+import whisper_mcp.engines.openai as openai_backend
 from whisper_mcp.config import default_model_cache
-from whisper_mcp.engines.engine import BatchItem, Transcription, WhisperEngine
+from whisper_mcp.engines.base import BatchItem, Transcription
+from whisper_mcp.engines.engine import WhisperEngine
 from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import TranscribeOptions
 
-from conftest import FIXTURES, words
+from helpers import FIXTURES, words
 
 
 def test_failed_batch_decode_falls_back_to_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
     def out_of_memory(*args: object, **kwargs: object) -> None:
         raise RuntimeError("CUDA out of memory (injected)")
 
-    monkeypatch.setattr(engine_module, "decode_first_windows", out_of_memory)
+    monkeypatch.setattr(openai_backend, "decode_first_windows", out_of_memory)
     engine = WhisperEngine(ModelRegistry(default_model_cache()), "cpu")
     items = [BatchItem(FIXTURES / "speech.wav"), BatchItem(FIXTURES / "short.wav")]
     outcomes = engine.transcribe_batch(items, engine.registry.resolve("tiny.en"), TranscribeOptions())

@@ -17,7 +17,7 @@ from whisper_mcp.config import default_model_cache
 from whisper_mcp.models.pool import ModelPool, estimate_bytes, model_bytes
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
 
-from conftest import FIXTURES, words
+from helpers import FIXTURES, words
 
 
 class FakeClock:

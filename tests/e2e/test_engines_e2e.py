@@ -13,12 +13,13 @@ import pytest
 from whisper_mcp.engines.audio import decode_audio
 from whisper_mcp.config import default_model_cache
 from whisper_mcp.models.convert import find_packaged_models
-from whisper_mcp.engines.engine import Transcription, WhisperEngine
+from whisper_mcp.engines.base import Transcription
+from whisper_mcp.engines.engine import WhisperEngine
 from whisper_mcp.errors import UnknownModel
 from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import TranscribeOptions
 
-from conftest import FIXTURES, LONG_AUDIO, words
+from helpers import FIXTURES, LONG_AUDIO, words
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +47,8 @@ _engines: dict[str, WhisperEngine] = {}
 def engine_for(name: str) -> WhisperEngine:
     """One engine per kind for the whole module: models load once."""
     if name not in _engines:
-        _engines[name] = WhisperEngine(ModelRegistry(default_model_cache()), "cpu", **CONFIGS[name])  # type: ignore[arg-type]
+        registry = ModelRegistry(default_model_cache(), engine=str(CONFIGS[name]["engine"]))
+        _engines[name] = WhisperEngine(registry, "cpu", **CONFIGS[name])  # type: ignore[arg-type]
     return _engines[name]
 
 
@@ -229,7 +231,7 @@ def test_ctranslate2_model_memory_and_options() -> None:
 
 def test_ctranslate2_settings_and_models_rejected_clearly(tmp_path: Path) -> None:
     pytest.importorskip("faster_whisper")
-    registry = ModelRegistry(tmp_path)
+    registry = ModelRegistry(tmp_path, engine="ctranslate2")
     eng = WhisperEngine(registry, "cpu", engine="ctranslate2")
     assert (eng.engine, eng.compute_type, eng.device) == ("ctranslate2", "int8", "cpu")
     checkpoint = tmp_path / "model.pt"
@@ -239,7 +241,7 @@ def test_ctranslate2_settings_and_models_rejected_clearly(tmp_path: Path) -> Non
     # The openai engine still takes .pt files; names it cannot run are refused up front.
     assert ModelRegistry(tmp_path).resolve(str(checkpoint)).source == "file"
     with pytest.raises(ValueError, match="float16"):
-        WhisperEngine(ModelRegistry(tmp_path), "cpu", engine="ctranslate2", compute_type="float16")
+        WhisperEngine(ModelRegistry(tmp_path, engine="ctranslate2"), "cpu", engine="ctranslate2", compute_type="float16")
     with pytest.raises(ValueError, match="int8"):
         WhisperEngine(ModelRegistry(tmp_path), "cpu", engine="openai", compute_type="int8")
     with pytest.raises(ValueError, match="vad_batching needs engine ctranslate2"):
@@ -283,7 +285,7 @@ def test_server_runs_the_ctranslate2_engine(tmp_path: Path, vad: bool) -> None:
     from conftest import ServerProcess, wait_done
 
     flags = ["--engine", "ctranslate2", *(["--vad-batching"] if vad else [])]
-    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", None, *flags).start()
+    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", *flags).start()
     try:
         with httpx.Client(base_url=srv.url, timeout=60) as client:
             health = client.get("/health").json()

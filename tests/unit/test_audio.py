@@ -16,7 +16,7 @@ import pytest
 from whisper_mcp.engines.audio import SAMPLE_RATE, AudioInfo, decode_audio, probe_audio
 from whisper_mcp.errors import InvalidAudio
 
-FIXTURES = Path(__file__).parent / "fixtures"
+from helpers import FIXTURES
 SUPPORTED = "WAV, MP3, FLAC, Ogg/Opus, M4A/AAC"
 
 # name -> (format, codec, source sample rate, channels, min correlation with speech.wav)
