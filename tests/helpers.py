@@ -1,0 +1,103 @@
+"""What several test modules share: fixture paths, small assertions, a job
+request builder, and an in-process server over a fake engine."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from fakes import FakeEngine
+from whisper_mcp.config import Settings
+from whisper_mcp.queue.files import new_key
+from whisper_mcp.queue.jobs import JobRequest
+from whisper_mcp.server.app import build_service, create_app
+from whisper_mcp.server.service import TranscriptionService
+from whisper_mcp.testing import ServerProcess, free_port
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).parent.parent
+LONG_AUDIO = FIXTURES / "long.mp3"  # ~62 s, several 30 s decoding windows
+
+__all__ = ["FIXTURES", "LONG_AUDIO", "ROOT", "InProcessServer", "ServerProcess", "free_port", "request", "wait_done", "words"]
+
+
+def words(text: str) -> set[str]:
+    return {w.strip(".,!?;:'\"").lower() for w in text.split()} - {""}
+
+
+def wait_done(client: httpx.Client, job_id: str, timeout: float = 120.0) -> dict:
+    deadline = time.monotonic() + timeout
+    record: dict = {}
+    while time.monotonic() < deadline:
+        record = client.get(f"/status/{job_id}").json()
+        if record["status"] in ("completed", "failed", "cancelled"):
+            return record
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not finish in {timeout}s: {record}")
+
+
+def request(job_id: str, **overrides: object) -> JobRequest:
+    """A queue entry as the service would make it, for store and worker tests."""
+    values: dict[str, object] = dict(
+        job_id=job_id,
+        key=new_key(),
+        filename=f"{job_id}.wav",
+        model="tiny.en",
+        callback_url=None,
+        audio_sha256="ab" * 32,
+        audio_bytes=1234,
+        duration=1.5,
+    )
+    values.update(overrides)
+    return JobRequest(**values)  # type: ignore[arg-type]
+
+
+@dataclass
+class InProcessServer:
+    """The real app (routes, MCP, queue, worker, SQLite) on a free loopback
+    port, served by uvicorn on a thread of the test process, over a
+    ``FakeEngine``: no torch, no model, starts in milliseconds.
+    ``settings`` are ``Settings`` fields (e.g. ``token="s3cret"``)."""
+
+    storage: Path
+    settings: dict[str, object]
+    engine: FakeEngine
+
+    @classmethod
+    def start(cls, storage: Path, engine: FakeEngine | None = None, **settings: object) -> InProcessServer:
+        server = cls(storage, settings, engine or FakeEngine())
+        server._run()
+        return server
+
+    def _run(self) -> None:
+        self.port = int(self.settings.pop("port", 0) or free_port())  # type: ignore[call-overload]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = Settings.from_env({}, storage=self.storage, port=self.port, **self.settings)
+        self.service: TranscriptionService = build_service(config, self.engine)
+        app = create_app(config, self.service)
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
+        self._thread = threading.Thread(target=self._server.run, name=f"uvicorn-{self.port}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("in-process server did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(10)
+        self.service.queue.close()
+
+    def __enter__(self) -> InProcessServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

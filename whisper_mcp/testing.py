@@ -1,0 +1,112 @@
+"""A real ``whisper-mcp serve`` process on a free loopback port: the one
+launcher the end-to-end tests and the benchmarks share.
+
+Torch-free: it starts the server as a user does, in a subprocess, and waits
+for ``/health`` to say the model is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """``python -m whisper_mcp serve --storage STORAGE`` with ``extra`` flags;
+    ``--model tiny.en`` unless ``extra`` names a model."""
+
+    def __init__(
+        self,
+        storage: Path,
+        log_path: Path,
+        *extra: str,
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.storage = storage
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.extra = extra
+        self.env = dict(os.environ if env is None else env)
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready_s: float | None = None  # seconds from start to model loaded
+        self._log: IO[bytes] | None = None
+
+    def start(self, timeout: float = 120.0, headers: Mapping[str, str] | None = None) -> ServerProcess:
+        model = [] if "--model" in self.extra else ["--model", "tiny.en"]
+        cmd = [
+            sys.executable, "-m", "whisper_mcp", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            "--storage", str(self.storage), *model, *self.extra,
+        ]  # fmt: skip
+        self._log = open(self.log_path, "ab")
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                if httpx.get(f"{self.url}/health", timeout=2, headers=headers).json().get("model_loaded"):
+                    self.ready_s = time.perf_counter() - started
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server not ready within {timeout}s:\n{self.log()}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """SIGKILL: what a crash or an OOM kill looks like."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self._close_log()
+
+    def stop(self) -> None:
+        """SIGTERM, as an orderly shutdown sends; SIGKILL after 15 s."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None and not self._log.closed:
+            self._log.close()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
