@@ -14,7 +14,7 @@ from pydantic import Field
 from whisper_mcp.errors import ServiceError
 from whisper_mcp.formats import FORMATS
 from whisper_mcp.queue.jobs import JOB_STATUSES
-from whisper_mcp.server.service import Submission, TranscriptionService
+from whisper_mcp.server.service import SUBMISSION_FIELDS, Submission, TranscriptionService
 
 INSTRUCTIONS = """\
 whisper-mcp turns speech recordings into text with OpenAI Whisper, using a model
@@ -75,6 +75,12 @@ def decode_base64(text: str, name: str) -> bytes:
         raise ToolError(f"{name} is not valid base64. Encode the raw file bytes, e.g. `base64 -w0 file.wav`.") from None
 
 
+def _submission(arguments: dict[str, Any]) -> Submission:
+    """A tool's arguments that are ``Submission`` fields (its others, such as
+    audio_base64, are not); None means "not asked for"."""
+    return Submission(**{k: v for k, v in arguments.items() if k in SUBMISSION_FIELDS and v is not None})
+
+
 def build_mcp(service: TranscriptionService) -> FastMCP:
     mcp = FastMCP("whisper-mcp", instructions=INSTRUCTIONS)
 
@@ -129,20 +135,7 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         the returned job_id (and wait_seconds up to 50) to get it. The same audio
         with the same model and options returns a cached transcript at once.
         """
-        submission = Submission(
-            filename=filename,
-            job_id=job_id,
-            model=model,
-            language=language,
-            task=task,
-            initial_prompt=initial_prompt,
-            temperature=temperature,
-            beam_size=beam_size,
-            word_timestamps=word_timestamps,
-            priority=priority,
-            callback_url=callback_url,
-            cache=cache,
-        )
+        submission = _submission(locals())
         if (audio_base64 is None) == (upload_id is None):
             raise ToolError("Give exactly one of audio_base64 (the file itself) or upload_id (from begin_upload).")
         if upload_id is not None:
@@ -163,7 +156,7 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         max_chunk_bytes each, any order; re-sending a chunk is harmless), and finally
         transcribe_wav(upload_id=...). Unfinished uploads expire.
         """
-        return await call(service.uploads.begin(filename, size, sha256))
+        return await call(service.begin_upload(filename, size, sha256))
 
     @mcp.tool(annotations={"readOnlyHint": False, "idempotentHint": True, "openWorldHint": False})
     async def upload_chunk(
@@ -174,7 +167,7 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         """Send one piece of a chunked upload. Answers how many bytes have arrived and,
         when the size was given, whether the upload is complete and which ranges are missing."""
         data = decode_base64(data_base64, "data_base64")
-        return await call(service.uploads.chunk(upload_id, offset, data))
+        return await call(service.upload_chunk(upload_id, offset, data))
 
     @mcp.tool(annotations={"readOnlyHint": False, "openWorldHint": False})
     async def create_upload_url(
@@ -197,17 +190,7 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         works once and expires. The upload becomes the returned job_id: then call
         check_transcription_status(job_id, wait_seconds=45).
         """
-        submission = Submission(
-            filename=filename,
-            job_id=job_id,
-            model=model,
-            language=language,
-            task=task,
-            initial_prompt=initial_prompt,
-            word_timestamps=word_timestamps or None,
-            priority=priority,
-            callback_url=callback_url,
-        )
+        submission = _submission(locals())
         base = service.settings.public_url or str(get_http_request().base_url)
         return await call(service.create_upload_url(submission, base))
 

@@ -158,7 +158,7 @@ class TranscriptionService:
                     ) from None
                 job = dup.existing  # the same upload sent again: answer with the job we have
         finally:
-            await to_thread.run_sync(self.queue.files.discard, upload.path)
+            await self.discard(upload)
         if job.status is not JobStatus.QUEUED:  # cached, or a re-sent upload of an older job
             if job.cached_from is not None:
                 self.callbacks.kick()
@@ -197,6 +197,24 @@ class TranscriptionService:
         if submission.filename is None and filename:
             submission = replace(submission, filename=filename)
         return await self.submit(upload, submission)
+
+    async def begin_upload(self, filename: str | None, size: int | None, sha256: str | None) -> dict[str, Any]:
+        return await self.uploads.begin(filename, size, sha256)
+
+    async def upload_chunk(self, upload_id: str, offset: int, data: bytes) -> dict[str, Any]:
+        return await self.uploads.chunk(upload_id, offset, data)
+
+    async def claim_upload_url(self, secret: str) -> dict[str, Any]:
+        """Use a one-time upload URL (before its body is read); its job's submission."""
+        return await self.uploads.claim_url(secret)
+
+    async def discard(self, upload: StoredUpload) -> None:
+        """Remove an upload that will not become a job."""
+        await to_thread.run_sync(self.queue.files.discard, upload.path)
+
+    def model_name(self, name: str | None) -> str:
+        """The model a job asking for ``name`` gets (the default when None); ``UnknownModel`` if none."""
+        return self.engine.registry.resolve(name or self.default_model).name
 
     def new_sink(self) -> IncomingFile:
         return self.queue.files.incoming_file(self.max_upload_bytes, self.min_free_bytes)
@@ -241,7 +259,7 @@ class TranscriptionService:
                 "job_id must be 1-128 characters of letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit; or leave it out to get a generated one"
             )
-        model = self.engine.registry.resolve(sub.model or self.default_model).name
+        model = self.model_name(sub.model)
         options = parse_options(
             model,
             language=sub.language,

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -110,7 +109,7 @@ def _openai_errors(handler: Handler) -> Handler:
 def _resolve_model(service: TranscriptionService, name: str | None) -> str:
     if name is None or name.strip() == "" or name.strip() == OPENAI_MODEL_ALIAS:
         return service.default_model
-    return service.registry.resolve(name).name
+    return service.model_name(name)
 
 
 def _response_format(raw: str | None) -> str:
@@ -254,7 +253,7 @@ def routes(service: TranscriptionService) -> list[Route]:
                 word_timestamps="word" in granularities,
             )
         except BaseException:
-            await to_thread.run_sync(service.files.discard, form.file.path)
+            await service.discard(form.file)
             raise
         record = await service.submit(form.file, submission)
         job_id = record["job_id"]

@@ -48,7 +48,7 @@ def routes(service: TranscriptionService) -> list[Route]:
         secret = request.path_params["secret"]
         expected = check_declared_length(request, service.max_upload_bytes)
         # Use the URL before reading the body: a second sender is refused at once.
-        submission = await service.uploads.claim_url(secret)
+        submission = await service.claim_upload_url(secret)
         await service.check_space(expected)
         filename = None
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
