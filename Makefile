@@ -11,7 +11,7 @@ PORT ?= 8765
 STORAGE ?= ./service-storage
 MODEL ?= tiny.en
 
-.PHONY: serve test setup model browser clean
+.PHONY: serve test setup model browser lint clean
 
 setup: $(STAMP)
 
@@ -27,8 +27,12 @@ model: $(STAMP)
 serve: model
 	$(BIN)/whisper-mcp serve --host $(HOST) --port $(PORT) --storage $(STORAGE) --model $(MODEL)
 
-test: model browser
+test: model browser lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The dashboard test drives Debian's chromium; it skips, saying so, where this fails.
 browser:

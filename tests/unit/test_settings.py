@@ -1,0 +1,77 @@
+"""Settings: parsed once from flags and WHISPER_MCP_* variables, typed, with
+errors that name the flag or variable; the README's table lists them all."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT
+from whisper_mcp.cli import main
+from whisper_mcp.config import ConfigError, Settings
+
+
+def test_defaults_and_typed_fields() -> None:
+    s = Settings.from_env({})
+    assert s.port == 8765 and s.callback_retry_delays == (1.0, 5.0, 30.0, 120.0)
+    assert s.allowed_origins == () and s.token == "" and s.delete_audio is True
+
+
+def test_environment_then_flags_win() -> None:
+    env = {"WHISPER_MCP_PORT": "9000", "WHISPER_MCP_ALLOWED_ORIGINS": "https://a.example, https://b.example ,"}
+    s = Settings.from_env(env, port="9100", callback_retry_delays="0.5,2")
+    assert s.port == 9100
+    assert s.allowed_origins == ("https://a.example", "https://b.example")
+    assert s.callback_retry_delays == (0.5, 2.0)
+
+
+def test_engine_aliases_and_choices() -> None:
+    assert Settings.from_env({"WHISPER_MCP_ENGINE": "faster-whisper"}).engine == "ctranslate2"
+    with pytest.raises(ConfigError, match="WHISPER_MCP_ENGINE='tensorrt': choose one of openai, ctranslate2"):
+        Settings.from_env({"WHISPER_MCP_ENGINE": "tensorrt"})
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WHISPER_MCP_PORT": "eighty"}, "WHISPER_MCP_PORT='eighty': must be of type int"),
+        ({"WHISPER_MCP_DELETE_AUDIO": "maybe"}, "WHISPER_MCP_DELETE_AUDIO='maybe': must be true or false"),
+        ({"WHISPER_MCP_CALLBACK_RETRY_DELAYS": "1,-5"}, "must not be negative"),
+        ({"WHISPER_MCP_CALLBACK_RETRY_DELAYS": "1,soon"}, "WHISPER_MCP_CALLBACK_RETRY_DELAYS='1,soon'"),
+    ],
+)
+def test_bad_values_name_their_source(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.from_env(env)
+
+
+def test_token_file_is_read_once_at_parse_time(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\nsecond line ignored\n")
+    s = Settings.from_env({}, token_file=str(token_file))
+    token_file.unlink()  # nothing reads it later
+    assert s.token == "s3cret"
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ConfigError, match="is empty"):
+        Settings.from_env({"WHISPER_MCP_TOKEN_FILE": str(tmp_path / "empty")})
+    with pytest.raises(ConfigError, match="cannot read token file"):
+        Settings.from_env({}, token_file=str(tmp_path / "missing"))
+
+
+def test_the_cli_exits_with_the_message(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WHISPER_MCP_MAX_UPLOAD_MB", "lots")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve"])
+    assert exit_info.value.code == 2
+    assert "WHISPER_MCP_MAX_UPLOAD_MB='lots': must be of type int" in capsys.readouterr().err
+
+
+def test_readme_configuration_table_lists_every_setting() -> None:
+    table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    for f in fields(Settings):
+        assert f"`WHISPER_MCP_{f.name.upper()}" in table, f"README's configuration table lacks {f.name}"
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        assert f"`{flag}`" in table or f"`{flag} " in table, f"README's configuration table lacks {flag}"
