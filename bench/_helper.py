@@ -131,7 +131,8 @@ def our_engine(name: str, threads: int, model_name: str, device: str):
     from whisper_mcp.models.registry import ModelRegistry
     from whisper_mcp.options import TranscribeOptions
 
-    engine = WhisperEngine(ModelRegistry(default_model_cache()), device, threads, **OURS[name])  # type: ignore[arg-type]
+    registry = ModelRegistry(default_model_cache(), engine=str(OURS[name]["engine"]))
+    engine = WhisperEngine(registry, device, threads, **OURS[name])  # type: ignore[arg-type]
     info = engine.registry.resolve(model_name)
     engine.load(info)
 

@@ -1,7 +1,10 @@
-"""What every engine shares: the result records, a batch item, the choices.
+"""What every engine shares: the choices, the result records, a batch item,
+the ``Backend`` protocol each inference library implements and the ``Engine``
+protocol the server asks of ``engine.WhisperEngine``.
 
-Both backends (``openai``, ``ctranslate2``) and the server depend on this
-module; it depends on neither, so no engine imports another.
+Both backends (``openai``, ``ctranslate2``), the model registry and the server
+depend on this module; it imports no other engine module, so no backend
+imports another.
 """
 
 from __future__ import annotations
@@ -9,11 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+if TYPE_CHECKING:  # both import torch; this module stays light
+    from whisper_mcp.models.registry import ModelInfo
+    from whisper_mcp.options import TranscribeOptions
+
 ENGINES = ("openai", "ctranslate2")
+# Other names a setting may use for an engine.
+ENGINE_ALIASES = {"faster-whisper": "ctranslate2", "faster_whisper": "ctranslate2", "ct2": "ctranslate2", "torch": "openai"}
 # Every compute_type a setting may name; each engine accepts a subset.
 COMPUTE_TYPES = ("default", "int8", "int8_float32", "int8_float16", "float32", "float16", "bfloat16")
 # Jobs up to this long are one 30 s decoding window, the part a batch decodes.
@@ -81,6 +90,46 @@ def make_segment(
         if words is None
         else [Word(str(w), round(float(s), 3), round(float(e), 3), round(float(p), 4)) for w, s, e, p in words],
     )
+
+
+def engine_name(value: str | None) -> str:
+    """The engine a setting names (any case, an alias, empty for the default),
+    or ``ValueError`` listing the choices."""
+    name = (value or "openai").strip().lower()
+    name = ENGINE_ALIASES.get(name, name)
+    if name not in ENGINES:
+        raise ValueError(f"Unknown engine {value!r}; choose one of {', '.join(ENGINES)}.")
+    return name
+
+
+class Backend(Protocol):
+    """One inference library (``openai.OpenAIBackend``,
+    ``ctranslate2.CTranslate2Backend``), as ``engine.WhisperEngine`` drives it.
+    The model pool holds what ``load`` returns."""
+
+    name: str
+    device: str
+    compute_type: str  # resolved: never "default"
+    # Whether transcribe_batch() decodes several jobs in one forward pass.
+    batching: bool
+
+    def load(self, info: ModelInfo) -> Any: ...
+
+    def size(self, model: Any) -> int: ...
+
+    def estimate(self, info: ModelInfo) -> int: ...
+
+    def batchable(self, options: TranscribeOptions) -> bool:
+        """Whether jobs with these options may share a forward pass; False without batching."""
+
+    def transcribe(
+        self,
+        model: Any,
+        audio: AudioInput,
+        options: TranscribeOptions,
+        on_progress: ProgressCallback | None,
+        duration_hint: float = 0.0,
+    ) -> Transcription: ...
 
 
 class Engine(Protocol):

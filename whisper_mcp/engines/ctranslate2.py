@@ -1,6 +1,6 @@
-"""The ``ctranslate2`` engine: faster-whisper on CTranslate2.
+"""The ``ctranslate2`` backend: faster-whisper on CTranslate2.
 
-Same options and the same ``Transcription`` as the openai-whisper engine, in
+Same options and the same ``Transcription`` as the openai-whisper backend, in
 about half the time on CPU with int8 weights. faster-whisper is optional:
 it is imported when this engine is chosen, with a clear error if missing.
 
@@ -26,7 +26,6 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 import types
 import uuid
 from dataclasses import dataclass
@@ -35,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
-from whisper_mcp.models.convert import PackagedModel
 from whisper_mcp.durable import fsync_dir
+from whisper_mcp.engines import progress
+from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
 from whisper_mcp.engines.base import AudioInput, ProgressCallback, Transcription, make_segment
+from whisper_mcp.models.convert import PackagedModel, source_fingerprint
 from whisper_mcp.models.pool import estimate_bytes
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
 from whisper_mcp.options import TranscribeOptions, temperatures
@@ -86,33 +86,6 @@ class CT2Model:
     batched: Any = None  # faster_whisper.BatchedInferencePipeline, with vad_batching
 
 
-_HOOKS = threading.local()  # .window: the progress report of this thread's job
-
-
-class _ProgressBar:
-    """Stands in for tqdm inside faster-whisper's segment generator, which
-    updates it after each 30 s window (seconds decoded of ``total``)."""
-
-    def __init__(self, hooks: threading.local, total: float = 1.0, **_: object) -> None:
-        self._callback = getattr(hooks, "window", None)
-        self._total = float(total) if total else 1.0
-        self._done = 0.0
-
-    def update(self, n: float = 1) -> None:
-        self._done += float(n)
-        if self._callback is not None:
-            self._callback(self._done / self._total)
-
-    def close(self) -> None:
-        return None
-
-    def __enter__(self) -> "_ProgressBar":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 class CTranslate2Backend:
     name = "ctranslate2"
     batching = False  # jobs run one by one (see engine.WhisperEngine.transcribe_batch)
@@ -158,12 +131,10 @@ class CTranslate2Backend:
         # fallback; each chunk is one segment (word_timestamps time the words).
         self.vad_batching = vad_batching
         self.batch_size = max(1, batch_size)
-        # As for openai-whisper: faster-whisper reports window progress only to
-        # tqdm. Per thread, shared by every engine in the process.
-        self._hooks = _HOOKS
-        importlib.import_module("faster_whisper.transcribe").tqdm = (  # type: ignore[attr-defined]
-            lambda *a, **kw: _ProgressBar(_HOOKS, kw.get("total", 1.0))
-        )
+        # faster-whisper reports how far its segment generator has got only to
+        # a tqdm bar (seconds decoded, or chunks when VAD-batched): a
+        # process-wide, idempotent patch of its module's tqdm (see progress).
+        progress.install("faster_whisper.transcribe", calls_module=False)
 
     # --- models -------------------------------------------------------------
 
@@ -233,6 +204,9 @@ class CTranslate2Backend:
 
     # --- transcription ------------------------------------------------------
 
+    def batchable(self, options: TranscribeOptions) -> bool:
+        return False  # no transcribe_batch: VAD batching works within one file
+
     def transcribe(
         self,
         model: CT2Model,
@@ -277,10 +251,10 @@ class CTranslate2Backend:
             segments, info = whisper.transcribe(samples, condition_on_previous_text=True, vad_filter=False, **common)
         out = []
         texts = []
-        self._hooks.window = report
-        try:
-            # The generator decodes lazily: each step runs the next window, and
-            # an exception from report() (a cancel) stops decoding right there.
+        # The generator decodes lazily: each step runs the next window (and
+        # makes its progress bar on the first), and an exception from report()
+        # (a cancel) stops decoding right there.
+        with progress.reporting(report):
             for index, seg in enumerate(segments):
                 words = None
                 if options.word_timestamps:
@@ -289,8 +263,6 @@ class CTranslate2Backend:
                 texts.append(seg.text)
                 if duration > 0:
                     report(seg.end / duration)
-        finally:
-            self._hooks.window = None
         if done < 1.0:  # trailing silence yields no segment; the last window may end short
             report(1.0)
         detected = options.language is None and whisper.model.is_multilingual
@@ -306,14 +278,6 @@ class CTranslate2Backend:
 # --- packaged folders ----------------------------------------------------------
 
 
-def _fingerprint(model: PackagedModel, extras: list[Path]) -> dict[str, Any]:
-    files = []
-    for path in (*model.parts, *extras):
-        stat = path.stat()
-        files.append([str(path), stat.st_size, stat.st_mtime_ns])
-    return {"format": _FOLDER_FORMAT, "files": files}
-
-
 def ensure_ct2_folder(model: PackagedModel, cache_dir: Path) -> Path:
     """A folder faster-whisper loads for ``model``: the package's own when its
     model.bin is whole, else ``cache_dir/<name>`` with the parts joined."""
@@ -324,7 +288,7 @@ def ensure_ct2_folder(model: PackagedModel, cache_dir: Path) -> Path:
     if len(model.parts) == 1 and model.parts[0] == source / "model.bin":
         return source
     extras = [source / name for name in (*_REQUIRED, *_OPTIONAL) if (source / name).is_file()]
-    fingerprint = _fingerprint(model, extras)
+    fingerprint = source_fingerprint(_FOLDER_FORMAT, [*model.parts, *extras])
     target = cache_dir / model.name
     if _is_current(target, fingerprint, model):
         return target

