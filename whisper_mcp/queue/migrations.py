@@ -1,0 +1,381 @@
+"""Numbered schema migrations for the job database (``jobs.sqlite3``).
+
+Every schema the job store has had is reached by applying migrations 1..N in
+order; the number of the last one applied is kept in ``PRAGMA user_version``.
+``migrate()`` runs at start-up, before the store uses the file:
+
+* a new (empty) file gets every migration, so it ends at ``SCHEMA_VERSION``;
+* a file with a version runs only the migrations after that version;
+* a file written before versions existed (releases up to and including
+  87f7d6b left ``user_version`` at 0) is recognised by its columns and
+  tables (see ``infer_version``) and continues from that release's version;
+* a file whose version is newer than this code raises ``SchemaTooNew`` and is
+  left untouched.
+
+All pending migrations run in one ``BEGIN IMMEDIATE`` transaction, which also
+re-reads the version, so two processes starting on the same folder never both
+migrate, and a failure leaves the file exactly at its old version.
+
+Rules for adding a migration: append a ``Migration`` with the next number and
+never edit one that was released (databases out there already ran it). Plain
+SQL only; a statement may not rely on state the file could lack at that
+version.
+
+Storage files (``audio/<key>``, ``results/<key>.json``, ``incoming/``,
+``uploads/<key>``) have kept the same layout since the first release, so no
+migration touches them.
+"""
+
+from __future__ import annotations
+
+import functools
+import sqlite3
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    commit: str  # the release that introduced this schema
+    sql: str  # one or more statements, separated by ';'
+
+
+# The first releases created their tables with "CREATE TABLE IF NOT EXISTS" and
+# never changed an existing file, so every schema change broke the folders of
+# the release before (e.g. "no such column: priority" on a first-release
+# folder). CREATE statements below copy each release's text exactly, so
+# sqlite_master reads the same whether a release made the file or a migration
+# did (IF NOT EXISTS is not part of the stored text).
+
+MIGRATIONS: tuple[Migration, ...] = (
+    # 1. The first release: one jobs table, the queue read by (status, seq).
+    Migration(
+        1,
+        "jobs table",
+        "2955c63",
+        """
+CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL UNIQUE,
+    key TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    filename TEXT,
+    model TEXT NOT NULL,
+    language TEXT,
+    callback_url TEXT,
+    audio_sha256 TEXT NOT NULL,
+    audio_bytes INTEGER NOT NULL,
+    duration REAL NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    detected_language TEXT
+);
+CREATE INDEX jobs_by_status ON jobs (status, seq);
+""",
+    ),
+    # 2. Callbacks are delivered, with their state kept per job so a restart
+    #    neither loses nor repeats one.
+    #    Data: the first release accepted callback_url but never sent anything.
+    #    Its ended jobs would otherwise show "waiting for the job to end"
+    #    forever, and marking them 'pending' would POST results of jobs that
+    #    may have ended long ago to URLs nobody may be listening on. They are
+    #    recorded as not delivered, saying why. Its queued and interrupted jobs
+    #    keep no state: when they end, the store makes their callback due, so
+    #    the callback the client asked for is sent then.
+    Migration(
+        2,
+        "callback delivery state",
+        "9f72218",
+        """
+ALTER TABLE jobs ADD COLUMN callback_state TEXT;
+ALTER TABLE jobs ADD COLUMN callback_attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN callback_error TEXT;
+ALTER TABLE jobs ADD COLUMN callback_next_at REAL;
+CREATE INDEX jobs_by_callback ON jobs (callback_state, callback_next_at);
+UPDATE jobs SET callback_state = 'failed',
+    callback_error = 'not sent: this job ended under a whisper-mcp release that did not send callbacks'
+    WHERE callback_url IS NOT NULL AND status IN ('completed', 'failed');
+""",
+    ),
+    # 3. Decoding options, priorities and the transcript cache. The language
+    #    column is folded into the options JSON (NOT NULL, no default), so the
+    #    table is rebuilt: renamed away, created anew, copied, dropped.
+    #    Data: options is the exact TranscribeOptions.to_json() text of what the
+    #    old release did (its language, everything else at the defaults it used:
+    #    transcribe, fallback temperatures, greedy, no word timings), so the
+    #    cache key of those jobs means what it says. Old jobs get priority
+    #    normal (1) and keep seq, hence their place in the queue and their
+    #    AUTOINCREMENT counter.
+    Migration(
+        3,
+        "options, priority and cache columns; language moves into options",
+        "a7a526e",
+        """
+ALTER TABLE jobs RENAME TO jobs_before_v3;
+DROP INDEX jobs_by_status;
+DROP INDEX jobs_by_callback;
+CREATE TABLE jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL UNIQUE,
+    key TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    filename TEXT,
+    model TEXT NOT NULL,
+    callback_url TEXT,
+    audio_sha256 TEXT NOT NULL,
+    audio_bytes INTEGER NOT NULL,
+    duration REAL NOT NULL,
+    options TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 1,
+    cached_from TEXT,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    detected_language TEXT,
+    callback_state TEXT,
+    callback_attempts INTEGER NOT NULL DEFAULT 0,
+    callback_error TEXT,
+    callback_next_at REAL
+);
+INSERT INTO jobs (
+    seq, job_id, key, status, filename, model, callback_url, audio_sha256, audio_bytes, duration,
+    options, priority, cached_from, created_at, started_at, finished_at, attempts, error,
+    detected_language, callback_state, callback_attempts, callback_error, callback_next_at
+)
+SELECT
+    seq, job_id, key, status, filename, model, callback_url, audio_sha256, audio_bytes, duration,
+    '{"beam_size": null, "initial_prompt": null, "language": '
+        || CASE WHEN language IS NULL THEN 'null' ELSE json_quote(language) END
+        || ', "task": "transcribe", "temperature": null, "word_timestamps": false}',
+    1, NULL, created_at, started_at, finished_at, attempts, error,
+    detected_language, callback_state, callback_attempts, callback_error, callback_next_at
+FROM jobs_before_v3 ORDER BY seq;
+DELETE FROM sqlite_sequence WHERE name = 'jobs';
+INSERT INTO sqlite_sequence (name, seq) SELECT 'jobs', seq FROM sqlite_sequence WHERE name = 'jobs_before_v3';
+DROP TABLE jobs_before_v3;
+CREATE INDEX jobs_by_queue ON jobs (status, priority, seq);
+CREATE INDEX jobs_by_audio ON jobs (audio_sha256, model, options, status);
+CREATE INDEX jobs_by_callback ON jobs (callback_state, callback_next_at);
+""",
+    ),
+    # 4. Chunked uploads and one-time upload URLs, in the same file.
+    #    IF NOT EXISTS: releases from this one on created this table in a
+    #    second script after the jobs table, so a folder may hold it while its
+    #    jobs table is older; the table has never changed, so keep it.
+    Migration(
+        4,
+        "uploads table",
+        "f37c02a",
+        """
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    secret_hash TEXT UNIQUE,
+    filename TEXT,
+    size INTEGER,
+    sha256 TEXT,
+    submission TEXT,
+    ranges TEXT NOT NULL DEFAULT '[]',
+    state TEXT NOT NULL DEFAULT 'open',
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+""",
+    ),
+    # 5. The transcript cache is keyed by engine and compute type too
+    #    ("openai/float32", "ctranslate2/int8", ...).
+    #    Data: none; jobs from before keep engine ''. Those releases ran only
+    #    openai-whisper, but with float16 on CUDA and float32 on CPU, and the
+    #    file does not say which device a job ran on. Filling in
+    #    'openai/float32' would let a CPU server hand out a float16 transcript
+    #    as its own (and stamp that engine on every cached copy of it); ''
+    #    matches no engine, so such audio is transcribed once more instead.
+    #    The 928939f release did the same with these rows.
+    Migration(
+        5,
+        "engine in the cache key",
+        "928939f",
+        """
+ALTER TABLE jobs ADD COLUMN engine TEXT NOT NULL DEFAULT '';
+""",
+    ),
+)
+
+SCHEMA_VERSION: int = MIGRATIONS[-1].version
+assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
+
+
+class SchemaTooNew(Exception):
+    """The database was written by a newer whisper-mcp; nothing was changed."""
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        self.path = path
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"The job database {path} has schema version {found}, but this whisper-mcp supports schema "
+            f"versions up to {supported}: a newer whisper-mcp wrote it. Upgrade whisper-mcp, or use another "
+            "--storage folder. The database was not changed."
+        )
+
+
+class UnrecognizedSchema(Exception):
+    """A database without a version whose tables match no whisper-mcp release."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        super().__init__(
+            f"The job database {path} has no schema version and its tables match no whisper-mcp release "
+            f"({detail}); it was not made by whisper-mcp or was changed by hand. Use another --storage "
+            "folder. The database was not changed."
+        )
+
+
+def statements(sql: str) -> list[str]:
+    """Split a migration's SQL into statements (';' inside quotes is kept)."""
+    out: list[str] = []
+    current = ""
+    for piece in sql.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip(" \t\r\n;"):
+                out.append(current.strip())
+            current = ""
+    if current.strip(" \t\r\n;"):
+        raise ValueError(f"incomplete SQL statement: {current!r}")
+    return out
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database to ``SCHEMA_VERSION``; returns the version it is at.
+
+    ``conn`` must not be inside a transaction; migrate manages BEGIN/COMMIT
+    itself (the store's connections are in autocommit mode). Raises
+    ``SchemaTooNew`` or ``UnrecognizedSchema`` without changing the file.
+    """
+    if conn.in_transaction:
+        raise RuntimeError("migrate() needs a connection outside a transaction")
+    # The usual start-up: already current, no write lock needed.
+    version = _user_version(conn)
+    if version == SCHEMA_VERSION:
+        return version
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(_path(conn), version, SCHEMA_VERSION)
+
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Read again under the write lock: another process may have migrated
+        # (or a newer one written) since the first look.
+        found = _user_version(conn)
+        if found > SCHEMA_VERSION:
+            raise SchemaTooNew(_path(conn), found, SCHEMA_VERSION)
+        version = found if found else _adopt_unversioned(conn)
+        for migration in MIGRATIONS[version:]:
+            for statement in statements(migration.sql):
+                conn.execute(statement)
+        if found != SCHEMA_VERSION:  # else another process migrated meanwhile: nothing to write
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return SCHEMA_VERSION
+
+
+def infer_version(conn: sqlite3.Connection) -> int:
+    """Which release's schema an unversioned database has: 0 for none (empty).
+
+    The jobs table's column names, in order, differ from each schema to the
+    next except between versions 3 and 4, where the uploads table tells them
+    apart. Raises ``UnrecognizedSchema`` if they match no release.
+    """
+    return _infer(_path(conn), _columns(conn))
+
+
+# -- internals --------------------------------------------------------------
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    return int(version)
+
+
+def _path(conn: sqlite3.Connection) -> str:
+    for _seq, name, file in conn.execute("PRAGMA database_list"):
+        if name == "main":
+            return file or ":memory:"
+    return "?"
+
+
+def _columns(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
+    """Column names of each of our tables (jobs, uploads) the file has."""
+    tables = {}
+    for table in ("jobs", "uploads"):
+        cols = tuple(row[1] for row in conn.execute(f"PRAGMA table_info({table})"))
+        if cols:
+            tables[table] = cols
+    return tables
+
+
+def _objects(conn: sqlite3.Connection) -> dict[str, tuple[str, str]]:
+    """Named tables and indexes made by CREATE statements: name -> (type, sql)."""
+    rows = conn.execute(
+        "SELECT name, type, sql FROM sqlite_master WHERE type IN ('table', 'index')"
+        " AND sql IS NOT NULL AND name NOT LIKE 'sqlite_%'"
+    )
+    return {name: (kind, sql) for name, kind, sql in rows}
+
+
+@functools.cache
+def _reference(version: int) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, str]]]:
+    """Columns and objects of a database built by migrations 1..version."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        for migration in MIGRATIONS[:version]:
+            for statement in statements(migration.sql):
+                conn.execute(statement)
+        return _columns(conn), _objects(conn)
+    finally:
+        conn.close()
+
+
+def _infer(path: str, columns: dict[str, tuple[str, ...]]) -> int:
+    uploads = columns.get("uploads")
+    if uploads is not None and uploads != _reference(SCHEMA_VERSION)[0]["uploads"]:
+        raise UnrecognizedSchema(path, f"uploads columns {', '.join(uploads)}")
+    jobs = columns.get("jobs")
+    if jobs is None:
+        return 0  # nothing of ours yet (an uploads table alone is kept by migration 4)
+    matches = [v for v in range(SCHEMA_VERSION, 0, -1) if _reference(v)[0].get("jobs") == jobs]
+    if not matches:
+        raise UnrecognizedSchema(path, f"jobs columns {', '.join(jobs)}")
+    for version in matches:  # newest first: 4 before 3 when the uploads table is there
+        if "uploads" not in _reference(version)[0] or uploads is not None:
+            return version
+    return matches[0]
+
+
+def _adopt_unversioned(conn: sqlite3.Connection) -> int:
+    """Version of a file from before versions existed; fills in what it lacks.
+
+    Those releases created tables and indexes with separate autocommitted
+    statements ("IF NOT EXISTS", on every start), so a process that died at
+    the wrong moment could leave one missing, and the next start of the same
+    release would have added it. Any table or index of the inferred version
+    that the file lacks is created here, from that version's own SQL.
+    """
+    version = _infer(_path(conn), _columns(conn))
+    if version == 0:
+        return 0
+    have = _objects(conn)
+    for name, (_kind, sql) in _reference(version)[1].items():
+        if name not in have:
+            conn.execute(sql)
+    return version
