@@ -54,6 +54,7 @@ def _is_loopback(host: str) -> bool:
 def serve(settings: Settings) -> int:
     import uvicorn
 
+    from whisper_mcp.queue.migrations import SchemaTooNew, UnrecognizedSchema
     from whisper_mcp.server.app import create_app
 
     configure_logging(settings.log_level, settings.log_format)
@@ -74,7 +75,7 @@ def serve(settings: Settings) -> int:
         )
     try:
         app = create_app(settings)
-    except ValueError as exc:  # e.g. an engine and compute type that don't go together, a newer database
+    except (ValueError, SchemaTooNew, UnrecognizedSchema) as exc:  # e.g. an engine and compute type that don't go together
         raise SystemExit(f"whisper-mcp: error: {exc}") from None
     # log_config=None: uvicorn's loggers use our handler and format too.
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False, log_config=None)

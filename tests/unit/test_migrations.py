@@ -211,17 +211,6 @@ def test_migrations_1_to_5_give_the_schema_of_87f7d6b() -> None:
     assert schema(reference(5)) == schema(from_script(SCHEMA_5))
 
 
-def test_migrations_give_the_stores_current_schema() -> None:
-    """While the store still carries its CREATE scripts, they must agree with
-    the migrations (a schema change needs a migration)."""
-    sqlite_store = pytest.importorskip("whisper_mcp.queue.sqlite")
-    script = getattr(sqlite_store, "_SCHEMA", None)
-    upload_script = getattr(sqlite_store, "_UPLOAD_SCHEMA", None)
-    if script is None or upload_script is None:
-        pytest.skip("the store no longer carries CREATE scripts")
-    assert schema(reference(SCHEMA_VERSION)) == schema(from_script(script + upload_script))
-
-
 @release_params
 def test_each_release_schema_is_its_migration(commit: str, tmp_path: Path) -> None:
     """Migrations 1..v build exactly the schema release v made: the same

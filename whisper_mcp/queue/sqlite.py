@@ -13,38 +13,7 @@ from pathlib import Path
 
 from whisper_mcp.queue.jobs import DuplicateJob, Job, JobPage, JobRequest, JobStatus, UploadRecord
 from whisper_mcp.options import TranscribeOptions
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    job_id TEXT NOT NULL UNIQUE,
-    key TEXT NOT NULL UNIQUE,
-    status TEXT NOT NULL,
-    filename TEXT,
-    model TEXT NOT NULL,
-    callback_url TEXT,
-    audio_sha256 TEXT NOT NULL,
-    audio_bytes INTEGER NOT NULL,
-    duration REAL NOT NULL,
-    options TEXT NOT NULL,
-    priority INTEGER NOT NULL DEFAULT 1,
-    cached_from TEXT,
-    created_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    detected_language TEXT,
-    callback_state TEXT,
-    callback_attempts INTEGER NOT NULL DEFAULT 0,
-    callback_error TEXT,
-    callback_next_at REAL,
-    engine TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs (status, priority, seq);
-CREATE INDEX IF NOT EXISTS jobs_by_audio ON jobs (audio_sha256, model, options, status);
-CREATE INDEX IF NOT EXISTS jobs_by_callback ON jobs (callback_state, callback_next_at);
-"""
+from whisper_mcp.queue.migrations import migrate
 
 _COLUMNS = (
     "job_id, key, status, filename, model, callback_url, audio_sha256, audio_bytes, duration, "
@@ -66,12 +35,13 @@ def _row_to_job(row: tuple) -> Job:
 
 
 class _Database:
-    """A SQLite file with one connection per thread."""
+    """A SQLite file with one connection per thread, at the current schema
+    version (``migrations.migrate`` brings older files up to it)."""
 
-    def __init__(self, path: Path, schema: str) -> None:
+    def __init__(self, path: Path) -> None:
         self._path = path
         self._local = threading.local()
-        self._conn().executescript(schema)
+        migrate(self._conn())
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -92,9 +62,6 @@ class _Database:
 
 
 class SQLiteJobStore(_Database):
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, _SCHEMA)
-
     def add(self, request: JobRequest, now: float) -> Job:
         cached = request.cached_from is not None
         conn = self._conn()
@@ -275,21 +242,6 @@ class SQLiteJobStore(_Database):
         return [key for (key,) in rows]
 
 
-_UPLOAD_SCHEMA = """
-CREATE TABLE IF NOT EXISTS uploads (
-    upload_id TEXT PRIMARY KEY,
-    kind TEXT NOT NULL,
-    secret_hash TEXT UNIQUE,
-    filename TEXT,
-    size INTEGER,
-    sha256 TEXT,
-    submission TEXT,
-    ranges TEXT NOT NULL DEFAULT '[]',
-    state TEXT NOT NULL DEFAULT 'open',
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL
-);
-"""
 _UPLOAD_COLUMNS = "upload_id, kind, secret_hash, filename, size, sha256, submission, ranges, state, created_at, expires_at"
 
 
@@ -301,9 +253,6 @@ def _row_to_upload(row: tuple) -> UploadRecord:
 
 class SQLiteUploadStore(_Database):
     """Chunked uploads and one-time upload URLs, in the same database file."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, _UPLOAD_SCHEMA)
 
     def create(self, record: UploadRecord) -> None:
         self._conn().execute(
