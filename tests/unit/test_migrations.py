@@ -12,6 +12,8 @@ import json
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -556,3 +558,23 @@ def test_connection_inside_a_transaction_is_refused(tmp_path: Path) -> None:
         conn.execute("ROLLBACK")
     finally:
         conn.close()
+
+
+def test_serve_refuses_a_newer_database_in_words(tmp_path: Path) -> None:
+    """The real command, before any model is loaded: a message, exit status 1,
+    and the file untouched."""
+    storage = tmp_path / "storage"
+    storage.mkdir()
+    database = storage / "jobs.sqlite3"
+    conn = sqlite3.connect(database)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    before = database.read_bytes()
+    done = subprocess.run(
+        [sys.executable, "-m", "whisper_mcp", "serve", "--storage", str(storage), "--port", "1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert f"version {SCHEMA_VERSION + 1}" in done.stderr and "Upgrade whisper-mcp" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert database.read_bytes() == before

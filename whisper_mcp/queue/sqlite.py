@@ -41,7 +41,14 @@ class _Database:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._local = threading.local()
-        migrate(self._conn())
+        # Migrate on a connection of its own, before WAL mode is set: switching
+        # the journal mode rewrites the file header, and a database too new
+        # for this code must be left exactly as it was.
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        try:
+            migrate(conn)
+        finally:
+            conn.close()
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

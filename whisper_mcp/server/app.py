@@ -50,9 +50,11 @@ def build_engine(settings: Settings) -> Engine:
 
 
 def build_service(settings: Settings, engine: Engine | None = None) -> TranscriptionService:
-    engine = engine if engine is not None else build_engine(settings)
+    # The queue first: a database this code cannot open stops start-up before
+    # seconds go into importing torch and loading a model.
     files = FileStore(settings.storage)
     queue = JobQueue(SQLiteJobStore(files.database), files, delete_audio=settings.delete_audio)
+    engine = engine if engine is not None else build_engine(settings)
     metrics = Metrics()
     default_model = engine.registry.resolve(settings.model, trusted=True).name
     worker = InferenceWorker(
