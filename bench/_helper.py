@@ -86,8 +86,8 @@ def faster_engine(threads: int, model_name: str, device: str):
     from faster_whisper import WhisperModel
 
     from whisper_mcp.config import default_model_cache
-    from whisper_mcp.models.convert import find_packaged_models
     from whisper_mcp.engines.ctranslate2 import ensure_ct2_folder
+    from whisper_mcp.models.convert import find_packaged_models
 
     # The packaged CTranslate2 folder (base's split model.bin joined once, as the service does).
     folder = ensure_ct2_folder(find_packaged_models()[model_name], default_model_cache() / "ct2")
@@ -193,8 +193,8 @@ def cold(path: str, model_name: str, device: str) -> None:
     t0 = time.perf_counter()
     import whisper
 
-    from whisper_mcp.engines.audio import decode_audio
     from whisper_mcp.config import default_model_cache
+    from whisper_mcp.engines.audio import decode_audio
     from whisper_mcp.models.registry import ModelRegistry
 
     t_import = time.perf_counter()

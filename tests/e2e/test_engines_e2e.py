@@ -282,7 +282,7 @@ def test_server_runs_the_ctranslate2_engine(tmp_path: Path, vad: bool) -> None:
     """The engine chosen by configuration, end to end over HTTP."""
     import httpx
 
-    from conftest import ServerProcess, wait_done
+    from helpers import ServerProcess, wait_done
 
     flags = ["--engine", "ctranslate2", *(["--vad-batching"] if vad else [])]
     srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", *flags).start()

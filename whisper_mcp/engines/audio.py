@@ -132,9 +132,7 @@ def _mono_resampler() -> AudioResampler:
     # rematrix_maxval=1 makes the downmix average the channels. FFmpeg's default
     # stereo->mono matrix adds them at -3 dB each, so a loud stereo file would
     # come out up to 1.41x over full scale and then be clipped.
-    return AudioResampler(
-        format="flt", layout="mono", rate=SAMPLE_RATE, options={"rematrix_maxval": "1.0"}
-    )
+    return AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE, options={"rematrix_maxval": "1.0"})
 
 
 def _to_arrays(frames: list[AudioFrame]) -> Iterator[np.ndarray]:
@@ -164,8 +162,7 @@ def _open(path: Path) -> InputContainer:
         if isinstance(exc, OSError):
             raise  # missing file, permissions: a server problem, not the upload's
         raise InvalidAudio(
-            f"The file could not be opened as audio ({exc.strerror}). Supported "
-            f"formats: {SUPPORTED_FORMATS}."
+            f"The file could not be opened as audio ({exc.strerror}). Supported formats: {SUPPORTED_FORMATS}."
         ) from exc
 
 

@@ -22,7 +22,12 @@ if TYPE_CHECKING:  # both import torch; this module stays light
 
 ENGINES = ("openai", "ctranslate2")
 # Other names a setting may use for an engine.
-ENGINE_ALIASES = {"faster-whisper": "ctranslate2", "faster_whisper": "ctranslate2", "ct2": "ctranslate2", "torch": "openai"}
+ENGINE_ALIASES = {
+    "faster-whisper": "ctranslate2",
+    "faster_whisper": "ctranslate2",
+    "ct2": "ctranslate2",
+    "torch": "openai",
+}
 # Every compute_type a setting may name; each engine accepts a subset.
 COMPUTE_TYPES = ("default", "int8", "int8_float32", "int8_float16", "float32", "float16", "bfloat16")
 # Jobs up to this long are one 30 s decoding window, the part a batch decodes.

@@ -102,7 +102,7 @@ def _with_padding(blocks: Iterable[np.ndarray]) -> Iterable[tuple[np.ndarray, bo
     yield np.zeros(N_SAMPLES, dtype=np.float32), False
 
 
-def _frames(buffer: np.ndarray, frames: int, window: torch.Tensor, filters: torch.Tensor, out: "_Growing") -> float:
+def _frames(buffer: np.ndarray, frames: int, window: torch.Tensor, filters: torch.Tensor, out: _Growing) -> float:
     """Append the log10 Mel energies of the first ``frames`` frames of
     ``buffer`` (which starts at a frame's first sample) to ``out``; return their maximum."""
     signal = torch.from_numpy(buffer[: (frames - 1) * HOP_LENGTH + N_FFT])

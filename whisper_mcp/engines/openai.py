@@ -105,7 +105,7 @@ class OpenAIBackend:
         except Exception:  # e.g. out of GPU memory for the whole batch: run the jobs one by one
             log.warning("batched decode of %d jobs failed; running them one by one", len(order), exc_info=True)
             firsts = [None] * len(order)
-        for i, (language, probability), first in zip(order, languages, firsts):
+        for i, (language, probability), first in zip(order, languages, firsts, strict=True):
             model = Prefetched(whisper_model, first)
             try:
                 outcomes[i] = self._transcribe_mel(model, mels[i], options, items[i].on_progress, language, probability)

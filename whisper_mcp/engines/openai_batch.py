@@ -84,7 +84,7 @@ def detect_languages(model: Whisper, mels: Sequence[Mel], fp16: bool) -> list[tu
         batch = batch.half()
     _, probs = model.detect_language(batch)
     best = [max(p, key=p.get) for p in probs]  # type: ignore[union-attr]
-    return [(language, float(p[language])) for language, p in zip(best, probs)]  # type: ignore[index]
+    return [(language, float(p[language])) for language, p in zip(best, probs, strict=True)]  # type: ignore[index]
 
 
 def decode_first_windows(
@@ -96,7 +96,7 @@ def decode_first_windows(
     if not batchable(options):
         return firsts
     groups: dict[str | None, list[int]] = {}
-    for i, (mel, language) in enumerate(zip(mels, languages)):
+    for i, (mel, language) in enumerate(zip(mels, languages, strict=True)):
         if mel.content_frames > 0:
             # transcribe() settles an English-only model's language as "en".
             groups.setdefault(language if model.is_multilingual else "en", []).append(i)
@@ -104,7 +104,7 @@ def decode_first_windows(
         decode_options = first_window_options(model, options, language, fp16)
         segments = [first_segment(model, mels[i], fp16) for i in members]
         results = model.decode(torch.stack(segments), decode_options)
-        for i, segment, result in zip(members, segments, results):  # type: ignore[arg-type]
+        for i, segment, result in zip(members, segments, results, strict=True):  # type: ignore[arg-type]
             firsts[i] = FirstWindow(segment, decode_options, result)
     return firsts
 
@@ -115,7 +115,9 @@ def first_segment(model: Whisper, mel: Mel, fp16: bool) -> torch.Tensor:
     return segment.to(model.device).to(torch.float16 if fp16 else torch.float32)
 
 
-def first_window_options(model: Whisper, options: TranscribeOptions, language: str | None, fp16: bool) -> DecodingOptions:
+def first_window_options(
+    model: Whisper, options: TranscribeOptions, language: str | None, fp16: bool
+) -> DecodingOptions:
     """The ``DecodingOptions`` of ``transcribe()``'s first decode, built as it builds them."""
     temperature = temperatures(options)[0]
     prompt: list[int] = []

@@ -149,10 +149,7 @@ class _PartsReader:
                 continue
             got += count
         if got < n:
-            raise ValueError(
-                f"model.bin is truncated: needed {n} bytes at offset "
-                f"{self.offset}, only {got} left"
-            )
+            raise ValueError(f"model.bin is truncated: needed {n} bytes at offset {self.offset}, only {got} left")
         self.offset += n
         return buf
 
@@ -193,8 +190,7 @@ def _read_ct2(parts: Sequence[Path]) -> tuple[str, dict[str, np.ndarray]]:
         version = reader.unpack("I")
         if version != _CT2_BINARY_VERSION:
             raise ValueError(
-                f"not a CTranslate2 model.bin v{_CT2_BINARY_VERSION}: "
-                f"version field is {version} ({parts[0]})"
+                f"not a CTranslate2 model.bin v{_CT2_BINARY_VERSION}: version field is {version} ({parts[0]})"
             )
         spec_name = reader.string()
         reader.unpack("I")  # spec revision: nothing here depends on it
@@ -209,10 +205,7 @@ def _read_ct2(parts: Sequence[Path]) -> tuple[str, dict[str, np.ndarray]]:
             itemsize = np.dtype(_CT2_DTYPES[dtype_code]).itemsize
             expected = int(np.prod(shape, dtype=np.int64)) * itemsize
             if n_bytes != expected:
-                raise ValueError(
-                    f"model.bin variable {name!r}: {n_bytes} bytes for shape {shape}, "
-                    f"expected {expected}"
-                )
+                raise ValueError(f"model.bin variable {name!r}: {n_bytes} bytes for shape {shape}, expected {expected}")
             variables[name] = _decode_array(reader.read(n_bytes), dtype_code, shape)
         aliases = {}
         for _ in range(reader.unpack("I")):
@@ -289,7 +282,7 @@ def _rename(variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             if scope in _FUSED_MODULES:
                 targets = _FUSED_MODULES[scope]
                 # .copy(): a row slice would drag the whole fused storage into torch.save.
-                for target, chunk in zip(targets, np.split(array, len(targets), axis=0)):
+                for target, chunk in zip(targets, np.split(array, len(targets), axis=0), strict=True):
                     if leaf == "bias" and target.endswith(".key"):
                         # Whisper's key has no bias; a key bias only shifts every
                         # score of a query equally, which softmax ignores.
@@ -329,9 +322,7 @@ def _dims(variables: dict[str, np.ndarray]) -> dict[str, int]:
         raise ValueError(f"model.bin lacks what Whisper's dimensions need: {exc}") from exc
 
 
-def encode_alignment_heads(
-    pairs: Sequence[Sequence[int]], n_text_layer: int, n_text_head: int
-) -> bytes:
+def encode_alignment_heads(pairs: Sequence[Sequence[int]], n_text_layer: int, n_text_head: int) -> bytes:
     """openai-whisper's encoding (base85 of gzip of a bool array) of (layer, head) pairs."""
     mask = np.zeros((n_text_layer, n_text_head), dtype=bool)
     for layer, head in pairs:
@@ -349,13 +340,9 @@ def convert_to_checkpoint(model: PackagedModel) -> dict[str, Any]:
         raise ValueError(f"{model.parts[0]} holds a {spec_name}, not a Whisper model")
     dims = _dims(variables)
     config = json.loads(model.config_path.read_text(encoding="utf-8"))
-    heads = encode_alignment_heads(
-        config["alignment_heads"], dims["n_text_layer"], dims["n_text_head"]
-    )
+    heads = encode_alignment_heads(config["alignment_heads"], dims["n_text_layer"], dims["n_text_head"])
     # float16 stays float16: half the cache size, load_state_dict upcasts on copy.
-    state: dict[str, torch.Tensor] = {
-        key: torch.from_numpy(array) for key, array in _rename(variables).items()
-    }
+    state: dict[str, torch.Tensor] = {key: torch.from_numpy(array) for key, array in _rename(variables).items()}
     return {"dims": dims, "model_state_dict": state, "alignment_heads": heads}
 
 

@@ -264,9 +264,7 @@ class ModelPool:
             return evicted
         while sum(e.bytes for e in self._entries.values()) + need > budget:
             candidates = [
-                (e.last_used, name)
-                for name, e in self._entries.items()
-                if name != loading and self._evictable(name, e)
+                (e.last_used, name) for name, e in self._entries.items() if name != loading and self._evictable(name, e)
             ]
             if not candidates:
                 total = sum(e.bytes for e in self._entries.values())

@@ -26,8 +26,8 @@ import whisper
 from whisper.model import ModelDimensions, Whisper
 
 from whisper_mcp.engines.base import engine_name
-from whisper_mcp.models.convert import PackagedModel, ensure_checkpoint, find_packaged_models
 from whisper_mcp.errors import UnknownModel
+from whisper_mcp.models.convert import PackagedModel, ensure_checkpoint, find_packaged_models
 
 
 @dataclass(frozen=True)
