@@ -16,20 +16,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+# The choices are defined once, with the settings (stdlib only): ENGINES, the
+# other names a setting may use for one (ENGINE_ALIASES), and every
+# compute_type a setting may name (COMPUTE_TYPES; each engine accepts a subset).
+from whisper_mcp.config import COMPUTE_TYPES, ENGINE_ALIASES, ENGINES
+
 if TYPE_CHECKING:  # both import torch; this module stays light
     from whisper_mcp.models.registry import ModelInfo
     from whisper_mcp.options import TranscribeOptions
 
-ENGINES = ("openai", "ctranslate2")
-# Other names a setting may use for an engine.
-ENGINE_ALIASES = {
-    "faster-whisper": "ctranslate2",
-    "faster_whisper": "ctranslate2",
-    "ct2": "ctranslate2",
-    "torch": "openai",
-}
-# Every compute_type a setting may name; each engine accepts a subset.
-COMPUTE_TYPES = ("default", "int8", "int8_float32", "int8_float16", "float32", "float16", "bfloat16")
 # Jobs up to this long are one 30 s decoding window, the part a batch decodes.
 BATCH_MAX_SECONDS = 30.0
 
@@ -158,3 +153,21 @@ class Engine(Protocol):
 
     def can_batch(self, duration: float, options: Any) -> bool:
         """Whether a job this long, with these options, may share a forward pass."""
+
+
+__all__ = [
+    "BATCH_MAX_SECONDS",
+    "COMPUTE_TYPES",
+    "ENGINE_ALIASES",
+    "ENGINES",
+    "AudioInput",
+    "Backend",
+    "BatchItem",
+    "Engine",
+    "ProgressCallback",
+    "Segment",
+    "Transcription",
+    "Word",
+    "engine_name",
+    "make_segment",
+]
