@@ -46,7 +46,17 @@ def _opt(default: Any = MISSING, *, help: str, choices: tuple[str, ...] | None =
 class Settings:
     host: str = _opt("127.0.0.1", help="bind address")
     port: int = _opt(8765, help="TCP port")
-    storage: Path = _opt(Path("./service-storage"), help="folder for the job database, audio and transcripts")
+    storage: Path = _opt(
+        Path("./service-storage"),
+        help="folder for audio and transcripts (and the job database, without --database-url); "
+        "replicas share one, on a shared filesystem",
+    )
+    database_url: str = _opt(
+        "", help="postgresql://... : the job queue in PostgreSQL, shared by every replica (default: SQLite in --storage)"
+    )
+    replica_id: str = _opt("", help="this replica's name in leases and logs (default: host name and process id)")
+    lease_seconds: float = _opt(30.0, help="a running job's claim lasts this long unless renewed; then any replica takes it")
+    heartbeat_seconds: float = _opt(10.0, help="how often running jobs' claims are renewed (well under --lease-seconds)")
     model: str = _opt("tiny.en", help="model loaded at start-up and used when a job names none")
     model_cache: Path = _opt(
         help="folder for converted and downloaded weights (default ~/.cache/whisper-mcp)",

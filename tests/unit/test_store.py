@@ -16,6 +16,8 @@ from whisper_mcp.options import TranscribeOptions
 from whisper_mcp.queue.files import FileStore, new_key
 
 from helpers import request
+
+OWNER, LEASE = "replica-1", 30.0
 from whisper_mcp.queue.sqlite import SQLiteJobStore
 
 
@@ -72,13 +74,13 @@ def test_duplicate_job_id_raises_with_existing_job(store: SQLiteJobStore) -> Non
 
 
 def test_claim_next_in_arrival_order(store: SQLiteJobStore) -> None:
-    assert store.claim_next(1.0) is None
+    assert store.claim_next(OWNER, LEASE, 1.0) is None
     # Ids deliberately not in alphabetical order: seq, not job_id, decides.
     for job_id in ("c", "a", "b"):
         store.add(request(job_id), 1.0)
     claimed = []
     for i in range(3):
-        job = store.claim_next(10.0 + i)
+        job = store.claim_next(OWNER, LEASE, 10.0 + i)
         assert job is not None
         assert job.status is JobStatus.PROCESSING
         assert job.attempts == 1
@@ -86,7 +88,7 @@ def test_claim_next_in_arrival_order(store: SQLiteJobStore) -> None:
         assert store.get(job.job_id) == job
         claimed.append(job.job_id)
     assert claimed == ["c", "a", "b"]
-    assert store.claim_next(20.0) is None
+    assert store.claim_next(OWNER, LEASE, 20.0) is None
     assert store.count(JobStatus.PROCESSING) == 3
 
 
@@ -98,22 +100,22 @@ def test_queued_lists_in_run_order_and_claim_takes_one(store: SQLiteJobStore) ->
     assert [j.job_id for j in store.queued(10)] == ["urgent", "late", "next", "low"]
     assert [j.job_id for j in store.queued(2)] == ["urgent", "late"]
 
-    job = store.claim("next", 5.0)
+    job = store.claim("next", OWNER, LEASE, 5.0)
     assert job is not None and job.status is JobStatus.PROCESSING and job.started_at == 5.0 and job.attempts == 1
-    assert store.claim("next", 6.0) is None  # no longer queued
-    assert store.cancel("late", 6.0, running=False)
-    assert store.claim("late", 7.0) is None  # cancelled meanwhile
-    assert store.claim("missing", 7.0) is None
+    assert store.claim("next", OWNER, LEASE, 6.0) is None  # no longer queued
+    assert store.cancel_queued("late", 6.0)
+    assert store.claim("late", OWNER, LEASE, 7.0) is None  # cancelled meanwhile
+    assert store.claim("missing", OWNER, LEASE, 7.0) is None
     assert [j.job_id for j in store.queued(10)] == ["urgent", "low"]
 
 
 def test_claim_increments_attempts_after_requeue(store: SQLiteJobStore) -> None:
     store.add(request("x"), 1.0)
-    assert store.claim_next(2.0).attempts == 1  # type: ignore[union-attr]
-    store.requeue("x")
+    assert store.claim_next(OWNER, LEASE, 2.0).attempts == 1  # type: ignore[union-attr]
+    store.requeue("x", 1)
     requeued = store.get("x")
     assert requeued.status is JobStatus.QUEUED and requeued.started_at is None  # type: ignore[union-attr]
-    assert store.claim_next(3.0).attempts == 2  # type: ignore[union-attr]
+    assert store.claim_next(OWNER, LEASE, 3.0).attempts == 2  # type: ignore[union-attr]
 
 
 def test_concurrent_claims_never_take_the_same_job(files: FileStore) -> None:
@@ -131,7 +133,7 @@ def test_concurrent_claims_never_take_the_same_job(files: FileStore) -> None:
     def claim_all(index: int) -> None:
         try:
             barrier.wait()
-            while (job := stores[index].claim_next(1.0)) is not None:
+            while (job := stores[index].claim_next(OWNER, LEASE, 1.0)) is not None:
                 claimed[index].append(job.job_id)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
@@ -158,10 +160,10 @@ def test_concurrent_claims_never_take_the_same_job(files: FileStore) -> None:
 def test_complete_and_fail(store: SQLiteJobStore) -> None:
     store.add(request("ok"), 1.0)
     store.add(request("bad"), 1.0)
-    store.claim_next(2.0)
-    store.claim_next(3.0)
-    store.complete("ok", 5.0, "en")
-    store.fail("bad", 6.0, "audio stopped decoding")
+    store.claim_next(OWNER, LEASE, 2.0)
+    store.claim_next(OWNER, LEASE, 3.0)
+    store.complete("ok", 1, 5.0, "en")
+    store.fail("bad", 1, 6.0, "audio stopped decoding")
     ok, bad = store.get("ok"), store.get("bad")
     assert ok is not None and bad is not None
     assert (ok.status, ok.finished_at, ok.detected_language, ok.error) == (JobStatus.COMPLETED, 5.0, "en", None)
@@ -175,7 +177,7 @@ def test_complete_and_fail(store: SQLiteJobStore) -> None:
 def test_queue_position(store: SQLiteJobStore) -> None:
     jobs = [store.add(request(f"q{i}"), 1.0) for i in range(4)]
     assert [store.queue_position(j) for j in jobs] == [1, 2, 3, 4]
-    store.claim_next(2.0)  # q0 leaves the queue
+    store.claim_next(OWNER, LEASE, 2.0)  # q0 leaves the queue
     assert [store.queue_position(store.get(f"q{i}")) for i in range(1, 4)] == [1, 2, 3]  # type: ignore[arg-type]
     assert store.count(JobStatus.QUEUED) == 3
 
@@ -197,7 +199,7 @@ def test_data_survives_reopen(files: FileStore) -> None:
 def test_recover_requeues_interrupted_job_keeping_its_place(store: SQLiteJobStore, files: FileStore) -> None:
     first = add_with_audio(store, files, "first")
     add_with_audio(store, files, "second")
-    assert store.claim_next(2.0).job_id == "first"  # type: ignore[union-attr]
+    assert store.claim_next(OWNER, LEASE, 2.0).job_id == "first"  # type: ignore[union-attr]
     add_with_audio(store, files, "third")
     store.close()  # the process dies
 
@@ -211,17 +213,17 @@ def test_recover_requeues_interrupted_job_keeping_its_place(store: SQLiteJobStor
         assert again.seq == first.seq
         assert restarted.queue_position(again) == 1
         assert files.audio_path(first.key).exists()  # the audio is still there to run it again
-        order = [restarted.claim_next(3.0) for _ in range(3)]
+        order = [restarted.claim_next(OWNER, LEASE, 3.0) for _ in range(3)]
         assert [j.job_id for j in order] == ["first", "second", "third"]  # type: ignore[union-attr]
         assert [j.attempts for j in order] == [2, 1, 1]  # type: ignore[union-attr]
-        assert restarted.claim_next(4.0) is None
+        assert restarted.claim_next(OWNER, LEASE, 4.0) is None
     finally:
         restarted.close()
 
 
 def test_recover_completes_job_whose_result_was_written(store: SQLiteJobStore, files: FileStore) -> None:
     job = add_with_audio(store, files, "written")
-    store.claim_next(2.0)
+    store.claim_next(OWNER, LEASE, 2.0)
     files.write_result(job.key, {"text": "hello world", "language": "en", "segments": []})
     store.close()  # died between writing the result and marking the job completed
 
@@ -236,7 +238,7 @@ def test_recover_completes_job_whose_result_was_written(store: SQLiteJobStore, f
         assert done.attempts == 1
         assert not files.audio_path(job.key).exists()
         assert files.read_result(job.key)["text"] == "hello world"  # type: ignore[index]
-        assert restarted.claim_next(3.0) is None
+        assert restarted.claim_next(OWNER, LEASE, 3.0) is None
     finally:
         restarted.close()
 
@@ -246,7 +248,7 @@ def test_recover_gives_up_after_max_attempts(store: SQLiteJobStore, files: FileS
     add_with_audio(store, files, "next")
     # The process dies while running it, again and again.
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        claimed = store.claim_next(float(attempt))
+        claimed = store.claim_next(OWNER, LEASE, float(attempt))
         assert claimed is not None and claimed.job_id == "poison" and claimed.attempts == attempt
         if attempt < MAX_ATTEMPTS:
             assert JobQueue(store, files).recover() == ["poison"]
@@ -262,7 +264,7 @@ def test_recover_gives_up_after_max_attempts(store: SQLiteJobStore, files: FileS
         assert failed.error and f"{MAX_ATTEMPTS} times" in failed.error
         assert not files.audio_path(job.key).exists()
         # The queue moves on.
-        assert restarted.claim_next(10.0).job_id == "next"  # type: ignore[union-attr]
+        assert restarted.claim_next(OWNER, LEASE, 10.0).job_id == "next"  # type: ignore[union-attr]
     finally:
         restarted.close()
 
@@ -270,8 +272,8 @@ def test_recover_gives_up_after_max_attempts(store: SQLiteJobStore, files: FileS
 def test_recover_leaves_settled_jobs_alone(store: SQLiteJobStore, files: FileStore) -> None:
     add_with_audio(store, files, "finished")
     waiting = add_with_audio(store, files, "waiting")
-    assert store.claim_next(1.0).job_id == "finished"  # type: ignore[union-attr]
-    store.complete("finished", 2.0, "en")
+    assert store.claim_next(OWNER, LEASE, 1.0).job_id == "finished"  # type: ignore[union-attr]
+    store.complete("finished", 1, 2.0, "en")
     before = {j: store.get(j) for j in ("finished", "waiting")}
     assert JobQueue(store, files).recover() == []
     assert {j: store.get(j) for j in ("finished", "waiting")} == before
@@ -357,7 +359,7 @@ def test_incoming_accept_discard(files: FileStore) -> None:
 def test_recover_completes_a_written_result_even_on_the_last_attempt(store: SQLiteJobStore, files: FileStore) -> None:
     job = add_with_audio(store, files, "last-try")
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        store.claim_next(float(attempt))
+        store.claim_next(OWNER, LEASE, float(attempt))
         if attempt < MAX_ATTEMPTS:
             JobQueue(store, files).recover()
     # Died after writing the transcript, before marking the job completed.
@@ -372,10 +374,10 @@ def test_recover_removes_orphaned_audio(store: SQLiteJobStore, files: FileStore)
     orphan = files.audio_path(new_key())  # accepted, then the process died before the insert
     orphan.write_bytes(b"RIFF")
     ended = add_with_audio(store, files, "ended")
-    store.claim_next(1.0)  # "queued" is claimed first
-    store.complete("queued", 2.0, "en")
-    store.claim_next(3.0)
-    store.fail("ended", 4.0, "boom")  # died before its audio was removed
+    store.claim_next(OWNER, LEASE, 1.0)  # "queued" is claimed first
+    store.complete("queued", 1, 2.0, "en")
+    store.claim_next(OWNER, LEASE, 3.0)
+    store.fail("ended", 1, 4.0, "boom")  # died before its audio was removed
     JobQueue(store, files).recover()
     assert not orphan.exists()
     assert not files.audio_path(ended.key).exists()
@@ -387,8 +389,8 @@ def test_recover_removes_orphaned_audio(store: SQLiteJobStore, files: FileStore)
 
 def test_cache_lookup_matches_audio_model_options_and_engine(store: SQLiteJobStore) -> None:
     store.add(request("done", engine="openai/float32"), 1.0)
-    store.claim_next(2.0)
-    store.complete("done", 3.0, "en")
+    store.claim_next(OWNER, LEASE, 2.0)
+    store.complete("done", 1, 3.0, "en")
     opts = TranscribeOptions()
     found = store.find_completed("ab" * 32, "tiny.en", opts, "openai/float32")
     assert found is not None and found.job_id == "done"

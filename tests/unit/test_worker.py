@@ -90,8 +90,8 @@ def test_jobs_run_again_after_a_crash_run_alone(store: SQLiteJobStore, files: Fi
     for job_id in ("x", "y", "z"):
         add(store, job_id)
     for job_id in ("x", "y"):
-        assert store.claim(job_id, time.time()) is not None
-        store.requeue(job_id)
+        assert store.claim(job_id, "replica-1", 30.0, time.time()) is not None
+        store.requeue(job_id, 1)
     add(store, "fresh1")
     add(store, "fresh2")
     assert run_queue(store, files, batch_size=8) == [["x"], ["y"], ["z", "fresh1", "fresh2"]]
@@ -100,6 +100,6 @@ def test_jobs_run_again_after_a_crash_run_alone(store: SQLiteJobStore, files: Fi
 def test_cancelled_while_waiting_is_not_claimed(store: SQLiteJobStore, files: FileStore) -> None:
     for job_id in ("a", "b", "c"):
         add(store, job_id)
-    assert store.cancel("b", time.time(), running=False)
+    assert store.cancel_queued("b", time.time())
     assert run_queue(store, files, batch_size=8) == [["a", "c"]]
     assert store.get("b").status is JobStatus.CANCELLED  # type: ignore[union-attr]

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +144,21 @@ class FileStore:
     def has_result(self, key: str) -> bool:
         return self.result_path(key).exists()
 
-    def clear_incoming(self) -> None:
-        """Uploads half-received by a process that died are never jobs: drop them."""
-        shutil.rmtree(self.incoming, ignore_errors=True)
-        self.incoming.mkdir(parents=True, exist_ok=True)
+    def remove_unowned(self, folder: Path, owned: set[str], grace_seconds: float = 0.0) -> None:
+        """Remove entries of ``folder`` (audio/, incoming/) not in ``owned``
+        and untouched for ``grace_seconds``: litter of processes that died
+        (an upload half-received, audio whose job never got stored). With a
+        grace, files another replica is writing right now are left alone."""
+        cutoff = time.time() - grace_seconds
+        for path in folder.iterdir():
+            if path.name in owned:
+                continue
+            try:
+                if grace_seconds and path.lstat().st_mtime > cutoff:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass  # removed meanwhile

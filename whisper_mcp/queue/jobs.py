@@ -1,4 +1,4 @@
-"""Job records and the interface of the store that keeps them.
+"""Job records: what a client asked for, and a job as the store keeps it.
 
 The store is the single source of truth for the queue: a job that a client
 was told is queued exists in the store before the answer is sent, and the
@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from whisper_mcp.options import TranscribeOptions
 
@@ -87,6 +86,19 @@ class Job:
     callback_attempts: int = 0
     callback_error: str | None = None
     engine: str = ""
+    # While processing: the fraction done, whether a cancel was asked, and the
+    # claim (which replica holds it, until when by the database's clock).
+    progress: float = 0.0
+    cancel_requested: bool = False
+    lease_owner: str | None = None
+    lease_expires_at: float | None = None
+
+    def eta_seconds(self, now: float) -> float | None:
+        """Seconds left, once a first window is done; decoding speed is roughly even."""
+        if self.status is not JobStatus.PROCESSING or self.progress <= 0.0 or self.started_at is None:
+            return None
+        elapsed = max(0.0, now - self.started_at)
+        return max(0.0, elapsed / self.progress - elapsed)
 
 
 @dataclass(frozen=True)
@@ -94,68 +106,6 @@ class JobPage:
     jobs: list[Job]
     total: int
     queue_positions: dict[str, int] = field(default_factory=dict)  # job_id -> 1 for next to run
-
-
-class JobStore(Protocol):
-    """Durable job storage. SQLite here; a shared database could serve
-    several replicas behind the same methods."""
-
-    def add(self, request: JobRequest, now: float) -> Job:
-        """Insert a queued job (completed, if ``cached_from``); raises ``DuplicateJob``
-        if the id is taken."""
-
-    def get(self, job_id: str) -> Job | None: ...
-
-    def find_completed(self, audio_sha256: str, model: str, options: TranscribeOptions, engine: str) -> Job | None:
-        """The newest completed job for the same audio, model, options and engine."""
-
-    def claim_next(self, now: float) -> Job | None:
-        """Atomically move the next queued job (priority, then arrival) to processing."""
-
-    def queued(self, limit: int) -> list[Job]:
-        """The next ``limit`` queued jobs, in the order they will run."""
-
-    def claim(self, job_id: str, now: float) -> Job | None:
-        """Atomically move this queued job to processing; None if it is no longer queued."""
-
-    def complete(self, job_id: str, now: float, detected_language: str | None) -> None: ...
-
-    def fail(self, job_id: str, now: float, error: str) -> None: ...
-
-    def cancel(self, job_id: str, now: float, *, running: bool) -> bool:
-        """Cancel a queued job (``running=False``) or mark a processing one cancelled
-        (``running=True``); False if the job was no longer in that state."""
-
-    def list(self, *, status: JobStatus | None, limit: int, offset: int) -> JobPage: ...
-
-    def due_callbacks(self, now: float) -> list[Job]:
-        """Ended jobs whose callback is pending and due for (another) attempt."""
-
-    def record_callback(
-        self, job_id: str, *, delivered: bool, gave_up: bool, next_attempt_at: float | None, error: str | None
-    ) -> None: ...
-
-    def next_callback_at(self) -> float | None:
-        """When the earliest pending callback is due, if any."""
-
-    def recover_interrupted(self) -> list[Job]:
-        """Jobs left ``processing`` by a process that died; called once at start-up
-        before the worker runs. Returns them, still marked processing."""
-
-    def requeue(self, job_id: str) -> None: ...
-
-    def active_keys(self) -> set[str]:
-        """File keys of queued and processing jobs: the audio that must be kept."""
-
-    def queue_position(self, job: Job) -> int:
-        """1 for the next job to run."""
-
-    def count(self, status: JobStatus) -> int: ...
-
-    def expire_finished(self, before: float) -> list[str]:
-        """Delete jobs that ended before ``before`` (callbacks delivered); their file keys."""
-
-    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -1,62 +1,90 @@
 """The job queue: the only code that changes a job's state.
 
 Everything that moves a job (enqueue, claim, progress, complete, fail,
-cancel, recovery, expiry, callback delivery) is a method here, so one file
-tells what can happen to a job and in which order. The worker, the service,
-the callback sender and the transports ask; they never write job rows or job
-files themselves. (The model is procrastinate's ``JobManager``.)
+cancel, lease renewal and reclaim, recovery, expiry, callback delivery) is a
+method here, so one file tells what can happen to a job and in which order.
+The worker, the service, the callback sender and the transports ask; they
+never write job rows or job files themselves. (The model is procrastinate's
+``JobManager``.)
 
-Durable state lives in the store (SQL in ``sqlite.py``) and the files
-(``files.py``); what only a running process knows (progress, a cancel asked
-of a running job) is held here, in memory. Every method blocks (SQLite, file
-I/O): call them from worker threads, never on the event loop.
+State lives in the database (SQL in ``store.py``) and the files
+(``files.py``), so any replica answers for any job. A claim is a lease that
+the worker's heartbeat renews; a replica that dies stops renewing, and any
+replica then reclaims the job. Every method blocks (database, file I/O): call
+them from worker threads, never on the event loop.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from whisper_mcp.queue.files import FileStore, StoredUpload
-from whisper_mcp.queue.jobs import DuplicateJob, Job, JobPage, JobRequest, JobStatus, JobStore
+from whisper_mcp.queue.jobs import DuplicateJob, Job, JobPage, JobRequest, JobStatus
+from whisper_mcp.queue.store import SQLJobStore
 
-# A job that was running when the process died this many times fails instead
+log = logging.getLogger("whisper_mcp.queue")
+
+# A job that was running when its process died this many times fails instead
 # of running again: audio that kills the process must not stop the queue.
 MAX_ATTEMPTS = 3
+# Progress is written to the database at most this often per job.
+PROGRESS_INTERVAL = 0.5
+# Shared storage: files in audio/ or incoming/ that no job owns are removed
+# only once untouched this long, since another replica may be writing them.
+ORPHAN_GRACE_SECONDS = 3600.0
 
 
 class JobCancelled(Exception):
     """Raised from a progress report to stop decoding at a window boundary."""
 
 
+class LeaseLost(JobCancelled):
+    """This run no longer holds the job (its lease expired and another replica
+    took it): stop, and leave the job to its new owner."""
+
+
 @dataclass
 class Running:
-    """What the process knows of a job it is transcribing now."""
+    """A run this process holds: its claim, and what it last reported."""
 
-    job_id: str
-    started: float
+    job: Job
     progress: float = 0.0
     cancel_requested: bool = False
+    lost: bool = False
+    written_at: float = 0.0  # when progress last went to the database
 
-    def eta_seconds(self, now: float) -> float | None:
-        # Measurable once a first window is done; decoding speed is roughly even.
-        if self.progress <= 0.0:
-            return None
-        elapsed = now - self.started
-        return max(0.0, elapsed / self.progress - elapsed)
+    @property
+    def job_id(self) -> str:
+        return self.job.job_id
 
 
 class JobQueue:
-    def __init__(self, store: JobStore, files: FileStore, *, delete_audio: bool = True) -> None:
+    def __init__(
+        self,
+        store: SQLJobStore,
+        files: FileStore,
+        *,
+        replica_id: str = "local",
+        lease_seconds: float = 30.0,
+        delete_audio: bool = True,
+    ) -> None:
         self._store = store
         self.files = files
+        self.replica_id = replica_id
+        self.lease_seconds = lease_seconds
+        # Several replicas share the database (and the storage folder).
+        self.shared = store.db.shared
         self._delete_audio = delete_audio
         self._lock = threading.Lock()
         self._running: dict[str, Running] = {}
-        # Called (job id) after every change, from whichever thread made it.
+        # Called (job id) after every change, from whichever thread made it,
+        # here or (through the database's notifications) on another replica.
         self._listeners: list[Callable[[str], None]] = []
+        store.db.listen(self._changed)
 
     def on_change(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)
@@ -101,8 +129,8 @@ class JobQueue:
     # -- claim ------------------------------------------------------------
 
     def claim_next(self) -> Job | None:
-        """The next queued job (priority, then arrival), now processing."""
-        job = self._store.claim_next(time.time())
+        """The next queued job (priority, then arrival), now processing and leased to this replica."""
+        job = self._store.claim_next(self.replica_id, self.lease_seconds, time.time())
         if job is not None:
             self._start([job])
         return job
@@ -116,8 +144,8 @@ class JobQueue:
             if job.attempts > 0 or not fits(job):
                 break
             # Started with the leader: same forward pass, same start time.
-            claimed = self._store.claim(job.job_id, leader.started_at or time.time())
-            if claimed is not None:  # else cancelled since the look
+            claimed = self._store.claim(job.job_id, self.replica_id, self.lease_seconds, leader.started_at or time.time())
+            if claimed is not None:  # else cancelled, or taken by another replica, since the look
                 mates.append(claimed)
         self._start(mates)
         return mates
@@ -125,116 +153,162 @@ class JobQueue:
     def _start(self, jobs: Sequence[Job]) -> None:
         with self._lock:
             for job in jobs:
-                self._running[job.job_id] = Running(job.job_id, job.started_at or time.time())
+                self._running[job.job_id] = Running(job)
         for job in jobs:
             self._changed(job.job_id)
+
+    def heartbeat(self) -> None:
+        """Renew this replica's leases (call well within ``lease_seconds``,
+        whatever the decoder is doing), and learn of cancels asked elsewhere."""
+        held = self._store.renew(self.replica_id, self.lease_seconds)
+        with self._lock:
+            for job_id, running in self._running.items():
+                if job_id not in held:
+                    running.lost = True
+                elif held[job_id]:
+                    running.cancel_requested = True
 
     # -- progress and the end of a run -----------------------------------
 
     def progress(self, job_id: str, fraction: float) -> None:
-        """Record how far a running job has got; raises ``JobCancelled`` if a
-        cancel was asked, so decoding stops at this window."""
+        """Record how far a run has got; raises ``JobCancelled`` if a cancel
+        was asked (here or on any replica), ``LeaseLost`` if another replica
+        took the job, so decoding stops at this window."""
         with self._lock:
             running = self._running.get(job_id)
-            if running is not None:
-                running.progress = fraction
-                if running.cancel_requested:
-                    raise JobCancelled(job_id)
+            if running is None:
+                return
+            running.progress = fraction
+            due = time.monotonic() - running.written_at >= PROGRESS_INTERVAL or fraction >= 1.0
+            if due:
+                running.written_at = time.monotonic()
+            attempt = running.job.attempts
+        if due:
+            cancel = self._store.progress(job_id, attempt, fraction)
+            with self._lock:
+                if cancel is None:
+                    running.lost = True
+                elif cancel:
+                    running.cancel_requested = True
         self._changed(job_id)
+        if running.lost:
+            raise LeaseLost(job_id)
+        if running.cancel_requested:
+            raise JobCancelled(job_id)
 
     def running(self) -> tuple[Running, ...]:
-        """Copies of the jobs this process is transcribing now."""
+        """Copies of the runs this process holds now."""
         with self._lock:
             return tuple(replace(r) for r in self._running.values())
 
-    def running_job(self, job_id: str) -> Running | None:
-        with self._lock:
-            running = self._running.get(job_id)
-            return None if running is None else replace(running)
-
     def complete(self, job: Job, result: dict[str, object], language: str | None) -> str:
-        """End a run: its transcript, or ``cancelled`` if a cancel came during
-        the last window. Returns the status the job ended with."""
-        if self._cancel_requested(job.job_id):
-            return self._end_cancelled(job)
+        """End a run with its transcript, or ``cancelled`` if a cancel came
+        during the last window. Returns the status the job ended with, or
+        ``lost`` if another replica holds the job now."""
+        held = self._held(job)
+        if held is not None:
+            return held
         self.files.write_result(job.key, result)
-        self._store.complete(job.job_id, time.time(), language)
-        self._end(job)
-        return JobStatus.COMPLETED.value
+        done = self._store.complete(job.job_id, job.attempts, time.time(), language)
+        return self._end(job, JobStatus.COMPLETED.value if done else "lost")
 
-    def fail(self, job: Job, error: str) -> None:
-        try:
-            self._store.fail(job.job_id, time.time(), error)
-        finally:
-            self._end(job)
+    def fail(self, job: Job, error: str) -> str:
+        done = self._store.fail(job.job_id, job.attempts, time.time(), error)
+        return self._end(job, JobStatus.FAILED.value if done else "lost")
 
-    def cancelled(self, job: Job) -> None:
-        """A run stopped by ``JobCancelled``."""
-        self._end_cancelled(job)
+    def cancelled(self, job: Job) -> str:
+        """A run stopped by ``JobCancelled`` (or ``LeaseLost``)."""
+        held = self._held(job)
+        if held == "lost":
+            return self._end(job, held)
+        done = self._store.cancel_running(job.job_id, job.attempts, time.time())
+        return self._end(job, JobStatus.CANCELLED.value if done else "lost")
 
-    def _end_cancelled(self, job: Job) -> str:
-        try:
-            self._store.cancel(job.job_id, time.time(), running=True)
-        finally:
-            self._end(job)
-        return JobStatus.CANCELLED.value
+    def _held(self, job: Job) -> str | None:
+        with self._lock:
+            running = self._running.get(job.job_id)
+        if running is not None and running.lost:
+            return "lost"
+        if running is not None and running.cancel_requested:
+            done = self._store.cancel_running(job.job_id, job.attempts, time.time())
+            return self._end(job, JobStatus.CANCELLED.value if done else "lost")
+        return None
 
-    def _end(self, job: Job) -> None:
+    def _end(self, job: Job, status: str) -> str:
         with self._lock:
             self._running.pop(job.job_id, None)
-        if self._delete_audio:
+        # A lost run leaves the audio: the replica that holds the job now needs it.
+        if self._delete_audio and status != "lost":
             self.files.discard(self.files.audio_path(job.key))
+        if status == "lost":
+            log.warning("job %s: another replica holds it now; this run's outcome is dropped", job.job_id)
         self._changed(job.job_id)
-
-    def _cancel_requested(self, job_id: str) -> bool:
-        with self._lock:
-            running = self._running.get(job_id)
-            return running is not None and running.cancel_requested
+        return status
 
     # -- cancel -----------------------------------------------------------
 
     def cancel(self, job_id: str) -> str | None:
         """Cancel a queued job at once (``"cancelled"``), or ask a running one
-        to stop at its next window (``"requested"``); None if it had ended."""
+        to stop at its next window, on whichever replica runs it
+        (``"requested"``); None if it had ended."""
         job = self._store.get(job_id)
-        if job is not None and job.status is JobStatus.QUEUED:
-            if self._store.cancel(job_id, time.time(), running=False):
-                self.files.discard(self.files.audio_path(job.key))
-                self._changed(job_id)
-                return JobStatus.CANCELLED.value
-        with self._lock:  # queued a moment ago, started since
-            running = self._running.get(job_id)
-            if running is not None:
-                running.cancel_requested = True
-                return "requested"
+        if job is not None and job.status is JobStatus.QUEUED and self._store.cancel_queued(job_id, time.time()):
+            self.files.discard(self.files.audio_path(job.key))
+            self._changed(job_id)
+            return JobStatus.CANCELLED.value
+        if self._store.request_cancel(job_id):  # queued a moment ago, started since
+            with self._lock:
+                if (running := self._running.get(job_id)) is not None:
+                    running.cancel_requested = True
+            self._changed(job_id)
+            return "requested"
         return None
 
     # -- recovery and expiry ---------------------------------------------
 
     def recover(self) -> list[str]:
-        """Start-up, before the worker runs: settle jobs that a dead process
-        left processing. A job whose transcript was fully written completes
-        now; any other is queued again and keeps its place, unless it has
-        been started ``MAX_ATTEMPTS`` times. Returns the ids that run again."""
-        again = []
-        for job in self._store.recover_interrupted():
-            if self.files.has_result(job.key):  # died after writing the transcript: it is done
-                result = self.files.read_result(job.key) or {}
-                self._store.complete(job.job_id, time.time(), result.get("language"))  # type: ignore[arg-type]
-            elif job.attempts >= MAX_ATTEMPTS:
-                self._store.fail(
-                    job.job_id, time.time(), f"The server stopped {job.attempts} times while running this job; giving up."
-                )
-            else:
-                self._store.requeue(job.job_id)
-                again.append(job.job_id)
+        """Start-up, before the worker runs. The only process on its database
+        (SQLite) knows that every claim still held is a dead process's, and
+        that every file nobody owns is litter; replicas settle only expired
+        leases and old litter, never a live replica's jobs or files."""
+        if not self.shared:
+            self._store.release_leases()
+        again = self.reclaim_expired()
+        grace = ORPHAN_GRACE_SECONDS if self.shared else 0.0
         if self._delete_audio:
             # Audio of ended jobs, or of uploads that died before their job was stored.
             live = self._store.active_keys()
-            for path in self.files.audio_dir.iterdir():
-                if path.name not in live:
-                    self.files.discard(path)
-        self.files.clear_incoming()
+            self.files.remove_unowned(self.files.audio_dir, live, grace)
+        self.files.remove_unowned(self.files.incoming, set(), grace)
+        return again
+
+    def reclaim_expired(self) -> list[str]:
+        """Settle runs whose lease ran out: a transcript fully written
+        completes now; a cancelled run ends cancelled; a run started
+        ``MAX_ATTEMPTS`` times fails; any other is queued again in its old
+        place. Returns the ids that will run again."""
+        again = []
+        for job in self._store.expired():
+            if self.files.has_result(job.key):  # died after writing the transcript: it is done
+                result = self.files.read_result(job.key) or {}
+                self._store.complete(job.job_id, job.attempts, time.time(), result.get("language"))  # type: ignore[arg-type]
+            elif job.cancel_requested:
+                self._store.cancel_running(job.job_id, job.attempts, time.time())
+            elif job.attempts >= MAX_ATTEMPTS:
+                self._store.fail(
+                    job.job_id,
+                    job.attempts,
+                    time.time(),
+                    f"The server stopped {job.attempts} times while running this job; giving up.",
+                )
+            elif self._store.requeue(job.job_id, job.attempts):
+                again.append(job.job_id)
+                continue
+            else:
+                continue  # settled by another replica meanwhile
+            if self._delete_audio:
+                self.files.discard(self.files.audio_path(job.key))
+            self._changed(job.job_id)
         return again
 
     def expire(self, before: float) -> int:
@@ -248,7 +322,8 @@ class JobQueue:
     # -- callbacks --------------------------------------------------------
 
     def due_callbacks(self) -> list[Job]:
-        return self._store.due_callbacks(time.time())
+        """Ended jobs whose callback is due, each leased to this replica for one attempt."""
+        return self._store.claim_callbacks(self.replica_id, self.lease_seconds, time.time())
 
     def next_callback_at(self) -> float | None:
         return self._store.next_callback_at()
@@ -281,4 +356,4 @@ class JobQueue:
         return self.files.read_result(job.key)
 
 
-__all__ = ["MAX_ATTEMPTS", "DuplicateJob", "JobCancelled", "JobQueue", "Running"]
+__all__ = ["MAX_ATTEMPTS", "DuplicateJob", "JobCancelled", "JobQueue", "LeaseLost", "Running"]

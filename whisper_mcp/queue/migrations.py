@@ -38,7 +38,10 @@ class Migration:
     version: int
     name: str
     commit: str  # the release that introduced this schema
-    sql: str  # one or more statements, separated by ';'
+    sql: str  # SQLite: one or more statements, separated by ';'
+    # PostgreSQL's text of the same change; None for the migrations up to
+    # POSTGRES_BASELINE, which no PostgreSQL database ever ran one by one.
+    postgres: str | None = None
 
 
 # The first releases created their tables with "CREATE TABLE IF NOT EXISTS" and
@@ -205,10 +208,91 @@ CREATE TABLE IF NOT EXISTS uploads (
 ALTER TABLE jobs ADD COLUMN engine TEXT NOT NULL DEFAULT '';
 """,
     ),
+    # 6. Claims become leases, so several replicas can share one queue: the
+    #    replica holding a job and until when (by the database's clock, renewed
+    #    by a heartbeat); progress and a cancel request live in the row, so any
+    #    replica answers status and a cancel reaches the replica running the
+    #    job, and survives a restart. Callback deliveries are leased too.
+    #    Data: none. Jobs left processing by an older release have no lease,
+    #    which counts as expired: they are recovered as before.
+    Migration(
+        6,
+        "leases, progress and cancel requests in the row",
+        "this release",
+        """
+ALTER TABLE jobs ADD COLUMN progress REAL NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+ALTER TABLE jobs ADD COLUMN lease_expires_at REAL;
+ALTER TABLE jobs ADD COLUMN callback_owner TEXT;
+ALTER TABLE jobs ADD COLUMN callback_lease_until REAL;
+CREATE INDEX jobs_by_lease ON jobs (status, lease_expires_at);
+""",
+        """
+ALTER TABLE jobs ADD COLUMN progress DOUBLE PRECISION NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+ALTER TABLE jobs ADD COLUMN lease_expires_at DOUBLE PRECISION;
+ALTER TABLE jobs ADD COLUMN callback_owner TEXT;
+ALTER TABLE jobs ADD COLUMN callback_lease_until DOUBLE PRECISION;
+CREATE INDEX jobs_by_lease ON jobs (status, lease_expires_at);
+""",
+    ),
 )
+
+# PostgreSQL support arrived with schema 6: a new PostgreSQL database gets the
+# schema of version 5 at once (the tables as SQLite has them after migrations
+# 1-5, in PostgreSQL's types), then every migration from 6 on, in its
+# ``postgres`` text.
+POSTGRES_BASELINE = 5
+POSTGRES_BASELINE_SQL = """
+CREATE TABLE jobs (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id TEXT NOT NULL UNIQUE,
+    key TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    filename TEXT,
+    model TEXT NOT NULL,
+    callback_url TEXT,
+    audio_sha256 TEXT NOT NULL,
+    audio_bytes BIGINT NOT NULL,
+    duration DOUBLE PRECISION NOT NULL,
+    options TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 1,
+    cached_from TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    started_at DOUBLE PRECISION,
+    finished_at DOUBLE PRECISION,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    detected_language TEXT,
+    callback_state TEXT,
+    callback_attempts INTEGER NOT NULL DEFAULT 0,
+    callback_error TEXT,
+    callback_next_at DOUBLE PRECISION,
+    engine TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX jobs_by_queue ON jobs (status, priority, seq);
+CREATE INDEX jobs_by_audio ON jobs (audio_sha256, model, options, status);
+CREATE INDEX jobs_by_callback ON jobs (callback_state, callback_next_at);
+CREATE TABLE uploads (
+    upload_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    secret_hash TEXT UNIQUE,
+    filename TEXT,
+    size BIGINT,
+    sha256 TEXT,
+    submission TEXT,
+    ranges TEXT NOT NULL DEFAULT '[]',
+    state TEXT NOT NULL DEFAULT 'open',
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+"""
 
 SCHEMA_VERSION: int = MIGRATIONS[-1].version
 assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
+assert all(m.postgres for m in MIGRATIONS[POSTGRES_BASELINE:])
 
 
 class SchemaTooNew(Exception):

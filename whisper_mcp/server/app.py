@@ -8,6 +8,8 @@ engine, most often) and run the real routes in-process.
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -18,7 +20,8 @@ from whisper_mcp.config import Settings
 from whisper_mcp.engines.base import Engine
 from whisper_mcp.queue.files import FileStore
 from whisper_mcp.queue.manager import JobQueue
-from whisper_mcp.queue.sqlite import SQLiteJobStore, SQLiteUploadStore
+from whisper_mcp.queue.sqlite import SQLiteDatabase
+from whisper_mcp.queue.store import Database, SQLJobStore, SQLUploadStore
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.http import dashboard, openai_api, rest
 from whisper_mcp.server.http.security import AccessGuard, local_origins
@@ -49,11 +52,27 @@ def build_engine(settings: Settings) -> Engine:
     )
 
 
+def open_database(settings: Settings, files: FileStore) -> Database:
+    """PostgreSQL when a URL is given (replicas), else SQLite in the storage folder; migrated."""
+    if settings.database_url:
+        from whisper_mcp.queue.postgres import PostgresDatabase  # psycopg only when used
+
+        return PostgresDatabase(settings.database_url)
+    return SQLiteDatabase(files.database)
+
+
 def build_service(settings: Settings, engine: Engine | None = None) -> TranscriptionService:
     # The queue first: a database this code cannot open stops start-up before
     # seconds go into importing torch and loading a model.
     files = FileStore(settings.storage)
-    queue = JobQueue(SQLiteJobStore(files.database), files, delete_audio=settings.delete_audio)
+    database = open_database(settings, files)
+    queue = JobQueue(
+        SQLJobStore(database),
+        files,
+        replica_id=settings.replica_id or f"{socket.gethostname()}-{os.getpid()}",
+        lease_seconds=settings.lease_seconds,
+        delete_audio=settings.delete_audio,
+    )
     engine = engine if engine is not None else build_engine(settings)
     metrics = Metrics()
     default_model = engine.registry.resolve(settings.model, trusted=True).name
@@ -64,10 +83,11 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
         metrics=metrics,
         batch_size=settings.batch_size,
         nice=settings.inference_nice,
+        heartbeat_seconds=settings.heartbeat_seconds,
     )
     max_upload_bytes = settings.max_upload_mb * 1024 * 1024
     uploads = UploadManager(
-        SQLiteUploadStore(files.database),
+        SQLUploadStore(database),
         files,
         max_bytes=max_upload_bytes,
         min_free_bytes=settings.min_free_mb * 1024 * 1024,
@@ -86,7 +106,10 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
 
 def create_app(settings: Settings, service: TranscriptionService | None = None) -> Starlette:
     service = service if service is not None else build_service(settings)
-    mcp_app = build_mcp(service).http_app(path="/mcp")
+    # Stateless: no MCP session lives in one process, so any replica answers
+    # any request behind a load balancer; progress notifications still flow
+    # on the request's own stream.
+    mcp_app = build_mcp(service).http_app(path="/mcp", stateless_http=True)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -25,7 +25,7 @@ from whisper_mcp.formats import FORMATS, render
 from whisper_mcp.logs import job_event
 from whisper_mcp.options import PRIORITY_NAMES, parse_bool, parse_options, parse_priority
 from whisper_mcp.queue.files import IncomingFile, StoredUpload, new_key
-from whisper_mcp.queue.jobs import JOB_ID, DuplicateJob, Job, JobRequest, JobStatus
+from whisper_mcp.queue.jobs import FINISHED_STATUSES, JOB_ID, DuplicateJob, Job, JobRequest, JobStatus
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.metrics import Metrics
@@ -35,6 +35,9 @@ from whisper_mcp.server.worker import InferenceWorker
 log = logging.getLogger("whisper_mcp.server.service")
 
 MAX_OFFSET = 2**31 - 1
+# The status of a job id that create_upload_url issued, before its file arrives:
+# not a job yet (so not a JobStatus), but not unknown either.
+AWAITING_UPLOAD = "waiting_for_upload"
 
 ProgressReporter = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -129,7 +132,9 @@ class TranscriptionService:
             log.info("housekeeping: %d upload(s) and %d job(s) expired", expired_uploads, expired_jobs)
 
     def _job_changed(self, job_id: str) -> None:
-        # Called from the thread that changed the job; wake every waiter on the loop.
+        # Called from the thread that changed the job (here, or a replica's
+        # notification); wake the worker (a job may be queued) and every waiter.
+        self.worker.notify()
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._signal)
 
@@ -310,22 +315,60 @@ class TranscriptionService:
     async def _job(self, job_id: str) -> Job:
         job = await to_thread.run_sync(self.queue.get, job_id)
         if job is None:
-            raise JobNotFound(f"No job with id {job_id!r}. Check the id returned when the file was submitted.")
+            raise JobNotFound(await self._no_job(job_id))
         return job
 
+    async def _no_job(self, job_id: str) -> str:
+        """Why there is no job ``job_id``: in words that fit an id this service issued."""
+        url = await self.uploads.url_for_job(job_id)
+        if url is not None and url.state == "open":
+            return (
+                f"No job with id {job_id!r} yet: it is waiting for its upload to the one-time URL "
+                f"that create_upload_url gave (unused; it expires in {max(0, round(url.expires_at - time.time()))} s)."
+            )
+        if url is not None:
+            return (
+                f"No job with id {job_id!r}: its one-time upload URL was used, but the upload is still "
+                "arriving or was refused (the refusal went to whoever sent it). Ask again in a moment, "
+                "or get a new URL with create_upload_url."
+            )
+        return f"No job with id {job_id!r}. Check the id returned when the file was submitted."
+
+    async def _awaiting_upload(self, job_id: str) -> dict[str, Any] | None:
+        """The record of a job id a one-time upload URL was issued for, while that URL is unused."""
+        url = await self.uploads.url_for_job(job_id)
+        if url is None or url.state != "open":
+            return None
+        return {
+            "job_id": job_id,
+            "status": AWAITING_UPLOAD,
+            "progress": 0.0,
+            "filename": url.filename,
+            "created_at": url.created_at,
+            "expires_at": url.expires_at,
+            "note": "The service issued a one-time upload URL for this job id and no file has been sent "
+            "to it yet; the job is queued when it arrives. The URL is shown only once: if it was lost, "
+            "ask create_upload_url for a new one with the same job_id.",
+        }
+
     async def status(self, job_id: str, fmt: str = "txt") -> dict[str, Any]:
+        """The job's record. For an id whose one-time upload URL is still unused:
+        status ``waiting_for_upload`` (with ``expires_at``), not an error."""
         fmt = check_format(fmt)
-        job = await self._job(job_id)
+        job = await to_thread.run_sync(self.queue.get, job_id)
+        if job is None:
+            awaiting = await self._awaiting_upload(job_id)
+            if awaiting is not None:
+                return awaiting
+            job = await self._job(job_id)  # the upload may have just arrived
         record = _record(job)
         if job.status is JobStatus.QUEUED:
             record["queue_position"] = await to_thread.run_sync(self.queue.queue_position, job)
         elif job.status is JobStatus.PROCESSING:
-            running = self.queue.running_job(job_id)
-            if running is not None:
-                record["progress"] = round(running.progress, 4)
-                eta = running.eta_seconds(time.time())
-                record["eta_seconds"] = None if eta is None else round(eta, 1)
-                record["cancel_requested"] = running.cancel_requested
+            # From the database: any replica answers for a job another one runs.
+            eta = job.eta_seconds(time.time())
+            record["eta_seconds"] = None if eta is None else round(eta, 1)
+            record["cancel_requested"] = job.cancel_requested
         elif job.status is JobStatus.COMPLETED:
             result = await to_thread.run_sync(self.queue.result, job) or {}
             record["transcript"] = render(result, fmt)
@@ -346,14 +389,12 @@ class TranscriptionService:
         if not 1 <= limit <= 500 or not 0 <= offset <= MAX_OFFSET:
             raise InvalidInput(f"limit must be from 1 to 500 and offset from 0 to {MAX_OFFSET}.")
         page = await to_thread.run_sync(lambda: self.queue.list(status=wanted, limit=limit, offset=offset))
-        running = {r.job_id: r for r in self.queue.running()}
+
         records = []
         for job in page.jobs:
             record = _record(job)
             if job.job_id in page.queue_positions:
                 record["queue_position"] = page.queue_positions[job.job_id]
-            elif job.job_id in running:
-                record["progress"] = round(running[job.job_id].progress, 4)
             records.append(record)
         next_offset = offset + len(records)
         return {"jobs": records, "total": page.total, "next_offset": next_offset if next_offset < page.total else None}
@@ -367,7 +408,7 @@ class TranscriptionService:
             changed = self._changed  # taken before reading, so no change is missed
             record = await self.status(job_id, fmt)
             remaining = deadline - time.monotonic()
-            if JobStatus(record["status"]).finished or remaining <= 0:
+            if record["status"] in FINISHED_STATUSES or remaining <= 0:
                 return record
             if report is not None:
                 await report(record)
@@ -439,7 +480,7 @@ def _record(job: Job) -> dict[str, Any]:
     record: dict[str, Any] = {
         "job_id": job.job_id,
         "status": job.status.value,
-        "progress": 1.0 if job.status is JobStatus.COMPLETED else 0.0,
+        "progress": round(job.progress, 4) if job.status is JobStatus.PROCESSING else float(job.status is JobStatus.COMPLETED),
         "filename": job.filename,
         "model": job.model,
         "language": job.detected_language or job.options.language,

@@ -7,7 +7,6 @@ upload becomes a job (or expires).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -23,7 +22,7 @@ from anyio import to_thread
 from whisper_mcp.errors import Conflict, InvalidInput, PayloadTooLarge, UploadNotFound
 from whisper_mcp.queue.jobs import UploadRecord
 from whisper_mcp.queue.files import FileStore, StoredUpload, new_key
-from whisper_mcp.queue.sqlite import SQLiteUploadStore
+from whisper_mcp.queue.store import SQLUploadStore
 
 # Decoded bytes per upload_chunk call: base64 makes it 4/3 larger, still well
 # under the MCP SDK's 4 MiB request cap.
@@ -58,14 +57,12 @@ def missing(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
 
 
 class UploadManager:
-    def __init__(self, store: SQLiteUploadStore, files: FileStore, *, max_bytes: int, min_free_bytes: int, ttl: float) -> None:
+    def __init__(self, store: SQLUploadStore, files: FileStore, *, max_bytes: int, min_free_bytes: int, ttl: float) -> None:
         self._store = store
         self._files = files
         self._max_bytes = max_bytes
         self._min_free = min_free_bytes
         self._ttl = ttl
-        # One writer per upload at a time; chunks of different uploads run in parallel.
-        self._locks: dict[str, asyncio.Lock] = {}
 
     def _path(self, upload_id: str) -> Path:
         return self._files.upload_path(upload_id)
@@ -129,16 +126,20 @@ class UploadManager:
             raise PayloadTooLarge(f"A chunk may hold at most {MAX_CHUNK_BYTES} bytes, this one has {len(data)}.")
         if offset < 0:
             raise InvalidInput("offset must be 0 or more.")
-        lock = self._locks.setdefault(upload_id, asyncio.Lock())
-        async with lock:
-            record = await self._open(upload_id, "chunked")
-            end = offset + len(data)
-            limit = record.size if record.size is not None else self._max_bytes
-            if end > limit:
-                what = "the declared size" if record.size is not None else "the upload limit"
-                raise InvalidInput(f"This chunk ends at byte {end}, past {what} of {limit} bytes.")
-            ranges = await to_thread.run_sync(self._write_chunk, record, offset, data)
-            await to_thread.run_sync(self._store.set_ranges, upload_id, ranges, time.time() + self._ttl)
+        record = await self._open(upload_id, "chunked")
+        end = offset + len(data)
+        limit = record.size if record.size is not None else self._max_bytes
+        if end > limit:
+            what = "the declared size" if record.size is not None else "the upload limit"
+            raise InvalidInput(f"This chunk ends at byte {end}, past {what} of {limit} bytes.")
+        await to_thread.run_sync(self._write_chunk, record, offset, data)
+        # The ranges merge in the database, in one transaction: chunks of one
+        # upload may arrive at several replicas at once.
+        ranges = await to_thread.run_sync(
+            self._store.add_range, upload_id, offset, end, time.time() + self._ttl, merge_range
+        )
+        if ranges is None:
+            raise UploadNotFound(f"The upload {upload_id!r} was finished or expired while this chunk arrived.")
         received = sum(b - a for a, b in ranges)
         answer: dict[str, Any] = {"upload_id": upload_id, "received_bytes": received}
         if record.size is not None:
@@ -147,7 +148,7 @@ class UploadManager:
             answer["missing"] = [list(g) for g in gaps[:10]]
         return answer
 
-    def _write_chunk(self, record: UploadRecord, offset: int, data: bytes) -> list[tuple[int, int]]:
+    def _write_chunk(self, record: UploadRecord, offset: int, data: bytes) -> None:
         path = self._path(record.upload_id)
         end = offset + len(data)
         with open(path, "r+b") as f:
@@ -162,15 +163,11 @@ class UploadManager:
             self._files.check_space(self._min_free, len(data))
             f.seek(offset)
             f.write(data)
-        return merge_range(record.ranges, offset, end)
 
     async def take(self, upload_id: str) -> tuple[StoredUpload, str | None]:
         """A complete chunked upload, checksum verified, as an upload ready to submit."""
-        lock = self._locks.setdefault(upload_id, asyncio.Lock())
-        async with lock:
-            record = await self._open(upload_id, "chunked")
-            stored = await to_thread.run_sync(self._finish_chunked, record)
-        self._locks.pop(upload_id, None)
+        record = await self._open(upload_id, "chunked")
+        stored = await to_thread.run_sync(self._finish_chunked, record)
         return stored, record.filename
 
     def _finish_chunked(self, record: UploadRecord) -> StoredUpload:
@@ -192,10 +189,13 @@ class UploadManager:
                 "Checksum mismatch: the received bytes do not have the sha256 given to begin_upload. "
                 "The upload was discarded; start again."
             )
+        # Taking the record is the claim: of two requests finishing the same
+        # upload (on one replica or two), one gets it.
+        if not self._store.delete(record.upload_id):
+            raise UploadNotFound(f"The upload {record.upload_id!r} was already submitted or has expired.")
         # Into incoming/, where submit() takes uploads from.
         target = self._files.incoming / f"upload-{record.upload_id}"
         os.replace(path, target)
-        self._store.delete(record.upload_id)
         return StoredUpload(target, size, digest.hexdigest())
 
     # -- one-time URLs ----------------------------------------------------
@@ -230,6 +230,26 @@ class UploadManager:
                 "This upload URL is unknown, expired or already used. Ask for a new one with create_upload_url."
             )
         return json.loads(record.submission or "{}")
+
+    async def url_for_job(self, job_id: str) -> UploadRecord | None:
+        """The one-time URL issued for ``job_id`` that has not expired: an open one
+        if there is one, else a used one (its upload arriving, or refused); the
+        newest first. None if the service issued none."""
+        return await to_thread.run_sync(self._url_for_job, job_id, time.time())
+
+    def _url_for_job(self, job_id: str, now: float) -> UploadRecord | None:
+        # Unexpired uploads are few (they expire after the upload TTL), and this
+        # runs only for a job id that has no job: no index on the JSON needed.
+        found: list[UploadRecord] = []
+        for upload_id in self._store.ids():
+            try:
+                record = self._store.get(upload_id)
+                submission = json.loads(record.submission or "{}") if record is not None else {}
+            except ValueError:
+                continue
+            if record is not None and record.kind == "url" and record.expires_at > now and submission.get("job_id") == job_id:
+                found.append(record)
+        return max(found, key=lambda r: (r.state == "open", r.created_at), default=None)
 
     # -- housekeeping -----------------------------------------------------
 

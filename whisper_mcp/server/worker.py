@@ -43,6 +43,7 @@ class InferenceWorker:
         metrics: Metrics,
         batch_size: int = 1,
         nice: int = 0,
+        heartbeat_seconds: float = 10.0,
     ) -> None:
         self._queue = queue
         self._engine = engine
@@ -52,18 +53,24 @@ class InferenceWorker:
         self._metrics = metrics
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._heartbeat_seconds = heartbeat_seconds
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        # Leases are renewed on a thread of their own: a decode window can take
+        # longer than a lease on a slow machine, and must not lose the job.
+        self._heartbeat = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
         self._lock = threading.Lock()
         self._model_loaded = False
         self._model_error: str | None = None
 
     def start(self) -> None:
         self._thread.start()
+        self._heartbeat.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout)
+        self._heartbeat.join(timeout)
 
     def notify(self) -> None:
         """A job was queued: start it now if idle."""
@@ -73,13 +80,29 @@ class InferenceWorker:
         with self._lock:
             return WorkerState(self._model_loaded, self._model_error)
 
+    def _beat(self) -> None:
+        """Renew the leases of the running jobs; with replicas, also take back
+        the jobs of replicas that stopped renewing theirs."""
+        while not self._stop.wait(self._heartbeat_seconds):
+            try:
+                self._queue.heartbeat()
+                if self._queue.shared and self._queue.reclaim_expired():
+                    self._wake.set()
+            except Exception:  # the database is away for a moment: try again next beat
+                log.warning("heartbeat failed", exc_info=True)
+
     def _run(self) -> None:
         self._lower_priority()
         self._load_default_model()
         while not self._stop.is_set():
             # Clear before looking, so a job queued after the look still wakes us.
             self._wake.clear()
-            job = self._queue.claim_next()
+            try:
+                job = self._queue.claim_next()
+            except Exception:  # the database is away for a moment: keep the thread alive
+                log.exception("could not claim a job")
+                self._stop.wait(1.0)
+                continue
             if job is None:
                 # Idle: wake for the next job, or now and then to unload idle models.
                 if not self._wake.wait(SWEEP_SECONDS):
@@ -156,16 +179,15 @@ class InferenceWorker:
             if isinstance(outcome, Exception):
                 raise outcome
             status = self._queue.complete(job, outcome.to_dict(), outcome.language)
-        except JobCancelled:
-            status = "cancelled"
-            self._queue.cancelled(job)
+        except JobCancelled:  # on request, or the lease went to another replica
+            status = self._queue.cancelled(job)
         except ServiceError as exc:  # e.g. audio that stopped decoding half-way
             status, error = "failed", exc.message
         except Exception as exc:
             log.exception("job %s raised", job.job_id)
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         if error is not None:
-            self._queue.fail(job, error)
+            status = self._queue.fail(job, error)
             self._metrics.errors.labels("job_failed").inc()
         self._metrics.job_finished(status, job.duration, elapsed)
         job_event(
