@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from helpers import InProcessServer, ServerProcess
+from whisper_mcp.testing import PostgresCluster
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +42,18 @@ def fake_server(tmp_path) -> Iterator[InProcessServer]:
 def fake_client(fake_server: InProcessServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=fake_server.url, timeout=30) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A real PostgreSQL server for the session (started as the postgres user)."""
+    if PostgresCluster.binaries() is None:
+        pytest.skip("PostgreSQL is not installed; `make test` installs Debian's postgresql package")
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresCluster) -> str:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    return postgres.database()

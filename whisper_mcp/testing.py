@@ -8,6 +8,8 @@ for ``/health`` to say the model is loaded.
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 import os
 import signal
 import socket
@@ -106,6 +108,75 @@ class ServerProcess:
             self._log.close()
 
     def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL server in a temporary folder on a free loopback
+    port, for tests and benchmarks. PostgreSQL refuses to run as root, so as
+    root it runs as the ``postgres`` user. ``database()`` makes a fresh
+    database and returns its URL."""
+
+    def __init__(self, user: str = "postgres") -> None:
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="whisper-mcp-pg-"))
+        self.data = self.folder / "data"
+        self.log_path = self.folder / "server.log"
+        self._as_user = ["runuser", "-u", user, "--"] if os.geteuid() == 0 else []
+        self._user = user if os.geteuid() == 0 else None
+        self._databases = 0
+
+    @staticmethod
+    def binaries() -> Path | None:
+        """The folder of initdb and pg_ctl, if PostgreSQL is installed."""
+        found = shutil.which("initdb")
+        if found:
+            return Path(os.path.realpath(found)).parent
+        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        return versions[-1].parent if versions else None
+
+    def start(self) -> PostgresCluster:
+        bin_dir = self.binaries()
+        if bin_dir is None:
+            raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+        if self._user is not None:
+            shutil.chown(self.folder, self._user)
+        run = lambda *cmd: subprocess.run([*self._as_user, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
+        run(str(bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
+        run(
+            str(bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_path), "-w", "-t", "60",
+            "-o", f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off -c max_connections=200",
+            "start",
+        )  # fmt: skip
+        return self
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def database(self) -> str:
+        """A new, empty database; its URL."""
+        import psycopg
+
+        self._databases += 1
+        name = f"test_{os.getpid()}_{self._databases}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        bin_dir = self.binaries()
+        if bin_dir is not None and self.data.exists():
+            subprocess.run(
+                [*self._as_user, str(bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"],
+                capture_output=True,
+            )
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> PostgresCluster:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

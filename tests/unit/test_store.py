@@ -5,20 +5,27 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from whisper_mcp.queue import files as storage
-from whisper_mcp.queue.manager import MAX_ATTEMPTS, JobQueue
+from whisper_mcp.queue.manager import MAX_ATTEMPTS, ORPHAN_GRACE_SECONDS, JobQueue
 from whisper_mcp.queue.jobs import DuplicateJob, JobRequest, JobStatus
 from whisper_mcp.options import TranscribeOptions
 from whisper_mcp.queue.files import FileStore, new_key
 
 from helpers import request
+from whisper_mcp.queue.postgres import PostgresDatabase
+from whisper_mcp.queue.sqlite import SQLiteDatabase
+from whisper_mcp.queue.store import SQLJobStore
 
 OWNER, LEASE = "replica-1", 30.0
-from whisper_mcp.queue.sqlite import SQLiteJobStore
+# The lease of a claim whose process died: already run out, so any replica
+# may take the job back (the only process on SQLite does so at start-up anyway).
+GONE = -1.0
 
 
 @pytest.fixture
@@ -26,28 +33,39 @@ def files(tmp_path: Path) -> FileStore:
     return FileStore(tmp_path / "storage")
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def reopen(request: pytest.FixtureRequest, files: FileStore) -> Callable[[], SQLJobStore]:
+    """Opens a store on this test's database, as a (re)started process does:
+    a SQLite file in the storage folder, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return lambda: SQLJobStore(SQLiteDatabase(files.database))
+    url = request.getfixturevalue("postgres_url")
+    return lambda: SQLJobStore(PostgresDatabase(url))
+
+
 @pytest.fixture
-def store(files: FileStore):
-    s = SQLiteJobStore(files.database)
+def store(reopen: Callable[[], SQLJobStore]) -> Iterator[SQLJobStore]:
+    s = reopen()
     yield s
     s.close()
 
 
-def reopen(files: FileStore) -> SQLiteJobStore:
-    """A fresh store on the same database, as a restarted process gets."""
-    return SQLiteJobStore(files.database)
+def age_past_grace(*paths: Path) -> None:
+    old = time.time() - ORPHAN_GRACE_SECONDS - 60
+    for path in paths:
+        os.utime(path, (old, old))
 
 
-def add_with_audio(store: SQLiteJobStore, files: FileStore, job_id: str, now: float = 1.0):
+def add_with_audio(store: SQLJobStore, files: FileStore, job_id: str, now: float = 1.0):
     req = request(job_id)
     files.audio_path(req.key).write_bytes(b"audio of " + job_id.encode())
     return store.add(req, now)
 
 
-# -- SQLiteJobStore -------------------------------------------------------
+# -- the store, on SQLite and on PostgreSQL -------------------------------------------------------
 
 
-def test_add_and_get(store: SQLiteJobStore) -> None:
+def test_add_and_get(store: SQLJobStore) -> None:
     req = request("a", options=TranscribeOptions(language="en"), callback_url="http://127.0.0.1/cb", duration=2.25)
     job = store.add(req, 100.0)
     assert job.job_id == "a"
@@ -62,7 +80,7 @@ def test_add_and_get(store: SQLiteJobStore) -> None:
     assert store.get("missing") is None
 
 
-def test_duplicate_job_id_raises_with_existing_job(store: SQLiteJobStore) -> None:
+def test_duplicate_job_id_raises_with_existing_job(store: SQLJobStore) -> None:
     first = store.add(request("dup", audio_sha256="11" * 32), 1.0)
     with pytest.raises(DuplicateJob) as info:
         store.add(request("dup", audio_sha256="22" * 32), 2.0)
@@ -73,7 +91,7 @@ def test_duplicate_job_id_raises_with_existing_job(store: SQLiteJobStore) -> Non
     assert store.get("dup") == first
 
 
-def test_claim_next_in_arrival_order(store: SQLiteJobStore) -> None:
+def test_claim_next_in_arrival_order(store: SQLJobStore) -> None:
     assert store.claim_next(OWNER, LEASE, 1.0) is None
     # Ids deliberately not in alphabetical order: seq, not job_id, decides.
     for job_id in ("c", "a", "b"):
@@ -92,7 +110,7 @@ def test_claim_next_in_arrival_order(store: SQLiteJobStore) -> None:
     assert store.count(JobStatus.PROCESSING) == 3
 
 
-def test_queued_lists_in_run_order_and_claim_takes_one(store: SQLiteJobStore) -> None:
+def test_queued_lists_in_run_order_and_claim_takes_one(store: SQLJobStore) -> None:
     store.add(request("late"), 1.0)
     store.add(request("low", priority=2), 2.0)
     store.add(request("urgent", priority=0), 3.0)
@@ -109,7 +127,7 @@ def test_queued_lists_in_run_order_and_claim_takes_one(store: SQLiteJobStore) ->
     assert [j.job_id for j in store.queued(10)] == ["urgent", "low"]
 
 
-def test_claim_increments_attempts_after_requeue(store: SQLiteJobStore) -> None:
+def test_claim_increments_attempts_after_requeue(store: SQLJobStore) -> None:
     store.add(request("x"), 1.0)
     assert store.claim_next(OWNER, LEASE, 2.0).attempts == 1  # type: ignore[union-attr]
     store.requeue("x", 1)
@@ -118,14 +136,14 @@ def test_claim_increments_attempts_after_requeue(store: SQLiteJobStore) -> None:
     assert store.claim_next(OWNER, LEASE, 3.0).attempts == 2  # type: ignore[union-attr]
 
 
-def test_concurrent_claims_never_take_the_same_job(files: FileStore) -> None:
+def test_concurrent_claims_never_take_the_same_job(files: FileStore, reopen: Callable[[], SQLJobStore]) -> None:
     n = 200
-    setup = reopen(files)
+    setup = reopen()
     for i in range(n):
         setup.add(request(f"job-{i}"), float(i))
     setup.close()
 
-    stores = [reopen(files), reopen(files)]
+    stores = [reopen(), reopen()]
     claimed: list[list[str]] = [[], []]
     errors: list[BaseException] = []
     barrier = threading.Barrier(2)
@@ -149,7 +167,7 @@ def test_concurrent_claims_never_take_the_same_job(files: FileStore) -> None:
     everything = claimed[0] + claimed[1]
     assert len(everything) == n
     assert set(everything) == {f"job-{i}" for i in range(n)}  # no job claimed twice, none lost
-    check = reopen(files)
+    check = reopen()
     try:
         assert check.count(JobStatus.PROCESSING) == n
         assert all(check.get(f"job-{i}").attempts == 1 for i in range(n))  # type: ignore[union-attr]
@@ -157,7 +175,7 @@ def test_concurrent_claims_never_take_the_same_job(files: FileStore) -> None:
         check.close()
 
 
-def test_complete_and_fail(store: SQLiteJobStore) -> None:
+def test_complete_and_fail(store: SQLJobStore) -> None:
     store.add(request("ok"), 1.0)
     store.add(request("bad"), 1.0)
     store.claim_next(OWNER, LEASE, 2.0)
@@ -174,7 +192,7 @@ def test_complete_and_fail(store: SQLiteJobStore) -> None:
     assert store.count(JobStatus.PROCESSING) == 0
 
 
-def test_queue_position(store: SQLiteJobStore) -> None:
+def test_queue_position(store: SQLJobStore) -> None:
     jobs = [store.add(request(f"q{i}"), 1.0) for i in range(4)]
     assert [store.queue_position(j) for j in jobs] == [1, 2, 3, 4]
     store.claim_next(OWNER, LEASE, 2.0)  # q0 leaves the queue
@@ -182,11 +200,11 @@ def test_queue_position(store: SQLiteJobStore) -> None:
     assert store.count(JobStatus.QUEUED) == 3
 
 
-def test_data_survives_reopen(files: FileStore) -> None:
-    first = reopen(files)
+def test_data_survives_reopen(reopen: Callable[[], SQLJobStore]) -> None:
+    first = reopen()
     job = first.add(request("durable"), 1.0)
     first.close()
-    second = reopen(files)
+    second = reopen()
     try:
         assert second.get("durable") == job
     finally:
@@ -196,14 +214,14 @@ def test_data_survives_reopen(files: FileStore) -> None:
 # -- JobQueue.recover -------------------------------------------------------
 
 
-def test_recover_requeues_interrupted_job_keeping_its_place(store: SQLiteJobStore, files: FileStore) -> None:
+def test_recover_requeues_interrupted_job_keeping_its_place(store: SQLJobStore, files: FileStore, reopen: Callable[[], SQLJobStore]) -> None:
     first = add_with_audio(store, files, "first")
     add_with_audio(store, files, "second")
-    assert store.claim_next(OWNER, LEASE, 2.0).job_id == "first"  # type: ignore[union-attr]
+    assert store.claim_next(OWNER, GONE, 2.0).job_id == "first"  # type: ignore[union-attr]
     add_with_audio(store, files, "third")
     store.close()  # the process dies
 
-    restarted = reopen(files)
+    restarted = reopen()
     try:
         assert JobQueue(restarted, files).recover() == ["first"]
         again = restarted.get("first")
@@ -213,21 +231,21 @@ def test_recover_requeues_interrupted_job_keeping_its_place(store: SQLiteJobStor
         assert again.seq == first.seq
         assert restarted.queue_position(again) == 1
         assert files.audio_path(first.key).exists()  # the audio is still there to run it again
-        order = [restarted.claim_next(OWNER, LEASE, 3.0) for _ in range(3)]
+        order = [restarted.claim_next(OWNER, GONE, 3.0) for _ in range(3)]
         assert [j.job_id for j in order] == ["first", "second", "third"]  # type: ignore[union-attr]
         assert [j.attempts for j in order] == [2, 1, 1]  # type: ignore[union-attr]
-        assert restarted.claim_next(OWNER, LEASE, 4.0) is None
+        assert restarted.claim_next(OWNER, GONE, 4.0) is None
     finally:
         restarted.close()
 
 
-def test_recover_completes_job_whose_result_was_written(store: SQLiteJobStore, files: FileStore) -> None:
+def test_recover_completes_job_whose_result_was_written(store: SQLJobStore, files: FileStore, reopen: Callable[[], SQLJobStore]) -> None:
     job = add_with_audio(store, files, "written")
-    store.claim_next(OWNER, LEASE, 2.0)
+    store.claim_next(OWNER, GONE, 2.0)
     files.write_result(job.key, {"text": "hello world", "language": "en", "segments": []})
     store.close()  # died between writing the result and marking the job completed
 
-    restarted = reopen(files)
+    restarted = reopen()
     try:
         assert JobQueue(restarted, files).recover() == []
         done = restarted.get("written")
@@ -238,23 +256,23 @@ def test_recover_completes_job_whose_result_was_written(store: SQLiteJobStore, f
         assert done.attempts == 1
         assert not files.audio_path(job.key).exists()
         assert files.read_result(job.key)["text"] == "hello world"  # type: ignore[index]
-        assert restarted.claim_next(OWNER, LEASE, 3.0) is None
+        assert restarted.claim_next(OWNER, GONE, 3.0) is None
     finally:
         restarted.close()
 
 
-def test_recover_gives_up_after_max_attempts(store: SQLiteJobStore, files: FileStore) -> None:
+def test_recover_gives_up_after_max_attempts(store: SQLJobStore, files: FileStore, reopen: Callable[[], SQLJobStore]) -> None:
     job = add_with_audio(store, files, "poison")
     add_with_audio(store, files, "next")
     # The process dies while running it, again and again.
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        claimed = store.claim_next(OWNER, LEASE, float(attempt))
+        claimed = store.claim_next(OWNER, GONE, float(attempt))
         assert claimed is not None and claimed.job_id == "poison" and claimed.attempts == attempt
         if attempt < MAX_ATTEMPTS:
             assert JobQueue(store, files).recover() == ["poison"]
     store.close()
 
-    restarted = reopen(files)
+    restarted = reopen()
     try:
         assert JobQueue(restarted, files).recover() == []
         failed = restarted.get("poison")
@@ -264,15 +282,15 @@ def test_recover_gives_up_after_max_attempts(store: SQLiteJobStore, files: FileS
         assert failed.error and f"{MAX_ATTEMPTS} times" in failed.error
         assert not files.audio_path(job.key).exists()
         # The queue moves on.
-        assert restarted.claim_next(OWNER, LEASE, 10.0).job_id == "next"  # type: ignore[union-attr]
+        assert restarted.claim_next(OWNER, GONE, 10.0).job_id == "next"  # type: ignore[union-attr]
     finally:
         restarted.close()
 
 
-def test_recover_leaves_settled_jobs_alone(store: SQLiteJobStore, files: FileStore) -> None:
+def test_recover_leaves_settled_jobs_alone(store: SQLJobStore, files: FileStore) -> None:
     add_with_audio(store, files, "finished")
     waiting = add_with_audio(store, files, "waiting")
-    assert store.claim_next(OWNER, LEASE, 1.0).job_id == "finished"  # type: ignore[union-attr]
+    assert store.claim_next(OWNER, GONE, 1.0).job_id == "finished"  # type: ignore[union-attr]
     store.complete("finished", 1, 2.0, "en")
     before = {j: store.get(j) for j in ("finished", "waiting")}
     assert JobQueue(store, files).recover() == []
@@ -280,11 +298,17 @@ def test_recover_leaves_settled_jobs_alone(store: SQLiteJobStore, files: FileSto
     assert files.audio_path(waiting.key).exists()
 
 
-def test_recover_empties_incoming(store: SQLiteJobStore, files: FileStore) -> None:
+def test_recover_empties_incoming(store: SQLJobStore, files: FileStore) -> None:
     files.incoming_file(2**20, 0).write(b"half an upload")
     (files.incoming / "upload-stray").write_bytes(b"x")
     (files.incoming / "nested").mkdir()
     (files.incoming / "nested" / "file").write_bytes(b"y")
+    if store.db.shared:
+        # Replicas share incoming/: what another replica may be receiving
+        # right now stays; litter older than the grace goes.
+        JobQueue(store, files).recover()
+        assert len(list(files.incoming.iterdir())) == 3
+        age_past_grace(*files.incoming.iterdir())
     JobQueue(store, files).recover()
     assert files.incoming.is_dir()
     assert list(files.incoming.iterdir()) == []
@@ -356,10 +380,10 @@ def test_incoming_accept_discard(files: FileStore) -> None:
     files.discard(target)  # already gone: no error
 
 
-def test_recover_completes_a_written_result_even_on_the_last_attempt(store: SQLiteJobStore, files: FileStore) -> None:
+def test_recover_completes_a_written_result_even_on_the_last_attempt(store: SQLJobStore, files: FileStore) -> None:
     job = add_with_audio(store, files, "last-try")
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        store.claim_next(OWNER, LEASE, float(attempt))
+        store.claim_next(OWNER, GONE, float(attempt))
         if attempt < MAX_ATTEMPTS:
             JobQueue(store, files).recover()
     # Died after writing the transcript, before marking the job completed.
@@ -369,15 +393,19 @@ def test_recover_completes_a_written_result_even_on_the_last_attempt(store: SQLi
     assert recovered is not None and recovered.status is JobStatus.COMPLETED
 
 
-def test_recover_removes_orphaned_audio(store: SQLiteJobStore, files: FileStore) -> None:
+def test_recover_removes_orphaned_audio(store: SQLJobStore, files: FileStore) -> None:
     kept = add_with_audio(store, files, "queued")
     orphan = files.audio_path(new_key())  # accepted, then the process died before the insert
     orphan.write_bytes(b"RIFF")
     ended = add_with_audio(store, files, "ended")
-    store.claim_next(OWNER, LEASE, 1.0)  # "queued" is claimed first
+    store.claim_next(OWNER, GONE, 1.0)  # "queued" is claimed first
     store.complete("queued", 1, 2.0, "en")
-    store.claim_next(OWNER, LEASE, 3.0)
+    store.claim_next(OWNER, GONE, 3.0)
     store.fail("ended", 1, 4.0, "boom")  # died before its audio was removed
+    if store.db.shared:  # another replica may be storing its job right now: kept until old
+        JobQueue(store, files).recover()
+        assert orphan.exists() and files.audio_path(ended.key).exists() and files.audio_path(kept.key).exists()
+        age_past_grace(orphan, files.audio_path(ended.key), files.audio_path(kept.key))
     JobQueue(store, files).recover()
     assert not orphan.exists()
     assert not files.audio_path(ended.key).exists()
@@ -387,7 +415,7 @@ def test_recover_removes_orphaned_audio(store: SQLiteJobStore, files: FileStore)
     assert files.audio_path(live.key).exists()
 
 
-def test_cache_lookup_matches_audio_model_options_and_engine(store: SQLiteJobStore) -> None:
+def test_cache_lookup_matches_audio_model_options_and_engine(store: SQLJobStore) -> None:
     store.add(request("done", engine="openai/float32"), 1.0)
     store.claim_next(OWNER, LEASE, 2.0)
     store.complete("done", 1, 3.0, "en")

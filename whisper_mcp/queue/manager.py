@@ -219,16 +219,18 @@ class JobQueue:
     def cancelled(self, job: Job) -> str:
         """A run stopped by ``JobCancelled`` (or ``LeaseLost``)."""
         held = self._held(job)
-        if held == "lost":
-            return self._end(job, held)
+        if held is not None:
+            return held
         done = self._store.cancel_running(job.job_id, job.attempts, time.time())
         return self._end(job, JobStatus.CANCELLED.value if done else "lost")
 
     def _held(self, job: Job) -> str | None:
+        """None while this run may still end the job as it wants; else how it
+        ended: lost to another replica, or cancelled as asked."""
         with self._lock:
             running = self._running.get(job.job_id)
         if running is not None and running.lost:
-            return "lost"
+            return self._end(job, "lost")
         if running is not None and running.cancel_requested:
             done = self._store.cancel_running(job.job_id, job.attempts, time.time())
             return self._end(job, JobStatus.CANCELLED.value if done else "lost")

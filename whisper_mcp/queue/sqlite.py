@@ -23,6 +23,7 @@ class SQLiteDatabase:
 
     # Julian day to Unix seconds: SQLite's clock, to the millisecond.
     now = "((julianday('now') - 2440587.5) * 86400.0)"
+    for_update = ""
     skip_locked = ""
     greatest = "MAX"
     shared = False
