@@ -11,7 +11,7 @@ PORT ?= 8765
 STORAGE ?= ./service-storage
 MODEL ?= tiny.en
 
-.PHONY: serve test setup model browser lint clean
+.PHONY: serve test setup model browser postgres lint clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,7 @@ model: $(STAMP)
 serve: model
 	$(BIN)/whisper-mcp serve --host $(HOST) --port $(PORT) --storage $(STORAGE) --model $(MODEL)
 
-test: model browser lint
+test: model browser postgres lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -38,6 +38,13 @@ lint: $(STAMP)
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| echo "chromium could not be installed: the browser test will skip"
+
+# The replica tests run a real PostgreSQL server (started by the tests, as the
+# postgres user, on a loopback port); they skip, saying so, where this fails.
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null) \
+		|| echo "postgresql could not be installed: the PostgreSQL tests will skip"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -94,6 +94,21 @@ def prepare_model(settings: Settings) -> int:
     return 0
 
 
+def migrate(settings: Settings) -> int:
+    """Apply the schema migrations explicitly, e.g. before rolling out replicas."""
+    from whisper_mcp.queue.files import FileStore
+    from whisper_mcp.queue.migrations import SCHEMA_VERSION, SchemaTooNew, UnrecognizedSchema
+    from whisper_mcp.server.app import open_database
+
+    try:
+        open_database(settings, FileStore(settings.storage)).close()
+    except (SchemaTooNew, UnrecognizedSchema) as exc:
+        raise SystemExit(f"whisper-mcp: error: {exc}") from None
+    where = settings.database_url.split("@", 1)[-1] if settings.database_url else settings.storage / "jobs.sqlite3"
+    print(f"the job database {where} is at schema version {SCHEMA_VERSION}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="whisper-mcp", description="Whisper speech-to-text service")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     prep.add_argument("--model", help="default tiny.en")
     prep.add_argument("--model-cache")
     prep.add_argument("--engine", choices=ENGINES, help="prepare the weights this engine uses")
+    mig = sub.add_parser(
+        "migrate",
+        help="bring the job database to this release's schema and exit (serve does this too, at start-up)",
+    )
+    mig.add_argument("--storage", help=f"the storage folder whose SQLite database to migrate (env {ENV_PREFIX}STORAGE)")
+    mig.add_argument("--database-url", help=f"or the PostgreSQL database (env {ENV_PREFIX}DATABASE_URL)")
     add_client_commands(sub)
     # The bridge parses its own arguments: importing it (and fastmcp) here
     # would cost every client command about 1.5 s.
@@ -122,6 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if args.command == "serve":
         return serve(settings)
+    if args.command == "migrate":
+        return migrate(settings)
     return prepare_model(settings)
 
 

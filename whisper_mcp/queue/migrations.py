@@ -305,7 +305,7 @@ class SchemaTooNew(Exception):
         super().__init__(
             f"The job database {path} has schema version {found}, but this whisper-mcp supports schema "
             f"versions up to {supported}: a newer whisper-mcp wrote it. Upgrade whisper-mcp, or use another "
-            "--storage folder. The database was not changed."
+            "database (--storage folder or --database-url). The database was not changed."
         )
 
 

@@ -1,0 +1,56 @@
+"""The same numbered migrations on PostgreSQL: replicas starting together,
+the explicit `whisper-mcp migrate`, and a database newer than the code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import psycopg
+import pytest
+
+from helpers import ROOT
+from whisper_mcp.queue.migrations import SCHEMA_VERSION, SchemaTooNew
+from whisper_mcp.queue.postgres import migrate_postgres
+
+
+def columns(url: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'jobs' ORDER BY ordinal_position"
+        ).fetchall()
+    return [name for (name,) in rows]
+
+
+def test_three_replicas_migrating_at_once_all_succeed(postgres_url: str) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "whisper_mcp", "migrate", "--database-url", postgres_url],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for _ in range(3)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert f"schema version {SCHEMA_VERSION}" in out
+        assert "postgres@" not in out  # no credentials or user part in what is printed
+    assert "lease_expires_at" in columns(postgres_url) and "cancel_requested" in columns(postgres_url)
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT version FROM whisper_mcp_schema").fetchall() == [(SCHEMA_VERSION,)]
+    assert migrate_postgres(postgres_url) == SCHEMA_VERSION  # again: nothing to do
+
+
+def test_a_newer_database_is_refused_and_left_alone(postgres_url: str) -> None:
+    migrate_postgres(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("UPDATE whisper_mcp_schema SET version = %s", (SCHEMA_VERSION + 1,))
+    before = columns(postgres_url)
+    with pytest.raises(SchemaTooNew, match=f"schema version {SCHEMA_VERSION + 1}"):
+        migrate_postgres(postgres_url)
+    assert columns(postgres_url) == before
+    done = subprocess.run(
+        [sys.executable, "-m", "whisper_mcp", "migrate", "--database-url", postgres_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Upgrade whisper-mcp" in done.stderr and "Traceback" not in done.stderr
