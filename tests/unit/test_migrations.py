@@ -436,7 +436,7 @@ def test_newer_schema_is_refused_untouched(commit: str, tmp_path: Path) -> None:
     message = str(raised.value)
     assert str(path) in message
     assert f"schema version {SCHEMA_VERSION + 1}" in message and f"up to {SCHEMA_VERSION}" in message
-    assert "Upgrade whisper-mcp" in message and "another --storage" in message
+    assert "Upgrade whisper-mcp" in message and "--storage folder" in message
     assert (raised.value.found, raised.value.supported) == (SCHEMA_VERSION + 1, SCHEMA_VERSION)
     assert _files(path.parent) == before  # not a byte changed
 
