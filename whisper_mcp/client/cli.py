@@ -1,4 +1,4 @@
-"""Client commands for a running service: ``transcribe``, ``status``, ``jobs``.
+"""Client commands for a running service: ``transcribe``, ``status``, ``jobs``, ``watch``.
 
 ``add_client_commands(sub)`` adds them to an argparse sub-parser set and
 ``run_client_command(args)`` runs the parsed one. ``python -m
@@ -10,8 +10,10 @@ Exit codes, for scripts:
 - 1: a transcription job failed or was cancelled (the others were still written);
 - 2: usage or input error: bad arguments, a missing file, or a request the
   service refused because of what was sent (not audio, unknown model or job, ...);
-- 3: the service could not be reached, timed out, refused the token, or
-  answered with a server error.
+- 3: the service could not be reached, timed out, or answered with a server
+  error (or 429 too busy);
+- 4: the service refused the credentials (HTTP 401 or 403: no token, or a
+  wrong one).
 
 Errors go to stderr as ``whisper-mcp: error: ...``; stdout carries only
 results (written paths, job ids, JSON, the job table).
@@ -31,17 +33,25 @@ from typing import Any, TextIO
 
 from whisper_mcp.client.http import DEFAULT_URL, ClientError, ServiceClient, write_text_atomic
 from whisper_mcp.formats import FORMATS
-from whisper_mcp.queue.jobs import JOB_STATUSES
+from whisper_mcp.queue.jobs import JOB_ID, JOB_STATUSES
 
 PROG = "whisper-mcp"
 URL_ENV = "WHISPER_MCP_URL"
 TOKEN_ENV = "WHISPER_MCP_TOKEN"
-CLIENT_COMMANDS = ("transcribe", "status", "jobs")
+CLIENT_COMMANDS = ("transcribe", "status", "jobs", "watch")
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
 EXIT_SERVICE = 3
+EXIT_CREDENTIALS = 4
+
+EXIT_CODES_HELP = """exit codes:
+  0  everything asked for was done
+  1  a transcription job failed or was cancelled
+  2  bad usage, or input the service refused (missing file, not audio, unknown model)
+  3  service unreachable, timed out or failing (HTTP 5xx, 429)
+  4  credentials refused (HTTP 401/403): set --token or WHISPER_MCP_TOKEN"""
 
 __all__ = ["CLIENT_COMMANDS", "add_client_commands", "main", "run_client_command"]
 
@@ -62,34 +72,55 @@ def _connection_options() -> argparse.ArgumentParser:
     return common
 
 
+def _transcription_options() -> argparse.ArgumentParser:
+    """The options of a transcription, shared by ``transcribe`` and ``watch``."""
+    opts = argparse.ArgumentParser(add_help=False)
+    opts.add_argument("--format", choices=FORMATS, default="txt", help="transcript format to write, default txt")
+    opts.add_argument(
+        "--out", metavar="DIR", help="folder for the transcripts (created if missing); default: next to each recording"
+    )
+    opts.add_argument("--model", help="model name, e.g. tiny.en or base (default: the service's)")
+    opts.add_argument(
+        "--language", help="language code or name, or auto (default: English-only models use en, others detect)"
+    )
+    opts.add_argument(
+        "--task", choices=("transcribe", "translate"), help="translate into English (multilingual models)"
+    )
+    opts.add_argument("--prompt", metavar="TEXT", help="initial prompt: names and terms the recording uses")
+    opts.add_argument("--priority", choices=("urgent", "normal", "low"), help="queue priority, default normal")
+    opts.add_argument(
+        "--cache", action=argparse.BooleanOptionalAction, default=None,
+        help="reuse an earlier transcript of the same audio, model and options (the service's default); "
+        "--no-cache transcribes again",
+    )  # fmt: skip
+    return opts
+
+
 def add_client_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``transcribe``, ``status`` and ``jobs`` to ``sub``; each sets
+    """Add ``transcribe``, ``status``, ``jobs`` and ``watch`` to ``sub``; each sets
     ``args.client_handler``, which ``run_client_command`` calls."""
     common = _connection_options()
+    transcription = _transcription_options()
+    raw = argparse.RawDescriptionHelpFormatter
 
     t = sub.add_parser(
         "transcribe",
-        parents=[common],
+        parents=[common, transcription],
         help="upload recordings to a running service and write their transcripts",
         description="Upload each FILE to the service, show its progress on stderr, write "
-        "<stem>.<format> next to it (or into --out) and print each written path on stdout. "
-        "Exit codes: 0 ok, 1 a job failed, 2 usage/input error, 3 service unreachable or HTTP error.",
+        "<stem>.<format> next to it (or into --out) and print each written path on stdout.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=raw,
     )
     t.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, mp3, flac, ogg/opus, m4a, ...)")
-    t.add_argument("--format", choices=FORMATS, default="txt", help="transcript format to write, default txt")
     t.add_argument(
         "--wait", action=argparse.BooleanOptionalAction, default=True,
         help="wait for the transcripts and write them (default); --no-wait prints the job ids and returns",
     )  # fmt: skip
-    t.add_argument("--out", metavar="DIR", help="folder for the transcripts (created if missing); default: next to each file")
-    t.add_argument("--model", help="model name, e.g. tiny.en or base (default: the service's)")
-    t.add_argument("--language", help="language code or name, or auto (default: English-only models use en, others detect)")
-    t.add_argument("--task", choices=("transcribe", "translate"), help="translate into English (multilingual models)")
-    t.add_argument("--priority", choices=("urgent", "normal", "low"), help="queue priority, default normal")
     t.add_argument(
-        "--cache", action=argparse.BooleanOptionalAction, default=None,
-        help="reuse an earlier transcript of the same audio, model and options (the service's default); "
-        "--no-cache transcribes again",
+        "--job-id", metavar="ID",
+        help="the job's id (one FILE only; letters, digits, '.', '_', '-'; up to 128): running again with "
+        "the same id and file answers with that job instead of queueing the file twice",
     )  # fmt: skip
     t.set_defaults(client_handler=_cmd_transcribe)
 
@@ -99,11 +130,15 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
         help="one job's record as JSON, or the service's health without JOB",
         description="Print a job's record as JSON, or GET /health when no JOB is given "
         "(exit 3 when the service reports an error).",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=raw,
     )
     s.add_argument("job", nargs="?", metavar="JOB", help="job id")
     s.set_defaults(client_handler=_cmd_status)
 
-    j = sub.add_parser("jobs", parents=[common], help="list the service's jobs as a table")
+    j = sub.add_parser(
+        "jobs", parents=[common], help="list the service's jobs as a table", epilog=EXIT_CODES_HELP, formatter_class=raw
+    )
     j.add_argument(
         "--status", dest="job_status", choices=JOB_STATUSES,
         help="only jobs in this state",
@@ -111,6 +146,45 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--limit", type=int, default=50, help="at most this many rows (1-500), default 50")
     j.add_argument("--offset", type=int, default=0, help="skip this many jobs, default 0")
     j.set_defaults(client_handler=_cmd_jobs)
+
+    w = sub.add_parser(
+        "watch",
+        parents=[common, transcription],
+        help="transcribe every recording that appears in a folder",
+        description="Watch DIR: upload each recording once it has stopped changing (its size and "
+        "modification time the same for --settle-seconds), with a job id made from its name and "
+        "content, and write <stem>.<format> next to it (or into --out). A recording whose "
+        "transcript is already there (newer than the recording) is left alone, and a restarted "
+        "watcher resumes the jobs it queued instead of queueing them again. Files the service "
+        "refuses as not audio are reported once and skipped (remembered in "
+        ".whisper-mcp-watch.json in the transcripts' folder). While the service is unreachable it "
+        "retries, waiting longer each time (up to 30 s). Progress goes to stderr, each written "
+        "transcript's path to stdout.",
+        epilog=EXIT_CODES_HELP
+        + "\n\nWithout --once, watch runs until stopped (Ctrl-C: exit 130) and exits early only for 2, 3 "
+        "(--give-up-after) or 4. With --once: 0 when every recording of the pass has its transcript, "
+        "1 when a job failed, 2 when a file was refused.",
+        formatter_class=raw,
+    )
+    w.add_argument("folder", metavar="DIR", help="the folder of recordings (not its subfolders)")
+    w.add_argument(
+        "--once", action="store_true",
+        help="one pass, for cron: transcribe the recordings in DIR now (waiting for those still being "
+        "written) and exit",
+    )  # fmt: skip
+    w.add_argument(
+        "--settle-seconds", type=float, default=5.0, metavar="SECONDS",
+        help="upload a recording once its size and modification time have stayed the same this long, default 5",
+    )  # fmt: skip
+    w.add_argument(
+        "--interval", type=float, default=2.0, metavar="SECONDS",
+        help="how often to look at the folder and at the queued jobs, default 2",
+    )  # fmt: skip
+    w.add_argument(
+        "--give-up-after", type=float, metavar="SECONDS",
+        help="exit 3 once the service has been unreachable this long (default: keep retrying; with --once, 600)",
+    )  # fmt: skip
+    w.set_defaults(client_handler=_cmd_watch)
 
 
 def run_client_command(args: argparse.Namespace) -> int:
@@ -134,21 +208,40 @@ def _error(message: str) -> None:
 
 
 def _exit_code(exc: ClientError) -> int:
-    """2 when the service refused what was sent; 3 when it could not be reached,
-    refused the credentials, was overloaded or failed itself."""
+    """2 when the service refused what was sent; 4 when it refused the
+    credentials; 3 when it could not be reached, was overloaded or failed itself."""
     status = exc.status_code
-    if status is not None and 400 <= status < 500 and status not in (401, 403, 407, 408, 429):
+    if status in (401, 403):
+        return EXIT_CREDENTIALS
+    if status is not None and 400 <= status < 500 and status not in (407, 408, 429):
         return EXIT_USAGE
     return EXIT_SERVICE
 
 
 def _describe(exc: ClientError, args: argparse.Namespace) -> str:
+    return describe_error(exc, token_given=bool(_token(args)))
+
+
+def describe_error(exc: ClientError, *, token_given: bool) -> str:
+    """The error's message, with a hint where the fix is a flag of these commands."""
     if exc.status_code in (401, 403):
-        hint = "" if _token(args) else f" (no token given: use --token or {TOKEN_ENV})"
+        hint = "" if token_given else f" (no token given: use --token or {TOKEN_ENV})"
         return f"{exc.message}{hint}"
     if exc.unreachable and "cannot reach" in exc.message:
         return f"{exc.message} (is it running? set --url or {URL_ENV})"
     return exc.message
+
+
+def transcription_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The form fields of ``POST /transcribe`` that ``_transcription_options`` set (None: not given)."""
+    return {
+        "model": args.model,
+        "language": args.language,
+        "task": args.task,
+        "initial_prompt": args.prompt,
+        "priority": args.priority,
+        "cache": args.cache,
+    }
 
 
 def _url(args: argparse.Namespace) -> str:
@@ -261,6 +354,13 @@ def _plan(args: argparse.Namespace) -> list[_Item] | None:
     """Check every input before uploading anything; None after a usage error."""
     sources = [Path(name) for name in args.files]
     problems = []
+    if args.job_id is not None:
+        if len(sources) != 1:
+            problems.append("--job-id names one job: give one FILE")
+        if not JOB_ID.match(args.job_id):
+            problems.append(
+                f"--job-id {args.job_id!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            )
     for source in sources:
         if not source.exists():
             problems.append(f"{source}: no such file")
@@ -307,7 +407,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     items = _plan(args)
     if items is None:
         return EXIT_USAGE
-    options = {"model": args.model, "language": args.language, "task": args.task, "priority": args.priority, "cache": args.cache}
+    options = {**transcription_options(args), "job_id": args.job_id}
     worst = EXIT_OK
     err = sys.stderr
     submitted: list[_Item] = []
@@ -322,7 +422,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
                     item.job = client.submit(item.source, **options)
                 except ClientError as exc:
                     display.done()
-                    if exc.unreachable or _exit_code(exc) == EXIT_SERVICE:
+                    if exc.unreachable or _exit_code(exc) in (EXIT_SERVICE, EXIT_CREDENTIALS):
                         raise
                     _error(f"{item.source}: {exc.message}")
                     worst = max(worst, _exit_code(exc))
@@ -363,6 +463,15 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
         _error("interrupted" + (f"; the jobs keep running on the service: {ids}" if ids else ""))
         return 130
     return worst
+
+
+# -- watch ---------------------------------------------------------------------
+
+
+def _cmd_watch(args: argparse.Namespace) -> int:
+    from whisper_mcp.client.watch import run_watch  # it imports this module
+
+    return run_watch(args)
 
 
 # -- status and jobs -----------------------------------------------------------

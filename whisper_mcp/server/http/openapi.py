@@ -74,7 +74,9 @@ def openapi_spec() -> dict[str, Any]:
                     "required": ["job_id", "status", "progress"],
                     "properties": {
                         "job_id": {"type": "string"},
-                        "status": {"type": "string", "enum": _STATUSES},
+                        # waiting_for_upload: an id create_upload_url issued, its URL still unused.
+                        "status": {"type": "string", "enum": [*_STATUSES, "waiting_for_upload"]},
+                        "expires_at": {"type": "number", "description": "waiting_for_upload: when the upload URL expires"},
                         "progress": {"type": "number", "minimum": 0, "maximum": 1},
                         "eta_seconds": {"type": ["number", "null"]},
                         "queue_position": {"type": "integer", "minimum": 1},
@@ -138,7 +140,8 @@ def openapi_spec() -> dict[str, Any]:
             },
             "/status/{job_id}": {
                 "get": {
-                    "summary": "A job's status; the transcript once completed",
+                    "summary": "A job's status; the transcript once completed (waiting_for_upload while "
+                    "the one-time upload URL issued for it is unused)",
                     "parameters": [_JOB_PATH_PARAM, _FORMAT_PARAM],
                     "responses": {"200": _json("The job.", "Job"), "400": _error("Bad format."), "404": _error("Unknown job."), **_COMMON},
                 }

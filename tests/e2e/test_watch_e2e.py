@@ -1,0 +1,153 @@
+"""``whisper-mcp watch`` as a user runs it (``python -m whisper_mcp watch`` in a
+subprocess) against the real server with the real model: a folder of
+recordings, one of them still being written, becomes transcripts, once each,
+across a crash and restart of the watcher. And the README's watch examples,
+run as written."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from helpers import FIXTURES, ROOT, ServerProcess, words
+
+pytestmark = pytest.mark.e2e
+
+SPEECH_WORDS = {"transcription", "services", "model", "loaded", "meeting", "morning", "report", "friday"}
+SHORT_WORDS = {"hello", "world", "testing"}
+
+
+def our_jobs(server: ServerProcess, prefix: str) -> list[dict]:
+    """The shared server's jobs whose id starts with ``prefix``."""
+    jobs, offset = [], 0
+    while offset is not None:
+        page = httpx.get(f"{server.url}/jobs", params={"limit": 500, "offset": offset}, timeout=30).json()
+        jobs += [j for j in page["jobs"] if j["job_id"].startswith(prefix)]
+        offset = page["next_offset"]
+    return jobs
+
+
+def watch(server: ServerProcess, folder: Path, log: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "whisper_mcp", "watch", str(folder), "--url", server.url, *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=open(log, "a"),
+        text=True,
+    )
+
+
+def test_a_folder_becomes_transcripts_once_each_across_a_restart(server: ServerProcess, tmp_path: Path) -> None:
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    (folder / "we2e-standup.wav").write_bytes((FIXTURES / "speech.wav").read_bytes())
+    (folder / "we2e-hello.wav").write_bytes((FIXTURES / "short.wav").read_bytes())
+    (folder / "we2e-notes.bin").write_bytes((FIXTURES / "not_audio.bin").read_bytes())
+    # A recorder still writing: a few bytes every 0.1 s (far below the settle
+    # time) until told to finish, then the rest.
+    late = (FIXTURES / "speech.flac").read_bytes()
+    (folder / "we2e-late.flac").write_bytes(late[:4096])
+    finish = threading.Event()
+
+    def record() -> None:
+        position = 4096
+        with open(folder / "we2e-late.flac", "ab") as f:
+            while position < len(late):
+                time.sleep(0.1)
+                n = 8192 if finish.is_set() else 64
+                f.write(late[position : position + n])
+                f.flush()
+                position += n
+
+    writer = threading.Thread(target=record, daemon=True)
+    writer.start()
+    options = ("--settle-seconds", "3", "--interval", "0.2", "--no-cache")
+    log = tmp_path / "watch.log"
+
+    first = watch(server, folder, log, *options)
+    try:
+        deadline = time.monotonic() + 120
+        while len(our_jobs(server, "we2e-")) < 2:  # the two finished files are queued
+            assert first.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        first.send_signal(signal.SIGKILL)  # a crash: no clean-up
+        first.wait(30)
+    # The late recording is still being written: not uploaded.
+    assert not any(j["job_id"].startswith("we2e-late-") for j in our_jobs(server, "we2e-"))
+
+    second = watch(server, folder, log, *options, "--once")
+    finish.set()  # the recorder finishes while the restarted watcher looks on
+    out, _ = second.communicate(timeout=300)
+    writer.join(30)
+    assert second.returncode == 0, log.read_text()
+    text = log.read_text()
+    # Refused by the first watcher, remembered: reported once, not sent again.
+    assert text.count("we2e-notes.bin: skipped: refused by the service") == 1, text
+    assert "1 skipped earlier" in text
+    # The first watcher uploaded these; the second resumed them (or found them done).
+    assert text.count("we2e-standup.wav: uploading") == 1 and text.count("we2e-hello.wav: uploading") == 1, text
+
+    stems = {"we2e-standup": SPEECH_WORDS, "we2e-hello": SHORT_WORDS, "we2e-late": SPEECH_WORDS}
+    for stem, expected in stems.items():
+        transcript = (folder / f"{stem}.txt").read_text()
+        assert expected <= words(transcript), (stem, transcript)
+    assert set(out.split()) <= {str(folder / f"{stem}.txt") for stem in stems}
+    jobs = our_jobs(server, "we2e-")
+    assert sorted(re.sub(r"-[0-9a-f]{12}$", "", j["job_id"]) for j in jobs) == sorted(stems), jobs  # once each
+    assert all(j["status"] == "completed" for j in jobs)
+
+    # A third run finds everything done (or remembered as refused) and asks nothing.
+    third = watch(server, folder, log, *options, "--once")
+    out, _ = third.communicate(timeout=120)
+    assert third.returncode == 0 and out == "", log.read_text()
+    assert len(our_jobs(server, "we2e-")) == 3
+
+
+def readme_watch_examples() -> list[str]:
+    section = (ROOT / "README.md").read_text().split("### Watching a folder", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.startswith("whisper-mcp watch")]
+
+
+def test_the_readme_watch_examples_run_as_written(server: ServerProcess, tmp_path: Path) -> None:
+    continuous, once = readme_watch_examples()
+    (tmp_path / "recordings").mkdir()
+    for name in ("speech.mp3", "short.wav"):
+        (tmp_path / "recordings" / name).write_bytes((FIXTURES / name).read_bytes())
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "WHISPER_MCP_URL": server.url,
+    }
+
+    # The long-running one: until its transcripts are there, then Ctrl-C.
+    proc = subprocess.Popen(
+        shlex.split(continuous), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    targets = [tmp_path / "transcripts" / "speech.txt", tmp_path / "transcripts" / "short.txt"]
+    deadline = time.monotonic() + 180
+    while not all(t.exists() for t in targets):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert sorted(out.split()) == sorted(str(Path("transcripts") / t.name) for t in targets)
+    assert SPEECH_WORDS <= words(targets[0].read_text()) and SHORT_WORDS <= words(targets[1].read_text())
+
+    # The cron one: transcripts next to the recordings, then it exits.
+    result = subprocess.run(shlex.split(once), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert SPEECH_WORDS <= words((tmp_path / "recordings" / "speech.txt").read_text())
+    assert (tmp_path / "recordings" / "short.txt").exists()
