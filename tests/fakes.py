@@ -2,18 +2,21 @@
 
 It decodes nothing: a job's "transcript" names its audio file and duration, so
 tests can tell jobs apart. It can be held (``gate``) to keep jobs running, and
-records the batches it was given. Model names resolve like the real registry's
+records the batches it was given and the options each call carried. Options
+make it slower, split transcripts into segments with word timings, or report
+a detected language. Model names resolve like the real registry's
 for tiny.en and base; anything else is ``UnknownModel``.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from whisper_mcp.engines.base import BATCH_MAX_SECONDS, BatchItem, Segment, Transcription
+from whisper_mcp.engines.base import BATCH_MAX_SECONDS, BatchItem, Segment, Transcription, Word
 from whisper_mcp.errors import UnknownModel
 from whisper_mcp.options import TranscribeOptions
 
@@ -62,13 +65,34 @@ class FakeEngine:
     compute_type = "float32"
     device = "cpu"
 
-    def __init__(self, *, windows: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        windows: int = 2,
+        segments: int = 1,
+        words: bool = False,
+        detected: tuple[str, float] | None = None,
+        hold_from: int = 1,
+        window_seconds: float = 0.0,
+    ) -> None:
         self.registry = FakeRegistry()
         self.pool = FakePool()
         self.batches: list[list[str]] = []  # audio file names (job keys) per call
+        # (model name, options) per call: what reached the engine.
+        self.calls: list[tuple[str, TranscribeOptions]] = []
         # Each job reports progress after each of this many "windows".
         self._windows = windows
-        # Cleared: jobs wait at their first window until it is set again.
+        # The transcript in this many segments (text "part i of ...") over the duration.
+        self._segments = segments
+        # True: segments carry word timings when the job asked for word_timestamps.
+        self._words = words
+        # (language, probability) reported when a job names no language; else "en", no probability.
+        self._detected = detected
+        # Windows before this one run freely; from it on each waits on ``gate``.
+        self._hold_from = hold_from
+        # Each window takes this long: a slow job.
+        self._window_seconds = window_seconds
+        # Cleared: jobs wait at their first held window until it is set again.
         self.gate = threading.Event()
         self.gate.set()
         self.started = threading.Event()  # set once a job is being transcribed
@@ -90,6 +114,7 @@ class FakeEngine:
     ) -> list[Transcription | Exception]:
         self.load(model)
         self.batches.append([Path(item.audio).name for item in items])
+        self.calls.append((model.name, options))
         outcomes: list[Transcription | Exception] = []
         for item in items:
             try:
@@ -101,10 +126,30 @@ class FakeEngine:
     def _transcribe(self, item: BatchItem, options: TranscribeOptions) -> Transcription:
         self.started.set()
         for window in range(1, self._windows + 1):
-            self.gate.wait(30)
+            if window >= self._hold_from:
+                self.gate.wait(30)
+            if self._window_seconds:
+                time.sleep(self._window_seconds)
             if item.on_progress is not None:
                 item.on_progress(window / self._windows)
         text = f"fake transcript of {item.duration_hint:.1f} seconds"
-        language = options.language or "en"
-        segment = Segment(0, 0.0, round(item.duration_hint, 3), text)
-        return Transcription(text, language, round(item.duration_hint, 3), [segment])
+        duration = round(item.duration_hint, 3)
+        language, probability = options.language or "en", None
+        if options.language is None and self._detected is not None:
+            language, probability = self._detected
+        segments = [self._segment(i, duration, text, options) for i in range(self._segments)]
+        text = " ".join(s.text for s in segments)
+        return Transcription(text, language, duration, segments, probability)
+
+    def _segment(self, index: int, duration: float, text: str, options: TranscribeOptions) -> Segment:
+        step = duration / self._segments
+        start, end = round(index * step, 3), round((index + 1) * step, 3)
+        said = text if self._segments == 1 else f"part {index + 1} of {text}"
+        words = None
+        if self._words and options.word_timestamps:
+            pieces = said.split()
+            span = (end - start) / len(pieces)
+            words = [
+                Word(w, round(start + k * span, 3), round(start + (k + 1) * span, 3), 0.9) for k, w in enumerate(pieces)
+            ]
+        return Segment(index, start, end, said, words)

@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from fakes import FakeEngine
 from whisper_mcp.config import Settings
 from whisper_mcp.queue.files import new_key
 from whisper_mcp.queue.jobs import JobRequest
@@ -19,11 +18,16 @@ from whisper_mcp.server.app import build_service, create_app
 from whisper_mcp.server.service import TranscriptionService
 from whisper_mcp.testing import ServerProcess, free_port
 
+from fakes import FakeEngine
+
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 LONG_AUDIO = FIXTURES / "long.mp3"  # ~62 s, several 30 s decoding windows
 
-__all__ = ["FIXTURES", "LONG_AUDIO", "ROOT", "InProcessServer", "ServerProcess", "free_port", "request", "wait_done", "words"]
+__all__ = [
+    "FIXTURES", "LONG_AUDIO", "ROOT", "InProcessServer", "ServerProcess", "free_port", "request", "submit",
+    "wait_done", "wait_status", "words",
+]  # fmt: skip
 
 
 def words(text: str) -> set[str]:
@@ -39,6 +43,27 @@ def wait_done(client: httpx.Client, job_id: str, timeout: float = 120.0) -> dict
             return record
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish in {timeout}s: {record}")
+
+
+def wait_status(client: httpx.Client, job_id: str, status: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    record: dict = {}
+    while time.monotonic() < deadline:
+        record = client.get(f"/status/{job_id}").json()
+        if record["status"] == status:
+            return record
+        time.sleep(0.02)
+    raise AssertionError(f"{job_id} never reached {status}: {record}")
+
+
+def submit(client: httpx.Client, path: Path, **fields: str) -> dict:
+    """POST /transcribe with ``path`` (no transcript cache unless ``cache`` is
+    given); asserts 202 and returns the job record."""
+    fields.setdefault("cache", "false")
+    with open(path, "rb") as f:
+        response = client.post("/transcribe", files={"file": (path.name, f)}, data=fields)
+    assert response.status_code == 202, response.text
+    return response.json()
 
 
 def request(job_id: str, **overrides: object) -> JobRequest:
@@ -90,8 +115,21 @@ class InProcessServer:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("in-process server did not start")
             time.sleep(0.01)
+        # Ready as ServerProcess.start means it: the default model loaded (or failed to).
+        while not (state := self.service.worker.state()).model_loaded and state.model_error is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("in-process server did not load its model")
+            time.sleep(0.005)
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        """An HTTP client for this server (``headers=...`` and the like pass through)."""
+        kwargs.setdefault("timeout", 30)
+        return httpx.Client(base_url=self.url, **kwargs)  # type: ignore[arg-type]
 
     def stop(self) -> None:
+        gate = getattr(self.engine, "gate", None)  # a real engine has none
+        if gate is not None:
+            gate.set()  # a held job must not keep the worker from stopping
         self._server.should_exit = True
         self._thread.join(10)
         self.service.queue.close()
