@@ -1,0 +1,111 @@
+"""What importing costs: the client, the CLI and the queue stay torch-free, the
+engine backends do not import each other, and the torch-free language table
+matches Whisper's."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import ROOT
+
+ENGINES = ROOT / "whisper_mcp" / "engines"
+# The inference backends; only engine.py chooses between them.
+BACKENDS = {"openai", "ctranslate2", "openai_batch"}
+# openai_batch is the openai backend's own batched first-window decoding.
+OWN_HELPERS = {("openai", "openai_batch")}
+
+TORCH_FREE = [
+    "whisper_mcp.client.http",
+    "whisper_mcp.client.cli",
+    "whisper_mcp.client.bridge",
+    "whisper_mcp.cli",
+    "whisper_mcp.queue.jobs",
+    "whisper_mcp.queue.sqlite",
+    "whisper_mcp.queue.files",
+    "whisper_mcp.queue.manager",
+]
+
+
+def test_client_cli_and_queue_import_without_torch() -> None:
+    """One fresh interpreter imports each module in turn and notes what each
+    one added: a module that pulls in torch (or whisper) is named."""
+    code = (
+        "import importlib, json, sys\n"
+        "heavy = {}\n"
+        f"for name in {TORCH_FREE!r}:\n"
+        "    importlib.import_module(name)\n"
+        "    heavy[name] = sorted(m for m in ('torch', 'whisper') if m in sys.modules)\n"
+        "print(json.dumps(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    heavy = json.loads(result.stdout)
+    assert list(heavy) == TORCH_FREE
+    assert heavy == {name: [] for name in TORCH_FREE}, heavy
+
+
+def engines_imported_by(path: Path) -> set[str]:
+    """The modules of whisper_mcp.engines that ``path`` imports, however spelled
+    (``import a.b``, ``from a.b import c``, ``from a import b``, relative)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative to whisper_mcp.engines
+                base = "whisper_mcp.engines" + ("." + node.module if node.module else "")
+            else:
+                base = node.module or ""
+            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[:2] == ["whisper_mcp", "engines"] and len(parts) > 2:
+                found.add(parts[2])
+    return found
+
+
+def test_import_finder_sees_every_spelling(tmp_path: Path) -> None:
+    source = tmp_path / "m.py"
+    source.write_text(
+        "import whisper_mcp.engines.openai\n"
+        "from whisper_mcp.engines.ctranslate2 import X\n"
+        "from whisper_mcp.engines import openai_batch, base\n"
+        "from . import progress\n"
+        "from .mel import Mel\n"
+        "def f():\n    import whisper_mcp.engines.audio as a\n"
+    )
+    assert engines_imported_by(source) == {"openai", "ctranslate2", "openai_batch", "base", "progress", "mel", "audio"}
+
+
+def test_no_engine_module_but_engine_py_imports_a_backend() -> None:
+    graph = {path.stem: engines_imported_by(path) for path in ENGINES.glob("*.py")}
+    assert BACKENDS <= set(graph), sorted(graph)
+    for module, imported in graph.items():
+        if module == "engine":
+            continue
+        wrong = {b for b in imported & BACKENDS if (module, b) not in OWN_HELPERS and b != module}
+        assert not wrong, f"whisper_mcp/engines/{module}.py imports the backend(s) {sorted(wrong)}"
+
+    # And no circle at all among the engine modules.
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, "import circle: " + " -> ".join((*path, module))
+        for other in graph.get(module, ()):
+            visit(other, (*path, module))
+
+    for module in graph:
+        visit(module, ())
+
+
+def test_language_table_matches_whisper() -> None:
+    import whisper.tokenizer
+
+    import whisper_mcp.languages
+
+    assert whisper_mcp.languages.LANGUAGES == whisper.tokenizer.LANGUAGES
+    assert whisper_mcp.languages.TO_LANGUAGE_CODE == whisper.tokenizer.TO_LANGUAGE_CODE
