@@ -1,5 +1,6 @@
 """End to end: the stdio bridge (``python -m whisper_mcp.client.bridge``) started by a real
-MCP stdio client, uploading a local file to a real server with the real model."""
+MCP stdio client, uploading a local file to a real server with the real model.
+Its tools' errors, token and cancel handling: tests/unit/test_bridge.py (in process)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,8 @@ from pathlib import Path
 import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
-from fastmcp.exceptions import ToolError
 
-from helpers import FIXTURES, ROOT, ServerProcess, free_port, words
+from helpers import FIXTURES, ROOT, ServerProcess, words
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -56,7 +56,9 @@ async def test_transcribes_a_local_file_into_the_output_folder(server: ServerPro
     assert status_file.is_file()
     note = status_file.read_text()
     assert note.startswith("QUEUED") and job_id in note
-    assert json.loads((out / ".whisper-mcp-jobs.json").read_text())[job_id]["filename"] == str(work / "standup_meeting.wav")
+    assert json.loads((out / ".whisper-mcp-jobs.json").read_text())[job_id]["filename"] == str(
+        work / "standup_meeting.wav"
+    )
 
     # ... and collect with a fresh one: the job map survives the restart.
     updates: list[tuple[float, float | None, str | None]] = []
@@ -88,43 +90,3 @@ async def test_transcribes_a_local_file_into_the_output_folder(server: ServerPro
     # No stray temporary files; nothing written into the repository.
     assert sorted(p.name for p in out.iterdir()) == [".whisper-mcp-jobs.json", "standup_meeting.txt"]
     assert {p.name for p in ROOT.iterdir()} == repo_before
-
-
-async def test_missing_or_unusable_file_is_a_clear_tool_error(server: ServerProcess, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    async with bridge(server.url, out, tmp_path) as client:
-        with pytest.raises(ToolError, match="No such file: .*nowhere.wav"):
-            await client.call_tool("transcribe_wav", {"filename": str(tmp_path / "nowhere.wav")})
-        with pytest.raises(ToolError, match="Not a regular file"):
-            await client.call_tool("transcribe_wav", {"filename": str(tmp_path)})
-        # What the service refuses comes back in its own words.
-        shutil.copy(FIXTURES / "not_audio.bin", tmp_path / "notes.wav")
-        with pytest.raises(ToolError) as refused:
-            await client.call_tool("transcribe_wav", {"filename": str(tmp_path / "notes.wav")})
-        assert str(refused.value).strip()
-        with pytest.raises(ToolError, match="bridge-no-such-job"):
-            await client.call_tool("check_transcription_status", {"job_id": "bridge-no-such-job"})
-    assert not out.exists() or not list(out.glob("*.transcribing.txt"))
-
-
-async def test_unreachable_service_is_a_clear_tool_error(tmp_path: Path) -> None:
-    shutil.copy(FIXTURES / "speech.wav", tmp_path / "speech.wav")
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    out = tmp_path / "out"
-    async with bridge(url, out, tmp_path) as client:
-        with pytest.raises(ToolError, match=f"Could not reach the transcription service at {url}"):
-            await client.call_tool("transcribe_wav", {"filename": str(tmp_path / "speech.wav")})
-        with pytest.raises(ToolError, match=f"Could not reach the transcription service at {url}"):
-            await client.call_tool("check_transcription_status", {"job_id": "some-job", "wait_seconds": 5})
-    assert not (out / "speech.transcribing.txt").exists()
-
-
-def test_whisper_mcp_bridge_subcommand_hands_its_arguments_over() -> None:
-    import subprocess
-    import sys
-
-    out = subprocess.run(
-        [sys.executable, "-m", "whisper_mcp", "bridge", "--help"], capture_output=True, text=True, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    assert "--output-dir" in out.stdout and "--url" in out.stdout
