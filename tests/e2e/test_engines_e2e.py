@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from whisper_mcp.engines.audio import decode_audio
 from whisper_mcp.config import default_model_cache
-from whisper_mcp.models.convert import find_packaged_models
+from whisper_mcp.engines.audio import decode_audio
 from whisper_mcp.engines.base import Transcription
 from whisper_mcp.engines.engine import WhisperEngine
 from whisper_mcp.errors import UnknownModel
+from whisper_mcp.models.convert import find_packaged_models
 from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import TranscribeOptions
 
@@ -279,14 +279,20 @@ def test_ctranslate2_folder_assembled_once(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("vad", [False, True], ids=["sequential", "vad-batching"])
 def test_server_runs_the_ctranslate2_engine(tmp_path: Path, vad: bool) -> None:
-    """The engine chosen by configuration, end to end over HTTP."""
+    """The engine chosen by configuration (the composition root's build_engine,
+    as `serve --engine ctranslate2 [--vad-batching]` calls it), through the real
+    routes of an in-process server."""
+    _needs("ctranslate2", "tiny.en")
     import httpx
 
-    from helpers import ServerProcess, wait_done
+    from whisper_mcp.config import Settings
+    from whisper_mcp.server.app import build_engine
 
-    flags = ["--engine", "ctranslate2", *(["--vad-batching"] if vad else [])]
-    srv = ServerProcess(tmp_path / "storage", tmp_path / "server.log", *flags).start()
-    try:
+    from helpers import InProcessServer, wait_done
+
+    engine = build_engine(Settings.from_env({}, engine="ctranslate2", vad_batching=vad))
+    # (Only build_engine reads the engine setting; start's own `engine` is the object.)
+    with InProcessServer.start(tmp_path / "storage", engine, vad_batching=vad) as srv:  # type: ignore[arg-type]
         with httpx.Client(base_url=srv.url, timeout=60) as client:
             health = client.get("/health").json()
             assert (health["engine"], health["compute_type"], health["vad_batching"]) == ("ctranslate2", "int8", vad)
@@ -294,9 +300,7 @@ def test_server_runs_the_ctranslate2_engine(tmp_path: Path, vad: bool) -> None:
                 job = client.post("/transcribe", files={"file": ("speech.wav", f)}, data={"word_timestamps": "true"}).json()
             record = wait_done(client, job["job_id"])
             assert record["status"] == "completed", record
-            heard = {w.strip(".,").lower() for w in record["transcript"].split()}
-            assert {"transcription", "model", "loaded", "meeting"} <= heard
+            assert {"transcription", "model", "loaded", "meeting"} <= words(record["transcript"])
+            assert client.get("/health").json()["loaded_models"] == ["tiny.en"]
             srt = client.get(f"/download/{job['job_id']}", params={"format": "srt"}).text
             assert "-->" in srt
-    finally:
-        srv.stop()

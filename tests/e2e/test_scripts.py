@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, ServerProcess, free_port
 from whisper_mcp.config import default_model_cache
+
+from helpers import ROOT, ServerProcess, free_port
 
 SCRIPTS = ROOT / "scripts"
 START_SH = SCRIPTS / "start_transcription_service.sh"
