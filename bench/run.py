@@ -18,6 +18,9 @@ temporary storage, so any one runs alone with --only):
               long transcription vs idle
   memory      server RSS: idle, peak on a 1-min and a 30-min file, growth during
               a 1 GiB upload
+  replicas    three replicas on one PostgreSQL database (a throwaway cluster) vs
+              one server on SQLite: pick-up latency (NOTIFY across replicas),
+              throughput of 3 replicas vs 1, /status p99 with all transcribing
 
 Every figure is printed next to a baseline measured in the same run, as a ratio.
 The machine may be shared and noisy: compare ratios, not absolute times.
@@ -33,9 +36,6 @@ import json
 import os
 import platform
 import random
-import re
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +51,8 @@ from typing import Any
 
 import httpx
 import numpy as np
+
+from whisper_mcp.testing import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -79,12 +81,6 @@ POLL_S = 0.02
 
 # --------------------------------------------------------------------------
 # small utilities
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def median(xs: list[float]) -> float:
@@ -229,71 +225,21 @@ class RssSampler(threading.Thread):
         return self.samples[-1][1] if self.samples else (vm_kb(self.pid) or 0)
 
 
-class Server:
-    """``python -m whisper_mcp serve`` on a free loopback port with fresh storage."""
-
-    def __init__(self, workdir: Path, *extra: str) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.storage = workdir / f"storage-{self.port}"
-        self.log_path = workdir / f"server-{self.port}.log"
-        self.extra = extra
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.ready_s: float | None = None
-
-    def start(self, timeout: float = 300.0) -> "Server":
-        cmd = [
-            PY, "-m", "whisper_mcp", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-            "--storage", str(self.storage), "--model", MODEL, "--device", DEVICE, *self.extra,
-        ]  # fmt: skip
-        self._log = open(self.log_path, "ab")
-        t0 = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, cwd=TREE, env=sub_env(), stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                if httpx.get(f"{self.url}/health", timeout=2).json().get("model_loaded"):
-                    self.ready_s = time.perf_counter() - t0
-                    return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server not ready within {timeout}s:\n{self.log_tail()}")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if hasattr(self, "_log") and not self._log.closed:
-            self._log.close()
-
-    def __enter__(self) -> "Server":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+@contextlib.contextmanager
+def serving(workdir: Path, *extra: str, timeout: float = 300.0) -> Iterator[ServerProcess]:
+    """``python -m whisper_mcp serve`` of the benchmarked tree (cwd and
+    PYTHONPATH), on a free loopback port with fresh storage under ``workdir``,
+    with the run's model and device; SIGTERM when the block ends."""
+    port = free_port()
+    srv = ServerProcess(
+        workdir / f"storage-{port}", workdir / f"server-{port}.log", "--model", MODEL, "--device", DEVICE, *extra,
+        port=port, env=sub_env(), cwd=TREE,
+    )  # fmt: skip
+    srv.start(timeout)
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 class Helper:
@@ -337,7 +283,7 @@ class Helper:
                 self.proc.wait(5)
         self.stderr.close()
 
-    def __enter__(self) -> "Helper":
+    def __enter__(self) -> Helper:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -472,7 +418,7 @@ def bench_warm(ctx: Ctx, sec: Section) -> None:
     clip = FIXTURES / "speech.wav"
     n = ctx.pick(7, 3)
     n_cold = ctx.pick(5, 2)
-    with Server(ctx.workdir) as srv, Helper("openai", ctx.workdir) as helper, httpx.Client(base_url=srv.url, timeout=300) as client:
+    with serving(ctx.workdir) as srv, Helper("openai", ctx.workdir) as helper, httpx.Client(base_url=srv.url, timeout=300) as client:
         sec.details["server_ready_s"] = srv.ready_s
         sec.details["helper_ready"] = helper.ready
         service_e2e(client, clip)  # warm-up: first job pays one-off costs
@@ -696,7 +642,7 @@ def bench_queue(ctx: Ctx, sec: Section) -> None:
     spans: dict[str, list[float]] = {"seq": [], "batch": []}
     inference: dict[str, list[float]] = {"seq": [], "batch": []}
     accepted: list[float] = []
-    with Server(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
+    with serving(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
         completed(wait_done(client, submit(client, FIXTURES / "speech.wav")["job_id"]))  # warm-up
         for mode in order:
             time.sleep(0.5)
@@ -709,7 +655,7 @@ def bench_queue(ctx: Ctx, sec: Section) -> None:
             inference[mode].append(sum(r["finished_at"] - r["started_at"] for r in records))
     # Extra, informational: all at once with batching off, so queueing alone is seen apart from batching.
     spans["unbatched"] = []
-    with Server(ctx.workdir, "--batch-size", "1") as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
+    with serving(ctx.workdir, "--batch-size", "1") as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
         completed(wait_done(client, submit(client, FIXTURES / "speech.wav")["job_id"]))  # warm-up
         for _ in range(ctx.pick(2, 1)):
             time.sleep(0.5)
@@ -748,7 +694,7 @@ def bench_pickup(ctx: Ctx, sec: Section) -> None:
     n = ctx.pick(20, 10)
     clip = FIXTURES / "short.wav"
     pickup, client_pickup, processing, upload = [], [], [], []
-    with Server(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=120) as client:
+    with serving(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=120) as client:
         completed(wait_done(client, submit(client, clip)["job_id"]))  # warm-up
         for _ in range(n):
             time.sleep(0.3)  # let the worker go idle (blocked waiting for work)
@@ -845,7 +791,7 @@ async def poll_storm(url: str, status_path: str, stop: Callable[[], bool], watch
             "client_lag_p50_ms": pct(lag, 50) * 1e3, "client_lag_p99_ms": pct(lag, 99) * 1e3}  # fmt: skip
 
 
-def busy_storm(srv: Server, client: httpx.Client, long_wav: Path, seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def busy_storm(srv: ServerProcess, client: httpx.Client, long_wav: Path, seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
     """Submit ``long_wav``, wait until it runs, then poll for ``seconds`` (or until it ends)."""
     job = submit(client, long_wav)
     while client.get(f"/status/{job['job_id']}").json()["status"] == "queued":
@@ -861,7 +807,7 @@ def bench_responsive(ctx: Ctx, sec: Section) -> None:
     busy_s = ctx.pick(20.0, 10.0)  # pollers run this long into the transcription (or until it ends)
     long_wav = ctx.workdir / f"long_x{repeats}.wav"
     audio_s = write_wav(long_wav, concatenated(decoded(FIXTURES / "long.mp3"), 62.0 * repeats + 1.0 * (repeats - 1), seed=5))
-    with Server(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
+    with serving(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
         warm_id = completed(wait_done(client, submit(client, FIXTURES / "speech.wav")["job_id"]))["job_id"]
         # Idle baseline: same pollers, same mix, nothing transcribing.
         end = time.monotonic() + idle_s
@@ -871,7 +817,7 @@ def bench_responsive(ctx: Ctx, sec: Section) -> None:
     # and with the inference threads at the server's own CPU priority.
     extras: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     for flags in (("--threads", "1"), ("--inference-nice", "0")):
-        with Server(ctx.workdir, *flags) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
+        with serving(ctx.workdir, *flags) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
             completed(wait_done(client, submit(client, FIXTURES / "speech.wav")["job_id"]))
             extras[" ".join(flags)] = busy_storm(srv, client, long_wav, busy_s)
     busy1, record1 = extras["--threads 1"]
@@ -977,7 +923,7 @@ def bench_memory(ctx: Ctx, sec: Section) -> None:
     cap_s = ctx.pick(300.0, 60.0)  # a job still running then is cancelled (peak comes early: decode + mel)
     big_wav = ctx.workdir / f"long_{int(long_s)}s.wav"
     write_wav(big_wav, concatenated(decoded(FIXTURES / "long.mp3"), long_s, seed=7))
-    with Server(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
+    with serving(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
         sampler = RssSampler(srv.pid)
         sampler.start()
         try:
@@ -1007,7 +953,7 @@ def bench_memory(ctx: Ctx, sec: Section) -> None:
         limits += ["--max-upload-mb", str((upload_bytes >> 20) + 16)]
     if "--max-audio-seconds" in help_text:
         limits += ["--max-audio-seconds", "3600"]
-    with Server(ctx.workdir, *limits) as srv:
+    with serving(ctx.workdir, *limits) as srv:
         sampler = RssSampler(srv.pid)
         sampler.start()
         try:
@@ -1065,6 +1011,271 @@ def bench_memory(ctx: Ctx, sec: Section) -> None:
 
 
 # --------------------------------------------------------------------------
+# 7. several replicas on PostgreSQL
+
+
+def start_together(servers: list[ServerProcess], timeout: float = 300.0) -> None:
+    """Start servers at once (their model loads overlap); stop them all if one fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(servers)) as pool:
+        errors = [e for e in pool.map(lambda s: _start_error(s, timeout), servers) if e is not None]
+    if errors:
+        for s in servers:
+            s.stop()
+        raise errors[0]
+
+
+def _start_error(server: ServerProcess, timeout: float) -> BaseException | None:
+    try:
+        server.start(timeout)
+    except BaseException as exc:  # reported by start_together
+        return exc
+    return None
+
+
+def pickups(client: httpx.Client, clip: Path, n: int) -> dict[str, list[float]]:
+    """``n`` jobs one at a time onto idle workers: started_at - created_at (server
+    clocks, one machine), started_at - the client's receipt of the 202, run time."""
+    out: dict[str, list[float]] = {"pickup": [], "after_202": [], "run": []}
+    for _ in range(n):
+        time.sleep(0.3)  # the workers go idle (blocked waiting for work)
+        job = submit(client, clip)
+        t_202 = time.time()
+        rec = completed(wait_done(client, job["job_id"], poll=0.05))
+        out["pickup"].append(rec["started_at"] - rec["created_at"])
+        out["after_202"].append(rec["started_at"] - t_202)
+        out["run"].append(rec["finished_at"] - rec["started_at"])
+    return out
+
+
+def spread_at_once(urls: list[str], clips: list[Path]) -> tuple[float, list[dict[str, Any]]]:
+    """All clips uploaded concurrently, round-robin over ``urls``; waits for every job
+    (on the first URL: any replica answers). Span: first submit -> last finished_at."""
+
+    async def go() -> list[dict[str, Any]]:
+        clients = [httpx.AsyncClient(base_url=u, timeout=300) for u in urls]
+        try:
+
+            async def one(i: int, path: Path) -> dict[str, Any]:
+                r = await clients[i % len(clients)].post(
+                    "/transcribe", files={"file": (path.name, path.read_bytes(), "audio/wav")}, data={"cache": "false"}
+                )
+                if r.status_code != 202:
+                    raise RuntimeError(f"POST {path.name}: {r.status_code} {r.text[:200]}")
+                return r.json()
+
+            return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(clips))))
+        finally:
+            for c in clients:
+                await c.aclose()
+
+    t0 = time.time()
+    jobs = asyncio.run(go())
+    with httpx.Client(base_url=urls[0], timeout=60) as client:
+        records = [completed(wait_done(client, j["job_id"], poll=0.1)) for j in jobs]
+    return max(r["finished_at"] for r in records) - t0, records
+
+
+async def status_storm(targets: list[tuple[str, str]], seconds: float) -> dict[str, Any]:
+    """POLLERS pollers for ``seconds``, poller i on ``targets[i % len]`` (url, status
+    path), each alternating /health and the status path with POLLER_INTERVAL_S pauses;
+    the first request of each poller (connection set-up) is dropped."""
+    lat: dict[str, list[float]] = {"health": [], "status": []}
+    errors: list[str] = []
+    end = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=POLLERS, max_keepalive_connections=POLLERS)
+    clients = {url: httpx.AsyncClient(base_url=url, timeout=60, limits=limits) for url, _ in targets}
+    try:
+
+        async def poller(i: int) -> None:
+            url, status_path = targets[i % len(targets)]
+            await asyncio.sleep(random.Random(i).random() * POLLER_INTERVAL_S)
+            k, first = i, True
+            while time.monotonic() < end:
+                kind = "health" if k % 2 == 0 else "status"
+                k += 1
+                t = time.perf_counter()
+                try:
+                    r = await clients[url].get("/health" if kind == "health" else status_path)
+                    dt: float | None = time.perf_counter() - t
+                    if r.status_code != 200:
+                        errors.append(f"{r.status_code} {r.text[:120]}")
+                except httpx.HTTPError as exc:
+                    dt = None
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                if dt is not None and not first:
+                    lat[kind].append(dt)
+                first = False
+                await asyncio.sleep(POLLER_INTERVAL_S)
+
+        await asyncio.gather(*(poller(i) for i in range(POLLERS)))
+    finally:
+        for c in clients.values():
+            await c.aclose()
+    return {"lat": lat, "errors": len(errors), "error_samples": errors[:5]}
+
+
+def running_on(clients: list[httpx.Client], job_ids: list[str], timeout: float = 120.0) -> None:
+    """Wait until every job is processing."""
+    deadline = time.monotonic() + timeout
+    while any(clients[0].get(f"/status/{j}").json()["status"] != "processing" for j in job_ids):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"jobs not all running: {[clients[0].get(f'/status/{j}').json() for j in job_ids]}")
+        time.sleep(0.05)
+
+
+def bench_replicas(ctx: Ctx, sec: Section) -> None:
+    """Three replicas on one PostgreSQL database and one storage folder vs one
+    server on SQLite, all on this machine, with default settings."""
+    from whisper_mcp.testing import PostgresCluster, ServerProcess
+
+    if PostgresCluster.binaries() is None:
+        raise RuntimeError("PostgreSQL is not installed (Debian: apt-get install postgresql)")
+    n_pick = ctx.pick(15, 6)
+    n_clips = ctx.pick(12, 6)
+    storm_s = ctx.pick(10.0, 5.0)
+    clip = FIXTURES / "short.wav"
+    clips_dir = ctx.workdir / "clips"
+    clips_dir.mkdir()
+    clips = make_clips(clips_dir, n_clips, seed=5)
+    busy_wav = ctx.workdir / "busy.wav"  # keeps a worker busy for the cross-replica pick-up and the storm
+    write_wav(busy_wav, concatenated(decoded(FIXTURES / "long.mp3"), ctx.pick(240.0, 150.0), seed=11))
+
+    def server(storage: Path, name: str, *extra: str) -> ServerProcess:
+        return ServerProcess(
+            storage, ctx.workdir / f"{name}.log", "--model", MODEL, "--device", DEVICE, *extra,
+            port=free_port(), env=sub_env(), cwd=TREE,
+        )  # fmt: skip
+
+    rates: dict[str, list[float]] = {"sqlite": [], "pg1": [], "pg3": []}
+    with PostgresCluster() as cluster:
+        url = cluster.database()
+        shared = ctx.workdir / "shared-storage"
+        replica = {
+            name: server(shared, f"replica-{name}", "--database-url", url, "--replica-id", name) for name in "abc"
+        }
+        sqlite = server(ctx.workdir / "sqlite-storage", "sqlite")
+        start_together([sqlite, replica["a"]])
+        try:
+            s_client = httpx.Client(base_url=sqlite.url, timeout=300)
+            a_client = httpx.Client(base_url=replica["a"].url, timeout=300)
+            for c in (s_client, a_client):
+                completed(wait_done(c, submit(c, FIXTURES / "speech.wav")["job_id"]))  # warm-up
+            # Pick-up: one idle worker, SQLite vs PostgreSQL (interleaved halves).
+            pick = {"sqlite": pickups(s_client, clip, n_pick // 2), "pg1": pickups(a_client, clip, n_pick // 2)}
+            for name, c in (("pg1", a_client), ("sqlite", s_client)):
+                for k, v in pickups(c, clip, n_pick - n_pick // 2).items():
+                    pick[name][k] += v
+            # Throughput, one server each (rounds A B ... B A with 3 replicas in the middle).
+            rates["sqlite"].append(n_clips / (spread_at_once([sqlite.url], clips)[0] / 60))
+            rates["pg1"].append(n_clips / (spread_at_once([replica["a"].url], clips)[0] / 60))
+
+            start_together([replica["b"], replica["c"]])
+            urls = [r.url for r in replica.values()]
+            clients = [a_client] + [httpx.Client(base_url=u, timeout=300) for u in urls[1:]]
+            for c in clients[1:]:
+                completed(wait_done(c, submit(c, FIXTURES / "speech.wav")["job_id"]))  # warm-up
+            # Cross-replica pick-up: jobs sent to the replica busy with a long file,
+            # so another, idle one must learn of them (NOTIFY) and take them.
+            busy = submit(a_client, busy_wav)["job_id"]
+            running_on(clients, [busy])
+            with psycopg_connect(url) as conn:
+                owner = conn.execute("SELECT lease_owner FROM jobs WHERE job_id = %s", (busy,)).fetchone()[0]
+            busy_client = clients["abc".index(owner)]
+            pick["pg_notify"] = pickups(busy_client, clip, n_pick)
+            busy_throughout = a_client.get(f"/status/{busy}").json()["status"] == "processing"
+            a_client.delete(f"/jobs/{busy}")
+            completed_or_cancelled = wait_done(a_client, busy)
+            # Status under load: a long file running on every replica, pollers spread over the three.
+            longs = [submit(c, busy_wav)["job_id"] for c in clients]
+            running_on(clients, longs)
+            storm3 = asyncio.run(status_storm([(u, f"/status/{j}") for u, j in zip(urls, longs, strict=True)], storm_s))
+            for j in longs:
+                a_client.delete(f"/jobs/{j}")
+            for j in longs:
+                wait_done(a_client, j)
+            s_long = submit(s_client, busy_wav)["job_id"]
+            running_on([s_client], [s_long])
+            storm1 = asyncio.run(status_storm([(sqlite.url, f"/status/{s_long}")], storm_s))
+            s_client.delete(f"/jobs/{s_long}")
+            wait_done(s_client, s_long)
+            # Throughput with three replicas, two rounds.
+            for _ in range(2):
+                rates["pg3"].append(n_clips / (spread_at_once(urls, clips)[0] / 60))
+            replica["b"].stop()
+            replica["c"].stop()
+            rates["pg1"].append(n_clips / (spread_at_once([replica["a"].url], clips)[0] / 60))
+            rates["sqlite"].append(n_clips / (spread_at_once([sqlite.url], clips)[0] / 60))
+            for c in clients + [s_client]:
+                c.close()
+        finally:
+            for r in [sqlite, *replica.values()]:
+                r.stop()
+
+    ms = {k: [x * 1000 for x in v["pickup"]] for k, v in pick.items()}
+    sec.add(
+        "pick-up, PostgreSQL, 1 replica, idle: created_at->started_at, median", median(ms["pg1"]), "ms",
+        "SQLite, same", median(ms["sqlite"]), median(ms["pg1"]) / median(ms["sqlite"]), "pg/sqlite", "< 20 ms",
+        median(ms["pg1"]) < 20,
+    )  # fmt: skip
+    sec.add(
+        "pick-up, PostgreSQL, sent to a busy replica, taken by an idle one (NOTIFY), median", median(ms["pg_notify"]),
+        "ms", "SQLite, 1 server idle", median(ms["sqlite"]), median(ms["pg_notify"]) / median(ms["sqlite"]),
+        "pg/sqlite", "< 20 ms", median(ms["pg_notify"]) < 20,
+    )  # fmt: skip
+    pg1, pg3, lite = (sum(rates[k]) / len(rates[k]) for k in ("pg1", "pg3", "sqlite"))
+    sec.add(
+        f"throughput, 3 replicas (PostgreSQL), {n_clips} clips at once, spread", pg3, "clips/min",
+        "1 replica (PostgreSQL)", pg1, pg3 / pg1, "3/1", "", None,
+    )  # fmt: skip
+    sec.add(
+        f"throughput, 1 replica (PostgreSQL), {n_clips} clips at once", pg1, "clips/min", "1 server (SQLite)", lite,
+        pg1 / lite, "pg/sqlite", "", None,
+    )  # fmt: skip
+    s3, s1 = pct(storm3["lat"]["status"], 99) * 1000, pct(storm1["lat"]["status"], 99) * 1000
+    sec.add(
+        f"/status p99, {POLLERS} pollers over 3 replicas, each transcribing", s3, "ms",
+        "1 server (SQLite), transcribing", s1, s3 / s1, "3 replicas/1", "< 20 ms *", s3 < 20,
+    )  # fmt: skip
+    sec.details.update(
+        pickup_ms=ms, pickup_after_202_ms={k: [x * 1000 for x in v["after_202"]] for k, v in pick.items()},
+        run_ms={k: [x * 1000 for x in v["run"]] for k, v in pick.items()}, busy_throughout=busy_throughout,
+        busy_replica=owner, rates_clips_per_min=rates, clips=n_clips,
+        storm3={"health_p99_ms": pct(storm3["lat"]["health"], 99) * 1000, "status_p50_ms": pct(storm3["lat"]["status"], 50) * 1000,
+                "requests": sum(len(v) for v in storm3["lat"].values()), "errors": storm3["errors"], "error_samples": storm3["error_samples"]},
+        storm1={"health_p99_ms": pct(storm1["lat"]["health"], 99) * 1000, "status_p50_ms": pct(storm1["lat"]["status"], 50) * 1000,
+                "requests": sum(len(v) for v in storm1["lat"].values()), "errors": storm1["errors"], "error_samples": storm1["error_samples"]},
+        busy_job=completed_or_cancelled.get("status"),
+    )  # fmt: skip
+    after = {k: median(pick[k]["after_202"]) * 1000 for k in ("sqlite", "pg1", "pg_notify")}
+    busy_note = "ran its long file throughout" if busy_throughout else "FINISHED its long file early (figure mixed)"
+    sec.notes.append(
+        f"pick-up p95: SQLite {pct(ms['sqlite'], 95):.1f}, PostgreSQL 1 replica {pct(ms['pg1'], 95):.1f}, "
+        f"cross-replica (NOTIFY) {pct(ms['pg_notify'], 95):.1f} ms; started_at - the client's 202, median: "
+        f"{after['sqlite']:.1f} / {after['pg1']:.1f} / {after['pg_notify']:.1f} ms; the busy replica ({owner}) {busy_note}"
+    )
+    rounds = {k: "/".join(f"{x:.1f}" for x in rates[k]) for k in rates}
+    sec.notes.append(
+        f"throughput rounds (clips/min): SQLite {rounds['sqlite']}, PostgreSQL 1 replica {rounds['pg1']}, "
+        f"3 replicas {rounds['pg3']}; every replica on this machine's {os.cpu_count()} cores with default "
+        "threads: 3 replicas share the same CPUs"
+    )
+    s3d, s1d = sec.details["storm3"], sec.details["storm1"]
+    sec.notes.append(
+        f"under load: /health p99 3 replicas {s3d['health_p99_ms']:.1f} ms vs 1 server {s1d['health_p99_ms']:.1f} ms; "
+        f"/status p50 {s3d['status_p50_ms']:.1f} vs {s1d['status_p50_ms']:.1f} ms; "
+        f"{s3d['requests']} + {s1d['requests']} requests, {s3d['errors']} + {s1d['errors']} errors"
+    )
+
+
+def psycopg_connect(url: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+# --------------------------------------------------------------------------
 
 SECTIONS: dict[str, tuple[str, Callable[[Ctx, Section], None]]] = {
     "warm": ("1. warm service vs in-process vs cold process", bench_warm),
@@ -1073,6 +1284,7 @@ SECTIONS: dict[str, tuple[str, Callable[[Ctx, Section], None]]] = {
     "pickup": ("4. pick-up latency, idle worker", bench_pickup),
     "responsive": ("5. responsiveness during a long transcription", bench_responsive),
     "memory": ("6. server memory", bench_memory),
+    "replicas": ("7. three replicas on PostgreSQL vs one server on SQLite", bench_replicas),
 }
 
 
@@ -1088,10 +1300,10 @@ def table(sections: list[Section]) -> str:
         for note in sec.notes:
             rows.append(f"   note: {note}")
     widths = [max([len(header[i])] + [len(r[i]) for r in rows if isinstance(r, list)]) for i in range(len(header))]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
     out = [line, "-" * len(line)]
     for r in rows:
-        out.append(r if isinstance(r, str) else "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        out.append(r if isinstance(r, str) else "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     return "\n".join(out)
 
 
@@ -1154,7 +1366,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["busy"] = max(meta["load_before"][0], *(s.load_at_start[0] for s in results)) > 1.5
     print()
     print(table(results))
-    print(f"\n* target implied by the design (see bench/README.md), not set by the issue.")
+    print("\n* target implied by the design (see bench/README.md), not set by the issue.")
     print(f"total {meta['seconds']:.0f} s; load average before {meta['load_before']}, after {meta['load_after']}"
           + ("  (machine busy: noisy)" if meta["busy"] else ""))  # fmt: skip
     out = Path(args.out)
