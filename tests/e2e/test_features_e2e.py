@@ -19,8 +19,6 @@ from helpers import FIXTURES, InProcessServer, submit, wait_done, words
 
 pytestmark = pytest.mark.e2e
 
-__all__ = ["submit"]  # tests/e2e/test_batch_e2e.py takes it from here
-
 
 @pytest.fixture
 def budget_server(tmp_path: Path) -> Iterator[InProcessServer]:
