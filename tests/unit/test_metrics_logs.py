@@ -141,7 +141,7 @@ def test_one_log_line_per_job_event(tmp_path: Path, logged, capsys: pytest.Captu
     err = capsys.readouterr().err
     lines = job_lines(err, job["job_id"])
     assert events_of(err, job["job_id"]) == ["queued", "started", "completed"], lines
-    assert " INFO whisper_mcp.server.service: " in lines[0]
+    assert " INFO whisper_mcp.queue: " in lines[0]  # the queue, which owns the transition, logs it
     completed = lines[-1]
     assert "model=tiny.en" in completed and "audio_seconds=" in completed and "elapsed=" in completed
     assert events_of(err, cancelled["job_id"]) == ["queued", "cancelled"], err

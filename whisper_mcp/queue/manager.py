@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from whisper_mcp.logs import job_event
+from whisper_mcp.options import PRIORITY_NAMES
 from whisper_mcp.queue.files import FileStore, StoredUpload
 from whisper_mcp.queue.jobs import DuplicateJob, Job, JobPage, JobRequest, JobStatus
 from whisper_mcp.queue.store import SQLJobStore
@@ -123,6 +125,16 @@ class JobQueue:
             except BaseException:
                 self.files.discard(audio)
                 raise
+            # Logged before anyone is told, so "queued" always precedes "started".
+            job_event(
+                log,
+                "queued",
+                job.job_id,
+                model=job.model,
+                priority=PRIORITY_NAMES[job.priority],
+                bytes=job.audio_bytes,
+                audio_seconds=job.duration,
+            )
         self._changed(job.job_id)
         return job
 

@@ -172,17 +172,7 @@ class TranscriptionService:
         # Answer from the job as queued: the worker may start it any moment now.
         record = _record(job)
         record["queue_position"] = await to_thread.run_sync(self.queue.queue_position, job)
-        self.worker.notify()
         self.metrics.upload_bytes.inc(job.audio_bytes)
-        job_event(
-            log,
-            "queued",
-            job.job_id,
-            model=job.model,
-            priority=PRIORITY_NAMES[job.priority],
-            bytes=job.audio_bytes,
-            audio_seconds=job.duration,
-        )
         return record
 
     async def submit_bytes(self, data: bytes, submission: Submission) -> dict[str, Any]:
