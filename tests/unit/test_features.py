@@ -235,16 +235,20 @@ async def test_mcp_resources_and_new_tools(fake_server: InProcessServer, fake_cl
         names = {t.name for t in await mcp.list_tools()}
         assert {"cancel_transcription", "list_transcription_jobs", "list_models"} <= names
         templates = {t.uri_template for t in await mcp.list_resource_templates()}
-        assert {"transcript://{job_id}", "transcript://{job_id}/{format}"} <= templates
-        status = (await mcp.call_tool("check_transcription_status", {"job_id": job["job_id"], "format": "vtt"})).data
+        assert {"transcript://{job_id}", "transcript://{job_id}/srt", "transcript://{job_id}/json"} <= templates
+        status = (
+            await mcp.call_tool("check_transcription_status", {"job_id": job["job_id"], "format": "vtt"})
+        ).structured_content
         assert status["transcript"].startswith("WEBVTT")
         srt = await mcp.read_resource(status["resources"]["srt"])
         assert srt[0].text.startswith("1\n") and "-->" in srt[0].text
         text = await mcp.read_resource(f"transcript://{job['job_id']}")
         assert text[0].text == fake_text(FIXTURES / "short.wav") == job["transcript"]
-        listing = (await mcp.call_tool("list_transcription_jobs", {"status": "completed", "limit": 5})).data
+        listing = (
+            await mcp.call_tool("list_transcription_jobs", {"status": "completed", "limit": 5})
+        ).structured_content
         assert [j["job_id"] for j in listing["jobs"]] == [job["job_id"]]
-        models = (await mcp.call_tool("list_models", {})).data
+        models = (await mcp.call_tool("list_models", {})).structured_content
         assert any(m["name"] == "tiny.en" and m["loaded"] for m in models["models"])
 
 
@@ -255,25 +259,27 @@ async def test_priority_options_and_cancel_over_mcp(held: InProcessServer) -> No
         wait_status(client, blocker["job_id"], "processing")
     audio = base64.b64encode((FIXTURES / "short.wav").read_bytes()).decode()
     async with Client(f"{held.url}/mcp") as mcp:
-        low = (await mcp.call_tool("transcribe_wav", {"audio_base64": audio, "priority": "low", "cache": False})).data
+        low = (
+            await mcp.call_tool("transcribe_wav", {"audio_base64": audio, "priority": "low", "cache": False})
+        ).structured_content
         urgent = (
             await mcp.call_tool(
                 "transcribe_wav",
                 {"audio_base64": audio, "priority": "urgent", "word_timestamps": True, "cache": False},
             )
-        ).data
+        ).structured_content
         assert urgent["queue_position"] == 1 and urgent["priority"] == "urgent"
         assert urgent["options"] == {"task": "transcribe", "word_timestamps": True}
-        cancelled = (await mcp.call_tool("cancel_transcription", {"job_id": low["job_id"]})).data
+        cancelled = (await mcp.call_tool("cancel_transcription", {"job_id": low["job_id"]})).structured_content
         assert cancelled["status"] == "cancelled"
-        running = (await mcp.call_tool("cancel_transcription", {"job_id": blocker["job_id"]})).data
+        running = (await mcp.call_tool("cancel_transcription", {"job_id": blocker["job_id"]})).structured_content
         assert running["status"] == "processing" and running["cancel_requested"] is True
         held.engine.gate.set()
         done = (
             await mcp.call_tool(
                 "check_transcription_status", {"job_id": urgent["job_id"], "wait_seconds": 10, "format": "json"}
             )
-        ).data
+        ).structured_content
     assert done["status"] == "completed", done
     segments = json.loads(done["transcript"])["segments"]
     assert segments and all(seg.get("words") for seg in segments)

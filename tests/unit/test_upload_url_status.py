@@ -31,7 +31,9 @@ async def test_an_unused_upload_url_is_waiting_for_its_upload(
 ) -> None:
     url = fake_server.url
     async with Client(f"{url}/mcp") as mcp:
-        made = (await mcp.call_tool("create_upload_url", {"filename": "standup.wav", "job_id": "standup"})).data
+        made = (
+            await mcp.call_tool("create_upload_url", {"filename": "standup.wav", "job_id": "standup"})
+        ).structured_content
 
         rest = httpx.get(f"{url}/status/standup")
         assert rest.status_code == 200
@@ -77,7 +79,9 @@ async def test_an_unused_upload_url_is_waiting_for_its_upload(
             assert "waiting for its upload to the one-time URL" in response.json()["error"]["message"]
 
         # A lost URL is replaced by asking again with the same id; either one works.
-        again = (await mcp.call_tool("create_upload_url", {"filename": "standup.wav", "job_id": "standup"})).data
+        again = (
+            await mcp.call_tool("create_upload_url", {"filename": "standup.wav", "job_id": "standup"})
+        ).structured_content
         assert again["upload_url"] != made["upload_url"]
         assert httpx.get(f"{url}/status/standup").json()["expires_at"] == again["expires_at"]
 
@@ -89,7 +93,7 @@ async def test_an_unused_upload_url_is_waiting_for_its_upload(
 
 async def test_a_used_or_unknown_id_says_so(fake_server: InProcessServer, tmp_path: Path) -> None:
     async with Client(f"{fake_server.url}/mcp") as mcp:
-        made = (await mcp.call_tool("create_upload_url", {"job_id": "junk"})).data
+        made = (await mcp.call_tool("create_upload_url", {"job_id": "junk"})).structured_content
     refused = httpx.post(made["upload_url"], content=(FIXTURES / "not_audio.bin").read_bytes())
     assert refused.status_code == 400
     answer = httpx.get(f"{fake_server.url}/status/junk")

@@ -88,7 +88,7 @@ async def test_chunked_upload_end_to_end(secured: InProcessServer, http: httpx.C
                 "begin_upload",
                 {"filename": "long.mp3", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()},
             )
-        ).data
+        ).structured_content
         upload_id = begun["upload_id"]
         offsets = list(range(0, len(data), chunk))
         assert len(offsets) > 3
@@ -99,14 +99,14 @@ async def test_chunked_upload_end_to_end(secured: InProcessServer, http: httpx.C
                     "upload_chunk",
                     {"upload_id": upload_id, "offset": offset, "data_base64": b64(data[offset : offset + chunk])},
                 )
-            ).data
+            ).structured_content
             if offset == offsets[-1]:  # the first chunk is still missing
                 assert answer["complete"] is False and answer["missing"] == [[0, chunk]]
         assert answer["complete"] is True and answer["received_bytes"] == len(data)
         # Different bytes where some already arrived: refused clearly.
         with pytest.raises(ToolError, match="different content"):
             await mcp.call_tool("upload_chunk", {"upload_id": upload_id, "offset": 10, "data_base64": b64(b"XXXX")})
-        queued = (await mcp.call_tool("transcribe_wav", {"upload_id": upload_id, "cache": False})).data
+        queued = (await mcp.call_tool("transcribe_wav", {"upload_id": upload_id, "cache": False})).structured_content
         assert queued["filename"] == "long.mp3"
         done = wait_done(http, queued["job_id"])
         assert done["status"] == "completed"
@@ -123,13 +123,13 @@ async def test_chunked_upload_end_to_end(secured: InProcessServer, http: httpx.C
 async def test_chunked_upload_errors(secured: InProcessServer) -> None:
     data = (FIXTURES / "short.wav").read_bytes()
     async with mcp_client(secured) as mcp:
-        wrong = (await mcp.call_tool("begin_upload", {"size": len(data), "sha256": "0" * 64})).data
+        wrong = (await mcp.call_tool("begin_upload", {"size": len(data), "sha256": "0" * 64})).structured_content
         await mcp.call_tool("upload_chunk", {"upload_id": wrong["upload_id"], "offset": 0, "data_base64": b64(data)})
         with pytest.raises(ToolError, match="Checksum mismatch"):
             await mcp.call_tool("transcribe_wav", {"upload_id": wrong["upload_id"]})
         assert not (secured.storage / "uploads" / wrong["upload_id"]).exists()  # discarded
 
-        partial = (await mcp.call_tool("begin_upload", {"size": len(data)})).data
+        partial = (await mcp.call_tool("begin_upload", {"size": len(data)})).structured_content
         await mcp.call_tool(
             "upload_chunk", {"upload_id": partial["upload_id"], "offset": 0, "data_base64": b64(data[:1000])}
         )
@@ -152,7 +152,7 @@ async def test_chunked_upload_errors(secured: InProcessServer) -> None:
 @pytest.mark.anyio
 async def test_abandoned_upload_expires_and_its_bytes_are_removed(expiring: InProcessServer) -> None:
     async with mcp_client(expiring) as mcp:
-        begun = (await mcp.call_tool("begin_upload", {"size": 100})).data
+        begun = (await mcp.call_tool("begin_upload", {"size": 100})).structured_content
         await mcp.call_tool(
             "upload_chunk", {"upload_id": begun["upload_id"], "offset": 0, "data_base64": b64(b"a" * 50)}
         )
@@ -175,7 +175,7 @@ async def test_one_time_url_with_curl(secured: InProcessServer, http: httpx.Clie
     async with mcp_client(secured) as mcp:
         tools = {t.name: t for t in await mcp.list_tools()}
         assert "curl" in (tools["create_upload_url"].description or "")
-        made = (await mcp.call_tool("create_upload_url", {"filename": "speech.wav"})).data
+        made = (await mcp.call_tool("create_upload_url", {"filename": "speech.wav"})).structured_content
     url, job_id = made["upload_url"], made["job_id"]
     assert url.startswith(f"{secured.url}/upload/")
     assert made["command"].startswith("curl") and url in made["command"]
@@ -197,7 +197,7 @@ async def test_one_time_url_with_curl(secured: InProcessServer, http: httpx.Clie
 @pytest.mark.anyio
 async def test_one_time_url_expires(expiring: InProcessServer) -> None:
     async with mcp_client(expiring) as mcp:
-        made = (await mcp.call_tool("create_upload_url", {})).data
+        made = (await mcp.call_tool("create_upload_url", {})).structured_content
     time.sleep(1.2)
     response = httpx.put(made["upload_url"], content=(FIXTURES / "short.wav").read_bytes())
     assert response.status_code == 404 and "expired" in response.json()["error"]["message"]
@@ -379,7 +379,7 @@ def test_liveness_and_the_dashboard_page_need_no_token(secured: InProcessServer)
 @pytest.mark.anyio
 async def test_mcp_works_with_the_token_only(secured: InProcessServer) -> None:
     async with mcp_client(secured) as mcp:
-        assert (await mcp.call_tool("health", {})).data["model_loaded"] is True
+        assert (await mcp.call_tool("health", {})).structured_content["model_loaded"] is True
     with pytest.raises(MCPError, match="error response"):  # the 401 of /mcp, as the client reports it
         async with Client(f"{secured.url}/mcp") as bare:
             await bare.list_tools()

@@ -4,35 +4,59 @@ from __future__ import annotations
 
 import base64
 import binascii
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ResourceError, ToolError
 from fastmcp.server.dependencies import get_http_request
+from mcp import types as mcp_types
+from mcp.server.context import ServerRequestContext
+from mcp.shared.exceptions import MCPError
 from pydantic import Field
 
+from whisper_mcp.engines.audio import SUPPORTED_FORMATS
 from whisper_mcp.errors import ServiceError
-from whisper_mcp.formats import FORMATS
+from whisper_mcp.formats import FORMATS, MEDIA_TYPES
 from whisper_mcp.queue.jobs import JOB_STATUSES
+from whisper_mcp.server.results import ChunkReceived, Health, JobPage, JobRecord, Models, UploadStarted, UploadUrl
 from whisper_mcp.server.service import SUBMISSION_FIELDS, Submission, TranscriptionService
 
-INSTRUCTIONS = """\
+# What the decoder (PyAV's bundled FFmpeg) takes, said the same way everywhere.
+ACCEPTED_AUDIO = f"{SUPPORTED_FORMATS}, WebM, AIFF or any other audio FFmpeg decodes"
+
+# The one base64 rule, in the tool text, README and MONITOR.md alike.
+BASE64_GUIDANCE = (
+    "A language model writes every base64 character itself, and clients fail above roughly 10 KB "
+    "of base64 (about 7 KB of audio: a few seconds), so an agent sends only tiny clips this way. "
+    "A program may send up to the 4 MiB MCP request cap (about 3 MB of audio)."
+)
+
+INSTRUCTIONS = f"""\
 whisper-mcp turns speech recordings into text with OpenAI Whisper, using a model
-the server keeps loaded. Work is asynchronous:
+the server keeps loaded. It accepts {ACCEPTED_AUDIO}. Work is asynchronous:
 1. Queue the recording, which returns a job_id at once:
    - a file on your disk: create_upload_url(), then run the curl command it gives;
-   - a short clip you hold in memory: transcribe_wav(audio_base64=...);
+   - a tiny clip you hold in memory (under about 10 KB of base64): transcribe_wav(audio_base64=...);
    - a large file from a program: begin_upload, upload_chunk..., transcribe_wav(upload_id=...).
 2. check_transcription_status(job_id, wait_seconds=45) waits for the job and returns
    the transcript when status is "completed" (or the reason when "failed").
-   Call it again while status is "queued" or "processing".
+   Call it again while status is "queued", "processing" or "waiting_for_upload"
+   (a one-time URL whose file has not arrived yet).
 health() tells whether the model is loaded and how long the queue is;
 list_models() which models exist; list_transcription_jobs() what is queued;
-cancel_transcription(job_id) stops a job. Finished transcripts are also resources:
-transcript://{job_id}/{format} with format txt, srt, vtt, json or tsv.
+cancel_transcription(job_id) stops a job. Finished transcripts are also resources
+(resources/list shows them, newest first): transcript://{{job_id}}/{{format}} with
+format txt, srt, vtt, json or tsv.
 """
 
 Format = Literal["txt", "srt", "vtt", "json", "tsv"]
+
+# MCP mimeType of each transcript format: the HTTP media type without its charset.
+RESOURCE_MIME_TYPES = {fmt: MEDIA_TYPES[fmt].split(";")[0].strip() for fmt in FORMATS}
+
+# Finished jobs per resources/list page; each lists one resource per format.
+RESOURCE_PAGE_JOBS = 20
 
 
 # Parameters shared by transcribe_wav and create_upload_url, described once.
@@ -67,6 +91,15 @@ PriorityArg = Annotated[
 ]
 CallbackArg = Annotated[str | None, Field(description="http(s) URL that receives a JSON POST when the job ends.")]
 
+# Tool annotations (MCP hints; Codex runs a tool unasked only when it is read-only,
+# or neither destructive nor open-world). openWorldHint is false throughout: every
+# tool acts on this service's own queue (a callback_url is called back, but only
+# the URL the caller itself named).
+READ_ONLY = {"readOnlyHint": True, "openWorldHint": False}
+# Adds work (a job, an upload, a URL) and never changes or removes what exists.
+# Not idempotent as a tool: a repeat adds another unless the arguments pin it down.
+ADDS_WORK = {"readOnlyHint": False, "destructiveHint": False, "idempotentHint": False, "openWorldHint": False}
+
 
 def decode_base64(text: str, name: str) -> bytes:
     try:
@@ -81,8 +114,73 @@ def _submission(arguments: dict[str, Any]) -> Submission:
     return Submission(**{k: v for k, v in arguments.items() if k in SUBMISSION_FIELDS and v is not None})
 
 
+class WhisperMCP(FastMCP):
+    """FastMCP, with resources/list answered from the queue: finished transcripts,
+    newest first, one page of jobs per request (FastMCP's own listing would
+    build every resource first and then slice). The cursor is an offset into
+    the completed jobs: a job that completes between two pages moves the
+    rest down one, so a client may see an entry twice, but never misses one."""
+
+    def __init__(self, service: TranscriptionService, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._transcription = service
+
+    # FastMCP's handler for resources/list, overridden (a private name:
+    # tests/unit/test_mcp_resources.py fails if an upgrade stops calling it).
+    async def _on_list_resources(
+        self, ctx: ServerRequestContext, params: mcp_types.PaginatedRequestParams | None
+    ) -> mcp_types.ListResourcesResult:
+        # This server has no static resources: only the finished transcripts.
+        offset = _decode_cursor(params.cursor if params else None)
+        page = await self._transcription.list_jobs("completed", RESOURCE_PAGE_JOBS, offset)
+        resources = [resource for job in page["jobs"] for resource in transcript_resources(job)]
+        next_offset = page["next_offset"]
+        return mcp_types.ListResourcesResult(
+            resources=resources, next_cursor=None if next_offset is None else _encode_cursor(next_offset)
+        )
+
+
+def transcript_resources(job: dict[str, Any]) -> list[mcp_types.Resource]:
+    """The resources of one completed job (as ``list_jobs`` records it): one per format."""
+    job_id = job["job_id"]
+    name = job.get("filename") or job_id
+    finished = job.get("finished_at")
+    modified = None if finished is None else datetime.fromtimestamp(finished, UTC).isoformat()
+    return [
+        mcp_types.Resource(
+            uri=f"transcript://{job_id}/{fmt}",
+            name=f"{job_id}.{fmt}",
+            title=f"{name} ({fmt})",
+            description=f"Transcript of {name} (job {job_id}) as {fmt}.",
+            mime_type=RESOURCE_MIME_TYPES[fmt],
+            annotations=mcp_types.Annotations(last_modified=modified),
+        )
+        for fmt in FORMATS
+    ]
+
+
+def _encode_cursor(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"jobs:{offset}".encode()).decode()
+
+
+def _decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        kind, _, number = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        offset = int(number)
+        if kind != "jobs" or offset < 0:
+            raise ValueError(cursor)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise MCPError(
+            mcp_types.INVALID_PARAMS, f"Invalid cursor {cursor!r}: pass back a nextCursor as given."
+        ) from None
+    return offset
+
+
 def build_mcp(service: TranscriptionService) -> FastMCP:
-    mcp = FastMCP("whisper-mcp", instructions=INSTRUCTIONS)
+    mcp = WhisperMCP(service, name="whisper-mcp", instructions=INSTRUCTIONS)
+    max_wait = service.settings.max_wait_seconds
 
     async def call(coro: Any) -> Any:
         # One message style for every tool: the service's own words.
@@ -92,15 +190,17 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
             service.metrics.errors.labels(exc.code).inc()
             raise ToolError(exc.message) from None
 
-    @mcp.tool(annotations={"readOnlyHint": False, "openWorldHint": False})
+    # Not idempotent: with a job_id a repeat returns the same job, but without
+    # one each call queues another job, and an upload_id is used up by its
+    # first call. The hint is per tool, so it says what holds for every call.
+    @mcp.tool(annotations=ADDS_WORK)
     async def transcribe_wav(
         audio_base64: Annotated[
             str | None,
             Field(
-                description="The whole audio file (WAV, MP3, FLAC, Ogg/Opus or M4A), base64-encoded. "
-                "Suits short clips only (a few KB): every byte passes through this call. For a file "
-                "on your disk use create_upload_url instead; for a large file in a program, "
-                "begin_upload/upload_chunk and then upload_id here."
+                description=f"The whole audio file ({ACCEPTED_AUDIO}), base64-encoded. "
+                f"{BASE64_GUIDANCE} For a file on your disk use create_upload_url instead; for a "
+                "large file in a program, begin_upload/upload_chunk and then upload_id here."
             ),
         ] = None,
         upload_id: Annotated[
@@ -128,7 +228,7 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
             bool,
             Field(description="Reuse an earlier transcript of the same audio, model and options (default true)."),
         ] = True,
-    ) -> dict[str, Any]:
+    ) -> JobRecord:
         """Queue a recording for transcription and return its job_id immediately.
 
         This does not wait for the transcript: call check_transcription_status with
@@ -142,14 +242,15 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
             return await call(service.submit_upload(upload_id, submission))
         return await call(service.submit_bytes(decode_base64(audio_base64 or "", "audio_base64"), submission))
 
-    @mcp.tool(annotations={"readOnlyHint": False, "openWorldHint": False})
+    # Each call opens another upload.
+    @mcp.tool(annotations=ADDS_WORK)
     async def begin_upload(
         filename: Annotated[str | None, Field(description="The file's name, kept with the job.")] = None,
         size: Annotated[int | None, Field(gt=0, description="Total size in bytes, if known (recommended).")] = None,
         sha256: Annotated[
             str | None, Field(description="SHA-256 of the whole file (hex); verified before the job is queued.")
         ] = None,
-    ) -> dict[str, Any]:
+    ) -> UploadStarted:
         """Start a chunked upload, for programs sending files too large for one call.
 
         Then call upload_chunk(upload_id, offset, data_base64) for each piece (at most
@@ -158,18 +259,21 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         """
         return await call(service.begin_upload(filename, size, sha256))
 
-    @mcp.tool(annotations={"readOnlyHint": False, "idempotentHint": True, "openWorldHint": False})
+    # Idempotent: the same bytes at the same offset again change nothing, and
+    # different bytes for a range already received are refused, never written.
+    @mcp.tool(annotations={**ADDS_WORK, "idempotentHint": True})
     async def upload_chunk(
         upload_id: Annotated[str, Field(description="The id from begin_upload.")],
         offset: Annotated[int, Field(ge=0, description="Byte offset of this chunk in the file.")],
         data_base64: Annotated[str, Field(description="The chunk's bytes, base64-encoded.")],
-    ) -> dict[str, Any]:
+    ) -> ChunkReceived:
         """Send one piece of a chunked upload. Answers how many bytes have arrived and,
         when the size was given, whether the upload is complete and which ranges are missing."""
         data = decode_base64(data_base64, "data_base64")
         return await call(service.upload_chunk(upload_id, offset, data))
 
-    @mcp.tool(annotations={"readOnlyHint": False, "openWorldHint": False})
+    # Each call issues another one-time URL, even for the same job_id.
+    @mcp.tool(annotations=ADDS_WORK)
     async def create_upload_url(
         filename: FilenameArg = None,
         job_id: JobIdArg = None,
@@ -180,7 +284,7 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         word_timestamps: WordsArg = False,
         priority: PriorityArg = None,
         callback_url: CallbackArg = None,
-    ) -> dict[str, Any]:
+    ) -> UploadUrl:
         """Get a one-time URL to upload a file from your shell, keeping its bytes out of this
         conversation. The best way to transcribe a file on your own disk.
 
@@ -194,26 +298,32 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         base = service.settings.public_url or str(get_http_request().base_url)
         return await call(service.create_upload_url(submission, base))
 
-    @mcp.tool(annotations={"readOnlyHint": True, "openWorldHint": False})
+    # The configured cap, in the schema for clients; a larger value is not
+    # refused, it waits max_wait. (Set below: a string annotation, as this
+    # module's are, could not see max_wait.)
+    wait_arg = Annotated[
+        float,
+        Field(
+            ge=0,
+            json_schema_extra={"maximum": max_wait},
+            description=f"Wait up to this many seconds (at most {max_wait:g}) for the job to finish "
+            "before answering. 0 answers at once. Use about 45 to avoid repeated polling.",
+        ),
+    ]
+
     async def check_transcription_status(
         job_id: Annotated[str, Field(description="The job_id that transcribe_wav returned.")],
-        wait_seconds: Annotated[
-            float,
-            Field(
-                ge=0,
-                description="Wait up to this many seconds (at most 50) for the job to finish before "
-                "answering. 0 answers at once. Use about 45 to avoid repeated polling.",
-            ),
-        ] = 0,
+        wait_seconds: float = 0,
         format: Annotated[
             Format,
             Field(description="Form of the transcript: txt (plain text), srt or vtt (subtitles), json, tsv."),
         ] = "txt",
         ctx: Context | None = None,
-    ) -> dict[str, Any]:
+    ) -> JobRecord:
         """Return a transcription job's status; with the transcript once it has completed.
 
-        status is one of queued, processing, completed, failed, cancelled. progress
+        status is one of queued, processing, completed, failed, cancelled (or
+        waiting_for_upload: a one-time upload URL's file has not arrived). progress
         is the fraction of the audio transcribed (0 to 1), with eta_seconds while
         processing. When completed, "transcript" holds the text; when failed,
         "error" says why. If the job is still queued or processing when the wait
@@ -226,14 +336,21 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
 
         return await call(service.wait(job_id, wait_seconds, report, fmt=format))
 
-    @mcp.tool(annotations={"readOnlyHint": False, "destructiveHint": True, "openWorldHint": False})
+    check_transcription_status.__annotations__["wait_seconds"] = wait_arg
+    mcp.tool(annotations=READ_ONLY)(check_transcription_status)
+
+    # Idempotent: cancelling a job again changes nothing more (it answers that
+    # the job has already ended).
+    @mcp.tool(
+        annotations={"readOnlyHint": False, "destructiveHint": True, "idempotentHint": True, "openWorldHint": False}
+    )
     async def cancel_transcription(
         job_id: Annotated[str, Field(description="The job to cancel.")],
-    ) -> dict[str, Any]:
+    ) -> JobRecord:
         """Cancel a job: a queued one at once, a running one at its next 30-second window."""
         return await call(service.cancel(job_id))
 
-    @mcp.tool(annotations={"readOnlyHint": True, "openWorldHint": False})
+    @mcp.tool(annotations=READ_ONLY)
     async def list_transcription_jobs(
         status: Annotated[
             Literal[JOB_STATUSES] | None,  # type: ignore[valid-type]
@@ -241,21 +358,21 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         ] = None,
         limit: Annotated[int, Field(ge=1, le=500, description="Page size.")] = 50,
         offset: Annotated[int, Field(ge=0, description="Jobs to skip; use next_offset from the last page.")] = 0,
-    ) -> dict[str, Any]:
+    ) -> JobPage:
         """List jobs: running first, then queued ones in the order they will run (with
         queue_position), then ended ones, newest first."""
         return await call(service.list_jobs(status, limit, offset))
 
-    @mcp.tool(annotations={"readOnlyHint": True, "openWorldHint": False})
-    async def list_models() -> dict[str, Any]:
+    @mcp.tool(annotations=READ_ONLY)
+    async def list_models() -> Models:
         """Models this server can use: which work offline and which are loaded now."""
-        return await service.models()
+        return await service.models()  # type: ignore[return-value]
 
-    @mcp.tool(annotations={"readOnlyHint": True, "openWorldHint": False})
-    async def health() -> dict[str, Any]:
+    @mcp.tool(annotations=READ_ONLY)
+    async def health() -> Health:
         """Whether the service is ready: model loaded, which model and engine,
         queue length, and the job (or batch of jobs) in progress."""
-        return await service.health()
+        return await service.health()  # type: ignore[return-value]
 
     async def read_transcript(job_id: str, fmt: str) -> str:
         try:
@@ -263,15 +380,28 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         except ServiceError as exc:
             raise ResourceError(exc.message) from None
 
-    @mcp.resource("transcript://{job_id}", mime_type="text/plain", description="A finished job's transcript as plain text.")
+    @mcp.resource(
+        "transcript://{job_id}",
+        mime_type=RESOURCE_MIME_TYPES["txt"],
+        description="A finished job's transcript as plain text.",
+    )
     async def transcript_text(job_id: str) -> str:
         return await read_transcript(job_id, "txt")
 
-    @mcp.resource(
-        "transcript://{job_id}/{format}",
-        description=f"A finished job's transcript; format is one of {', '.join(FORMATS)}.",
-    )
-    async def transcript_in_format(job_id: str, format: str) -> str:
-        return await read_transcript(job_id, format)
+    # One template per format, so each carries its own MIME type.
+    for fmt in FORMATS:
+        mcp.resource(
+            f"transcript://{{job_id}}/{fmt}",
+            name=f"transcript_{fmt}",
+            mime_type=RESOURCE_MIME_TYPES[fmt],
+            description=f"A finished job's transcript as {fmt} ({RESOURCE_MIME_TYPES[fmt]}).",
+        )(_transcript_reader(read_transcript, fmt))
 
     return mcp
+
+
+def _transcript_reader(read: Any, fmt: str) -> Any:
+    async def transcript(job_id: str) -> str:
+        return await read(job_id, fmt)
+
+    return transcript
