@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -18,6 +19,21 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 PUBLIC_PATHS = ("/livez", "/")
 PUBLIC_PREFIXES = ("/upload/",)
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+# Where OAuth clients look for metadata (RFC 9728 protected resource, RFC 8414
+# authorization server, OpenID discovery), with or without the resource's path
+# (/.well-known/oauth-protected-resource/mcp, /mcp/.well-known/openid-configuration).
+# This server takes a static bearer token and has no OAuth: these answer 404,
+# without a token, which is how RFC 9728 and RFC 8414 say "no such metadata".
+# A 401 here made clients (MCP Inspector) take the server for an OAuth resource
+# whose metadata needs authorising, and start OAuth instead of sending the token.
+OAUTH_DISCOVERY = re.compile(
+    r"^(/[^?#]*)?/\.well-known/(oauth-protected-resource|oauth-authorization-server|openid-configuration)(/.*)?$"
+)
+NO_OAUTH_MESSAGE = (
+    "This server does not use OAuth: it takes a static bearer token. Send "
+    "'Authorization: Bearer <token>' (the server's WHISPER_MCP_TOKEN) with every request."
+)
 
 
 def local_origins(port: int) -> set[str]:
@@ -36,6 +52,9 @@ class AccessGuard:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        if OAUTH_DISCOVERY.match(path):
+            await _error(send, 404, "http_404", NO_OAUTH_MESSAGE)
+            return
         headers = Headers(scope=scope)
         origin = headers.get("origin")
         # Browsers send Origin; a page on another site must not drive /mcp (DNS
@@ -49,8 +68,7 @@ class AccessGuard:
                 send,
                 401,
                 "unauthorized",
-                "Missing or wrong bearer token: send 'Authorization: Bearer <token>' "
-                "(the server's WHISPER_MCP_TOKEN).",
+                "Missing or wrong bearer token: send 'Authorization: Bearer <token>' (the server's WHISPER_MCP_TOKEN).",
                 {"www-authenticate": 'Bearer realm="whisper-mcp"'},
             )
             return
