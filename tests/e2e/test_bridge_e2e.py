@@ -45,7 +45,7 @@ async def test_transcribes_a_local_file_into_the_output_folder(server: ServerPro
         assert "wait_seconds" in tools["check_transcription_status"].input_schema["properties"]
 
         # A relative path is resolved against the bridge's working folder.
-        queued = (await client.call_tool("transcribe_wav", {"filename": "standup_meeting.wav"})).data
+        queued = (await client.call_tool("transcribe_wav", {"filename": "standup_meeting.wav"})).structured_content
     assert queued["success"] is True
     assert queued["status"] == "queued" or queued.get("cached"), queued
     assert queued["service_url"] == server.url
@@ -74,7 +74,7 @@ async def test_transcribes_a_local_file_into_the_output_folder(server: ServerPro
                     {"job_id": job_id, "wait_seconds": 45},
                     progress_handler=on_progress,
                 )
-            ).data
+            ).structured_content
             if done["status"] not in ("queued", "processing"):
                 break
     assert done["status"] == "completed", done

@@ -31,7 +31,7 @@ async def wait_with_progress(client: Client, job_id: str, on_progress: Any = Non
                 {"job_id": job_id, "wait_seconds": 50},
                 progress_handler=on_progress,
             )
-        ).data
+        ).structured_content
         if record["status"] in ("completed", "failed"):
             break
     return record
@@ -49,17 +49,19 @@ async def test_transcribe_wait_with_progress_then_rest(server: ServerProcess) ->
         updates.append((progress, total, message))
 
     async with Client(f"{server.url}/mcp") as client:
-        queued = (await client.call_tool("transcribe_wav", {"cache": False, "audio_base64": b64(LONG_AUDIO)})).data
+        queued = (
+            await client.call_tool("transcribe_wav", {"cache": False, "audio_base64": b64(LONG_AUDIO)})
+        ).structured_content
         assert queued["status"] == "queued"
         early = (
             await client.call_tool("check_transcription_status", {"job_id": queued["job_id"], "wait_seconds": 0.5})
-        ).data
+        ).structured_content
         assert early["status"] in ("queued", "processing")
         assert "transcript" not in early
         done = await wait_with_progress(client, queued["job_id"], on_progress)
         assert done["status"] == "completed", done
         assert LONG_WORDS <= words(done["transcript"]), done["transcript"]
-        health = (await client.call_tool("health", {})).data
+        health = (await client.call_tool("health", {})).structured_content
         assert health["model_loaded"] is True and health["model"] == "tiny.en"
     assert updates, "no progress notifications while waiting"
     fractions = [p for p, _, _ in updates]

@@ -43,7 +43,9 @@ async def test_queue_then_collect_into_the_output_folder(tmp_path: Path) -> None
             assert set(params) == {"filename", "model", "language", "job_id", "priority"}
             assert all(p.get("description") for p in params.values())
 
-            queued = (await client.call_tool("transcribe_wav", {"filename": str(audio), "job_id": "standup-1"})).data
+            queued = (
+                await client.call_tool("transcribe_wav", {"filename": str(audio), "job_id": "standup-1"})
+            ).structured_content
             assert queued["success"] is True and queued["status"] == "queued" and queued["job_id"] == "standup-1"
             assert queued["service_url"] == srv.url
             status_file = out / "standup meeting.transcribing.txt"
@@ -55,7 +57,7 @@ async def test_queue_then_collect_into_the_output_folder(tmp_path: Path) -> None
             assert engine.started.wait(10)
             running = (
                 await client.call_tool("check_transcription_status", {"job_id": "standup-1", "wait_seconds": 0.2})
-            ).data
+            ).structured_content
             assert running["success"] is True and running["status"] == "processing"
             assert "call check_transcription_status again" in running["message"]
             assert status_file.read_text().startswith("PROCESSING - job standup-1, 0%")
@@ -74,7 +76,7 @@ async def test_queue_then_collect_into_the_output_folder(tmp_path: Path) -> None
                     {"job_id": "standup-1", "wait_seconds": 10},
                     progress_handler=on_progress,
                 )
-            ).data
+            ).structured_content
     assert done["status"] == "completed" and done["success"] is True, done
     transcript = out / "standup meeting.txt"
     assert done["transcript_file"] == str(transcript)
@@ -93,11 +95,17 @@ async def test_cancelled_job_is_reported_and_marked(tmp_path: Path) -> None:
     engine.gate.clear()
     with InProcessServer.start(tmp_path / "storage", engine) as srv:
         async with bridge(srv.url, out) as client:
-            blocker = (await client.call_tool("transcribe_wav", {"filename": str(FIXTURES / "speech.wav")})).data
-            queued = (await client.call_tool("transcribe_wav", {"filename": str(tmp_path / "short.wav")})).data
+            blocker = (
+                await client.call_tool("transcribe_wav", {"filename": str(FIXTURES / "speech.wav")})
+            ).structured_content
+            queued = (
+                await client.call_tool("transcribe_wav", {"filename": str(tmp_path / "short.wav")})
+            ).structured_content
             assert queued["queue_position"] == 1
             httpx.delete(f"{srv.url}/jobs/{queued['job_id']}").raise_for_status()
-            ended = (await client.call_tool("check_transcription_status", {"job_id": queued["job_id"]})).data
+            ended = (
+                await client.call_tool("check_transcription_status", {"job_id": queued["job_id"]})
+            ).structured_content
         engine.gate.set()
     assert ended["success"] is False and ended["status"] == "cancelled" and ended["error"]
     assert (out / "short.transcribing.txt").read_text().startswith(f"CANCELLED - job {queued['job_id']} cancelled")
@@ -146,10 +154,12 @@ async def test_token_is_sent_and_a_refusal_explained(tmp_path: Path) -> None:
             ):
                 await client.call_tool("transcribe_wav", {"filename": str(FIXTURES / "short.wav")})
         async with bridge(srv.url, out, token="bridge-secret") as client:
-            queued = (await client.call_tool("transcribe_wav", {"filename": str(FIXTURES / "short.wav")})).data
+            queued = (
+                await client.call_tool("transcribe_wav", {"filename": str(FIXTURES / "short.wav")})
+            ).structured_content
             done = (
                 await client.call_tool("check_transcription_status", {"job_id": queued["job_id"], "wait_seconds": 10})
-            ).data
+            ).structured_content
     assert done["status"] == "completed" and (out / "short.txt").read_text() == done["transcript"]
 
 

@@ -70,15 +70,15 @@ async def test_transcribe_then_wait_for_transcript(fake_server: InProcessServer)
                 "transcribe_wav",
                 {"cache": False, "audio_base64": b64("short.wav"), "filename": "short.wav", "language": "en"},
             )
-        ).data
+        ).structured_content
         assert queued["status"] == "queued" and queued["filename"] == "short.wav"
         done = (
             await client.call_tool("check_transcription_status", {"job_id": queued["job_id"], "wait_seconds": 10})
-        ).data
+        ).structured_content
         assert done["status"] == "completed", done
         assert done["transcript"] == f"fake transcript of {SHORT_SECONDS} seconds\n"
         assert done["language"] == "en" and done["audio_seconds"] == pytest.approx(SHORT_SECONDS, abs=0.05)
-        health = (await client.call_tool("health", {})).data
+        health = (await client.call_tool("health", {})).structured_content
         assert health["model_loaded"] is True and health["model"] == "tiny.en"
         assert health["engine"] == "fake" and health["queue_size"] == 0
     assert len(fake_server.engine.batches) == 1
@@ -95,14 +95,14 @@ async def test_wait_sends_progress_notifications(tmp_path: Path) -> None:
     engine = SlowEngine(window_seconds=0.15, windows=4)
     with InProcessServer.start(tmp_path / "storage", engine) as srv:
         async with Client(f"{srv.url}/mcp") as client:
-            queued = (await client.call_tool("transcribe_wav", {"audio_base64": b64("short.wav")})).data
+            queued = (await client.call_tool("transcribe_wav", {"audio_base64": b64("short.wav")})).structured_content
             done = (
                 await client.call_tool(
                     "check_transcription_status",
                     {"job_id": queued["job_id"], "wait_seconds": 20},
                     progress_handler=on_progress,
                 )
-            ).data
+            ).structured_content
     assert done["status"] == "completed", done
     assert updates, "no progress notifications while waiting"
     fractions = [p for p, _, _ in updates]
@@ -117,18 +117,18 @@ async def test_wait_returns_when_time_is_up(fake_server: InProcessServer) -> Non
     fake_server.engine.gate.clear()  # the job starts and stays running
     try:
         async with Client(f"{fake_server.url}/mcp") as client:
-            queued = (await client.call_tool("transcribe_wav", {"audio_base64": b64("short.wav")})).data
+            queued = (await client.call_tool("transcribe_wav", {"audio_base64": b64("short.wav")})).structured_content
             started = time.monotonic()
             early = (
                 await client.call_tool("check_transcription_status", {"job_id": queued["job_id"], "wait_seconds": 0.5})
-            ).data
+            ).structured_content
             assert 0.4 < time.monotonic() - started < 5
             assert early["status"] in ("queued", "processing")
             assert "transcript" not in early
             fake_server.engine.gate.set()
             final = (
                 await client.call_tool("check_transcription_status", {"job_id": queued["job_id"], "wait_seconds": 10})
-            ).data
+            ).structured_content
             assert final["status"] == "completed" and final["transcript"].startswith("fake transcript")
     finally:
         fake_server.engine.gate.set()
@@ -140,13 +140,15 @@ async def test_wait_is_capped_by_max_wait_seconds(tmp_path: Path) -> None:
     with InProcessServer.start(tmp_path / "storage", engine, max_wait_seconds=0.3) as srv:
         try:
             async with Client(f"{srv.url}/mcp") as client:
-                queued = (await client.call_tool("transcribe_wav", {"audio_base64": b64("short.wav")})).data
+                queued = (
+                    await client.call_tool("transcribe_wav", {"audio_base64": b64("short.wav")})
+                ).structured_content
                 started = time.monotonic()
                 record = (
                     await client.call_tool(
                         "check_transcription_status", {"job_id": queued["job_id"], "wait_seconds": 45}
                     )
-                ).data
+                ).structured_content
                 assert time.monotonic() - started < 5
                 assert record["status"] in ("queued", "processing")
         finally:
@@ -173,6 +175,6 @@ async def test_tool_errors_are_clear(
         with pytest.raises(ToolError) as info:
             await client.call_tool(tool, args)
         assert phrase.lower() in str(info.value).lower()
-        assert (await client.call_tool("health", {})).data["status"] == "ok"
+        assert (await client.call_tool("health", {})).structured_content["status"] == "ok"
     assert fake_server.engine.batches == []  # nothing was queued
     assert list((fake_server.storage / "incoming").iterdir()) == []  # nothing left behind
