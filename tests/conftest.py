@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from helpers import InProcessServer, ServerProcess
 from whisper_mcp.testing import PostgresCluster
+
+from helpers import InProcessServer, ServerProcess
 
 
 @pytest.fixture(scope="session")

@@ -4,11 +4,11 @@ converts/caches a model ahead of time (used by ``make``)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import ipaddress
 import logging
 import sys
 from collections.abc import Sequence
-import dataclasses
 from dataclasses import fields
 
 from whisper_mcp.client.cli import CLIENT_COMMANDS, add_client_commands, run_client_command
@@ -75,10 +75,16 @@ def serve(settings: Settings) -> int:
         )
     try:
         app = create_app(settings)
-    except (ValueError, SchemaTooNew, UnrecognizedSchema) as exc:  # e.g. an engine and compute type that don't go together
+    except (
+        ValueError,
+        SchemaTooNew,
+        UnrecognizedSchema,
+    ) as exc:  # e.g. an engine and compute type that don't go together
         raise SystemExit(f"whisper-mcp: error: {exc}") from None
     # log_config=None: uvicorn's loggers use our handler and format too.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False, log_config=None)
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False, log_config=None
+    )
     return 0
 
 

@@ -18,7 +18,12 @@ ENV_PREFIX = "WHISPER_MCP_"
 
 # The choices, defined once: the CLI's flags, validation and the engines use these.
 ENGINES = ("openai", "ctranslate2")
-ENGINE_ALIASES = {"faster-whisper": "ctranslate2", "faster_whisper": "ctranslate2", "ct2": "ctranslate2", "torch": "openai"}
+ENGINE_ALIASES = {
+    "faster-whisper": "ctranslate2",
+    "faster_whisper": "ctranslate2",
+    "ct2": "ctranslate2",
+    "torch": "openai",
+}
 COMPUTE_TYPES = ("default", "int8", "int8_float32", "int8_float16", "float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -52,11 +57,16 @@ class Settings:
         "replicas share one, on a shared filesystem",
     )
     database_url: str = _opt(
-        "", help="postgresql://... : the job queue in PostgreSQL, shared by every replica (default: SQLite in --storage)"
+        "",
+        help="postgresql://... : the job queue in PostgreSQL, shared by every replica (default: SQLite in --storage)",
     )
     replica_id: str = _opt("", help="this replica's name in leases and logs (default: host name and process id)")
-    lease_seconds: float = _opt(30.0, help="a running job's claim lasts this long unless renewed; then any replica takes it")
-    heartbeat_seconds: float = _opt(10.0, help="how often running jobs' claims are renewed (well under --lease-seconds)")
+    lease_seconds: float = _opt(
+        30.0, help="a running job's claim lasts this long unless renewed; then any replica takes it"
+    )
+    heartbeat_seconds: float = _opt(
+        10.0, help="how often running jobs' claims are renewed (well under --lease-seconds)"
+    )
     model: str = _opt("tiny.en", help="model loaded at start-up and used when a job names none")
     model_cache: Path = _opt(
         help="folder for converted and downloaded weights (default ~/.cache/whisper-mcp)",
@@ -107,9 +117,7 @@ class Settings:
     max_upload_mb: int = _opt(1024, help="largest upload")
     max_audio_seconds: float = _opt(4 * 3600.0, help="longest recording")
     min_free_mb: int = _opt(512, help="refuse uploads (507) when the storage disk would have less free than this")
-    delete_audio: bool = _opt(
-        True, help="keep uploaded audio after its job ends", flag="--keep-audio", const=False
-    )
+    delete_audio: bool = _opt(True, help="keep uploaded audio after its job ends", flag="--keep-audio", const=False)
     retention_days: float = _opt(7.0, help="remove ended jobs and their transcripts after this many days, 0 = keep")
     upload_ttl_seconds: float = _opt(3600.0, help="expiry of unfinished uploads and unused upload URLs")
     housekeeping_seconds: float = _opt(60.0, help="interval of expiry sweeps")

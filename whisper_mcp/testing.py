@@ -8,13 +8,13 @@ for ``/health`` to say the model is loaded.
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, request
 from whisper_mcp.queue.files import FileStore
 from whisper_mcp.queue.jobs import JobStatus, UploadRecord
 from whisper_mcp.queue.manager import JobCancelled, JobQueue, LeaseLost
 from whisper_mcp.queue.postgres import PostgresDatabase
 from whisper_mcp.queue.store import SQLJobStore, SQLUploadStore
 from whisper_mcp.server.uploads import merge_range
+
+from helpers import ROOT, request
 
 Replica = Callable[..., JobQueue]
 
@@ -151,9 +152,7 @@ def test_chunk_ranges_from_many_writers_all_survive(postgres_url: str) -> None:
     uploads = SQLUploadStore(PostgresDatabase(postgres_url))
     try:
         now = time.time()
-        uploads.create(
-            UploadRecord("u1", "chunked", None, None, 64 * 100, None, None, [], "open", now, now + 600)
-        )
+        uploads.create(UploadRecord("u1", "chunked", None, None, 64 * 100, None, None, [], "open", now, now + 600))
         start = threading.Barrier(8)
 
         def send(worker: int) -> None:

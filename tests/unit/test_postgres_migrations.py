@@ -9,9 +9,10 @@ import sys
 import psycopg
 import pytest
 
-from helpers import ROOT
 from whisper_mcp.queue.migrations import SCHEMA_VERSION, SchemaTooNew
 from whisper_mcp.queue.postgres import migrate_postgres
+
+from helpers import ROOT
 
 
 def columns(url: str) -> list[str]:
@@ -26,7 +27,10 @@ def test_three_replicas_migrating_at_once_all_succeed(postgres_url: str) -> None
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "whisper_mcp", "migrate", "--database-url", postgres_url],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for _ in range(3)
     ]

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT
 from whisper_mcp.cli import main
 from whisper_mcp.config import ConfigError, Settings
+
+from helpers import ROOT
 
 
 def test_defaults_and_typed_fields() -> None:

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from whisper_mcp.queue import files as storage
-from whisper_mcp.queue.manager import MAX_ATTEMPTS, ORPHAN_GRACE_SECONDS, JobQueue
-from whisper_mcp.queue.jobs import DuplicateJob, JobRequest, JobStatus
 from whisper_mcp.options import TranscribeOptions
+from whisper_mcp.queue import files as storage
 from whisper_mcp.queue.files import FileStore, new_key
-
-from helpers import request
+from whisper_mcp.queue.jobs import DuplicateJob, JobStatus
+from whisper_mcp.queue.manager import MAX_ATTEMPTS, ORPHAN_GRACE_SECONDS, JobQueue
 from whisper_mcp.queue.postgres import PostgresDatabase
 from whisper_mcp.queue.sqlite import SQLiteDatabase
 from whisper_mcp.queue.store import SQLJobStore
+
+from helpers import request
 
 OWNER, LEASE = "replica-1", 30.0
 # The lease of a claim whose process died: already run out, so any replica
@@ -71,7 +71,12 @@ def test_add_and_get(store: SQLJobStore) -> None:
     assert job.job_id == "a"
     assert job.key == req.key
     assert job.status is JobStatus.QUEUED
-    assert (job.filename, job.model, job.options.language, job.callback_url) == ("a.wav", "tiny.en", "en", "http://127.0.0.1/cb")
+    assert (job.filename, job.model, job.options.language, job.callback_url) == (
+        "a.wav",
+        "tiny.en",
+        "en",
+        "http://127.0.0.1/cb",
+    )
     assert (job.audio_sha256, job.audio_bytes, job.duration) == (req.audio_sha256, 1234, 2.25)
     assert job.created_at == 100.0
     assert (job.started_at, job.finished_at, job.error, job.detected_language) == (None, None, None, None)
@@ -214,7 +219,9 @@ def test_data_survives_reopen(reopen: Callable[[], SQLJobStore]) -> None:
 # -- JobQueue.recover -------------------------------------------------------
 
 
-def test_recover_requeues_interrupted_job_keeping_its_place(store: SQLJobStore, files: FileStore, reopen: Callable[[], SQLJobStore]) -> None:
+def test_recover_requeues_interrupted_job_keeping_its_place(
+    store: SQLJobStore, files: FileStore, reopen: Callable[[], SQLJobStore]
+) -> None:
     first = add_with_audio(store, files, "first")
     add_with_audio(store, files, "second")
     assert store.claim_next(OWNER, GONE, 2.0).job_id == "first"  # type: ignore[union-attr]
@@ -239,7 +246,9 @@ def test_recover_requeues_interrupted_job_keeping_its_place(store: SQLJobStore, 
         restarted.close()
 
 
-def test_recover_completes_job_whose_result_was_written(store: SQLJobStore, files: FileStore, reopen: Callable[[], SQLJobStore]) -> None:
+def test_recover_completes_job_whose_result_was_written(
+    store: SQLJobStore, files: FileStore, reopen: Callable[[], SQLJobStore]
+) -> None:
     job = add_with_audio(store, files, "written")
     store.claim_next(OWNER, GONE, 2.0)
     files.write_result(job.key, {"text": "hello world", "language": "en", "segments": []})
@@ -261,7 +270,9 @@ def test_recover_completes_job_whose_result_was_written(store: SQLJobStore, file
         restarted.close()
 
 
-def test_recover_gives_up_after_max_attempts(store: SQLJobStore, files: FileStore, reopen: Callable[[], SQLJobStore]) -> None:
+def test_recover_gives_up_after_max_attempts(
+    store: SQLJobStore, files: FileStore, reopen: Callable[[], SQLJobStore]
+) -> None:
     job = add_with_audio(store, files, "poison")
     add_with_audio(store, files, "next")
     # The process dies while running it, again and again.

@@ -4,18 +4,18 @@ thread, with a fake engine that records the batches it is given."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from whisper_mcp.engines.base import BATCH_MAX_SECONDS
-from whisper_mcp.queue.jobs import JobStatus
-from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.options import TranscribeOptions
 from whisper_mcp.queue.files import FileStore
+from whisper_mcp.queue.jobs import JobStatus
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.sqlite import SQLiteJobStore
+from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.worker import InferenceWorker
 
 from fakes import FakeEngine

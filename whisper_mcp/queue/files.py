@@ -116,9 +116,7 @@ class FileStore:
     def check_space(self, min_free_bytes: int, expected_bytes: int = 0) -> None:
         """Refuse (507) before anything is written when the disk is nearly full."""
         if shutil.disk_usage(self.root).free - expected_bytes < min_free_bytes:
-            raise InsufficientStorage(
-                "The server is low on disk space and accepts no uploads now; try again later."
-            )
+            raise InsufficientStorage("The server is low on disk space and accepts no uploads now; try again later.")
 
     def accept(self, upload: StoredUpload, key: str) -> Path:
         """Move an upload to its job's audio file, durably, before the job is queued."""

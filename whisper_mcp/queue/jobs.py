@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 
 from whisper_mcp.options import TranscribeOptions
 
-
 # A job id a client may choose: also safe as a URL path segment.
 JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 JOB_ID = re.compile(JOB_ID_PATTERN)
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     QUEUED = "queued"
     PROCESSING = "processing"
     COMPLETED = "completed"

@@ -156,7 +156,9 @@ class JobQueue:
             if job.attempts > 0 or not fits(job):
                 break
             # Started with the leader: same forward pass, same start time.
-            claimed = self._store.claim(job.job_id, self.replica_id, self.lease_seconds, leader.started_at or time.time())
+            claimed = self._store.claim(
+                job.job_id, self.replica_id, self.lease_seconds, leader.started_at or time.time()
+            )
             if claimed is not None:  # else cancelled, or taken by another replica, since the look
                 mates.append(claimed)
         self._start(mates)

@@ -20,7 +20,13 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import ConnectionPool
 
-from whisper_mcp.queue.migrations import MIGRATIONS, POSTGRES_BASELINE, POSTGRES_BASELINE_SQL, SCHEMA_VERSION, SchemaTooNew
+from whisper_mcp.queue.migrations import (
+    MIGRATIONS,
+    POSTGRES_BASELINE,
+    POSTGRES_BASELINE_SQL,
+    SCHEMA_VERSION,
+    SchemaTooNew,
+)
 from whisper_mcp.queue.store import Rows
 
 log = logging.getLogger("whisper_mcp.queue.postgres")

@@ -356,7 +356,9 @@ class SQLJobStore:
         self.db.close()
 
 
-_UPLOAD_COLUMNS = "upload_id, kind, secret_hash, filename, size, sha256, submission, ranges, state, created_at, expires_at"
+_UPLOAD_COLUMNS = (
+    "upload_id, kind, secret_hash, filename, size, sha256, submission, ranges, state, created_at, expires_at"
+)
 
 
 def _row_to_upload(row: Sequence[Any]) -> UploadRecord:
@@ -404,7 +406,10 @@ class SQLUploadStore:
             if not rows:
                 return None
             ranges = merge([tuple(r) for r in json.loads(rows[0][0])], start, end)
-            run("UPDATE uploads SET ranges = ?, expires_at = ? WHERE upload_id = ?", (json.dumps(ranges), expires_at, upload_id))
+            run(
+                "UPDATE uploads SET ranges = ?, expires_at = ? WHERE upload_id = ?",
+                (json.dumps(ranges), expires_at, upload_id),
+            )
             return ranges
 
     def claim(self, secret_hash: str, now: float) -> UploadRecord | None:

@@ -63,7 +63,7 @@ class CallbackSender:
                 delay = None if next_at is None else max(0.05, next_at - time.time())
                 try:
                     await asyncio.wait_for(self._kick.wait(), delay)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
 
     async def payload(self, job: Job) -> dict[str, Any]:

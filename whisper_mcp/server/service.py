@@ -404,7 +404,7 @@ class TranscriptionService:
                 await report(record)
             try:
                 await asyncio.wait_for(changed.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def transcript(self, job_id: str, fmt: str = "txt") -> str:
@@ -470,7 +470,9 @@ def _record(job: Job) -> dict[str, Any]:
     record: dict[str, Any] = {
         "job_id": job.job_id,
         "status": job.status.value,
-        "progress": round(job.progress, 4) if job.status is JobStatus.PROCESSING else float(job.status is JobStatus.COMPLETED),
+        "progress": round(job.progress, 4)
+        if job.status is JobStatus.PROCESSING
+        else float(job.status is JobStatus.COMPLETED),
         "filename": job.filename,
         "model": job.model,
         "language": job.detected_language or job.options.language,

@@ -158,7 +158,9 @@ class InferenceWorker:
         for job in jobs:
             waited = (job.started_at or time.time()) - job.created_at
             self._metrics.job_started(waited)
-            job_event(log, "started", job.job_id, model=job.model, attempt=job.attempts, waited=round(waited, 4), **batch)
+            job_event(
+                log, "started", job.job_id, model=job.model, attempt=job.attempts, waited=round(waited, 4), **batch
+            )
         if len(jobs) > 1:
             self._metrics.batch(len(jobs))
         started = time.perf_counter()
@@ -166,11 +168,13 @@ class InferenceWorker:
         outcomes: list[Transcription | Exception]
         try:
             info = self._engine.registry.resolve(leader.model, trusted=True)  # checked at submission
-            items = [BatchItem(self._queue.files.audio_path(job.key), job.duration, self._progress(job)) for job in jobs]
+            items = [
+                BatchItem(self._queue.files.audio_path(job.key), job.duration, self._progress(job)) for job in jobs
+            ]
             outcomes = self._engine.transcribe_batch(items, info, leader.options)
         except Exception as exc:  # e.g. the model failed to load: every job fails with it
             outcomes = [exc] * len(jobs)
-        for job, outcome in zip(jobs, outcomes):
+        for job, outcome in zip(jobs, outcomes, strict=True):
             self._finish(job, outcome, time.perf_counter() - started)
 
     def _finish(self, job: Job, outcome: Transcription | Exception, elapsed: float) -> None:
