@@ -60,9 +60,7 @@ def to_milliseconds(seconds: float) -> int:
     return int((Decimal(repr(value)) * 1000).quantize(_MS, rounding=ROUND_HALF_UP))
 
 
-def format_timestamp(
-    seconds: float, decimal_marker: str = ".", always_include_hours: bool = True
-) -> str:
+def format_timestamp(seconds: float, decimal_marker: str = ".", always_include_hours: bool = True) -> str:
     """Format seconds as ``HH:MM:SS<marker>mmm``.
 
     Rounding happens once, on the total, so 1.9996 s becomes ``00:00:02.000``
@@ -143,9 +141,7 @@ def to_srt(result: Mapping[str, Any]) -> str:
     """SubRip: cues numbered from 1, comma decimal marker, hours always shown,
     cues separated by one blank line. No cues -> ``""``."""
     blocks = [
-        f"{index}\n"
-        f"{format_timestamp(start, ',', True)} --> {format_timestamp(end, ',', True)}\n"
-        f"{text}\n"
+        f"{index}\n{format_timestamp(start, ',', True)} --> {format_timestamp(end, ',', True)}\n{text}\n"
         for index, (start, end, text) in enumerate(_cues(result), start=1)
     ]
     return "\n".join(blocks)
@@ -157,8 +153,7 @@ def to_vtt(result: Mapping[str, Any]) -> str:
     parts = ["WEBVTT\n"]
     for start, end, text in _cues(result):
         parts.append(
-            f"\n{format_timestamp(start, '.', True)} --> {format_timestamp(end, '.', True)}\n"
-            f"{_vtt_escape(text)}\n"
+            f"\n{format_timestamp(start, '.', True)} --> {format_timestamp(end, '.', True)}\n{_vtt_escape(text)}\n"
         )
     return "".join(parts)
 

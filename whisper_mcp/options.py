@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from whisper_mcp.languages import LANGUAGES, TO_LANGUAGE_CODE
-
 from whisper_mcp.errors import InvalidInput
+from whisper_mcp.languages import LANGUAGES, TO_LANGUAGE_CODE
 
 # Lower runs first.
 PRIORITIES = {"urgent": 0, "normal": 1, "low": 2}
@@ -36,7 +35,7 @@ class TranscribeOptions:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "TranscribeOptions":
+    def from_json(cls, text: str) -> TranscribeOptions:
         return cls(**json.loads(text))
 
 
@@ -108,7 +107,9 @@ def parse_options(
         try:
             beam = int(str(beam_size).strip())
         except ValueError:
-            raise InvalidInput(f"beam_size must be a whole number from 1 to {MAX_BEAM_SIZE}, got {beam_size!r}.") from None
+            raise InvalidInput(
+                f"beam_size must be a whole number from 1 to {MAX_BEAM_SIZE}, got {beam_size!r}."
+            ) from None
         if not 1 <= beam <= MAX_BEAM_SIZE:
             raise InvalidInput(f"beam_size must be from 1 to {MAX_BEAM_SIZE}, got {beam}.")
         if temp not in (None, 0.0):

@@ -58,9 +58,11 @@ class Page:
         self.page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
         self.page.on(
             "console",
-            lambda msg: self.problems.append(f"console: {msg.text}")
-            if msg.type == "error" and "Content Security Policy" in msg.text
-            else None,
+            lambda msg: (
+                self.problems.append(f"console: {msg.text}")
+                if msg.type == "error" and "Content Security Policy" in msg.text
+                else None
+            ),
         )
 
     def close(self) -> None:

@@ -241,7 +241,9 @@ def test_ctranslate2_settings_and_models_rejected_clearly(tmp_path: Path) -> Non
     # The openai engine still takes .pt files; names it cannot run are refused up front.
     assert ModelRegistry(tmp_path).resolve(str(checkpoint)).source == "file"
     with pytest.raises(ValueError, match="float16"):
-        WhisperEngine(ModelRegistry(tmp_path, engine="ctranslate2"), "cpu", engine="ctranslate2", compute_type="float16")
+        WhisperEngine(
+            ModelRegistry(tmp_path, engine="ctranslate2"), "cpu", engine="ctranslate2", compute_type="float16"
+        )
     with pytest.raises(ValueError, match="int8"):
         WhisperEngine(ModelRegistry(tmp_path), "cpu", engine="openai", compute_type="int8")
     with pytest.raises(ValueError, match="vad_batching needs engine ctranslate2"):
@@ -297,7 +299,9 @@ def test_server_runs_the_ctranslate2_engine(tmp_path: Path, vad: bool) -> None:
             health = client.get("/health").json()
             assert (health["engine"], health["compute_type"], health["vad_batching"]) == ("ctranslate2", "int8", vad)
             with open(FIXTURES / "speech.wav", "rb") as f:
-                job = client.post("/transcribe", files={"file": ("speech.wav", f)}, data={"word_timestamps": "true"}).json()
+                job = client.post(
+                    "/transcribe", files={"file": ("speech.wav", f)}, data={"word_timestamps": "true"}
+                ).json()
             record = wait_done(client, job["job_id"])
             assert record["status"] == "completed", record
             assert {"transcription", "model", "loaded", "meeting"} <= words(record["transcript"])

@@ -38,7 +38,9 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run(cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path = ROOT, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=cwd, env=env or clean_env(), capture_output=True, text=True, timeout=timeout)
 
 
@@ -117,8 +119,8 @@ def test_start_sh_runs_docker_with_token_in_environment(tmp_path: Path) -> None:
         "#!/usr/bin/env bash\n"
         f'echo "argv: $*" >> {log}\n'
         f'echo "token: ${{WHISPER_MCP_TOKEN-unset}}" >> {log}\n'
-        'if [[ $1 == container && $2 == inspect ]]; then exit 1; fi\n'  # no such container yet
-        'if [[ $1 == run ]]; then echo 0123456789ab; fi\n'
+        "if [[ $1 == container && $2 == inspect ]]; then exit 1; fi\n"  # no such container yet
+        "if [[ $1 == run ]]; then echo 0123456789ab; fi\n"
     )
     fake.chmod(0o755)
     env = clean_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -236,7 +238,10 @@ def test_wait_for_service_token_and_model_loading(stub_url: str) -> None:
     assert result.returncode == 1
     assert "refused the token" in result.stderr
 
-    result = run([str(WAIT), "--timeout", "20", "--interval", "0.2"], env=clean_env(WHISPER_MCP_URL=stub_url, WHISPER_MCP_TOKEN="stub-token"))
+    result = run(
+        [str(WAIT), "--timeout", "20", "--interval", "0.2"],
+        env=clean_env(WHISPER_MCP_URL=stub_url, WHISPER_MCP_TOKEN="stub-token"),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"ready: {stub_url} (model stub.en)\n"
     assert "model not loaded yet" in result.stderr
@@ -292,7 +297,11 @@ def test_dockerfile_structure() -> None:
     assert by_name["EXPOSE"] == ["8765"]
     assert by_name["VOLUME"] == ["/service-storage"]
     env = " ".join(by_name["ENV"])
-    for setting in ("WHISPER_MCP_HOST=0.0.0.0", "WHISPER_MCP_STORAGE=/service-storage", "WHISPER_MCP_MODEL_CACHE=/opt/whisper-mcp/models"):
+    for setting in (
+        "WHISPER_MCP_HOST=0.0.0.0",
+        "WHISPER_MCP_STORAGE=/service-storage",
+        "WHISPER_MCP_MODEL_CACHE=/opt/whisper-mcp/models",
+    ):
         assert setting in env
     assert by_name["CMD"] == ['["whisper-mcp", "serve"]']
 
@@ -371,7 +380,9 @@ def test_image_entry_command_run_directly(tmp_path: Path) -> None:
     )
     env = clean_env(**image_env)
     binary = Path(sys.executable).parent / cmd[0]
-    proc = subprocess.Popen([str(binary), *cmd[1:]], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(binary), *cmd[1:]], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 120
         while run(_healthcheck_argv(), env=clean_env(WHISPER_MCP_PORT=str(port))).returncode != 0:

@@ -17,6 +17,7 @@ from whisper_mcp.engines.audio import SAMPLE_RATE, AudioInfo, decode_audio, prob
 from whisper_mcp.errors import InvalidAudio
 
 from helpers import FIXTURES
+
 SUPPORTED = "WAV, MP3, FLAC, Ogg/Opus, M4A/AAC"
 
 # name -> (format, codec, source sample rate, channels, min correlation with speech.wav)

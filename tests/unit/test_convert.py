@@ -46,9 +46,7 @@ def _string(text: str) -> bytes:
     return struct.pack("<H", len(raw)) + raw
 
 
-def _variable(
-    name: str, array: np.ndarray, code: int | None = None, raw: bytes | None = None
-) -> bytes:
+def _variable(name: str, array: np.ndarray, code: int | None = None, raw: bytes | None = None) -> bytes:
     code = _CODES[array.dtype.str.replace("|", "")] if code is None else code
     data = array.tobytes() if raw is None else raw
     header = _string(name) + struct.pack("<B", array.ndim)
@@ -83,7 +81,7 @@ def _model_bin(version: int = 6) -> bytes:
 
 def _write_parts(tmp_path: Path, data: bytes, cuts: list[int]) -> list[Path]:
     paths = []
-    for i, (start, end) in enumerate(zip([0, *cuts], [*cuts, len(data)])):
+    for i, (start, end) in enumerate(zip([0, *cuts], [*cuts, len(data)], strict=True)):
         path = tmp_path / f"model.bin.part{i}"
         path.write_bytes(data[start:end])
         paths.append(path)

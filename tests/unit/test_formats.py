@@ -33,9 +33,16 @@ def seg(i, start, end, text, **extra):
 
 SAMPLE = make_result(
     [
-        seg(0, 0.0, 4.2, " Hello world.",
-            words=[{"word": " Hello", "start": 0.0, "end": 0.5, "probability": 0.93},
-                   {"word": " world.", "start": 0.5, "end": 4.2, "probability": 0.9}]),
+        seg(
+            0,
+            0.0,
+            4.2,
+            " Hello world.",
+            words=[
+                {"word": " Hello", "start": 0.0, "end": 0.5, "probability": 0.93},
+                {"word": " world.", "start": 0.5, "end": 4.2, "probability": 0.9},
+            ],
+        ),
         seg(1, 4.2, 7.25, " Second line."),
     ]
 )
@@ -68,7 +75,7 @@ def parse_srt(data):
 
 def parse_vtt(data):
     assert data.startswith("WEBVTT\n")
-    body = data[len("WEBVTT\n"):]
+    body = data[len("WEBVTT\n") :]
     if body == "":
         return []
     assert body.startswith("\n")
@@ -85,6 +92,7 @@ def parse_vtt(data):
 
 # --- format_timestamp --------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     "seconds, expected",
     [
@@ -92,14 +100,14 @@ def parse_vtt(data):
         (0.0, "00:00:00.000"),
         (-0.0, "00:00:00.000"),
         (4.2, "00:00:04.200"),
-        (1.9996, "00:00:02.000"),   # no "1000 ms" overflow
+        (1.9996, "00:00:02.000"),  # no "1000 ms" overflow
         (59.9995, "00:01:00.000"),  # carries through seconds and minutes
         (3599.9999, "01:00:00.000"),
-        (1.0005, "00:00:01.001"),   # half-up on the decimal value, not float error
+        (1.0005, "00:00:01.001"),  # half-up on the decimal value, not float error
         (0.0004, "00:00:00.000"),
-        (3725.5, "01:02:05.500"),   # over an hour
+        (3725.5, "01:02:05.500"),  # over an hour
         (100 * 3600 + 1.25, "100:00:01.250"),  # hours grow past two digits
-        (7, "00:00:07.000"),        # ints accepted
+        (7, "00:00:07.000"),  # ints accepted
     ],
 )
 def test_format_timestamp(seconds, expected):
@@ -119,6 +127,7 @@ def test_format_timestamp_rejects_invalid(bad):
 
 
 # --- registry / render -------------------------------------------------------
+
 
 def test_formats_and_media_types():
     assert FORMATS == ("txt", "srt", "vtt", "json", "tsv")
@@ -156,6 +165,7 @@ def test_all_formats_return_str_for_sample_and_empty(fmt):
 
 # --- exact outputs -----------------------------------------------------------
 
+
 def test_txt():
     assert to_txt(SAMPLE) == "Hello world. Second line.\n"
     assert to_txt(EMPTY) == ""
@@ -166,17 +176,13 @@ def test_txt():
 
 def test_srt_exact():
     assert to_srt(SAMPLE) == (
-        "1\n00:00:00,000 --> 00:00:04,200\nHello world.\n"
-        "\n"
-        "2\n00:00:04,200 --> 00:00:07,250\nSecond line.\n"
+        "1\n00:00:00,000 --> 00:00:04,200\nHello world.\n\n2\n00:00:04,200 --> 00:00:07,250\nSecond line.\n"
     )
 
 
 def test_vtt_exact():
     assert to_vtt(SAMPLE) == (
-        "WEBVTT\n"
-        "\n00:00:00.000 --> 00:00:04.200\nHello world.\n"
-        "\n00:00:04.200 --> 00:00:07.250\nSecond line.\n"
+        "WEBVTT\n\n00:00:00.000 --> 00:00:04.200\nHello world.\n\n00:00:04.200 --> 00:00:07.250\nSecond line.\n"
     )
 
 
@@ -196,6 +202,7 @@ def test_empty_transcript_gives_valid_empty_files():
 
 
 # --- cue text rules -----------------------------------------------------------
+
 
 def test_cue_text_is_stripped():
     r = make_result([seg(0, 0, 1, "   padded \n")])
@@ -225,8 +232,9 @@ def test_blank_lines_in_text_do_not_split_cue():
 
 
 def test_empty_segment_text_skipped_in_subtitles():
-    r = make_result([seg(0, 0, 1, "one"), seg(1, 1, 2, "   "), seg(2, 2, 3, ""),
-                     seg(3, 3, 4, "\n"), seg(4, 4, 5, "two")])
+    r = make_result(
+        [seg(0, 0, 1, "one"), seg(1, 1, 2, "   "), seg(2, 2, 3, ""), seg(3, 3, 4, "\n"), seg(4, 4, 5, "two")]
+    )
     srt = parse_srt(to_srt(r))
     assert [(c[0], c[3]) for c in srt] == [(1, "one"), (2, "two")]  # numbering stays contiguous
     assert [c[2] for c in parse_vtt(to_vtt(r))] == ["one", "two"]
@@ -254,6 +262,7 @@ def test_tsv_integer_ms_like_whisper():
 
 
 # --- timing rules in renderers ---------------------------------------------------
+
 
 def test_long_audio_timestamps():
     r = make_result([seg(0, 3725.5, 3730.25, "late")])
@@ -291,6 +300,7 @@ def test_out_of_order_segments_sorted_in_subtitles():
 
 # --- json ------------------------------------------------------------------------
 
+
 def test_json_roundtrip_unicode_and_stable_order():
     r = make_result([seg(0, 0, 1, " Grüße, 世界 — ok")])
     out = to_json(r)
@@ -302,6 +312,7 @@ def test_json_roundtrip_unicode_and_stable_order():
 
 
 # --- round-trip parsing --------------------------------------------------------------
+
 
 def random_result(seed, n=200):
     # Times are whole ms plus an offset well away from the .5 ms boundary, so

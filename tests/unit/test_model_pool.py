@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from whisper_mcp.engines.audio import decode_audio
 from whisper_mcp.config import default_model_cache
+from whisper_mcp.engines.audio import decode_audio
 from whisper_mcp.models.pool import ModelPool, estimate_bytes, model_bytes
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
 

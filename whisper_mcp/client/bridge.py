@@ -172,11 +172,15 @@ def build_bridge(url: str, token: str | None, output_dir: Path) -> FastMCP:
         ] = None,
         language: Annotated[
             str | None,
-            Field(description="Spoken language: a code such as en, a name such as german, or auto. Leave out to let the service decide."),
+            Field(
+                description="Spoken language: a code such as en, a name such as german, or auto. Leave out to let the service decide."
+            ),
         ] = None,
         job_id: Annotated[
             str | None,
-            Field(description="Your own job id (letters, digits, '.', '_', '-'; up to 128). Leave out for a generated one."),
+            Field(
+                description="Your own job id (letters, digits, '.', '_', '-'; up to 128). Leave out for a generated one."
+            ),
         ] = None,
         priority: Annotated[
             Literal["urgent", "normal", "low"] | None,
@@ -194,7 +198,9 @@ def build_bridge(url: str, token: str | None, output_dir: Path) -> FastMCP:
         if not path.is_absolute():
             path = Path.cwd() / path
         if not path.exists():
-            raise ToolError(f"No such file: {filename} (looked for {path}). Give the path of a recording on this machine.")
+            raise ToolError(
+                f"No such file: {filename} (looked for {path}). Give the path of a recording on this machine."
+            )
         if not path.is_file():
             raise ToolError(f"Not a regular file: {filename} ({path}). Give the path of a recording, not a folder.")
         if not os.access(path, os.R_OK):
@@ -359,8 +365,10 @@ def build_bridge(url: str, token: str | None, output_dir: Path) -> FastMCP:
             if record.get(key) is not None:
                 answer[key] = record[key]
         if status_file.exists():
-            detail = f"{progress * 100:.0f}%" if status == "processing" else (
-                f"position {record['queue_position']}" if record.get("queue_position") else "waiting"
+            detail = (
+                f"{progress * 100:.0f}%"
+                if status == "processing"
+                else (f"position {record['queue_position']}" if record.get("queue_position") else "waiting")
             )
             note = f"{status.upper()} - job {job_id}, {detail}, checked at {_now()}\nservice: {url}\n"
             try:

@@ -61,9 +61,7 @@ __all__ = ["CLIENT_COMMANDS", "add_client_commands", "main", "run_client_command
 
 def _connection_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--url", help=f"service base URL (env {URL_ENV}, default {DEFAULT_URL})"
-    )
+    common.add_argument("--url", help=f"service base URL (env {URL_ENV}, default {DEFAULT_URL})")
     common.add_argument("--token", help=f"bearer token for the service (env {TOKEN_ENV})")
     common.add_argument(
         "--http-timeout", type=float, default=30.0, metavar="SECONDS",
@@ -510,13 +508,15 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
                 str(job.get("model") or ""),
                 str(job.get("priority") or ""),
                 f"{audio:.1f}s" if isinstance(audio, (int, float)) else "",
-                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created)) if isinstance(created, (int, float)) else "",
+                time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+                if isinstance(created, (int, float))
+                else "",
                 str(job.get("filename") or ""),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     total = page.get("total", len(rows) - 1)
     shown = len(rows) - 1
     more = page.get("next_offset")

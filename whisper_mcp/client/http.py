@@ -211,7 +211,9 @@ class ServiceClient:
                 if record.get("status") in FINISHED:
                     return record
             if deadline is not None and time.monotonic() >= deadline:
-                raise ClientError(f"job {job_id!r} did not finish within {timeout:g} s; it keeps running on the service.")
+                raise ClientError(
+                    f"job {job_id!r} did not finish within {timeout:g} s; it keeps running on the service."
+                )
             pause = poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic()))
             time.sleep(pause)
 

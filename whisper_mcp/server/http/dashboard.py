@@ -26,8 +26,7 @@ def _hashes(tag: str) -> str:
     if not blocks:
         raise RuntimeError(f"dashboard.html has no inline <{tag}> block")
     return " ".join(
-        "'sha256-" + base64.b64encode(hashlib.sha256(block.encode("utf-8")).digest()).decode() + "'"
-        for block in blocks
+        "'sha256-" + base64.b64encode(hashlib.sha256(block.encode("utf-8")).digest()).decode() + "'" for block in blocks
     )
 
 

@@ -22,9 +22,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from whisper_mcp.languages import LANGUAGES
 
-from whisper_mcp.server.http.bodies import check_declared_length, read_multipart
 from whisper_mcp.errors import (
     AudioTooLong,
     Conflict,
@@ -35,7 +33,9 @@ from whisper_mcp.errors import (
     ServiceError,
     UnknownModel,
 )
+from whisper_mcp.languages import LANGUAGES
 from whisper_mcp.queue.jobs import JobStatus
+from whisper_mcp.server.http.bodies import check_declared_length, read_multipart
 from whisper_mcp.server.service import Submission, TranscriptionService
 
 OPENAI_MODEL_ALIAS = "whisper-1"
@@ -216,7 +216,11 @@ def _verbose(
         ]
     if "word" in granularities:
         body["words"] = [
-            {"word": str(w.get("word", "")).strip(), "start": float(w.get("start", 0.0)), "end": float(w.get("end", 0.0))}
+            {
+                "word": str(w.get("word", "")).strip(),
+                "start": float(w.get("start", 0.0)),
+                "end": float(w.get("end", 0.0)),
+            }
             for s in segments
             for w in s.get("words") or []
         ]
@@ -227,8 +231,7 @@ def routes(service: TranscriptionService) -> list[Route]:
     async def run(request: Request, task: str) -> Response:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise InvalidInput(
-                "Send the audio as multipart/form-data with the file in a field named 'file', "
-                "as the OpenAI SDKs do."
+                "Send the audio as multipart/form-data with the file in a field named 'file', as the OpenAI SDKs do."
             )
         expected = check_declared_length(request, service.max_upload_bytes)
         await service.check_space(expected)
@@ -242,7 +245,11 @@ def routes(service: TranscriptionService) -> list[Route]:
             fmt = _response_format(fields.get("response_format"))
             model = _resolve_model(service, fields.get("model"))
             temperature = _temperature(fields.get("temperature"))
-            granularities = _granularities([v for name in _GRANULARITY_FIELDS for v in form.repeated.get(name, [])]) if task == "transcribe" and fmt == "verbose_json" else set()
+            granularities = (
+                _granularities([v for name in _GRANULARITY_FIELDS for v in form.repeated.get(name, [])])
+                if task == "transcribe" and fmt == "verbose_json"
+                else set()
+            )
             submission = Submission(
                 filename=form.filename,
                 model=model,

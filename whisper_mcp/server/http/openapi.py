@@ -6,19 +6,25 @@ from typing import Any
 
 from whisper_mcp import __version__
 from whisper_mcp.formats import FORMATS
-from whisper_mcp.queue.jobs import JOB_ID_PATTERN, JOB_STATUSES
 from whisper_mcp.options import MAX_BEAM_SIZE, MAX_PROMPT_CHARS, PRIORITIES
+from whisper_mcp.queue.jobs import JOB_ID_PATTERN, JOB_STATUSES
 
 _JOB_ID = {"type": "string", "pattern": JOB_ID_PATTERN}
 _STATUSES = list(JOB_STATUSES)
 
 
 def _error(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
 
 
 def _json(description: str, ref: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
 
 
 _COMMON = {"401": _error("Missing or wrong bearer token (when the server has one).")}
@@ -76,7 +82,10 @@ def openapi_spec() -> dict[str, Any]:
                         "job_id": {"type": "string"},
                         # waiting_for_upload: an id create_upload_url issued, its URL still unused.
                         "status": {"type": "string", "enum": [*_STATUSES, "waiting_for_upload"]},
-                        "expires_at": {"type": "number", "description": "waiting_for_upload: when the upload URL expires"},
+                        "expires_at": {
+                            "type": "number",
+                            "description": "waiting_for_upload: when the upload URL expires",
+                        },
                         "progress": {"type": "number", "minimum": 0, "maximum": 1},
                         "eta_seconds": {"type": ["number", "null"]},
                         "queue_position": {"type": "integer", "minimum": 1},
@@ -143,7 +152,12 @@ def openapi_spec() -> dict[str, Any]:
                     "summary": "A job's status; the transcript once completed (waiting_for_upload while "
                     "the one-time upload URL issued for it is unused)",
                     "parameters": [_JOB_PATH_PARAM, _FORMAT_PARAM],
-                    "responses": {"200": _json("The job.", "Job"), "400": _error("Bad format."), "404": _error("Unknown job."), **_COMMON},
+                    "responses": {
+                        "200": _json("The job.", "Job"),
+                        "400": _error("Bad format."),
+                        "404": _error("Unknown job."),
+                        **_COMMON,
+                    },
                 }
             },
             "/download/{job_id}": {
@@ -151,7 +165,10 @@ def openapi_spec() -> dict[str, Any]:
                     "summary": "The transcript",
                     "parameters": [_JOB_PATH_PARAM, _FORMAT_PARAM],
                     "responses": {
-                        "200": {"description": "Transcript.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                        "200": {
+                            "description": "Transcript.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
                         "400": _error("Bad format."),
                         "404": _error("Unknown job, or not completed."),
                         **_COMMON,
@@ -164,7 +181,11 @@ def openapi_spec() -> dict[str, Any]:
                     "parameters": [
                         {"name": "status", "in": "query", "schema": {"type": "string", "enum": _STATUSES}},
                         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
-                        {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1}},
+                        {
+                            "name": "offset",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+                        },
                     ],
                     "responses": {"200": _json("A page of jobs.", "JobList"), "400": _error("Bad filter."), **_COMMON},
                 }
@@ -173,7 +194,12 @@ def openapi_spec() -> dict[str, Any]:
                 "get": {
                     "summary": "A job's status",
                     "parameters": [_JOB_PATH_PARAM, _FORMAT_PARAM],
-                    "responses": {"200": _json("The job.", "Job"), "400": _error("Bad format."), "404": _error("Unknown job."), **_COMMON},
+                    "responses": {
+                        "200": _json("The job.", "Job"),
+                        "400": _error("Bad format."),
+                        "404": _error("Unknown job."),
+                        **_COMMON,
+                    },
                 },
                 "delete": {
                     "summary": "Cancel a job",
@@ -186,26 +212,65 @@ def openapi_spec() -> dict[str, Any]:
                     },
                 },
             },
-            "/models": {"get": {"summary": "Available and loaded models", "responses": {"200": _json("Models.", "Models"), **_COMMON}}},
+            "/models": {
+                "get": {
+                    "summary": "Available and loaded models",
+                    "responses": {"200": _json("Models.", "Models"), **_COMMON},
+                }
+            },
             "/health": {"get": {"summary": "Readiness", "responses": {"200": _json("Health.", "Health"), **_COMMON}}},
             "/livez": {
                 "get": {
                     "summary": "Liveness (no token needed)",
                     "security": [],
-                    "responses": {"200": {"description": "Alive.", "content": {"application/json": {"schema": {"type": "object"}}}}},
+                    "responses": {
+                        "200": {
+                            "description": "Alive.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
                 }
             },
             "/v1/audio/transcriptions": {"post": _openai_audio("Transcribe (OpenAI-compatible; waits for the result)")},
             "/v1/audio/translations": {"post": _openai_audio("Translate into English (OpenAI-compatible)")},
-            "/v1/models": {"get": {"summary": "Models, OpenAI-style", "responses": {"200": {"description": "List.", "content": {"application/json": {"schema": {"type": "object"}}}}, **_COMMON}}},
+            "/v1/models": {
+                "get": {
+                    "summary": "Models, OpenAI-style",
+                    "responses": {
+                        "200": {
+                            "description": "List.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **_COMMON,
+                    },
+                }
+            },
             "/v1/models/{model}": {
                 "get": {
                     "summary": "One model, OpenAI-style",
                     "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}],
-                    "responses": {"200": {"description": "Model.", "content": {"application/json": {"schema": {"type": "object"}}}}, "404": {"description": "Unknown model."}, **_COMMON},
+                    "responses": {
+                        "200": {
+                            "description": "Model.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "404": {"description": "Unknown model."},
+                        **_COMMON,
+                    },
                 }
             },
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "Text format.", "content": {"text/plain": {"schema": {"type": "string"}}}}, **_COMMON}}},
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "Text format.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **_COMMON,
+                    },
+                }
+            },
             "/upload/{secret}": {
                 "put": _one_time_upload(),
                 "post": _one_time_upload(),
@@ -229,7 +294,10 @@ def _openai_audio(summary: str) -> dict[str, Any]:
                             "model": {"type": "string"},
                             "language": {"type": "string"},
                             "prompt": {"type": "string"},
-                            "response_format": {"type": "string", "enum": ["json", "text", "srt", "vtt", "verbose_json"]},
+                            "response_format": {
+                                "type": "string",
+                                "enum": ["json", "text", "srt", "vtt", "verbose_json"],
+                            },
                             "temperature": {"type": "number", "minimum": 0, "maximum": 1},
                         },
                     }
@@ -237,7 +305,13 @@ def _openai_audio(summary: str) -> dict[str, Any]:
             },
         },
         "responses": {
-            "200": {"description": "The transcript.", "content": {"application/json": {"schema": {"type": "object"}}, "text/plain": {"schema": {"type": "string"}}}},
+            "200": {
+                "description": "The transcript.",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "text/plain": {"schema": {"type": "string"}},
+                },
+            },
             "400": {"description": "Invalid input (OpenAI error shape)."},
             "413": {"description": "Too large."},
             **_COMMON,

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from whisper_mcp.server.http.bodies import check_declared_length, read_multipart, read_raw
 from whisper_mcp.errors import InvalidInput, ServiceError
-from whisper_mcp.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from whisper_mcp.server.http.openapi import openapi_spec
 from whisper_mcp.formats import MEDIA_TYPES
+from whisper_mcp.server.http.bodies import check_declared_length, read_multipart, read_raw
+from whisper_mcp.server.http.openapi import openapi_spec
+from whisper_mcp.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from whisper_mcp.server.service import SUBMISSION_FIELDS, Submission, TranscriptionService, check_format
 
 
