@@ -151,8 +151,13 @@ def serve(engine_name: str, threads: int, model_name: str, device: str) -> None:
     else:
         transcribe = {"openai": openai_engine, "faster": faster_engine}[engine_name](threads, model_name, device)
     load_s = time.perf_counter() - t0
-    info = {"ready": True, "engine": engine_name, "threads_arg": threads, "load_s": load_s,
-            "since_start_s": time.perf_counter() - T_START}
+    info = {
+        "ready": True,
+        "engine": engine_name,
+        "threads_arg": threads,
+        "load_s": load_s,
+        "since_start_s": time.perf_counter() - T_START,
+    }
     if engine_name == "openai":
         import torch
 
