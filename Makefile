@@ -11,7 +11,7 @@ PORT ?= 8765
 STORAGE ?= ./service-storage
 MODEL ?= tiny.en
 
-.PHONY: serve test setup model browser postgres lint clean
+.PHONY: serve test setup model browser postgres nginx lint clean
 
 setup: $(STAMP)
 
@@ -27,7 +27,7 @@ model: $(STAMP)
 serve: model
 	$(BIN)/whisper-mcp serve --host $(HOST) --port $(PORT) --storage $(STORAGE) --model $(MODEL)
 
-test: model browser postgres lint
+test: model browser postgres nginx lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -45,6 +45,13 @@ postgres:
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 		|| (apt-get update -qq && apt-get install -y -qq postgresql >/dev/null) \
 		|| echo "postgresql could not be installed: the PostgreSQL tests will skip"
+
+# The replica test runs the README's nginx configuration in front of three
+# replicas; without nginx that part skips, saying so.
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx \
+		|| (apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null) \
+		|| echo "nginx could not be installed: the load-balancer part of the replica test will skip"
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1149,6 +1149,14 @@ def bench_replicas(ctx: Ctx, sec: Section) -> None:
         )  # fmt: skip
 
     rates: dict[str, list[float]] = {"sqlite": [], "pg1": [], "pg3": []}
+    phases: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal mark
+        phases[name] = round(time.perf_counter() - mark, 1)
+        mark = time.perf_counter()
+
     with PostgresCluster() as cluster:
         url = cluster.database()
         shared = ctx.workdir / "shared-storage"
@@ -1162,20 +1170,24 @@ def bench_replicas(ctx: Ctx, sec: Section) -> None:
             a_client = httpx.Client(base_url=replica["a"].url, timeout=300)
             for c in (s_client, a_client):
                 completed(wait_done(c, submit(c, FIXTURES / "speech.wav")["job_id"]))  # warm-up
+            phase("start SQLite server and replica a, warm-up")
             # Pick-up: one idle worker, SQLite vs PostgreSQL (interleaved halves).
             pick = {"sqlite": pickups(s_client, clip, n_pick // 2), "pg1": pickups(a_client, clip, n_pick // 2)}
             for name, c in (("pg1", a_client), ("sqlite", s_client)):
                 for k, v in pickups(c, clip, n_pick - n_pick // 2).items():
                     pick[name][k] += v
+            phase("pick-up, SQLite and 1 replica")
             # Throughput, one server each (rounds A B ... B A with 3 replicas in the middle).
             rates["sqlite"].append(n_clips / (spread_at_once([sqlite.url], clips)[0] / 60))
             rates["pg1"].append(n_clips / (spread_at_once([replica["a"].url], clips)[0] / 60))
 
+            phase("throughput, first rounds of SQLite and 1 replica")
             start_together([replica["b"], replica["c"]])
             urls = [r.url for r in replica.values()]
             clients = [a_client] + [httpx.Client(base_url=u, timeout=300) for u in urls[1:]]
             for c in clients[1:]:
                 completed(wait_done(c, submit(c, FIXTURES / "speech.wav")["job_id"]))  # warm-up
+            phase("start replicas b and c, warm-up")
             # Cross-replica pick-up: jobs sent to the replica busy with a long file,
             # so another, idle one must learn of them (NOTIFY) and take them.
             busy = submit(a_client, busy_wav)["job_id"]
@@ -1187,6 +1199,7 @@ def bench_replicas(ctx: Ctx, sec: Section) -> None:
             busy_throughout = a_client.get(f"/status/{busy}").json()["status"] == "processing"
             a_client.delete(f"/jobs/{busy}")
             completed_or_cancelled = wait_done(a_client, busy)
+            phase("pick-up across replicas")
             # Status under load: a long file running on every replica, pollers spread over the three.
             longs = [submit(c, busy_wav)["job_id"] for c in clients]
             running_on(clients, longs)
@@ -1200,6 +1213,7 @@ def bench_replicas(ctx: Ctx, sec: Section) -> None:
             storm1 = asyncio.run(status_storm([(sqlite.url, f"/status/{s_long}")], storm_s))
             s_client.delete(f"/jobs/{s_long}")
             wait_done(s_client, s_long)
+            phase("status under load, 3 replicas and SQLite")
             # Throughput with three replicas, two rounds.
             for _ in range(2):
                 rates["pg3"].append(n_clips / (spread_at_once(urls, clips)[0] / 60))
@@ -1207,6 +1221,7 @@ def bench_replicas(ctx: Ctx, sec: Section) -> None:
             replica["c"].stop()
             rates["pg1"].append(n_clips / (spread_at_once([replica["a"].url], clips)[0] / 60))
             rates["sqlite"].append(n_clips / (spread_at_once([sqlite.url], clips)[0] / 60))
+            phase("throughput, 3 replicas, then the last rounds of 1 replica and SQLite")
             for c in clients + [s_client]:
                 c.close()
         finally:
@@ -1241,7 +1256,7 @@ def bench_replicas(ctx: Ctx, sec: Section) -> None:
     sec.details.update(
         pickup_ms=ms, pickup_after_202_ms={k: [x * 1000 for x in v["after_202"]] for k, v in pick.items()},
         run_ms={k: [x * 1000 for x in v["run"]] for k, v in pick.items()}, busy_throughout=busy_throughout,
-        busy_replica=owner, rates_clips_per_min=rates, clips=n_clips,
+        busy_replica=owner, rates_clips_per_min=rates, clips=n_clips, phase_seconds=phases,
         storm3={"health_p99_ms": pct(storm3["lat"]["health"], 99) * 1000, "status_p50_ms": pct(storm3["lat"]["status"], 50) * 1000,
                 "requests": sum(len(v) for v in storm3["lat"].values()), "errors": storm3["errors"], "error_samples": storm3["error_samples"]},
         storm1={"health_p99_ms": pct(storm1["lat"]["health"], 99) * 1000, "status_p50_ms": pct(storm1["lat"]["status"], 50) * 1000,

@@ -20,8 +20,9 @@ from typing import Any
 from anyio import to_thread
 
 from whisper_mcp.errors import Conflict, InvalidInput, PayloadTooLarge, UploadNotFound
-from whisper_mcp.queue.jobs import UploadRecord
 from whisper_mcp.queue.files import FileStore, StoredUpload, new_key
+from whisper_mcp.queue.jobs import UploadRecord
+from whisper_mcp.queue.manager import ORPHAN_GRACE_SECONDS
 from whisper_mcp.queue.store import SQLUploadStore
 
 # Decoded bytes per upload_chunk call: base64 makes it 4/3 larger, still well
@@ -254,12 +255,14 @@ class UploadManager:
     # -- housekeeping -----------------------------------------------------
 
     def sweep(self, now: float) -> int:
-        """Blocking: drop expired uploads and bytes no upload owns."""
+        """Blocking: drop expired uploads with their bytes, and bytes no upload
+        owns once untouched for ``ORPHAN_GRACE_SECONDS``: another request, here
+        or on another replica, may be between creating an upload's file and
+        recording it, or between taking an upload and moving its file."""
         expired = self._store.expire(now)
-        live = self._store.ids()
-        for path in self._files.uploads_dir.iterdir():
-            if path.name not in live:
-                path.unlink(missing_ok=True)
+        for upload_id in expired:
+            self._path(upload_id).unlink(missing_ok=True)
+        self._files.remove_unowned(self._files.uploads_dir, self._store.ids(), ORPHAN_GRACE_SECONDS)
         return len(expired)
 
 
