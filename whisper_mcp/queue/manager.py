@@ -337,9 +337,11 @@ class JobQueue:
 
     # -- callbacks --------------------------------------------------------
 
-    def due_callbacks(self) -> list[Job]:
-        """Ended jobs whose callback is due, each leased to this replica for one attempt."""
-        return self._store.claim_callbacks(self.replica_id, self.lease_seconds, time.time())
+    def due_callbacks(self, limit: int = 100, lease_seconds: float | None = None) -> list[Job]:
+        """Up to ``limit`` ended jobs whose callback is due, each leased to this
+        replica for one attempt (for ``lease_seconds``, by default the job lease)."""
+        lease = self.lease_seconds if lease_seconds is None else lease_seconds
+        return self._store.claim_callbacks(self.replica_id, lease, time.time(), limit)
 
     def next_callback_at(self) -> float | None:
         return self._store.next_callback_at()

@@ -313,16 +313,16 @@ class SQLJobStore:
 
     # -- callbacks --------------------------------------------------------
 
-    def claim_callbacks(self, owner: str, lease_seconds: float, now: float) -> list[Job]:
-        """Ended jobs whose callback is due, leased to ``owner`` so one replica
-        delivers each attempt."""
+    def claim_callbacks(self, owner: str, lease_seconds: float, now: float, limit: int = 100) -> list[Job]:
+        """Up to ``limit`` ended jobs whose callback is due, leased to ``owner``
+        so one replica delivers each attempt."""
         return self._all(
             f"UPDATE jobs SET callback_owner = ?, callback_lease_until = {self.db.now} + ?"
             " WHERE seq IN (SELECT seq FROM jobs WHERE callback_state = 'pending'"
             " AND (callback_next_at IS NULL OR callback_next_at <= ?)"
             f" AND (callback_lease_until IS NULL OR callback_lease_until < {self.db.now})"
-            f" ORDER BY finished_at LIMIT 100{self.db.skip_locked}) RETURNING {_COLUMNS}",
-            (owner, lease_seconds, now),
+            f" ORDER BY finished_at LIMIT ?{self.db.skip_locked}) RETURNING {_COLUMNS}",
+            (owner, lease_seconds, now, limit),
         )
 
     def record_callback(
@@ -337,8 +337,12 @@ class SQLJobStore:
         )
 
     def next_callback_at(self) -> float | None:
-        """When the earliest pending callback is due, if any."""
-        rows, _ = self.db.run("SELECT MIN(COALESCE(callback_next_at, 0)) FROM jobs WHERE callback_state = 'pending'")
+        """When the earliest pending callback is due, if any: not before a
+        claim another replica holds on it runs out."""
+        rows, _ = self.db.run(
+            f"SELECT MIN({self.db.greatest}(COALESCE(callback_next_at, 0), COALESCE(callback_lease_until, 0)))"
+            " FROM jobs WHERE callback_state = 'pending'"
+        )
         return rows[0][0]
 
     # -- expiry -----------------------------------------------------------

@@ -54,11 +54,14 @@ class CallbackSender:
         self._kick.set()
 
     async def run(self) -> None:
+        # One callback claimed at a time, for longer than its delivery may take
+        # (bounded by the timeout): no other replica takes it while it is sent.
+        lease = 2 * self._timeout
         async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client:
             while True:
                 self._kick.clear()
-                for job in await to_thread.run_sync(self._queue.due_callbacks):
-                    await self._deliver(client, job)
+                while due := await to_thread.run_sync(self._queue.due_callbacks, 1, lease):
+                    await self._deliver(client, due[0])
                 next_at = await to_thread.run_sync(self._queue.next_callback_at)
                 delay = None if next_at is None else max(0.05, next_at - time.time())
                 try:
@@ -86,11 +89,16 @@ class CallbackSender:
             headers[SIGNATURE_HEADER] = sign(self._secret, body)
         error: str | None = None
         try:
-            response = await client.post(job.callback_url, content=body, headers=headers)
+            # The whole delivery, not each of its steps, within the timeout.
+            response = await asyncio.wait_for(
+                client.post(job.callback_url, content=body, headers=headers), self._timeout
+            )
             if not response.is_success:
                 error = f"receiver answered HTTP {response.status_code}"
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
+        except TimeoutError:
+            error = f"no answer within {self._timeout:g} s"
         attempt = job.callback_attempts + 1
         gave_up = error is not None and attempt > len(self._backoff)
         next_at = None if error is None or gave_up else time.time() + self._backoff[attempt - 1]
