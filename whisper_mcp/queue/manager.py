@@ -173,10 +173,18 @@ class JobQueue:
 
     def heartbeat(self) -> None:
         """Renew this replica's leases (call well within ``lease_seconds``,
-        whatever the decoder is doing), and learn of cancels asked elsewhere."""
-        held = self._store.renew(self.replica_id, self.lease_seconds)
+        whatever the decoder is doing), and learn of cancels asked elsewhere.
+        Only this process's runs: a job an earlier process of the same name
+        was running when it died is left to expire and be taken over."""
         with self._lock:
-            for job_id, running in self._running.items():
+            runs = [(r.job_id, r.job.attempts) for r in self._running.values()]
+        held = self._store.renew(self.replica_id, self.lease_seconds, runs)
+        with self._lock:
+            # Only the runs renewed just now: one claimed meanwhile is not lost.
+            for job_id, attempt in runs:
+                running = self._running.get(job_id)
+                if running is None or running.job.attempts != attempt:
+                    continue
                 if job_id not in held:
                     running.lost = True
                 elif held[job_id]:

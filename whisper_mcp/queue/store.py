@@ -193,13 +193,18 @@ class SQLJobStore:
             self.db.notify(job_id)
         return job
 
-    def renew(self, owner: str, lease_seconds: float) -> dict[str, bool]:
-        """Heartbeat: extend every lease ``owner`` holds. Returns the jobs it
-        still holds, each with whether a cancel was asked."""
+    def renew(self, owner: str, lease_seconds: float, runs: Sequence[tuple[str, int]]) -> dict[str, bool]:
+        """Heartbeat: extend the leases of ``runs`` (job id, attempt) that
+        ``owner`` still holds; never those of an earlier process that had the
+        same name and died. Returns the jobs still held, each with whether a
+        cancel was asked."""
+        if not runs:
+            return {}
+        held = " OR ".join(["(job_id = ? AND attempts = ?)"] * len(runs))
         rows, _ = self.db.run(
             f"UPDATE jobs SET lease_expires_at = {self.db.now} + ?"
-            " WHERE lease_owner = ? AND status = 'processing' RETURNING job_id, cancel_requested",
-            (lease_seconds, owner),
+            f" WHERE lease_owner = ? AND status = 'processing' AND ({held}) RETURNING job_id, cancel_requested",
+            (lease_seconds, owner, *(value for run in runs for value in run)),
         )
         return {job_id: bool(flag) for job_id, flag in rows}
 
