@@ -72,6 +72,8 @@ def sub_env() -> dict[str, str]:
     if TREE != ROOT:
         env["PYTHONPATH"] = str(TREE) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
 SAMPLE_RATE = 16000
 FINISHED = ("completed", "failed", "cancelled")
 
@@ -122,8 +124,12 @@ def cpu_model() -> str:
 
 def git_state() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=TREE, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=TREE, capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=TREE, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=TREE, capture_output=True, text=True
+        ).stdout.strip()
         return (head or "not a git checkout") + (" + uncommitted changes" if dirty else "")
     except OSError:
         return "unknown"
@@ -175,7 +181,9 @@ def write_wav(path: Path, chunks: Iterator[np.ndarray] | list[np.ndarray]) -> fl
     return n / SAMPLE_RATE
 
 
-def concatenated(source: np.ndarray, seconds: float, seed: int, gap: tuple[float, float] = (0.2, 1.5)) -> Iterator[np.ndarray]:
+def concatenated(
+    source: np.ndarray, seconds: float, seed: int, gap: tuple[float, float] = (0.2, 1.5)
+) -> Iterator[np.ndarray]:
     """``source`` repeated with small random gaps of faint noise, up to ``seconds``."""
     rng = np.random.default_rng(seed)
     total = int(seconds * SAMPLE_RATE)
@@ -292,7 +300,9 @@ class Helper:
 
 def submit(client: httpx.Client, path: Path, **fields: str) -> dict[str, Any]:
     with open(path, "rb") as f:
-        r = client.post("/transcribe", files={"file": (path.name, f, "application/octet-stream")}, data={"cache": "false", **fields})
+        r = client.post(
+            "/transcribe", files={"file": (path.name, f, "application/octet-stream")}, data={"cache": "false", **fields}
+        )
     if r.status_code != 202:
         raise RuntimeError(f"POST /transcribe {path.name}: {r.status_code} {r.text[:300]}")
     return r.json()
@@ -404,7 +414,12 @@ def service_e2e(client: httpx.Client, path: Path) -> dict[str, Any]:
 def cold_process(path: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     p = subprocess.run(
-        [PY, str(HELPER), "cold", str(path), MODEL, DEVICE], cwd=TREE, env=sub_env(), capture_output=True, text=True, timeout=600
+        [PY, str(HELPER), "cold", str(path), MODEL, DEVICE],
+        cwd=TREE,
+        env=sub_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     wall = time.perf_counter() - t0
     if p.returncode != 0:
@@ -418,7 +433,11 @@ def bench_warm(ctx: Ctx, sec: Section) -> None:
     clip = FIXTURES / "speech.wav"
     n = ctx.pick(7, 3)
     n_cold = ctx.pick(5, 2)
-    with serving(ctx.workdir) as srv, Helper("openai", ctx.workdir) as helper, httpx.Client(base_url=srv.url, timeout=300) as client:
+    with (
+        serving(ctx.workdir) as srv,
+        Helper("openai", ctx.workdir) as helper,
+        httpx.Client(base_url=srv.url, timeout=300) as client,
+    ):
         sec.details["server_ready_s"] = srv.ready_s
         sec.details["helper_ready"] = helper.ready
         service_e2e(client, clip)  # warm-up: first job pays one-off costs
@@ -442,16 +461,36 @@ def bench_warm(ctx: Ctx, sec: Section) -> None:
     overhead = s - w
     sec.add(
         "service e2e speech.wav (upload+transcribe+download), median",
-        s, "s", "in-process warm decode+transcribe", w, s / w, "svc/warm",
-        "<= +10% or <= +100 ms", overhead <= max(0.10 * w, 0.100),
+        s,
+        "s",
+        "in-process warm decode+transcribe",
+        w,
+        s / w,
+        "svc/warm",
+        "<= +10% or <= +100 ms",
+        overhead <= max(0.10 * w, 0.100),
     )
     sec.add(
-        "  service overhead over in-process warm", overhead * 1000, "ms", "", None, None, "",
-        f"<= max(10%, 100 ms) = {max(0.10 * w, 0.100) * 1000:.0f} ms", overhead <= max(0.10 * w, 0.100),
+        "  service overhead over in-process warm",
+        overhead * 1000,
+        "ms",
+        "",
+        None,
+        None,
+        "",
+        f"<= max(10%, 100 ms) = {max(0.10 * w, 0.100) * 1000:.0f} ms",
+        overhead <= max(0.10 * w, 0.100),
     )
     sec.add(
         "fresh process per clip (import+load+transcribe), median",
-        c, "s", "service e2e", s, c / s, "cold/svc", ">= 2.5x", c / s >= 2.5,
+        c,
+        "s",
+        "service e2e",
+        s,
+        c / s,
+        "cold/svc",
+        ">= 2.5x",
+        c / s >= 2.5,
     )
 
     def med(rows: list[dict[str, Any]], key: str) -> float:
@@ -525,8 +564,13 @@ def bench_engine(ctx: Ctx, sec: Section) -> None:
     wers = {name: wer([(refs[clip], texts[name][clip]) for clip in refs]) * 100 for name in names}
     long_wers = {name: wer([(refs["long.mp3"], texts[name]["long.mp3"])]) * 100 for name in names}
     fastest = min(("ours-ct2", "ours-vad"), key=lambda n: rtf[n])
-    label = {"ours-ct2": "--engine ctranslate2", "ours-vad": "--engine ctranslate2 --vad-batching"}  # default compute type
-    sec.add(f"openai-whisper RTF on long.mp3 (62 s), {threads} threads", rtf["openai"], "x RT", "", None, None, "", "", None)
+    label = {
+        "ours-ct2": "--engine ctranslate2",
+        "ours-vad": "--engine ctranslate2 --vad-batching",
+    }  # default compute type
+    sec.add(
+        f"openai-whisper RTF on long.mp3 (62 s), {threads} threads", rtf["openai"], "x RT", "", None, None, "", "", None
+    )
     sec.add(
         f"{fw} RTF on long.mp3", rtf["faster"], "x RT", "openai-whisper RTF", rtf["openai"],
         rtf["openai"] / rtf["faster"], "speed-up", "", None,
@@ -791,7 +835,9 @@ async def poll_storm(url: str, status_path: str, stop: Callable[[], bool], watch
             "client_lag_p50_ms": pct(lag, 50) * 1e3, "client_lag_p99_ms": pct(lag, 99) * 1e3}  # fmt: skip
 
 
-def busy_storm(srv: ServerProcess, client: httpx.Client, long_wav: Path, seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def busy_storm(
+    srv: ServerProcess, client: httpx.Client, long_wav: Path, seconds: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Submit ``long_wav``, wait until it runs, then poll for ``seconds`` (or until it ends)."""
     job = submit(client, long_wav)
     while client.get(f"/status/{job['job_id']}").json()["status"] == "queued":
@@ -806,7 +852,9 @@ def bench_responsive(ctx: Ctx, sec: Section) -> None:
     idle_s = ctx.pick(8.0, 5.0)
     busy_s = ctx.pick(20.0, 10.0)  # pollers run this long into the transcription (or until it ends)
     long_wav = ctx.workdir / f"long_x{repeats}.wav"
-    audio_s = write_wav(long_wav, concatenated(decoded(FIXTURES / "long.mp3"), 62.0 * repeats + 1.0 * (repeats - 1), seed=5))
+    audio_s = write_wav(
+        long_wav, concatenated(decoded(FIXTURES / "long.mp3"), 62.0 * repeats + 1.0 * (repeats - 1), seed=5)
+    )
     with serving(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
         warm_id = completed(wait_done(client, submit(client, FIXTURES / "speech.wav")["job_id"]))["job_id"]
         # Idle baseline: same pollers, same mix, nothing transcribing.
@@ -829,8 +877,28 @@ def bench_responsive(ctx: Ctx, sec: Section) -> None:
         b50, b99 = pct(b, 50) * 1e3, pct(b, 99) * 1e3
         i50, i99 = pct(i, 50) * 1e3, pct(i, 99) * 1e3
         p99[kind] = b99
-        sec.add(f"{label} p50, {POLLERS} pollers, during transcription", b50, "ms", "idle", i50, b50 / i50, "busy/idle", "", None)
-        sec.add(f"{label} p99, {POLLERS} pollers, during transcription", b99, "ms", "idle", i99, b99 / i99, "busy/idle", "< 20 ms", b99 < 20)
+        sec.add(
+            f"{label} p50, {POLLERS} pollers, during transcription",
+            b50,
+            "ms",
+            "idle",
+            i50,
+            b50 / i50,
+            "busy/idle",
+            "",
+            None,
+        )
+        sec.add(
+            f"{label} p99, {POLLERS} pollers, during transcription",
+            b99,
+            "ms",
+            "idle",
+            i99,
+            b99 / i99,
+            "busy/idle",
+            "< 20 ms",
+            b99 < 20,
+        )
     for flags, (extra, _) in extras.items():
         for kind, label in (("health", "/health"), ("status", "/status")):
             x = pct(extra["lat"][kind], 99) * 1e3
@@ -880,8 +948,8 @@ def multipart_wav_stream(data_bytes: int, boundary: str, chunk: int = 1 << 20) -
     header += (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
     header += b"data" + data_bytes.to_bytes(4, "little")
     head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"cache\"\r\n\r\nfalse\r\n"
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.wav\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="cache"\r\n\r\nfalse\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.wav"\r\n'
         "Content-Type: audio/wav\r\n\r\n"
     ).encode() + header
     tail = f"\r\n--{boundary}--\r\n".encode()
@@ -1328,9 +1396,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions, 5-min file, 256 MiB upload (about 4 min)")
     ap.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
     ap.add_argument("--out", default=str(BENCH / "results" / "latest.json"), help="JSON results file")
-    ap.add_argument("--model", default=MODEL, help="model of every server and helper, default tiny.en (e.g. base on a GPU)")
-    ap.add_argument("--device", default=DEVICE, choices=["cpu", "cuda"], help="device of every server and helper, default cpu")
-    ap.add_argument("--tree", help="benchmark the whisper_mcp of another checkout (e.g. a `git archive` snapshot); default: this one")
+    ap.add_argument(
+        "--model", default=MODEL, help="model of every server and helper, default tiny.en (e.g. base on a GPU)"
+    )
+    ap.add_argument(
+        "--device", default=DEVICE, choices=["cpu", "cuda"], help="device of every server and helper, default cpu"
+    )
+    ap.add_argument(
+        "--tree",
+        help="benchmark the whisper_mcp of another checkout (e.g. a `git archive` snapshot); default: this one",
+    )
     args = ap.parse_args(argv)
     MODEL, DEVICE = args.model, args.device
     if args.tree:

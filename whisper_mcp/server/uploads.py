@@ -58,7 +58,9 @@ def missing(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
 
 
 class UploadManager:
-    def __init__(self, store: SQLUploadStore, files: FileStore, *, max_bytes: int, min_free_bytes: int, ttl: float) -> None:
+    def __init__(
+        self, store: SQLUploadStore, files: FileStore, *, max_bytes: int, min_free_bytes: int, ttl: float
+    ) -> None:
         self._store = store
         self._files = files
         self._max_bytes = max_bytes
@@ -223,9 +225,7 @@ class UploadManager:
 
     async def claim_url(self, secret: str) -> dict[str, Any]:
         """Use a one-time URL; returns the submission stored with it."""
-        record = await to_thread.run_sync(
-            self._store.claim, hashlib.sha256(secret.encode()).hexdigest(), time.time()
-        )
+        record = await to_thread.run_sync(self._store.claim, hashlib.sha256(secret.encode()).hexdigest(), time.time())
         if record is None:
             raise UploadNotFound(
                 "This upload URL is unknown, expired or already used. Ask for a new one with create_upload_url."
@@ -248,7 +248,12 @@ class UploadManager:
                 submission = json.loads(record.submission or "{}") if record is not None else {}
             except ValueError:
                 continue
-            if record is not None and record.kind == "url" and record.expires_at > now and submission.get("job_id") == job_id:
+            if (
+                record is not None
+                and record.kind == "url"
+                and record.expires_at > now
+                and submission.get("job_id") == job_id
+            ):
                 found.append(record)
         return max(found, key=lambda r: (r.state == "open", r.created_at), default=None)
 
