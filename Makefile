@@ -27,8 +27,11 @@ model: $(STAMP)
 serve: model
 	$(BIN)/whisper-mcp serve --host $(HOST) --port $(PORT) --storage $(STORAGE) --model $(MODEL)
 
+# Two workers, one file each at a time; one torch/OpenMP thread per process,
+# since two workers on two cores would otherwise spin against each other's
+# threads (busy-waiting OpenMP barriers cost more than they save here).
 test: model browser postgres nginx lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
