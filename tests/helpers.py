@@ -4,9 +4,11 @@ request builder, and an in-process server over a fake engine."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -26,7 +28,7 @@ ROOT = Path(__file__).parent.parent
 LONG_AUDIO = FIXTURES / "long.mp3"  # ~62 s, several 30 s decoding windows
 
 __all__ = [
-    "FIXTURES", "LONG_AUDIO", "ROOT", "InProcessServer", "ServerProcess", "free_port", "request", "submit",
+    "FIXTURES", "LONG_AUDIO", "ROOT", "CallbackReceiver", "InProcessServer", "ServerProcess", "free_port", "request", "submit",
     "wait_done", "wait_status", "words",
 ]  # fmt: skip
 
@@ -153,3 +155,58 @@ class InProcessServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+Call = tuple[str, dict[str, str], bytes, float]  # path, headers (lower-case names), body, arrival (monotonic)
+
+
+class CallbackReceiver:
+    """A local HTTP server that records every callback POST. It can fail the
+    first ``fail_first[path]`` POSTs to a path (503), and take ``delay``
+    seconds over each answer (a slow receiver). Close it with ``close()``."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls: list[Call] = []
+        self.fail_first: dict[str, int] = {}
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                headers = {name.lower(): value for name, value in self.headers.items()}
+                time.sleep(delay)
+                receiver.calls.append((self.path, headers, body, time.monotonic()))
+                failures = receiver.fail_first.get(self.path, 0)
+                if failures > 0:
+                    receiver.fail_first[self.path] = failures - 1
+                    self.send_response(503)
+                else:
+                    self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def to(self, path: str) -> list[Call]:
+        return [c for c in list(self.calls) if c[0] == path]
+
+    def bodies(self, job_id: str | None = None) -> list[dict]:
+        """The JSON bodies received (for one job, if given), in arrival order."""
+        found = [json.loads(c[2]) for c in list(self.calls)]
+        return [b for b in found if job_id is None or b.get("job_id") == job_id]
+
+    def wait_for(self, path: str, count: int, timeout: float = 15) -> list[Call]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.to(path)) >= count:
+                return self.to(path)
+            time.sleep(0.02)
+        raise AssertionError(f"{path}: {len(self.to(path))} calls in {timeout}s, wanted {count}")
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -4,43 +4,26 @@ tests/unit/test_callbacks.py (in process, over a fake engine)."""
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
-from helpers import FIXTURES, ServerProcess, wait_done, words
+from helpers import FIXTURES, CallbackReceiver, ServerProcess, wait_done, words
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, list[bytes]]]:
-    """(URL, bodies received): answers every POST with 204."""
-    bodies: list[bytes] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            bodies.append(self.rfile.read(int(self.headers["content-length"])))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", bodies
-    httpd.shutdown()
-    httpd.server_close()
+def receiver() -> Iterator[CallbackReceiver]:
+    r = CallbackReceiver()
+    yield r
+    r.close()
 
 
-def test_completed_job_posts_its_transcript(server: ServerProcess, receiver: tuple[str, list[bytes]]) -> None:
-    url, bodies = receiver
+def test_completed_job_posts_its_transcript(server: ServerProcess, receiver: CallbackReceiver) -> None:
+    url = receiver.url
     with httpx.Client(base_url=server.url, timeout=30) as client:
         with open(FIXTURES / "short.wav", "rb") as f:
             response = client.post(
@@ -55,8 +38,7 @@ def test_completed_job_posts_its_transcript(server: ServerProcess, receiver: tup
             time.sleep(0.05)
             record = client.get(f"/status/{job['job_id']}").json()
         assert record["callback"]["attempts"] == 1
-        [body] = bodies
-        payload = json.loads(body)
+        [payload] = receiver.bodies()
         assert payload["job_id"] == job["job_id"] and payload["status"] == "completed"
         assert {"hello", "world"} <= words(payload["transcript"])
         assert payload["download_url"] == f"{server.url}/download/{job['job_id']}"

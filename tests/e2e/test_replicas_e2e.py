@@ -27,12 +27,10 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +44,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from whisper_mcp.testing import PostgresCluster
 
-from helpers import FIXTURES, LONG_AUDIO, ROOT, ServerProcess, free_port, submit, wait_done, words
+from helpers import FIXTURES, LONG_AUDIO, ROOT, CallbackReceiver, ServerProcess, free_port, submit, wait_done, words
 
 pytestmark = pytest.mark.e2e
 
@@ -65,42 +63,11 @@ FINISHED = ("completed", "failed", "cancelled")
 # -- the cluster ------------------------------------------------------------
 
 
-class Receiver:
-    """A local callback receiver: every POST body, as received."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        lock = threading.Lock()
-        bodies = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                with lock:
-                    bodies.append(body)
-                self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/done"
-        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
-
-    def received(self, job_id: str) -> list[dict[str, Any]]:
-        return [b for b in list(self.bodies) if b["job_id"] == job_id]
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-
 @dataclass
 class Cluster:
     replicas: dict[str, ServerProcess]
     database_url: str
-    receiver: Receiver
+    receiver: CallbackReceiver
     public_url: str  # every replica's --public-url: the load balancer's address
     lb_url: str | None = None  # nginx there, with the README's configuration, when nginx is installed
 
@@ -147,7 +114,7 @@ def cluster(postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory)
     storage = root / "shared-storage"  # one folder for all three
     lb_port = free_port()
     public_url = f"http://127.0.0.1:{lb_port}"
-    receiver = Receiver()
+    receiver = CallbackReceiver()
     replicas = {
         name: ServerProcess(
             storage, root / f"replica-{name}.log",
@@ -406,7 +373,7 @@ def test_kill_9_of_the_replica_running_a_long_job(cluster: Cluster) -> None:
     job once its lease runs out; a waiter on the other survivor is woken when
     it ends; every job completes exactly once, with the right text; each
     callback arrives once; the survivors answer identically for every job."""
-    callback = {"callback_url": cluster.receiver.url}
+    callback = {"callback_url": cluster.receiver.url + "/done"}
     clips = {
         "short.wav": SHORT_WORDS,
         "speech.wav": SPEECH_WORDS,
@@ -474,12 +441,12 @@ def test_kill_9_of_the_replica_running_a_long_job(cluster: Cluster) -> None:
 
     # Each callback once: wait until all are delivered, then a little longer for a duplicate.
     deadline = time.monotonic() + 30
-    while any(not cluster.receiver.received(j) for j in expected):
-        assert time.monotonic() < deadline, [j for j in expected if not cluster.receiver.received(j)]
+    while any(not cluster.receiver.bodies(j) for j in expected):
+        assert time.monotonic() < deadline, [j for j in expected if not cluster.receiver.bodies(j)]
         time.sleep(0.1)
     time.sleep(2)
     for job_id, final in finals.items():
-        [body] = cluster.receiver.received(job_id)
+        [body] = cluster.receiver.bodies(job_id)
         assert body["status"] == "completed" and body["transcript"] == final["transcript"]
 
     # Both survivors answer identically: status (callback state settled), transcripts, the list.

@@ -6,10 +6,8 @@ callback of a real transcript from a real server: tests/e2e/test_callbacks_e2e.p
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -18,58 +16,16 @@ import pytest
 from whisper_mcp.server.callbacks import SIGNATURE_HEADER, sign
 
 from fakes import FakeEngine
-from helpers import FIXTURES, InProcessServer, wait_done
+from helpers import FIXTURES, CallbackReceiver, InProcessServer, wait_done
 
 SECRET = "test-secret"
-Call = tuple[str, dict[str, str], bytes, float]  # path, headers (lower-case names), body, arrival (monotonic)
-
-
-class Receiver:
-    """An HTTP server that records callback POSTs and fails the first ``fail_first[path]`` per path."""
-
-    def __init__(self) -> None:
-        self.calls: list[Call] = []
-        self.fail_first: dict[str, int] = {}
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["content-length"]))
-                headers = {name.lower(): value for name, value in self.headers.items()}
-                receiver.calls.append((self.path, headers, body, time.monotonic()))
-                failures = receiver.fail_first.get(self.path, 0)
-                if failures > 0:
-                    receiver.fail_first[self.path] = failures - 1
-                    self.send_response(503)
-                else:
-                    self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def to(self, path: str) -> list[Call]:
-        return [c for c in self.calls if c[0] == path]
-
-    def wait_for(self, path: str, count: int, timeout: float = 15) -> list[Call]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(self.to(path)) >= count:
-                return self.to(path)
-            time.sleep(0.02)
-        raise AssertionError(f"{path}: {len(self.to(path))} calls in {timeout}s, wanted {count}")
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+def receiver() -> Iterator[CallbackReceiver]:
+    r = CallbackReceiver()
     yield r
-    r.httpd.shutdown()
-    r.httpd.server_close()
+    r.close()
 
 
 def submit(url: str, name: str = "short.wav", **fields: str) -> dict:
@@ -92,7 +48,7 @@ def callback_settles(url: str, job_id: str, state: str, timeout: float = 10) -> 
         time.sleep(0.02)
 
 
-def test_completed_job_posts_signed_transcript(tmp_path: Path, receiver: Receiver) -> None:
+def test_completed_job_posts_signed_transcript(tmp_path: Path, receiver: CallbackReceiver) -> None:
     with InProcessServer.start(tmp_path / "storage", callback_secret=SECRET) as srv:
         job = submit(srv.url, callback_url=f"{receiver.url}/done")
         [(_, headers, body, _)] = receiver.wait_for("/done", 1)
@@ -115,7 +71,7 @@ def test_completed_job_posts_signed_transcript(tmp_path: Path, receiver: Receive
         assert record["callback"]["url"] == f"{receiver.url}/done"
 
 
-def test_unsigned_without_a_secret(tmp_path: Path, receiver: Receiver) -> None:
+def test_unsigned_without_a_secret(tmp_path: Path, receiver: CallbackReceiver) -> None:
     with InProcessServer.start(tmp_path / "storage") as srv:
         submit(srv.url, callback_url=f"{receiver.url}/plain")
         [(_, headers, body, _)] = receiver.wait_for("/plain", 1)
@@ -123,7 +79,7 @@ def test_unsigned_without_a_secret(tmp_path: Path, receiver: Receiver) -> None:
     assert json.loads(body)["status"] == "completed"
 
 
-def test_cancelled_job_posts_its_reason(tmp_path: Path, receiver: Receiver) -> None:
+def test_cancelled_job_posts_its_reason(tmp_path: Path, receiver: CallbackReceiver) -> None:
     engine = FakeEngine()
     engine.gate.clear()
     with InProcessServer.start(tmp_path / "storage", engine) as srv:
@@ -142,7 +98,9 @@ def test_cancelled_job_posts_its_reason(tmp_path: Path, receiver: Receiver) -> N
         assert wait_done(httpx.Client(base_url=srv.url), blocker["job_id"])["status"] == "completed"
 
 
-def test_failing_receiver_is_retried_with_backoff_and_never_fails_the_job(tmp_path: Path, receiver: Receiver) -> None:
+def test_failing_receiver_is_retried_with_backoff_and_never_fails_the_job(
+    tmp_path: Path, receiver: CallbackReceiver
+) -> None:
     receiver.fail_first["/twice"] = 2
     with InProcessServer.start(
         tmp_path / "storage", callback_secret=SECRET, callback_retry_delays=(0.3, 0.6, 5)
@@ -159,7 +117,7 @@ def test_failing_receiver_is_retried_with_backoff_and_never_fails_the_job(tmp_pa
         assert len(receiver.to("/twice")) == 3  # never repeated once delivered
 
 
-def test_gives_up_after_the_last_delay(tmp_path: Path, receiver: Receiver) -> None:
+def test_gives_up_after_the_last_delay(tmp_path: Path, receiver: CallbackReceiver) -> None:
     receiver.fail_first["/never"] = 100
     with InProcessServer.start(tmp_path / "storage", callback_retry_delays=(0.1, 0.1)) as srv:
         job = submit(srv.url, callback_url=f"{receiver.url}/never")
@@ -171,7 +129,7 @@ def test_gives_up_after_the_last_delay(tmp_path: Path, receiver: Receiver) -> No
         assert len(receiver.to("/never")) == 3
 
 
-def test_pending_callback_survives_a_restart_and_is_sent_once(tmp_path: Path, receiver: Receiver) -> None:
+def test_pending_callback_survives_a_restart_and_is_sent_once(tmp_path: Path, receiver: CallbackReceiver) -> None:
     storage = tmp_path / "storage"
     receiver.fail_first["/restart"] = 1
     with InProcessServer.start(storage, callback_retry_delays=(1.5, 1.5)) as first:

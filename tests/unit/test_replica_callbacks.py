@@ -5,11 +5,8 @@ is slower than the lease and several callbacks are due at once."""
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,7 @@ from whisper_mcp.queue.postgres import PostgresDatabase
 from whisper_mcp.queue.store import SQLJobStore
 from whisper_mcp.server.callbacks import CallbackSender
 
-from helpers import request
+from helpers import CallbackReceiver, request
 
 pytestmark = pytest.mark.anyio
 
@@ -29,32 +26,17 @@ RECEIVER_SECONDS = 0.8
 
 
 @pytest.fixture
-def receiver() -> Iterator[tuple[str, list[str]]]:
-    """A receiver slower than the lease: (URL, job ids received)."""
-    received: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            time.sleep(RECEIVER_SECONDS)
-            received.append(body["job_id"])
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/hook", received
-    httpd.shutdown()
-    httpd.server_close()
+def receiver() -> Iterator[CallbackReceiver]:
+    """A receiver slower than the lease."""
+    r = CallbackReceiver(delay=RECEIVER_SECONDS)
+    yield r
+    r.close()
 
 
 async def test_each_callback_is_delivered_once_by_one_replica(
-    postgres_url: str, tmp_path: Path, receiver: tuple[str, list[str]]
+    postgres_url: str, tmp_path: Path, receiver: CallbackReceiver
 ) -> None:
-    url, received = receiver
+    url = receiver.url + "/hook"
     files = FileStore(tmp_path / "shared-storage")
     queues = [
         JobQueue(SQLJobStore(PostgresDatabase(postgres_url)), files, replica_id=name, lease_seconds=LEASE)
@@ -79,6 +61,7 @@ async def test_each_callback_is_delivered_once_by_one_replica(
         await asyncio.sleep(2 * RECEIVER_SECONDS)  # time for a second delivery, if one were under way
         for task in tasks:
             task.cancel()
+        received = [body["job_id"] for body in receiver.bodies()]
         assert sorted(received) == ids, received
     finally:
         for q in queues:
