@@ -124,6 +124,14 @@ class Settings:
     # Stays under the 60 s tool timeout MCP clients such as Codex use by default.
     max_wait_seconds: float = _opt(50.0, help="upper bound of check_transcription_status(wait_seconds=...)")
 
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def min_free_bytes(self) -> int:
+        return self.min_free_mb * 1024 * 1024
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Defaults, then ``WHISPER_MCP_<FIELD>`` variables, then non-None overrides."""

@@ -164,12 +164,16 @@ class SQLJobStore:
     def claim_next(self, owner: str, lease_seconds: float, now: float) -> Job | None:
         """Move the next queued job (priority, then arrival) to processing,
         leased to ``owner``; one statement, so no job is claimed twice."""
+        pick = (
+            f"seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY priority, seq LIMIT 1{self.db.skip_locked})"
+        )
+        return self._claim(pick, (), owner, lease_seconds, now)
+
+    def _claim(self, where: str, args: Sequence[Any], owner: str, lease_seconds: float, now: float) -> Job | None:
         job = self._one(
-            f"UPDATE jobs SET status = 'processing', started_at = ?, attempts = attempts + 1, progress = 0,"
-            f" lease_owner = ?, lease_expires_at = {self.db.now} + ?"
-            " WHERE seq = (SELECT seq FROM jobs WHERE status = 'queued' ORDER BY priority, seq LIMIT 1"
-            f"{self.db.skip_locked}) RETURNING {_COLUMNS}",
-            (now, owner, lease_seconds),
+            "UPDATE jobs SET status = 'processing', started_at = ?, attempts = attempts + 1, progress = 0,"
+            f" lease_owner = ?, lease_expires_at = {self.db.now} + ? WHERE {where} RETURNING {_COLUMNS}",
+            (now, owner, lease_seconds, *args),
         )
         if job is not None:
             self.db.notify(job.job_id)
@@ -183,15 +187,7 @@ class SQLJobStore:
 
     def claim(self, job_id: str, owner: str, lease_seconds: float, now: float) -> Job | None:
         """Move this queued job to processing; None if it is no longer queued."""
-        job = self._one(
-            f"UPDATE jobs SET status = 'processing', started_at = ?, attempts = attempts + 1, progress = 0,"
-            f" lease_owner = ?, lease_expires_at = {self.db.now} + ?"
-            f" WHERE job_id = ? AND status = 'queued' RETURNING {_COLUMNS}",
-            (now, owner, lease_seconds, job_id),
-        )
-        if job is not None:
-            self.db.notify(job_id)
-        return job
+        return self._claim("job_id = ? AND status = 'queued'", (job_id,), owner, lease_seconds, now)
 
     def renew(self, owner: str, lease_seconds: float, runs: Sequence[tuple[str, int]]) -> dict[str, bool]:
         """Heartbeat: extend the leases of ``runs`` (job id, attempt) that
@@ -439,6 +435,11 @@ class SQLUploadStore:
         """Delete expired uploads (and used URLs); returns their ids."""
         rows, _ = self.db.run("DELETE FROM uploads WHERE expires_at <= ? OR state = 'used' RETURNING upload_id", (now,))
         return [upload_id for (upload_id,) in rows]
+
+    def urls(self, now: float) -> list[UploadRecord]:
+        """One-time upload URLs that have not expired, open or used."""
+        rows, _ = self.db.run(f"SELECT {_UPLOAD_COLUMNS} FROM uploads WHERE kind = 'url' AND expires_at > ?", (now,))
+        return [_row_to_upload(row) for row in rows]
 
     def ids(self) -> set[str]:
         rows, _ = self.db.run("SELECT upload_id FROM uploads")

@@ -85,12 +85,11 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
         nice=settings.inference_nice,
         heartbeat_seconds=settings.heartbeat_seconds,
     )
-    max_upload_bytes = settings.max_upload_mb * 1024 * 1024
     uploads = UploadManager(
         SQLUploadStore(database),
         files,
-        max_bytes=max_upload_bytes,
-        min_free_bytes=settings.min_free_mb * 1024 * 1024,
+        max_bytes=settings.max_upload_bytes,
+        min_free_bytes=settings.min_free_bytes,
         ttl=settings.upload_ttl_seconds,
     )
     callbacks = CallbackSender(

@@ -88,8 +88,8 @@ class TranscriptionService:
         self.callbacks = callbacks
         self.metrics = metrics
         self.default_model = engine.registry.resolve(settings.model, trusted=True).name
-        self.max_upload_bytes = settings.max_upload_mb * 1024 * 1024
-        self.min_free_bytes = settings.min_free_mb * 1024 * 1024
+        self.max_upload_bytes = settings.max_upload_bytes
+        self.min_free_bytes = settings.min_free_bytes
         metrics.watch(self._metric_state)
         queue.on_change(self._job_changed)
         self._loop: asyncio.AbstractEventLoop | None = None

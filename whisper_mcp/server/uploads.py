@@ -239,22 +239,9 @@ class UploadManager:
         return await to_thread.run_sync(self._url_for_job, job_id, time.time())
 
     def _url_for_job(self, job_id: str, now: float) -> UploadRecord | None:
-        # Unexpired uploads are few (they expire after the upload TTL), and this
+        # Unexpired URLs are few (they expire after the upload TTL), and this
         # runs only for a job id that has no job: no index on the JSON needed.
-        found: list[UploadRecord] = []
-        for upload_id in self._store.ids():
-            try:
-                record = self._store.get(upload_id)
-                submission = json.loads(record.submission or "{}") if record is not None else {}
-            except ValueError:
-                continue
-            if (
-                record is not None
-                and record.kind == "url"
-                and record.expires_at > now
-                and submission.get("job_id") == job_id
-            ):
-                found.append(record)
+        found = [record for record in self._store.urls(now) if _submitted_job_id(record) == job_id]
         return max(found, key=lambda r: (r.state == "open", r.created_at), default=None)
 
     # -- housekeeping -----------------------------------------------------
@@ -273,3 +260,10 @@ class UploadManager:
 
 def submission_dict(submission: Any) -> dict[str, Any]:
     return {k: v for k, v in asdict(submission).items() if v is not None}
+
+
+def _submitted_job_id(record: UploadRecord) -> str | None:
+    try:
+        return json.loads(record.submission or "{}").get("job_id")
+    except ValueError:
+        return None
