@@ -10,7 +10,31 @@ import pytest
 
 from whisper_mcp.testing import PostgresCluster
 
-from helpers import InProcessServer, ServerProcess
+from helpers import ROOT, InProcessServer, ServerProcess
+
+# Tools' own caches; anything else a run leaves in the checkout is a test (or
+# the code under test) writing where a user's working directory would be.
+_CACHES = {".pytest_cache", ".hypothesis", ".ruff_cache", "__pycache__"}
+_before = pytest.StashKey[set[str]]()
+
+
+def _checkout() -> set[str]:
+    return {p.name for p in ROOT.iterdir()} - _CACHES
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the xdist controller, or a plain run
+        session.config.stash[_before] = _checkout()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_before, None)
+    if before is None:
+        return
+    left = sorted(_checkout() - before)
+    if left:
+        print(f"\nthe test run left {left} in the checkout {ROOT}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -102,12 +102,11 @@ def prepare_model(settings: Settings) -> int:
 
 def migrate(settings: Settings) -> int:
     """Apply the schema migrations explicitly, e.g. before rolling out replicas."""
-    from whisper_mcp.queue.files import FileStore
     from whisper_mcp.queue.migrations import SCHEMA_VERSION, SchemaTooNew, UnrecognizedSchema
     from whisper_mcp.server.app import open_database
 
     try:
-        open_database(settings, FileStore(settings.storage)).close()
+        open_database(settings).close()
     except (SchemaTooNew, UnrecognizedSchema) as exc:
         raise SystemExit(f"whisper-mcp: error: {exc}") from None
     where = settings.database_url.split("@", 1)[-1] if settings.database_url else settings.storage / "jobs.sqlite3"

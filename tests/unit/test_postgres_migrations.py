@@ -3,8 +3,10 @@ the explicit `whisper-mcp migrate`, and a database newer than the code."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -23,11 +25,12 @@ def columns(url: str) -> list[str]:
     return [name for (name,) in rows]
 
 
-def test_three_replicas_migrating_at_once_all_succeed(postgres_url: str) -> None:
+def test_three_replicas_migrating_at_once_all_succeed(postgres_url: str, tmp_path: Path) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "whisper_mcp", "migrate", "--database-url", postgres_url],
-            cwd=ROOT,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -43,6 +46,7 @@ def test_three_replicas_migrating_at_once_all_succeed(postgres_url: str) -> None
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT version FROM whisper_mcp_schema").fetchall() == [(SCHEMA_VERSION,)]
     assert migrate_postgres(postgres_url) == SCHEMA_VERSION  # again: nothing to do
+    assert list(tmp_path.iterdir()) == []  # no empty ./service-storage where it ran
 
 
 def test_a_newer_database_is_refused_and_left_alone(postgres_url: str) -> None:

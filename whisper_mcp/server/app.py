@@ -52,20 +52,24 @@ def build_engine(settings: Settings) -> Engine:
     )
 
 
-def open_database(settings: Settings, files: FileStore) -> Database:
-    """PostgreSQL when a URL is given (replicas), else SQLite in the storage folder; migrated."""
+def open_database(settings: Settings) -> Database:
+    """PostgreSQL when a URL is given (replicas), else SQLite in the storage folder; migrated.
+
+    Only the SQLite case touches the storage folder: `migrate --database-url`
+    must not leave an empty one wherever it was run.
+    """
     if settings.database_url:
         from whisper_mcp.queue.postgres import PostgresDatabase  # psycopg only when used
 
         return PostgresDatabase(settings.database_url)
-    return SQLiteDatabase(files.database)
+    return SQLiteDatabase(FileStore(settings.storage).database)
 
 
 def build_service(settings: Settings, engine: Engine | None = None) -> TranscriptionService:
     # The queue first: a database this code cannot open stops start-up before
     # seconds go into importing torch and loading a model.
     files = FileStore(settings.storage)
-    database = open_database(settings, files)
+    database = open_database(settings)
     queue = JobQueue(
         SQLJobStore(database),
         files,
