@@ -95,6 +95,9 @@ class FakeEngine:
         # Cleared: jobs wait at their first held window until it is set again.
         self.gate = threading.Event()
         self.gate.set()
+        # Set: each held window also takes one permit, so a test lets a job
+        # through one window at a time (release()).
+        self.steps: threading.Semaphore | None = None
         self.started = threading.Event()  # set once a job is being transcribed
 
     @property
@@ -125,19 +128,27 @@ class FakeEngine:
 
     def _transcribe(self, item: BatchItem, options: TranscribeOptions) -> Transcription:
         self.started.set()
+        text = f"fake transcript of {item.duration_hint:.1f} seconds"
+        duration = round(item.duration_hint, 3)
+        segments = [self._segment(i, duration, text, options) for i in range(self._segments)]
+        sent = 0
         for window in range(1, self._windows + 1):
             if window >= self._hold_from:
                 self.gate.wait(30)
+                if self.steps is not None:
+                    self.steps.acquire(timeout=30)
             if self._window_seconds:
                 time.sleep(self._window_seconds)
+            # Each window "decodes" its share of the segments, as a real engine does.
+            upto = len(segments) * window // self._windows
+            if item.on_segments is not None and upto > sent:
+                item.on_segments(segments[sent:upto])
+            sent = max(sent, upto)
             if item.on_progress is not None:
                 item.on_progress(window / self._windows)
-        text = f"fake transcript of {item.duration_hint:.1f} seconds"
-        duration = round(item.duration_hint, 3)
         language, probability = options.language or "en", None
         if options.language is None and self._detected is not None:
             language, probability = self._detected
-        segments = [self._segment(i, duration, text, options) for i in range(self._segments)]
         text = " ".join(s.text for s in segments)
         return Transcription(text, language, duration, segments, probability)
 

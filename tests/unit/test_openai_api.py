@@ -212,13 +212,13 @@ def test_unknown_model_and_bad_options(api: OpenAI, server: InProcessServer) -> 
     assert list((server.storage / "incoming").iterdir()) == []
 
 
-def test_no_file_and_streaming_are_refused(server: InProcessServer) -> None:
+def test_no_file_and_a_bad_stream_value_are_refused(server: InProcessServer) -> None:
     url = f"{server.url}/v1/audio/transcriptions"
     no_file = httpx.post(url, data={"model": "whisper-1"}, files={"other": ("x", b"1")})
     assert no_file.status_code == 400
     assert no_file.json()["error"]["param"] == "file" and no_file.json()["error"]["code"] == "missing"
     with open(SPEECH, "rb") as f:
-        stream = httpx.post(url, data={"model": "whisper-1", "stream": "true"}, files={"file": ("s.wav", f)})
+        stream = httpx.post(url, data={"model": "whisper-1", "stream": "maybe"}, files={"file": ("s.wav", f)})
     assert stream.status_code == 400 and stream.json()["error"]["param"] == "stream"
     not_multipart = httpx.post(url, content=b"RIFF", headers={"content-type": "audio/wav"})
     assert not_multipart.status_code == 400

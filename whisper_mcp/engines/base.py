@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # both import torch; this module stays light
 BATCH_MAX_SECONDS = 30.0
 
 ProgressCallback = Callable[[float], None]
+# Called with the segments a window has just added, in order, before that
+# window's progress is reported; an exception it raises stops decoding.
+SegmentCallback = Callable[[list["Segment"]], None]
 # What a backend transcribes: an audio file (decoded by the backend, in a
 # stream where it can) or float32 16 kHz mono samples.
 AudioInput = Path | np.ndarray
@@ -49,6 +52,20 @@ class Segment:
     end: float
     text: str
     words: list[Word] | None = None
+    # What the decoder reported for the window this segment came from (None
+    # where an engine does not say): its position in mel frames, the token
+    # ids, the temperature that was kept, and the confidence figures clients
+    # use to drop hallucinations.
+    seek: int | None = None
+    tokens: list[int] | None = None
+    temperature: float | None = None
+    avg_logprob: float | None = None
+    compression_ratio: float | None = None
+    no_speech_prob: float | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready, without the fields this engine left unset."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -62,9 +79,7 @@ class Transcription:
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
-        for segment in data["segments"]:
-            if segment["words"] is None:
-                del segment["words"]
+        data["segments"] = [s.to_dict() for s in self.segments]
         return data
 
 
@@ -75,10 +90,28 @@ class BatchItem:
     audio: AudioInput
     duration_hint: float = 0.0
     on_progress: ProgressCallback | None = None
+    on_segments: SegmentCallback | None = None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What a decoder says about the window a segment came from."""
+
+    seek: int | None
+    tokens: Sequence[int] | None
+    temperature: float | None
+    avg_logprob: float | None
+    compression_ratio: float | None
+    no_speech_prob: float | None
 
 
 def make_segment(
-    index: int, start: float, end: float, text: str, words: list[tuple[str, float, float, float]] | None
+    index: int,
+    start: float,
+    end: float,
+    text: str,
+    words: list[tuple[str, float, float, float]] | None,
+    decoded: Decoded | None = None,
 ) -> Segment:
     """A Segment with the rounding every engine uses: times to ms, probabilities to 4 places."""
     return Segment(
@@ -89,7 +122,23 @@ def make_segment(
         None
         if words is None
         else [Word(str(w), round(float(s), 3), round(float(e), 3), round(float(p), 4)) for w, s, e, p in words],
+        *(
+            ()
+            if decoded is None
+            else (
+                None if decoded.seek is None else int(decoded.seek),
+                None if decoded.tokens is None else [int(t) for t in decoded.tokens],
+                _rounded(decoded.temperature, 2),
+                _rounded(decoded.avg_logprob, 4),
+                _rounded(decoded.compression_ratio, 4),
+                _rounded(decoded.no_speech_prob, 4),
+            )
+        ),
     )
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(float(value), digits)
 
 
 def engine_name(value: str | None) -> str:
@@ -129,6 +178,7 @@ class Backend(Protocol):
         options: TranscribeOptions,
         on_progress: ProgressCallback | None,
         duration_hint: float = 0.0,
+        on_segments: SegmentCallback | None = None,
     ) -> Transcription: ...
 
 
@@ -163,9 +213,11 @@ __all__ = [
     "AudioInput",
     "Backend",
     "BatchItem",
+    "Decoded",
     "Engine",
     "ProgressCallback",
     "Segment",
+    "SegmentCallback",
     "Transcription",
     "Word",
     "engine_name",

@@ -37,7 +37,7 @@ import numpy as np
 from whisper_mcp.durable import fsync_dir
 from whisper_mcp.engines import progress
 from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
-from whisper_mcp.engines.base import AudioInput, ProgressCallback, Transcription, make_segment
+from whisper_mcp.engines.base import AudioInput, Decoded, ProgressCallback, SegmentCallback, Transcription, make_segment
 from whisper_mcp.models.convert import PackagedModel, source_fingerprint
 from whisper_mcp.models.pool import estimate_bytes
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
@@ -214,6 +214,7 @@ class CTranslate2Backend:
         options: TranscribeOptions,
         on_progress: ProgressCallback | None,
         duration_hint: float = 0.0,
+        on_segments: SegmentCallback | None = None,
     ) -> Transcription:
         # faster-whisper computes features from the whole waveform.
         if isinstance(audio, Path):
@@ -259,8 +260,13 @@ class CTranslate2Backend:
                 words = None
                 if options.word_timestamps:
                     words = [(w.word, w.start, w.end, w.probability) for w in seg.words or []]
-                out.append(make_segment(index, seg.start, seg.end, seg.text, words))
+                decoded = Decoded(
+                    seg.seek, seg.tokens, seg.temperature, seg.avg_logprob, seg.compression_ratio, seg.no_speech_prob
+                )
+                out.append(make_segment(index, seg.start, seg.end, seg.text, words, decoded))
                 texts.append(seg.text)
+                if on_segments is not None:
+                    on_segments([out[-1]])
                 if duration > 0:
                     report(seg.end / duration)
         if done < 1.0:  # trailing silence yields no segment; the last window may end short

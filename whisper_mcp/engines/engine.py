@@ -26,6 +26,7 @@ from whisper_mcp.engines.base import (
     Backend,
     BatchItem,
     ProgressCallback,
+    SegmentCallback,
     Transcription,
     engine_name,
 )
@@ -125,15 +126,18 @@ class WhisperEngine:
         options: TranscribeOptions,
         on_progress: ProgressCallback | None = None,
         duration_hint: float = 0.0,
+        on_segments: SegmentCallback | None = None,
     ) -> Transcription:
         """Blocking. ``audio`` is a file (decoded here, in a stream where the
         engine allows; ``InvalidAudio`` if it cannot be) or samples;
         ``duration_hint`` (seconds, e.g. from the probe) sizes buffers up front.
         ``on_progress`` gets the fraction done (0..1, never decreasing) after
         each 30 s window, and for ctranslate2 after each segment too; an
-        exception it raises (e.g. a cancel) stops decoding there."""
+        exception it raises (e.g. a cancel) stops decoding there.
+        ``on_segments`` gets each window's new segments as soon as they are
+        decoded (ctranslate2: each segment)."""
         with self.pool.use(model) as loaded:
-            return self.backend.transcribe(loaded, audio, options, on_progress, duration_hint)
+            return self.backend.transcribe(loaded, audio, options, on_progress, duration_hint, on_segments)
 
     def transcribe_batch(
         self, items: Sequence[BatchItem], model: ModelInfo, options: TranscribeOptions
@@ -149,7 +153,9 @@ class WhisperEngine:
             for item in items:
                 try:
                     outcomes.append(
-                        self.backend.transcribe(loaded, item.audio, options, item.on_progress, item.duration_hint)
+                        self.backend.transcribe(
+                            loaded, item.audio, options, item.on_progress, item.duration_hint, item.on_segments
+                        )
                     )
                 except Exception as exc:
                     outcomes.append(exc)

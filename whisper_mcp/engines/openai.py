@@ -20,7 +20,16 @@ from whisper.model import Whisper
 
 from whisper_mcp.engines import progress
 from whisper_mcp.engines.audio import stream_audio
-from whisper_mcp.engines.base import AudioInput, BatchItem, ProgressCallback, Segment, Transcription, make_segment
+from whisper_mcp.engines.base import (
+    AudioInput,
+    BatchItem,
+    Decoded,
+    ProgressCallback,
+    Segment,
+    SegmentCallback,
+    Transcription,
+    make_segment,
+)
 from whisper_mcp.engines.mel import Mel, log_mel
 from whisper_mcp.engines.openai_batch import Prefetched, batchable, decode_first_windows, detect_languages
 from whisper_mcp.models.pool import estimate_bytes, model_bytes
@@ -72,12 +81,13 @@ class OpenAIBackend:
         options: TranscribeOptions,
         on_progress: ProgressCallback | None,
         duration_hint: float = 0.0,
+        on_segments: SegmentCallback | None = None,
     ) -> Transcription:
         mel = _features(whisper_model, audio, duration_hint)
         language, probability = options.language, None
         if language is None and whisper_model.is_multilingual:
             language, probability = detect_languages(whisper_model, [mel], self.fp16)[0]
-        return self._transcribe_mel(whisper_model, mel, options, on_progress, language, probability)
+        return self._transcribe_mel(whisper_model, mel, options, on_progress, language, probability, on_segments)
 
     def transcribe_batch(
         self, whisper_model: Whisper, items: Sequence[BatchItem], options: TranscribeOptions
@@ -108,7 +118,9 @@ class OpenAIBackend:
         for i, (language, probability), first in zip(order, languages, firsts, strict=True):
             model = Prefetched(whisper_model, first)
             try:
-                outcomes[i] = self._transcribe_mel(model, mels[i], options, items[i].on_progress, language, probability)
+                outcomes[i] = self._transcribe_mel(
+                    model, mels[i], options, items[i].on_progress, language, probability, items[i].on_segments
+                )
             except Exception as exc:
                 outcomes[i] = exc
             self.batched_windows += model.used
@@ -122,11 +134,12 @@ class OpenAIBackend:
         on_progress: ProgressCallback | None,
         language: str | None,
         probability: float | None,
+        on_segments: SegmentCallback | None = None,
     ) -> Transcription:
         extra: dict[str, object] = {}
         if options.beam_size is not None:
             extra["beam_size"] = options.beam_size
-        with progress.reporting(on_progress):
+        with progress.reporting(on_progress, None if on_segments is None else _SegmentFeed(on_segments)):
             result = whisper.transcribe(
                 whisper_model,  # type: ignore[arg-type]  # Prefetched stands in for the model
                 mel,  # type: ignore[arg-type]  # see _precomputed_mel_or
@@ -190,7 +203,25 @@ def _segment(s: dict) -> Segment:
     words = None
     if "words" in s:
         words = [(w["word"], w["start"], w["end"], w["probability"]) for w in s["words"]]
-    return make_segment(int(s["id"]), s["start"], s["end"], s["text"], words)
+    decoded = Decoded(
+        s["seek"], s["tokens"], s["temperature"], s["avg_logprob"], s["compression_ratio"], s["no_speech_prob"]
+    )
+    return make_segment(int(s["id"]), s["start"], s["end"], s["text"], words, decoded)
+
+
+class _SegmentFeed:
+    """Passes on the segments ``transcribe()`` has finished since the last
+    window (its ``all_segments``, see ``progress``)."""
+
+    def __init__(self, on_segments: SegmentCallback) -> None:
+        self._on_segments = on_segments
+        self._sent = 0
+
+    def __call__(self, finished: list[dict]) -> None:
+        new = finished[self._sent :]
+        if new:
+            self._sent = len(finished)
+            self._on_segments([_segment(s) for s in new])
 
 
 __all__ = ["OpenAIBackend"]

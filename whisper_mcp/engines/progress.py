@@ -8,19 +8,33 @@ its thread set with ``reporting``. The callback is per thread, so engines
 decoding on different threads of one process never report each other's jobs.
 The bars report even where the library asks for a disabled tqdm (it does
 unless told to print).
+
+openai-whisper's ``transcribe()`` keeps the segments it has finished in a
+local list, ``all_segments``, made before its bar and only ever extended; a
+bar made inside ``reporting(..., on_window=...)`` takes that list from its
+caller and hands it to ``on_window`` before each report, so the segments of
+each window are known as soon as it is decoded, not when the file is done.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from whisper_mcp.engines.base import ProgressCallback
 
-_HOOKS = threading.local()  # .callback: where this thread's decoding reports
+# .callback: where this thread's decoding reports; .on_window: who reads the
+# caller's finished segments (see the module's docstring).
+_HOOKS = threading.local()
+# The name of the list of finished segments in openai-whisper's transcribe().
+SEGMENTS_LOCAL = "all_segments"
+
+WindowCallback = Callable[[list[dict[str, Any]]], None]
 
 
 class ProgressBar:
@@ -31,11 +45,18 @@ class ProgressBar:
     def __init__(self, *_: object, total: float | None = None, **__: object) -> None:
         # Bound when the library makes the bar, inside the job's reporting() block.
         self._callback: ProgressCallback | None = getattr(_HOOKS, "callback", None)
+        self._on_window: WindowCallback | None = getattr(_HOOKS, "on_window", None)
+        self._segments: list[dict[str, Any]] | None = None
+        if self._on_window is not None:
+            found = sys._getframe(1).f_locals.get(SEGMENTS_LOCAL)
+            self._segments = found if isinstance(found, list) else None
         self._total = float(total) if total and total > 0 else 1.0
         self._done = 0.0
 
     def update(self, n: float = 1) -> None:
         self._done += float(n)
+        if self._on_window is not None and self._segments is not None:
+            self._on_window(self._segments)
         if self._callback is not None:
             self._callback(min(self._done / self._total, 1.0))
 
@@ -50,14 +71,15 @@ class ProgressBar:
 
 
 @contextlib.contextmanager
-def reporting(callback: ProgressCallback | None) -> Iterator[None]:
-    """Bars made by this thread inside the block report to ``callback``."""
-    previous = getattr(_HOOKS, "callback", None)
-    _HOOKS.callback = callback
+def reporting(callback: ProgressCallback | None, on_window: WindowCallback | None = None) -> Iterator[None]:
+    """Bars made by this thread inside the block report to ``callback``, and
+    show ``on_window`` their caller's finished segments first."""
+    previous = getattr(_HOOKS, "callback", None), getattr(_HOOKS, "on_window", None)
+    _HOOKS.callback, _HOOKS.on_window = callback, on_window
     try:
         yield
     finally:
-        _HOOKS.callback = previous
+        _HOOKS.callback, _HOOKS.on_window = previous
 
 
 def install(module_name: str, *, calls_module: bool) -> None:

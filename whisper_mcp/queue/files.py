@@ -7,6 +7,8 @@ Layout::
     audio/<key>           accepted audio, until its job ends
     uploads/<key>         chunked uploads being assembled
     results/<key>.json    transcript with segments, written atomically
+    partial/<key>.<n>.json  segments decoded so far by attempt n of a running
+                          job, rewritten atomically after each window
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ class FileStore:
         self.audio_dir = self.root / "audio"
         self.results_dir = self.root / "results"
         self.uploads_dir = self.root / "uploads"
-        for d in (self.root, self.incoming, self.audio_dir, self.results_dir, self.uploads_dir):
+        self.partial_dir = self.root / "partial"
+        for d in (self.root, self.incoming, self.audio_dir, self.results_dir, self.uploads_dir, self.partial_dir):
             d.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -138,6 +141,31 @@ class FileStore:
             return json.loads(self.result_path(key).read_bytes())
         except FileNotFoundError:
             return None
+
+    def partial_path(self, key: str, attempt: int) -> Path:
+        # One file per attempt: a run that lost its lease can never overwrite
+        # the segments of the run that took the job over.
+        return self.partial_dir / f"{self._checked(key)}.{int(attempt)}.json"
+
+    def write_partial(self, key: str, attempt: int, segments: list[dict[str, object]]) -> None:
+        write_atomic(self.partial_path(key, attempt), json.dumps(segments, ensure_ascii=False).encode())
+
+    def read_partial(self, key: str, attempt: int) -> list[dict[str, object]]:
+        """The segments attempt ``attempt`` has decoded; while a re-run has
+        not caught up, those of the latest earlier attempt that has more."""
+        best: list[dict[str, object]] = []
+        for n in range(int(attempt), 0, -1):
+            try:
+                found = json.loads(self.partial_path(key, n).read_bytes())
+            except FileNotFoundError:
+                continue
+            if isinstance(found, list) and len(found) > len(best):
+                best = found
+        return best
+
+    def discard_partial(self, key: str) -> None:
+        for path in self.partial_dir.glob(f"{self._checked(key)}.*.json"):
+            path.unlink(missing_ok=True)
 
     def has_result(self, key: str) -> bool:
         return self.result_path(key).exists()

@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from whisper_mcp.logs import job_event
 from whisper_mcp.options import PRIORITY_NAMES
@@ -58,6 +58,7 @@ class Running:
     cancel_requested: bool = False
     lost: bool = False
     written_at: float = 0.0  # when progress last went to the database
+    segments: list[dict[str, object]] = field(default_factory=list)  # decoded so far
 
     @property
     def job_id(self) -> str:
@@ -218,6 +219,33 @@ class JobQueue:
         if running.cancel_requested:
             raise JobCancelled(job_id)
 
+    def segments(self, job_id: str, new: Sequence[Mapping[str, object]]) -> None:
+        """Keep the segments a run has just decoded where every caller, on
+        any replica, reads them while the job runs (``partial``): written
+        atomically under storage, one file per attempt, so a run that lost
+        its lease never overwrites its successor's. Best effort: a failed
+        write (a full disk) costs the partial view, not the job."""
+        with self._lock:
+            running = self._running.get(job_id)
+            if running is None or running.lost or not new:
+                return
+            running.segments.extend(dict(s) for s in new)
+            snapshot, attempt = list(running.segments), running.job.attempts
+        try:
+            self.files.write_partial(running.job.key, attempt, snapshot)
+        except OSError as exc:
+            log.warning("job %s: could not keep its partial transcript: %s", job_id, exc)
+            return
+        self._store.db.notify(job_id)  # other replicas' followers; this one's below
+        self._changed(job_id)
+
+    def partial(self, job: Job) -> list[dict[str, object]]:
+        """The segments decoded so far by the job's current run (or, until a
+        re-run catches up, by the run before it); empty unless processing."""
+        if job.status is not JobStatus.PROCESSING:
+            return []
+        return self.files.read_partial(job.key, job.attempts)
+
     def running(self) -> tuple[Running, ...]:
         """Copies of the runs this process holds now."""
         with self._lock:
@@ -262,6 +290,8 @@ class JobQueue:
         with self._lock:
             self._running.pop(job.job_id, None)
         # A lost run leaves the audio: the replica that holds the job now needs it.
+        if status != "lost":
+            self.files.discard_partial(job.key)
         if self._delete_audio and status != "lost":
             self.files.discard(self.files.audio_path(job.key))
         if status == "lost":
@@ -330,6 +360,7 @@ class JobQueue:
                 continue
             else:
                 continue  # settled by another replica meanwhile
+            self.files.discard_partial(job.key)
             if self._delete_audio:
                 self.files.discard(self.files.audio_path(job.key))
             self._changed(job.job_id)
@@ -339,6 +370,7 @@ class JobQueue:
         """Delete jobs that ended before ``before`` (callbacks settled), with their files."""
         keys = self._store.expire_finished(before)
         for key in keys:
+            self.files.discard_partial(key)
             self.files.discard(self.files.result_path(key))
             self.files.discard(self.files.audio_path(key))
         return len(keys)

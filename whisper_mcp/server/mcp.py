@@ -327,12 +327,24 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         is the fraction of the audio transcribed (0 to 1), with eta_seconds while
         processing. When completed, "transcript" holds the text; when failed,
         "error" says why. If the job is still queued or processing when the wait
-        ends, call this again.
+        ends, call this again: a processing job's "partial_transcript" holds the
+        text decoded so far (segments_done segments), so a long recording can be
+        read piece by piece. Progress notifications during the wait carry the
+        newest text.
         """
+        shown = ""  # the partial transcript the last notification covered
 
         async def report(record: dict[str, Any]) -> None:
-            if ctx is not None:
-                await ctx.report_progress(float(record.get("progress", 0.0)), 1.0, record["status"])
+            nonlocal shown
+            if ctx is None:
+                return
+            message = record["status"]
+            text = str(record.get("partial_transcript") or "")
+            if text:
+                newest = text[len(shown) :].strip() if text.startswith(shown) else text
+                message = f"{message}: {_tail(newest or text)}"
+                shown = text
+            await ctx.report_progress(float(record.get("progress", 0.0)), 1.0, message)
 
         return await call(service.wait(job_id, wait_seconds, report, fmt=format))
 
@@ -405,3 +417,11 @@ def _transcript_reader(read: Any, fmt: str) -> Any:
         return await read(job_id, fmt)
 
     return transcript
+
+
+# A progress message carries at most this much of the newest text.
+NOTIFY_TEXT_CHARS = 500
+
+
+def _tail(text: str) -> str:
+    return text if len(text) <= NOTIFY_TEXT_CHARS else "…" + text[-NOTIFY_TEXT_CHARS:]

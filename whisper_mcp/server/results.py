@@ -55,6 +55,9 @@ class JobRecord(TypedDict):
     queue_position: NotRequired[int]
     eta_seconds: NotRequired[float | None]
     cancel_requested: NotRequired[bool]
+    # While processing: the text decoded so far, in order, and its segment count.
+    partial_transcript: NotRequired[str]
+    segments_done: NotRequired[int]
     transcript: NotRequired[str]
     format: NotRequired[str]
     language_probability: NotRequired[float]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -40,6 +40,19 @@ MAX_OFFSET = 2**31 - 1
 AWAITING_UPLOAD = "waiting_for_upload"
 
 ProgressReporter = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    """A job's record as ``status`` gives it, with a processing job's segments so far."""
+
+    record: dict[str, Any]
+    segments: list[dict[str, Any]]
+
+
+def join_text(segments: list[dict[str, Any]]) -> str:
+    """Segments' texts as one transcript (each is stored stripped)."""
+    return " ".join(text for s in segments if (text := str(s.get("text") or "").strip()))
 
 
 @dataclass(frozen=True)
@@ -343,13 +356,40 @@ class TranscriptionService:
 
     async def status(self, job_id: str, fmt: str = "txt") -> dict[str, Any]:
         """The job's record. For an id whose one-time upload URL is still unused:
-        status ``waiting_for_upload`` (with ``expires_at``), not an error."""
+        status ``waiting_for_upload`` (with ``expires_at``), not an error. A
+        processing job's carries the text decoded so far (``partial_transcript``)
+        and how many segments that is (``segments_done``)."""
+        record, _ = await self._status(job_id, fmt)
+        return record
+
+    async def follow(self, job_id: str, idle_seconds: float = 15.0) -> AsyncIterator[JobSnapshot]:
+        """The job now, then again after each change (or ``idle_seconds``
+        without one), until it has ended: for streams. Raises ``JobNotFound``
+        (before the first snapshot) like ``status``."""
+        while True:
+            changed = self._changed  # taken before reading, so no change is missed
+            record, segments = await self._status(job_id, "txt")
+            yield JobSnapshot(record, segments)
+            if record["status"] in FINISHED_STATUSES:
+                return
+            try:
+                await asyncio.wait_for(changed.wait(), idle_seconds)
+            except TimeoutError:
+                pass
+
+    async def result(self, job_id: str) -> dict[str, Any]:
+        """A completed job's stored result (text, segments, language, duration)."""
+        job = await self._job(job_id)
+        return await to_thread.run_sync(self.queue.result, job) or {}
+
+    async def _status(self, job_id: str, fmt: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The record, and a processing job's segments so far."""
         fmt = check_format(fmt)
         job = await to_thread.run_sync(self.queue.get, job_id)
         if job is None:
             awaiting = await self._awaiting_upload(job_id)
             if awaiting is not None:
-                return awaiting
+                return awaiting, []
             job = await self._job(job_id)  # the upload may have just arrived
         record = _record(job)
         if job.status is JobStatus.QUEUED:
@@ -359,6 +399,10 @@ class TranscriptionService:
             eta = job.eta_seconds(time.time())
             record["eta_seconds"] = None if eta is None else round(eta, 1)
             record["cancel_requested"] = job.cancel_requested
+            segments = await to_thread.run_sync(self.queue.partial, job)
+            record["partial_transcript"] = join_text(segments)
+            record["segments_done"] = len(segments)
+            return record, segments
         elif job.status is JobStatus.COMPLETED:
             result = await to_thread.run_sync(self.queue.result, job) or {}
             record["transcript"] = render(result, fmt)
@@ -366,7 +410,7 @@ class TranscriptionService:
                 record["format"] = fmt
             if result.get("language_probability") is not None:
                 record["language_probability"] = result["language_probability"]
-        return record
+        return record, []
 
     async def list_jobs(self, status: str | None, limit: int, offset: int) -> dict[str, Any]:
         wanted = None

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from whisper_mcp.engines.base import BatchItem, Engine, Transcription
+from whisper_mcp.engines.base import BatchItem, Engine, Segment, Transcription
 from whisper_mcp.errors import ServiceError
 from whisper_mcp.logs import job_event
 from whisper_mcp.queue.jobs import Job
@@ -169,7 +169,8 @@ class InferenceWorker:
         try:
             info = self._engine.registry.resolve(leader.model, trusted=True)  # checked at submission
             items = [
-                BatchItem(self._queue.files.audio_path(job.key), job.duration, self._progress(job)) for job in jobs
+                BatchItem(self._queue.files.audio_path(job.key), job.duration, self._progress(job), self._segments(job))
+                for job in jobs
             ]
             outcomes = self._engine.transcribe_batch(items, info, leader.options)
         except Exception as exc:  # e.g. the model failed to load: every job fails with it
@@ -207,3 +208,7 @@ class InferenceWorker:
 
     def _progress(self, job: Job) -> Callable[[float], None]:
         return lambda fraction: self._queue.progress(job.job_id, fraction)
+
+    def _segments(self, job: Job) -> Callable[[list[Segment]], None]:
+        """Where each window's segments go as soon as they are decoded."""
+        return lambda segments: self._queue.segments(job.job_id, [s.to_dict() for s in segments])

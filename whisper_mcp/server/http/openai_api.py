@@ -3,8 +3,9 @@
 
 * ``POST /v1/audio/transcriptions`` and ``POST /v1/audio/translations``:
   multipart like OpenAI's; the job goes through the same durable queue as
-  ``POST /transcribe`` and the request is answered when it ends. A client that
-  hangs up cancels its job.
+  ``POST /transcribe`` and the request is answered when it ends; with
+  ``stream=true``, server-sent events as OpenAI sends them, a text delta per
+  segment as it is decoded. A client that hangs up cancels its job.
 * ``GET /v1/models`` and ``GET /v1/models/{model}``: the server's models, plus
   ``whisper-1`` as an alias of its default model.
 
@@ -15,7 +16,8 @@ with the HTTP status our own routes use.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -34,9 +36,10 @@ from whisper_mcp.errors import (
     UnknownModel,
 )
 from whisper_mcp.languages import LANGUAGES
-from whisper_mcp.queue.jobs import JobStatus
+from whisper_mcp.queue.jobs import FINISHED_STATUSES, JobStatus
 from whisper_mcp.server.http.bodies import check_declared_length, read_multipart
-from whisper_mcp.server.service import Submission, TranscriptionService
+from whisper_mcp.server.http.sse import KEEPALIVE, EventStream, event
+from whisper_mcp.server.service import Submission, TranscriptionService, join_text
 
 OPENAI_MODEL_ALIAS = "whisper-1"
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -171,13 +174,79 @@ async def _await_job(service: TranscriptionService, request: Request, job_id: st
                 break
         tg.cancel_scope.cancel()
     if gone:
-        try:
-            with anyio.CancelScope(shield=True):
-                await service.cancel(job_id)
-        except (Conflict, JobNotFound):
-            pass  # ended meanwhile
+        with anyio.CancelScope(shield=True):
+            await _cancel(service, job_id)
         return None
     return record
+
+
+async def _cancel(service: TranscriptionService, job_id: str) -> None:
+    """Nobody waits for the job any more: stop it."""
+    try:
+        await service.cancel(job_id)
+    except (Conflict, JobNotFound):
+        pass  # ended meanwhile
+
+
+def _job_header(job_id: str) -> dict[str, str]:
+    return {"x-whisper-job-id": job_id}
+
+
+def _stream(raw: str | None) -> bool:
+    value = (raw or "").strip().lower()
+    if value in ("", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise _BadParam("stream", f"stream must be true or false, got {raw!r}.")
+
+
+def _usage(duration: float) -> dict[str, Any]:
+    # As OpenAI bills whisper-1: whole seconds of audio.
+    return {"type": "duration", "seconds": math.ceil(max(0.0, duration))}
+
+
+async def _stream_events(service: TranscriptionService, job_id: str) -> AsyncIterator[bytes]:
+    """OpenAI's transcription stream: a ``transcript.text.delta`` per segment as
+    it is decoded, then ``transcript.text.done`` with the whole text and usage;
+    an ``error`` object if the job fails. The deltas join to the done text."""
+    sent = 0
+
+    def deltas(segments: list[dict[str, Any]]) -> Iterator[bytes]:
+        nonlocal sent
+        for segment in segments[sent:]:
+            text = str(segment.get("text") or "").strip()
+            if text:
+                yield event(
+                    {"type": "transcript.text.delta", "delta": text if sent == 0 else " " + text, "logprobs": None}
+                )
+            sent += 1
+
+    async for snapshot in service.follow(job_id):
+        status = snapshot.record["status"]
+        if status == JobStatus.PROCESSING.value:
+            chunks = list(deltas(snapshot.segments))
+            for chunk in chunks or [KEEPALIVE]:
+                yield chunk
+            continue
+        if status == JobStatus.COMPLETED.value:
+            result = await service.result(job_id)
+            for chunk in deltas(list(result.get("segments") or [])):
+                yield chunk
+            done = {
+                "type": "transcript.text.done",
+                "text": join_text(list(result.get("segments") or [])),
+                "logprobs": None,
+                "usage": _usage(float(result.get("duration") or 0.0)),
+            }
+            yield event(done)
+            return
+        if status in FINISHED_STATUSES:
+            message = snapshot.record.get("error") or f"The transcription {status}."
+            error = {"message": f"Job {job_id!r} {status}: {message}", "type": "server_error", "code": f"job_{status}"}
+            yield event({"error": {**error, "param": None}})
+            return
+        yield KEEPALIVE  # queued, or nothing new yet
 
 
 def _language_name(code: str | None, model: str) -> str:
@@ -201,16 +270,17 @@ def _verbose(
         body["segments"] = [
             {
                 "id": int(s.get("id", i)),
-                "seek": 0,
+                # The decoder's own figures; results stored before they were kept have none.
+                "seek": int(s.get("seek") or 0),
                 "start": float(s.get("start", 0.0)),
                 "end": float(s.get("end", 0.0)),
                 # OpenAI keeps Whisper's leading space on segment text.
                 "text": " " + str(s.get("text") or "").strip(),
-                "tokens": [],
-                "temperature": temperature,
-                "avg_logprob": 0.0,
-                "compression_ratio": 0.0,
-                "no_speech_prob": 0.0,
+                "tokens": [int(t) for t in s.get("tokens") or []],
+                "temperature": float(s["temperature"]) if s.get("temperature") is not None else temperature,
+                "avg_logprob": float(s.get("avg_logprob") or 0.0),
+                "compression_ratio": float(s.get("compression_ratio") or 0.0),
+                "no_speech_prob": float(s.get("no_speech_prob") or 0.0),
             }
             for i, s in enumerate(segments)
         ]
@@ -240,8 +310,7 @@ def routes(service: TranscriptionService) -> list[Route]:
             raise _BadParam("file", "No file received: put the audio in a multipart field named 'file'.", "missing")
         try:
             fields = form.fields
-            if (fields.get("stream") or "").strip().lower() in ("true", "1"):
-                raise _BadParam("stream", "Streaming is not supported; leave stream out or set it to false.")
+            stream = _stream(fields.get("stream"))
             fmt = _response_format(fields.get("response_format"))
             model = _resolve_model(service, fields.get("model"))
             temperature = _temperature(fields.get("temperature"))
@@ -264,6 +333,10 @@ def routes(service: TranscriptionService) -> list[Route]:
             raise
         record = await service.submit(form.file, submission)
         job_id = record["job_id"]
+        if stream:
+            return EventStream(
+                _stream_events(service, job_id), on_hangup=lambda: _cancel(service, job_id), headers=_job_header(job_id)
+            )
         final = await _await_job(service, request, job_id)
         if final is None:
             return Response(status_code=499)  # nobody is listening
@@ -278,10 +351,11 @@ def routes(service: TranscriptionService) -> list[Route]:
         if fmt in ("srt", "vtt"):
             return PlainTextResponse(await service.transcript(job_id, fmt), media_type=_TEXT, headers=headers)
         result = json.loads(await service.transcript(job_id, "json"))
+        usage = _usage(float(result.get("duration") or 0.0))
         if fmt == "json":
-            return JSONResponse({"text": str(result.get("text") or "")}, headers=headers)
+            return JSONResponse({"text": str(result.get("text") or ""), "usage": usage}, headers=headers)
         used = 0.0 if temperature is None else float(temperature)
-        return JSONResponse(_verbose(result, task, model, used, granularities), headers=headers)
+        return JSONResponse({**_verbose(result, task, model, used, granularities), "usage": usage}, headers=headers)
 
     @_openai_errors
     async def transcriptions(request: Request) -> Response:

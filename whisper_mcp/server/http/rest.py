@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from typing import Any
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -9,8 +12,10 @@ from starlette.routing import Route
 
 from whisper_mcp.errors import InvalidInput, ServiceError
 from whisper_mcp.formats import MEDIA_TYPES
+from whisper_mcp.queue.jobs import FINISHED_STATUSES
 from whisper_mcp.server.http.bodies import check_declared_length, read_multipart, read_raw
 from whisper_mcp.server.http.openapi import openapi_spec
+from whisper_mcp.server.http.sse import KEEPALIVE, EventStream, event
 from whisper_mcp.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from whisper_mcp.server.service import SUBMISSION_FIELDS, Submission, TranscriptionService, check_format
 
@@ -23,6 +28,37 @@ def _int_param(request: Request, name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise InvalidInput(f"{name} must be a whole number, got {raw!r}.") from None
+
+
+async def job_events(service: TranscriptionService, job_id: str) -> AsyncIterator[bytes]:
+    """A job's life as server-sent events: ``queued`` (its place, when it
+    changes), ``progress`` (fraction, ETA, segments done, when they change),
+    ``segment`` (each one as it is decoded), and last ``status``: the record
+    ``GET /status`` gives once the job has ended (``error`` if it vanished)."""
+    position: Any = None
+    progress: Any = None
+    sent = 0
+    try:
+        async for snapshot in service.follow(job_id):
+            record, out = snapshot.record, []
+            if record["status"] in FINISHED_STATUSES:
+                yield event(record, "status")
+                return
+            if "queue_position" in record and record["queue_position"] != position:
+                position = record["queue_position"]
+                out.append(event({"job_id": job_id, "status": record["status"], "queue_position": position}, "queued"))
+            for segment in snapshot.segments[sent:]:
+                out.append(event({k: segment.get(k) for k in ("id", "start", "end", "text")}, "segment"))
+            sent = max(sent, len(snapshot.segments))
+            now = (record["progress"], record.get("eta_seconds"), record.get("segments_done"))
+            if record["status"] == "processing" and now != progress:
+                progress = now
+                data = {"job_id": job_id, "status": "processing", "progress": now[0], "eta_seconds": now[1]}
+                out.append(event({**data, "segments_done": now[2]}, "progress"))
+            for chunk in out or [KEEPALIVE]:
+                yield chunk
+    except ServiceError as exc:  # e.g. the job expired while followed
+        yield event(exc.to_dict(), "error")
 
 
 def routes(service: TranscriptionService) -> list[Route]:
@@ -82,6 +118,11 @@ def routes(service: TranscriptionService) -> list[Route]:
             headers["content-disposition"] = f'attachment; filename="{job_id}.{fmt}"'
         return Response(body, media_type=MEDIA_TYPES[fmt], headers=headers)
 
+    async def events(request: Request) -> Response:
+        job_id = request.path_params["job_id"]
+        await service.status(job_id)  # an unknown id is a 404 now, not an event
+        return EventStream(job_events(service, job_id))
+
     async def cancel(request: Request) -> Response:
         return JSONResponse(await service.cancel(request.path_params["job_id"]))
 
@@ -107,6 +148,7 @@ def routes(service: TranscriptionService) -> list[Route]:
         Route("/jobs", jobs, methods=["GET"]),
         Route("/jobs/{job_id}", status, methods=["GET"]),
         Route("/jobs/{job_id}", cancel, methods=["DELETE"]),
+        Route("/jobs/{job_id}/events", events, methods=["GET"]),
         Route("/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/livez", livez, methods=["GET"]),
