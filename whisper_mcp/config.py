@@ -108,6 +108,12 @@ class Settings:
     )
     public_url: str = _opt("", help="base URL used in callback bodies and upload URLs (default http://HOST:PORT)")
     callback_secret: str = _opt("", help="HMAC-SHA256 key: callback bodies are signed in X-Whisper-MCP-Signature")
+    callback_allow: tuple[str, ...] = _opt(
+        (),
+        help="hosts, addresses or CIDRs that callbacks may reach although loopback or private, comma-separated "
+        "(loopback is allowed anyway while --host is loopback; link-local and metadata addresses never are)",
+    )
+    callback_concurrency: int = _opt(8, help="callbacks delivered at once; a slow receiver holds up one of these only")
     # The token itself, from --token or the first line of --token-file (read once).
     token: str = _opt("", help="bearer token required on /mcp and the REST routes (empty: no authentication)")
     token_file: Path | None = _opt(None, help="file whose first line is the token")

@@ -28,6 +28,7 @@ from whisper_mcp.queue.files import IncomingFile, StoredUpload, new_key
 from whisper_mcp.queue.jobs import FINISHED_STATUSES, JOB_ID, DuplicateJob, Job, JobRequest, JobStatus
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.server.callbacks import CallbackSender
+from whisper_mcp.server.egress import redact_url
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.uploads import UploadManager
 from whisper_mcp.server.worker import InferenceWorker
@@ -220,7 +221,7 @@ class TranscriptionService:
 
     async def create_upload_url(self, submission: Submission, base_url: str) -> dict[str, Any]:
         """A one-time URL that a shell can send the file to; the job id it will become."""
-        self._check_submission(submission)
+        await self._vet_callback(self._check_submission(submission))
         if not submission.job_id:
             submission = replace(submission, job_id=new_key())
         elif await to_thread.run_sync(self.queue.get, submission.job_id) is not None:
@@ -278,8 +279,14 @@ class TranscriptionService:
             engine=f"{self.engine.engine}/{self.engine.compute_type}",
         )
 
+    async def _vet_callback(self, request: JobRequest) -> None:
+        """Refuse (400, saying why) a callback_url the callback policy forbids now."""
+        if request.callback_url is not None:
+            await self.callbacks.vet(request.callback_url)
+
     async def _validate(self, upload: StoredUpload, sub: Submission) -> JobRequest:
         request = self._check_submission(sub)
+        await self._vet_callback(request)
         if upload.size == 0:
             raise InvalidAudio("The uploaded file is empty (0 bytes). Send a WAV, MP3, FLAC, Ogg/Opus or M4A file.")
         info = await to_thread.run_sync(probe_audio, upload.path, self.settings.max_audio_seconds)
@@ -497,7 +504,7 @@ def _record(job: Job) -> dict[str, Any]:
         record["resources"] = {fmt: f"transcript://{job.job_id}/{fmt}" for fmt in FORMATS}
     if job.callback_url is not None:
         record["callback"] = {
-            "url": job.callback_url,
+            "url": redact_url(job.callback_url),  # delivered to the real one
             "state": job.callback_state or "waiting for the job to end",
             "attempts": job.callback_attempts,
             "error": job.callback_error,
@@ -517,5 +524,5 @@ def _check_callback(url: str | None) -> str | None:
         return None
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidInput(f"callback_url must be an http:// or https:// URL, got {url!r}.")
+        raise InvalidInput(f"callback_url must be an http:// or https:// URL, got {redact_url(url)!r}.")
     return url.strip()
