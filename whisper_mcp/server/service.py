@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, fields, replace
@@ -209,8 +210,11 @@ class TranscriptionService:
         await to_thread.run_sync(self.queue.files.discard, upload.path)
 
     def model_name(self, name: str | None) -> str:
-        """The model a job asking for ``name`` gets (the default when None); ``UnknownModel`` if none."""
-        return self.engine.registry.resolve(name or self.default_model).name
+        """The model a job asking for ``name`` gets (the default when None, or
+        when named as answers show it); ``UnknownModel`` if none."""
+        if not name or name.strip() in (self.default_model, model_label(self.default_model)):
+            return self.default_model  # the operator's choice, which may be a path
+        return self.engine.registry.resolve(name).name
 
     def new_sink(self) -> IncomingFile:
         return self.queue.files.incoming_file(self.max_upload_bytes, self.min_free_bytes)
@@ -435,7 +439,12 @@ class TranscriptionService:
                 entry["loaded"] = False
             models.append(entry)
         pool = self.engine.pool
-        return {"default": self.default_model, "models": models, "loads": pool.loads, "unloads": pool.unloads}
+        return {
+            "default": model_label(self.default_model),
+            "models": models,
+            "loads": pool.loads,
+            "unloads": pool.unloads,
+        }
 
     def _metric_state(self) -> dict[str, object]:
         # Called by the metrics registry at scrape time, off the event loop.
@@ -459,9 +468,9 @@ class TranscriptionService:
         return {
             "status": "ok" if state.model_error is None else "error",
             "model_loaded": state.model_loaded,
-            "model": self.default_model,
+            "model": model_label(self.default_model),
             "model_error": state.model_error,
-            "loaded_models": self.engine.loaded_models,
+            "loaded_models": [model_label(name) for name in self.engine.loaded_models],
             "device": self.engine.device,
             "engine": self.engine.engine,
             "compute_type": self.engine.compute_type,
@@ -481,7 +490,7 @@ def _record(job: Job) -> dict[str, Any]:
         if job.status is JobStatus.PROCESSING
         else float(job.status is JobStatus.COMPLETED),
         "filename": job.filename,
-        "model": job.model,
+        "model": model_label(job.model),
         "language": job.detected_language or job.options.language,
         "priority": PRIORITY_NAMES[job.priority],
         # What was chosen beyond the defaults (language is shown above).
@@ -510,6 +519,12 @@ def _record(job: Job) -> dict[str, Any]:
             "error": job.callback_error,
         }
     return record
+
+
+def model_label(name: str) -> str:
+    """A model as answers show it: weights the operator named by path show
+    their file or folder name, never the server's path."""
+    return os.path.basename(name.rstrip("/")) if os.path.isabs(name) else name
 
 
 def check_format(fmt: str | None) -> str:
