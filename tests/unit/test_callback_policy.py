@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from whisper_mcp.config import ConfigError
+from whisper_mcp.config import ConfigError, Settings
 from whisper_mcp.server.egress import CallbackPolicy, CallbackRefused, Unresolvable, literal_address, redact_url
 
 pytestmark = pytest.mark.anyio
@@ -152,6 +152,10 @@ def test_allow_entries_are_checked() -> None:
     for bad in ("10.0.0.0/33", "hooks..internal", "not/a/cidr"):
         with pytest.raises(ConfigError, match="--callback-allow"):
             CallbackPolicy((bad,))
+        with pytest.raises(ConfigError, match="--callback-allow"):  # the flag and variable, before start-up
+            Settings.from_env({}, callback_allow=f"10.0.0.0/8,{bad}")
+    env = {"WHISPER_MCP_CALLBACK_ALLOW": "10.0.0.0/8, hooks.internal,::1"}
+    assert Settings.from_env(env).callback_allow == ("10.0.0.0/8", "hooks.internal", "::1")
 
 
 def test_redact_url() -> None:
