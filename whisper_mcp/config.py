@@ -8,7 +8,9 @@ Parsing raises ``ConfigError``; only the CLI turns that into an exit.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
@@ -108,6 +110,13 @@ class Settings:
     )
     public_url: str = _opt("", help="base URL used in callback bodies and upload URLs (default http://HOST:PORT)")
     callback_secret: str = _opt("", help="HMAC-SHA256 key: callback bodies are signed in X-Whisper-MCP-Signature")
+    callback_allow: tuple[str, ...] = _opt(
+        (),
+        help="hosts, addresses or CIDRs that callbacks may reach although loopback or private, comma-separated "
+        "(loopback is allowed anyway while --host is loopback; link-local and metadata addresses never are)",
+        parse=lambda text: _hosts_or_networks(text),
+    )
+    callback_concurrency: int = _opt(8, help="callbacks delivered at once; a slow receiver holds up one of these only")
     # The token itself, from --token or the first line of --token-file (read once).
     token: str = _opt("", help="bearer token required on /mcp and the REST routes (empty: no authentication)")
     token_file: Path | None = _opt(None, help="file whose first line is the token")
@@ -178,6 +187,19 @@ def _delays(text: str) -> tuple[float, ...]:
     return delays
 
 
+def _hosts_or_networks(text: str) -> tuple[str, ...]:
+    entries = tuple(part.strip() for part in text.split(",") if part.strip())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            if not _HOST_NAME.fullmatch(entry):
+                raise ValueError(f"must be host names, addresses or CIDRs; {entry!r} is none of these") from None
+    return entries
+
+
+_HOST_NAME = re.compile(r"(?=.{1,253}\.?$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*\.?")
+
 _PARSERS: dict[str, Callable[[str], object]] = {
     "int": int,
     "float": float,
@@ -193,7 +215,7 @@ def _parse(f: Field[Any], value: object, source: str) -> object:
     """A flag's or variable's text as the field's type; ``source`` names it in errors."""
     if isinstance(value, str):
         try:
-            value = _PARSERS.get(str(f.type), str)(value)
+            value = (f.metadata.get("parse") or _PARSERS.get(str(f.type), str))(value)
         except ValueError as exc:
             reason = str(exc) if "must" in str(exc) else f"must be of type {f.type}"
             raise ConfigError(f"{source}={value!r}: {reason}") from None

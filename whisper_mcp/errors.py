@@ -7,6 +7,11 @@ MCP tools turn the same errors into tool errors with the same message.
 
 from __future__ import annotations
 
+# What a client is told of an error that is not its own (a bug, a failed
+# library call): exception text can hold server paths and internals, so it
+# goes to the server's log only.
+INTERNAL_ERROR = "An error inside the server stopped this; its log has the details. Trying again may work."
+
 
 class ServiceError(Exception):
     """Base class: something the caller asked for cannot be done."""
@@ -39,6 +44,13 @@ class AudioTooLong(InvalidInput):
 
 class UnknownModel(InvalidInput):
     code = "unknown_model"
+
+
+class ModelUnavailable(ServiceError):
+    """A model that exists but cannot be loaded here (e.g. no network to download it)."""
+
+    status_code = 503
+    code = "model_unavailable"
 
 
 class JobNotFound(ServiceError):

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from whisper_mcp.server.callbacks import SIGNATURE_HEADER, sign
+from whisper_mcp.server.callbacks import DELIVERY_HEADER, SIGNATURE_HEADER, UNREACHABLE, sign
 
 from fakes import FakeEngine
 from helpers import FIXTURES, CallbackReceiver, InProcessServer, wait_done
@@ -55,9 +55,11 @@ def test_completed_job_posts_signed_transcript(tmp_path: Path, receiver: Callbac
         assert headers[SIGNATURE_HEADER.lower()] == sign(SECRET, body)
         assert sign(SECRET, body) != sign(SECRET + "x", body) != sign(SECRET, body + b" ")
         assert headers["content-type"] == "application/json" and headers["user-agent"] == "whisper-mcp"
+        assert headers["host"] == receiver.url.removeprefix("http://")  # the URL's own name, not the vetted address
         payload = json.loads(body)
         assert payload == {
             "job_id": job["job_id"],
+            "delivery_id": headers[DELIVERY_HEADER.lower()],
             "status": "completed",
             "transcript": payload["transcript"],
             "language": "en",
@@ -108,6 +110,9 @@ def test_failing_receiver_is_retried_with_backoff_and_never_fails_the_job(
         job = submit(srv.url, callback_url=f"{receiver.url}/twice")
         calls = receiver.wait_for("/twice", 3)
         assert len({body for _, _, body, _ in calls}) == 1  # the same body each time
+        # The same delivery id on every retry, in the header and the body, to dedupe on.
+        [delivery] = {headers[DELIVERY_HEADER.lower()] for _, headers, _, _ in calls}
+        assert json.loads(calls[0][2])["delivery_id"] == delivery and len(delivery) == 32
         gaps = [later[3] - earlier[3] for earlier, later in zip(calls, calls[1:], strict=False)]
         assert gaps[0] >= 0.25 and gaps[1] >= 0.55, gaps  # the back-off, in order
         record = callback_settles(srv.url, job["job_id"], "delivered")
@@ -145,6 +150,7 @@ def test_pending_callback_survives_a_restart_and_is_sent_once(tmp_path: Path, re
     with InProcessServer.start(storage, callback_retry_delays=(1.5, 1.5)) as second:
         calls = receiver.wait_for("/restart", 2)
         assert json.loads(calls[1][2])["job_id"] == job["job_id"]
+        assert calls[0][1][DELIVERY_HEADER.lower()] == calls[1][1][DELIVERY_HEADER.lower()]  # across the restart
         record = callback_settles(second.url, job["job_id"], "delivered")
         assert record["callback"]["attempts"] == 2
         assert second.engine.batches == []  # the job itself was not run again
@@ -165,7 +171,7 @@ def test_unreachable_receiver_does_not_fail_the_job(tmp_path: Path) -> None:
             record = httpx.get(f"{srv.url}/status/{job['job_id']}").json()
     assert record["status"] == "completed"
     assert record["callback"]["state"] == "pending"
-    assert "ConnectError" in record["callback"]["error"]
+    assert record["callback"]["error"] == UNREACHABLE
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/x", "not a url", "http://"])

@@ -266,7 +266,7 @@ BAD_INPUTS = [
     ("truncated", {"files": {"file": ("t.wav", (FIXTURES / "truncated.wav").read_bytes())}}, 400, "invalid_audio"),
     ("no file field", {"data": {"model": "tiny.en"}, "files": {"other": ("x", b"1")}}, 400, "invalid_input"),
     ("unknown model", {"data": {"model": "gigantic"}, "files": {"file": ("s.wav", b"RIFF")}}, 400, "unknown_model"),
-    # Which model paths the real registry refuses: test_client_model_paths_stay_in_the_cache.
+    # Which model paths the real registry refuses: test_client_model_names_come_from_the_registry.
     ("model path outside the model cache", {"data": {"model": "/etc/ssl/x.pt"}, "files": {"file": ("s.wav", b"RIFF")}}, 400, "unknown_model"),
     ("model path with a user's home", {"data": {"model": "~nosuchuser\u00db/x.pt"}, "files": {"file": ("s.wav", b"RIFF")}}, 400, "unknown_model"),
     ("path-like job_id", {"data": {"job_id": "../../x"}, "files": {"file": ("s.wav", b"RIFF")}}, 400, "invalid_input"),
@@ -291,26 +291,36 @@ def test_bad_input_table(
     assert list((secured.storage / "incoming").iterdir()) == []
 
 
-def test_client_model_paths_stay_in_the_cache(tmp_path: Path) -> None:
-    """The real registry: a client may name weights inside the model cache only;
-    the operator's own settings may name any path."""
+def test_client_model_names_come_from_the_registry(tmp_path: Path) -> None:
+    """The real registry: a client names a packaged or downloadable model, never
+    a path (not even inside the model cache, where converted/tiny.en.pt would
+    load a second copy of tiny.en); the refusal names no server path. The
+    operator's own settings may name any path."""
     from whisper_mcp.errors import UnknownModel
     from whisper_mcp.models.registry import ModelRegistry
 
     cache = tmp_path / "cache"
-    (cache / "mine").mkdir(parents=True)
-    inside = cache / "mine" / "x.pt"
+    (cache / "converted").mkdir(parents=True)
+    inside = cache / "converted" / "tiny.en.pt"
     inside.write_bytes(b"weights")
     outside = tmp_path / "elsewhere.pt"
     outside.write_bytes(b"weights")
     registry = ModelRegistry(cache)
-    assert registry.resolve(str(inside)).source == "file"
-    assert registry.resolve("mine/x.pt").name == str(inside.resolve())  # relative to the cache
-    for name in (str(outside), "/etc/ssl/x.pt", "../elsewhere.pt", "~nosuchuser\u00db/x.pt", "mine/../../elsewhere.pt"):
+    for name in (
+        "converted/tiny.en.pt",
+        str(inside),
+        str(outside),
+        "/etc/ssl/x.pt",
+        "../elsewhere.pt",
+        "~nosuchuser\u00db/x.pt",
+    ):
         with pytest.raises(UnknownModel, match="Unknown model") as refused:
             registry.resolve(name)
-        assert f"checkpoint under {cache} on the server" in str(refused.value)
+        besides_the_name = str(refused.value).replace(repr(name), "")  # the client's own words come back
+        assert str(tmp_path) not in besides_the_name and "cache" not in besides_the_name, refused.value
+    assert registry.resolve("tiny.en").source in ("packaged", "download")
     assert registry.resolve(str(outside), trusted=True).source == "file"
+    assert registry.resolve(str(inside), trusted=True).name == str(inside.resolve())
 
 
 @pytest.mark.anyio

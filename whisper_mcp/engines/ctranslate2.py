@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -38,10 +39,13 @@ from whisper_mcp.durable import fsync_dir
 from whisper_mcp.engines import progress
 from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
 from whisper_mcp.engines.base import AudioInput, Decoded, ProgressCallback, SegmentCallback, Transcription, make_segment
+from whisper_mcp.errors import ModelUnavailable
 from whisper_mcp.models.convert import PackagedModel, source_fingerprint
 from whisper_mcp.models.pool import estimate_bytes
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
 from whisper_mcp.options import TranscribeOptions, temperatures
+
+log = logging.getLogger("whisper_mcp.engines.ctranslate2")
 
 # Bump when the assembled folder's layout changes, so old ones are redone.
 _FOLDER_FORMAT = 1
@@ -175,8 +179,9 @@ class CTranslate2Backend:
             return Path(download_model(name, cache_dir=root))
         except Exception as exc:  # hub, HTTP and OS errors alike
             offline = ", ".join(m.name for m in self.registry.available() if m.source == "packaged") or "none"
-            raise RuntimeError(
-                f"Could not download model {name!r} for the ctranslate2 engine ({type(exc).__name__}: {exc}); "
+            log.warning("could not download model %s: %s: %s", name, type(exc).__name__, exc)
+            raise ModelUnavailable(
+                f"Could not download model {name!r} for the ctranslate2 engine; "
                 f"this server may have no network. Use one of the offline models: {offline}."
             ) from exc
 

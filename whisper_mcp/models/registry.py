@@ -7,7 +7,8 @@ Three sources, tried in this order for a name:
 * ``download``: openai-whisper's own names, fetched and cached by openai-whisper
   where a network allows;
 * ``file``: a path to an openai-whisper ``.pt`` checkpoint (engine ``openai``)
-  or to a CTranslate2 model folder (engine ``ctranslate2``).
+  or to a CTranslate2 model folder (engine ``ctranslate2``), from the
+  operator's settings only.
 
 Which names resolve depends on the inference engine the registry is built
 for (``ModelRegistry(cache, engine=...)``, fixed for its life): the
@@ -17,6 +18,7 @@ downloads faster-whisper's own conversions, and cannot read ``.pt`` files.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +28,10 @@ import whisper
 from whisper.model import ModelDimensions, Whisper
 
 from whisper_mcp.engines.base import engine_name
-from whisper_mcp.errors import UnknownModel
+from whisper_mcp.errors import ModelUnavailable, UnknownModel
 from whisper_mcp.models.convert import PackagedModel, ensure_checkpoint, find_packaged_models
+
+log = logging.getLogger("whisper_mcp.models.registry")
 
 
 @dataclass(frozen=True)
@@ -106,17 +110,19 @@ class ModelRegistry:
     def resolve(self, name: str, *, trusted: bool = False) -> ModelInfo:
         """The model a job asks for, or ``UnknownModel`` naming the choices.
 
-        A path to weights on the server is taken from a client (``trusted=False``)
-        only inside the model cache folder; the operator's own settings and jobs
-        already accepted may name any path.
+        A client (``trusted=False``) names a model from the registry (packaged
+        or downloadable) only: never a path, which would load a second copy
+        of weights already loaded under their name, and show a server path.
+        The operator's own settings, and jobs already accepted, may name a
+        path to weights anywhere on the server.
         """
         name = name.strip()
         if name in self._packaged:
             return ModelInfo(name, "packaged", True)
         if name in self._downloadable():
             return ModelInfo(name, "download", False)
-        path = self._weights_path(name, trusted)
         ct2 = self.engine == "ctranslate2"
+        path = self._weights_path(name) if trusted else None
         if path is not None and ct2 and path.is_dir() and (path / "model.bin").is_file():
             return ModelInfo(str(path), "file", True)
         if path is not None and name.endswith(".pt") and path.is_file():
@@ -128,25 +134,17 @@ class ModelRegistry:
                 )
             return ModelInfo(str(path), "file", True)
         offline = ", ".join(sorted(self._packaged)) or "none"
-        own = (
-            f"A path to a CTranslate2 model folder under {self.cache_dir} on the server also works."
-            if ct2
-            else f"A path to an openai-whisper .pt checkpoint under {self.cache_dir} on the server also works."
-        )
+        # No server path in the message: it goes to clients.
         raise UnknownModel(
             f"Unknown model {name!r}. Available without network: {offline}. "
-            f"Downloadable: {', '.join(self._downloadable())}. {own}"
+            f"Downloadable: {', '.join(self._downloadable())}. Or leave the model out for the server's default."
         )
 
-    def _weights_path(self, name: str, trusted: bool) -> Path | None:
+    def _weights_path(self, name: str) -> Path | None:
         if len(name) > 1024 or "\x00" in name:
             return None
         try:
-            if trusted:
-                return Path(name).expanduser().resolve()
-            path = Path(name)
-            path = (path if path.is_absolute() else self.cache_dir / path).resolve()
-            return path if path.is_relative_to(self.cache_dir.resolve()) else None
+            return Path(name).expanduser().resolve()
         except (OSError, RuntimeError, ValueError):  # e.g. "~nobody" with no such user
             return None
 
@@ -158,9 +156,10 @@ class ModelRegistry:
         if info.source == "download":
             try:
                 return whisper.load_model(info.name, device=device, download_root=str(self._download_root()))
-            except OSError as exc:  # urllib errors subclass OSError
-                raise RuntimeError(
-                    f"Could not download model {info.name!r} ({exc}); this server may have no network. "
+            except OSError as exc:  # urllib errors subclass OSError; the cause goes to the log
+                log.warning("could not download model %s: %s", info.name, exc)
+                raise ModelUnavailable(
+                    f"Could not download model {info.name!r}; this server may have no network. "
                     f"Use one of the offline models: {', '.join(sorted(self._packaged)) or 'none'}."
                 ) from exc
         return whisper.load_model(info.name, device=device)

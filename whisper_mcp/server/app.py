@@ -8,6 +8,7 @@ engine, most often) and run the real routes in-process.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.sqlite import SQLiteDatabase
 from whisper_mcp.queue.store import Database, SQLJobStore, SQLUploadStore
 from whisper_mcp.server.callbacks import CallbackSender
+from whisper_mcp.server.egress import CallbackPolicy, literal_address
 from whisper_mcp.server.http import dashboard, openai_api, rest
 from whisper_mcp.server.http.security import AccessGuard, local_origins
 from whisper_mcp.server.mcp import build_mcp
@@ -65,6 +67,14 @@ def open_database(settings: Settings) -> Database:
     return SQLiteDatabase(FileStore(settings.storage).database)
 
 
+def callback_policy(settings: Settings) -> CallbackPolicy:
+    """Where callbacks may go: loopback too while the server itself listens
+    only on loopback (a local set-up, whose receivers are local)."""
+    address = literal_address(settings.host)
+    loopback = settings.host.lower() == "localhost" or (address is not None and address.is_loopback)
+    return CallbackPolicy(settings.callback_allow, allow_loopback=loopback)
+
+
 def build_service(settings: Settings, engine: Engine | None = None) -> TranscriptionService:
     # The queue first: a database this code cannot open stops start-up before
     # seconds go into importing torch and loading a model.
@@ -101,7 +111,11 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
         public_url=settings.public_url or f"http://{settings.host}:{settings.port}",
         secret=settings.callback_secret,
         backoff=settings.callback_retry_delays,
+        policy=callback_policy(settings),
+        concurrency=settings.callback_concurrency,
     )
+    # httpx logs each request's full URL at INFO: a callback URL's credentials with it.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     return TranscriptionService(
         settings, queue=queue, engine=engine, worker=worker, uploads=uploads, callbacks=callbacks, metrics=metrics
     )

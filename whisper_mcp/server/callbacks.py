@@ -1,8 +1,13 @@
 """Completion callbacks: POST a job's outcome to its ``callback_url``.
 
-Delivery state lives with the job (changed through the queue), so a restart neither loses a pending
-callback nor repeats a delivered one. Failures are retried with back-off and
-never change the job's own status.
+Delivery state lives with the job (changed through the queue), so a restart
+never loses a pending callback. Delivery is at least once: a server stopped
+after sending and before the receiver's answer sends again, with the same
+delivery id (``X-Whisper-MCP-Delivery``, and ``delivery_id`` in the body) for
+the receiver to dedupe on. Failures are retried with back-off and never change
+the job's own status. Up to ``concurrency`` deliveries run at once, so slow
+receivers hold up only their own callbacks. Where a callback may go:
+``egress.CallbackPolicy``.
 """
 
 from __future__ import annotations
@@ -21,10 +26,24 @@ from anyio import to_thread
 from whisper_mcp.formats import render
 from whisper_mcp.queue.jobs import Job
 from whisper_mcp.queue.manager import JobQueue
+from whisper_mcp.server.egress import CallbackPolicy, CallbackRefused, Target, Unresolvable, redact_url
 
 log = logging.getLogger("whisper_mcp.server.callbacks")
 
 SIGNATURE_HEADER = "X-Whisper-MCP-Signature"
+DELIVERY_HEADER = "X-Whisper-MCP-Delivery"
+# One text for every receiver that could not be reached, whatever the cause
+# (refused, closed port, timeout, DNS): a job's callback error must not tell
+# open ports from closed ones. The cause is logged.
+UNREACHABLE = "the receiver could not be reached (no connection or no answer in time)"
+REBOUND = "the callback_url's host now resolves to an address callbacks may not go to"
+
+
+def delivery_id(job: Job) -> str:
+    """The same for every attempt at one job's callback, and different for
+    another job (even one that reuses the job id after expiry): from the
+    job's internal key, which is never shown."""
+    return hashlib.sha256(b"whisper-mcp callback " + job.key.encode()).hexdigest()[:32]
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -41,36 +60,65 @@ class CallbackSender:
         secret: str | None = None,
         backoff: tuple[float, ...],
         timeout: float = 10.0,
+        policy: CallbackPolicy | None = None,
+        concurrency: int = 8,
     ) -> None:
         self._queue = queue
         self._public_url = public_url.rstrip("/")
         self._secret = secret or None
         self._timeout = timeout
         self._backoff = backoff
+        self.policy = policy if policy is not None else CallbackPolicy(allow_loopback=True)
+        self._concurrency = max(1, concurrency)
         self._kick = asyncio.Event()
 
     def kick(self) -> None:
         """A job ended (call on the event loop): look for due callbacks now."""
         self._kick.set()
 
+    async def vet(self, url: str) -> None:
+        """``CallbackRefused`` (a 400) if callbacks may not go to ``url`` now."""
+        await self.policy.check(url)
+
     async def run(self) -> None:
-        # One callback claimed at a time, for longer than its delivery may take
-        # (bounded by the timeout): no other replica takes it while it is sent.
+        # Each callback is claimed for longer than its delivery may take
+        # (bounded by the timeout, resolution included): no other replica
+        # takes it while it is sent. Up to ``concurrency`` at once.
         lease = 2 * self._timeout
-        async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False) as client:
-            while True:
-                self._kick.clear()
-                while due := await to_thread.run_sync(self._queue.due_callbacks, 1, lease):
-                    await self._deliver(client, due[0])
-                next_at = await to_thread.run_sync(self._queue.next_callback_at)
-                delay = None if next_at is None else max(0.05, next_at - time.time())
-                try:
-                    await asyncio.wait_for(self._kick.wait(), delay)
-                except TimeoutError:
-                    pass
+        in_flight: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            self._kick.set()
+
+        # No keep-alive: each connection goes to the address vetted for its
+        # own delivery, and with its own TLS server name.
+        limits = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, limits=limits) as client:
+            try:
+                while True:
+                    self._kick.clear()
+                    free = self._concurrency - len(in_flight)
+                    if free > 0:
+                        for job in await to_thread.run_sync(self._queue.due_callbacks, free, lease):
+                            task = asyncio.create_task(self._deliver(client, job), name=f"callback-{job.job_id}")
+                            in_flight.add(task)
+                            task.add_done_callback(finished)
+                    delay: float | None = None  # all slots busy: a delivery that ends kicks
+                    if len(in_flight) < self._concurrency:
+                        next_at = await to_thread.run_sync(self._queue.next_callback_at)
+                        delay = None if next_at is None else max(0.05, next_at - time.time())
+                    try:
+                        await asyncio.wait_for(self._kick.wait(), delay)
+                    except TimeoutError:
+                        pass
+            finally:
+                for task in list(in_flight):
+                    task.cancel()
+                await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def payload(self, job: Job) -> dict[str, Any]:
-        body: dict[str, Any] = {"job_id": job.job_id, "status": job.status.value}
+        body: dict[str, Any] = {"job_id": job.job_id, "delivery_id": delivery_id(job), "status": job.status.value}
         if job.status.value == "completed":
             result = await to_thread.run_sync(self._queue.result, job) or {}
             body["transcript"] = render(result, "txt")  # the same text /download serves
@@ -82,23 +130,33 @@ class CallbackSender:
         return body
 
     async def _deliver(self, client: httpx.AsyncClient, job: Job) -> None:
+        try:
+            await self._attempt(client, job)
+        except Exception:  # e.g. the database is away: the lease runs out and it is tried again
+            log.exception("callback for job %s could not be attempted", job.job_id)
+
+    async def _attempt(self, client: httpx.AsyncClient, job: Job) -> None:
         assert job.callback_url is not None
+        shown = redact_url(job.callback_url)
         body = json.dumps(await self.payload(job), ensure_ascii=False).encode()
-        headers = {"content-type": "application/json", "user-agent": "whisper-mcp"}
+        headers = {"content-type": "application/json", "user-agent": "whisper-mcp", DELIVERY_HEADER: delivery_id(job)}
         if self._secret:
             headers[SIGNATURE_HEADER] = sign(self._secret, body)
         error: str | None = None
         try:
             # The whole delivery, not each of its steps, within the timeout.
-            response = await asyncio.wait_for(
-                client.post(job.callback_url, content=body, headers=headers), self._timeout
-            )
+            response = await asyncio.wait_for(self._post(client, job.callback_url, body, headers), self._timeout)
             if not response.is_success:
                 error = f"receiver answered HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        except TimeoutError:
-            error = f"no answer within {self._timeout:g} s"
+        except Unresolvable as exc:
+            log.info("callback for job %s to %s: %s", job.job_id, shown, exc.message)
+            error = UNREACHABLE
+        except CallbackRefused as exc:  # the name resolves elsewhere since it was accepted
+            log.warning("callback for job %s to %s not sent: %s", job.job_id, shown, exc.message)
+            error = REBOUND
+        except (httpx.HTTPError, TimeoutError, OSError) as exc:
+            log.info("callback for job %s to %s: %s", job.job_id, shown, type(exc).__name__)
+            error = UNREACHABLE
         attempt = job.callback_attempts + 1
         gave_up = error is not None and attempt > len(self._backoff)
         next_at = None if error is None or gave_up else time.time() + self._backoff[attempt - 1]
@@ -117,3 +175,11 @@ class CallbackSender:
                 error,
                 "; giving up" if gave_up else "",
             )
+
+    async def _post(self, client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POST to the address the policy vets now (DNS rebinding), under the URL's own name."""
+        target: Target = await self.policy.check(url)
+        extensions = {"sni_hostname": target.server_name} if target.server_name else None
+        return await client.post(
+            target.url, content=body, headers={**headers, "host": target.host_header}, extensions=extensions
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -16,11 +17,13 @@ from mcp.shared.exceptions import MCPError
 from pydantic import Field
 
 from whisper_mcp.engines.audio import SUPPORTED_FORMATS
-from whisper_mcp.errors import ServiceError
+from whisper_mcp.errors import INTERNAL_ERROR, ServiceError
 from whisper_mcp.formats import FORMATS, MEDIA_TYPES
 from whisper_mcp.queue.jobs import JOB_STATUSES
 from whisper_mcp.server.results import ChunkReceived, Health, JobPage, JobRecord, Models, UploadStarted, UploadUrl
 from whisper_mcp.server.service import SUBMISSION_FIELDS, Submission, TranscriptionService
+
+log = logging.getLogger("whisper_mcp.server.mcp")
 
 # What the decoder (PyAV's bundled FFmpeg) takes, said the same way everywhere.
 ACCEPTED_AUDIO = f"{SUPPORTED_FORMATS}, WebM, AIFF or any other audio FFmpeg decodes"
@@ -183,12 +186,19 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
     max_wait = service.settings.max_wait_seconds
 
     async def call(coro: Any) -> Any:
-        # One message style for every tool: the service's own words.
+        # One message style for every tool: the service's own words, and
+        # never an exception's own text (it may name server paths).
         try:
             return await coro
         except ServiceError as exc:
             service.metrics.errors.labels(exc.code).inc()
             raise ToolError(exc.message) from None
+        except ToolError:
+            raise
+        except Exception:
+            log.exception("MCP tool call failed")
+            service.metrics.errors.labels("internal").inc()
+            raise ToolError(INTERNAL_ERROR) from None
 
     # Not idempotent: with a job_id a repeat returns the same job, but without
     # one each call queues another job, and an upload_id is used up by its
@@ -378,13 +388,13 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
     @mcp.tool(annotations=READ_ONLY)
     async def list_models() -> Models:
         """Models this server can use: which work offline and which are loaded now."""
-        return await service.models()  # type: ignore[return-value]
+        return await call(service.models())  # type: ignore[no-any-return]
 
     @mcp.tool(annotations=READ_ONLY)
     async def health() -> Health:
         """Whether the service is ready: model loaded, which model and engine,
         queue length, and the job (or batch of jobs) in progress."""
-        return await service.health()  # type: ignore[return-value]
+        return await call(service.health())  # type: ignore[no-any-return]
 
     async def read_transcript(job_id: str, fmt: str) -> str:
         try:

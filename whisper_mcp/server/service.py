@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, fields, replace
@@ -28,6 +29,7 @@ from whisper_mcp.queue.files import IncomingFile, StoredUpload, new_key
 from whisper_mcp.queue.jobs import FINISHED_STATUSES, JOB_ID, DuplicateJob, Job, JobRequest, JobStatus
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.server.callbacks import CallbackSender
+from whisper_mcp.server.egress import redact_url
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.uploads import UploadManager
 from whisper_mcp.server.worker import InferenceWorker
@@ -221,8 +223,11 @@ class TranscriptionService:
         await to_thread.run_sync(self.queue.files.discard, upload.path)
 
     def model_name(self, name: str | None) -> str:
-        """The model a job asking for ``name`` gets (the default when None); ``UnknownModel`` if none."""
-        return self.engine.registry.resolve(name or self.default_model).name
+        """The model a job asking for ``name`` gets (the default when None, or
+        when named as answers show it); ``UnknownModel`` if none."""
+        if not name or name.strip() in (self.default_model, model_label(self.default_model)):
+            return self.default_model  # the operator's choice, which may be a path
+        return self.engine.registry.resolve(name).name
 
     def new_sink(self) -> IncomingFile:
         return self.queue.files.incoming_file(self.max_upload_bytes, self.min_free_bytes)
@@ -233,7 +238,7 @@ class TranscriptionService:
 
     async def create_upload_url(self, submission: Submission, base_url: str) -> dict[str, Any]:
         """A one-time URL that a shell can send the file to; the job id it will become."""
-        self._check_submission(submission)
+        await self._vet_callback(self._check_submission(submission))
         if not submission.job_id:
             submission = replace(submission, job_id=new_key())
         elif await to_thread.run_sync(self.queue.get, submission.job_id) is not None:
@@ -291,8 +296,14 @@ class TranscriptionService:
             engine=f"{self.engine.engine}/{self.engine.compute_type}",
         )
 
+    async def _vet_callback(self, request: JobRequest) -> None:
+        """Refuse (400, saying why) a callback_url the callback policy forbids now."""
+        if request.callback_url is not None:
+            await self.callbacks.vet(request.callback_url)
+
     async def _validate(self, upload: StoredUpload, sub: Submission) -> JobRequest:
         request = self._check_submission(sub)
+        await self._vet_callback(request)
         if upload.size == 0:
             raise InvalidAudio("The uploaded file is empty (0 bytes). Send a WAV, MP3, FLAC, Ogg/Opus or M4A file.")
         info = await to_thread.run_sync(probe_audio, upload.path, self.settings.max_audio_seconds)
@@ -472,7 +483,12 @@ class TranscriptionService:
                 entry["loaded"] = False
             models.append(entry)
         pool = self.engine.pool
-        return {"default": self.default_model, "models": models, "loads": pool.loads, "unloads": pool.unloads}
+        return {
+            "default": model_label(self.default_model),
+            "models": models,
+            "loads": pool.loads,
+            "unloads": pool.unloads,
+        }
 
     def _metric_state(self) -> dict[str, object]:
         # Called by the metrics registry at scrape time, off the event loop.
@@ -496,9 +512,9 @@ class TranscriptionService:
         return {
             "status": "ok" if state.model_error is None else "error",
             "model_loaded": state.model_loaded,
-            "model": self.default_model,
+            "model": model_label(self.default_model),
             "model_error": state.model_error,
-            "loaded_models": self.engine.loaded_models,
+            "loaded_models": [model_label(name) for name in self.engine.loaded_models],
             "device": self.engine.device,
             "engine": self.engine.engine,
             "compute_type": self.engine.compute_type,
@@ -518,7 +534,7 @@ def _record(job: Job) -> dict[str, Any]:
         if job.status is JobStatus.PROCESSING
         else float(job.status is JobStatus.COMPLETED),
         "filename": job.filename,
-        "model": job.model,
+        "model": model_label(job.model),
         "language": job.detected_language or job.options.language,
         "priority": PRIORITY_NAMES[job.priority],
         # What was chosen beyond the defaults (language is shown above).
@@ -541,12 +557,18 @@ def _record(job: Job) -> dict[str, Any]:
         record["resources"] = {fmt: f"transcript://{job.job_id}/{fmt}" for fmt in FORMATS}
     if job.callback_url is not None:
         record["callback"] = {
-            "url": job.callback_url,
+            "url": redact_url(job.callback_url),  # delivered to the real one
             "state": job.callback_state or "waiting for the job to end",
             "attempts": job.callback_attempts,
             "error": job.callback_error,
         }
     return record
+
+
+def model_label(name: str) -> str:
+    """A model as answers show it: weights the operator named by path show
+    their file or folder name, never the server's path."""
+    return os.path.basename(name.rstrip("/")) if os.path.isabs(name) else name
 
 
 def check_format(fmt: str | None) -> str:
@@ -561,5 +583,5 @@ def _check_callback(url: str | None) -> str | None:
         return None
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidInput(f"callback_url must be an http:// or https:// URL, got {url!r}.")
+        raise InvalidInput(f"callback_url must be an http:// or https:// URL, got {redact_url(url)!r}.")
     return url.strip()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from whisper_mcp.engines.base import BatchItem, Engine, Segment, Transcription
-from whisper_mcp.errors import ServiceError
+from whisper_mcp.errors import INTERNAL_ERROR, ServiceError
 from whisper_mcp.logs import job_event
 from whisper_mcp.queue.jobs import Job
 from whisper_mcp.queue.manager import JobCancelled, JobQueue
@@ -143,8 +143,12 @@ class InferenceWorker:
             self._engine.load(self._engine.registry.resolve(self._default_model, trusted=True))
         except Exception as exc:  # reported by /health; jobs then fail with it
             log.exception("could not load model %s", self._default_model)
-            with self._lock:
-                self._model_error = f"{type(exc).__name__}: {exc}"
+            with self._lock:  # shown by /health: words, not the exception (it may name paths)
+                self._model_error = (
+                    exc.message
+                    if isinstance(exc, ServiceError)
+                    else "the model could not be loaded; the server's log says why"
+                )
             return
         with self._lock:
             self._model_loaded = True
@@ -188,9 +192,9 @@ class InferenceWorker:
             status = self._queue.cancelled(job)
         except ServiceError as exc:  # e.g. audio that stopped decoding half-way
             status, error = "failed", exc.message
-        except Exception as exc:
+        except Exception:
             log.exception("job %s raised", job.job_id)
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            status, error = "failed", INTERNAL_ERROR  # the exception is in the log
         if error is not None:
             status = self._queue.fail(job, error)
             self._metrics.errors.labels("job_failed").inc()
