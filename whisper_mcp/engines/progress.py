@@ -8,6 +8,13 @@ its thread set with ``reporting``. The callback is per thread, so engines
 decoding on different threads of one process never report each other's jobs.
 The bars report even where the library asks for a disabled tqdm (it does
 unless told to print).
+
+Both libraries update their bar only after a window that produced text: a
+window skipped as silence reports nothing, so a silent file would sit at 0
+and never see a cancel. ``install_window_hook`` wraps the library's
+``pad_or_trim``, called once at the start of every 30 s window, so each
+window start reports too (``window_started``): the window before it, if it
+never updated the bar, was skipped and counts as done.
 """
 
 from __future__ import annotations
@@ -16,11 +23,15 @@ import contextlib
 import importlib
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from whisper_mcp.engines.base import ProgressCallback
 
-_HOOKS = threading.local()  # .callback: where this thread's decoding reports
+_HOOKS = threading.local()  # .callback: where this thread's decoding reports; .bar: its latest bar
+
+# What one mel frame (10 ms) is in a bar's unit, for the units the libraries use.
+_PER_FRAME = {"frames": 1.0, "seconds": 0.01}
 
 
 class ProgressBar:
@@ -28,14 +39,34 @@ class ProgressBar:
     (openai-whisper counts mel frames, faster-whisper seconds, or chunks when
     VAD-batched) and reports ``done / total``, at most 1."""
 
-    def __init__(self, *_: object, total: float | None = None, **__: object) -> None:
+    def __init__(self, *_: object, total: float | None = None, unit: str = "it", **__: object) -> None:
         # Bound when the library makes the bar, inside the job's reporting() block.
         self._callback: ProgressCallback | None = getattr(_HOOKS, "callback", None)
         self._total = float(total) if total and total > 0 else 1.0
         self._done = 0.0
+        self._per_frame = _PER_FRAME.get(unit)
+        self._pending = 0.0  # the window started last, until the bar is updated for it
+        if self._callback is not None:
+            _HOOKS.bar = self
 
     def update(self, n: float = 1) -> None:
         self._done += float(n)
+        self._pending = 0.0
+        self.report()
+
+    def window(self, frames: int) -> None:
+        """A window of ``frames`` mel frames starts. If the last one never
+        updated the bar, it was skipped as silence: the library moved on by
+        its whole size (both libraries do exactly that)."""
+        if self._per_frame is None:
+            return self.report()
+        self._done += self._pending
+        self._pending = frames * self._per_frame
+        self.report()
+        return None
+
+    def report(self) -> None:
+        """Report the fraction done (again)."""
         if self._callback is not None:
             self._callback(min(self._done / self._total, 1.0))
 
@@ -52,12 +83,21 @@ class ProgressBar:
 @contextlib.contextmanager
 def reporting(callback: ProgressCallback | None) -> Iterator[None]:
     """Bars made by this thread inside the block report to ``callback``."""
-    previous = getattr(_HOOKS, "callback", None)
-    _HOOKS.callback = callback
+    previous = getattr(_HOOKS, "callback", None), getattr(_HOOKS, "bar", None)
+    _HOOKS.callback, _HOOKS.bar = callback, None
     try:
         yield
     finally:
-        _HOOKS.callback = previous
+        _HOOKS.callback, _HOOKS.bar = previous
+
+
+def window_started(frames: int) -> None:
+    """A decoding window of ``frames`` mel frames starts on this thread: report
+    progress (and so let a cancel stop decoding) even if the window turns out
+    silent. No-op outside a ``reporting`` block or before its bar exists."""
+    bar: ProgressBar | None = getattr(_HOOKS, "bar", None)
+    if bar is not None:
+        bar.window(frames)
 
 
 def install(module_name: str, *, calls_module: bool) -> None:
@@ -77,4 +117,29 @@ def install(module_name: str, *, calls_module: bool) -> None:
     module.tqdm = types.SimpleNamespace(tqdm=ProgressBar) if calls_module else ProgressBar  # type: ignore[attr-defined]
 
 
-__all__ = ["ProgressBar", "install", "reporting"]
+def check() -> None:
+    """Report this thread's progress again, unchanged: a point where a cancel
+    may stop decoding (e.g. before each fallback decode of one window)."""
+    bar: ProgressBar | None = getattr(_HOOKS, "bar", None)
+    if bar is not None:
+        bar.report()
+
+
+def install_window_hook(module_name: str) -> None:
+    """Make ``module_name``'s ``pad_or_trim`` (called at the start of each
+    decoding window, with the window's features, frames last) call
+    ``window_started`` first. Patches that module's global only; idempotent."""
+    module = importlib.import_module(module_name)
+    original: Callable[..., Any] = module.pad_or_trim
+    if getattr(original, "reports_windows", False):
+        return
+
+    def pad_or_trim(array: Any, *args: Any, **kwargs: Any) -> Any:
+        window_started(int(array.shape[-1]))
+        return original(array, *args, **kwargs)
+
+    pad_or_trim.reports_windows = True  # type: ignore[attr-defined]
+    module.pad_or_trim = pad_or_trim  # type: ignore[attr-defined]
+
+
+__all__ = ["ProgressBar", "check", "install", "install_window_hook", "reporting", "window_started"]

@@ -16,7 +16,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import Field
 
 from whisper_mcp.engines.audio import SUPPORTED_FORMATS
-from whisper_mcp.errors import ServiceError
+from whisper_mcp.errors import ServiceError, storage_fault
 from whisper_mcp.formats import FORMATS, MEDIA_TYPES
 from whisper_mcp.queue.jobs import JOB_STATUSES
 from whisper_mcp.server.results import ChunkReceived, Health, JobPage, JobRecord, Models, UploadStarted, UploadUrl
@@ -189,6 +189,12 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         except ServiceError as exc:
             service.metrics.errors.labels(exc.code).inc()
             raise ToolError(exc.message) from None
+        except Exception as exc:  # a full disk or an unreachable database: plain words, not the driver's
+            fault = storage_fault(exc)
+            if fault is None:
+                raise
+            service.metrics.errors.labels(fault.code).inc()
+            raise ToolError(fault.message) from None
 
     # Not idempotent: with a job_id a repeat returns the same job, but without
     # one each call queues another job, and an upload_id is used up by its
@@ -379,6 +385,11 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
             return await service.transcript(job_id, fmt)
         except ServiceError as exc:
             raise ResourceError(exc.message) from None
+        except Exception as exc:
+            fault = storage_fault(exc)
+            if fault is None:
+                raise
+            raise ResourceError(fault.message) from None
 
     @mcp.resource(
         "transcript://{job_id}",
