@@ -91,3 +91,37 @@ class Forbidden(ServiceError):
 class UploadNotFound(ServiceError):
     status_code = 404
     code = "upload_not_found"
+
+
+class Unavailable(ServiceError):
+    status_code = 503
+    code = "unavailable"
+
+
+# errno values for "no space left": ENOSPC, EDQUOT (a quota).
+_NO_SPACE = frozenset({28, 122})
+
+
+def storage_fault(exc: BaseException) -> ServiceError | None:
+    """The error to answer with when the disk or the database fails under a
+    request (507 for a full disk or database, 503 for a database that is
+    away), or None for any other exception (a bug: 500)."""
+    import sqlite3  # stdlib; psycopg's errors are recognised without importing psycopg
+
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        return InsufficientStorage("The server's disk is full; try again later.")
+    if isinstance(exc, sqlite3.Error):
+        if "full" in str(exc):  # "database or disk is full"
+            return InsufficientStorage("The server's disk is full; try again later.")
+        if isinstance(exc, sqlite3.OperationalError):  # locked, or cannot open or write the file
+            return Unavailable("The job database is not available right now; try again later.")
+        return None
+    if type(exc).__module__.startswith("psycopg"):
+        state = getattr(exc, "sqlstate", None) or ""
+        if state == "53100":  # disk_full
+            return InsufficientStorage("The database server's disk is full; try again later.")
+        kinds = {cls.__name__ for cls in type(exc).__mro__}
+        if kinds & {"OperationalError", "PoolTimeout"} or state.startswith(("08", "53", "57")):
+            # Connection lost or refused, out of resources, shutting down.
+            return Unavailable("The job database is not available right now; try again later.")
+    return None

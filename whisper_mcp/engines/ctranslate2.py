@@ -139,6 +139,7 @@ class CTranslate2Backend:
         # a tqdm bar (seconds decoded, or chunks when VAD-batched): a
         # process-wide, idempotent patch of its module's tqdm (see progress).
         progress.install("faster_whisper.transcribe", calls_module=False)
+        progress.install_window_hook("faster_whisper.transcribe")  # windows skipped as silence report too
 
     # --- models -------------------------------------------------------------
 

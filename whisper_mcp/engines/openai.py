@@ -141,7 +141,7 @@ class OpenAIBackend:
             extra["beam_size"] = options.beam_size
         with progress.reporting(on_progress, None if on_segments is None else _SegmentFeed(on_segments)):
             result = whisper.transcribe(
-                whisper_model,  # type: ignore[arg-type]  # Prefetched stands in for the model
+                _Checked(whisper_model),  # type: ignore[arg-type]  # stands in for the model
                 mel,  # type: ignore[arg-type]  # see _precomputed_mel_or
                 language=language,
                 task=options.task,
@@ -161,17 +161,38 @@ class OpenAIBackend:
         )
 
 
+class _Checked:
+    """The model, except that every decode reports progress first: a window
+    that fails its quality checks is decoded again at up to six temperatures
+    (near-silence often is), and a cancel must not wait for all of them."""
+
+    def __init__(self, model: Whisper | Prefetched) -> None:
+        self._model = model
+
+    def decode(self, mel: torch.Tensor, options: Any) -> Any:
+        progress.check()
+        return self._model.decode(mel, options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._model(*args, **kwargs)  # word timings run the model directly
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
 def _patch_openai_whisper() -> None:
-    """The two process-wide patches of ``whisper.transcribe`` this backend needs,
-    both idempotent and both inert for callers that don't use them:
+    """The process-wide patches of ``whisper.transcribe`` this backend needs,
+    each idempotent and inert for callers that don't use them:
 
     * its ``tqdm``, the only channel through which ``transcribe()`` reports
-      progress (see ``progress``);
+      progress, and its ``pad_or_trim``, so that windows skipped as silence
+      report too (see ``progress``);
     * its ``log_mel_spectrogram``, so that ``transcribe()``, which computes the
       features of the whole waveform in one go, takes our streamed ``Mel``
       instead (see ``mel``). Anything else is passed to the original.
     """
     progress.install("whisper.transcribe", calls_module=True)
+    progress.install_window_hook("whisper.transcribe")  # windows skipped as silence report too
     # importlib: whisper/__init__ rebinds the name "transcribe" to the function.
     module = importlib.import_module("whisper.transcribe")
     if not hasattr(module.log_mel_spectrogram, "accepts_mel"):

@@ -14,6 +14,13 @@ local list, ``all_segments``, made before its bar and only ever extended; a
 bar made inside ``reporting(..., on_window=...)`` takes that list from its
 caller and hands it to ``on_window`` before each report, so the segments of
 each window are known as soon as it is decoded, not when the file is done.
+
+Both libraries update their bar only after a window that produced text: a
+window skipped as silence reports nothing, so a silent file would sit at 0
+and never see a cancel. ``install_window_hook`` wraps the library's
+``pad_or_trim``, called once at the start of every 30 s window, so each
+window start reports too (``window_started``): the window before it, if it
+never updated the bar, was skipped and counts as done.
 """
 
 from __future__ import annotations
@@ -28,13 +35,16 @@ from typing import Any
 
 from whisper_mcp.engines.base import ProgressCallback
 
-# .callback: where this thread's decoding reports; .on_window: who reads the
-# caller's finished segments (see the module's docstring).
+# .callback: where this thread's decoding reports; .bar: its latest bar;
+# .on_window: who reads the caller's finished segments (see the module's docstring).
 _HOOKS = threading.local()
 # The name of the list of finished segments in openai-whisper's transcribe().
 SEGMENTS_LOCAL = "all_segments"
 
 WindowCallback = Callable[[list[dict[str, Any]]], None]
+
+# What one mel frame (10 ms) is in a bar's unit, for the units the libraries use.
+_PER_FRAME = {"frames": 1.0, "seconds": 0.01}
 
 
 class ProgressBar:
@@ -42,7 +52,7 @@ class ProgressBar:
     (openai-whisper counts mel frames, faster-whisper seconds, or chunks when
     VAD-batched) and reports ``done / total``, at most 1."""
 
-    def __init__(self, *_: object, total: float | None = None, **__: object) -> None:
+    def __init__(self, *_: object, total: float | None = None, unit: str = "it", **__: object) -> None:
         # Bound when the library makes the bar, inside the job's reporting() block.
         self._callback: ProgressCallback | None = getattr(_HOOKS, "callback", None)
         self._on_window: WindowCallback | None = getattr(_HOOKS, "on_window", None)
@@ -52,11 +62,31 @@ class ProgressBar:
             self._segments = found if isinstance(found, list) else None
         self._total = float(total) if total and total > 0 else 1.0
         self._done = 0.0
+        self._per_frame = _PER_FRAME.get(unit)
+        self._pending = 0.0  # the window started last, until the bar is updated for it
+        if self._callback is not None:
+            _HOOKS.bar = self
 
     def update(self, n: float = 1) -> None:
         self._done += float(n)
         if self._on_window is not None and self._segments is not None:
             self._on_window(self._segments)
+        self._pending = 0.0
+        self.report()
+
+    def window(self, frames: int) -> None:
+        """A window of ``frames`` mel frames starts. If the last one never
+        updated the bar, it was skipped as silence: the library moved on by
+        its whole size (both libraries do exactly that)."""
+        if self._per_frame is None:
+            return self.report()
+        self._done += self._pending
+        self._pending = frames * self._per_frame
+        self.report()
+        return None
+
+    def report(self) -> None:
+        """Report the fraction done (again)."""
         if self._callback is not None:
             self._callback(min(self._done / self._total, 1.0))
 
@@ -74,12 +104,21 @@ class ProgressBar:
 def reporting(callback: ProgressCallback | None, on_window: WindowCallback | None = None) -> Iterator[None]:
     """Bars made by this thread inside the block report to ``callback``, and
     show ``on_window`` their caller's finished segments first."""
-    previous = getattr(_HOOKS, "callback", None), getattr(_HOOKS, "on_window", None)
-    _HOOKS.callback, _HOOKS.on_window = callback, on_window
+    previous = (getattr(_HOOKS, "callback", None), getattr(_HOOKS, "on_window", None), getattr(_HOOKS, "bar", None))
+    _HOOKS.callback, _HOOKS.on_window, _HOOKS.bar = callback, on_window, None
     try:
         yield
     finally:
-        _HOOKS.callback, _HOOKS.on_window = previous
+        _HOOKS.callback, _HOOKS.on_window, _HOOKS.bar = previous
+
+
+def window_started(frames: int) -> None:
+    """A decoding window of ``frames`` mel frames starts on this thread: report
+    progress (and so let a cancel stop decoding) even if the window turns out
+    silent. No-op outside a ``reporting`` block or before its bar exists."""
+    bar: ProgressBar | None = getattr(_HOOKS, "bar", None)
+    if bar is not None:
+        bar.window(frames)
 
 
 def install(module_name: str, *, calls_module: bool) -> None:
@@ -99,4 +138,29 @@ def install(module_name: str, *, calls_module: bool) -> None:
     module.tqdm = types.SimpleNamespace(tqdm=ProgressBar) if calls_module else ProgressBar  # type: ignore[attr-defined]
 
 
-__all__ = ["ProgressBar", "install", "reporting"]
+def check() -> None:
+    """Report this thread's progress again, unchanged: a point where a cancel
+    may stop decoding (e.g. before each fallback decode of one window)."""
+    bar: ProgressBar | None = getattr(_HOOKS, "bar", None)
+    if bar is not None:
+        bar.report()
+
+
+def install_window_hook(module_name: str) -> None:
+    """Make ``module_name``'s ``pad_or_trim`` (called at the start of each
+    decoding window, with the window's features, frames last) call
+    ``window_started`` first. Patches that module's global only; idempotent."""
+    module = importlib.import_module(module_name)
+    original: Callable[..., Any] = module.pad_or_trim
+    if getattr(original, "reports_windows", False):
+        return
+
+    def pad_or_trim(array: Any, *args: Any, **kwargs: Any) -> Any:
+        window_started(int(array.shape[-1]))
+        return original(array, *args, **kwargs)
+
+    pad_or_trim.reports_windows = True  # type: ignore[attr-defined]
+    module.pad_or_trim = pad_or_trim  # type: ignore[attr-defined]
+
+
+__all__ = ["ProgressBar", "check", "install", "install_window_hook", "reporting", "window_started"]

@@ -133,8 +133,13 @@ class FileStore:
     def discard(self, path: Path) -> None:
         path.unlink(missing_ok=True)
 
-    def write_result(self, key: str, result: dict[str, object]) -> None:
-        write_atomic(self.result_path(key), json.dumps(result, ensure_ascii=False).encode())
+    def write_result(self, key: str, result: dict[str, object], min_free_bytes: int = 0) -> None:
+        """Write a transcript atomically; ``InsufficientStorage`` (nothing
+        written) if the disk would keep less than ``min_free_bytes`` free."""
+        data = json.dumps(result, ensure_ascii=False).encode()
+        if min_free_bytes and shutil.disk_usage(self.results_dir).free - len(data) < min_free_bytes:
+            raise InsufficientStorage("The server is low on disk space and cannot save the transcript now.")
+        write_atomic(self.result_path(key), data)
 
     def read_result(self, key: str) -> dict[str, object] | None:
         try:

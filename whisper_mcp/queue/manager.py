@@ -49,6 +49,11 @@ class LeaseLost(JobCancelled):
     took it): stop, and leave the job to its new owner."""
 
 
+class ShuttingDown(Exception):
+    """Raised from a progress report when the server is stopping: decoding
+    stops at this window and the job goes back to the queue (``release``)."""
+
+
 @dataclass
 class Running:
     """A run this process holds: its claim, and what it last reported."""
@@ -74,6 +79,7 @@ class JobQueue:
         replica_id: str = "local",
         lease_seconds: float = 30.0,
         delete_audio: bool = True,
+        min_free_bytes: int = 0,
     ) -> None:
         self._store = store
         self.files = files
@@ -82,6 +88,8 @@ class JobQueue:
         # Several replicas share the database (and the storage folder).
         self.shared = store.db.shared
         self._delete_audio = delete_audio
+        # A transcript is written only if the disk keeps this much free after it.
+        self.min_free_bytes = min_free_bytes
         self._lock = threading.Lock()
         self._running: dict[str, Running] = {}
         # Called (job id) after every change, from whichever thread made it,
@@ -258,13 +266,57 @@ class JobQueue:
         held = self._held(job)
         if held is not None:
             return held
-        self.files.write_result(job.key, result)
+        self.files.write_result(job.key, result, self.min_free_bytes)
         done = self._store.complete(job.job_id, job.attempts, time.time(), language)
         return self._end(job, JobStatus.COMPLETED.value if done else "lost")
 
     def fail(self, job: Job, error: str) -> str:
         done = self._store.fail(job.job_id, job.attempts, time.time(), error)
         return self._end(job, JobStatus.FAILED.value if done else "lost")
+
+    def release(self, job: Job) -> str:
+        """A run stopped because this server is shutting down (``ShuttingDown``):
+        back to the queue in its old place, and the attempt does not count,
+        since the job did nothing wrong. A run with a cancel asked ends
+        cancelled instead. Returns ``queued``, ``cancelled`` or ``lost``."""
+        held = self._held(job)
+        if held is not None:
+            return held
+        if self._store.release(job.job_id, job.attempts):
+            status = JobStatus.QUEUED.value
+        elif self._store.cancel_running(job.job_id, job.attempts, time.time()):  # asked on another replica
+            status = JobStatus.CANCELLED.value
+        else:
+            status = "lost"
+        with self._lock:
+            self._running.pop(job.job_id, None)
+        if status == JobStatus.CANCELLED.value and self._delete_audio:
+            self.files.discard(self.files.audio_path(job.key))
+        self._changed(job.job_id)
+        return status
+
+    def retry_later(self, job: Job, error: str) -> str:
+        """A run that could not be recorded for a passing reason (the disk is
+        full): back to the queue, the attempt counted, so it is tried again
+        once there is room, and fails with ``error`` after ``MAX_ATTEMPTS``
+        tries. Returns ``queued``, ``failed`` or ``lost``."""
+        self.files.discard(self.files.result_path(job.key))  # a transcript half-written, if any
+        held = self._held(job)
+        if held is not None:
+            return held
+        if job.attempts >= MAX_ATTEMPTS:
+            return self.fail(job, error)
+        done = self._store.requeue(job.job_id, job.attempts)
+        with self._lock:
+            self._running.pop(job.job_id, None)
+        self._changed(job.job_id)
+        return JobStatus.QUEUED.value if done else "lost"
+
+    def forget(self, job: Job) -> None:
+        """Stop renewing a run this process cannot settle (the database is
+        unreachable): its lease runs out and recovery settles it."""
+        with self._lock:
+            self._running.pop(job.job_id, None)
 
     def cancelled(self, job: Job) -> str:
         """A run stopped by ``JobCancelled`` (or ``LeaseLost``)."""
@@ -414,4 +466,4 @@ class JobQueue:
         return self.files.read_result(job.key)
 
 
-__all__ = ["MAX_ATTEMPTS", "DuplicateJob", "JobCancelled", "JobQueue", "LeaseLost", "Running"]
+__all__ = ["MAX_ATTEMPTS", "DuplicateJob", "JobCancelled", "JobQueue", "LeaseLost", "Running", "ShuttingDown"]

@@ -224,6 +224,18 @@ class SQLJobStore:
         )
         return self._changed(job_id, count)
 
+    def release(self, job_id: str, attempt: int) -> bool:
+        """Put a run stopped by a graceful shutdown back in the queue, in its
+        old place, taking back the attempt its claim counted; not if a cancel
+        was asked (``cancel_running`` then). The attempt fences nothing
+        afterwards: the releasing run has stopped."""
+        _, count = self.db.run(
+            "UPDATE jobs SET status = 'queued', started_at = NULL, progress = 0, attempts = attempts - 1,"
+            f" {_UNLEASED} WHERE {_HELD} AND cancel_requested = 0",
+            (job_id, attempt),
+        )
+        return self._changed(job_id, count)
+
     # -- runs -------------------------------------------------------------
 
     def progress(self, job_id: str, attempt: int, fraction: float) -> bool | None:

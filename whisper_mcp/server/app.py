@@ -86,6 +86,7 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
         replica_id=settings.replica_id or f"{socket.gethostname()}-{os.getpid()}",
         lease_seconds=settings.lease_seconds,
         delete_audio=settings.delete_audio,
+        min_free_bytes=settings.min_free_bytes,
     )
     engine = engine if engine is not None else build_engine(settings)
     metrics = Metrics()
@@ -121,6 +122,15 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
     )
 
 
+def _exception_handlers(settings: Settings) -> dict[type[Exception], object]:
+    handlers: dict[type[Exception], object] = dict(rest.exception_handlers)
+    if settings.database_url:  # PostgreSQL away or full: 503/507, as for SQLite
+        import psycopg
+
+        handlers[psycopg.Error] = rest.storage_error
+    return handlers
+
+
 def create_app(settings: Settings, service: TranscriptionService | None = None) -> Starlette:
     service = service if service is not None else build_service(settings)
     # Stateless: no MCP session lives in one process, so any replica answers
@@ -146,7 +156,7 @@ def create_app(settings: Settings, service: TranscriptionService | None = None) 
             *dashboard.routes(),
             Route("/mcp", endpoint=mcp_app),
         ],
-        exception_handlers=rest.exception_handlers,  # type: ignore[arg-type]
+        exception_handlers=_exception_handlers(settings),  # type: ignore[arg-type]
         lifespan=lifespan,
         middleware=[
             Middleware(

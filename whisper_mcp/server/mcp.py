@@ -17,7 +17,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import Field
 
 from whisper_mcp.engines.audio import SUPPORTED_FORMATS
-from whisper_mcp.errors import INTERNAL_ERROR, ServiceError
+from whisper_mcp.errors import INTERNAL_ERROR, ServiceError, storage_fault
 from whisper_mcp.formats import FORMATS, MEDIA_TYPES
 from whisper_mcp.queue.jobs import JOB_STATUSES
 from whisper_mcp.server.results import ChunkReceived, Health, JobPage, JobRecord, Models, UploadStarted, UploadUrl
@@ -195,7 +195,11 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
             raise ToolError(exc.message) from None
         except ToolError:
             raise
-        except Exception:
+        except Exception as exc:
+            fault = storage_fault(exc)  # a full disk or an unreachable database: plain words, not the driver's
+            if fault is not None:
+                service.metrics.errors.labels(fault.code).inc()
+                raise ToolError(fault.message) from None
             log.exception("MCP tool call failed")
             service.metrics.errors.labels("internal").inc()
             raise ToolError(INTERNAL_ERROR) from None
@@ -401,6 +405,11 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
             return await service.transcript(job_id, fmt)
         except ServiceError as exc:
             raise ResourceError(exc.message) from None
+        except Exception as exc:
+            fault = storage_fault(exc)
+            if fault is None:
+                raise
+            raise ResourceError(fault.message) from None
 
     @mcp.resource(
         "transcript://{job_id}",

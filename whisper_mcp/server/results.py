@@ -131,7 +131,10 @@ class RunningJob(TypedDict):
 
 @with_config(_OPEN)
 class Health(TypedDict):
-    status: Literal["ok", "error"]
+    status: Literal["ok", "degraded", "error"]
+    # "running", "stopped" (the inference thread is gone: restart the process),
+    # or why no job starts now ("waiting for free disk space").
+    worker: str
     model_loaded: bool
     model: str
     model_error: str | None

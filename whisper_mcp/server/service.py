@@ -509,8 +509,16 @@ class TranscriptionService:
         state = self.worker.state()
         queued = await to_thread.run_sync(self.queue.count, JobStatus.QUEUED)
         processing = [{"job_id": r.job_id, "progress": round(r.progress, 4)} for r in self.queue.running()]
+        status = "ok"
+        if state.model_error is not None or not state.running:
+            status = "error"
+        elif state.waiting is not None:
+            status = "degraded"
         return {
-            "status": "ok" if state.model_error is None else "error",
+            "status": status,
+            # running; stopped (the inference thread is gone: restart the
+            # process, /livez fails); or why no job starts now.
+            "worker": "stopped" if not state.running else state.waiting or "running",
             "model_loaded": state.model_loaded,
             "model": model_label(self.default_model),
             "model_error": state.model_error,

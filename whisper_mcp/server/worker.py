@@ -4,33 +4,59 @@ Short jobs (one 30 s window) that wait right behind each other with the same
 model and options run together, in one forward pass (``batch_size`` at most).
 The worker changes no job itself: it asks the queue (``queue.manager``) to
 claim, report progress, complete or fail.
+
+Nothing stops the thread but ``stop``: a disk or database that fails under it
+is waited out with a growing pause, and a job whose end cannot be recorded is
+tried again in place, then sent back to the queue. On ``stop`` the running
+job stops at its next window and goes back to the queue uncounted.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from whisper_mcp.engines.base import BatchItem, Engine, Segment, Transcription
-from whisper_mcp.errors import INTERNAL_ERROR, ServiceError
+from whisper_mcp.errors import INTERNAL_ERROR, InsufficientStorage, ServiceError, storage_fault
 from whisper_mcp.logs import job_event
 from whisper_mcp.queue.jobs import Job
-from whisper_mcp.queue.manager import JobCancelled, JobQueue
+from whisper_mcp.queue.manager import JobCancelled, JobQueue, ShuttingDown
 from whisper_mcp.server.metrics import Metrics
 
 log = logging.getLogger("whisper_mcp.server.worker")
 
 SWEEP_SECONDS = 30.0
+# After the disk or database fails under the worker it pauses 1 s, doubling
+# with each failure in a row, up to this.
+MAX_BACKOFF_SECONDS = 30.0
+# A transcript that cannot be saved (disk full) is tried this many times in
+# place, then its job goes back to the queue (``JobQueue.retry_later``).
+SAVE_TRIES = 4
+# stop() waits this long for the running window to end and its job to be released.
+STOP_SECONDS = 60.0
+NO_SPACE_MESSAGE = "The server ran out of disk space while saving the transcript; submit the file again later."
 
 
 @dataclass(frozen=True)
 class WorkerState:
     model_loaded: bool
     model_error: str | None
+    running: bool = True  # the inference thread is alive (or not started yet)
+    waiting: str | None = None  # why no job is started now (e.g. low disk space)
+
+
+def _backoff(failures: int) -> float:
+    return min(MAX_BACKOFF_SECONDS, 2.0 ** max(0, failures - 1))
+
+
+def _transient(exc: BaseException) -> bool:
+    """A failure of the disk or the database, not of the job: worth trying again."""
+    return isinstance(exc, InsufficientStorage) or storage_fault(exc) is not None
 
 
 class InferenceWorker:
@@ -61,16 +87,27 @@ class InferenceWorker:
         self._lock = threading.Lock()
         self._model_loaded = False
         self._model_error: str | None = None
+        self._waiting: str | None = None
 
     def start(self) -> None:
         self._thread.start()
         self._heartbeat.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = STOP_SECONDS) -> None:
+        """Take no more jobs; the running one stops at its next window and goes
+        back to the queue without counting an attempt (``ShuttingDown``)."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout)
-        self._heartbeat.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("the running window did not end within %.0f s; its job is recovered at the next start", timeout)
+        self._heartbeat.join(5.0)
+
+    @property
+    def alive(self) -> bool:
+        """False once the inference thread has ended while it should run."""
+        return self._thread.is_alive() or self._thread.ident is None or self._stop.is_set()
 
     def notify(self) -> None:
         """A job was queued: start it now if idle."""
@@ -78,7 +115,7 @@ class InferenceWorker:
 
     def state(self) -> WorkerState:
         with self._lock:
-            return WorkerState(self._model_loaded, self._model_error)
+            return WorkerState(self._model_loaded, self._model_error, self.alive, self._waiting)
 
     def _beat(self) -> None:
         """Renew the leases of the running jobs; with replicas, also take back
@@ -94,21 +131,42 @@ class InferenceWorker:
     def _run(self) -> None:
         self._lower_priority()
         self._load_default_model()
+        failures = 0  # in a row: the pause before the next try grows with them
         while not self._stop.is_set():
             # Clear before looking, so a job queued after the look still wakes us.
             self._wake.clear()
             try:
+                if not self._room_to_work():
+                    failures += 1
+                    self._stop.wait(_backoff(failures))
+                    continue
                 job = self._queue.claim_next()
-            except Exception:  # the database is away for a moment: keep the thread alive
-                log.exception("could not claim a job")
-                self._stop.wait(1.0)
-                continue
-            if job is None:
-                # Idle: wake for the next job, or now and then to unload idle models.
-                if not self._wake.wait(SWEEP_SECONDS):
-                    self._engine.pool.sweep()
-                continue
-            self._process([job, *self._batchmates(job)])
+                if job is None:
+                    failures = 0
+                    # Idle: wake for the next job, or now and then to unload idle models.
+                    if not self._wake.wait(SWEEP_SECONDS):
+                        self._engine.pool.sweep()
+                    continue
+                self._process([job, *self._batchmates(job)])
+                failures = 0
+            except Exception:  # e.g. the database is away or full: keep the thread alive
+                failures += 1
+                log.exception("the inference loop failed; trying again in %.0f s", _backoff(failures))
+                self._stop.wait(_backoff(failures))
+
+    def _room_to_work(self) -> bool:
+        """Whether the storage disk has --min-free-mb free: if not, no job
+        starts, since its transcript could not be saved."""
+        try:
+            low = shutil.disk_usage(self._queue.files.root).free < self._queue.min_free_bytes
+        except OSError:
+            low = False  # cannot tell: let the writes themselves fail or succeed
+        waiting = "waiting for free disk space" if low else None
+        with self._lock:
+            if waiting != self._waiting:
+                (log.warning if low else log.info)("storage disk: %s", waiting or "space is free again")
+            self._waiting = waiting
+        return not low
 
     def _batchmates(self, leader: Job) -> list[Job]:
         """Claim the queued jobs right behind ``leader`` that can share its forward pass."""
@@ -116,12 +174,18 @@ class InferenceWorker:
         # file that kills the process cannot use up its batch-mates' attempts.
         if self._batch_size <= 1 or leader.attempts > 1 or not self._engine.can_batch(leader.duration, leader.options):
             return []
+        if self._stop.is_set():
+            return []
 
         def fits(job: Job) -> bool:
             same = (job.model, job.options, job.priority) == (leader.model, leader.options, leader.priority)
             return same and self._engine.can_batch(job.duration, job.options)
 
-        return self._queue.claim_batch(leader, self._batch_size, fits)
+        try:
+            return self._queue.claim_batch(leader, self._batch_size, fits)
+        except Exception:  # the leader is claimed: run it alone rather than strand it
+            log.exception("could not claim batch-mates for job %s", leader.job_id)
+            return []
 
     def _lower_priority(self) -> None:
         """Give this thread, and the torch threads it starts (they inherit it),
@@ -183,22 +247,31 @@ class InferenceWorker:
             self._finish(job, outcome, time.perf_counter() - started)
 
     def _finish(self, job: Job, outcome: Transcription | Exception, elapsed: float) -> None:
-        error: str | None = None
-        try:
-            if isinstance(outcome, Exception):
-                raise outcome
-            status = self._queue.complete(job, outcome.to_dict(), outcome.language)
-        except JobCancelled:  # on request, or the lease went to another replica
-            status = self._queue.cancelled(job)
-        except ServiceError as exc:  # e.g. audio that stopped decoding half-way
-            status, error = "failed", exc.message
-        except Exception:
-            log.exception("job %s raised", job.job_id)
-            status, error = "failed", INTERNAL_ERROR  # the exception is in the log
-        if error is not None:
-            status = self._queue.fail(job, error)
+        """Record how the run ended; a disk or database failure is waited out
+        and tried again, so no job is left half-ended."""
+        failures = 0
+        while True:
+            try:
+                status, error = self._settle(job, outcome, give_up=failures >= SAVE_TRIES - 1)
+                break
+            except Exception as exc:  # the disk or the database failed under us
+                failures += 1
+                if self._stop.is_set():
+                    log.error("job %s: could not record its end (%s); recovered at the next start", job.job_id, exc)
+                    self._queue.forget(job)
+                    return
+                log.warning(
+                    "job %s: could not record its end (%s: %s); trying again in %.0f s",
+                    job.job_id,
+                    type(exc).__name__,
+                    exc,
+                    _backoff(failures),
+                )
+                self._stop.wait(_backoff(failures))
+        if status == "failed":
             self._metrics.errors.labels("job_failed").inc()
-        self._metrics.job_finished(status, job.duration, elapsed)
+        if status != "queued":
+            self._metrics.job_finished(status, job.duration, elapsed)
         job_event(
             log,
             status,
@@ -210,8 +283,40 @@ class InferenceWorker:
             error=error,
         )
 
+    def _settle(self, job: Job, outcome: Transcription | Exception, *, give_up: bool) -> tuple[str, str | None]:
+        """End the run as ``outcome`` says; (status, error). Raises on a failure
+        of the disk or the database, unless ``give_up``: the job then goes back
+        to the queue (``retry_later``)."""
+        try:
+            if isinstance(outcome, Exception):
+                raise outcome
+            return self._queue.complete(job, outcome.to_dict(), outcome.language), None
+        except ShuttingDown:  # the server is stopping: not the job's fault
+            return self._queue.release(job), None
+        except JobCancelled:  # on request, or the lease went to another replica
+            return self._queue.cancelled(job), None
+        except Exception as exc:
+            if _transient(exc):
+                if not give_up:
+                    raise
+                status = self._queue.retry_later(job, NO_SPACE_MESSAGE)
+                return status, NO_SPACE_MESSAGE if status == "failed" else None
+            if isinstance(exc, ServiceError):  # e.g. audio that stopped decoding half-way
+                error = exc.message
+            else:
+                log.error("job %s raised", job.job_id, exc_info=exc)
+                error = INTERNAL_ERROR  # the exception is in the log
+            return self._queue.fail(job, error), error
+
     def _progress(self, job: Job) -> Callable[[float], None]:
-        return lambda fraction: self._queue.progress(job.job_id, fraction)
+        def report(fraction: float) -> None:
+            # Called at every window (silent ones too): where a cancel, or a
+            # shutdown, stops decoding.
+            if self._stop.is_set() and fraction < 1.0:  # a finished decode is kept
+                raise ShuttingDown(job.job_id)
+            self._queue.progress(job.job_id, fraction)
+
+        return report
 
     def _segments(self, job: Job) -> Callable[[list[Segment]], None]:
         """Where each window's segments go as soon as they are decoded."""

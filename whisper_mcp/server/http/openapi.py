@@ -227,7 +227,11 @@ def openapi_spec() -> dict[str, Any]:
                         "200": {
                             "description": "Alive.",
                             "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
+                        },
+                        "503": {
+                            "description": "The inference thread is gone: restart the process.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
                     },
                 }
             },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from whisper_mcp.errors import InvalidInput, ServiceError
+from whisper_mcp.errors import InvalidInput, ServiceError, storage_fault
 from whisper_mcp.formats import MEDIA_TYPES
 from whisper_mcp.queue.jobs import FINISHED_STATUSES
 from whisper_mcp.server.http.bodies import check_declared_length, read_multipart, read_raw
@@ -100,6 +101,10 @@ def routes(service: TranscriptionService) -> list[Route]:
         return Response(await service.metrics_text(), media_type=METRICS_CONTENT_TYPE)
 
     async def livez(request: Request) -> Response:
+        # For an orchestrator's liveness probe: a process whose inference
+        # thread is gone takes jobs it will never run, and must be restarted.
+        if not service.worker.alive:
+            return JSONResponse({"status": "error", "worker": "stopped"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def openapi(request: Request) -> Response:
@@ -181,4 +186,18 @@ async def http_error(request: Request, exc: Exception) -> Response:
     )
 
 
-exception_handlers = {ServiceError: service_error, HTTPException: http_error}
+async def storage_error(request: Request, exc: Exception) -> Response:
+    """A full disk (507) or a database that is away (503) under any route,
+    in words; any other exception stays a 500."""
+    fault = storage_fault(exc)
+    if fault is None:
+        raise exc
+    return await service_error(request, fault)
+
+
+exception_handlers = {
+    ServiceError: service_error,
+    HTTPException: http_error,
+    OSError: storage_error,
+    sqlite3.Error: storage_error,
+}
