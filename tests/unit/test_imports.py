@@ -109,3 +109,27 @@ def test_language_table_matches_whisper() -> None:
 
     assert whisper_mcp.languages.LANGUAGES == whisper.tokenizer.LANGUAGES
     assert whisper_mcp.languages.TO_LANGUAGE_CODE == whisper.tokenizer.TO_LANGUAGE_CODE
+
+
+def test_the_ctranslate2_service_never_imports_torch(tmp_path: Path) -> None:
+    """torch costs ~400 MB of memory: the service on the ctranslate2 engine
+    builds its app, loads its model and transcribes without it."""
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from whisper_mcp.config import Settings\n"
+        "from whisper_mcp.options import TranscribeOptions\n"
+        "from whisper_mcp.server.app import build_engine, build_service, create_app\n"
+        f"settings = Settings.from_env({{}}, engine='ctranslate2', storage={str(tmp_path / 'storage')!r})\n"
+        "engine = build_engine(settings)\n"
+        "create_app(settings, build_service(settings, engine))\n"
+        "info = engine.registry.resolve(settings.model, trusted=True)\n"
+        f"text = engine.transcribe(Path({str(ROOT / 'tests' / 'fixtures' / 'speech.wav')!r}), info, TranscribeOptions()).text\n"
+        "print(repr(text))\n"
+        "print(sorted(m for m in ('torch', 'whisper') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    text, heavy = result.stdout.strip().splitlines()[-2:]
+    assert "meeting" in text.lower(), text
+    assert heavy == "[]", f"imported with engine ctranslate2: {heavy}"

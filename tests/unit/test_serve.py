@@ -6,6 +6,7 @@ warns. No torch, no model, no process."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import types
 from pathlib import Path
@@ -90,6 +91,23 @@ def test_non_loopback_without_token_warns(
     assert bool(warned) is warns, caplog.text
     if warns:
         assert flags[1] in warned[0] and "WHISPER_MCP_TOKEN" in warned[0]
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_serve_makes_openmp_threads_sleep_unless_told_otherwise(
+    served: Served, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, given: str | None, expected: str
+) -> None:
+    """Spinning OpenMP threads collapse beside a busy process; libgomp reads the
+    policy once, so serve sets it before the app (and torch or CTranslate2) loads."""
+    monkeypatch.setenv("OMP_WAIT_POLICY", given or "")  # restored after the test, whatever serve sets
+    if given is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY")
+    seen: list[str | None] = []
+    monkeypatch.setattr(
+        app_module, "create_app", lambda settings: seen.append(os.environ.get("OMP_WAIT_POLICY")) or "the app"
+    )
+    assert cli.main(["serve", "--storage", str(tmp_path / "storage")]) == 0
+    assert seen == [expected]
 
 
 def test_the_engine_is_built_from_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -10,14 +10,16 @@ and the pool of models it has loaded.
 Both take the same ``TranscribeOptions`` and return the same ``Transcription``
 (``base``). This is the only module that imports the backends; they import
 neither this module nor each other. Everything here blocks; only the
-inference thread calls into it.
+inference thread calls into it. A backend is imported only when chosen, so
+the ctranslate2 engine runs without torch in the process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Sequence
-
-import torch
+from pathlib import Path
 
 from whisper_mcp.engines.base import (
     BATCH_MAX_SECONDS,
@@ -30,10 +32,30 @@ from whisper_mcp.engines.base import (
     Transcription,
     engine_name,
 )
-from whisper_mcp.engines.openai import OpenAIBackend
 from whisper_mcp.models.pool import ModelPool
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
 from whisper_mcp.options import TranscribeOptions
+
+
+def default_threads() -> int:
+    """Inference threads when none are set, as torch chooses them: OMP_NUM_THREADS
+    if set, else one per physical core this process may use (a container's CPU
+    set, not the host's; hyper-threads share a core's arithmetic units)."""
+    with contextlib.suppress(ValueError):
+        if int(os.environ.get("OMP_NUM_THREADS", "")) > 0:
+            return int(os.environ["OMP_NUM_THREADS"])
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
 
 
 class WhisperEngine:
@@ -75,12 +97,6 @@ class WhisperEngine:
         compute_type = (compute_type or "default").strip().lower()
         if compute_type not in COMPUTE_TYPES:
             raise ValueError(f"Unknown compute_type {compute_type!r}; choose one of {', '.join(COMPUTE_TYPES)}.")
-        if threads > 0:
-            # Process-wide by nature: torch has one intra-op thread count, no
-            # per-model one. The service builds one engine per process, so this
-            # is where its threads setting takes effect; a later engine in the
-            # same process (tests) changes it for all.
-            torch.set_num_threads(threads)
         self.registry = registry
         self.backend: Backend
         if engine == "ctranslate2":
@@ -90,13 +106,23 @@ class WhisperEngine:
                 registry,
                 device,
                 compute_type,
-                threads=torch.get_num_threads(),
+                threads=threads if threads > 0 else default_threads(),
                 vad_batching=vad_batching,
                 batch_size=batch_size,
             )
         elif vad_batching:
             raise ValueError("vad_batching needs engine ctranslate2 (faster-whisper); the openai engine has no VAD.")
         else:
+            import torch
+
+            from whisper_mcp.engines.openai import OpenAIBackend
+
+            if threads > 0:
+                # Process-wide by nature: torch has one intra-op thread count, no
+                # per-model one. The service builds one engine per process, so this
+                # is where its threads setting takes effect; a later engine in the
+                # same process (tests) changes it for all.
+                torch.set_num_threads(threads)
             self.backend = OpenAIBackend(registry, device, compute_type)
         self.engine = engine
         self.compute_type = self.backend.compute_type
@@ -166,4 +192,4 @@ class WhisperEngine:
         return self.backend.batching and 0 < duration <= BATCH_MAX_SECONDS and self.backend.batchable(options)
 
 
-__all__ = ["WhisperEngine"]
+__all__ = ["WhisperEngine", "default_threads"]

@@ -17,16 +17,18 @@ import contextlib
 import ctypes
 import gc
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
+
+if TYPE_CHECKING:  # torch only where the openai engine brought it in
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,8 @@ def _release_memory(device: str) -> None:
     # Whisper modules hold no reference cycles we know of, but a traceback or a
     # hook might; collect so the tensors really go now, not at some later GC.
     gc.collect()
-    if device.startswith("cuda") and torch.cuda.is_available():
+    torch = sys.modules.get("torch")  # only a torch model can hold torch's CUDA cache
+    if torch is not None and device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.empty_cache()  # hand cached blocks back to the driver
     # glibc keeps freed heap pages mapped; without a trim, RSS would stay at its
     # peak even though the next model reuses the space.

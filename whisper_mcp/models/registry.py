@@ -14,22 +14,28 @@ Which names resolve depends on the inference engine the registry is built
 for (``ModelRegistry(cache, engine=...)``, fixed for its life): the
 ``ctranslate2`` engine (faster-whisper) loads packaged weights as they ship,
 downloads faster-whisper's own conversions, and cannot read ``.pt`` files.
+
+openai-whisper (and with it torch, ~400 MB of memory) is imported only by the
+``openai`` engine's registry, when it lists, resolves or loads a model: a
+service on the ``ctranslate2`` engine never imports it.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import types
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
-import whisper
-from whisper.model import ModelDimensions, Whisper
+from typing import TYPE_CHECKING
 
 from whisper_mcp.engines.base import engine_name
 from whisper_mcp.errors import ModelUnavailable, UnknownModel
 from whisper_mcp.models.convert import PackagedModel, ensure_checkpoint, find_packaged_models
+
+if TYPE_CHECKING:
+    from whisper.model import Whisper
 
 log = logging.getLogger("whisper_mcp.models.registry")
 
@@ -92,13 +98,13 @@ class ModelRegistry:
         return self.cache_dir / "ct2-hub"
 
     def _downloadable(self) -> list[str]:
-        return list(CT2_REPOS) if self.engine == "ctranslate2" else whisper.available_models()
+        return list(CT2_REPOS) if self.engine == "ctranslate2" else _whisper().available_models()
 
     def _cached(self, name: str) -> bool:
         if self.engine == "ctranslate2":
             repo = self.ct2_download_root() / ("models--" + CT2_REPOS[name].replace("/", "--"))
             return any(repo.glob("snapshots/*/model.bin"))
-        return (self._download_root() / os.path.basename(whisper._MODELS[name])).exists()
+        return (self._download_root() / os.path.basename(_whisper()._MODELS[name])).exists()
 
     def available(self) -> list[ModelInfo]:
         infos = [ModelInfo(name, "packaged", True) for name in sorted(self._packaged)]
@@ -150,6 +156,7 @@ class ModelRegistry:
 
     def load(self, info: ModelInfo, device: str) -> Whisper:
         """The openai-whisper model. Blocking; run it on the inference thread."""
+        whisper = _whisper()
         if info.source == "packaged":
             checkpoint = ensure_checkpoint(self._packaged[info.name], self.cache_dir / "converted")
             return _load_checkpoint(checkpoint, device)
@@ -165,9 +172,17 @@ class ModelRegistry:
         return whisper.load_model(info.name, device=device)
 
 
+def _whisper() -> types.ModuleType:
+    # Imported on first use: it imports torch, which the ctranslate2 engine never needs.
+    return importlib.import_module("whisper")
+
+
 def _load_checkpoint(path: Path, device: str) -> Whisper:
     # whisper.load_model() ignores alignment heads for a file path; ours are
     # stored in the checkpoint so word timestamps use the right heads.
+    import torch
+    from whisper.model import ModelDimensions, Whisper
+
     checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     model = Whisper(ModelDimensions(**checkpoint["dims"]))
     model.load_state_dict(checkpoint["model_state_dict"])
