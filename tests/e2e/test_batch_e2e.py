@@ -96,7 +96,9 @@ def test_one_bad_or_cancelled_job_leaves_the_rest(engine: WhisperEngine) -> None
     assert isinstance(outcomes[1], InvalidAudio) and "not a recognised audio format" in outcomes[1].message
     assert isinstance(outcomes[2], Stop)
     assert isinstance(outcomes[3], Transcription) and {"hello", "world"} <= words(outcomes[3].text)
-    assert hits == 3  # the three that decoded shared the forward pass
+    # The two that decoded took their window from the shared forward pass; the
+    # cancelled one stopped as its window started, before taking its decode.
+    assert hits == 2
 
 
 def test_languages_detected_per_clip_in_one_batch(engine: WhisperEngine) -> None:
