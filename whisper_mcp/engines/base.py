@@ -49,6 +49,8 @@ class Segment:
     end: float
     text: str
     words: list[Word] | None = None
+    # Set when the job asked for diarization (SPEAKER_00, ... or a given name).
+    speaker: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,20 @@ class Transcription:
     segments: list[Segment] = field(default_factory=list)
     # Probability of the detected language, when it was detected.
     language_probability: float | None = None
+    # Diarized jobs only: speakers, num_speakers, turns (and notes), merged
+    # into the stored result's top level.
+    diarization: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
         for segment in data["segments"]:
             if segment["words"] is None:
                 del segment["words"]
+            if segment["speaker"] is None:
+                del segment["speaker"]
+        diarization = data.pop("diarization")
+        if diarization is not None:
+            data.update(diarization)
         return data
 
 
