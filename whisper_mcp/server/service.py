@@ -60,6 +60,11 @@ class Submission:
     callback_url: str | None = None
     # False forces a new transcription even when an identical one is cached.
     cache: bool | str | None = None
+    # Speaker diarization and its speaker count hints.
+    diarize: bool | str | None = None
+    num_speakers: int | str | None = None
+    min_speakers: int | str | None = None
+    max_speakers: int | str | None = None
 
 
 SUBMISSION_FIELDS = tuple(f.name for f in fields(Submission))
@@ -263,6 +268,10 @@ class TranscriptionService:
             temperature=sub.temperature,
             beam_size=sub.beam_size,
             word_timestamps=sub.word_timestamps,
+            diarize=sub.diarize,
+            num_speakers=sub.num_speakers,
+            min_speakers=sub.min_speakers,
+            max_speakers=sub.max_speakers,
         )
         return JobRequest(
             job_id=sub.job_id or new_key(),
