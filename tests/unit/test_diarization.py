@@ -127,3 +127,46 @@ def test_undiarized_results_are_rendered_as_before() -> None:
     assert "speaker" not in plain["segments"][0] and "num_speakers" not in plain
     assert render(plain, "tsv") == "start\tend\ttext\n0\t1000\tHi\n"
     assert render(plain, "txt") == "Hi\n"
+
+
+def test_the_client_cli_asks_for_diarization(fake_server, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from whisper_mcp.client.cli import add_client_commands, run_client_command
+    from whisper_mcp.client.http import ServiceClient
+
+    parser = argparse.ArgumentParser(prog="whisper-mcp")
+    add_client_commands(parser.add_subparsers(dest="command", required=True))
+    argv = ["transcribe", str(FIXTURES / "short.wav"), "--url", fake_server.url, "--no-wait", "--no-cache"]
+    assert run_client_command(parser.parse_args([*argv, "--diarize", "--max-speakers", "3"])) == 0
+    job_id = capsys.readouterr().out.strip()
+    with ServiceClient(fake_server.url) as client:
+        record = client.wait(job_id, poll=0.05, timeout=10)
+    assert record["options"] == {"task": "transcribe", "diarize": True, "max_speakers": 3}
+    # A hint without --diarize is the service's clear refusal, not ignored.
+    assert run_client_command(parser.parse_args([*argv, "--num-speakers", "2"])) != 0
+    assert "only apply with diarize=true" in capsys.readouterr().err
+
+
+def test_watch_job_ids_change_with_diarization() -> None:
+    from whisper_mcp.client.watch import job_id_for
+
+    plain = job_id_for("a.wav", "0" * 64, {"model": "tiny.en"})
+    assert plain == job_id_for("a.wav", "0" * 64, {"model": "tiny.en", "diarize": None})
+    assert plain != job_id_for("a.wav", "0" * 64, {"model": "tiny.en", "diarize": True})
+
+
+def test_openai_diarized_json_shape() -> None:
+    from whisper_mcp.server.http.diarized import diarized_json, speaker_letter
+
+    assert [speaker_letter(i) for i in (0, 1, 25, 26, 27)] == ["A", "B", "Z", "AA", "AB"]
+    body = diarized_json(DIARIZED)
+    assert body["task"] == "transcribe" and body["usage"] == {"type": "duration", "seconds": 3.0}
+    assert body["segments"][1] == {
+        "id": "seg_001",
+        "start": 2.2,
+        "end": 3.0,
+        "speaker": "B",
+        "text": "Hi!",
+        "type": "transcript.text.segment",
+    }
