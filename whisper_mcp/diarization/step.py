@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from whisper_mcp.diarization import DIARIZER_NAME, DIARIZER_SOURCE
 from whisper_mcp.diarization.assign import assign_speakers, relabel
 from whisper_mcp.engines.audio import decode_audio
 from whisper_mcp.engines.base import AudioInput, ProgressCallback, Transcription
@@ -22,7 +23,7 @@ from whisper_mcp.models.registry import ModelInfo
 from whisper_mcp.options import TranscribeOptions
 
 # The pool's name for the diarizer; never a Whisper model's name.
-DIARIZER = ModelInfo("senko", "diarizer", local=True)
+DIARIZER = ModelInfo(DIARIZER_NAME, DIARIZER_SOURCE, local=True)
 # Of a diarized job's progress, the part transcription takes; diarization the
 # rest. On CPU senko takes about as long as tiny.en on the same clip, far less
 # than larger models: a rough split, so the ETA is rough until the end.

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from anyio import to_thread
 
 from whisper_mcp.config import Settings
+from whisper_mcp.diarization import DIARIZER_NAME
 from whisper_mcp.engines.audio import probe_audio
 from whisper_mcp.engines.base import Engine
 from whisper_mcp.errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady
@@ -437,7 +438,17 @@ class TranscriptionService:
                 entry["loaded"] = False
             models.append(entry)
         pool = self.engine.pool
-        return {"default": self.default_model, "models": models, "loads": pool.loads, "unloads": pool.unloads}
+        # The speaker diarizer (diarize=true): in the same pool, but no transcription model.
+        diarizer: dict[str, Any] = {"name": DIARIZER_NAME, "offline": True, "loaded": DIARIZER_NAME in loaded}
+        if DIARIZER_NAME in loaded:
+            diarizer["memory_mb"] = round(loaded[DIARIZER_NAME].bytes / 2**20, 1)
+        return {
+            "default": self.default_model,
+            "models": models,
+            "diarizer": diarizer,
+            "loads": pool.loads,
+            "unloads": pool.unloads,
+        }
 
     def _metric_state(self) -> dict[str, object]:
         # Called by the metrics registry at scrape time, off the event loop.
