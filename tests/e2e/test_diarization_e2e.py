@@ -16,6 +16,7 @@ from openai import OpenAI
 
 from whisper_mcp.config import default_model_cache
 from whisper_mcp.diarization.step import TRANSCRIPTION_SHARE
+from whisper_mcp.engines.base import BatchItem, Transcription
 from whisper_mcp.engines.engine import WhisperEngine
 from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import parse_options
@@ -215,3 +216,18 @@ def test_cancel_takes_effect_during_diarization(ct2: WhisperEngine) -> None:
     with pytest.raises(Stop):
         ct2.transcribe(CALL, info, parse_options("tiny.en", diarize=True, num_speakers=2), progress)
     assert seen == sorted(seen) and TRANSCRIPTION_SHARE < seen[-1] < 1.0, seen
+
+
+def test_diarized_jobs_share_a_forward_pass() -> None:
+    """The openai engine batches short jobs; each is then diarized on its own."""
+    registry = ModelRegistry(default_model_cache(), engine="openai")
+    engine = WhisperEngine(registry)
+    assert engine.backend.batching
+    info = registry.resolve("tiny.en", trusted=True)
+    options = parse_options("tiny.en", diarize=True)
+    assert engine.can_batch(30.0, options)
+    items = [BatchItem(CALL, 30.0), BatchItem(FIXTURES / "speech.wav", 7.6)]
+    call, speech = engine.transcribe_batch(items, info, options)
+    assert isinstance(call, Transcription) and isinstance(speech, Transcription), (call, speech)
+    assert call.to_dict()["num_speakers"] == 2 and speech.to_dict()["num_speakers"] == 1
+    assert CALL_WORDS <= words(call.text)

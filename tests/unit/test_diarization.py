@@ -170,3 +170,23 @@ def test_openai_diarized_json_shape() -> None:
         "text": "Hi!",
         "type": "transcript.text.segment",
     }
+
+
+@pytest.mark.anyio
+async def test_transcribe_wav_takes_diarize_and_refuses_bad_hints(fake_server) -> None:
+    import base64
+
+    from fastmcp import Client
+    from fastmcp.exceptions import ToolError
+
+    audio = base64.b64encode((FIXTURES / "short.wav").read_bytes()).decode()
+    async with Client(f"{fake_server.url}/mcp") as client:
+        record = await client.call_tool(
+            "transcribe_wav", {"audio_base64": audio, "diarize": True, "num_speakers": 2, "cache": False}
+        )
+        assert record.structured_content["options"]["diarize"] is True
+        assert record.structured_content["options"]["num_speakers"] == 2
+        with pytest.raises(ToolError, match="more than max_speakers"):
+            await client.call_tool(
+                "transcribe_wav", {"audio_base64": audio, "diarize": True, "min_speakers": 4, "max_speakers": 2}
+            )
