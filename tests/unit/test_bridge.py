@@ -40,7 +40,7 @@ async def test_queue_then_collect_into_the_output_folder(tmp_path: Path) -> None
             tools = {t.name: t for t in await client.list_tools()}
             assert set(tools) == {"transcribe_wav", "check_transcription_status"}
             params = tools["transcribe_wav"].input_schema["properties"]
-            assert set(params) == {"filename", "model", "language", "job_id", "priority"}
+            assert set(params) == {"filename", "model", "language", "job_id", "priority", "diarize", "num_speakers"}
             assert all(p.get("description") for p in params.values())
 
             queued = (

@@ -192,8 +192,18 @@ def test_unknown_model_and_bad_options(api: OpenAI, server: InProcessServer) -> 
     assert err.value.param == "model" and err.value.code == "unknown_model"
 
     with open(SPEECH, "rb") as f, pytest.raises(openai.BadRequestError) as err:
-        api.audio.transcriptions.create(model="whisper-1", file=f, response_format="diarized_json")
+        api.audio.transcriptions.create(model="whisper-1", file=f, response_format="xml")  # type: ignore[call-overload]
     assert err.value.param == "response_format" and err.value.code == "unsupported_value"
+
+    with open(SPEECH, "rb") as f, pytest.raises(openai.BadRequestError) as err:
+        api.audio.transcriptions.create(
+            model="whisper-1",
+            file=f,
+            response_format="diarized_json",
+            known_speaker_names=["Ana"],
+            known_speaker_references=["data:audio/wav;base64,AAAA"],
+        )
+    assert "known_speaker_names and known_speaker_references are not supported" in err.value.message
 
     with open(SPEECH, "rb") as f, pytest.raises(openai.BadRequestError) as err:
         api.audio.transcriptions.create(model="tiny.en", file=f, language="de")

@@ -186,6 +186,13 @@ def build_bridge(url: str, token: str | None, output_dir: Path) -> FastMCP:
             Literal["urgent", "normal", "low"] | None,
             Field(description="Queue priority: urgent jobs run before waiting normal ones. Default normal."),
         ] = None,
+        diarize: Annotated[
+            bool,
+            Field(description="Label who spoke when: each part of the transcript starts with its speaker."),
+        ] = False,
+        num_speakers: Annotated[
+            int | None, Field(ge=1, le=15, description="With diarize: how many speakers, if known.")
+        ] = None,
     ) -> dict[str, Any]:
         """Queue a recording that is a file on this machine for transcription and return at once.
 
@@ -211,6 +218,10 @@ def build_bridge(url: str, token: str | None, output_dir: Path) -> FastMCP:
             raise ToolError(f"Cannot create the output folder {output_dir}: {exc.strerror or exc}") from None
 
         options = {"model": model, "language": language, "job_id": job_id, "priority": priority}
+        if diarize:
+            options.update(diarize=True, num_speakers=num_speakers)
+        elif num_speakers is not None:
+            raise ToolError("num_speakers applies with diarize=true; set diarize or leave num_speakers out.")
         record = await service(lambda client: client.submit(path, **options))
         new_id = str(record["job_id"])
         status = str(record.get("status", "queued"))

@@ -87,6 +87,12 @@ def _transcription_options() -> argparse.ArgumentParser:
     opts.add_argument("--prompt", metavar="TEXT", help="initial prompt: names and terms the recording uses")
     opts.add_argument("--priority", choices=("urgent", "normal", "low"), help="queue priority, default normal")
     opts.add_argument(
+        "--diarize", action="store_true", default=None,
+        help="label who spoke when (SPEAKER_00, ...) in every format; slower",
+    )  # fmt: skip
+    for hint, what in (("num", "exactly"), ("min", "at least"), ("max", "at most")):
+        opts.add_argument(f"--{hint}-speakers", type=int, metavar="N", help=f"with --diarize: {what} N speakers (1-15)")
+    opts.add_argument(
         "--cache", action=argparse.BooleanOptionalAction, default=None,
         help="reuse an earlier transcript of the same audio, model and options (the service's default); "
         "--no-cache transcribes again",
@@ -239,6 +245,10 @@ def transcription_options(args: argparse.Namespace) -> dict[str, Any]:
         "initial_prompt": args.prompt,
         "priority": args.priority,
         "cache": args.cache,
+        "diarize": args.diarize,
+        "num_speakers": args.num_speakers,
+        "min_speakers": args.min_speakers,
+        "max_speakers": args.max_speakers,
     }
 
 

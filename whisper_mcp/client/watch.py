@@ -81,7 +81,7 @@ SKIPPED_SUFFIXES = frozenset(
 # Refusals that are about the file itself: report it and go on with the others.
 FILE_REFUSALS = frozenset({"invalid_audio", "audio_too_long", "too_large", "conflict"})
 # The options that change a transcript, so a different choice is a different job.
-ID_OPTIONS = ("model", "language", "task", "initial_prompt")
+ID_OPTIONS = ("model", "language", "task", "initial_prompt", "diarize", "num_speakers", "min_speakers", "max_speakers")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_STEM = 128 - 13  # the job id pattern allows 128 characters: stem, '-', 12 digits
 

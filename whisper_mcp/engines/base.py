@@ -63,6 +63,9 @@ class Segment:
     compression_ratio: float | None = None
     no_speech_prob: float | None = None
 
+    # Set when the job asked for diarization (SPEAKER_00, ... or a given name).
+    speaker: str | None = None
+
     def to_dict(self) -> dict[str, object]:
         """JSON-ready, without the fields this engine left unset."""
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -76,10 +79,16 @@ class Transcription:
     segments: list[Segment] = field(default_factory=list)
     # Probability of the detected language, when it was detected.
     language_probability: float | None = None
+    # Diarized jobs only: speakers, num_speakers, turns (and notes), merged
+    # into the stored result's top level.
+    diarization: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
         data["segments"] = [s.to_dict() for s in self.segments]
+        diarization = data.pop("diarization")
+        if diarization is not None:
+            data.update(diarization)
         return data
 
 

@@ -19,8 +19,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
+from whisper_mcp.diarization import step as diarization
 from whisper_mcp.engines.base import (
     BATCH_MAX_SECONDS,
     COMPUTE_TYPES,
@@ -133,10 +135,22 @@ class WhisperEngine:
             pinned=pinned,
             idle_seconds=idle_seconds,
             memory_budget_bytes=memory_budget_bytes,
-            load=self.backend.load,
-            size=self.backend.size,
-            estimate=self.backend.estimate,
+            load=self._load,
+            size=self._size,
+            estimate=self._estimate,
         )
+
+    # The pool also holds the diarizer (diarization.step.DIARIZER), so that it
+    # shares the memory budget and idle unloading with the Whisper models.
+    def _load(self, info: ModelInfo) -> object:
+        return diarization.load_diarizer(self.device) if diarization.is_diarizer(info) else self.backend.load(info)
+
+    def _size(self, model: object) -> int:
+        nbytes = getattr(model, "nbytes", None)  # the diarizer measures itself
+        return nbytes if isinstance(nbytes, int) else self.backend.size(model)
+
+    def _estimate(self, info: ModelInfo) -> int:
+        return diarization.estimate_bytes() if diarization.is_diarizer(info) else self.backend.estimate(info)
 
     @property
     def loaded_models(self) -> list[str]:
@@ -161,9 +175,26 @@ class WhisperEngine:
         each 30 s window, and for ctranslate2 after each segment too; an
         exception it raises (e.g. a cancel) stops decoding there.
         ``on_segments`` gets each window's new segments as soon as they are
-        decoded (ctranslate2: each segment)."""
+        decoded (ctranslate2: each segment). With ``options.diarize`` the
+        speakers are found next (``_diarize``)."""
+        words, diarizing = diarization.split_progress(on_progress, options)
         with self.pool.use(model) as loaded:
-            return self.backend.transcribe(loaded, audio, options, on_progress, duration_hint, on_segments)
+            result = self.backend.transcribe(
+                loaded, audio, diarization.transcription_options(options), words, duration_hint, on_segments
+            )
+        return self._diarize(result, audio, options, diarizing)
+
+    def _diarize(
+        self,
+        result: Transcription,
+        audio: AudioInput,
+        options: TranscribeOptions,
+        on_progress: ProgressCallback | None,
+    ) -> Transcription:
+        if not options.diarize:
+            return result
+        with self.pool.use(diarization.DIARIZER) as diarizer:
+            return diarization.diarize(diarizer, result, audio, options, on_progress)
 
     def transcribe_batch(
         self, items: Sequence[BatchItem], model: ModelInfo, options: TranscribeOptions
@@ -171,21 +202,38 @@ class WhisperEngine:
         """Blocking. Several jobs with the same model and options (see
         ``can_batch``); each gets its own outcome, a transcription or the
         exception that ended it (a cancel raised by its progress callback, audio
-        that would not decode). Engines without batching run them in turn."""
+        that would not decode). Engines without batching run them in turn.
+        With ``options.diarize`` each transcription is then diarized."""
+        progress = [diarization.split_progress(item.on_progress, options) for item in items]
+        items = [replace(item, on_progress=words) for item, (words, _) in zip(items, progress, strict=True)]
+        decode = diarization.transcription_options(options)
         with self.pool.use(model) as loaded:
             if len(items) > 1 and self.backend.batching:
-                return self.backend.transcribe_batch(loaded, items, options)  # type: ignore[attr-defined]
-            outcomes: list[Transcription | Exception] = []
-            for item in items:
-                try:
-                    outcomes.append(
-                        self.backend.transcribe(
-                            loaded, item.audio, options, item.on_progress, item.duration_hint, item.on_segments
+                outcomes = self.backend.transcribe_batch(loaded, items, decode)  # type: ignore[attr-defined]
+            else:
+                outcomes = []
+                for item in items:
+                    try:
+                        outcomes.append(
+                            self.backend.transcribe(
+                                loaded, item.audio, decode, item.on_progress, item.duration_hint, item.on_segments
+                            )
                         )
-                    )
-                except Exception as exc:
-                    outcomes.append(exc)
+                    except Exception as exc:
+                        outcomes.append(exc)
+        if not options.diarize:
             return outcomes
+        diarized: list[Transcription | Exception] = []
+        for item, outcome, (_, diarizing) in zip(items, outcomes, progress, strict=True):
+            try:
+                diarized.append(
+                    outcome
+                    if isinstance(outcome, Exception)
+                    else self._diarize(outcome, item.audio, options, diarizing)
+                )
+            except Exception as exc:  # a cancel during diarization, audio that would not decode
+                diarized.append(exc)
+        return diarized
 
     def can_batch(self, duration: float, options: TranscribeOptions) -> bool:
         """Whether a job this long, with these options, may share a forward pass with others."""

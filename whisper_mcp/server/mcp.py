@@ -19,6 +19,7 @@ from pydantic import Field
 from whisper_mcp.engines.audio import SUPPORTED_FORMATS
 from whisper_mcp.errors import INTERNAL_ERROR, ServiceError, storage_fault
 from whisper_mcp.formats import FORMATS, MEDIA_TYPES
+from whisper_mcp.options import MAX_SPEAKERS
 from whisper_mcp.queue.jobs import JOB_STATUSES
 from whisper_mcp.server.results import ChunkReceived, Health, JobPage, JobRecord, Models, UploadStarted, UploadUrl
 from whisper_mcp.server.service import SUBMISSION_FIELDS, Submission, TranscriptionService
@@ -88,6 +89,17 @@ PromptArg = Annotated[
     Field(description="Text that primes the vocabulary and style, e.g. names or jargon in the recording."),
 ]
 WordsArg = Annotated[bool, Field(description="Also time each word (shown in the json format).")]
+DiarizeArg = Annotated[
+    bool,
+    Field(
+        description="Find who spoke when: every segment gets a speaker (SPEAKER_00, ...), split where the "
+        "speaker changes; every format shows them. Offline, slower (about as long again on CPU)."
+    ),
+]
+SpeakersArg = Annotated[
+    int | None,
+    Field(ge=1, le=MAX_SPEAKERS, description="With diarize: a speaker count hint (exact, at least, at most)."),
+]
 PriorityArg = Annotated[
     Literal["urgent", "normal", "low"] | None,
     Field(description="Urgent jobs run before waiting normal ones, low after them. Default normal."),
@@ -236,6 +248,10 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
             Field(ge=1, le=10, description="Beam search width (slower, sometimes more accurate); default greedy."),
         ] = None,
         word_timestamps: WordsArg = False,
+        diarize: DiarizeArg = False,
+        num_speakers: SpeakersArg = None,
+        min_speakers: SpeakersArg = None,
+        max_speakers: SpeakersArg = None,
         priority: PriorityArg = None,
         callback_url: CallbackArg = None,
         cache: Annotated[
@@ -296,6 +312,10 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         task: TaskArg = None,
         initial_prompt: PromptArg = None,
         word_timestamps: WordsArg = False,
+        diarize: DiarizeArg = False,
+        num_speakers: SpeakersArg = None,
+        min_speakers: SpeakersArg = None,
+        max_speakers: SpeakersArg = None,
         priority: PriorityArg = None,
         callback_url: CallbackArg = None,
     ) -> UploadUrl:

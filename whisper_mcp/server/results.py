@@ -119,6 +119,8 @@ class ModelEntry(TypedDict):
 class Models(TypedDict):
     default: str
     models: list[ModelEntry]
+    # The speaker diarizer (diarize=true): name, offline, loaded, memory_mb when loaded.
+    diarizer: NotRequired[dict[str, Any]]
     loads: int
     unloads: int
 

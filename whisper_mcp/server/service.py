@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from anyio import to_thread
 
 from whisper_mcp.config import Settings
+from whisper_mcp.diarization import DIARIZER_NAME
 from whisper_mcp.engines.audio import probe_audio
 from whisper_mcp.engines.base import Engine
 from whisper_mcp.errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady
@@ -75,6 +76,11 @@ class Submission:
     callback_url: str | None = None
     # False forces a new transcription even when an identical one is cached.
     cache: bool | str | None = None
+    # Speaker diarization and its speaker count hints.
+    diarize: bool | str | None = None
+    num_speakers: int | str | None = None
+    min_speakers: int | str | None = None
+    max_speakers: int | str | None = None
 
 
 SUBMISSION_FIELDS = tuple(f.name for f in fields(Submission))
@@ -281,6 +287,10 @@ class TranscriptionService:
             temperature=sub.temperature,
             beam_size=sub.beam_size,
             word_timestamps=sub.word_timestamps,
+            diarize=sub.diarize,
+            num_speakers=sub.num_speakers,
+            min_speakers=sub.min_speakers,
+            max_speakers=sub.max_speakers,
         )
         return JobRequest(
             job_id=sub.job_id or new_key(),
@@ -483,9 +493,14 @@ class TranscriptionService:
                 entry["loaded"] = False
             models.append(entry)
         pool = self.engine.pool
+        # The speaker diarizer (diarize=true): in the same pool, but no transcription model.
+        diarizer: dict[str, Any] = {"name": DIARIZER_NAME, "offline": True, "loaded": DIARIZER_NAME in loaded}
+        if DIARIZER_NAME in loaded:
+            diarizer["memory_mb"] = round(loaded[DIARIZER_NAME].bytes / 2**20, 1)
         return {
             "default": model_label(self.default_model),
             "models": models,
+            "diarizer": diarizer,
             "loads": pool.loads,
             "unloads": pool.unloads,
         }

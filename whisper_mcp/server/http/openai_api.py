@@ -38,11 +38,12 @@ from whisper_mcp.errors import (
 from whisper_mcp.languages import LANGUAGES
 from whisper_mcp.queue.jobs import FINISHED_STATUSES, JobStatus
 from whisper_mcp.server.http.bodies import check_declared_length, read_multipart
+from whisper_mcp.server.http.diarized import KNOWN_SPEAKER_FIELDS, check_known_speakers, diarized_json
 from whisper_mcp.server.http.sse import KEEPALIVE, EventStream, event
 from whisper_mcp.server.service import Submission, TranscriptionService, join_text
 
 OPENAI_MODEL_ALIAS = "whisper-1"
-RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
 GRANULARITIES = ("word", "segment")
 # The OpenAI SDKs send a list as repeated "name[]" parts; some clients omit the brackets.
 _GRANULARITY_FIELDS = ("timestamp_granularities[]", "timestamp_granularities")
@@ -305,7 +306,9 @@ def routes(service: TranscriptionService) -> list[Route]:
             )
         expected = check_declared_length(request, service.max_upload_bytes)
         await service.check_space(expected)
-        form = await read_multipart(request, "file", service.new_sink, _FIELDS + _GRANULARITY_FIELDS)
+        form = await read_multipart(
+            request, "file", service.new_sink, _FIELDS + _GRANULARITY_FIELDS + KNOWN_SPEAKER_FIELDS
+        )
         if form.file is None:
             raise _BadParam("file", "No file received: put the audio in a multipart field named 'file'.", "missing")
         try:
@@ -327,7 +330,9 @@ def routes(service: TranscriptionService) -> list[Route]:
                 initial_prompt=fields.get("prompt"),
                 temperature=temperature,
                 word_timestamps="word" in granularities,
+                diarize=fmt == "diarized_json",
             )
+            check_known_speakers(form.repeated)
         except BaseException:
             await service.discard(form.file)
             raise
@@ -354,6 +359,8 @@ def routes(service: TranscriptionService) -> list[Route]:
         usage = _usage(float(result.get("duration") or 0.0))
         if fmt == "json":
             return JSONResponse({"text": str(result.get("text") or ""), "usage": usage}, headers=headers)
+        if fmt == "diarized_json":
+            return JSONResponse(diarized_json(result), headers=headers)
         used = 0.0 if temperature is None else float(temperature)
         return JSONResponse({**_verbose(result, task, model, used, granularities), "usage": usage}, headers=headers)
 

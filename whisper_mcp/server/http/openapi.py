@@ -6,7 +6,7 @@ from typing import Any
 
 from whisper_mcp import __version__
 from whisper_mcp.formats import FORMATS
-from whisper_mcp.options import MAX_BEAM_SIZE, MAX_PROMPT_CHARS, PRIORITIES
+from whisper_mcp.options import MAX_BEAM_SIZE, MAX_PROMPT_CHARS, MAX_SPEAKERS, PRIORITIES, SPEAKER_HINTS
 from whisper_mcp.queue.jobs import JOB_ID_PATTERN, JOB_STATUSES
 
 _JOB_ID = {"type": "string", "pattern": JOB_ID_PATTERN}
@@ -50,6 +50,11 @@ _SUBMISSION_PROPERTIES: dict[str, Any] = {
     "priority": {"type": "string", "enum": list(PRIORITIES)},
     "callback_url": {"type": "string", "format": "uri"},
     "cache": {"type": "boolean", "default": True},
+    "diarize": {"type": "boolean", "default": False, "description": "Label each segment with its speaker."},
+    **{
+        name: {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKERS, "description": "Needs diarize=true."}
+        for name in SPEAKER_HINTS
+    },
 }
 
 
