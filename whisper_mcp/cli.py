@@ -56,6 +56,7 @@ def serve(settings: Settings) -> int:
 
     from whisper_mcp.queue.migrations import SchemaTooNew, UnrecognizedSchema
     from whisper_mcp.server.app import create_app
+    from whisper_mcp.server.http.security import allowed_hosts
 
     configure_logging(settings.log_level, settings.log_format)
     # The inference thread runs Python between torch calls and so holds the GIL
@@ -72,6 +73,15 @@ def serve(settings: Settings) -> int:
             banner,
             settings.host,
             banner,
+        )
+    hosts = allowed_hosts(settings.host, settings.public_url, settings.allowed_hosts)
+    if not _is_loopback(settings.host) and not settings.allowed_hosts and hosts is not None:
+        # Users of a server on 0.0.0.0 reach it by names it cannot know.
+        logging.getLogger("whisper_mcp").warning(
+            "Listening on %s: requests are answered only when addressed to %s (any port); other host "
+            "names get 421. Add the names clients use with --allowed-hosts (WHISPER_MCP_ALLOWED_HOSTS).",
+            settings.host,
+            ", ".join(sorted(hosts)),
         )
     try:
         app = create_app(settings)

@@ -114,6 +114,11 @@ class Settings:
     allowed_origins: tuple[str, ...] = _opt(
         (), help="extra browser origins allowed, comma-separated (loopback on our port always is)"
     )
+    allowed_hosts: tuple[str, ...] = _opt(
+        (),
+        help="host names clients may use to reach the server, comma-separated, * for any (loopback names, "
+        "the --host address and the --public-url host always are); others get 421, against DNS rebinding",
+    )
     max_upload_mb: int = _opt(1024, help="largest upload")
     max_audio_seconds: float = _opt(4 * 3600.0, help="longest recording")
     min_free_mb: int = _opt(512, help="refuse uploads (507) when the storage disk would have less free than this")
