@@ -56,6 +56,7 @@ def serve(settings: Settings) -> int:
 
     from whisper_mcp.queue.migrations import SchemaTooNew, UnrecognizedSchema
     from whisper_mcp.server.app import create_app
+    from whisper_mcp.server.connections import uvicorn_options
     from whisper_mcp.server.http.security import allowed_hosts
 
     configure_logging(settings.log_level, settings.log_format)
@@ -93,7 +94,13 @@ def serve(settings: Settings) -> int:
         raise SystemExit(f"whisper-mcp: error: {exc}") from None
     # log_config=None: uvicorn's loggers use our handler and format too.
     uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False, log_config=None
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        log_config=None,
+        **uvicorn_options(settings),
     )
     return 0
 
