@@ -18,6 +18,7 @@ from whisper_mcp.config import Settings
 from whisper_mcp.queue.files import new_key
 from whisper_mcp.queue.jobs import JobRequest
 from whisper_mcp.server.app import build_service, create_app
+from whisper_mcp.server.connections import uvicorn_options
 from whisper_mcp.server.service import TranscriptionService
 from whisper_mcp.testing import ServerProcess, free_port
 
@@ -122,7 +123,9 @@ class InProcessServer:
         self.service: TranscriptionService = build_service(config, self.engine)
         app = create_app(config, self.service)
         self._server = _Uvicorn(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", **uvicorn_options(config)
+            )
         )
         self._thread = threading.Thread(target=self._server.run, name=f"uvicorn-{self.port}", daemon=True)
         self._thread.start()

@@ -72,6 +72,8 @@ def serve(settings: Settings) -> int:
 
     from whisper_mcp.queue.migrations import SchemaTooNew, UnrecognizedSchema
     from whisper_mcp.server.app import create_app
+    from whisper_mcp.server.connections import uvicorn_options
+    from whisper_mcp.server.http.security import allowed_hosts
 
     configure_logging(settings.log_level, settings.log_format)
     # The inference thread runs Python between torch calls and so holds the GIL
@@ -89,6 +91,15 @@ def serve(settings: Settings) -> int:
             settings.host,
             banner,
         )
+    hosts = allowed_hosts(settings.host, settings.public_url, settings.allowed_hosts)
+    if not _is_loopback(settings.host) and not settings.allowed_hosts and hosts is not None:
+        # Users of a server on 0.0.0.0 reach it by names it cannot know.
+        logging.getLogger("whisper_mcp").warning(
+            "Listening on %s: requests are answered only when addressed to %s (any port); other host "
+            "names get 421. Add the names clients use with --allowed-hosts (WHISPER_MCP_ALLOWED_HOSTS).",
+            settings.host,
+            ", ".join(sorted(hosts)),
+        )
     try:
         app = create_app(settings)
     except (
@@ -99,7 +110,13 @@ def serve(settings: Settings) -> int:
         raise SystemExit(f"whisper-mcp: error: {exc}") from None
     # log_config=None: uvicorn's loggers use our handler and format too.
     uvicorn.run(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False, log_config=None
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        log_config=None,
+        **uvicorn_options(settings),
     )
     return 0
 

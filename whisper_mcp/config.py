@@ -129,6 +129,21 @@ class Settings:
     allowed_origins: tuple[str, ...] = _opt(
         (), help="extra browser origins allowed, comma-separated (loopback on our port always is)"
     )
+    allowed_hosts: tuple[str, ...] = _opt(
+        (),
+        help="host names clients may use to reach the server, comma-separated, * for any (loopback names, "
+        "the --host address and the --public-url host always are); others get 421, against DNS rebinding",
+    )
+    max_connections: int = _opt(
+        1000,
+        help="open HTTP connections at most (lowered to fit ulimit -n); at the cap the longest-idle one is "
+        "closed for a new one, and with none idle the new one gets 503",
+    )
+    header_timeout_seconds: float = _opt(10.0, help="a request's line and headers must arrive within this")
+    body_timeout_seconds: float = _opt(
+        60.0, help="a request body (an upload) that sends nothing for this long is dropped"
+    )
+    keep_alive_seconds: float = _opt(5.0, help="an idle keep-alive connection is closed after this")
     max_upload_mb: int = _opt(1024, help="largest upload")
     max_audio_seconds: float = _opt(4 * 3600.0, help="longest recording")
     min_free_mb: int = _opt(512, help="refuse uploads (507) when the storage disk would have less free than this")

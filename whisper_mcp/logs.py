@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 _FIELDS = "job_fields"
@@ -54,9 +55,40 @@ def _plain(value: Any) -> str:
     return json.dumps(text) if (" " in text or not text) else text
 
 
+class RepeatFilter(logging.Filter):
+    """Lets the same message through at most once per ``interval`` seconds,
+    then says how many were dropped. asyncio logs a failed accept() ("Too many
+    open files") for every attempt, which once wrote 214 MB in 20 s."""
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        self._seen: dict[str, tuple[float, int]] = {}  # message -> (last let through, dropped since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = str(record.msg)[:200]
+        now = self._clock()
+        last, dropped = self._seen.get(key, (None, 0))
+        if last is not None and now - last < self._interval:
+            self._seen[key] = (last, dropped + 1)
+            return False
+        if len(self._seen) >= 100:  # bounded: forget the oldest
+            del self._seen[next(iter(self._seen))]
+        self._seen.pop(key, None)
+        self._seen[key] = (now, 0)
+        if dropped:
+            record.msg = f"{record.msg} (the same message {dropped} more time(s) in the last {now - last:.0f} s)"
+        return True
+
+
 def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # asyncio's own errors (failed accepts under a connection flood) are rate-limited.
+    asyncio_logger = logging.getLogger("asyncio")
+    asyncio_logger.filters[:] = [f for f in asyncio_logger.filters if not isinstance(f, RepeatFilter)]
+    asyncio_logger.addFilter(RepeatFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

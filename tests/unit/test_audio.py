@@ -16,6 +16,7 @@ import pytest
 from whisper_mcp.engines.audio import SAMPLE_RATE, AudioInfo, decode_audio, probe_audio
 from whisper_mcp.errors import InvalidAudio
 
+from crafted_audio import crafted, mutated
 from helpers import FIXTURES
 
 SUPPORTED = "WAV, MP3, FLAC, Ogg/Opus, M4A/AAC"
@@ -182,3 +183,33 @@ def test_24bit_48k_wav_matches_its_16bit_source() -> None:
     n = min(len(a), len(b))
     assert abs(len(a) - len(b)) < SAMPLE_RATE * 0.02
     assert np.corrcoef(a[:n], b[:n])[0, 1] > 0.99
+
+
+# -- crafted headers (the fuzz corpus) ----------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "data"), list(crafted().items()))
+def test_crafted_header_is_refused_with_words(name: str, data: bytes, tmp_path: Path) -> None:
+    path = tmp_path / f"{name}.wav"
+    path.write_bytes(data)
+    for read in (probe_audio, decode_audio):
+        with pytest.raises(InvalidAudio) as refused:
+            read(path)
+        message = str(refused.value)
+        assert "Re-export" in message or "Mix it down" in message, message
+
+
+def test_mutated_headers_decode_or_are_refused(tmp_path: Path) -> None:
+    outcomes = {"decoded": 0, "refused": 0}
+    for name, data in mutated(150).items():
+        path = tmp_path / f"{name}.wav"
+        path.write_bytes(data)
+        try:
+            probe_audio(path, 4 * 3600)
+            samples = decode_audio(path)
+        except InvalidAudio:
+            outcomes["refused"] += 1
+        else:
+            assert np.isfinite(samples).all()
+            outcomes["decoded"] += 1
+    assert outcomes["decoded"] and outcomes["refused"]  # the corpus exercises both

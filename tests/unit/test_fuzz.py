@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import anyio
 import pytest
 import schemathesis
+from fastmcp import Client
+from fastmcp.client.transports import StreamableHttpTransport
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
@@ -18,6 +20,7 @@ from whisper_mcp.errors import ServiceError
 from whisper_mcp.queue.files import FileStore
 from whisper_mcp.server.http.bodies import read_multipart, read_raw
 
+from crafted_audio import crafted, mutated
 from helpers import InProcessServer
 
 TOKEN = "fuzz-token"
@@ -168,3 +171,37 @@ def test_api_never_answers_5xx(fuzz_server: InProcessServer) -> None:
         check()
     assert len(calls) > 100
     assert all(code < 500 for code in calls)
+
+
+# -- crafted audio on every upload route --------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_crafted_audio_gets_400_on_every_upload_route(fuzz_server: InProcessServer) -> None:
+    """The crafted corpus and some mutated headers: a 400 with words (or a job,
+    for a mutation that still decodes), never a 5xx."""
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    corpus = {**crafted(), **mutated(20)}
+    async with Client(StreamableHttpTransport(f"{fuzz_server.url}/mcp", headers=auth)) as mcp:
+        urls = [
+            (await mcp.call_tool("create_upload_url", {"job_id": f"crafted-{i}"})).structured_content["upload_url"]
+            for i in range(len(corpus))
+        ]
+    refused = 0
+    with fuzz_server.client(headers=auth) as http:
+        for (name, data), url in zip(corpus.items(), urls, strict=True):
+            answers = [
+                http.post("/transcribe", files={"file": (f"{name}.wav", data)}, data={"cache": "false"}),
+                http.post(
+                    "/v1/audio/transcriptions", files={"file": (f"{name}.wav", data)}, data={"model": "whisper-1"}
+                ),
+                http.put(url, content=data),
+            ]
+            for answer in answers:
+                assert answer.status_code < 500, (name, answer.request.url, answer.text)
+                if answer.status_code == 400:
+                    refused += 1
+                    assert len(answer.text) > 40, answer.text  # words, not a bare code
+            if name in crafted():
+                assert [a.status_code for a in answers] == [400, 400, 400], name
+    assert refused >= 3 * len(crafted())

@@ -66,6 +66,11 @@ def test_flags_reach_the_app_and_uvicorn(served: Served, tmp_path: Path) -> None
     assert s.min_free_mb == 2**30 and s.retention_days == 0.00003 and s.model_memory_mb == 500
     assert s.delete_audio is False
     assert served.logging == ("warning", "json")
+    assert served.uvicorn is not None
+    protocol = served.uvicorn.pop("http")
+    assert (protocol.max_connections, protocol.header_timeout, protocol.body_timeout) == (1000, 10.0, 60.0)
+    assert served.uvicorn.pop("timeout_keep_alive") == 5.0
+    assert served.uvicorn.pop("h11_max_incomplete_event_size") == 16 * 1024
     assert served.uvicorn == {
         "app": "the app", "host": "127.0.0.1", "port": 8123, "log_level": "warning", "access_log": False, "log_config": None,
     }  # fmt: skip
@@ -108,6 +113,26 @@ def test_serve_makes_openmp_threads_sleep_unless_told_otherwise(
     )
     assert cli.main(["serve", "--storage", str(tmp_path / "storage")]) == 0
     assert seen == [expected]
+
+
+@pytest.mark.parametrize(
+    ("flags", "names"),
+    [
+        (["--host", "0.0.0.0"], "127.0.0.1, ::1, localhost"),
+        (["--host", "192.168.1.5", "--public-url", "https://w.example/"], "127.0.0.1, 192.168.1.5, ::1, localhost, w.example"),
+        (["--host", "0.0.0.0", "--allowed-hosts", "w.lan"], None),
+        (["--host", "127.0.0.1"], None),
+    ],
+)  # fmt: skip
+def test_a_wildcard_bind_says_which_host_names_it_answers(
+    served: Served, caplog: pytest.LogCaptureFixture, tmp_path: Path, flags: list[str], names: str | None
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="whisper_mcp"):
+        assert cli.main(["serve", "--storage", str(tmp_path / "storage"), *flags]) == 0
+    warned = [r.getMessage() for r in caplog.records if "get 421" in r.getMessage()]
+    assert bool(warned) is (names is not None), caplog.text
+    if names is not None:
+        assert f"addressed to {names} (any port)" in warned[0] and "--allowed-hosts" in warned[0]
 
 
 def test_the_engine_is_built_from_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

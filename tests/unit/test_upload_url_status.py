@@ -96,9 +96,15 @@ async def test_a_used_or_unknown_id_says_so(fake_server: InProcessServer, tmp_pa
         made = (await mcp.call_tool("create_upload_url", {"job_id": "junk"})).structured_content
     refused = httpx.post(made["upload_url"], content=(FIXTURES / "not_audio.bin").read_bytes())
     assert refused.status_code == 400
+    # A refused upload leaves the URL open for a retry.
+    assert httpx.get(f"{fake_server.url}/status/junk").json()["status"] == "waiting_for_upload"
+    # While an upload arrives, the id is neither waiting nor unknown.
+    record = await fake_server.service.uploads.url_for_job("junk")
+    assert record is not None
+    fake_server.service.uploads._store.claim(record.secret_hash, 0.0)
     answer = httpx.get(f"{fake_server.url}/status/junk")
     assert answer.status_code == 404
-    assert "its one-time upload URL was used" in answer.json()["error"]["message"]
+    assert "its upload to the one-time URL is arriving now" in answer.json()["error"]["message"]
     unknown = httpx.get(f"{fake_server.url}/status/never-issued")
     assert unknown.status_code == 404
     assert unknown.json()["error"]["message"].startswith("No job with id 'never-issued'. Check the id")

@@ -41,6 +41,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServe
         max_upload_mb=4,
         max_audio_seconds=120,
         allowed_origins=("https://dashboard.example",),
+        allowed_hosts=("transcriber.lan",),
     ) as srv:
         yield srv
 
@@ -221,7 +222,7 @@ def test_oversized_upload_is_refused_early_and_leaves_nothing(secured: InProcess
     # A declared length over the limit is refused before any body is read.
     with socket.create_connection(("127.0.0.1", secured.port), timeout=10) as sock:
         sock.sendall(
-            f"POST /transcribe HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"POST /transcribe HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
             f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {50 * 2**20}\r\n\r\n".encode()
         )
         assert sock.recv(4096).startswith(b"HTTP/1.1 413")
@@ -443,7 +444,7 @@ def test_same_origin_under_another_host_name_needs_the_token(
             "host": f"rebound.example:{fake_server.port}", "origin": f"http://rebound.example:{fake_server.port}",
         },
     )  # fmt: skip
-    assert no_token.status_code == 403
+    assert no_token.status_code == 421  # refused for its Host already (DNS rebinding), before its Origin
     # ... while its own loopback origin works without a token.
     own = httpx.post(
         f"{fake_server.url}/mcp", json=INIT, headers={**MCP_HEADERS, "origin": f"http://127.0.0.1:{fake_server.port}"}

@@ -41,6 +41,16 @@ _TRUNCATION_TOLERANCE_S = 0.25
 # says nothing about truncation. WAV is handled apart: see _wav_declared_bytes.
 _EXACT_LENGTH_FORMATS = frozenset({"flac", "mov,mp4,m4a,3gp,3g2,mj2"})
 
+# What the mono 16 kHz downmix can use. FFmpeg has default channel layouts for
+# 1-8 channels only (a 9-channel WAV fails in the resampler), and a rate below
+# 1 kHz carries no speech while it multiplies the samples Whisper must read (a
+# 1 Hz WAV of 1 KB lasts minutes); 384 kHz is the highest rate recorders use.
+MAX_CHANNELS = 8
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 384_000
+# Sample formats that can hold NaN or infinity; integer ones cannot.
+_FLOAT_FORMATS = frozenset({"flt", "fltp", "dbl", "dblp"})
+
 
 @dataclass(frozen=True)
 class AudioInfo:
@@ -120,12 +130,25 @@ def stream_audio(path: Path) -> Iterator[np.ndarray]:
             shape = (frame.format.name, frame.layout.name, frame.sample_rate)
             if resampler is None or shape != source:
                 if resampler is not None:
-                    yield from _to_arrays(resampler.resample(None))
+                    yield from _to_arrays(_resample(resampler, None))
                 resampler, source = _mono_resampler(), shape
-            yield from _to_arrays(resampler.resample(frame))
+            yield from _to_arrays(_resample(resampler, frame))
         if resampler is not None:
             # The resampler holds back a filter's worth of samples until flushed.
-            yield from _to_arrays(resampler.resample(None))
+            yield from _to_arrays(_resample(resampler, None))
+
+
+def _resample(resampler: AudioResampler, frame: AudioFrame | None) -> list[AudioFrame]:
+    try:
+        return resampler.resample(frame)
+    except av.FFmpegError as exc:
+        if isinstance(exc, OSError):
+            raise
+        # A channel layout or sample format the downmix cannot convert.
+        raise InvalidAudio(
+            f"The audio could not be converted to mono 16 kHz ({exc.strerror}). Re-export it as "
+            f"16-bit PCM WAV, mono or stereo, or another supported format ({SUPPORTED_FORMATS})."
+        ) from exc
 
 
 def _mono_resampler() -> AudioResampler:
@@ -175,7 +198,41 @@ def _audio_stream(container: InputContainer) -> AudioStream:
             f"The file is a media file ({container.format.name}) but contains no "
             f"audio stream. Upload audio in a supported format ({SUPPORTED_FORMATS})."
         )
+    # No decoder for the header's codec (an unknown WAV format tag, 0 bits per
+    # sample, a damaged WAVE_FORMAT_EXTENSIBLE header): FFmpeg opens the file
+    # but leaves the stream without a codec context.
+    if stream.codec_context is None:
+        raise InvalidAudio(
+            f"The file's {container.format.name} header names an audio encoding this server cannot "
+            "decode (an unknown format tag, 0 bits per sample or a damaged header). Re-export it as "
+            f"16-bit PCM WAV or another supported format ({SUPPORTED_FORMATS})."
+        )
+    _check_shape(stream.codec_context.channels, stream.codec_context.sample_rate)
     return stream
+
+
+def _check_shape(channels: int, sample_rate: int) -> None:
+    """Refuse channel counts and rates the downmix to mono 16 kHz cannot use;
+    0 means the header does not say (the decoded frames are checked too)."""
+    if channels > MAX_CHANNELS:
+        raise InvalidAudio(
+            f"The audio has {channels} channels; this server accepts at most {MAX_CHANNELS}. "
+            "Mix it down to mono or stereo and upload again."
+        )
+    if sample_rate and not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise InvalidAudio(
+            f"The audio's sample rate is {sample_rate} Hz; this server accepts {MIN_SAMPLE_RATE} to "
+            f"{MAX_SAMPLE_RATE} Hz (speech is usually 8000-48000 Hz). Re-export it at 16000 Hz."
+        )
+
+
+def _check_frame(frame: AudioFrame) -> None:
+    _check_shape(frame.layout.nb_channels, frame.sample_rate)
+    if frame.format.name in _FLOAT_FORMATS and not np.isfinite(frame.to_ndarray()).all():
+        raise InvalidAudio(
+            "The audio holds invalid samples (NaN or infinity), so it cannot be transcribed. "
+            "Re-export the recording from its source."
+        )
 
 
 def _decode(container: InputContainer, stream: AudioStream, path: Path) -> Iterator[AudioFrame]:
@@ -197,6 +254,10 @@ def _decode(container: InputContainer, stream: AudioStream, path: Path) -> Itera
                 bad_packets += 1
                 continue
             for frame in frames:
+                if not frame.sample_rate:
+                    bad_packets += 1
+                    continue
+                _check_frame(frame)
                 decoded += frame.samples / frame.sample_rate
                 yield frame
     except av.FFmpegError as exc:
@@ -229,7 +290,7 @@ def _declared_duration(container: InputContainer, stream: AudioStream, path: Pat
     """Length in seconds the file's header promises, where that is exact; else None."""
     if container.format.name == "wav":
         data_bytes = _wav_declared_bytes(path)
-        bit_rate = stream.codec_context.bit_rate
+        bit_rate = stream.codec_context.bit_rate if stream.codec_context is not None else 0
         if data_bytes is None or not bit_rate:
             return None
         return data_bytes * 8 / bit_rate

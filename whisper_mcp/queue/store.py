@@ -438,14 +438,29 @@ class SQLUploadStore:
         )
         return _row_to_upload(rows[0]) if rows else None
 
+    def take(self, upload_id: str, now: float) -> bool:
+        """Mark an open upload as being submitted, atomically: of two requests
+        submitting it (here or on another replica), one gets True."""
+        _, count = self.db.run(
+            "UPDATE uploads SET state = 'used' WHERE upload_id = ? AND state = 'open' AND expires_at > ?",
+            (upload_id, now),
+        )
+        return count > 0
+
+    def release(self, upload_id: str) -> None:
+        """Open again an upload whose submission failed, for a retry until it expires."""
+        self.db.run("UPDATE uploads SET state = 'open' WHERE upload_id = ? AND state = 'used'", (upload_id,))
+
     def delete(self, upload_id: str) -> bool:
         """Remove an upload; False if it was already gone (another request took it)."""
         _, count = self.db.run("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
         return count > 0
 
     def expire(self, now: float) -> list[str]:
-        """Delete expired uploads (and used URLs); returns their ids."""
-        rows, _ = self.db.run("DELETE FROM uploads WHERE expires_at <= ? OR state = 'used' RETURNING upload_id", (now,))
+        """Delete expired uploads; returns their ids. (A submitted one is deleted
+        when its job is queued; one still 'used' is being submitted, or its
+        replica died meanwhile: it goes at expiry.)"""
+        rows, _ = self.db.run("DELETE FROM uploads WHERE expires_at <= ? RETURNING upload_id", (now,))
         return [upload_id for (upload_id,) in rows]
 
     def urls(self, now: float) -> list[UploadRecord]:

@@ -26,7 +26,7 @@ from whisper_mcp.queue.store import Database, SQLJobStore, SQLUploadStore
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.egress import CallbackPolicy, literal_address
 from whisper_mcp.server.http import dashboard, openai_api, rest
-from whisper_mcp.server.http.security import AccessGuard, local_origins
+from whisper_mcp.server.http.security import AccessGuard, allowed_hosts, local_origins
 from whisper_mcp.server.mcp import build_mcp
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.service import TranscriptionService
@@ -163,6 +163,7 @@ def create_app(settings: Settings, service: TranscriptionService | None = None) 
                 AccessGuard,
                 token=settings.token or None,
                 allowed_origins=local_origins(settings.port) | set(settings.allowed_origins),
+                allowed_hosts=allowed_hosts(settings.host, settings.public_url, settings.allowed_hosts),
             )
         ],
     )

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 from anyio import to_thread
 
 from whisper_mcp.config import Settings
@@ -166,13 +167,19 @@ class TranscriptionService:
 
     # -- submitting -------------------------------------------------------
 
-    async def submit(self, upload: StoredUpload, submission: Submission) -> dict[str, Any]:
+    async def submit(self, upload: StoredUpload, submission: Submission, *, from_url: bool = False) -> dict[str, Any]:
         """Validate and queue an upload already written under ``incoming/``.
 
         The upload is consumed: it becomes the job's audio or is removed.
+        ``from_url``: the upload came to the one-time URL that reserved its job id.
         """
         try:
             request = await self._validate(upload, submission)
+            if submission.job_id and not from_url and await self.uploads.url_for_job(submission.job_id) is not None:
+                raise Conflict(
+                    f"job_id {submission.job_id!r} is reserved by a one-time upload URL (create_upload_url) "
+                    "until it is used or expires; choose another job_id or leave it out."
+                )
             try:
                 use_cache = submission.cache is None or parse_bool("cache", submission.cache)
                 job = await to_thread.run_sync(lambda: self.queue.enqueue(upload, request, use_cache=use_cache))
@@ -208,11 +215,25 @@ class TranscriptionService:
         return await self.submit(await to_thread.run_sync(write), submission)
 
     async def submit_upload(self, upload_id: str, submission: Submission) -> dict[str, Any]:
-        """A finished chunked upload."""
+        """A finished chunked upload. It stays (until it expires) when the
+        submission fails, so a retry with other options needs no new upload."""
+        self._check_submission(submission)  # bad options refused before the upload is touched
         upload, filename = await self.uploads.take(upload_id)
         if submission.filename is None and filename:
             submission = replace(submission, filename=filename)
-        return await self.submit(upload, submission)
+        return await self._consuming(upload_id, self.submit(upload, submission))
+
+    async def _consuming(self, upload_id: str, submitting: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        """Submit a taken upload (chunked or one-time URL): consumed once its
+        job is queued, open again for a retry if the submission fails."""
+        try:
+            record = await submitting
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.uploads.release(upload_id)
+            raise
+        await self.uploads.consumed(upload_id)
+        return record
 
     async def begin_upload(self, filename: str | None, size: int | None, sha256: str | None) -> dict[str, Any]:
         return await self.uploads.begin(filename, size, sha256)
@@ -220,9 +241,22 @@ class TranscriptionService:
     async def upload_chunk(self, upload_id: str, offset: int, data: bytes) -> dict[str, Any]:
         return await self.uploads.chunk(upload_id, offset, data)
 
-    async def claim_upload_url(self, secret: str) -> dict[str, Any]:
-        """Use a one-time upload URL (before its body is read); its job's submission."""
-        return await self.uploads.claim_url(secret)
+    async def upload_to_url(
+        self, secret: str, receive: Callable[[], Awaitable[tuple[StoredUpload, str | None]]]
+    ) -> dict[str, Any]:
+        """An upload to a one-time URL: the URL is claimed before ``receive``
+        reads the body (a second sender is refused at once), used up when the
+        job is queued, and open again if the body or the audio is refused."""
+        upload_id, submission = await self.uploads.claim_url(secret)
+
+        async def submitting() -> dict[str, Any]:
+            upload, filename = await receive()
+            sub = Submission(**submission)
+            if sub.filename is None and filename:
+                sub = replace(sub, filename=filename)
+            return await self.submit(upload, sub, from_url=True)
+
+        return await self._consuming(upload_id, submitting())
 
     async def discard(self, upload: StoredUpload) -> None:
         """Remove an upload that will not become a job."""
@@ -260,15 +294,6 @@ class TranscriptionService:
             "note": "Works once, without a token. Replace FILE with the recording's path. Then call "
             f"check_transcription_status(job_id={submission.job_id!r}, wait_seconds=45).",
         }
-
-    async def submit_claimed(
-        self, upload: StoredUpload, submission: dict[str, Any], filename: str | None
-    ) -> dict[str, Any]:
-        """The body sent to a one-time URL (already claimed) becomes its job."""
-        sub = Submission(**submission)
-        if sub.filename is None and filename:
-            sub = replace(sub, filename=filename)
-        return await self.submit(upload, sub)
 
     def _check_submission(self, sub: Submission) -> JobRequest:
         """Every check that needs no audio (so a one-time URL is refused up front);
@@ -352,9 +377,7 @@ class TranscriptionService:
             )
         if url is not None:
             return (
-                f"No job with id {job_id!r}: its one-time upload URL was used, but the upload is still "
-                "arriving or was refused (the refusal went to whoever sent it). Ask again in a moment, "
-                "or get a new URL with create_upload_url."
+                f"No job with id {job_id!r} yet: its upload to the one-time URL is arriving now. Ask again in a moment."
             )
         return f"No job with id {job_id!r}. Check the id returned when the file was submitted."
 

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -29,6 +30,7 @@ from whisper_mcp.queue.store import SQLUploadStore
 # under the MCP SDK's 4 MiB request cap.
 MAX_CHUNK_BYTES = 2 * 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_UPLOAD_ID = re.compile(r"^[0-9a-f]{32}$")  # as new_key() makes them
 
 
 def merge_range(ranges: list[tuple[int, int]], start: int, end: int) -> list[tuple[int, int]]:
@@ -111,14 +113,21 @@ class UploadManager:
         self._store.create(record)
 
     async def _open(self, upload_id: str, kind: str) -> UploadRecord:
-        try:
+        # The id's shape first: nothing is looked up, kept or logged for a
+        # string that cannot be an id this service made (a 2.5 MB one, say).
+        record = None
+        if isinstance(upload_id, str) and _UPLOAD_ID.match(upload_id):
             record = await to_thread.run_sync(self._store.get, upload_id)
-        except ValueError:
-            record = None
         if record is None or record.kind != kind or record.expires_at <= time.time():
+            shown = upload_id if len(upload_id) <= 64 else upload_id[:32] + "..."
             raise UploadNotFound(
-                f"No open upload {upload_id!r}: it never existed, has expired or was already used. "
+                f"No open upload {shown!r}: it never existed, has expired or was already used. "
                 "Start again with begin_upload."
+            )
+        if record.state != "open":
+            raise Conflict(
+                f"The upload {upload_id!r} is being submitted by another request. Check its job, or wait a "
+                "moment: if that submission fails the upload can be submitted again."
             )
         return record
 
@@ -168,7 +177,10 @@ class UploadManager:
             f.write(data)
 
     async def take(self, upload_id: str) -> tuple[StoredUpload, str | None]:
-        """A complete chunked upload, checksum verified, as an upload ready to submit."""
+        """A complete chunked upload, checksum verified, as an upload ready to
+        submit. It stays reserved (not open to chunks or another submission)
+        until ``consumed`` once its job is queued, or ``release``d for a retry
+        when the submission fails."""
         record = await self._open(upload_id, "chunked")
         stored = await to_thread.run_sync(self._finish_chunked, record)
         return stored, record.filename
@@ -194,12 +206,30 @@ class UploadManager:
             )
         # Taking the record is the claim: of two requests finishing the same
         # upload (on one replica or two), one gets it.
-        if not self._store.delete(record.upload_id):
+        if not self._store.take(record.upload_id, time.time()):
             raise UploadNotFound(f"The upload {record.upload_id!r} was already submitted or has expired.")
-        # Into incoming/, where submit() takes uploads from.
-        target = self._files.incoming / f"upload-{record.upload_id}"
-        os.replace(path, target)
+        # A second name in incoming/, where submit() takes uploads from (and
+        # removes them); the bytes stay under uploads/ for a retry until the job is queued.
+        target = self._files.incoming / f"upload-{record.upload_id}-{new_key()[:8]}"
+        try:
+            os.link(path, target)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(path, target)
+        os.utime(target)  # fresh, so no start-up sweep of incoming/ takes it for litter
         return StoredUpload(target, size, digest.hexdigest())
+
+    async def consumed(self, upload_id: str) -> None:
+        """The upload became a job: remove it and its bytes."""
+        await to_thread.run_sync(self._consumed, upload_id)
+
+    def _consumed(self, upload_id: str) -> None:
+        self._store.delete(upload_id)
+        self._path(upload_id).unlink(missing_ok=True)
+
+    async def release(self, upload_id: str) -> None:
+        """A submission failed (bad options, bad body): open the upload or
+        one-time URL again, for a retry until it expires."""
+        await to_thread.run_sync(self._store.release, upload_id)
 
     # -- one-time URLs ----------------------------------------------------
 
@@ -223,14 +253,16 @@ class UploadManager:
         await to_thread.run_sync(self._store.create, record)
         return secret, record
 
-    async def claim_url(self, secret: str) -> dict[str, Any]:
-        """Use a one-time URL; returns the submission stored with it."""
+    async def claim_url(self, secret: str) -> tuple[str, dict[str, Any]]:
+        """Use a one-time URL: its upload id and the submission stored with it.
+        ``consumed`` once the job is queued, ``release`` if the upload fails."""
         record = await to_thread.run_sync(self._store.claim, hashlib.sha256(secret.encode()).hexdigest(), time.time())
         if record is None:
             raise UploadNotFound(
-                "This upload URL is unknown, expired or already used. Ask for a new one with create_upload_url."
+                "This upload URL is unknown, expired, already used or receiving an upload right now. "
+                "Ask for a new one with create_upload_url."
             )
-        return json.loads(record.submission or "{}")
+        return record.upload_id, json.loads(record.submission or "{}")
 
     async def url_for_job(self, job_id: str) -> UploadRecord | None:
         """The one-time URL issued for ``job_id`` that has not expired: an open one

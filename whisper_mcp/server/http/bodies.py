@@ -102,10 +102,19 @@ class FormUpload:
 
 
 async def read_multipart(
-    request: Request, file_field: str, new_sink: SinkFactory, wanted: Collection[str] = ()
+    request: Request,
+    file_field: str,
+    new_sink: SinkFactory,
+    wanted: Collection[str] = (),
+    *,
+    max_bytes: int | None = None,
 ) -> FormUpload:
     """Parse multipart/form-data; the part named ``file_field`` streams into a sink,
-    the ``wanted`` plain fields are kept, and any other part is skipped."""
+    the ``wanted`` plain fields are kept, and any other part is skipped.
+
+    ``max_bytes`` bounds the whole body, skipped parts included (the sink
+    bounds the file alone), with the same allowance for framing and fields
+    as ``check_declared_length``."""
     _, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if not boundary:
@@ -184,9 +193,17 @@ async def read_multipart(
             "on_end": on_end,
         },
     )
+    limit = None if max_bytes is None else max_bytes + _MAX_FIELD * 4
+    received = 0
     try:
         async for chunk in request.stream():
             if chunk:
+                received += len(chunk)
+                if limit is not None and received > limit:
+                    raise PayloadTooLarge(
+                        f"The request body exceeds the upload limit of {(max_bytes or 0) // 2**20} MiB (every byte "
+                        "counts, form fields too). Split the recording or ask the operator to raise --max-upload-mb."
+                    )
                 parser.write(chunk)
                 if file_part and file_part[0].batch is not None and file_part[0].batch.full:
                     await file_part[0].batch.flush()

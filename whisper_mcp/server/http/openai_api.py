@@ -307,7 +307,11 @@ def routes(service: TranscriptionService) -> list[Route]:
         expected = check_declared_length(request, service.max_upload_bytes)
         await service.check_space(expected)
         form = await read_multipart(
-            request, "file", service.new_sink, _FIELDS + _GRANULARITY_FIELDS + KNOWN_SPEAKER_FIELDS
+            request,
+            "file",
+            service.new_sink,
+            _FIELDS + _GRANULARITY_FIELDS + KNOWN_SPEAKER_FIELDS,
+            max_bytes=service.max_upload_bytes,
         )
         if form.file is None:
             raise _BadParam("file", "No file received: put the audio in a multipart field named 'file'.", "missing")

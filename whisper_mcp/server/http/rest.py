@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from whisper_mcp.errors import InvalidInput, ServiceError, storage_fault
 from whisper_mcp.formats import MEDIA_TYPES
+from whisper_mcp.queue.files import StoredUpload
 from whisper_mcp.queue.jobs import FINISHED_STATUSES
 from whisper_mcp.server.http.bodies import check_declared_length, read_multipart, read_raw
 from whisper_mcp.server.http.openapi import openapi_spec
@@ -71,7 +72,9 @@ def routes(service: TranscriptionService) -> list[Route]:
             )
         expected = check_declared_length(request, service.max_upload_bytes)
         await service.check_space(expected)
-        form = await read_multipart(request, "file", service.new_sink, SUBMISSION_FIELDS)
+        form = await read_multipart(
+            request, "file", service.new_sink, SUBMISSION_FIELDS, max_bytes=service.max_upload_bytes
+        )
         if form.file is None:
             raise InvalidInput("No file received: put the audio in a multipart field named 'file'.")
         values = {name: form.fields.get(name) for name in SUBMISSION_FIELDS}
@@ -83,18 +86,17 @@ def routes(service: TranscriptionService) -> list[Route]:
         """A one-time upload URL: the raw body (or a multipart 'file') becomes the job."""
         secret = request.path_params["secret"]
         expected = check_declared_length(request, service.max_upload_bytes)
-        # Use the URL before reading the body: a second sender is refused at once.
-        submission = await service.claim_upload_url(secret)
-        await service.check_space(expected)
-        filename = None
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            form = await read_multipart(request, "file", service.new_sink)
-            if form.file is None:
-                raise InvalidInput("No file received: put the audio in a multipart field named 'file'.")
-            upload, filename = form.file, form.filename
-        else:
-            upload = await read_raw(request, service.new_sink())
-        record = await service.submit_claimed(upload, submission, filename)
+
+        async def receive() -> tuple[StoredUpload, str | None]:
+            await service.check_space(expected)
+            if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                form = await read_multipart(request, "file", service.new_sink, max_bytes=service.max_upload_bytes)
+                if form.file is None:
+                    raise InvalidInput("No file received: put the audio in a multipart field named 'file'.")
+                return form.file, form.filename
+            return await read_raw(request, service.new_sink()), None
+
+        record = await service.upload_to_url(secret, receive)
         return JSONResponse(record, status_code=202)
 
     async def metrics(request: Request) -> Response:

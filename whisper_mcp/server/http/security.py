@@ -1,4 +1,4 @@
-"""Who may call the service: bearer-token authentication and Origin checks.
+"""Who may call the service: Host checks, bearer-token authentication and Origin checks.
 
 One ASGI middleware in front of the whole app, because FastMCP's own auth
 covers /mcp only and our REST routes need the same protection.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
+from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -36,26 +37,79 @@ NO_OAUTH_MESSAGE = (
 )
 
 
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+_WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+
+def allowed_hosts(bind_host: str, public_url: str, extra: tuple[str, ...]) -> frozenset[str] | None:
+    """Host names requests may be addressed to (any port): loopback names, the
+    bind address unless it is a wildcard, the --public-url's host and
+    --allowed-hosts. None when ``*`` allows every name."""
+    if "*" in extra:
+        return None
+    hosts = set(LOOPBACK_HOSTS) | {_host_name(h) for h in extra if h.strip()}
+    if bind_host.strip().lower() not in _WILDCARD_BINDS:
+        hosts.add(_host_name(bind_host))
+    public = urlsplit(public_url.strip()).hostname if public_url.strip() else None
+    if public:
+        hosts.add(_host_name(public))
+    return frozenset(hosts)
+
+
+def host_of(header: str) -> str:
+    """The name in a Host header, without its port: ``[::1]:8765`` -> ``::1``."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        return _host_name(value[1 : value.find("]")] if "]" in value else value[1:])
+    return _host_name(value.rsplit(":", 1)[0] if value.count(":") == 1 else value)
+
+
+def _host_name(name: str) -> str:
+    name = name.strip().lower().strip("[]")
+    return name[:-1] if name.endswith(".") else name  # "localhost." is "localhost"
+
+
 def local_origins(port: int) -> set[str]:
     hosts = ("127.0.0.1", "localhost", "[::1]")
     return {f"{scheme}://{host}:{port}" for scheme in ("http", "https") for host in hosts}
 
 
 class AccessGuard:
-    def __init__(self, app: ASGIApp, *, token: str | None, allowed_origins: set[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        allowed_origins: set[str],
+        allowed_hosts: frozenset[str] | None = None,
+    ) -> None:
         self.app = app
         self._token = token.encode() if token else None
         self._origins = {o.rstrip("/").lower() for o in allowed_origins}
+        self._hosts = allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        headers = Headers(scope=scope)
+        # DNS rebinding: a hostile page whose name now resolves to us sends its
+        # own name as Host. Browsers always send Host; a request without one
+        # comes from no browser.
+        host = headers.get("host")
+        if self._hosts is not None and host is not None and host_of(host) not in self._hosts:
+            await _error(
+                send,
+                421,
+                "misdirected_request",
+                f"This server does not answer to the host name {host_of(host)!r}. If that is its "
+                "address, the operator can add it with --allowed-hosts (WHISPER_MCP_ALLOWED_HOSTS).",
+            )
+            return
         if OAUTH_DISCOVERY.match(path):
             await _error(send, 404, "http_404", NO_OAUTH_MESSAGE)
             return
-        headers = Headers(scope=scope)
         origin = headers.get("origin")
         # Browsers send Origin; a page on another site must not drive /mcp (DNS
         # rebinding, as the MCP spec warns) or change anything elsewhere.
