@@ -64,6 +64,7 @@ if ($Token) {
     $dockerArgs += @("-e", "WHISPER_MCP_TOKEN")
 }
 if ($Model) { $dockerArgs += @("-e", "WHISPER_MCP_MODEL=$Model") }
+if ($env:WHISPER_MCP_ALLOWED_HOSTS) { $dockerArgs += @("-e", "WHISPER_MCP_ALLOWED_HOSTS") }  # names clients reach it by, beyond localhost
 if ($Gpu) { $dockerArgs += @("--gpus", "all") }
 $dockerArgs += $Image
 

@@ -8,7 +8,8 @@
 #
 # Runs:
 #   docker run -d --name NAME --restart unless-stopped -p PORT:8765
-#       -v VOLUME:/service-storage [-e WHISPER_MCP_TOKEN] [-e WHISPER_MCP_MODEL=MODEL] IMAGE
+#       -v VOLUME:/service-storage [-e WHISPER_MCP_TOKEN] [-e WHISPER_MCP_MODEL=MODEL]
+#       [-e WHISPER_MCP_ALLOWED_HOSTS] IMAGE
 #
 # The token is handed to docker through the environment (-e WHISPER_MCP_TOKEN
 # without a value), so it never appears on a command line, in `ps` or in the
@@ -121,6 +122,9 @@ if [[ -n $token ]]; then
 fi
 if [[ -n $model ]]; then
     cmd+=(-e "WHISPER_MCP_MODEL=$model")
+fi
+if [[ -n ${WHISPER_MCP_ALLOWED_HOSTS:-} ]]; then
+    cmd+=(-e WHISPER_MCP_ALLOWED_HOSTS)  # names clients reach it by, beyond localhost
 fi
 if [[ $gpu == 1 ]]; then
     cmd+=(--gpus all)

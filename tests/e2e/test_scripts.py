@@ -81,13 +81,14 @@ def test_start_sh_dry_run_with_options() -> None:
 def test_start_sh_equals_form_host_folder_bind_gpu_and_env_token(tmp_path: Path) -> None:
     result = run(
         ["bash", str(START_SH), "--port=9100", "--volume=./store", "--bind", "127.0.0.1", "--gpu", "--dry-run"],
-        env=clean_env(WHISPER_MCP_TOKEN="from-env"),
+        env=clean_env(WHISPER_MCP_TOKEN="from-env", WHISPER_MCP_ALLOWED_HOSTS="stt.lan"),
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == (
         f"docker run -d --name whisper-mcp --restart unless-stopped -p 127.0.0.1:9100:8765 "
-        f"-v {tmp_path}/store:/service-storage -e WHISPER_MCP_TOKEN --gpus all whisper-mcp:latest\n"
+        f"-v {tmp_path}/store:/service-storage -e WHISPER_MCP_TOKEN -e WHISPER_MCP_ALLOWED_HOSTS "
+        "--gpus all whisper-mcp:latest\n"
     )
     assert not (tmp_path / "store").exists()  # a dry run changes nothing
 

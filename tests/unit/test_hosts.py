@@ -66,8 +66,8 @@ def test_host_of(header: str, name: str) -> None:
 
 
 def test_allowed_hosts() -> None:
-    assert allowed_hosts("0.0.0.0", "", ()) == {"localhost", "127.0.0.1", "::1"}
+    assert allowed_hosts("0.0.0.0", "", ()) == {"localhost", "127.0.0.1", "::1", "host.docker.internal"}
     assert allowed_hosts("10.0.0.5", "http://lb.internal:8080", ("a.lan",)) == {
-        "localhost", "127.0.0.1", "::1", "10.0.0.5", "lb.internal", "a.lan",
+        "localhost", "127.0.0.1", "::1", "host.docker.internal", "10.0.0.5", "lb.internal", "a.lan",
     }  # fmt: skip
     assert allowed_hosts("127.0.0.1", "", ("*",)) is None

@@ -118,8 +118,8 @@ def test_serve_makes_openmp_threads_sleep_unless_told_otherwise(
 @pytest.mark.parametrize(
     ("flags", "names"),
     [
-        (["--host", "0.0.0.0"], "127.0.0.1, ::1, localhost"),
-        (["--host", "192.168.1.5", "--public-url", "https://w.example/"], "127.0.0.1, 192.168.1.5, ::1, localhost, w.example"),
+        (["--host", "0.0.0.0"], "127.0.0.1, ::1, host.docker.internal, localhost"),
+        (["--host", "192.168.1.5", "--public-url", "https://w.example/"], "127.0.0.1, 192.168.1.5, ::1, host.docker.internal, localhost, w.example"),
         (["--host", "0.0.0.0", "--allowed-hosts", "w.lan"], None),
         (["--host", "127.0.0.1"], None),
     ],

@@ -38,6 +38,10 @@ NO_OAUTH_MESSAGE = (
 
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# Allowed without --allowed-hosts: loopback, and the name Docker gives the host
+# inside containers (how agents in containers reach a service on their host,
+# as MONITOR.md says). Neither is a name a rebinding attacker's page can own.
+DEFAULT_HOSTS = LOOPBACK_HOSTS | {"host.docker.internal"}
 _WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 
@@ -47,7 +51,7 @@ def allowed_hosts(bind_host: str, public_url: str, extra: tuple[str, ...]) -> fr
     --allowed-hosts. None when ``*`` allows every name."""
     if "*" in extra:
         return None
-    hosts = set(LOOPBACK_HOSTS) | {_host_name(h) for h in extra if h.strip()}
+    hosts = set(DEFAULT_HOSTS) | {_host_name(h) for h in extra if h.strip()}
     if bind_host.strip().lower() not in _WILDCARD_BINDS:
         hosts.add(_host_name(bind_host))
     public = urlsplit(public_url.strip()).hostname if public_url.strip() else None
