@@ -95,6 +95,9 @@ def openapi_spec() -> dict[str, Any]:
                         "eta_seconds": {"type": ["number", "null"]},
                         "queue_position": {"type": "integer", "minimum": 1},
                         "transcript": {"type": "string"},
+                        # processing: the text decoded so far, and its segment count
+                        "partial_transcript": {"type": "string"},
+                        "segments_done": {"type": "integer", "minimum": 0},
                         "error": {"type": ["string", "null"]},
                         "model": {"type": "string"},
                         "language": {"type": ["string", "null"]},
@@ -216,6 +219,20 @@ def openapi_spec() -> dict[str, Any]:
                         **_COMMON,
                     },
                 },
+            },
+            "/jobs/{job_id}/events": {
+                "get": {
+                    "summary": "Follow a job as server-sent events: queued, progress, segment, then status",
+                    "parameters": [_JOB_PATH_PARAM],
+                    "responses": {
+                        "200": {
+                            "description": "An event stream that ends with the job's final status.",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        "404": _error("Unknown job."),
+                        **_COMMON,
+                    },
+                }
             },
             "/models": {
                 "get": {
