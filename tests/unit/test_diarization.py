@@ -105,7 +105,10 @@ DIARIZED = Transcription(
     "Hello there. Hi!",
     "en",
     3.0,
-    [Segment(0, 0.5, 1.8, "Hello there.", None, "SPEAKER_00"), Segment(1, 2.2, 3.0, "Hi!", None, "SPEAKER_01")],
+    [
+        Segment(0, 0.5, 1.8, "Hello there.", None, speaker="SPEAKER_00"),
+        Segment(1, 2.2, 3.0, "Hi!", None, speaker="SPEAKER_01"),
+    ],
     diarization={"speakers": ["SPEAKER_00", "SPEAKER_01"], "num_speakers": 2, "turns": []},
 ).to_dict()
 
