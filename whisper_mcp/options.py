@@ -14,6 +14,9 @@ PRIORITY_NAMES = {rank: name for name, rank in PRIORITIES.items()}
 TASKS = ("transcribe", "translate")
 MAX_BEAM_SIZE = 10
 MAX_PROMPT_CHARS = 1000
+MAX_HOTWORDS_CHARS = 1000
+# Engines whose decoder takes hotwords (faster-whisper's ``hotwords``).
+HOTWORD_ENGINES = ("ctranslate2",)
 # openai-whisper's temperature fallback schedule, used when a job sets none.
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -29,6 +32,12 @@ class TranscribeOptions:
     temperature: float | None = None
     beam_size: int | None = None  # None: greedy
     word_timestamps: bool = False
+    # Decode only the speech that voice-activity detection (Silero VAD) finds;
+    # timestamps stay in the recording's own timeline.
+    vad_filter: bool = False
+    # Words or names to bias decoding toward; engines without it refuse it
+    # (check_engine_options).
+    hotwords: str | None = None
 
     def to_json(self) -> str:
         """Canonical form: stored with the job and part of the transcript cache key."""
@@ -86,6 +95,9 @@ def parse_options(
     temperature: float | str | None = None,
     beam_size: int | str | None = None,
     word_timestamps: bool | str | None = None,
+    vad_filter: bool | str | None = None,
+    hotwords: str | None = None,
+    vad_default: bool = False,
 ) -> TranscribeOptions:
     task_name = "transcribe" if _blank(task) else str(task).strip().lower()
     if task_name not in TASKS:
@@ -126,7 +138,29 @@ def parse_options(
         temperature=temp,
         beam_size=beam,
         word_timestamps=parse_bool("word_timestamps", word_timestamps),
+        vad_filter=vad_default if _blank(vad_filter) else parse_bool("vad_filter", vad_filter),
+        hotwords=parse_hotwords(hotwords),
     )
+
+
+def parse_hotwords(hotwords: object) -> str | None:
+    if _blank(hotwords):
+        return None
+    if not isinstance(hotwords, str):
+        raise InvalidInput(f"hotwords must be text (words or names, separated by spaces), got {hotwords!r}.")
+    text = " ".join(hotwords.split())
+    if len(text) > MAX_HOTWORDS_CHARS:
+        raise InvalidInput(f"hotwords is limited to {MAX_HOTWORDS_CHARS} characters, got {len(text)}.")
+    return text
+
+
+def check_engine_options(options: TranscribeOptions, engine: str) -> None:
+    """Refuse what this server's engine cannot do, naming the engine."""
+    if options.hotwords is not None and engine not in HOTWORD_ENGINES:
+        raise InvalidInput(
+            f"hotwords is not supported by this server's engine {engine!r}; only the "
+            f"{', '.join(HOTWORD_ENGINES)} engine takes it. Leave hotwords out, or put the words in initial_prompt."
+        )
 
 
 def parse_priority(priority: str | None) -> int:

@@ -88,6 +88,17 @@ PromptArg = Annotated[
     Field(description="Text that primes the vocabulary and style, e.g. names or jargon in the recording."),
 ]
 WordsArg = Annotated[bool, Field(description="Also time each word (shown in the json format).")]
+VadArg = Annotated[
+    bool | None,
+    Field(
+        description="Skip silence: decode only the speech voice-activity detection finds (timestamps stay "
+        "in the recording's timeline). Leave it out for the server's default."
+    ),
+]
+HotwordsArg = Annotated[
+    str | None,
+    Field(description="Words or names to favour while decoding (ctranslate2 engine only; others refuse it)."),
+]
 PriorityArg = Annotated[
     Literal["urgent", "normal", "low"] | None,
     Field(description="Urgent jobs run before waiting normal ones, low after them. Default normal."),
@@ -236,6 +247,8 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
             Field(ge=1, le=10, description="Beam search width (slower, sometimes more accurate); default greedy."),
         ] = None,
         word_timestamps: WordsArg = False,
+        vad_filter: VadArg = None,
+        hotwords: HotwordsArg = None,
         priority: PriorityArg = None,
         callback_url: CallbackArg = None,
         cache: Annotated[
@@ -296,6 +309,8 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         task: TaskArg = None,
         initial_prompt: PromptArg = None,
         word_timestamps: WordsArg = False,
+        vad_filter: VadArg = None,
+        hotwords: HotwordsArg = None,
         priority: PriorityArg = None,
         callback_url: CallbackArg = None,
     ) -> UploadUrl:

@@ -47,6 +47,8 @@ GRANULARITIES = ("word", "segment")
 # The OpenAI SDKs send a list as repeated "name[]" parts; some clients omit the brackets.
 _GRANULARITY_FIELDS = ("timestamp_granularities[]", "timestamp_granularities")
 _FIELDS = ("model", "language", "prompt", "response_format", "temperature", "stream")
+# Not OpenAI's: this server's own decoding options, under the names POST /transcribe uses.
+_EXTENSION_FIELDS = ("vad_filter", "hotwords")
 # service.wait returns at least this often; a watcher beside it notices a hang-up at once.
 _WAIT_SECONDS = 50.0
 _TEXT = "text/plain; charset=utf-8"
@@ -79,6 +81,8 @@ def _param_of(exc: ServiceError) -> str | None:
 _PARAM_PREFIXES = (
     ("temperature", "temperature"),
     ("initial_prompt", "prompt"),
+    ("vad_filter", "vad_filter"),
+    ("hotwords", "hotwords"),
     ("Unknown language", "language"),
     ("Model ", "model"),  # "Model 'tiny.en' is English-only; ..."
 )
@@ -305,7 +309,9 @@ def routes(service: TranscriptionService) -> list[Route]:
             )
         expected = check_declared_length(request, service.max_upload_bytes)
         await service.check_space(expected)
-        form = await read_multipart(request, "file", service.new_sink, _FIELDS + _GRANULARITY_FIELDS)
+        form = await read_multipart(
+            request, "file", service.new_sink, _FIELDS + _GRANULARITY_FIELDS + _EXTENSION_FIELDS
+        )
         if form.file is None:
             raise _BadParam("file", "No file received: put the audio in a multipart field named 'file'.", "missing")
         try:
@@ -327,6 +333,7 @@ def routes(service: TranscriptionService) -> list[Route]:
                 initial_prompt=fields.get("prompt"),
                 temperature=temperature,
                 word_timestamps="word" in granularities,
+                **{name: fields.get(name) for name in _EXTENSION_FIELDS},
             )
         except BaseException:
             await service.discard(form.file)
