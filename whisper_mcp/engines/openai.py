@@ -182,6 +182,8 @@ class OpenAIBackend:
                 temperature=temperatures(options),
                 **extra,
             )
+        if clips is not None and on_progress is not None:
+            on_progress(1.0)  # its bar counts only the frames inside the clips
         return Transcription(
             text=str(result["text"]).strip(),
             language=result.get("language"),
