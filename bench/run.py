@@ -398,10 +398,10 @@ class Ctx:
 # 1. warm vs cold
 
 
-def service_e2e(client: httpx.Client, path: Path) -> dict[str, Any]:
+def service_e2e(client: httpx.Client, path: Path, **fields: str) -> dict[str, Any]:
     """Upload, wait (poll every POLL_S), download: what one caller sees."""
     t0 = time.perf_counter()
-    job = submit(client, path)
+    job = submit(client, path, **fields)
     t202 = time.perf_counter()
     record = completed(wait_done(client, job["job_id"]))
     t_seen = time.perf_counter()
@@ -681,18 +681,29 @@ def run_at_once(url: str, client: httpx.Client, clips: list[Path]) -> tuple[floa
     return max(r["finished_at"] for r in records) - t0, records, accepted
 
 
+# The queue section runs on each engine: the default (ctranslate2) and openai.
+QUEUE_ENGINES: dict[str, tuple[str, ...]] = {"default (ctranslate2)": (), "--engine openai": ("--engine", "openai")}
+
+
 def bench_queue(ctx: Ctx, sec: Section) -> None:
     count = ctx.pick(20, 6)
-    # seq, batch, batch, seq (ABBA), so drift in the machine's load hits both alike.
-    order = ["seq", "batch", "batch", "seq"]
     clips_dir = ctx.workdir / "clips"
     clips_dir.mkdir(exist_ok=True)
     clips = make_clips(clips_dir, count)
     audio_total = sum(wave.open(str(p)).getnframes() for p in clips) / SAMPLE_RATE
+    sec.details.update(clips=count, audio_seconds=audio_total, poll_interval_s=POLL_S)
+    for label, args in QUEUE_ENGINES.items():
+        queue_on(ctx, sec, clips, audio_total, label, args)
+
+
+def queue_on(ctx: Ctx, sec: Section, clips: list[Path], audio_total: float, label: str, args: tuple[str, ...]) -> None:
+    count = len(clips)
+    # seq, batch, batch, seq (ABBA), so drift in the machine's load hits both alike.
+    order = ["seq", "batch", "batch", "seq"]
     spans: dict[str, list[float]] = {"seq": [], "batch": []}
     inference: dict[str, list[float]] = {"seq": [], "batch": []}
     accepted: list[float] = []
-    with serving(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
+    with serving(ctx.workdir, *args) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
         completed(wait_done(client, submit(client, FIXTURES / "speech.wav")["job_id"]))  # warm-up
         for mode in order:
             time.sleep(0.5)
@@ -705,7 +716,10 @@ def bench_queue(ctx: Ctx, sec: Section) -> None:
             inference[mode].append(sum(r["finished_at"] - r["started_at"] for r in records))
     # Extra, informational: all at once with batching off, so queueing alone is seen apart from batching.
     spans["unbatched"] = []
-    with serving(ctx.workdir, "--batch-size", "1") as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
+    with (
+        serving(ctx.workdir, *args, "--batch-size", "1") as srv,
+        httpx.Client(base_url=srv.url, timeout=300) as client,
+    ):
         completed(wait_done(client, submit(client, FIXTURES / "speech.wav")["job_id"]))  # warm-up
         for _ in range(ctx.pick(2, 1)):
             time.sleep(0.5)
@@ -715,24 +729,27 @@ def bench_queue(ctx: Ctx, sec: Section) -> None:
     batch_rate = count * rounds / (sum(spans["batch"]) / 60)
     unbatched_rate = count * len(spans["unbatched"]) / (sum(spans["unbatched"]) / 60)
     sec.add(
-        f"{count} clips of 5-10 s submitted at once", batch_rate, "clips/min", "one by one", seq_rate,
+        f"{label}: {count} clips of 5-10 s submitted at once", batch_rate, "clips/min", "one by one", seq_rate,
         batch_rate / seq_rate, "batch/seq", ">= 1.5x", batch_rate / seq_rate >= 1.5,
     )  # fmt: skip
     sec.add(
-        "  (extra) at once, serve --batch-size 1", unbatched_rate, "clips/min", "one by one", seq_rate,
+        f"  (extra) {label}: at once, serve --batch-size 1", unbatched_rate, "clips/min", "one by one", seq_rate,
         unbatched_rate / seq_rate, "unbatched/seq", "", None,
     )  # fmt: skip
-    sec.details.update(
-        clips=count, order=order, audio_seconds=audio_total, poll_interval_s=POLL_S,
-        span_s=spans, inference_s=inference, batch_all_accepted_s=accepted,
+    sec.add(
+        f"  (extra) {label}: batching alone, at once vs at once --batch-size 1", batch_rate, "clips/min",
+        "--batch-size 1", unbatched_rate, batch_rate / unbatched_rate, "batch/unbatched", "", None,
     )  # fmt: skip
-    sec.notes.append("at once with --batch-size 1: %s s per round" % "/".join(f"{x:.1f}" for x in spans["unbatched"]))
+    sec.details.setdefault("engines", {})[label] = dict(
+        order=order, span_s=spans, inference_s=inference, batch_all_accepted_s=accepted
+    )
     sec.notes.append(
-        "%.0f s of audio x %d round(s) (order %s); wall per round: one by one %s s (inference %s s), at once %s s "
-        "(inference %s s); all %d uploads answered 202 within %s s"
-        % (audio_total, rounds, ",".join(order), "/".join(f"{x:.1f}" for x in spans["seq"]),
+        "%s: %.0f s of audio x %d round(s) (order %s); wall per round: one by one %s s (inference %s s), at once "
+        "%s s (inference %s s), at once --batch-size 1 %s s; all %d uploads answered 202 within %s s"
+        % (label, audio_total, rounds, ",".join(order), "/".join(f"{x:.1f}" for x in spans["seq"]),
            "/".join(f"{x:.1f}" for x in inference["seq"]), "/".join(f"{x:.1f}" for x in spans["batch"]),
-           "/".join(f"{x:.1f}" for x in inference["batch"]), count, "/".join(f"{x:.2f}" for x in accepted))
+           "/".join(f"{x:.1f}" for x in inference["batch"]), "/".join(f"{x:.1f}" for x in spans["unbatched"]),
+           count, "/".join(f"{x:.2f}" for x in accepted))
     )  # fmt: skip
 
 
@@ -1596,7 +1613,8 @@ def bench_contention(ctx: Ctx, sec: Section) -> None:
 # 10. silence and noise
 
 
-def bench_silence(ctx: Ctx, sec: Section) -> None:
+def noise_clips(ctx: Ctx) -> dict[str, Path]:
+    """Silence and noise, written as WAV files: name -> path."""
     rng = np.random.default_rng(11)
     seconds = ctx.pick(60.0, 30.0)
     n = int(seconds * SAMPLE_RATE)
@@ -1610,6 +1628,11 @@ def bench_silence(ctx: Ctx, sec: Section) -> None:
     for i, (name, audio) in enumerate(clips.items()):
         paths[name] = ctx.workdir / f"noise{i}.wav"
         write_wav(paths[name], [audio])
+    return paths
+
+
+def bench_silence(ctx: Ctx, sec: Section) -> None:
+    paths = noise_clips(ctx)
     texts: dict[str, str] = {}
     with serving(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=600) as client:
         for name, path in paths.items():
@@ -1618,6 +1641,50 @@ def bench_silence(ctx: Ctx, sec: Section) -> None:
             sec.add(f"whisper-mcp default: words in {name}", words, "words", "", None, None, "", "<= 3", words <= 3)
     sec.details.update(texts=texts)
     sec.notes.append("transcripts: " + "; ".join(f"{k}: {v[:80]!r}" for k, v in texts.items()))
+
+
+def bench_vad(ctx: Ctx, sec: Section) -> None:
+    """vad_filter=true against false, per job on one default server: the speech
+    clips (time, WER) and the silence and noise clips (time, words)."""
+    rounds = ctx.pick(3, 1)
+    speech = [(FIXTURES / c, (FIXTURES / r).read_text()) for c, r in WER_CLIPS]
+    noise = noise_clips(ctx)
+    times: dict[str, dict[bool, list[float]]] = {"speech": {False: [], True: []}, "noise": {False: [], True: []}}
+    texts: dict[bool, dict[str, str]] = {False: {}, True: {}}
+    with serving(ctx.workdir) as srv, httpx.Client(base_url=srv.url, timeout=900) as client:
+        service_e2e(client, FIXTURES / "speech.wav", vad_filter="true")  # warm-up, VAD model loaded
+        for r in range(rounds):
+            for vad in (False, True) if r % 2 == 0 else (True, False):  # alternate the order
+                flag = str(vad).lower()
+                for kind, paths in (("speech", [p for p, _ in speech]), ("noise", list(noise.values()))):
+                    total = 0.0
+                    for path in paths:
+                        out = service_e2e(client, path, vad_filter=flag)
+                        total += out["total_s"]
+                        texts[vad][path.name] = out["text"].strip()
+                    times[kind][vad].append(total)
+    wers = {vad: wer([(ref, texts[vad][p.name]) for p, ref in speech]) * 100 for vad in (False, True)}
+    t_off, t_on = median(times["speech"][False]), median(times["speech"][True])
+    sec.add(
+        "speech clips (long.mp3, speech.wav, short.wav), vad_filter=true", t_on, "s", "vad_filter=false", t_off,
+        t_off / t_on, "off/on", "", None,
+    )  # fmt: skip
+    sec.add("  WER, vad_filter=true", wers[True], "%", "vad_filter=false", wers[False], None, "", "", None)
+    n_off, n_on = median(times["noise"][False]), median(times["noise"][True])
+    sec.add(
+        "silence and noise clips, vad_filter=true", n_on, "s", "vad_filter=false", n_off, n_off / n_on, "off/on",
+        "", None,
+    )  # fmt: skip
+    for name, path in noise.items():
+        w_on, w_off = (len(normalise_words(texts[v][path.name])) for v in (True, False))
+        sec.add(
+            f"  words in {name}, vad_filter=true", w_on, "words", "vad_filter=false", w_off, None, "", "0", w_on == 0
+        )
+    sec.details.update(times_s=times, wer_percent=wers, texts=texts, rounds=rounds)
+    sec.notes.append(
+        "default: vad_filter is on by default only if it is faster AND no worse in WER on the speech clips; "
+        f"here speech {t_off:.2f} s off vs {t_on:.2f} s on, WER {wers[False]:.1f}% vs {wers[True]:.1f}%"
+    )
 
 
 def _brown(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -1637,7 +1704,8 @@ SECTIONS: dict[str, tuple[str, Callable[[Ctx, Section], None]]] = {
     "default": ("8. the default service vs faster-whisper, whisper.cpp, openai-whisper", bench_default),
     "contention": ("9. a busy machine: one CPU-bound competitor per core", bench_contention),
     "silence": ("10. silence and noise: (near) empty transcripts", bench_silence),
-    "diarize": ("11. speaker diarization: time beside transcription, peak memory on vs off", bench_diarize),
+    "vad": ("11. vad_filter per job: speech time and WER, silence and noise", bench_vad),
+    "diarize": ("12. speaker diarization: time beside transcription, peak memory on vs off", bench_diarize),
 }
 # Issue 14's "done when" figures in one command: bench/run.py --only done
 GROUPS = {"done": ["default", "contention", "responsive", "silence"]}

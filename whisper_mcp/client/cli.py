@@ -85,6 +85,13 @@ def _transcription_options() -> argparse.ArgumentParser:
         "--task", choices=("transcribe", "translate"), help="translate into English (multilingual models)"
     )
     opts.add_argument("--prompt", metavar="TEXT", help="initial prompt: names and terms the recording uses")
+    opts.add_argument(
+        "--vad-filter", action=argparse.BooleanOptionalAction, default=None,
+        help="decode only the speech voice-activity detection finds, skipping silence (default: the service's)",
+    )  # fmt: skip
+    opts.add_argument(
+        "--hotwords", metavar="TEXT", help="words or names to favour while decoding (ctranslate2 engine only)"
+    )
     opts.add_argument("--priority", choices=("urgent", "normal", "low"), help="queue priority, default normal")
     opts.add_argument(
         "--diarize", action="store_true", default=None,
@@ -243,6 +250,8 @@ def transcription_options(args: argparse.Namespace) -> dict[str, Any]:
         "language": args.language,
         "task": args.task,
         "initial_prompt": args.prompt,
+        "vad_filter": args.vad_filter,
+        "hotwords": args.hotwords,
         "priority": args.priority,
         "cache": args.cache,
         "diarize": args.diarize,

@@ -190,6 +190,12 @@ class Backend(Protocol):
         on_segments: SegmentCallback | None = None,
     ) -> Transcription: ...
 
+    def transcribe_batch(
+        self, model: Any, items: Sequence[BatchItem], options: TranscribeOptions
+    ) -> list[Transcription | Exception]:
+        """Jobs that ``batchable`` allows together, their first windows in one
+        forward pass; one outcome per item. Called only when ``batching``."""
+
 
 class Engine(Protocol):
     """What the server asks of an engine (``engine.WhisperEngine``, or a fake in

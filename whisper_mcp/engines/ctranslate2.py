@@ -29,6 +29,7 @@ import shutil
 import tempfile
 import types
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,17 @@ from typing import Any
 import numpy as np
 
 from whisper_mcp.durable import fsync_dir
-from whisper_mcp.engines import progress
+from whisper_mcp.engines import ctranslate2_batch, progress
 from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
-from whisper_mcp.engines.base import AudioInput, Decoded, ProgressCallback, SegmentCallback, Transcription, make_segment
+from whisper_mcp.engines.base import (
+    AudioInput,
+    BatchItem,
+    Decoded,
+    ProgressCallback,
+    SegmentCallback,
+    Transcription,
+    make_segment,
+)
 from whisper_mcp.errors import ModelUnavailable
 from whisper_mcp.models.convert import PackagedModel, source_fingerprint
 from whisper_mcp.models.pool import estimate_bytes
@@ -92,7 +101,6 @@ class CT2Model:
 
 class CTranslate2Backend:
     name = "ctranslate2"
-    batching = False  # jobs run one by one (see engine.WhisperEngine.transcribe_batch)
 
     def __init__(
         self,
@@ -135,6 +143,10 @@ class CTranslate2Backend:
         # fallback; each chunk is one segment (word_timestamps time the words).
         self.vad_batching = vad_batching
         self.batch_size = max(1, batch_size)
+        # Short jobs share a forward pass (transcribe_batch), except with VAD
+        # batching, whose batches are one file's chunks.
+        self.batching = not vad_batching
+        self.batched_windows = 0  # first windows answered from a batch
         # faster-whisper reports how far its segment generator has got only to
         # a tqdm bar (seconds decoded, or chunks when VAD-batched): a
         # process-wide, idempotent patch of its module's tqdm (see progress).
@@ -211,31 +223,12 @@ class CTranslate2Backend:
     # --- transcription ------------------------------------------------------
 
     def batchable(self, options: TranscribeOptions) -> bool:
-        return False  # no transcribe_batch: VAD batching works within one file
+        # Beam search is left out, as on the openai engine; a multilingual
+        # model detecting the language runs its jobs one by one (transcribe_batch).
+        return self.batching and (options.beam_size is None or options.beam_size <= 1)
 
-    def transcribe(
-        self,
-        model: CT2Model,
-        audio: AudioInput,
-        options: TranscribeOptions,
-        on_progress: ProgressCallback | None,
-        duration_hint: float = 0.0,
-        on_segments: SegmentCallback | None = None,
-    ) -> Transcription:
-        # faster-whisper computes features from the whole waveform.
-        if isinstance(audio, Path):
-            audio = decode_audio(audio)
-        duration = len(audio) / SAMPLE_RATE
-        done = 0.0
-
-        def report(fraction: float) -> None:
-            # Segment ends and window updates interleave: never go backwards.
-            nonlocal done
-            done = min(max(done, float(fraction)), 1.0)
-            if on_progress is not None:
-                on_progress(done)
-
-        whisper = model.whisper
+    def _start(self, model: CT2Model, whisper: Any, samples: np.ndarray, options: TranscribeOptions) -> Any:
+        """faster-whisper's (lazy) segments and info for ``samples``, decoded by ``whisper``."""
         # Greedy unless a beam is asked for (faster-whisper's own default is a
         # beam of 5), one sample per fallback temperature: as openai-whisper's
         # transcribe() does, so both engines decode alike.
@@ -247,15 +240,80 @@ class CTranslate2Backend:
             beam_size=options.beam_size or 1,
             best_of=1,
             word_timestamps=options.word_timestamps,
+            hotwords=options.hotwords,
             log_progress=False,
         )
-        samples = np.ascontiguousarray(audio, dtype=np.float32)
-        if model.batched is not None:
-            segments, info = model.batched.transcribe(
-                samples, batch_size=self.batch_size, without_timestamps=True, **common
-            )
-        else:
-            segments, info = whisper.transcribe(samples, condition_on_previous_text=True, vad_filter=False, **common)
+        if model.batched is not None:  # its VAD runs whatever vad_filter says
+            return model.batched.transcribe(samples, batch_size=self.batch_size, without_timestamps=True, **common)
+        return whisper.transcribe(samples, condition_on_previous_text=True, vad_filter=options.vad_filter, **common)
+
+    def transcribe(
+        self,
+        model: CT2Model,
+        audio: AudioInput,
+        options: TranscribeOptions,
+        on_progress: ProgressCallback | None,
+        duration_hint: float = 0.0,
+        on_segments: SegmentCallback | None = None,
+    ) -> Transcription:
+        return self._transcribe(model, model.whisper, _samples(audio), options, on_progress, on_segments)
+
+    def transcribe_batch(
+        self, model: CT2Model, items: Sequence[BatchItem], options: TranscribeOptions
+    ) -> list[Transcription | Exception]:
+        """Short jobs with the same options: their first (for clips of up to 30 s,
+        only) window is encoded and decoded in one batch; each job then runs
+        through transcribe() as usual (see ctranslate2_batch). An item's failure
+        is its own outcome."""
+        outcomes: list[Transcription | Exception] = [RuntimeError("not run")] * len(items)
+        whisper = model.whisper
+        samples: dict[int, np.ndarray] = {}
+        for i, item in enumerate(items):
+            try:
+                samples[i] = _samples(item.audio)
+            except Exception as exc:  # e.g. audio that stopped decoding half-way
+                outcomes[i] = exc
+        firsts: dict[int, ctranslate2_batch.FirstWindow | None] = dict.fromkeys(samples)
+        # Detecting the language encodes each clip apart; nothing to share then.
+        if model.batched is None and (options.language is not None or not whisper.model.is_multilingual):
+            try:
+                start = lambda w, a: self._start(model, w, a, options)  # noqa: E731
+                for i, audio in samples.items():
+                    firsts[i] = ctranslate2_batch.capture(whisper, audio, start)
+                ctranslate2_batch.decode_batch(whisper, [f for f in firsts.values() if f is not None])
+            except Exception:  # e.g. out of memory for the whole batch: run the jobs one by one
+                log.warning("batched decode of %d jobs failed; running them one by one", len(samples), exc_info=True)
+                firsts = dict.fromkeys(samples)
+        for i, audio in samples.items():
+            clone, replay = ctranslate2_batch.replaying(whisper, firsts[i])
+            try:
+                outcomes[i] = self._transcribe(model, clone, audio, options, items[i].on_progress, items[i].on_segments)
+            except Exception as exc:
+                outcomes[i] = exc
+            if replay is not None and replay.used:
+                self.batched_windows += 1
+        return outcomes
+
+    def _transcribe(
+        self,
+        model: CT2Model,
+        whisper: Any,
+        audio: np.ndarray,
+        options: TranscribeOptions,
+        on_progress: ProgressCallback | None,
+        on_segments: SegmentCallback | None,
+    ) -> Transcription:
+        duration = len(audio) / SAMPLE_RATE
+        done = 0.0
+
+        def report(fraction: float) -> None:
+            # Segment ends and window updates interleave: never go backwards.
+            nonlocal done
+            done = min(max(done, float(fraction)), 1.0)
+            if on_progress is not None:
+                on_progress(done)
+
+        segments, info = self._start(model, whisper, audio, options)
         out = []
         texts = []
         # The generator decodes lazily: each step runs the next window (and
@@ -277,7 +335,7 @@ class CTranslate2Backend:
                     report(seg.end / duration)
         if done < 1.0:  # trailing silence yields no segment; the last window may end short
             report(1.0)
-        detected = options.language is None and whisper.model.is_multilingual
+        detected = options.language is None and model.whisper.model.is_multilingual
         return Transcription(
             text="".join(texts).strip(),
             language=info.language,
@@ -285,6 +343,13 @@ class CTranslate2Backend:
             segments=out,
             language_probability=round(float(info.language_probability), 4) if detected else None,
         )
+
+
+def _samples(audio: AudioInput) -> np.ndarray:
+    # faster-whisper computes features from the whole waveform.
+    if isinstance(audio, Path):
+        audio = decode_audio(audio)
+    return np.ascontiguousarray(audio, dtype=np.float32)
 
 
 # --- packaged folders ----------------------------------------------------------

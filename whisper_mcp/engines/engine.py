@@ -1,11 +1,13 @@
 """The inference engine the server uses: the backend chosen by configuration,
 and the pool of models it has loaded.
 
-* ``openai`` (default): openai-whisper on torch (``openai``), which streams
-  the audio into features and can run several short jobs in one forward pass;
-* ``ctranslate2``: faster-whisper on CTranslate2 (``ctranslate2``), about
-  twice as fast on CPU with int8 weights, which can batch a file's speech
-  chunks instead (``vad_batching``).
+* ``ctranslate2`` (default): faster-whisper on CTranslate2 (``ctranslate2``),
+  about twice as fast on CPU with int8 weights, which can batch a file's
+  speech chunks instead (``vad_batching``);
+* ``openai``: openai-whisper on torch (``openai``), which streams the audio
+  into features.
+
+Both can run several short jobs in one forward pass (``transcribe_batch``).
 
 Both take the same ``TranscribeOptions`` and return the same ``Transcription``
 (``base``). This is the only module that imports the backends; they import
@@ -209,7 +211,7 @@ class WhisperEngine:
         decode = diarization.transcription_options(options)
         with self.pool.use(model) as loaded:
             if len(items) > 1 and self.backend.batching:
-                outcomes = self.backend.transcribe_batch(loaded, items, decode)  # type: ignore[attr-defined]
+                outcomes = self.backend.transcribe_batch(loaded, items, decode)
             else:
                 outcomes = []
                 for item in items:

@@ -19,7 +19,7 @@ from whisper.audio import N_SAMPLES, SAMPLE_RATE
 from whisper.model import Whisper
 
 from whisper_mcp.engines import progress
-from whisper_mcp.engines.audio import stream_audio
+from whisper_mcp.engines.audio import decode_audio, stream_audio
 from whisper_mcp.engines.base import (
     AudioInput,
     BatchItem,
@@ -32,6 +32,7 @@ from whisper_mcp.engines.base import (
 )
 from whisper_mcp.engines.mel import Mel, log_mel
 from whisper_mcp.engines.openai_batch import Prefetched, batchable, decode_first_windows, detect_languages
+from whisper_mcp.engines.vad import speech_spans
 from whisper_mcp.models.pool import estimate_bytes, model_bytes
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
 from whisper_mcp.options import TranscribeOptions, temperatures
@@ -72,7 +73,9 @@ class OpenAIBackend:
         return estimate_bytes(info)
 
     def batchable(self, options: TranscribeOptions) -> bool:
-        return batchable(options)
+        # With vad_filter the first window starts where speech does, not where
+        # decode_first_windows looks: such jobs run one by one.
+        return batchable(options) and not options.vad_filter
 
     def transcribe(
         self,
@@ -83,11 +86,23 @@ class OpenAIBackend:
         duration_hint: float = 0.0,
         on_segments: SegmentCallback | None = None,
     ) -> Transcription:
+        clips: list[float] | None = None
+        if options.vad_filter:
+            # The detector needs the whole waveform: decoded at once, not streamed.
+            samples = decode_audio(audio) if isinstance(audio, Path) else audio
+            spans = speech_spans(samples)
+            if not spans:  # no speech: nothing to decode, so nothing to hallucinate
+                if on_progress is not None:
+                    on_progress(1.0)
+                english = None if whisper_model.is_multilingual else "en"
+                return Transcription("", options.language or english, round(len(samples) / SAMPLE_RATE, 3))
+            clips = [t for span in spans for t in span]
+            audio = samples
         mel = _features(whisper_model, audio, duration_hint)
         language, probability = options.language, None
         if language is None and whisper_model.is_multilingual:
             language, probability = detect_languages(whisper_model, [mel], self.fp16)[0]
-        return self._transcribe_mel(whisper_model, mel, options, on_progress, language, probability, on_segments)
+        return self._transcribe_mel(whisper_model, mel, options, on_progress, language, probability, on_segments, clips)
 
     def transcribe_batch(
         self, whisper_model: Whisper, items: Sequence[BatchItem], options: TranscribeOptions
@@ -96,6 +111,8 @@ class OpenAIBackend:
         30 s, only) window is decoded in one batched forward pass; the rest of
         each job runs through transcribe() as usual. An item's failure is its
         own outcome."""
+        if options.vad_filter:  # not batchable (see batchable); one by one
+            return [self._one(whisper_model, item, options) for item in items]
         # Every slot is replaced below: by a failure to decode, or by the job's outcome.
         outcomes: list[Transcription | Exception] = [RuntimeError("not run")] * len(items)
         mels: dict[int, Mel] = {}
@@ -126,6 +143,14 @@ class OpenAIBackend:
             self.batched_windows += model.used
         return outcomes
 
+    def _one(self, whisper_model: Whisper, item: BatchItem, options: TranscribeOptions) -> Transcription | Exception:
+        try:
+            return self.transcribe(
+                whisper_model, item.audio, options, item.on_progress, item.duration_hint, item.on_segments
+            )
+        except Exception as exc:
+            return exc
+
     def _transcribe_mel(
         self,
         whisper_model: Whisper | Prefetched,
@@ -135,10 +160,15 @@ class OpenAIBackend:
         language: str | None,
         probability: float | None,
         on_segments: SegmentCallback | None = None,
+        clips: list[float] | None = None,
     ) -> Transcription:
         extra: dict[str, object] = {}
         if options.beam_size is not None:
             extra["beam_size"] = options.beam_size
+        if clips is not None:
+            # Start, end, start, end... seconds: the windows begin at each span
+            # and stop at its end; timestamps count from the recording's start.
+            extra["clip_timestamps"] = clips
         with progress.reporting(on_progress, None if on_segments is None else _SegmentFeed(on_segments)):
             result = whisper.transcribe(
                 _Checked(whisper_model),  # type: ignore[arg-type]  # stands in for the model
@@ -152,6 +182,8 @@ class OpenAIBackend:
                 temperature=temperatures(options),
                 **extra,
             )
+        if clips is not None and on_progress is not None:
+            on_progress(1.0)  # its bar counts only the frames inside the clips
         return Transcription(
             text=str(result["text"]).strip(),
             language=result.get("language"),

@@ -100,6 +100,17 @@ SpeakersArg = Annotated[
     int | None,
     Field(ge=1, le=MAX_SPEAKERS, description="With diarize: a speaker count hint (exact, at least, at most)."),
 ]
+VadArg = Annotated[
+    bool | None,
+    Field(
+        description="Skip silence: decode only the speech voice-activity detection finds (timestamps stay "
+        "in the recording's timeline). Leave it out for the server's default."
+    ),
+]
+HotwordsArg = Annotated[
+    str | None,
+    Field(description="Words or names to favour while decoding (ctranslate2 engine only; others refuse it)."),
+]
 PriorityArg = Annotated[
     Literal["urgent", "normal", "low"] | None,
     Field(description="Urgent jobs run before waiting normal ones, low after them. Default normal."),
@@ -252,6 +263,8 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         num_speakers: SpeakersArg = None,
         min_speakers: SpeakersArg = None,
         max_speakers: SpeakersArg = None,
+        vad_filter: VadArg = None,
+        hotwords: HotwordsArg = None,
         priority: PriorityArg = None,
         callback_url: CallbackArg = None,
         cache: Annotated[
@@ -316,6 +329,8 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         num_speakers: SpeakersArg = None,
         min_speakers: SpeakersArg = None,
         max_speakers: SpeakersArg = None,
+        vad_filter: VadArg = None,
+        hotwords: HotwordsArg = None,
         priority: PriorityArg = None,
         callback_url: CallbackArg = None,
     ) -> UploadUrl:

@@ -26,7 +26,7 @@ from whisper_mcp.engines.base import Engine
 from whisper_mcp.errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady
 from whisper_mcp.formats import FORMATS, render
 from whisper_mcp.logs import job_event
-from whisper_mcp.options import PRIORITY_NAMES, parse_bool, parse_options, parse_priority
+from whisper_mcp.options import PRIORITY_NAMES, check_engine_options, parse_bool, parse_options, parse_priority
 from whisper_mcp.queue.files import IncomingFile, StoredUpload, new_key
 from whisper_mcp.queue.jobs import FINISHED_STATUSES, JOB_ID, DuplicateJob, Job, JobRequest, JobStatus
 from whisper_mcp.queue.manager import JobQueue
@@ -73,6 +73,8 @@ class Submission:
     temperature: float | str | None = None
     beam_size: int | str | None = None
     word_timestamps: bool | str | None = None
+    vad_filter: bool | str | None = None
+    hotwords: str | None = None
     priority: str | None = None
     callback_url: str | None = None
     # False forces a new transcription even when an identical one is cached.
@@ -316,7 +318,11 @@ class TranscriptionService:
             num_speakers=sub.num_speakers,
             min_speakers=sub.min_speakers,
             max_speakers=sub.max_speakers,
+            vad_filter=sub.vad_filter,
+            hotwords=sub.hotwords,
+            vad_default=self.settings.vad_filter,
         )
+        check_engine_options(options, self.engine.engine)
         return JobRequest(
             job_id=sub.job_id or new_key(),
             key=new_key(),

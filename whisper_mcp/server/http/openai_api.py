@@ -48,6 +48,8 @@ GRANULARITIES = ("word", "segment")
 # The OpenAI SDKs send a list as repeated "name[]" parts; some clients omit the brackets.
 _GRANULARITY_FIELDS = ("timestamp_granularities[]", "timestamp_granularities")
 _FIELDS = ("model", "language", "prompt", "response_format", "temperature", "stream")
+# Not OpenAI's: this server's own decoding options, under the names POST /transcribe uses.
+_EXTENSION_FIELDS = ("vad_filter", "hotwords")
 # service.wait returns at least this often; a watcher beside it notices a hang-up at once.
 _WAIT_SECONDS = 50.0
 _TEXT = "text/plain; charset=utf-8"
@@ -80,6 +82,8 @@ def _param_of(exc: ServiceError) -> str | None:
 _PARAM_PREFIXES = (
     ("temperature", "temperature"),
     ("initial_prompt", "prompt"),
+    ("vad_filter", "vad_filter"),
+    ("hotwords", "hotwords"),
     ("Unknown language", "language"),
     ("Model ", "model"),  # "Model 'tiny.en' is English-only; ..."
 )
@@ -310,7 +314,7 @@ def routes(service: TranscriptionService) -> list[Route]:
             request,
             "file",
             service.new_sink,
-            _FIELDS + _GRANULARITY_FIELDS + KNOWN_SPEAKER_FIELDS,
+            _FIELDS + _GRANULARITY_FIELDS + KNOWN_SPEAKER_FIELDS + _EXTENSION_FIELDS,
             max_bytes=service.max_upload_bytes,
         )
         if form.file is None:
@@ -335,6 +339,7 @@ def routes(service: TranscriptionService) -> list[Route]:
                 temperature=temperature,
                 word_timestamps="word" in granularities,
                 diarize=fmt == "diarized_json",
+                **{name: fields.get(name) for name in _EXTENSION_FIELDS},
             )
             check_known_speakers(form.repeated)
         except BaseException:

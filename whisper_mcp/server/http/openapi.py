@@ -6,7 +6,14 @@ from typing import Any
 
 from whisper_mcp import __version__
 from whisper_mcp.formats import FORMATS
-from whisper_mcp.options import MAX_BEAM_SIZE, MAX_PROMPT_CHARS, MAX_SPEAKERS, PRIORITIES, SPEAKER_HINTS
+from whisper_mcp.options import (
+    MAX_BEAM_SIZE,
+    MAX_HOTWORDS_CHARS,
+    MAX_PROMPT_CHARS,
+    MAX_SPEAKERS,
+    PRIORITIES,
+    SPEAKER_HINTS,
+)
 from whisper_mcp.queue.jobs import JOB_ID_PATTERN, JOB_STATUSES
 
 _JOB_ID = {"type": "string", "pattern": JOB_ID_PATTERN}
@@ -47,6 +54,12 @@ _SUBMISSION_PROPERTIES: dict[str, Any] = {
     "temperature": {"type": "number", "minimum": 0, "maximum": 1},
     "beam_size": {"type": "integer", "minimum": 1, "maximum": MAX_BEAM_SIZE},
     "word_timestamps": {"type": "boolean"},
+    "vad_filter": {"type": "boolean", "description": "Decode only the speech VAD finds (default: the server's)."},
+    "hotwords": {
+        "type": "string",
+        "maxLength": MAX_HOTWORDS_CHARS,
+        "description": "Words to favour (ctranslate2 engine; 400 on others).",
+    },
     "priority": {"type": "string", "enum": list(PRIORITIES)},
     "callback_url": {"type": "string", "format": "uri"},
     "cache": {"type": "boolean", "default": True},
