@@ -11,13 +11,17 @@ import json
 import os
 import re
 import shutil
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
-from helpers import FIXTURES, LONG_AUDIO, ServerProcess, words
+from helpers import FIXTURES, LONG_AUDIO, ServerProcess, free_port, words
 
 pytestmark = pytest.mark.e2e
 
@@ -270,10 +274,41 @@ def test_dashboard_streams_progress_and_text_so_far(
     assert len(polls) <= 3 + (end - start) / SLOW_POLL_MS, (len(polls), end - start)
 
 
+@contextmanager
+def chunked_server(pieces: list[bytes]) -> Iterator[str]:
+    """A loopback server answering every GET with ``pieces`` as an event
+    stream, each written and flushed on its own so that the browser reads
+    them as separate chunks; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.end_headers()
+            for piece in pieces:
+                self.wfile.write(piece)
+                self.wfile.flush()
+                time.sleep(0.05)  # a separate read for each piece
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/events"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 def test_dashboard_parses_event_frames(tab: Page, server: ServerProcess) -> None:
     """Frames as the spec allows them: CRLF and CR line endings, comments,
-    data over several lines, no space after the colon, unknown events; a stream
-    that ends early is retried and its segments replace (not repeat) the text."""
+    data over several lines, no space after the colon, unknown events, all in
+    pieces cut anywhere (inside a field name, between CR and LF, inside a UTF-8
+    character). A stream that ends early is retried, and its segments replace
+    (not repeat) the text."""
     from playwright.sync_api import expect
 
     page = tab.page
@@ -288,33 +323,48 @@ def test_dashboard_parses_event_frames(tab: Page, server: ServerProcess) -> None
         'data:  "progress": 0.4, "eta_seconds": 75, "segments_done": 2}\r\n\r\n'
         'event: segment\rdata:{"id": 0, "start": 0, "end": 2, "text": " alpha"}\r\r'
         "event: segment\n: a comment inside an event\n"
-        'data: {"id": 1, "start": 2, "end": 4,\ndata: "text": "beta gamma "}\n\n'
+        'data: {"id": 1, "start": 2, "end": 4,\ndata: "text": "beta café gamma "}\n\n'
         "event: unknown\ndata: {}\n\n"
         "event: segment\n\n"  # no data: no event
+    ).encode()
+    cuts = sorted(
+        [
+            4,  # inside the comment
+            body.index(b'"processing",\r\n') + 14,  # between CR and LF, inside one event's data
+            body.index(b"progress") + 3,  # inside the event name
+            body.index(b"\rdata:") + 1,  # after a lone CR
+            body.index(b"\r\r") + 1,  # between the CRs ending an event
+            body.index("é".encode()) + 1,  # inside a two-byte character
+            body.index(b"ent: unknown"),  # inside a field name
+        ]
     )
+    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    assert b"".join(pieces) == body and all(pieces) and pieces[2].endswith(b"\r") and pieces[3].startswith(b"\n")
+
     page.route("**/jobs?limit=50", lambda r: r.fulfill(json={"jobs": [job], "total": 1, "next_offset": None}))
     page.route("**/status/framed-job", lambda r: r.fulfill(status=404, json={"error": {"message": "no"}}))
-    page.route(
-        "**/jobs/framed-job/events",
-        lambda r: r.fulfill(status=200, headers={"content-type": "text/event-stream"}, body=body),
-    )
-    page.goto(server.url + "/")
+    with chunked_server(pieces) as stream_url:
+        # The page asks its own server; the request goes on to the chunking one.
+        page.route("**/jobs/framed-job/events", lambda r: r.continue_(url=stream_url))
+        page.goto(server.url + "/")
 
-    row = page.locator('#jobs tr[data-job-id="framed-job"]')
-    # Only the stream tells the ETA (the list has none; the status route is refused).
-    expect(row).to_contain_text("40% · ETA 1:15")
-    expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "40")
-    text = page.get_by_role("region", name="Text so far of framed-job")
-    expect(text).to_have_text("alpha beta gamma")
-    expect(page.locator('tr[data-partial-for="framed-job"] summary')).to_have_text("Text so far · 2 segments")
-    # The stream ended without a status: the page reconnects, and the
-    # replayed segments replace the text. (A third stream starts only after the
-    # second one has been read.)
-    for _ in range(2):
-        with page.expect_request("**/jobs/framed-job/events"):
-            pass
-    expect(text).to_have_text("alpha beta gamma")
-    expect(page.locator('tr[data-partial-for="framed-job"] summary')).to_have_text("Text so far · 2 segments")
+        row = page.locator('#jobs tr[data-job-id="framed-job"]')
+        # Only the stream tells the ETA (the list has none; the status route is refused).
+        expect(row).to_contain_text("40% · ETA 1:15")
+        expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "40")
+        text = page.get_by_role("region", name="Text so far of framed-job")
+        summary = page.locator('tr[data-partial-for="framed-job"] summary')
+        expect(text).to_have_text("alpha beta café gamma")
+        expect(summary).to_have_text("Text so far · 2 segments")
+        # The stream ended without a status: the page reconnects, and the
+        # replayed segments replace the text. (A third stream starts only
+        # after the second one has been read.)
+        for _ in range(2):
+            with page.expect_request("**/jobs/framed-job/events"):
+                pass
+        expect(text).to_have_text("alpha beta café gamma")
+        expect(summary).to_have_text("Text so far · 2 segments")
+        page.unroute_all(behavior="ignoreErrors")
 
 
 def test_dashboard_asks_for_the_token(browser: object, tmp_path: Path) -> None:
