@@ -11,13 +11,17 @@ import json
 import os
 import re
 import shutil
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
-from helpers import FIXTURES, LONG_AUDIO, ServerProcess, words
+from helpers import FIXTURES, LONG_AUDIO, ServerProcess, free_port, words
 
 pytestmark = pytest.mark.e2e
 
@@ -32,6 +36,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# The page's rates (dashboard.html): every live job streamed, the list is read
+# every SLOW_POLL_MS; a job without a stream makes it every second.
+SLOW_POLL_MS = 6000
 SPEECH_WORDS = {"transcription", "services", "model", "loaded", "meeting", "morning", "report", "friday"}
 JOB_TIMEOUT_MS = 180_000
 
@@ -198,6 +205,168 @@ def test_dashboard_live_progress_and_cancel(tab: Page, server: ServerProcess, tm
     expect(page.locator("#h-processing")).to_have_text("idle")
 
 
+# Each change to a job's row, as the page shows it: (time, job, status,
+# progress bar value, text so far), recorded in the page on every DOM mutation,
+# so a state that lasted a moment is seen however slowly the test looks.
+RECORD_ROWS = """() => {
+  performance.setResourceTimingBufferSize(100000);
+  window.__seen = [];
+  const last = {};
+  const record = () => {
+    for (const tr of document.querySelectorAll("#jobs tr[data-job-id]")) {
+      const id = tr.dataset.jobId;
+      const bar = tr.querySelector("[role=progressbar]");
+      const text = document.querySelector(`tr[data-partial-for="${id}"] .partial-text`);
+      const state = [id, tr.dataset.status, Number(bar.getAttribute("aria-valuenow") || 0), text ? text.textContent : null];
+      const key = JSON.stringify(state);
+      if (last[id] !== key) { last[id] = key; window.__seen.push([performance.now(), ...state]); }
+    }
+  };
+  new MutationObserver(record).observe(document.getElementById("jobs"),
+    { subtree: true, childList: true, attributes: true, characterData: true });
+}"""
+LIST_POLLS = """() => performance.getEntriesByType("resource")
+  .filter((e) => new URL(e.name).pathname === "/jobs").map((e) => e.startTime)"""
+
+
+def test_dashboard_streams_progress_and_text_so_far(
+    tab: Page, server: ServerProcess, client: httpx.Client, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    page = tab.page
+    events: list[str] = []
+    page.on("request", lambda r: events.append(r.url) if r.url.endswith("/events") else None)
+    page.goto(server.url + "/")
+    expect(page.locator("#h-loaded")).to_have_text("yes")
+    page.evaluate(RECORD_ROWS)
+
+    # Two long jobs: the second waits in the queue, so the list is watched
+    # across two jobs' decoding with every live job on its own stream.
+    first = submit(page, LONG_AUDIO)
+    second = submit(page, LONG_AUDIO)
+    for job_id in (first, second):
+        row = page.locator(f'#jobs tr[data-job-id="{job_id}"]')
+        expect(row).to_have_attribute("data-status", "completed", timeout=JOB_TIMEOUT_MS)
+    expect(page.locator(f'tr[data-partial-for="{first}"]')).to_have_count(0)  # the links replace it
+    screenshot(page, tmp_path, "dashboard-streamed.png")
+
+    seen = page.evaluate("window.__seen")
+    final = words(client.get(f"/download/{first}", params={"format": "txt"}).text)
+    for job_id in (first, second):
+        assert any(url.endswith(f"/jobs/{job_id}/events") for url in events), events
+        mine = [s for s in seen if s[1] == job_id]
+        running = [s for s in mine if s[2] == "processing"]
+        # Text appeared while the job was still being decoded, growing, each
+        # time words of the final transcript.
+        texts = [s[4] for s in running if s[4]]
+        assert len(set(texts)) >= 2, mine
+        assert all(words(t) <= final for t in texts), (texts, final)
+        # The bar moved while it ran.
+        assert len({s[3] for s in running if 0 < s[3] < 100}) >= 2, mine
+
+    # The list was read at the slow rate while the streams carried progress:
+    # a 1 s poll would read it about once a second.
+    start = min(s[0] for s in seen if s[1] == first and s[2] == "processing")
+    end = min(s[0] for s in seen if s[1] == second and s[2] == "completed")
+    polls = [t for t in page.evaluate(LIST_POLLS) if start < t < end]
+    # Up to 3 more: the page rereads the list when a job starts or ends.
+    assert len(polls) <= 3 + (end - start) / SLOW_POLL_MS, (len(polls), end - start)
+
+
+@contextmanager
+def chunked_server(pieces: list[bytes]) -> Iterator[str]:
+    """A loopback server answering every GET with ``pieces`` as an event
+    stream, each written and flushed on its own so that the browser reads
+    them as separate chunks; yields its URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.end_headers()
+            for piece in pieces:
+                self.wfile.write(piece)
+                self.wfile.flush()
+                time.sleep(0.05)  # a separate read for each piece
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/events"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_dashboard_parses_event_frames(tab: Page, server: ServerProcess) -> None:
+    """Frames as the spec allows them: CRLF and CR line endings, comments,
+    data over several lines, no space after the colon, unknown events, all in
+    pieces cut anywhere (inside a field name, between CR and LF, inside a UTF-8
+    character). A stream that ends early is retried, and its segments replace
+    (not repeat) the text."""
+    from playwright.sync_api import expect
+
+    page = tab.page
+    job = {
+        "job_id": "framed-job", "status": "processing", "progress": 0.4, "filename": "framed.wav",
+        "model": "tiny.en", "language": "en", "priority": "normal", "options": {}, "audio_seconds": 60,
+        "created_at": 1_700_000_000, "started_at": 1_700_000_001, "finished_at": None, "attempts": 1,
+    }  # fmt: skip
+    body = (
+        ": keep-alive\r\n\r\n"
+        'event: progress\r\ndata: {"job_id": "framed-job", "status": "processing",\r\n'
+        'data:  "progress": 0.4, "eta_seconds": 75, "segments_done": 2}\r\n\r\n'
+        'event: segment\rdata:{"id": 0, "start": 0, "end": 2, "text": " alpha"}\r\r'
+        "event: segment\n: a comment inside an event\n"
+        'data: {"id": 1, "start": 2, "end": 4,\ndata: "text": "beta café gamma "}\n\n'
+        "event: unknown\ndata: {}\n\n"
+        "event: segment\n\n"  # no data: no event
+    ).encode()
+    cuts = sorted(
+        [
+            4,  # inside the comment
+            body.index(b'"processing",\r\n') + 14,  # between CR and LF, inside one event's data
+            body.index(b"progress") + 3,  # inside the event name
+            body.index(b"\rdata:") + 1,  # after a lone CR
+            body.index(b"\r\r") + 1,  # between the CRs ending an event
+            body.index("é".encode()) + 1,  # inside a two-byte character
+            body.index(b"ent: unknown"),  # inside a field name
+        ]
+    )
+    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    assert b"".join(pieces) == body and all(pieces) and pieces[2].endswith(b"\r") and pieces[3].startswith(b"\n")
+
+    page.route("**/jobs?limit=50", lambda r: r.fulfill(json={"jobs": [job], "total": 1, "next_offset": None}))
+    page.route("**/status/framed-job", lambda r: r.fulfill(status=404, json={"error": {"message": "no"}}))
+    with chunked_server(pieces) as stream_url:
+        # The page asks its own server; the request goes on to the chunking one.
+        page.route("**/jobs/framed-job/events", lambda r: r.continue_(url=stream_url))
+        page.goto(server.url + "/")
+
+        row = page.locator('#jobs tr[data-job-id="framed-job"]')
+        # Only the stream tells the ETA (the list has none; the status route is refused).
+        expect(row).to_contain_text("40% · ETA 1:15")
+        expect(row.get_by_role("progressbar")).to_have_attribute("aria-valuenow", "40")
+        text = page.get_by_role("region", name="Text so far of framed-job")
+        summary = page.locator('tr[data-partial-for="framed-job"] summary')
+        expect(text).to_have_text("alpha beta café gamma")
+        expect(summary).to_have_text("Text so far · 2 segments")
+        # The stream ended without a status: the page reconnects, and the
+        # replayed segments replace the text. (A third stream starts only
+        # after the second one has been read.)
+        for _ in range(2):
+            with page.expect_request("**/jobs/framed-job/events"):
+                pass
+        expect(text).to_have_text("alpha beta café gamma")
+        expect(summary).to_have_text("Text so far · 2 segments")
+        page.unroute_all(behavior="ignoreErrors")
+
+
 def test_dashboard_asks_for_the_token(browser: object, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
@@ -243,6 +412,17 @@ def test_dashboard_asks_for_the_token(browser: object, tmp_path: Path) -> None:
         text = Path(download.path()).read_text()
         assert {"hello", "world"} <= words(text), text
         screenshot(page, tmp_path, "dashboard-token.png")
+
+        # A running job's event stream carries the token too.
+        with page.expect_request(lambda r: r.url.endswith("/events")) as events_info:
+            long_id = submit(page, LONG_AUDIO)
+        events = events_info.value
+        assert events.url == f"{srv.url}/jobs/{long_id}/events"
+        assert events.headers.get("authorization") == f"Bearer {token}"
+        assert events.response().status == 200
+        long_row = page.locator(f'#jobs tr[data-job-id="{long_id}"]')
+        long_row.get_by_role("button", name=f"Cancel job {long_id}").click()
+        expect(long_row).to_have_attribute("data-status", re.compile("^(cancelled|completed)$"), timeout=JOB_TIMEOUT_MS)
 
         # Forgetting the token brings the prompt back.
         page.get_by_role("button", name="Forget token").click()

@@ -1,6 +1,7 @@
 """A browser dashboard at ``/``: one self-contained page over the REST routes.
 
-The page holds no data: it fetches /health, /models and /jobs itself, sending
+The page holds no data: it fetches /health, /models and /jobs itself (and
+follows each live job's /jobs/{job_id}/events stream), sending
 the bearer token the user types when the server answers 401, so ``/`` can be
 public while every data route stays protected.
 """
