@@ -4,6 +4,8 @@ real model is tested in tests/e2e/test_diarization_e2e.py."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import httpx
 import pytest
 
@@ -49,6 +51,27 @@ def test_segments_split_where_the_speaker_changes() -> None:
     kept = assign_speakers([segment], TURNS, keep_words=True)
     assert [len(s.words or []) for s in kept] == [2, 1, 1]
     assert speaker_turns(out)[0] == {"speaker": "A", "start": 0.5, "end": 1.8, "text": "Hello there."}
+
+
+def test_pieces_keep_the_decoder_figures_of_their_segment() -> None:
+    segment = Segment(
+        0,
+        0.5,
+        3.0,
+        "Hello there. Hi!",
+        words((" Hello", 0.5, 1.0), (" there.", 1.0, 1.8), (" Hi!", 2.2, 3.0)),
+        seek=0,
+        tokens=[1, 2, 3],
+        avg_logprob=-0.2,
+        no_speech_prob=0.01,
+    )
+    split = assign_speakers([segment], TURNS, keep_words=False)
+    assert [(s.speaker, s.seek, s.tokens, s.avg_logprob, s.no_speech_prob) for s in split] == [
+        ("A", 0, None, -0.2, 0.01),
+        ("B", 0, None, -0.2, 0.01),
+    ]
+    whole = assign_speakers([replace(segment, words=segment.words[:2], end=1.8)], TURNS, keep_words=False)
+    assert [(s.speaker, s.tokens) for s in whole] == [("A", [1, 2, 3])]
 
 
 def test_a_segment_without_words_takes_the_speaker_of_its_span() -> None:
@@ -105,7 +128,10 @@ DIARIZED = Transcription(
     "Hello there. Hi!",
     "en",
     3.0,
-    [Segment(0, 0.5, 1.8, "Hello there.", None, "SPEAKER_00"), Segment(1, 2.2, 3.0, "Hi!", None, "SPEAKER_01")],
+    [
+        Segment(0, 0.5, 1.8, "Hello there.", None, speaker="SPEAKER_00"),
+        Segment(1, 2.2, 3.0, "Hi!", None, speaker="SPEAKER_01"),
+    ],
     diarization={"speakers": ["SPEAKER_00", "SPEAKER_01"], "num_speakers": 2, "turns": []},
 ).to_dict()
 

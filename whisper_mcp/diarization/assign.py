@@ -60,14 +60,19 @@ def speaker_at(turns: Sequence[Turn], start: float, end: float) -> str | None:
     return None if nearest is None else nearest[1]
 
 
-def _piece(index: int, words: list[Word], speaker: str | None, keep_words: bool) -> Segment:
-    return Segment(
-        index,
-        words[0].start,
-        max(words[0].start, words[-1].end),
-        "".join(w.word for w in words).strip(),
-        list(words) if keep_words else None,
-        speaker,
+def _piece(segment: Segment, index: int, words: list[Word], speaker: str | None, keep_words: bool) -> Segment:
+    """Part of ``segment``: its decoder figures are the whole window's, kept;
+    its token ids only while the piece is the whole segment."""
+    whole = segment.words is not None and len(words) == len(segment.words)
+    return replace(
+        segment,
+        id=index,
+        start=words[0].start,
+        end=max(words[0].start, words[-1].end),
+        text="".join(w.word for w in words).strip(),
+        words=list(words) if keep_words else None,
+        tokens=segment.tokens if whole else None,
+        speaker=speaker,
     )
 
 
@@ -86,12 +91,12 @@ def assign_speakers(segments: Sequence[Segment], turns: Sequence[Turn], *, keep_
         for word in segment.words:
             speaker = speaker_at(turns, word.start, word.end)
             if run and speaker != run_speaker:
-                out.append(_piece(len(out), run, run_speaker, keep_words))
+                out.append(_piece(segment, len(out), run, run_speaker, keep_words))
                 run = []
             run.append(word)
             run_speaker = speaker
         if run:
-            out.append(_piece(len(out), run, run_speaker, keep_words))
+            out.append(_piece(segment, len(out), run, run_speaker, keep_words))
     # A split can leave a piece of nothing but a blank word; drop those.
     kept = [s for s in out if s.text or len(out) == 1]
     return [replace(s, id=i) for i, s in enumerate(kept)]
