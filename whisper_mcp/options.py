@@ -37,6 +37,9 @@ class TranscribeOptions:
     num_speakers: int | None = None
     min_speakers: int | None = None
     max_speakers: int | None = None
+    # Known speakers (diarize only): (given name, SHA-256 of the reference
+    # recording stored with the job), so the cache key tells references apart.
+    known_speakers: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> str:
         """Canonical form: stored with the job and part of the transcript cache key.
@@ -46,11 +49,16 @@ class TranscribeOptions:
         if not self.diarize:
             for name in ("diarize", *SPEAKER_HINTS):
                 del data[name]
+        if not self.known_speakers:
+            del data["known_speakers"]
         return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> TranscribeOptions:
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        if "known_speakers" in data:  # JSON lists back to the hashable tuples
+            data["known_speakers"] = tuple((str(n), str(h)) for n, h in data["known_speakers"])
+        return cls(**data)
 
 
 def temperatures(options: TranscribeOptions) -> tuple[float, ...]:

@@ -6,6 +6,7 @@ cancel during diarization."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import re
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 from openai import OpenAI
 
 from whisper_mcp.config import default_model_cache
+from whisper_mcp.diarization.references import to_wav
 from whisper_mcp.diarization.step import TRANSCRIPTION_SHARE
 from whisper_mcp.engines.audio import decode_audio
 from whisper_mcp.engines.base import BatchItem, Transcription
@@ -178,6 +180,46 @@ def test_diarized_json_through_the_openai_sdk(srv: ServerProcess, call_job: dict
         assert all(s.type == "transcript.text.segment" and s.start <= s.end for s in result.segments)
         assert CALL_WORDS <= words(" ".join(s.text for s in result.segments))
         assert result.usage is not None and result.usage.type == "duration"
+
+
+def clip_url(path: Path, start: float, end: float) -> str:
+    """A WAV data URL of ``path`` from ``start`` to ``end`` seconds."""
+    samples = decode_audio(path)[int(start * 16_000) : int(end * 16_000)]
+    return "data:audio/wav;base64," + base64.b64encode(to_wav(samples)).decode()
+
+
+def test_known_speakers_are_named_through_the_openai_sdk(srv: ServerProcess, http: httpx.Client) -> None:
+    """References cut from the dialogue's own turns (dialogue.rttm: Alex's
+    second turn, Bea's second) name its two voices; a third voice (the espeak
+    voice of speech.wav) that resembles neither as much names nobody."""
+    turns = reference_turns(FIXTURES / "dialogue.rttm")
+    alex = [t for t in turns if t[0] == "alex"][1]
+    bea = [t for t in turns if t[0] == "bea"][1]
+    references = [
+        clip_url(CALL, alex[1], alex[2]),
+        clip_url(CALL, bea[1], bea[2]),
+        clip_url(FIXTURES / "speech.wav", 0.2, 5.2),
+    ]
+    with OpenAI(base_url=f"{srv.url}/v1", api_key="unused", max_retries=0, timeout=DIARIZATION_TIMEOUT) as api:
+        with open(CALL, "rb") as f:
+            raw = api.audio.transcriptions.with_raw_response.create(
+                model="whisper-1",
+                file=f,
+                response_format="diarized_json",
+                known_speaker_names=["Alex", "Bea", "Cleo"],
+                known_speaker_references=references,
+            )
+    result = raw.parse()
+    said = {name: words(" ".join(s.text for s in result.segments if s.speaker == name)) for name in ("Alex", "Bea")}
+    assert {s.speaker for s in result.segments} == {"Alex", "Bea"}, result.segments
+    assert ALEX_WORDS <= said["Alex"] and BEA_WORDS <= said["Bea"], said
+    stored = http.get(f"/download/{raw.headers['x-whisper-job-id']}", params={"format": "json"}).json()
+    assert sorted(stored["speakers"]) == ["Alex", "Bea"]
+    fared = {k["name"]: k["matched"] for k in stored["known_speakers"]}
+    assert fared == {"Alex": True, "Bea": True, "Cleo": False}, stored["known_speakers"]
+    assert any("Cleo" in note for note in stored["diarization_notes"])
+    txt = http.get(f"/download/{raw.headers['x-whisper-job-id']}", params={"format": "txt"}).text
+    assert re.match(r"(Alex|Bea): \S", txt), txt
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,8 @@ def test_labels_follow_first_appearance_or_given_names() -> None:
     assert mapping == {"SPEAKER_01": "SPEAKER_00", "SPEAKER_02": "SPEAKER_01"}
     named, _ = relabel(senko, {"SPEAKER_02": "Ana"})
     assert [t.speaker for t in named] == ["SPEAKER_00", "Ana", "Ana"]
+    first_named, _ = relabel(senko, {"SPEAKER_01": "Ana"})  # the others numbered from 00
+    assert [t.speaker for t in first_named] == ["Ana", "SPEAKER_00", "SPEAKER_00"]
 
 
 def test_options_diarization_and_hints() -> None:

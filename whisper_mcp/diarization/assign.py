@@ -31,13 +31,17 @@ def speaker_label(index: int) -> str:
 def relabel(turns: Sequence[Turn], names: dict[str, str] | None = None) -> tuple[list[Turn], dict[str, str]]:
     """Turns in start order with speakers renamed SPEAKER_00, SPEAKER_01, ... in
     order of first appearance (``names`` maps a diarizer's label to a given name
-    instead); and the mapping used, diarizer label -> new label."""
+    instead, and the others are numbered among themselves); and the mapping
+    used, diarizer label -> new label."""
     ordered = sorted(turns, key=lambda t: (t.start, t.end))
     mapping: dict[str, str] = {}
+    unnamed = 0
     for turn in ordered:
         if turn.speaker not in mapping:
             given = (names or {}).get(turn.speaker)
-            mapping[turn.speaker] = given if given is not None else speaker_label(len(mapping))
+            if given is None:
+                given, unnamed = speaker_label(unnamed), unnamed + 1
+            mapping[turn.speaker] = given
     return [replace(t, speaker=mapping[t.speaker]) for t in ordered], mapping
 
 
