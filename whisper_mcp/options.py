@@ -46,20 +46,33 @@ class TranscribeOptions:
     # Words or names to bias decoding toward; engines without it refuse it
     # (check_engine_options).
     hotwords: str | None = None
+    # Known speakers (diarize only): (given name, SHA-256 of the reference
+    # recording stored with the job), so the cache key tells references apart.
+    known_speakers: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> str:
         """Canonical form: stored with the job and part of the transcript cache key.
-        Without diarization its fields are left out, so the form (and the cache
-        key) of every other job is what it was before they existed."""
+        Fields added since the first release are left out while they hold their
+        defaults, so the form (and the cache key) of a job that does not use
+        them is what it was before they existed: transcripts cached by an
+        earlier release are still found after an upgrade."""
         data = asdict(self)
-        if not self.diarize:
-            for name in ("diarize", *SPEAKER_HINTS):
+        for name in _LATER_FIELDS:
+            if data[name] == _DEFAULTS[name]:
                 del data[name]
         return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> TranscribeOptions:
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        if "known_speakers" in data:  # JSON lists back to the hashable tuples
+            data["known_speakers"] = tuple((str(n), str(h)) for n, h in data["known_speakers"])
+        return cls(**data)
+
+
+# Everything after word_timestamps came after the first release's options.
+_LATER_FIELDS = ("diarize", *SPEAKER_HINTS, "vad_filter", "hotwords", "known_speakers")
+_DEFAULTS = asdict(TranscribeOptions())
 
 
 def temperatures(options: TranscribeOptions) -> tuple[float, ...]:

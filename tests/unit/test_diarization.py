@@ -4,6 +4,8 @@ real model is tested in tests/e2e/test_diarization_e2e.py."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import httpx
 import pytest
 
@@ -51,6 +53,27 @@ def test_segments_split_where_the_speaker_changes() -> None:
     assert speaker_turns(out)[0] == {"speaker": "A", "start": 0.5, "end": 1.8, "text": "Hello there."}
 
 
+def test_pieces_keep_the_decoder_figures_of_their_segment() -> None:
+    segment = Segment(
+        0,
+        0.5,
+        3.0,
+        "Hello there. Hi!",
+        words((" Hello", 0.5, 1.0), (" there.", 1.0, 1.8), (" Hi!", 2.2, 3.0)),
+        seek=0,
+        tokens=[1, 2, 3],
+        avg_logprob=-0.2,
+        no_speech_prob=0.01,
+    )
+    split = assign_speakers([segment], TURNS, keep_words=False)
+    assert [(s.speaker, s.seek, s.tokens, s.avg_logprob, s.no_speech_prob) for s in split] == [
+        ("A", 0, None, -0.2, 0.01),
+        ("B", 0, None, -0.2, 0.01),
+    ]
+    whole = assign_speakers([replace(segment, words=segment.words[:2], end=1.8)], TURNS, keep_words=False)
+    assert [(s.speaker, s.tokens) for s in whole] == [("A", [1, 2, 3])]
+
+
 def test_a_segment_without_words_takes_the_speaker_of_its_span() -> None:
     out = assign_speakers([Segment(0, 2.1, 3.9, "Hi", None)], TURNS, keep_words=False)
     assert [(s.speaker, s.text) for s in out] == [("B", "Hi")]
@@ -63,6 +86,8 @@ def test_labels_follow_first_appearance_or_given_names() -> None:
     assert mapping == {"SPEAKER_01": "SPEAKER_00", "SPEAKER_02": "SPEAKER_01"}
     named, _ = relabel(senko, {"SPEAKER_02": "Ana"})
     assert [t.speaker for t in named] == ["SPEAKER_00", "Ana", "Ana"]
+    first_named, _ = relabel(senko, {"SPEAKER_01": "Ana"})  # the others numbered from 00
+    assert [t.speaker for t in first_named] == ["Ana", "SPEAKER_00", "SPEAKER_00"]
 
 
 def test_options_diarization_and_hints() -> None:

@@ -203,7 +203,7 @@ def test_unknown_model_and_bad_options(api: OpenAI, server: InProcessServer) -> 
             known_speaker_names=["Ana"],
             known_speaker_references=["data:audio/wav;base64,AAAA"],
         )
-    assert "known_speaker_names and known_speaker_references are not supported" in err.value.message
+    assert "known_speaker_references[0] (Ana) is not audio this server can read" in err.value.message
 
     with open(SPEECH, "rb") as f, pytest.raises(openai.BadRequestError) as err:
         api.audio.transcriptions.create(model="tiny.en", file=f, language="de")

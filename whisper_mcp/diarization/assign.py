@@ -31,13 +31,17 @@ def speaker_label(index: int) -> str:
 def relabel(turns: Sequence[Turn], names: dict[str, str] | None = None) -> tuple[list[Turn], dict[str, str]]:
     """Turns in start order with speakers renamed SPEAKER_00, SPEAKER_01, ... in
     order of first appearance (``names`` maps a diarizer's label to a given name
-    instead); and the mapping used, diarizer label -> new label."""
+    instead, and the others are numbered among themselves); and the mapping
+    used, diarizer label -> new label."""
     ordered = sorted(turns, key=lambda t: (t.start, t.end))
     mapping: dict[str, str] = {}
+    unnamed = 0
     for turn in ordered:
         if turn.speaker not in mapping:
             given = (names or {}).get(turn.speaker)
-            mapping[turn.speaker] = given if given is not None else speaker_label(len(mapping))
+            if given is None:
+                given, unnamed = speaker_label(unnamed), unnamed + 1
+            mapping[turn.speaker] = given
     return [replace(t, speaker=mapping[t.speaker]) for t in ordered], mapping
 
 
@@ -60,19 +64,19 @@ def speaker_at(turns: Sequence[Turn], start: float, end: float) -> str | None:
     return None if nearest is None else nearest[1]
 
 
-def _piece(parent: Segment, index: int, words: list[Word], speaker: str | None, keep_words: bool) -> Segment:
-    """Part of ``parent``: it keeps the window's decoder figures (seek,
-    temperature, confidences), and its tokens only when it is the whole."""
-    whole = len(words) == len(parent.words or ())
+def _piece(segment: Segment, index: int, words: list[Word], speaker: str | None, keep_words: bool) -> Segment:
+    """Part of ``segment``: its decoder figures are the whole window's, kept;
+    its token ids only while the piece is the whole segment."""
+    whole = segment.words is not None and len(words) == len(segment.words)
     return replace(
-        parent,
+        segment,
         id=index,
         start=words[0].start,
         end=max(words[0].start, words[-1].end),
         text="".join(w.word for w in words).strip(),
         words=list(words) if keep_words else None,
+        tokens=segment.tokens if whole else None,
         speaker=speaker,
-        tokens=parent.tokens if whole else None,
     )
 
 

@@ -152,6 +152,8 @@ class SenkoDiarizer:
             if not vad:
                 return None
             subsegments = model._generate_subsegments(vad, None)
+            if not len(subsegments):  # speech too short to embed
+                return None
             features, frames, offsets, dim = model._extract_fbank_features(audio, subsegments)
             embeddings = model._generate_embeddings(features, frames, [int(o) for o in offsets], dim)
         return np.asarray(embeddings).mean(axis=0)

@@ -9,7 +9,7 @@ model, and listed with the loaded models.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from whisper_mcp.diarization import DIARIZER_NAME, DIARIZER_SOURCE
 from whisper_mcp.diarization.assign import assign_speakers, relabel
+from whisper_mcp.diarization.naming import Naming, match, report
 from whisper_mcp.engines.audio import decode_audio
 from whisper_mcp.engines.base import AudioInput, ProgressCallback, Transcription
 from whisper_mcp.models.registry import ModelInfo
@@ -75,21 +76,21 @@ def diarize(
     audio: AudioInput,
     options: TranscribeOptions,
     on_progress: Callable[[float], None] | None,
-    names: dict[str, np.ndarray] | None = None,
+    known_speakers: Sequence[tuple[str, AudioInput]] = (),
 ) -> Transcription:
     """``transcription`` with a speaker on every segment, split where it changes,
-    and the turns and speaker count beside them. ``names``: a given name per
-    known speaker's embedding, matched to the clusters (``naming.match``)."""
+    and the turns and speaker count beside them. ``known_speakers``: (given
+    name, a recording of that voice alone); each name goes to the cluster its
+    voice matches (``naming.match``), and the result lists how each fared."""
     from whisper_mcp.diarization.senko import SpeakerHints
 
     hints = SpeakerHints(options.num_speakers, options.min_speakers, options.max_speakers)
+    # The references first: a reference that cannot be read fails the job
+    # before the longer diarization runs.
+    references = {name: diarizer.embed(samples(reference)) for name, reference in known_speakers}
     result = diarizer.diarize(samples(audio), hints, on_progress)
-    given: dict[str, str] = {}
-    if names:
-        from whisper_mcp.diarization.naming import match
-
-        given = match(result.centroids, names)
-    turns, _mapping = relabel(result.turns, given)
+    naming = match(result.centroids, references) if references else Naming()
+    turns, _mapping = relabel(result.turns, naming.names)
     segments = assign_speakers(transcription.segments, turns, keep_words=options.word_timestamps)
     speakers = sorted({t.speaker for t in turns}, key=[t.speaker for t in turns].index)
     extra: dict[str, Any] = {
@@ -97,6 +98,10 @@ def diarize(
         "num_speakers": len(speakers),
         "turns": [{"speaker": t.speaker, "start": t.start, "end": t.end} for t in turns],
     }
-    if result.notes:
-        extra["diarization_notes"] = result.notes
+    notes = list(result.notes)
+    if references:
+        extra["known_speakers"], unmatched = report(naming)
+        notes += unmatched
+    if notes:
+        extra["diarization_notes"] = notes
     return replace(transcription, segments=segments, diarization=extra)

@@ -100,6 +100,8 @@ class BatchItem:
     duration_hint: float = 0.0
     on_progress: ProgressCallback | None = None
     on_segments: SegmentCallback | None = None
+    # Diarized jobs naming known speakers: (name, a recording of that voice alone).
+    known_speakers: tuple[tuple[str, AudioInput], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,7 @@ class WhisperEngine:
         on_progress: ProgressCallback | None = None,
         duration_hint: float = 0.0,
         on_segments: SegmentCallback | None = None,
+        known_speakers: Sequence[tuple[str, AudioInput]] = (),
     ) -> Transcription:
         """Blocking. ``audio`` is a file (decoded here, in a stream where the
         engine allows; ``InvalidAudio`` if it cannot be) or samples;
@@ -178,13 +179,14 @@ class WhisperEngine:
         exception it raises (e.g. a cancel) stops decoding there.
         ``on_segments`` gets each window's new segments as soon as they are
         decoded (ctranslate2: each segment). With ``options.diarize`` the
-        speakers are found next (``_diarize``)."""
+        speakers are found next (``_diarize``), named after ``known_speakers``
+        (name, a recording of that voice) where their voices match."""
         words, diarizing = diarization.split_progress(on_progress, options)
         with self.pool.use(model) as loaded:
             result = self.backend.transcribe(
                 loaded, audio, diarization.transcription_options(options), words, duration_hint, on_segments
             )
-        return self._diarize(result, audio, options, diarizing)
+        return self._diarize(result, audio, options, diarizing, known_speakers)
 
     def _diarize(
         self,
@@ -192,11 +194,12 @@ class WhisperEngine:
         audio: AudioInput,
         options: TranscribeOptions,
         on_progress: ProgressCallback | None,
+        known_speakers: Sequence[tuple[str, AudioInput]] = (),
     ) -> Transcription:
         if not options.diarize:
             return result
         with self.pool.use(diarization.DIARIZER) as diarizer:
-            return diarization.diarize(diarizer, result, audio, options, on_progress)
+            return diarization.diarize(diarizer, result, audio, options, on_progress, known_speakers)
 
     def transcribe_batch(
         self, items: Sequence[BatchItem], model: ModelInfo, options: TranscribeOptions
@@ -231,7 +234,7 @@ class WhisperEngine:
                 diarized.append(
                     outcome
                     if isinstance(outcome, Exception)
-                    else self._diarize(outcome, item.audio, options, diarizing)
+                    else self._diarize(outcome, item.audio, options, diarizing, item.known_speakers)
                 )
             except Exception as exc:  # a cancel during diarization, audio that would not decode
                 diarized.append(exc)

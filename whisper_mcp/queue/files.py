@@ -5,6 +5,8 @@ Layout::
     jobs.sqlite3          the job store
     incoming/             uploads being received (removed if not accepted)
     audio/<key>           accepted audio, until its job ends
+    speakers/<key>.<n>.wav  known speakers' reference recordings of a job
+                          (16 kHz mono WAV), kept and removed with its audio
     uploads/<key>         chunked uploads being assembled
     results/<key>.json    transcript with segments, written atomically
     partial/<key>.<n>.json  segments decoded so far by attempt n of a running
@@ -90,7 +92,16 @@ class FileStore:
         self.results_dir = self.root / "results"
         self.uploads_dir = self.root / "uploads"
         self.partial_dir = self.root / "partial"
-        for d in (self.root, self.incoming, self.audio_dir, self.results_dir, self.uploads_dir, self.partial_dir):
+        self.speakers_dir = self.root / "speakers"
+        for d in (
+            self.root,
+            self.incoming,
+            self.audio_dir,
+            self.results_dir,
+            self.uploads_dir,
+            self.partial_dir,
+            self.speakers_dir,
+        ):
             d.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -132,6 +143,21 @@ class FileStore:
 
     def discard(self, path: Path) -> None:
         path.unlink(missing_ok=True)
+
+    def reference_path(self, key: str, index: int) -> Path:
+        return self.speakers_dir / f"{self._checked(key)}.{int(index)}.wav"
+
+    def write_references(self, key: str, recordings: list[bytes]) -> None:
+        """A job's known speakers' recordings, durably, before the job is stored
+        (``discard_audio`` removes them with its audio)."""
+        for index, data in enumerate(recordings):
+            write_atomic(self.reference_path(key, index), data)
+
+    def discard_audio(self, key: str) -> None:
+        """A job's audio and its known speakers' recordings."""
+        self.discard(self.audio_path(key))
+        for path in self.speakers_dir.glob(f"{self._checked(key)}.*"):
+            path.unlink(missing_ok=True)
 
     def write_result(self, key: str, result: dict[str, object], min_free_bytes: int = 0) -> None:
         """Write a transcript atomically; ``InsufficientStorage`` (nothing
@@ -176,13 +202,14 @@ class FileStore:
         return self.result_path(key).exists()
 
     def remove_unowned(self, folder: Path, owned: set[str], grace_seconds: float = 0.0) -> None:
-        """Remove entries of ``folder`` (audio/, incoming/) not in ``owned``
-        and untouched for ``grace_seconds``: litter of processes that died
+        """Remove entries of ``folder`` (audio/, speakers/, incoming/) whose
+        name up to the first dot is not in ``owned``, and untouched for
+        ``grace_seconds``: litter of processes that died
         (an upload half-received, audio whose job never got stored). With a
         grace, files another replica is writing right now are left alone."""
         cutoff = time.time() - grace_seconds
         for path in folder.iterdir():
-            if path.name in owned:
+            if path.name.split(".", 1)[0] in owned:
                 continue
             try:
                 if grace_seconds and path.lstat().st_mtime > cutoff:

@@ -109,10 +109,14 @@ class JobQueue:
 
     # -- enqueue ----------------------------------------------------------
 
-    def enqueue(self, upload: StoredUpload, request: JobRequest, *, use_cache: bool = True) -> Job:
-        """Store a job for ``upload`` (consumed on success). A transcript already
-        made from the same audio, model, options and engine is reused: the job
-        is stored completed. Raises ``DuplicateJob`` if the id is taken."""
+    def enqueue(
+        self, upload: StoredUpload, request: JobRequest, *, use_cache: bool = True, references: Sequence[bytes] = ()
+    ) -> Job:
+        """Store a job for ``upload`` (consumed on success), with its known
+        speakers' ``references`` (recordings, in the order of
+        ``request.options.known_speakers``). A transcript already made from the
+        same audio, model, options and engine is reused: the job is stored
+        completed. Raises ``DuplicateJob`` if the id is taken."""
         earlier = (
             self._store.find_completed(request.audio_sha256, request.model, request.options, request.engine)
             if use_cache
@@ -127,12 +131,13 @@ class JobQueue:
                 self.files.discard(self.files.result_path(request.key))
                 raise
         else:
-            # Audio lands in place first: a queued job always has its file.
-            audio = self.files.accept(upload, request.key)
+            # Audio lands in place first: a queued job always has its files.
             try:
+                self.files.write_references(request.key, list(references))
+                self.files.accept(upload, request.key)
                 job = self._store.add(request, time.time())
             except BaseException:
-                self.files.discard(audio)
+                self.files.discard_audio(request.key)
                 raise
             # Logged before anyone is told, so "queued" always precedes "started".
             job_event(
@@ -291,7 +296,7 @@ class JobQueue:
         with self._lock:
             self._running.pop(job.job_id, None)
         if status == JobStatus.CANCELLED.value and self._delete_audio:
-            self.files.discard(self.files.audio_path(job.key))
+            self.files.discard_audio(job.key)
         self._changed(job.job_id)
         return status
 
@@ -345,7 +350,7 @@ class JobQueue:
         if status != "lost":
             self.files.discard_partial(job.key)
         if self._delete_audio and status != "lost":
-            self.files.discard(self.files.audio_path(job.key))
+            self.files.discard_audio(job.key)
         if status == "lost":
             log.warning("job %s: another replica holds it now; this run's outcome is dropped", job.job_id)
         self._changed(job.job_id)
@@ -359,7 +364,7 @@ class JobQueue:
         (``"requested"``); None if it had ended."""
         job = self._store.get(job_id)
         if job is not None and job.status is JobStatus.QUEUED and self._store.cancel_queued(job_id, time.time()):
-            self.files.discard(self.files.audio_path(job.key))
+            self.files.discard_audio(job.key)
             self._changed(job_id)
             return JobStatus.CANCELLED.value
         if self._store.request_cancel(job_id):  # queued a moment ago, started since
@@ -385,6 +390,7 @@ class JobQueue:
             # Audio of ended jobs, or of uploads that died before their job was stored.
             live = self._store.active_keys()
             self.files.remove_unowned(self.files.audio_dir, live, grace)
+            self.files.remove_unowned(self.files.speakers_dir, live, grace)
         self.files.remove_unowned(self.files.incoming, set(), grace)
         return again
 
@@ -414,7 +420,7 @@ class JobQueue:
                 continue  # settled by another replica meanwhile
             self.files.discard_partial(job.key)
             if self._delete_audio:
-                self.files.discard(self.files.audio_path(job.key))
+                self.files.discard_audio(job.key)
             self._changed(job.job_id)
         return again
 
@@ -424,7 +430,7 @@ class JobQueue:
         for key in keys:
             self.files.discard_partial(key)
             self.files.discard(self.files.result_path(key))
-            self.files.discard(self.files.audio_path(key))
+            self.files.discard_audio(key)
         return len(keys)
 
     # -- callbacks --------------------------------------------------------

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,12 +21,20 @@ from anyio import to_thread
 
 from whisper_mcp.config import Settings
 from whisper_mcp.diarization import DIARIZER_NAME
+from whisper_mcp.diarization.references import KnownSpeaker, read_reference
 from whisper_mcp.engines.audio import probe_audio
 from whisper_mcp.engines.base import Engine
 from whisper_mcp.errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady
 from whisper_mcp.formats import FORMATS, render
 from whisper_mcp.logs import job_event
-from whisper_mcp.options import PRIORITY_NAMES, check_engine_options, parse_bool, parse_options, parse_priority
+from whisper_mcp.options import (
+    PRIORITY_NAMES,
+    TranscribeOptions,
+    check_engine_options,
+    parse_bool,
+    parse_options,
+    parse_priority,
+)
 from whisper_mcp.queue.files import IncomingFile, StoredUpload, new_key
 from whisper_mcp.queue.jobs import FINISHED_STATUSES, JOB_ID, DuplicateJob, Job, JobRequest, JobStatus
 from whisper_mcp.queue.manager import JobQueue
@@ -84,9 +92,14 @@ class Submission:
     num_speakers: int | str | None = None
     min_speakers: int | str | None = None
     max_speakers: int | str | None = None
+    # Known speakers to name (diarize only): (name, audio data URL), checked
+    # by ``diarization.references.pair``.
+    known_speakers: Sequence[tuple[str, str]] | None = None
 
 
-SUBMISSION_FIELDS = tuple(f.name for f in fields(Submission))
+# The fields transports take by name (forms, tool arguments); known speakers
+# come as OpenAI's paired fields, on /v1 only.
+SUBMISSION_FIELDS = tuple(f.name for f in fields(Submission) if f.name != "known_speakers")
 
 
 class TranscriptionService:
@@ -176,7 +189,7 @@ class TranscriptionService:
         ``from_url``: the upload came to the one-time URL that reserved its job id.
         """
         try:
-            request = await self._validate(upload, submission)
+            request, speakers = await self._validate(upload, submission)
             if submission.job_id and not from_url and await self.uploads.url_for_job(submission.job_id) is not None:
                 raise Conflict(
                     f"job_id {submission.job_id!r} is reserved by a one-time upload URL (create_upload_url) "
@@ -184,7 +197,10 @@ class TranscriptionService:
                 )
             try:
                 use_cache = submission.cache is None or parse_bool("cache", submission.cache)
-                job = await to_thread.run_sync(lambda: self.queue.enqueue(upload, request, use_cache=use_cache))
+                references = [s.wav for s in speakers]
+                job = await to_thread.run_sync(
+                    lambda: self.queue.enqueue(upload, request, use_cache=use_cache, references=references)
+                )
             except DuplicateJob as dup:
                 if dup.existing.audio_sha256 != upload.sha256:
                     raise Conflict(
@@ -323,6 +339,8 @@ class TranscriptionService:
             vad_default=self.settings.vad_filter,
         )
         check_engine_options(options, self.engine.engine)
+        if sub.known_speakers and not options.diarize:
+            raise InvalidInput("known speakers apply to diarized transcriptions only; set diarize or leave them out.")
         return JobRequest(
             job_id=sub.job_id or new_key(),
             key=new_key(),
@@ -342,13 +360,26 @@ class TranscriptionService:
         if request.callback_url is not None:
             await self.callbacks.vet(request.callback_url)
 
-    async def _validate(self, upload: StoredUpload, sub: Submission) -> JobRequest:
+    async def _validate(self, upload: StoredUpload, sub: Submission) -> tuple[JobRequest, list[KnownSpeaker]]:
+        """The job to store, and the known speakers' recordings to store with it."""
         request = self._check_submission(sub)
         await self._vet_callback(request)
         if upload.size == 0:
             raise InvalidAudio("The uploaded file is empty (0 bytes). Send a WAV, MP3, FLAC, Ogg/Opus or M4A file.")
+        speakers = [
+            await to_thread.run_sync(read_reference, i, name, url)
+            for i, (name, url) in enumerate(sub.known_speakers or ())
+        ]
         info = await to_thread.run_sync(probe_audio, upload.path, self.settings.max_audio_seconds)
-        return replace(request, audio_sha256=upload.sha256, audio_bytes=upload.size, duration=round(info.duration, 3))
+        options = replace(request.options, known_speakers=tuple((s.name, s.sha256) for s in speakers))
+        request = replace(
+            request,
+            audio_sha256=upload.sha256,
+            audio_bytes=upload.size,
+            duration=round(info.duration, 3),
+            options=options,
+        )
+        return request, speakers
 
     # -- changing ---------------------------------------------------------
 
@@ -578,6 +609,15 @@ class TranscriptionService:
         }
 
 
+def _chosen(options: TranscribeOptions) -> dict[str, Any]:
+    """A job's options beyond the defaults (language is shown on its own);
+    known speakers by name."""
+    chosen = {k: v for k, v in asdict(options).items() if v is not None and v is not False and k != "language"}
+    if chosen.pop("known_speakers", None):
+        chosen["known_speakers"] = [name for name, _sha in options.known_speakers]
+    return chosen
+
+
 def _record(job: Job) -> dict[str, Any]:
     record: dict[str, Any] = {
         "job_id": job.job_id,
@@ -590,9 +630,7 @@ def _record(job: Job) -> dict[str, Any]:
         "language": job.detected_language or job.options.language,
         "priority": PRIORITY_NAMES[job.priority],
         # What was chosen beyond the defaults (language is shown above).
-        "options": {
-            k: v for k, v in asdict(job.options).items() if v is not None and v is not False and k != "language"
-        },
+        "options": _chosen(job.options),
         "audio_seconds": job.duration,
         "created_at": job.created_at,
         "started_at": job.started_at,

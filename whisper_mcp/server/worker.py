@@ -236,8 +236,18 @@ class InferenceWorker:
         outcomes: list[Transcription | Exception]
         try:
             info = self._engine.registry.resolve(leader.model, trusted=True)  # checked at submission
+            files = self._queue.files
             items = [
-                BatchItem(self._queue.files.audio_path(job.key), job.duration, self._progress(job), self._segments(job))
+                BatchItem(
+                    files.audio_path(job.key),
+                    job.duration,
+                    self._progress(job),
+                    self._segments(job),
+                    tuple(
+                        (name, files.reference_path(job.key, i))
+                        for i, (name, _sha) in enumerate(job.options.known_speakers)
+                    ),
+                )
                 for job in jobs
             ]
             outcomes = self._engine.transcribe_batch(items, info, leader.options)

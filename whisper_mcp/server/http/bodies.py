@@ -6,7 +6,7 @@ and written off the event loop; small form fields are capped.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from anyio import to_thread
@@ -24,8 +24,9 @@ _MAX_FIELDS = 64
 SinkFactory = Callable[[], IncomingFile]
 
 
-def check_declared_length(request: Request, max_bytes: int) -> int:
-    """413 before reading when Content-Length already says too much."""
+def check_declared_length(request: Request, max_bytes: int, extra_bytes: int = 0) -> int:
+    """413 before reading when Content-Length already says too much
+    (``extra_bytes``: room for fields allowed to be larger than usual)."""
     raw = request.headers.get("content-length")
     if raw is None:
         return 0
@@ -34,12 +35,18 @@ def check_declared_length(request: Request, max_bytes: int) -> int:
     except ValueError:
         raise InvalidInput("Content-Length is not a number.") from None
     # Multipart framing adds a little; allow for it.
-    if length > max_bytes + _MAX_FIELD * 4:
+    if length > max_bytes + _MAX_FIELD * 4 + extra_bytes:
         raise PayloadTooLarge(
             f"The upload ({length // 2**20} MiB) exceeds the limit of {max_bytes // 2**20} MiB. "
             "Split the recording or ask the operator to raise --max-upload-mb."
         )
     return length
+
+
+def large_fields_bytes(large_fields: Mapping[str, int] | None, count: int = 4) -> int:
+    """The room a body gets for ``count`` values of the largest large field
+    (the form's other fields stay within the usual allowance)."""
+    return count * max((large_fields or {}).values(), default=0)
 
 
 class _Batcher:
@@ -108,13 +115,16 @@ async def read_multipart(
     wanted: Collection[str] = (),
     *,
     max_bytes: int | None = None,
+    large_fields: Mapping[str, int] | None = None,
 ) -> FormUpload:
     """Parse multipart/form-data; the part named ``file_field`` streams into a sink,
     the ``wanted`` plain fields are kept, and any other part is skipped.
 
     ``max_bytes`` bounds the whole body, skipped parts included (the sink
     bounds the file alone), with the same allowance for framing and fields
-    as ``check_declared_length``."""
+    as ``check_declared_length``. ``large_fields``: wanted fields allowed
+    more than the usual 64 KiB (name -> the limit of each value); the body
+    limit grows by room for 4 of them (``large_fields_bytes``)."""
     _, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if not boundary:
@@ -168,8 +178,9 @@ async def read_multipart(
             part.batch.add(data[start:end])
         elif not part.skip:
             part.value.extend(data[start:end])
-            if len(part.value) > _MAX_FIELD:
-                raise InvalidInput(f"Form field {part.name!r} is too long (over {_MAX_FIELD // 1024} KiB).")
+            most = (large_fields or {}).get(part.name or "", _MAX_FIELD)
+            if len(part.value) > most:
+                raise InvalidInput(f"Form field {part.name!r} is too long (over {most // 1024} KiB).")
 
     def on_part_end() -> None:
         part = current[0]
@@ -193,7 +204,7 @@ async def read_multipart(
             "on_end": on_end,
         },
     )
-    limit = None if max_bytes is None else max_bytes + _MAX_FIELD * 4
+    limit = None if max_bytes is None else max_bytes + _MAX_FIELD * 4 + large_fields_bytes(large_fields)
     received = 0
     try:
         async for chunk in request.stream():

@@ -6,25 +6,27 @@ from __future__ import annotations
 import string
 from typing import Any
 
+from whisper_mcp.diarization.references import MAX_REFERENCE_FIELD_BYTES, pair
 from whisper_mcp.errors import InvalidInput
 
 # The multipart fields OpenAI's SDKs send for known speakers (repeated "name[]").
-KNOWN_SPEAKER_FIELDS = (
-    "known_speaker_names[]",
-    "known_speaker_names",
-    "known_speaker_references[]",
-    "known_speaker_references",
-)
+_NAME_FIELDS = ("known_speaker_names[]", "known_speaker_names")
+_REFERENCE_FIELDS = ("known_speaker_references[]", "known_speaker_references")
+KNOWN_SPEAKER_FIELDS = _NAME_FIELDS + _REFERENCE_FIELDS
+# References are base64 audio: larger than other form fields.
+LARGE_FIELDS = dict.fromkeys(_REFERENCE_FIELDS, MAX_REFERENCE_FIELD_BYTES)
 
 
-def check_known_speakers(repeated: dict[str, list[str]]) -> None:
-    """Known speakers are not matched yet: refuse them rather than ignore them."""
-    given = [name.rstrip("[]") for name in KNOWN_SPEAKER_FIELDS if repeated.get(name)]
-    if given:
+def known_speakers(repeated: dict[str, list[str]], diarized: bool) -> list[tuple[str, str]]:
+    """(name, reference data URL) per known speaker, checked (``references.pair``);
+    they apply to ``diarized_json`` only."""
+    names = [v for field in _NAME_FIELDS for v in repeated.get(field, [])]
+    references = [v for field in _REFERENCE_FIELDS for v in repeated.get(field, [])]
+    if (names or references) and not diarized:
         raise InvalidInput(
-            f"{' and '.join(dict.fromkeys(given))} are not supported by this server yet: leave them out, and "
-            "speakers are labelled A, B, ... in order of first appearance."
+            "known_speaker_names and known_speaker_references apply with response_format=diarized_json only."
         )
+    return pair(names, references)
 
 
 def speaker_letter(index: int) -> str:
@@ -40,14 +42,22 @@ def speaker_letter(index: int) -> str:
 
 def diarized_json(result: dict[str, Any]) -> dict[str, Any]:
     """``{task, duration, text, segments: [{id, start, end, speaker, text, type}], usage}``;
-    speakers SPEAKER_00, SPEAKER_01, ... become A, B, ... as OpenAI labels them."""
-    order: dict[str, str] = {}
+    known speakers keep their given names, and the others, SPEAKER_00,
+    SPEAKER_01, ..., become A, B, ... as OpenAI labels them."""
+    order = {str(k["name"]): str(k["name"]) for k in result.get("known_speakers") or [] if k.get("matched")}
+    letters = 0
+
+    def label_of(speaker: str) -> str:
+        nonlocal letters
+        if speaker not in order:
+            order[speaker], letters = speaker_letter(letters), letters + 1
+        return order[speaker]
+
     for speaker in result.get("speakers") or []:
-        order.setdefault(str(speaker), speaker_letter(len(order)))
+        label_of(str(speaker))
     segments = []
     for i, s in enumerate(result.get("segments") or []):
-        speaker = str(s.get("speaker") or "")
-        label = order.setdefault(speaker, speaker_letter(len(order)))
+        label = label_of(str(s.get("speaker") or ""))
         segments.append(
             {
                 "id": f"seg_{i:03d}",

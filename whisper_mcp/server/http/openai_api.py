@@ -37,8 +37,8 @@ from whisper_mcp.errors import (
 )
 from whisper_mcp.languages import LANGUAGES
 from whisper_mcp.queue.jobs import FINISHED_STATUSES, JobStatus
-from whisper_mcp.server.http.bodies import check_declared_length, read_multipart
-from whisper_mcp.server.http.diarized import KNOWN_SPEAKER_FIELDS, check_known_speakers, diarized_json
+from whisper_mcp.server.http.bodies import check_declared_length, large_fields_bytes, read_multipart
+from whisper_mcp.server.http.diarized import KNOWN_SPEAKER_FIELDS, LARGE_FIELDS, diarized_json, known_speakers
 from whisper_mcp.server.http.sse import KEEPALIVE, EventStream, event
 from whisper_mcp.server.service import Submission, TranscriptionService, join_text
 
@@ -308,7 +308,7 @@ def routes(service: TranscriptionService) -> list[Route]:
             raise InvalidInput(
                 "Send the audio as multipart/form-data with the file in a field named 'file', as the OpenAI SDKs do."
             )
-        expected = check_declared_length(request, service.max_upload_bytes)
+        expected = check_declared_length(request, service.max_upload_bytes, large_fields_bytes(LARGE_FIELDS))
         await service.check_space(expected)
         form = await read_multipart(
             request,
@@ -316,6 +316,7 @@ def routes(service: TranscriptionService) -> list[Route]:
             service.new_sink,
             _FIELDS + _GRANULARITY_FIELDS + KNOWN_SPEAKER_FIELDS + _EXTENSION_FIELDS,
             max_bytes=service.max_upload_bytes,
+            large_fields=LARGE_FIELDS,
         )
         if form.file is None:
             raise _BadParam("file", "No file received: put the audio in a multipart field named 'file'.", "missing")
@@ -340,8 +341,8 @@ def routes(service: TranscriptionService) -> list[Route]:
                 word_timestamps="word" in granularities,
                 diarize=fmt == "diarized_json",
                 **{name: fields.get(name) for name in _EXTENSION_FIELDS},
+                known_speakers=known_speakers(form.repeated, fmt == "diarized_json"),
             )
-            check_known_speakers(form.repeated)
         except BaseException:
             await service.discard(form.file)
             raise
