@@ -108,6 +108,13 @@ class FormUpload:
     repeated: dict[str, list[str]] = field(default_factory=dict)  # every value, in order
 
 
+def _too_large(max_bytes: int | None) -> str:
+    return (
+        f"The request body exceeds the upload limit of {(max_bytes or 0) // 2**20} MiB (every byte "
+        "counts, form fields too). Split the recording or ask the operator to raise --max-upload-mb."
+    )
+
+
 async def read_multipart(
     request: Request,
     file_field: str,
@@ -123,8 +130,9 @@ async def read_multipart(
     ``max_bytes`` bounds the whole body, skipped parts included (the sink
     bounds the file alone), with the same allowance for framing and fields
     as ``check_declared_length``. ``large_fields``: wanted fields allowed
-    more than the usual 64 KiB (name -> the limit of each value); the body
-    limit grows by room for 4 of them (``large_fields_bytes``)."""
+    more than the usual 64 KiB (name -> the limit of each value); their bytes
+    count against room for 4 of them (``large_fields_bytes``), never against
+    the room of the rest, so no other field can use that room."""
     _, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if not boundary:
@@ -138,6 +146,7 @@ async def read_multipart(
     current: list[_Part] = []
     file_part: list[_Part] = []
     ended: list[bool] = []
+    large = [0]  # bytes kept for large_fields
 
     def on_part_begin() -> None:
         current[:] = [_Part()]
@@ -178,6 +187,8 @@ async def read_multipart(
             part.batch.add(data[start:end])
         elif not part.skip:
             part.value.extend(data[start:end])
+            if large_fields and part.name in large_fields:
+                large[0] += end - start
             most = (large_fields or {}).get(part.name or "", _MAX_FIELD)
             if len(part.value) > most:
                 raise InvalidInput(f"Form field {part.name!r} is too long (over {most // 1024} KiB).")
@@ -204,18 +215,20 @@ async def read_multipart(
             "on_end": on_end,
         },
     )
-    limit = None if max_bytes is None else max_bytes + _MAX_FIELD * 4 + large_fields_bytes(large_fields)
+    limit = None if max_bytes is None else max_bytes + _MAX_FIELD * 4
+    large_limit = large_fields_bytes(large_fields)
     received = 0
     try:
         async for chunk in request.stream():
             if chunk:
                 received += len(chunk)
-                if limit is not None and received > limit:
-                    raise PayloadTooLarge(
-                        f"The request body exceeds the upload limit of {(max_bytes or 0) // 2**20} MiB (every byte "
-                        "counts, form fields too). Split the recording or ask the operator to raise --max-upload-mb."
-                    )
+                # Before parsing, the chunk counts in full unless the room for
+                # large fields could still take it; after, exactly.
+                if limit is not None and received - large[0] > limit + large_limit:
+                    raise PayloadTooLarge(_too_large(max_bytes))
                 parser.write(chunk)
+                if limit is not None and (received - large[0] > limit or large[0] > large_limit):
+                    raise PayloadTooLarge(_too_large(max_bytes))
                 if file_part and file_part[0].batch is not None and file_part[0].batch.full:
                     await file_part[0].batch.flush()
         parser.finalize()
