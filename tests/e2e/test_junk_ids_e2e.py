@@ -30,7 +30,7 @@ async def send_junk(url: str, count: int) -> None:
     async with Client(f"{url}/mcp") as mcp:
         for _ in range(count):
             junk = uuid.uuid4().hex * (ID_BYTES // 32)  # unique each time, as in the report
-            with pytest.raises(ToolError, match="upload_id"):
+            with pytest.raises(ToolError, match="No open upload"):
                 await mcp.call_tool("upload_chunk", {"upload_id": junk, "offset": 0, "data_base64": "AAAA"})
 
 
