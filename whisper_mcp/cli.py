@@ -23,6 +23,12 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     for f in fields(Settings):
         meta = f.metadata
         env = f"{ENV_PREFIX}{f.name.upper()}"
+        if "flag" in meta and meta.get("value_optional"):  # --flag alone, or --flag true|false
+            p.add_argument(
+                meta["flag"], dest=f.name, nargs="?", const=str(meta["const"]).lower(), metavar="true|false",
+                help=f"{meta['help']} (env {env})",
+            )  # fmt: skip
+            continue
         if "flag" in meta:  # a switch that sets the field to ``const``
             p.add_argument(
                 meta["flag"], dest=f.name, action="store_const", const=meta["const"],

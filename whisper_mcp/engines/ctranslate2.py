@@ -138,9 +138,10 @@ class CTranslate2Backend:
         self.threads = threads
         # VAD batching: the speech that voice-activity detection finds, cut at
         # pauses into chunks of up to 30 s, decoded batch_size chunks at a time
-        # without timestamp tokens (faster-whisper's BatchedInferencePipeline).
-        # Chunks don't see each other's text and there is no temperature
-        # fallback; each chunk is one segment (word_timestamps time the words).
+        # with timestamp tokens, so segments (subtitle cues) stay short
+        # (faster-whisper's BatchedInferencePipeline; the first batches are
+        # smaller, _ramped_pipeline). Chunks don't see each other's text and
+        # there is no temperature fallback.
         self.vad_batching = vad_batching
         self.batch_size = max(1, batch_size)
         # Short jobs share a forward pass (transcribe_batch), except with VAD
@@ -165,7 +166,7 @@ class CTranslate2Backend:
             compute_type=self.compute_type,
             cpu_threads=self.threads,
         )
-        batched = faster_whisper.BatchedInferencePipeline(model) if self.vad_batching else None
+        batched = _ramped_pipeline(faster_whisper, model) if self.vad_batching else None
         return CT2Model(model, self._bytes(info, folder), folder, batched)
 
     def folder(self, info: ModelInfo) -> Path:
@@ -244,7 +245,7 @@ class CTranslate2Backend:
             log_progress=False,
         )
         if model.batched is not None:  # its VAD runs whatever vad_filter says
-            return model.batched.transcribe(samples, batch_size=self.batch_size, without_timestamps=True, **common)
+            return model.batched.transcribe(samples, batch_size=self.batch_size, without_timestamps=False, **common)
         return whisper.transcribe(samples, condition_on_previous_text=True, vad_filter=options.vad_filter, **common)
 
     def transcribe(
@@ -353,6 +354,56 @@ def _samples(audio: AudioInput) -> np.ndarray:
 
 
 # --- packaged folders ----------------------------------------------------------
+
+
+# Chunks in each of the first forward passes of a VAD-batched file: the first
+# text arrives after one chunk, not after batch_size of them (a stream's first
+# delta, a status's partial_transcript); later passes take batch_size.
+RAMP = (1, 2, 4)
+
+
+def _ramped_pipeline(faster_whisper: Any, model: Any) -> Any:
+    """faster-whisper's BatchedInferencePipeline whose first forward passes
+    take RAMP chunks. Its segment generator (private, pinned faster-whisper
+    1.2.1) is the one loop that picks batch sizes; this is that loop with a
+    ramp, one progress bar over all chunks as before."""
+    module = importlib.import_module("faster_whisper.transcribe")  # its tqdm is progress's bar
+    Segment, Word = module.Segment, module.Word
+
+    class Ramped(faster_whisper.BatchedInferencePipeline):  # type: ignore[misc,name-defined]
+        def _batched_segments_generator(  # type: ignore[no-untyped-def]
+            self, features, tokenizer, chunks_metadata, batch_size, options, log_progress
+        ):
+            bar = module.tqdm(total=len(features), disable=not log_progress, position=0)
+            seg_idx, start = 0, 0
+            sizes = iter(RAMP)
+            while start < len(features):
+                size = min(next(sizes, batch_size), batch_size)
+                results = self.forward(
+                    features[start : start + size], tokenizer, chunks_metadata[start : start + size], options
+                )
+                start += size
+                for result in results:
+                    for segment in result:
+                        seg_idx += 1
+                        yield Segment(
+                            seek=segment["seek"],
+                            id=seg_idx,
+                            text=segment["text"],
+                            start=round(segment["start"], 3),
+                            end=round(segment["end"], 3),
+                            words=None if not options.word_timestamps else [Word(**w) for w in segment["words"]],
+                            tokens=segment["tokens"],
+                            avg_logprob=segment["avg_logprob"],
+                            no_speech_prob=segment["no_speech_prob"],
+                            compression_ratio=segment["compression_ratio"],
+                            temperature=options.temperatures[0],
+                        )
+                    bar.update(1)
+            bar.close()
+            self.last_speech_timestamp = 0.0
+
+    return Ramped(model)
 
 
 def ensure_ct2_folder(model: PackagedModel, cache_dir: Path) -> Path:
