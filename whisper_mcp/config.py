@@ -95,14 +95,14 @@ class Settings:
         help="windows per forward pass: short queued jobs with the same options (openai engine) "
         "or VAD chunks (--vad-batching); 1 = off",
     )
-    # None: on with the ctranslate2 engine (bench/ section 8: faster and, on
-    # its clips, more accurate than faster-whisper's and whisper.cpp's
-    # sequential decoding), off with openai, which has no VAD.
-    vad_batching: bool | None = _opt(
-        None,
+    # Off by default: on bench/ section 8's clips it ties sequential decoding
+    # on time and loses on accuracy over a 4-minute file (no context between
+    # chunks, no temperature fallback), though it wins on short ones.
+    vad_batching: bool = _opt(
+        False,
         help="ctranslate2 engine: decode the speech VAD finds in chunks of up to 30 s cut at pauses, "
-        "batch-size per forward pass, with timestamps (default on with ctranslate2; false decodes "
-        "30 s windows in order, each conditioned on the last, with temperature fallback)",
+        "several per forward pass, with timestamps (chunks see no earlier text and have no temperature "
+        "fallback; silence costs nothing)",
         flag="--vad-batching",
         const=True,
         value_optional=True,
@@ -164,10 +164,6 @@ class Settings:
     housekeeping_seconds: float = _opt(60.0, help="interval of expiry sweeps")
     # Stays under the 60 s tool timeout MCP clients such as Codex use by default.
     max_wait_seconds: float = _opt(50.0, help="upper bound of check_transcription_status(wait_seconds=...)")
-
-    @property
-    def uses_vad_batching(self) -> bool:
-        return self.engine == "ctranslate2" if self.vad_batching is None else self.vad_batching
 
     @property
     def max_upload_bytes(self) -> int:

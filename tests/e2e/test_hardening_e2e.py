@@ -57,11 +57,11 @@ def poll(client: httpx.Client, job_id: str, ok: object, what: str, timeout: floa
         time.sleep(0.05)
 
 
-def test_a_near_silent_file_is_skipped_by_default(tmp_path: Path) -> None:
-    """Ten minutes of near-silence with the default VAD batching: voice
-    detection finds no speech, nothing is decoded, the transcript is empty."""
+def test_a_near_silent_file_is_skipped_with_vad_batching(tmp_path: Path) -> None:
+    """Ten minutes of near-silence with VAD batching: voice detection finds no
+    speech, nothing is decoded, the transcript is empty."""
     audio = near_silence(tmp_path / "silence.wav", 600)
-    with ServerProcess(tmp_path / "storage", tmp_path / "server.log") as server:
+    with ServerProcess(tmp_path / "storage", tmp_path / "server.log", "--vad-batching") as server:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             with open(audio, "rb") as f:
                 response = client.post("/transcribe", files={"file": ("silence.wav", f)}, data={"job_id": "quiet"})
@@ -71,11 +71,11 @@ def test_a_near_silent_file_is_skipped_by_default(tmp_path: Path) -> None:
 
 
 def test_a_near_silent_file_reports_progress_and_stops_on_cancel(tmp_path: Path) -> None:
-    """Ten minutes of near-silence, decoded window by window (no VAD
-    batching): progress moves window by window, and a cancel stops the job
-    within about a window, not at the end of the file."""
+    """Ten minutes of near-silence, decoded window by window (the default):
+    progress moves window by window, and a cancel stops the job within about
+    a window, not at the end of the file."""
     audio = near_silence(tmp_path / "silence.wav", 600)
-    with ServerProcess(tmp_path / "storage", tmp_path / "server.log", "--vad-batching", "false") as server:
+    with ServerProcess(tmp_path / "storage", tmp_path / "server.log") as server:
         with httpx.Client(base_url=server.url, timeout=30) as client:
             with open(audio, "rb") as f:
                 response = client.post("/transcribe", files={"file": ("silence.wav", f)}, data={"job_id": "quiet"})

@@ -182,17 +182,14 @@ def test_the_engine_is_built_from_the_settings(monkeypatch: pytest.MonkeyPatch, 
 
 
 @pytest.mark.parametrize(
-    ("flags", "given", "used"),
+    ("flags", "used"),
     [
-        ([], None, True),  # the ctranslate2 default decodes VAD-batched
-        (["--engine", "openai"], None, False),  # openai-whisper has no VAD to batch by
-        (["--vad-batching"], True, True),  # the switch as it always was
-        (["--vad-batching", "false"], False, False),  # windows in order, with fallback
+        ([], False),  # windows in order, with temperature fallback
+        (["--vad-batching"], True),  # the switch as it always was
+        (["--vad-batching", "true"], True),
+        (["--vad-batching", "false"], False),
     ],
 )
-def test_vad_batching_is_on_by_default_with_ctranslate2(
-    served: Served, tmp_path: Path, flags: list[str], given: bool | None, used: bool
-) -> None:
+def test_vad_batching_takes_a_switch_or_a_value(served: Served, tmp_path: Path, flags: list[str], used: bool) -> None:
     assert cli.main(["serve", "--storage", str(tmp_path / "storage"), *flags]) == 0
-    assert served.settings is not None
-    assert (served.settings.vad_batching, served.settings.uses_vad_batching) == (given, used)
+    assert served.settings is not None and served.settings.vad_batching is used

@@ -245,7 +245,8 @@ class CTranslate2Backend:
             log_progress=False,
         )
         if model.batched is not None:  # its VAD runs whatever vad_filter says
-            return model.batched.transcribe(samples, batch_size=self.batch_size, without_timestamps=False, **common)
+            per_pass = self.batch_size if self._kind == "cuda" else min(self.batch_size, CPU_CHUNKS_PER_PASS)
+            return model.batched.transcribe(samples, batch_size=per_pass, without_timestamps=False, **common)
         return whisper.transcribe(samples, condition_on_previous_text=True, vad_filter=options.vad_filter, **common)
 
     def transcribe(
@@ -360,6 +361,12 @@ def _samples(audio: AudioInput) -> np.ndarray:
 # text arrives after one chunk, not after batch_size of them (a stream's first
 # delta, a status's partial_transcript); later passes take batch_size.
 RAMP = (1, 2, 4)
+# On CPU a pass takes at most this many chunks: each chunk in a pass holds the
+# encoder's attention scores (tiny.en: about 55 MB, 6 heads x 1500 x 1500
+# floats), so memory grows with the pass while the speed gain flattens (a
+# 4-minute file: 1.2x faster than windows in order at 2 chunks, 1.5x at 4,
+# but 1.1x and 1.6x the memory; bench/ section 8).
+CPU_CHUNKS_PER_PASS = 2
 
 
 def _ramped_pipeline(faster_whisper: Any, model: Any) -> Any:

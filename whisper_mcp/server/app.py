@@ -50,7 +50,7 @@ def build_engine(settings: Settings) -> Engine:
         engine=settings.engine,
         compute_type=settings.compute_type,
         batch_size=settings.batch_size,
-        vad_batching=settings.uses_vad_batching,
+        vad_batching=settings.vad_batching,
     )
 
 

@@ -601,7 +601,7 @@ class TranscriptionService:
             "device": self.engine.device,
             "engine": self.engine.engine,
             "compute_type": self.engine.compute_type,
-            "vad_batching": self.settings.uses_vad_batching,
+            "vad_batching": self.settings.vad_batching,
             "queue_size": queued,
             # The job being transcribed (the first, when a batch runs), and all of them.
             "processing": processing[0] if processing else None,
