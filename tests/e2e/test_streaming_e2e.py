@@ -40,9 +40,10 @@ def test_sdk_stream_prints_text_while_a_long_file_decodes(api: OpenAI, client: h
             deltas.append(item.delta)
         elif item.type == "transcript.text.done":
             done = item
-    # The first text came while later windows were still being decoded.
+    # The first text came in the first half of the job: less than half of the
+    # audio was decoded when it arrived (fraction decoded, not wall time).
     assert status_at_first_delta is not None and status_at_first_delta["status"] == "processing"
-    assert status_at_first_delta["progress"] < 1.0, status_at_first_delta
+    assert status_at_first_delta["progress"] < 0.5, status_at_first_delta
     assert done is not None and len(deltas) > 1
     assert "".join(deltas) == done.text
     final = client.get(f"/download/{job_id}").text
