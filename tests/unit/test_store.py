@@ -28,11 +28,6 @@ OWNER, LEASE = "replica-1", 30.0
 GONE = -1.0
 
 
-@pytest.fixture
-def files(tmp_path: Path) -> FileStore:
-    return FileStore(tmp_path / "storage")
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def reopen(request: pytest.FixtureRequest, files: FileStore) -> Callable[[], SQLJobStore]:
     """Opens a store on this test's database, as a (re)started process does:

@@ -4,10 +4,6 @@ thread, with a fake engine that records the batches it is given."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from whisper_mcp.engines.base import BATCH_MAX_SECONDS
 from whisper_mcp.options import TranscribeOptions
@@ -20,18 +16,6 @@ from whisper_mcp.server.worker import InferenceWorker
 
 from fakes import FakeEngine
 from helpers import request
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> FileStore:
-    return FileStore(tmp_path / "storage")
-
-
-@pytest.fixture
-def store(files: FileStore) -> Iterator[SQLiteJobStore]:
-    s = SQLiteJobStore(files.database)
-    yield s
-    s.close()
 
 
 def run_queue(store: SQLiteJobStore, files: FileStore, batch_size: int) -> list[list[str]]:

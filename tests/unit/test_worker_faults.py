@@ -43,18 +43,6 @@ def until(condition: Callable[[], object], what: str, timeout: float = 20.0) -> 
         time.sleep(0.01)
 
 
-@pytest.fixture
-def files(tmp_path: Path) -> FileStore:
-    return FileStore(tmp_path / "storage")
-
-
-@pytest.fixture
-def store(files: FileStore) -> Iterator[SQLiteJobStore]:
-    s = SQLiteJobStore(files.database)
-    yield s
-    s.close()
-
-
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(worker_module, "_backoff", lambda failures: 0.01)
