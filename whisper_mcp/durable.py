@@ -16,16 +16,22 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` beside ``path``, flush it to disk, rename it over ``path``."""
+def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Write ``data`` beside ``path``, flush it to disk, rename it over ``path``.
+
+    ``sync=False`` keeps the rename (a reader sees the old file or the whole
+    new one) but skips both fsyncs: for files a crash may lose, written often
+    (on a network filesystem each fsync is a round trip)."""
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:  # e.g. the disk is full: leave no partial file behind
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)

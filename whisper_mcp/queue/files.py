@@ -179,7 +179,10 @@ class FileStore:
         return self.partial_dir / f"{self._checked(key)}.{int(attempt)}.json"
 
     def write_partial(self, key: str, attempt: int, segments: list[dict[str, object]]) -> None:
-        write_atomic(self.partial_path(key, attempt), json.dumps(segments, ensure_ascii=False).encode())
+        # Rewritten after every window, and only a view: a crash loses nothing
+        # the re-run does not decode again, so no fsync (see write_atomic).
+        data = json.dumps(segments, ensure_ascii=False).encode()
+        write_atomic(self.partial_path(key, attempt), data, sync=False)
 
     def read_partial(self, key: str, attempt: int) -> list[dict[str, object]]:
         """The segments attempt ``attempt`` has decoded; while a re-run has
@@ -188,7 +191,7 @@ class FileStore:
         for n in range(int(attempt), 0, -1):
             try:
                 found = json.loads(self.partial_path(key, n).read_bytes())
-            except FileNotFoundError:
+            except (FileNotFoundError, ValueError):  # none, or torn by a crash (not fsynced)
                 continue
             if isinstance(found, list) and len(found) > len(best):
                 best = found
