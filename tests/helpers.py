@@ -28,6 +28,16 @@ FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 LONG_AUDIO = FIXTURES / "long.mp3"  # ~62 s, several 30 s decoding windows
 
+# The first message of an MCP session, sent raw (to see what a guard answers
+# before FastMCP does), and the headers the streamable HTTP transport wants.
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
+}
+MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
 __all__ = [
     "FIXTURES", "LONG_AUDIO", "ROOT", "CallbackReceiver", "InProcessServer", "ServerProcess", "free_port", "request", "submit",
     "wait_done", "wait_status", "words",

@@ -10,15 +10,7 @@ import pytest
 
 from whisper_mcp.server.http.security import allowed_hosts, host_of
 
-from helpers import FIXTURES, InProcessServer, submit, wait_done
-
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
-}
-MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+from helpers import FIXTURES, INIT, MCP_HEADERS, InProcessServer, submit, wait_done
 
 
 def test_a_rebound_host_is_refused_on_every_route(fake_server: InProcessServer, fake_client: httpx.Client) -> None:

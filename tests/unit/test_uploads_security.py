@@ -23,7 +23,7 @@ from mcp.shared.exceptions import MCPError
 
 from whisper_mcp.engines.audio import probe_audio
 
-from helpers import FIXTURES, LONG_AUDIO, InProcessServer, wait_done
+from helpers import FIXTURES, INIT, LONG_AUDIO, MCP_HEADERS, InProcessServer, wait_done
 
 TOKEN = "s3cret-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -394,16 +394,6 @@ async def test_mcp_works_with_the_token_only(secured: InProcessServer) -> None:
     with pytest.raises(MCPError, match="error response"):  # the 401 of /mcp, as the client reports it
         async with Client(f"{secured.url}/mcp") as bare:
             await bare.list_tools()
-
-
-# The first message of an MCP session: answered 200 once past the guard.
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
-}
-MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
 
 
 def test_foreign_origin_is_refused_on_mcp(secured: InProcessServer) -> None:
