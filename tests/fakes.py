@@ -63,6 +63,7 @@ class FakePool:
 class FakeEngine:
     engine = "fake"
     compute_type = "float32"
+    encoder_compute_type = "float32"
     device = "cpu"
 
     def __init__(

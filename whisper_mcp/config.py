@@ -89,6 +89,14 @@ class Settings:
         help="weights/arithmetic; default: float16 on CUDA, on CPU float32 (openai) or int8 (ctranslate2)",
         choices=COMPUTE_TYPES,
     )
+    # The int8 encoder is where int8 loses accuracy; a float32 encoder costs
+    # little time, since greedy decoding dominates (models.encoder).
+    encoder_compute_type: str = _opt(
+        "default",
+        help="the encoder's weights/arithmetic (ctranslate2): default: float32 on CPU when compute_type is int8, "
+        "else the same as compute_type; same: one model for both",
+        choices=("default", "same", *COMPUTE_TYPES[1:]),
+    )
     threads: int = _opt(0, help="inference CPU threads, 0 = one per physical core (or OMP_NUM_THREADS)")
     batch_size: int = _opt(
         8,

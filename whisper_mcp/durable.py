@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -35,3 +39,27 @@ def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
         raise
     if sync:
         fsync_dir(path.parent)
+
+
+def publish_dir(tmp: Path, target: Path, is_current: Callable[[], bool]) -> None:
+    """Rename the finished folder ``tmp`` (a sibling of ``target``) into place,
+    so that readers see a whole folder or none, even if this process dies
+    half-way or races another one. An outdated ``target`` is moved aside first
+    and removed after; if another process published first and ``is_current()``
+    says its folder will do, that one stays."""
+    parent = target.parent
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide it from other users
+    fsync_dir(tmp)
+    old = None
+    if target.exists():
+        old = parent / f".{target.name}.old-{uuid.uuid4().hex}"
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(target, old)
+    try:
+        os.rename(tmp, target)
+    except OSError:
+        if not is_current():  # another process won the race
+            raise
+    fsync_dir(parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -20,8 +20,11 @@ from whisper_mcp.models.convert import (
     encode_alignment_heads,
     ensure_checkpoint,
     find_packaged_models,
+    read_ct2_binary,
     read_ct2_variables,
+    write_ct2_binary,
 )
+from whisper_mcp.models.encoder import encoder_only, ensure_encoder_folder
 
 TINY_EN_DIMS = {
     "n_mels": 80,
@@ -195,3 +198,62 @@ def test_real_tiny_en_conversion_and_cache(tmp_path: Path) -> None:
     os.utime(config, ns=(first + 10**9, first + 10**9))
     ensure_checkpoint(packaged, cache)
     assert path.stat().st_mtime_ns != first
+
+
+def test_writer_round_trips_what_the_parser_reads(tmp_path: Path) -> None:
+    binary = read_ct2_binary(_write_parts(tmp_path, _model_bin(), []))
+    assert (binary.spec, binary.revision) == ("WhisperSpec", 3)
+    assert binary.aliases == {"alias/tied": "a/f16", "alias/chain": "alias/tied"}
+    out = tmp_path / "written.bin"
+    with open(out, "wb") as f:
+        write_ct2_binary(binary, f)
+    _check_sample(read_ct2_variables([out]))  # bf16 comes back as the float32 it was read as
+    again = read_ct2_binary([out])
+    assert again.variables["b/i16"].shape == ()  # scalars stay rank 0
+    assert again.aliases == binary.aliases
+
+
+def _whisper_like() -> bytes:
+    layer = "self_attention/linear_0/weight"
+    variables = {
+        "encoder/conv1/weight": np.ones((4, 2, 3), dtype="<f2"),
+        "encoder/layer_0/" + layer: np.full((6, 2), 2, dtype="<f2"),
+        "decoder/layer_0/" + layer: np.full((6, 2), 3, dtype="<f2"),
+        "decoder/layer_1/" + layer: np.full((6, 2), 4, dtype="<f2"),
+        "decoder/embeddings/weight": np.arange(40, dtype="<f2").reshape(20, 2),
+        "decoder/num_heads": np.array(6, dtype="<i2"),
+    }
+    body = struct.pack("<I", 6) + _string("WhisperSpec") + struct.pack("<II", 3, len(variables))
+    for name, array in variables.items():
+        body += _variable(name, array)
+    return body + struct.pack("<I", 1) + _string("decoder/projection/weight") + _string("decoder/embeddings/weight")
+
+
+def test_encoder_only_keeps_the_encoder_and_a_minimal_decoder(tmp_path: Path) -> None:
+    full = read_ct2_binary(_write_parts(tmp_path, _whisper_like(), []))
+    cut = encoder_only(full)
+    assert set(cut.variables) == set(full.variables) - {"decoder/layer_1/self_attention/linear_0/weight"}
+    for name in ("encoder/conv1/weight", "encoder/layer_0/self_attention/linear_0/weight", "decoder/num_heads"):
+        np.testing.assert_array_equal(cut.variables[name], full.variables[name])
+    np.testing.assert_array_equal(cut.variables["decoder/embeddings/weight"], np.arange(16).reshape(8, 2))
+    assert cut.aliases == {"decoder/projection/weight": "decoder/embeddings/weight"}
+    with pytest.raises(ValueError, match="not a Whisper model"):
+        encoder_only(dataclasses.replace(full, spec="TransformerSpec"))
+
+
+def test_encoder_folder_is_built_once_and_redone_when_its_source_changes(tmp_path: Path) -> None:
+    source = tmp_path / "tiny.en"
+    shutil.copytree(_tiny_en().config_path.parent, source)
+    cache = tmp_path / "cache"
+    folder = ensure_encoder_folder(source, cache)
+    assert folder.parent == cache and (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
+    variables = read_ct2_variables([folder / "model.bin"])
+    assert not any(name.startswith("decoder/layer_1/") for name in variables)
+    assert (folder / "model.bin").stat().st_size < 0.35 * (source / "model.bin").stat().st_size
+    built = (folder / "model.bin").stat().st_mtime_ns
+    assert ensure_encoder_folder(source, cache) == folder
+    assert (folder / "model.bin").stat().st_mtime_ns == built  # reused, not rebuilt
+    os.utime(source / "model.bin", ns=(built + 10**9, built + 10**9))
+    assert ensure_encoder_folder(source, cache) == folder
+    assert (folder / "model.bin").stat().st_mtime_ns != built
+    assert [p.name for p in cache.iterdir()] == [folder.name]  # no temporary or old folders left

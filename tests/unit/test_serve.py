@@ -176,6 +176,7 @@ def test_the_engine_is_built_from_the_settings(monkeypatch: pytest.MonkeyPatch, 
         "memory_budget_bytes": 500 * 2**20,
         "engine": "openai",
         "compute_type": "default",
+        "encoder_compute_type": "default",
         "batch_size": 4,
         "vad_batching": False,
     }

@@ -170,6 +170,7 @@ class Backend(Protocol):
     name: str
     device: str
     compute_type: str  # resolved: never "default"
+    encoder_compute_type: str  # the encoder's, when it differs (ctranslate2 on CPU)
     # Whether transcribe_batch() decodes several jobs in one forward pass.
     batching: bool
 
@@ -206,6 +207,7 @@ class Engine(Protocol):
 
     engine: str  # "openai" | "ctranslate2"
     compute_type: str  # resolved: never "default"
+    encoder_compute_type: str  # the same as compute_type unless the encoder runs apart
     device: str
     registry: Any  # models.registry.ModelRegistry: names -> ModelInfo
     pool: Any  # models.pool.ModelPool: what is loaded, loads, unloads, sweep()
@@ -240,3 +242,13 @@ __all__ = [
     "engine_name",
     "make_segment",
 ]
+
+
+def engine_label(engine: Engine) -> str:
+    """What a job records as its engine (``ctranslate2/int8``,
+    ``ctranslate2/int8+float32-encoder``): results are reused only from jobs
+    decoded the same way."""
+    label = f"{engine.engine}/{engine.compute_type}"
+    if engine.encoder_compute_type != engine.compute_type:
+        label += f"+{engine.encoder_compute_type}-encoder"
+    return label

@@ -87,6 +87,7 @@ class WhisperEngine:
         memory_budget_bytes: int = 0,
         engine: str | None = None,
         compute_type: str = "default",
+        encoder_compute_type: str = "default",
         batch_size: int = 8,
         vad_batching: bool = False,
     ) -> None:
@@ -110,6 +111,7 @@ class WhisperEngine:
                 registry,
                 device,
                 compute_type,
+                encoder_compute_type=encoder_compute_type,
                 threads=threads if threads > 0 else default_threads(),
                 vad_batching=vad_batching,
                 batch_size=batch_size,
@@ -130,6 +132,7 @@ class WhisperEngine:
             self.backend = OpenAIBackend(registry, device, compute_type)
         self.engine = engine
         self.compute_type = self.backend.compute_type
+        self.encoder_compute_type = self.backend.encoder_compute_type
         self.device = self.backend.device
         self.pool = ModelPool(
             registry,

@@ -59,6 +59,7 @@ class OpenAIBackend:
                 f"choose default or {' or '.join(allowed)}, or engine ctranslate2 for int8."
             )
         self.compute_type = compute_type
+        self.encoder_compute_type = compute_type  # one model, one precision
         self.fp16 = compute_type == "float16"
         self.batched_windows = 0  # first windows decoded in a batch (transcribe_batch)
         _patch_openai_whisper()

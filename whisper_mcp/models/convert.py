@@ -182,7 +182,19 @@ def _decode_array(raw: bytearray, dtype_code: int, shape: tuple[int, ...]) -> np
     return array
 
 
-def _read_ct2(parts: Sequence[Path]) -> tuple[str, dict[str, np.ndarray]]:
+@dataclass
+class Ct2Binary:
+    """A CTranslate2 v6 ``model.bin`` as stored: ``variables`` without the
+    ``aliases`` (alias name -> the variable it stands for)."""
+
+    spec: str
+    revision: int
+    variables: dict[str, np.ndarray]
+    aliases: dict[str, str]
+
+
+def read_ct2_binary(parts: Sequence[Path]) -> Ct2Binary:
+    """Parse a CTranslate2 v6 model.bin given as its parts in order."""
     if not parts:
         raise ValueError("no model.bin parts given")
     with contextlib.ExitStack() as stack:
@@ -193,7 +205,7 @@ def _read_ct2(parts: Sequence[Path]) -> tuple[str, dict[str, np.ndarray]]:
                 f"not a CTranslate2 model.bin v{_CT2_BINARY_VERSION}: version field is {version} ({parts[0]})"
             )
         spec_name = reader.string()
-        reader.unpack("I")  # spec revision: nothing here depends on it
+        revision = reader.unpack("I")
         variables: dict[str, np.ndarray] = {}
         for _ in range(reader.unpack("I")):
             name = reader.string()
@@ -213,6 +225,38 @@ def _read_ct2(parts: Sequence[Path]) -> tuple[str, dict[str, np.ndarray]]:
             aliases[alias] = reader.string()
         if not reader.at_end():
             raise ValueError(f"model.bin has unexpected data after offset {reader.offset}")
+    return Ct2Binary(spec_name, revision, variables, aliases)
+
+
+def write_ct2_binary(binary: Ct2Binary, out: BinaryIO) -> None:
+    """Write ``binary`` in the v6 layout ``read_ct2_binary`` parses (bf16 arrays,
+    widened on reading, are written as float32)."""
+    codes = {np.dtype(dtype).str: code for code, dtype in _CT2_DTYPES.items() if code != _BF16}
+
+    def string(text: str) -> None:
+        raw = text.encode("utf-8") + b"\0"
+        out.write(struct.pack("<H", len(raw)) + raw)
+
+    out.write(struct.pack("<I", _CT2_BINARY_VERSION))
+    string(binary.spec)
+    out.write(struct.pack("<II", binary.revision, len(binary.variables)))
+    for name, array in binary.variables.items():
+        array = array if array.flags.c_contiguous else array.copy()  # ascontiguousarray would make scalars 1-D
+        if array.dtype.str not in codes:
+            raise ValueError(f"variable {name!r} has dtype {array.dtype}, which model.bin cannot hold")
+        string(name)
+        out.write(struct.pack("<B", array.ndim) + b"".join(struct.pack("<I", d) for d in array.shape))
+        out.write(struct.pack("<BI", codes[array.dtype.str], array.nbytes))
+        out.write(array.tobytes())
+    out.write(struct.pack("<I", len(binary.aliases)))
+    for alias, target in binary.aliases.items():
+        string(alias)
+        string(target)
+
+
+def _read_ct2(parts: Sequence[Path]) -> tuple[str, dict[str, np.ndarray]]:
+    binary = read_ct2_binary(parts)
+    variables, aliases = binary.variables, binary.aliases
     for alias in aliases:
         target, hops = aliases[alias], 0
         while target in aliases:  # follow chains, refusing cycles
@@ -222,7 +266,7 @@ def _read_ct2(parts: Sequence[Path]) -> tuple[str, dict[str, np.ndarray]]:
         if target not in variables:
             raise ValueError(f"model.bin alias {alias!r} points to missing {target!r}")
         variables[alias] = variables[target]
-    return spec_name, variables
+    return binary.spec, variables
 
 
 def read_ct2_variables(parts: Sequence[Path]) -> dict[str, np.ndarray]:

@@ -49,6 +49,7 @@ def build_engine(settings: Settings) -> Engine:
         memory_budget_bytes=settings.model_memory_mb * 1024 * 1024,
         engine=settings.engine,
         compute_type=settings.compute_type,
+        encoder_compute_type=settings.encoder_compute_type,
         batch_size=settings.batch_size,
         vad_batching=settings.vad_batching,
     )

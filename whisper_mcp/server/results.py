@@ -144,6 +144,7 @@ class Health(TypedDict):
     device: str
     engine: str
     compute_type: str
+    encoder_compute_type: str
     vad_batching: bool
     queue_size: int
     processing: RunningJob | None

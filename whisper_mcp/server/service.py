@@ -23,7 +23,7 @@ from whisper_mcp.config import Settings
 from whisper_mcp.diarization import DIARIZER_NAME
 from whisper_mcp.diarization.references import KnownSpeaker, read_reference
 from whisper_mcp.engines.audio import probe_audio
-from whisper_mcp.engines.base import Engine
+from whisper_mcp.engines.base import Engine, engine_label
 from whisper_mcp.errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady
 from whisper_mcp.formats import FORMATS, render
 from whisper_mcp.logs import job_event
@@ -352,7 +352,7 @@ class TranscriptionService:
             duration=0.0,
             options=options,
             priority=parse_priority(sub.priority),
-            engine=f"{self.engine.engine}/{self.engine.compute_type}",
+            engine=engine_label(self.engine),
         )
 
     async def _vet_callback(self, request: JobRequest) -> None:
@@ -601,6 +601,7 @@ class TranscriptionService:
             "device": self.engine.device,
             "engine": self.engine.engine,
             "compute_type": self.engine.compute_type,
+            "encoder_compute_type": self.engine.encoder_compute_type,
             "vad_batching": self.settings.vad_batching,
             "queue_size": queued,
             # The job being transcribed (the first, when a batch runs), and all of them.

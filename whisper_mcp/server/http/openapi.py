@@ -136,6 +136,7 @@ def openapi_spec() -> dict[str, Any]:
                         "model": {"type": "string"},
                         "engine": {"type": "string"},
                         "compute_type": {"type": "string"},
+                        "encoder_compute_type": {"type": "string"},
                         "vad_batching": {"type": "boolean"},
                         "queue_size": {"type": "integer"},
                         # The job being transcribed (the first of a batch), and every job of the batch.
