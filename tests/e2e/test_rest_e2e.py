@@ -7,6 +7,9 @@ process over a fake engine in tests/unit/test_rest.py."""
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import FIXTURES, LONG_AUDIO, ServerProcess, wait_done, words
+from helpers import FIXTURES, LONG_AUDIO, ROOT, ServerProcess, wait_done, words
 
 pytestmark = pytest.mark.e2e
 
@@ -95,3 +98,26 @@ def test_health_stays_responsive_during_long_transcription(client: httpx.Client)
     assert record["status"] == "completed"
     assert record["audio_seconds"] > 60
     assert {"planning", "meeting", "budget", "december"} <= words(record["transcript"])
+
+
+def test_readme_curl_walk_through(server: ServerProcess, tmp_path: Path) -> None:
+    """The README's curl walk-through, run as written with the real curl, only
+    pointed at this server: upload, a status that waits for the end, download."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## curl walk-through", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block, "no ```sh block in the README's curl walk-through"
+    commands = [line for line in block.group(1).splitlines() if line.startswith("curl ")]
+    assert len(commands) == 3, commands
+    job_id = f"readme-demo-{tmp_path.name[-12:]}"  # the same id as written, made unique per run
+    outputs = []
+    for command in commands:
+        command = command.replace("http://127.0.0.1:8765", server.url).replace("readme-demo", job_id)
+        done = subprocess.run(["sh", "-c", command], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (command, done.stderr)
+        outputs.append(done.stdout)
+    submitted, status = json.loads(outputs[0]), json.loads(outputs[1])
+    assert submitted["job_id"] == job_id and submitted["status"] in ("queued", "processing", "completed")
+    assert status["status"] == "completed", status  # ?wait=50 answered when the job ended
+    assert {"transcription", "model", "loaded", "friday"} <= words(status["transcript"])
+    assert words(outputs[2]) == words(status["transcript"])

@@ -232,3 +232,29 @@ def test_status_of_a_queued_job_gives_its_place(held: InProcessServer) -> None:
         assert client.get(f"/status/{second['job_id']}").json()["queue_position"] == 1
         assert client.get(f"/jobs/{second['job_id']}").json()["status"] == "queued"
         assert client.get("/health").json()["queue_size"] == 1
+
+
+def test_status_waits_for_the_job_with_wait(held: InProcessServer) -> None:
+    """GET /status?wait=N answers when the job ends (or after N seconds), so a
+    caller needs one request instead of a polling loop."""
+    with held.client() as client:
+        job = post(client, LONG_AUDIO).json()
+        timer = threading.Timer(0.3, held.engine.gate.set)
+        timer.start()
+        try:
+            record = client.get(f"/status/{job['job_id']}", params={"wait": "20"}, timeout=30).json()
+        finally:
+            timer.join()
+        assert record["status"] == "completed" and record["transcript"]
+        # A job that is still running answers after the wait, with its progress.
+        held.engine.gate.clear()
+        job = post(client, LONG_AUDIO).json()
+        started = time.monotonic()
+        record = client.get(f"/status/{job['job_id']}", params={"wait": "0.5"}).json()
+        assert record["status"] in ("queued", "processing") and time.monotonic() - started >= 0.45
+        held.engine.gate.set()
+        for bad in ("soon", "-1", "nan", "51"):
+            response = client.get(f"/status/{job['job_id']}", params={"wait": bad})
+            assert response.status_code == 400, bad
+            assert "wait must be a number of seconds from 0 to 50" in response.json()["error"]["message"]
+        assert client.get("/status/not-a-job", params={"wait": "1"}).status_code == 404

@@ -32,6 +32,20 @@ def _int_param(request: Request, name: str, default: int) -> int:
         raise InvalidInput(f"{name} must be a whole number, got {raw!r}.") from None
 
 
+def _wait_param(request: Request, most: float) -> float:
+    """``?wait=SECONDS`` on GET /status: 0 (answer now) to ``most``."""
+    raw = request.query_params.get("wait")
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= most:  # NaN fails this too
+        raise InvalidInput(f"wait must be a number of seconds from 0 to {most:g}, got {raw!r}.")
+    return seconds
+
+
 async def job_events(service: TranscriptionService, job_id: str) -> AsyncIterator[bytes]:
     """A job's life as server-sent events: ``queued`` (its place, when it
     changes), ``progress`` (fraction, ETA, segments done, when they change),
@@ -114,6 +128,9 @@ def routes(service: TranscriptionService) -> list[Route]:
 
     async def status(request: Request) -> Response:
         fmt = request.query_params.get("format", "txt")
+        wait = _wait_param(request, service.settings.max_wait_seconds)
+        if wait > 0:  # a long poll: one request instead of a polling loop
+            return JSONResponse(await service.wait(request.path_params["job_id"], wait, fmt=fmt))
         return JSONResponse(await service.status(request.path_params["job_id"], fmt))
 
     async def download(request: Request) -> Response:
