@@ -173,10 +173,20 @@ def openapi_spec() -> dict[str, Any]:
                 "get": {
                     "summary": "A job's status; the transcript once completed (waiting_for_upload while "
                     "the one-time upload URL issued for it is unused)",
-                    "parameters": [_JOB_PATH_PARAM, _FORMAT_PARAM],
+                    "parameters": [
+                        _JOB_PATH_PARAM,
+                        _FORMAT_PARAM,
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "description": "Seconds to wait for the job to end before answering (a long poll); "
+                            "at most max_wait_seconds (default 50)",
+                            "schema": {"type": "number", "minimum": 0, "default": 0},
+                        },
+                    ],
                     "responses": {
                         "200": _json("The job.", "Job"),
-                        "400": _error("Bad format."),
+                        "400": _error("Bad format or wait."),
                         "404": _error("Unknown job."),
                         **_COMMON,
                     },
