@@ -64,6 +64,7 @@ class FakeEngine:
     engine = "fake"
     compute_type = "float32"
     encoder_compute_type = "float32"
+    default_beam_size = 1
     device = "cpu"
 
     def __init__(

@@ -98,6 +98,14 @@ class Settings:
         choices=("default", "same", *COMPUTE_TYPES[1:]),
     )
     threads: int = _opt(0, help="inference CPU threads, 0 = one per physical core (or OMP_NUM_THREADS)")
+    default_beam_size: int = _opt(
+        0, help="beam of jobs that set no beam_size: 0 = the engine's (ctranslate2 2, openai 1 = greedy)"
+    )
+    # Greedy decoding's small per-token products lose more to the threads'
+    # fork and join than they gain (models.encoder, engines.ctranslate2).
+    decoder_threads: int = _opt(
+        1, help="CPU threads of the ctranslate2 decoder (the encoder uses --threads); 0 = --threads"
+    )
     batch_size: int = _opt(
         8,
         help="windows per forward pass: short queued jobs with the same options (openai engine) "

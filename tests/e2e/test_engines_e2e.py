@@ -318,16 +318,26 @@ def test_server_runs_the_ctranslate2_engine(tmp_path: Path, vad: bool) -> None:
 
 
 def test_ctranslate2_encodes_in_float32_by_default_on_cpu() -> None:
-    """The default int8 engine encodes with the encoder-only float32 model:
+    """The default int8 engine encodes with the encoder-only float32 model (and
+    decodes on one thread):
     its encoder output is the whole float32 model's, bit for bit, and not the
     int8 model's; `same` keeps one int8 model. Both still hear the words."""
     _needs("ctranslate2", "tiny.en")
     import ctranslate2
 
     split = engine_for("ctranslate2")
-    one = WhisperEngine(ModelRegistry(default_model_cache(), engine="ctranslate2"), "cpu", encoder_compute_type="same")
+    one = WhisperEngine(
+        ModelRegistry(default_model_cache(), engine="ctranslate2"),
+        "cpu",
+        encoder_compute_type="same",
+        decoder_threads=0,
+        threads=2,
+    )
     assert (split.compute_type, split.encoder_compute_type) == ("int8", "float32")
     assert (one.compute_type, one.encoder_compute_type) == ("int8", "int8")
+    # The decoder on one thread, the encoder apart on the others; `same` and 0: one model.
+    assert (split.backend.decoder_threads, split.backend.encoder_apart) == (1, True)
+    assert (one.backend.decoder_threads, one.backend.encoder_apart) == (2, False)
     info = split.registry.resolve("tiny.en")
     whole = ctranslate2.models.Whisper(str(split.backend.folder(info)), device="cpu", compute_type="float32")
     features = np.random.default_rng(3).standard_normal((1, 80, 3000)).astype(np.float32)

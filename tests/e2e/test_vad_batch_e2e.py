@@ -147,8 +147,9 @@ def batched(engine: WhisperEngine, items: list[BatchItem], options: TranscribeOp
         TranscribeOptions(),
         TranscribeOptions(initial_prompt="Weekly planning meeting.", hotwords="Friday", word_timestamps=True),
         TranscribeOptions(vad_filter=True),
+        TranscribeOptions(beam_size=1),
     ],
-    ids=["default", "prompt-hotwords-words", "vad"],
+    ids=["default-beam-2", "prompt-hotwords-words", "vad", "greedy"],
 )
 def test_ct2_batch_gives_what_one_by_one_gives(ct2: WhisperEngine, options: TranscribeOptions) -> None:
     clips = [decode_audio(FIXTURES / "speech.wav"), decode_audio(FIXTURES / "short.wav")]
@@ -196,6 +197,9 @@ def test_ct2_batch_one_bad_or_cancelled_job_leaves_the_rest(ct2: WhisperEngine) 
     assert hits == 2  # speech and the last short clip; the cancelled one stopped before its decode
 
 
-def test_ct2_engine_batches_short_greedy_jobs(ct2: WhisperEngine) -> None:
+def test_ct2_engine_batches_short_jobs_beam_search_too(ct2: WhisperEngine) -> None:
+    # CTranslate2 searches each batch item's beams apart; the default is a beam of 2.
+    assert ct2.default_beam_size == 2
     assert ct2.can_batch(9.0, TranscribeOptions()) and ct2.can_batch(9.0, TranscribeOptions(vad_filter=True))
-    assert not ct2.can_batch(31.0, TranscribeOptions()) and not ct2.can_batch(9.0, TranscribeOptions(beam_size=3))
+    assert ct2.can_batch(9.0, TranscribeOptions(beam_size=3)) and ct2.can_batch(9.0, TranscribeOptions(beam_size=1))
+    assert not ct2.can_batch(31.0, TranscribeOptions())

@@ -171,6 +171,7 @@ class Backend(Protocol):
     device: str
     compute_type: str  # resolved: never "default"
     encoder_compute_type: str  # the encoder's, when it differs (ctranslate2 on CPU)
+    default_beam_size: int  # the beam of jobs that ask for none; 1 = greedy
     # Whether transcribe_batch() decodes several jobs in one forward pass.
     batching: bool
 
@@ -208,6 +209,7 @@ class Engine(Protocol):
     engine: str  # "openai" | "ctranslate2"
     compute_type: str  # resolved: never "default"
     encoder_compute_type: str  # the same as compute_type unless the encoder runs apart
+    default_beam_size: int  # the beam of jobs that ask for none; 1 = greedy
     device: str
     registry: Any  # models.registry.ModelRegistry: names -> ModelInfo
     pool: Any  # models.pool.ModelPool: what is loaded, loads, unloads, sweep()
@@ -246,9 +248,11 @@ __all__ = [
 
 def engine_label(engine: Engine) -> str:
     """What a job records as its engine (``ctranslate2/int8``,
-    ``ctranslate2/int8+float32-encoder``): results are reused only from jobs
-    decoded the same way."""
+    ``ctranslate2/int8+float32-encoder+beam2``): results are reused only from
+    jobs decoded the same way."""
     label = f"{engine.engine}/{engine.compute_type}"
     if engine.encoder_compute_type != engine.compute_type:
         label += f"+{engine.encoder_compute_type}-encoder"
+    if engine.default_beam_size != 1:
+        label += f"+beam{engine.default_beam_size}"
     return label

@@ -88,6 +88,8 @@ class WhisperEngine:
         engine: str | None = None,
         compute_type: str = "default",
         encoder_compute_type: str = "default",
+        decoder_threads: int = 1,
+        default_beam_size: int = 0,
         batch_size: int = 8,
         vad_batching: bool = False,
     ) -> None:
@@ -113,6 +115,8 @@ class WhisperEngine:
                 compute_type,
                 encoder_compute_type=encoder_compute_type,
                 threads=threads if threads > 0 else default_threads(),
+                decoder_threads=decoder_threads,
+                default_beam_size=default_beam_size or 2,
                 vad_batching=vad_batching,
                 batch_size=batch_size,
             )
@@ -133,6 +137,9 @@ class WhisperEngine:
         self.engine = engine
         self.compute_type = self.backend.compute_type
         self.encoder_compute_type = self.backend.encoder_compute_type
+        if default_beam_size and engine == "openai":
+            self.backend.default_beam_size = default_beam_size
+        self.default_beam_size = self.backend.default_beam_size
         self.device = self.backend.device
         self.pool = ModelPool(
             registry,

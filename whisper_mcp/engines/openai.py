@@ -60,6 +60,7 @@ class OpenAIBackend:
             )
         self.compute_type = compute_type
         self.encoder_compute_type = compute_type  # one model, one precision
+        self.default_beam_size = 1  # greedy: its beam search is slow on CPU and cannot batch
         self.fp16 = compute_type == "float16"
         self.batched_windows = 0  # first windows decoded in a batch (transcribe_batch)
         _patch_openai_whisper()
@@ -76,7 +77,8 @@ class OpenAIBackend:
     def batchable(self, options: TranscribeOptions) -> bool:
         # With vad_filter the first window starts where speech does, not where
         # decode_first_windows looks: such jobs run one by one.
-        return batchable(options) and not options.vad_filter
+        greedy = options.beam_size is not None or self.default_beam_size <= 1
+        return greedy and batchable(options) and not options.vad_filter
 
     def transcribe(
         self,
@@ -166,6 +168,8 @@ class OpenAIBackend:
         extra: dict[str, object] = {}
         if options.beam_size is not None:
             extra["beam_size"] = options.beam_size
+        elif self.default_beam_size > 1:
+            extra["beam_size"] = self.default_beam_size
         if clips is not None:
             # Start, end, start, end... seconds: the windows begin at each span
             # and stop at its end; timestamps count from the recording's start.

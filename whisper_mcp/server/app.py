@@ -50,6 +50,8 @@ def build_engine(settings: Settings) -> Engine:
         engine=settings.engine,
         compute_type=settings.compute_type,
         encoder_compute_type=settings.encoder_compute_type,
+        decoder_threads=settings.decoder_threads,
+        default_beam_size=settings.default_beam_size,
         batch_size=settings.batch_size,
         vad_batching=settings.vad_batching,
     )
