@@ -21,6 +21,14 @@ temporary storage, so any one runs alone with --only):
   replicas    three replicas on one PostgreSQL database (a throwaway cluster) vs
               one server on SQLite: pick-up latency (NOTIFY across replicas),
               throughput of 3 replicas vs 1, /status p99 with all transcribing
+  default     the service with no flags vs faster-whisper int8, whisper.cpp and
+              openai-whisper in their own processes: time, WER, peak RSS on
+              long.mp3, a 4-minute recording and 200 s of real speech
+              (bench/audio, see its SOURCES.md)
+  contention  the same clip with one CPU-bound competitor per core, against quiet
+  silence     silence and noise: how many words come back
+  vad         vad_filter on and off: speech time and WER, silence and noise
+  diarize     speaker diarization beside transcription: time and peak memory
 
 Every figure is printed next to a baseline measured in the same run, as a ratio.
 The machine may be shared and noisy: compare ratios, not absolute times.
@@ -68,6 +76,9 @@ DEVICE = "cpu"
 # A long recording of real speech and its reference text (--recording), used
 # beside long.mp3 by the sections default and contention.
 RECORDING: tuple[Path, str] | None = None
+# 200 s of real read speech with its reference text (public domain and
+# permissive sources: bench/audio/SOURCES.md), timed and scored in section default.
+REAL_SPEECH = BENCH / "audio" / "real_speech.flac"
 
 
 def sub_env() -> dict[str, str]:
@@ -325,6 +336,17 @@ def wait_done(client: httpx.Client, job_id: str, timeout: float = 900.0, poll: f
         time.sleep(poll)
 
 
+def wait_long(client: httpx.Client, job_id: str, timeout: float = 900.0) -> dict[str, Any]:
+    """The job's record once it has ended, by long polls: no polling load on the server."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = client.get(f"/status/{job_id}", params={"wait": "50"}, timeout=80).json()
+        if record.get("status") in FINISHED:
+            return record
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job_id} not finished after {timeout}s: {record}")
+
+
 def completed(record: dict[str, Any]) -> dict[str, Any]:
     if record.get("status") != "completed":
         raise RuntimeError(f"job {record.get('job_id')} ended {record.get('status')}: {record.get('error')}")
@@ -399,11 +421,11 @@ class Ctx:
 
 
 def service_e2e(client: httpx.Client, path: Path, **fields: str) -> dict[str, Any]:
-    """Upload, wait (poll every POLL_S), download: what one caller sees."""
+    """Upload, wait (GET /status?wait=50, a long poll), download: what one caller sees."""
     t0 = time.perf_counter()
     job = submit(client, path, **fields)
     t202 = time.perf_counter()
-    record = completed(wait_done(client, job["job_id"]))
+    record = completed(wait_long(client, job["job_id"]))
     t_seen = time.perf_counter()
     text = client.get(f"/download/{job['job_id']}").text
     t1 = time.perf_counter()
@@ -503,7 +525,7 @@ def bench_warm(ctx: Ctx, sec: Section) -> None:
         return round(median([r[key] for r in rows]), 4)
 
     sec.details.update(
-        runs=n, cold_runs=n_cold, poll_interval_s=POLL_S,
+        runs=n, cold_runs=n_cold, wait="GET /status?wait=50",
         service_total_s=svc_t, warm_s=warm_t, cold_wall_s=cold_t,
         service_breakdown_median_s={k: med(svc, k) for k in ("upload_to_202_s", "created_to_started_s", "started_to_finished_s", "download_s")},
         warm_decode_median_s=med(warm, "decode_s"),
@@ -514,9 +536,9 @@ def bench_warm(ctx: Ctx, sec: Section) -> None:
     cb = sec.details["cold_breakdown_median_s"]
     sec.notes.append(
         "service median breakdown: upload->202 %.0f ms, created->started %.1f ms, started->finished %.0f ms, download %.1f ms "
-        "(client polls every %d ms); in-process: decode %.1f ms"
+        "(the client waits with GET /status?wait=50); in-process: decode %.1f ms"
         % (b["upload_to_202_s"] * 1e3, b["created_to_started_s"] * 1e3, b["started_to_finished_s"] * 1e3, b["download_s"] * 1e3,
-           POLL_S * 1e3, sec.details["warm_decode_median_s"] * 1e3)
+           sec.details["warm_decode_median_s"] * 1e3)
     )  # fmt: skip
     sec.notes.append(
         "fresh process median: imports %.2f s, model load %.2f s, transcribe %.2f s, wall %.2f s"
@@ -1438,12 +1460,14 @@ def psycopg_connect(url: str) -> Any:
 
 def long_clips(workdir: Path) -> list[tuple[Path, str]]:
     """The long recordings timed: long.mp3, long.mp3 four times over (4 min,
-    where batched decoding has chunks to batch), and --recording's if given."""
+    where batched decoding has chunks to batch), real speech (bench/audio),
+    and --recording's if given."""
     text = (FIXTURES / "long.txt").read_text()
     four = workdir / "long_x4.wav"
     if not four.exists():
         write_wav(four, [decoded(FIXTURES / "long.mp3")] * 4)
     clips = [(FIXTURES / "long.mp3", text), (four, " ".join([text] * 4))]
+    clips.append((REAL_SPEECH, REAL_SPEECH.with_suffix(".txt").read_text()))
     return clips + ([RECORDING] if RECORDING else [])
 
 
@@ -1540,7 +1564,7 @@ def bench_default(ctx: Ctx, sec: Section) -> None:
         )  # fmt: skip
     per_clip = {n: {c: wer([(refs[c], texts[n][c])]) * 100 for c in refs} for n in names}
     sec.notes.append(
-        f"minimum of {rounds} interleaved round(s); end to end = upload, poll every {POLL_S * 1e3:.0f} ms, download; "
+        f"minimum of {rounds} interleaved round(s); end to end = upload, GET /status?wait=50, download; "
         "in-process = decode + transcribe. WER per clip: "
         + "; ".join(f"{n} " + ", ".join(f"{c} {w:.1f}%" for c, w in per_clip[n].items()) for n in names)
     )
