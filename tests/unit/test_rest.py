@@ -258,3 +258,21 @@ def test_status_waits_for_the_job_with_wait(held: InProcessServer) -> None:
             assert response.status_code == 400, bad
             assert "wait must be a number of seconds from 0 to 50" in response.json()["error"]["message"]
         assert client.get("/status/not-a-job", params={"wait": "1"}).status_code == 404
+
+
+def test_health_queue_size_follows_every_change_at_once(held: InProcessServer) -> None:
+    """/health reads the queue size from the database only now and then, but
+    any job change this process makes shows in the next answer."""
+    with held.client() as client:
+        first = post(client, LONG_AUDIO).json()
+        assert client.get("/health").json()["queue_size"] in (0, 1)
+        deadline = time.monotonic() + 10
+        while client.get(f"/status/{first['job_id']}").json()["status"] != "processing":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert client.get("/health").json()["queue_size"] == 0
+        second = post(client, LONG_AUDIO).json()
+        assert client.get("/health").json()["queue_size"] == 1  # not the cached 0
+        assert client.delete(f"/jobs/{second['job_id']}").status_code == 200
+        assert client.get("/health").json()["queue_size"] == 0
+        held.engine.gate.set()

@@ -50,6 +50,8 @@ MAX_OFFSET = 2**31 - 1
 # The status of a job id that create_upload_url issued, before its file arrives:
 # not a job yet (so not a JobStatus), but not unknown either.
 AWAITING_UPLOAD = "waiting_for_upload"
+# How stale /health's queue size may be, in seconds (see _queue_size).
+HEALTH_COUNT_TTL = 0.5
 
 ProgressReporter = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -132,6 +134,10 @@ class TranscriptionService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # /health's queue size: (when read, job changes seen then, count).
+        self._queued: tuple[float, int, int] | None = None
+        self._job_changes = 0
+        self._queued_lock = asyncio.Lock()
 
     # -- life cycle -------------------------------------------------------
 
@@ -171,6 +177,7 @@ class TranscriptionService:
     def _job_changed(self, job_id: str) -> None:
         # Called from the thread that changed the job (here, or a replica's
         # notification); wake the worker (a job may be queued) and every waiter.
+        self._job_changes += 1
         self.worker.notify()
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._signal)
@@ -580,9 +587,29 @@ class TranscriptionService:
     async def metrics_text(self) -> bytes:
         return await to_thread.run_sync(self.metrics.render)
 
+    async def _queue_size(self) -> int:
+        """Queued jobs, read from the database at most every HEALTH_COUNT_TTL
+        seconds and after any change this process sees (its own jobs at once,
+        other replicas' by notification). /health is polled often (load
+        balancers, dashboards, agents), and a read is a hop to a thread and
+        back, which waits on the inference thread's hold of the GIL."""
+        async with self._queued_lock:  # concurrent polls share one read
+            cached = self._queued
+            if (
+                cached is not None
+                and cached[1] == self._job_changes
+                and time.monotonic() - cached[0] < HEALTH_COUNT_TTL
+            ):
+                return cached[2]
+            # Taken before reading: a change during the read makes it stale.
+            read_at, changes = time.monotonic(), self._job_changes
+            count = await to_thread.run_sync(self.queue.count, JobStatus.QUEUED)
+            self._queued = (read_at, changes, count)
+            return count
+
     async def health(self) -> dict[str, Any]:
         state = self.worker.state()
-        queued = await to_thread.run_sync(self.queue.count, JobStatus.QUEUED)
+        queued = await self._queue_size()
         processing = [{"job_id": r.job_id, "progress": round(r.progress, 4)} for r in self.queue.running()]
         status = "ok"
         if state.model_error is not None or not state.running:
