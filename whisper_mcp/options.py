@@ -33,7 +33,7 @@ class TranscribeOptions:
     initial_prompt: str | None = None
     # None: openai-whisper's fallback schedule 0.0, 0.2, ... 1.0.
     temperature: float | None = None
-    beam_size: int | None = None  # None: greedy
+    beam_size: int | None = None  # None: the engine's default (--default-beam-size)
     word_timestamps: bool = False
     # Speaker diarization, and its speaker count hints (diarize only).
     diarize: bool = False
