@@ -256,7 +256,11 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         ] = None,
         beam_size: Annotated[
             int | None,
-            Field(ge=1, le=10, description="Beam search width (wider: slower, sometimes more accurate); default: the server's (2 on the default engine)."),
+            Field(
+                ge=1,
+                le=10,
+                description="Beam search width (wider: slower, sometimes more accurate); default: the server's (2 on the default engine).",
+            ),
         ] = None,
         word_timestamps: WordsArg = False,
         diarize: DiarizeArg = False,
