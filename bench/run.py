@@ -77,8 +77,9 @@ DEVICE = "cpu"
 # beside long.mp3 by the sections default and contention.
 RECORDING: tuple[Path, str] | None = None
 # 200 s of real read speech with its reference text (public domain and
-# permissive sources: bench/audio/SOURCES.md), timed and scored in section default.
-REAL_SPEECH = BENCH / "audio" / "real_speech.flac"
+# permissive sources: bench/audio/SOURCES.md), timed and scored in section
+# default; stored in two parts, joined into the run's folder (real_speech()).
+REAL_SPEECH_TEXT = BENCH / "audio" / "real_speech.txt"
 
 
 def sub_env() -> dict[str, str]:
@@ -1509,8 +1510,19 @@ def long_clips(workdir: Path) -> list[tuple[Path, str]]:
     if not four.exists():
         write_wav(four, [decoded(FIXTURES / "long.mp3")] * 4)
     clips = [(FIXTURES / "long.mp3", text), (four, " ".join([text] * 4))]
-    clips.append((REAL_SPEECH, REAL_SPEECH.with_suffix(".txt").read_text()))
+    clips.append((real_speech(workdir), REAL_SPEECH_TEXT.read_text()))
     return clips + ([RECORDING] if RECORDING else [])
+
+
+def real_speech(workdir: Path) -> Path:
+    """bench/audio's two parts joined into ``workdir/real_speech.flac`` (once)."""
+    out = workdir / "real_speech.flac"
+    if not out.exists():
+        sys.path.insert(0, str(BENCH / "audio"))
+        import make_real_speech
+
+        make_real_speech.join(make_real_speech.PARTS, out)
+    return out
 
 
 def start_helpers(names: list[str], workdir: Path, sec: Section, stack: contextlib.ExitStack) -> dict[str, Helper]:
