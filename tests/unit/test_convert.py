@@ -257,3 +257,20 @@ def test_encoder_folder_is_built_once_and_redone_when_its_source_changes(tmp_pat
     assert ensure_encoder_folder(source, cache) == folder
     assert (folder / "model.bin").stat().st_mtime_ns != built
     assert [p.name for p in cache.iterdir()] == [folder.name]  # no temporary or old folders left
+
+
+def test_engine_keeps_one_model_where_no_encoder_copy_can_be_made(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pytest.importorskip("faster_whisper")
+    from whisper_mcp.engines.ctranslate2 import CTranslate2Backend
+    from whisper_mcp.models.registry import ModelRegistry
+
+    backend = CTranslate2Backend(ModelRegistry(tmp_path / "cache", engine="ctranslate2"), "cpu", threads=2)
+    assert backend.encoder_apart  # by default on CPU: float32 encoder, decoder on one thread
+    folder = tmp_path / "odd-model"
+    folder.mkdir()
+    (folder / "model.bin").write_bytes(b"not a model")
+    model = object()
+    assert backend._encoder_apart(folder, model) is model  # still transcribes, on the one model
+    assert "no encoder-only copy of odd-model" in caplog.text

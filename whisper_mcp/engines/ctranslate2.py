@@ -92,10 +92,11 @@ def _import_faster_whisper() -> types.ModuleType:
         ) from exc
 
 
-class _SplitPrecision:
+class _EncoderApart:
     """Stands in for ``WhisperModel.model`` (a ``ctranslate2.models.Whisper``):
-    ``encode`` runs on the encoder-only model, everything else (generate,
-    detect_language, align on the encoder output) on the main one."""
+    ``encode`` runs on the encoder-only model (its own precision and
+    threads), everything else (generate, detect_language, align on the
+    encoder output) on the main one."""
 
     def __init__(self, encoder: Any, model: Any) -> None:
         self._encoder = encoder
@@ -220,8 +221,18 @@ class CTranslate2Backend:
             cpu_threads=self.decoder_threads,
         )
         if self.encoder_apart:
-            import ctranslate2
+            model.model = self._encoder_apart(folder, model.model)
+        batched = _ramped_pipeline(faster_whisper, model) if self.vad_batching else None
+        return CT2Model(model, self._bytes(info, folder), folder, batched)
 
+    def _encoder_apart(self, folder: Path, model: Any) -> Any:
+        """``model`` with its encoder on an encoder-only copy (models.encoder);
+        ``model`` alone, with a warning, where no copy can be made (a folder
+        that is not a CTranslate2 Whisper model, a read-only cache): it still
+        transcribes, only slower."""
+        import ctranslate2
+
+        try:
             encoder = ctranslate2.models.Whisper(
                 str(ensure_encoder_folder(folder, self.registry.cache_dir / "ct2-encoder")),
                 device=self._kind,
@@ -229,9 +240,10 @@ class CTranslate2Backend:
                 compute_type=self.encoder_compute_type,
                 intra_threads=self.threads,
             )
-            model.model = _SplitPrecision(encoder, model.model)
-        batched = _ramped_pipeline(faster_whisper, model) if self.vad_batching else None
-        return CT2Model(model, self._bytes(info, folder), folder, batched)
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.warning("encoding with the decoder's model: no encoder-only copy of %s (%s)", folder.name, exc)
+            return model
+        return _EncoderApart(encoder, model)
 
     def folder(self, info: ModelInfo) -> Path:
         """The CTranslate2 folder for ``info``, assembled or downloaded if needed."""
