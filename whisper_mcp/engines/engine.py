@@ -116,7 +116,7 @@ class WhisperEngine:
                 encoder_compute_type=encoder_compute_type,
                 threads=threads if threads > 0 else default_threads(),
                 decoder_threads=decoder_threads,
-                default_beam_size=default_beam_size or 2,
+                default_beam_size=default_beam_size,
                 vad_batching=vad_batching,
                 batch_size=batch_size,
             )
@@ -133,12 +133,10 @@ class WhisperEngine:
                 # is where its threads setting takes effect; a later engine in the
                 # same process (tests) changes it for all.
                 torch.set_num_threads(threads)
-            self.backend = OpenAIBackend(registry, device, compute_type)
+            self.backend = OpenAIBackend(registry, device, compute_type, default_beam_size)
         self.engine = engine
         self.compute_type = self.backend.compute_type
         self.encoder_compute_type = self.backend.encoder_compute_type
-        if default_beam_size and engine == "openai":
-            self.backend.default_beam_size = default_beam_size
         self.default_beam_size = self.backend.default_beam_size
         self.device = self.backend.device
         self.pool = ModelPool(

@@ -31,7 +31,7 @@ from whisper_mcp.engines.base import (
     make_segment,
 )
 from whisper_mcp.engines.mel import Mel, log_mel
-from whisper_mcp.engines.openai_batch import Prefetched, batchable, decode_first_windows, detect_languages
+from whisper_mcp.engines.openai_batch import Prefetched, decode_first_windows, detect_languages
 from whisper_mcp.engines.vad import speech_spans
 from whisper_mcp.models.pool import estimate_bytes, model_bytes
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
@@ -46,7 +46,9 @@ class OpenAIBackend:
     name = "openai"
     batching = True
 
-    def __init__(self, registry: ModelRegistry, device: str, compute_type: str = "default") -> None:
+    def __init__(
+        self, registry: ModelRegistry, device: str, compute_type: str = "default", default_beam_size: int = 0
+    ) -> None:
         self.registry = registry
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         cuda = self.device.startswith("cuda")
@@ -60,7 +62,8 @@ class OpenAIBackend:
             )
         self.compute_type = compute_type
         self.encoder_compute_type = compute_type  # one model, one precision
-        self.default_beam_size = 1  # greedy: its beam search is slow on CPU and cannot batch
+        # 0: greedy, as its beam search is slow on CPU and cannot batch.
+        self.default_beam_size = default_beam_size if default_beam_size > 0 else 1
         self.fp16 = compute_type == "float16"
         self.batched_windows = 0  # first windows decoded in a batch (transcribe_batch)
         _patch_openai_whisper()
@@ -77,8 +80,8 @@ class OpenAIBackend:
     def batchable(self, options: TranscribeOptions) -> bool:
         # With vad_filter the first window starts where speech does, not where
         # decode_first_windows looks: such jobs run one by one.
-        greedy = options.beam_size is not None or self.default_beam_size <= 1
-        return greedy and batchable(options) and not options.vad_filter
+        # Greedy jobs only, the default beam counted (openai_batch.batchable).
+        return (options.beam_size or self.default_beam_size) <= 1 and not options.vad_filter
 
     def transcribe(
         self,

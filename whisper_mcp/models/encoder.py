@@ -21,11 +21,10 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from whisper_mcp.durable import publish_dir
+from whisper_mcp.durable import building_dir
 from whisper_mcp.models.convert import Ct2Binary, read_ct2_binary, source_fingerprint, write_ct2_binary
 
 # Bump when the folder's layout changes, so old ones are rebuilt.
@@ -66,9 +65,7 @@ def ensure_encoder_folder(folder: Path, cache_dir: Path) -> Path:
     target = cache_dir / f"{folder.name}-{_path_key(folder)}"
     if _is_current(target, fingerprint):
         return target
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".{target.name}."))
-    try:
+    with building_dir(target, lambda: _is_current(target, fingerprint)) as tmp:
         binary = encoder_only(read_ct2_binary([folder / "model.bin"]))
         with open(tmp / "model.bin", "wb") as out:
             write_ct2_binary(binary, out)
@@ -77,10 +74,6 @@ def ensure_encoder_folder(folder: Path, cache_dir: Path) -> Path:
         for path in sources[1:]:
             shutil.copyfile(path, tmp / path.name)
         (tmp / _FINGERPRINT).write_text(json.dumps(fingerprint), encoding="utf-8")
-        publish_dir(tmp, target, lambda: _is_current(target, fingerprint))
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
