@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -223,3 +224,31 @@ class CallbackReceiver:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def long_audio_slices(count: int, seed: int) -> list[Any]:
+    """``count`` 5-10 s pieces of long.mp3, cut anywhere (mid-word, like real clips can).
+
+    The seeds the tests use give clips that tiny.en decodes confidently at
+    temperature 0: a clip that falls back to sampling (some seeds cut one
+    that does) gets a random transcript, which no equality can test."""
+    import random
+
+    from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
+
+    audio = decode_audio(LONG_AUDIO)
+    rng = random.Random(seed)
+    pieces = []
+    for _ in range(count):
+        length = rng.uniform(5.0, 10.0)
+        start = rng.uniform(0.0, len(audio) / SAMPLE_RATE - length)
+        pieces.append(audio[int(start * SAMPLE_RATE) : int((start + length) * SAMPLE_RATE)])
+    return pieces
+
+
+def batched(engine: Any, items: list[Any], options: Any, model: str = "tiny.en") -> tuple[list[Any], int]:
+    """``engine.transcribe_batch`` outcomes, and how many first windows
+    transcribe() took from the batch (a WhisperEngine's backend counts them)."""
+    before = engine.backend.batched_windows
+    outcomes = engine.transcribe_batch(items, engine.registry.resolve(model), options)
+    return outcomes, engine.backend.batched_windows - before

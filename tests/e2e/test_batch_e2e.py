@@ -5,13 +5,10 @@ tests/unit/test_service_batching.py (over a fake engine)."""
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import pytest
 
 from whisper_mcp.config import default_model_cache
-from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
+from whisper_mcp.engines.audio import decode_audio
 from whisper_mcp.engines.base import BatchItem, Transcription
 from whisper_mcp.engines.engine import WhisperEngine
 from whisper_mcp.errors import InvalidAudio
@@ -19,7 +16,7 @@ from whisper_mcp.models.convert import find_packaged_models
 from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import TranscribeOptions
 
-from helpers import FIXTURES, LONG_AUDIO, words
+from helpers import FIXTURES, batched, long_audio_slices, words
 
 pytestmark = pytest.mark.e2e
 
@@ -27,29 +24,6 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def engine() -> WhisperEngine:
     return WhisperEngine(ModelRegistry(default_model_cache()), "cpu")
-
-
-def slices(count: int, seed: int) -> list[np.ndarray]:
-    """``count`` 5-10 s pieces of long.mp3, cut anywhere (mid-word, like real clips can).
-
-    The seeds used below give clips that tiny.en decodes confidently at
-    temperature 0: a clip that falls back to sampling (some seeds cut one
-    that does) gets a random transcript, which no equality can test."""
-    audio = decode_audio(LONG_AUDIO)
-    rng = random.Random(seed)
-    pieces = []
-    for _ in range(count):
-        length = rng.uniform(5.0, 10.0)
-        start = rng.uniform(0.0, len(audio) / SAMPLE_RATE - length)
-        pieces.append(audio[int(start * SAMPLE_RATE) : int((start + length) * SAMPLE_RATE)])
-    return pieces
-
-
-def batched(engine: WhisperEngine, items: list[BatchItem], model: str, options: TranscribeOptions) -> tuple[list, int]:
-    """The outcomes, and how many first windows transcribe() took from the batch."""
-    before = engine.backend.batched_windows  # type: ignore[attr-defined]
-    outcomes = engine.transcribe_batch(items, engine.registry.resolve(model), options)
-    return outcomes, engine.backend.batched_windows - before  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -60,10 +34,10 @@ def batched(engine: WhisperEngine, items: list[BatchItem], model: str, options: 
 def test_batch_gives_what_one_by_one_gives(engine: WhisperEngine, options: TranscribeOptions) -> None:
     clips = [decode_audio(FIXTURES / "speech.wav"), decode_audio(FIXTURES / "short.wav")]
     if not options.word_timestamps:  # word timing costs seconds per clip on CPU; two clips show it
-        clips += slices(2, seed=3)
+        clips += long_audio_slices(2, seed=3)
     info = engine.registry.resolve("tiny.en")
     alone = [engine.transcribe(clip, info, options) for clip in clips]
-    outcomes, hits = batched(engine, [BatchItem(clip) for clip in clips], "tiny.en", options)
+    outcomes, hits = batched(engine, [BatchItem(clip) for clip in clips], options)
     # Every clip's first (only) window came from the one batched decode, which
     # proves the batch asked exactly what transcribe() asks ...
     assert hits == len(clips)
@@ -90,7 +64,7 @@ def test_one_bad_or_cancelled_job_leaves_the_rest(engine: WhisperEngine) -> None
         BatchItem(FIXTURES / "short.wav", 2.0, stop),
         BatchItem(FIXTURES / "short.wav", 2.0),
     ]
-    outcomes, hits = batched(engine, items, "tiny.en", TranscribeOptions())
+    outcomes, hits = batched(engine, items, TranscribeOptions())
     assert isinstance(outcomes[0], Transcription) and {"meeting", "friday"} <= words(outcomes[0].text)
     assert progress and progress[-1] == 1.0
     assert isinstance(outcomes[1], InvalidAudio) and "not a recognised audio format" in outcomes[1].message
@@ -109,7 +83,7 @@ def test_languages_detected_per_clip_in_one_batch(engine: WhisperEngine) -> None
         BatchItem(FIXTURES / "speech.wav"),
         BatchItem(FIXTURES / "spanish.wav"),
     ]
-    outcomes, hits = batched(engine, items, "base", TranscribeOptions())
+    outcomes, hits = batched(engine, items, TranscribeOptions(), "base")
     assert hits == 3
     spanish, english, again = outcomes
     assert isinstance(spanish, Transcription) and isinstance(english, Transcription)
@@ -126,7 +100,7 @@ def test_beam_search_jobs_run_one_by_one(engine: WhisperEngine) -> None:
     clips = [decode_audio(FIXTURES / "short.wav"), decode_audio(FIXTURES / "speech.wav")]
     info = engine.registry.resolve("tiny.en")
     alone = [engine.transcribe(clip, info, options).text for clip in clips]
-    outcomes, hits = batched(engine, [BatchItem(clip) for clip in clips], "tiny.en", options)
+    outcomes, hits = batched(engine, [BatchItem(clip) for clip in clips], options)
     assert hits == 0 and [o.text for o in outcomes] == alone
 
 

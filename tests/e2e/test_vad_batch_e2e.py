@@ -19,7 +19,7 @@ from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import TranscribeOptions
 from whisper_mcp.server.app import build_engine
 
-from helpers import FIXTURES, LONG_AUDIO, InProcessServer, submit, wait_done, words
+from helpers import FIXTURES, InProcessServer, batched, long_audio_slices, submit, wait_done, words
 
 pytestmark = pytest.mark.e2e
 
@@ -122,25 +122,6 @@ def ct2() -> Iterator[WhisperEngine]:
     yield engine_for("ctranslate2")
 
 
-def slices(count: int, seed: int) -> list[np.ndarray]:
-    import random
-
-    audio = decode_audio(LONG_AUDIO)
-    rng = random.Random(seed)
-    pieces = []
-    for _ in range(count):
-        length = rng.uniform(5.0, 10.0)
-        start = rng.uniform(0.0, len(audio) / SAMPLE_RATE - length)
-        pieces.append(audio[int(start * SAMPLE_RATE) : int((start + length) * SAMPLE_RATE)])
-    return pieces
-
-
-def batched(engine: WhisperEngine, items: list[BatchItem], options: TranscribeOptions) -> tuple[list, int]:
-    before = engine.backend.batched_windows  # type: ignore[attr-defined]
-    outcomes = engine.transcribe_batch(items, engine.registry.resolve("tiny.en"), options)
-    return outcomes, engine.backend.batched_windows - before  # type: ignore[attr-defined]
-
-
 @pytest.mark.parametrize(
     "options",
     [
@@ -154,7 +135,7 @@ def batched(engine: WhisperEngine, items: list[BatchItem], options: TranscribeOp
 def test_ct2_batch_gives_what_one_by_one_gives(ct2: WhisperEngine, options: TranscribeOptions) -> None:
     clips = [decode_audio(FIXTURES / "speech.wav"), decode_audio(FIXTURES / "short.wav")]
     if not options.word_timestamps:
-        clips += slices(3, seed=3)
+        clips += long_audio_slices(3, seed=3)
     info = ct2.registry.resolve("tiny.en")
     alone = [ct2.transcribe(clip, info, options) for clip in clips]
     outcomes, hits = batched(ct2, [BatchItem(clip) for clip in clips], options)
