@@ -165,10 +165,8 @@ def our_engine(name: str, threads: int, model_name: str, device: str):
     info = engine.registry.resolve(model_name)
     engine.load(info)
 
-    options = TranscribeOptions(**json.loads(os.environ.get("BENCH_OPTIONS", "{}")))
-
     def transcribe(audio) -> str:
-        return engine.transcribe(audio, info, options).text
+        return engine.transcribe(audio, info, TranscribeOptions()).text
 
     return transcribe
 

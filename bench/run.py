@@ -326,26 +326,19 @@ def submit(client: httpx.Client, path: Path, **fields: str) -> dict[str, Any]:
     return r.json()
 
 
-def wait_done(client: httpx.Client, job_id: str, timeout: float = 900.0, poll: float = POLL_S) -> dict[str, Any]:
+def wait_done(client: httpx.Client, job_id: str, timeout: float = 900.0, poll: float | None = POLL_S) -> dict[str, Any]:
+    """The job's record once it has ended: polled every ``poll`` seconds, or
+    with ``poll=None`` by long polls (GET /status?wait=50: no polling load on the server)."""
     deadline = time.monotonic() + timeout
+    params = {"wait": "50"} if poll is None else None
     while True:
-        record = client.get(f"/status/{job_id}").json()
+        record = client.get(f"/status/{job_id}", params=params, timeout=80).json()
         if record.get("status") in FINISHED:
             return record
         if time.monotonic() > deadline:
             raise RuntimeError(f"job {job_id} not finished after {timeout}s: {record}")
-        time.sleep(poll)
-
-
-def wait_long(client: httpx.Client, job_id: str, timeout: float = 900.0) -> dict[str, Any]:
-    """The job's record once it has ended, by long polls: no polling load on the server."""
-    deadline = time.monotonic() + timeout
-    while True:
-        record = client.get(f"/status/{job_id}", params={"wait": "50"}, timeout=80).json()
-        if record.get("status") in FINISHED:
-            return record
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"job {job_id} not finished after {timeout}s: {record}")
+        if poll is not None:
+            time.sleep(poll)
 
 
 def completed(record: dict[str, Any]) -> dict[str, Any]:
@@ -426,7 +419,7 @@ def service_e2e(client: httpx.Client, path: Path, **fields: str) -> dict[str, An
     t0 = time.perf_counter()
     job = submit(client, path, **fields)
     t202 = time.perf_counter()
-    record = completed(wait_long(client, job["job_id"]))
+    record = completed(wait_done(client, job["job_id"], poll=None))
     t_seen = time.perf_counter()
     text = client.get(f"/download/{job['job_id']}").text
     t1 = time.perf_counter()
