@@ -35,11 +35,10 @@ from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ToolError
 from pydantic import Field
 
+from whisper_mcp.client import console
+from whisper_mcp.client.console import PROG, TOKEN_ENV, URL_ENV
 from whisper_mcp.client.http import DEFAULT_URL, FINISHED, ClientError, ServiceClient, write_text_atomic
 
-PROG = "whisper-mcp"
-URL_ENV = "WHISPER_MCP_URL"
-TOKEN_ENV = "WHISPER_MCP_TOKEN"
 DEFAULT_OUTPUT_DIR = "./transcriptions"
 JOBS_FILE = ".whisper-mcp-jobs.json"
 MAX_WAIT_SECONDS = 50.0
@@ -410,9 +409,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
-    token = args.token or os.environ.get(TOKEN_ENV) or None
-    mcp = build_bridge(url, token, Path(args.output_dir))
+    mcp = build_bridge(console.url(args), console.token(args), Path(args.output_dir))
     # stdout carries the MCP protocol: nothing else may be printed there.
     mcp.run(transport="stdio", show_banner=False)
     return 0

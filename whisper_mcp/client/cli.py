@@ -29,29 +29,28 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-from whisper_mcp.client.http import DEFAULT_URL, ClientError, ServiceClient, write_text_atomic
+from whisper_mcp.client import console
+from whisper_mcp.client.console import (
+    EXIT_CODES_HELP,
+    EXIT_CREDENTIALS,
+    EXIT_JOB_FAILED,
+    EXIT_OK,
+    EXIT_SERVICE,
+    EXIT_USAGE,
+    PROG,
+    TOKEN_ENV,
+    URL_ENV,
+    ProgressDisplay,
+    transcription_options,
+)
+from whisper_mcp.client.http import DEFAULT_URL, ClientError, write_text_atomic
+from whisper_mcp.client.watch import run_watch
 from whisper_mcp.formats import FORMATS
 from whisper_mcp.queue.jobs import JOB_ID, JOB_STATUSES
 
-PROG = "whisper-mcp"
-URL_ENV = "WHISPER_MCP_URL"
-TOKEN_ENV = "WHISPER_MCP_TOKEN"
 CLIENT_COMMANDS = ("transcribe", "status", "jobs", "watch")
-
-EXIT_OK = 0
-EXIT_JOB_FAILED = 1
-EXIT_USAGE = 2
-EXIT_SERVICE = 3
-EXIT_CREDENTIALS = 4
-
-EXIT_CODES_HELP = """exit codes:
-  0  everything asked for was done
-  1  a transcription job failed or was cancelled
-  2  bad usage, or input the service refused (missing file, not audio, unknown model)
-  3  service unreachable, timed out or failing (HTTP 5xx, 429)
-  4  credentials refused (HTTP 401/403): set --token or WHISPER_MCP_TOKEN"""
 
 __all__ = ["CLIENT_COMMANDS", "add_client_commands", "main", "run_client_command"]
 
@@ -202,158 +201,13 @@ def run_client_command(args: argparse.Namespace) -> int:
     """Run a command parsed by a parser that ``add_client_commands`` set up; returns the exit code."""
     handler = getattr(args, "client_handler", None)
     if handler is None:
-        _error(f"not a client command: {getattr(args, 'command', None)!r}")
+        console.error(f"not a client command: {getattr(args, 'command', None)!r}")
         return EXIT_USAGE
     try:
         return handler(args)
     except ClientError as exc:
-        _error(_describe(exc, args))
-        return _exit_code(exc)
-
-
-# -- helpers -------------------------------------------------------------------
-
-
-def _error(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
-
-
-def _exit_code(exc: ClientError) -> int:
-    """2 when the service refused what was sent; 4 when it refused the
-    credentials; 3 when it could not be reached, was overloaded or failed itself."""
-    status = exc.status_code
-    if status in (401, 403):
-        return EXIT_CREDENTIALS
-    if status is not None and 400 <= status < 500 and status not in (407, 408, 429):
-        return EXIT_USAGE
-    return EXIT_SERVICE
-
-
-def _describe(exc: ClientError, args: argparse.Namespace) -> str:
-    return describe_error(exc, token_given=bool(_token(args)))
-
-
-def describe_error(exc: ClientError, *, token_given: bool) -> str:
-    """The error's message, with a hint where the fix is a flag of these commands."""
-    if exc.status_code in (401, 403):
-        hint = "" if token_given else f" (no token given: use --token or {TOKEN_ENV})"
-        return f"{exc.message}{hint}"
-    if exc.unreachable and "cannot reach" in exc.message:
-        return f"{exc.message} (is it running? set --url or {URL_ENV})"
-    return exc.message
-
-
-def transcription_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The form fields of ``POST /transcribe`` that ``_transcription_options`` set (None: not given)."""
-    return {
-        "model": args.model,
-        "language": args.language,
-        "task": args.task,
-        "initial_prompt": args.prompt,
-        "vad_filter": args.vad_filter,
-        "hotwords": args.hotwords,
-        "priority": args.priority,
-        "cache": args.cache,
-        "diarize": args.diarize,
-        "num_speakers": args.num_speakers,
-        "min_speakers": args.min_speakers,
-        "max_speakers": args.max_speakers,
-    }
-
-
-def _url(args: argparse.Namespace) -> str:
-    return args.url or os.environ.get(URL_ENV) or DEFAULT_URL
-
-
-def _token(args: argparse.Namespace) -> str | None:
-    return args.token or os.environ.get(TOKEN_ENV) or None
-
-
-def _client(args: argparse.Namespace) -> ServiceClient:
-    return ServiceClient(_url(args), token=_token(args), timeout=args.http_timeout)
-
-
-def _format_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
-# -- progress ------------------------------------------------------------------
-
-
-class ProgressDisplay:
-    """Progress of one job on a text stream: a bar redrawn in place with ``\\r`` on
-    a terminal, otherwise one line each time the status changes."""
-
-    WIDTH = 24
-
-    def __init__(self, stream: TextIO, label: str, *, tty: bool | None = None, status: str | None = None) -> None:
-        self.stream = stream
-        self.label = label
-        self.tty = stream.isatty() if tty is None else tty
-        self.last_status = status
-        self._drawn = 0
-
-    def note(self, text: str) -> None:
-        """A transient message: in place on a terminal, a line otherwise."""
-        if self.tty:
-            self._draw(f"{self.label}  {text}")
-        else:
-            self._line(f"{self.label.rstrip()}: {text}")
-
-    def update(self, record: dict[str, Any]) -> None:
-        status = str(record.get("status", "?"))
-        if self.tty:
-            self._draw(self._bar(record, status))
-        elif status != self.last_status:
-            self._line(f"{self.label.rstrip()}: {self._summary(record, status)}")
-        self.last_status = status
-
-    def done(self) -> None:
-        if self.tty and self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = 0
-
-    def _bar(self, record: dict[str, Any], status: str) -> str:
-        progress = float(record.get("progress") or 0.0)
-        if status == "completed":
-            progress = 1.0
-        filled = int(round(progress * self.WIDTH))
-        bar = "#" * filled + "-" * (self.WIDTH - filled)
-        return f"{self.label} [{bar}] {progress * 100:3.0f}% {self._summary(record, status)}"
-
-    def _summary(self, record: dict[str, Any], status: str) -> str:
-        if status == "queued":
-            position = record.get("queue_position")
-            return "queued" + (f" (position {position})" if position else "")
-        if status == "processing":
-            eta = record.get("eta_seconds")
-            return "processing" + (f", about {eta:.0f} s left" if isinstance(eta, (int, float)) else "")
-        if status == "completed":
-            if record.get("cached"):
-                return "completed (cached transcript)"
-            audio, started, finished = record.get("audio_seconds"), record.get("started_at"), record.get("finished_at")
-            if all(isinstance(v, (int, float)) for v in (audio, started, finished)):
-                return f"completed ({audio:.1f} s of audio in {finished - started:.1f} s)"
-            return "completed"
-        if status in ("failed", "cancelled"):
-            return f"{status}: {record.get('error') or 'no reason given'}"
-        return status
-
-    def _draw(self, text: str) -> None:
-        pad = max(0, self._drawn - len(text))
-        self.stream.write("\r" + text + " " * pad)
-        self.stream.flush()
-        self._drawn = len(text)
-
-    def _line(self, text: str) -> None:
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        console.error(console.describe(exc, args))
+        return console.exit_code(exc)
 
 
 # -- transcribe ----------------------------------------------------------------
@@ -390,7 +244,7 @@ def _plan(args: argparse.Namespace) -> list[_Item] | None:
         problems.append(f"--out {out_dir}: exists and is not a folder")
     if problems:
         for problem in problems:
-            _error(problem)
+            console.error(problem)
         return None
 
     items = []
@@ -409,13 +263,13 @@ def _plan(args: argparse.Namespace) -> list[_Item] | None:
         items.append(_Item(source, str(source).ljust(width), target))
     if problems:
         for problem in problems:
-            _error(problem)
+            console.error(problem)
         return None
     if out_dir is not None and args.wait:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            _error(f"--out {out_dir}: cannot create it: {exc.strerror or exc}")
+            console.error(f"--out {out_dir}: cannot create it: {exc.strerror or exc}")
             return None
     return items
 
@@ -429,20 +283,20 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     err = sys.stderr
     submitted: list[_Item] = []
     try:
-        with _client(args) as client:
+        with console.client(args) as client:
             # Upload everything first: the service works on the first file while the
             # others upload, and every job is queued even if this command is stopped.
             for item in items:
                 display = ProgressDisplay(err, item.label)
-                display.note(f"uploading ({_format_size(item.source.stat().st_size)})")
+                display.note(f"uploading ({console.format_size(item.source.stat().st_size)})")
                 try:
                     item.job = client.submit(item.source, **options)
                 except ClientError as exc:
                     display.done()
-                    if exc.unreachable or _exit_code(exc) in (EXIT_SERVICE, EXIT_CREDENTIALS):
+                    if exc.unreachable or console.exit_code(exc) in (EXIT_SERVICE, EXIT_CREDENTIALS):
                         raise
-                    _error(f"{item.source}: {exc.message}")
-                    worst = max(worst, _exit_code(exc))
+                    console.error(f"{item.source}: {exc.message}")
+                    worst = max(worst, console.exit_code(exc))
                     continue
                 submitted.append(item)
                 cached = " (cached transcript)" if item.job.get("cached") else ""
@@ -464,20 +318,20 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
                     display.done()
                 if record["status"] != "completed":
                     reason = record.get("error") or "no reason given"
-                    _error(f"{item.source}: job {job_id} {record['status']}: {reason}")
+                    console.error(f"{item.source}: job {job_id} {record['status']}: {reason}")
                     worst = max(worst, EXIT_JOB_FAILED)
                     continue
                 text = client.download(job_id, args.format)
                 try:
                     write_text_atomic(item.target, text)
                 except OSError as exc:
-                    _error(f"{item.target}: cannot write the transcript: {exc.strerror or exc}")
+                    console.error(f"{item.target}: cannot write the transcript: {exc.strerror or exc}")
                     worst = max(worst, EXIT_USAGE)
                     continue
                 print(item.target, flush=True)
     except KeyboardInterrupt:
         ids = " ".join(i.job["job_id"] for i in submitted if i.job)
-        _error("interrupted" + (f"; the jobs keep running on the service: {ids}" if ids else ""))
+        console.error("interrupted" + (f"; the jobs keep running on the service: {ids}" if ids else ""))
         return 130
     return worst
 
@@ -486,7 +340,6 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def _cmd_watch(args: argparse.Namespace) -> int:
-    from whisper_mcp.client.watch import run_watch  # it imports this module
 
     return run_watch(args)
 
@@ -495,7 +348,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with console.client(args) as client:
         if args.job:
             record = client.status(args.job)
             code = EXIT_OK
@@ -508,9 +361,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= 500 or args.offset < 0:
-        _error("--limit must be from 1 to 500 and --offset 0 or more")
+        console.error("--limit must be from 1 to 500 and --offset 0 or more")
         return EXIT_USAGE
-    with _client(args) as client:
+    with console.client(args) as client:
         page = client.jobs(args.job_status, args.limit, args.offset)
     rows = [("JOB_ID", "STATUS", "PROGRESS", "MODEL", "PRIORITY", "AUDIO", "CREATED", "FILE")]
     for job in page.get("jobs", []):

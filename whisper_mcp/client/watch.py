@@ -50,7 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from whisper_mcp.client.cli import (
+from whisper_mcp.client import console
+from whisper_mcp.client.console import (
     EXIT_CREDENTIALS,
     EXIT_JOB_FAILED,
     EXIT_OK,
@@ -58,9 +59,6 @@ from whisper_mcp.client.cli import (
     EXIT_USAGE,
     PROG,
     ProgressDisplay,
-    _client,
-    _format_size,
-    _token,
     describe_error,
     transcription_options,
 )
@@ -308,7 +306,7 @@ class Watcher:
         rec.state, rec.job_id = "settling", None
         if not rec.noted_growth:
             rec.noted_growth = True
-            self._note(rec, f"still being written ({_format_size(size)}); waiting until it stops changing")
+            self._note(rec, f"still being written ({console.format_size(size)}); waiting until it stops changing")
 
     def _up_to_date(self, rec: Recording) -> bool:
         try:
@@ -341,7 +339,7 @@ class Watcher:
         assert rec.job_id is not None
         record = self._status(rec)
         if record is None or record.get("status") == "waiting_for_upload":
-            self._note(rec, f"uploading ({_format_size(rec.size)}) as job {rec.job_id}")
+            self._note(rec, f"uploading ({console.format_size(rec.size)}) as job {rec.job_id}")
             try:
                 record = self.client.submit(rec.path, job_id=rec.job_id, **self.options)
             except ClientError as exc:
@@ -494,7 +492,7 @@ def run_watch(args: argparse.Namespace) -> int:
             print(f"{PROG}: error: {problem}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     options = transcription_options(args)
-    with _client(args) as client:
+    with console.client(args) as client:
         watcher = Watcher(
             client,
             folder,
@@ -505,7 +503,7 @@ def run_watch(args: argparse.Namespace) -> int:
             interval=args.interval,
             once=args.once,
             give_up_after=args.give_up_after,
-            token_given=bool(_token(args)),
+            token_given=bool(console.token(args)),
         )
         try:
             return watcher.run()

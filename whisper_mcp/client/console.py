@@ -1,0 +1,178 @@
+"""What the client commands (``cli``, ``watch``) share: the program name and
+environment variables, exit codes, error descriptions, the client factory and
+the progress display. It imports neither command module, so both import it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, TextIO
+
+from whisper_mcp.client.http import DEFAULT_URL, ClientError, ServiceClient
+
+PROG = "whisper-mcp"
+URL_ENV = "WHISPER_MCP_URL"
+TOKEN_ENV = "WHISPER_MCP_TOKEN"
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+EXIT_SERVICE = 3
+EXIT_CREDENTIALS = 4
+
+EXIT_CODES_HELP = """exit codes:
+  0  everything asked for was done
+  1  a transcription job failed or was cancelled
+  2  bad usage, or input the service refused (missing file, not audio, unknown model)
+  3  service unreachable, timed out or failing (HTTP 5xx, 429)
+  4  credentials refused (HTTP 401/403): set --token or WHISPER_MCP_TOKEN"""
+
+
+# -- errors and exit codes -----------------------------------------------------
+
+
+def error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+
+
+def exit_code(exc: ClientError) -> int:
+    """2 when the service refused what was sent; 4 when it refused the
+    credentials; 3 when it could not be reached, was overloaded or failed itself."""
+    status = exc.status_code
+    if status in (401, 403):
+        return EXIT_CREDENTIALS
+    if status is not None and 400 <= status < 500 and status not in (407, 408, 429):
+        return EXIT_USAGE
+    return EXIT_SERVICE
+
+
+def describe(exc: ClientError, args: argparse.Namespace) -> str:
+    return describe_error(exc, token_given=bool(token(args)))
+
+
+def describe_error(exc: ClientError, *, token_given: bool) -> str:
+    """The error's message, with a hint where the fix is a flag of these commands."""
+    if exc.status_code in (401, 403):
+        hint = "" if token_given else f" (no token given: use --token or {TOKEN_ENV})"
+        return f"{exc.message}{hint}"
+    if exc.unreachable and "cannot reach" in exc.message:
+        return f"{exc.message} (is it running? set --url or {URL_ENV})"
+    return exc.message
+
+
+def transcription_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The form fields of ``POST /transcribe`` that the commands' transcription options set (None: not given)."""
+    return {
+        "model": args.model,
+        "language": args.language,
+        "task": args.task,
+        "initial_prompt": args.prompt,
+        "vad_filter": args.vad_filter,
+        "hotwords": args.hotwords,
+        "priority": args.priority,
+        "cache": args.cache,
+        "diarize": args.diarize,
+        "num_speakers": args.num_speakers,
+        "min_speakers": args.min_speakers,
+        "max_speakers": args.max_speakers,
+    }
+
+
+# -- connection ----------------------------------------------------------------
+
+
+def url(args: argparse.Namespace) -> str:
+    return args.url or os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def token(args: argparse.Namespace) -> str | None:
+    return args.token or os.environ.get(TOKEN_ENV) or None
+
+
+def client(args: argparse.Namespace) -> ServiceClient:
+    return ServiceClient(url(args), token=token(args), timeout=args.http_timeout)
+
+
+def format_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+# -- progress ------------------------------------------------------------------
+
+
+class ProgressDisplay:
+    """Progress of one job on a text stream: a bar redrawn in place with ``\\r`` on
+    a terminal, otherwise one line each time the status changes."""
+
+    WIDTH = 24
+
+    def __init__(self, stream: TextIO, label: str, *, tty: bool | None = None, status: str | None = None) -> None:
+        self.stream = stream
+        self.label = label
+        self.tty = stream.isatty() if tty is None else tty
+        self.last_status = status
+        self._drawn = 0
+
+    def note(self, text: str) -> None:
+        """A transient message: in place on a terminal, a line otherwise."""
+        if self.tty:
+            self._draw(f"{self.label}  {text}")
+        else:
+            self._line(f"{self.label.rstrip()}: {text}")
+
+    def update(self, record: dict[str, Any]) -> None:
+        status = str(record.get("status", "?"))
+        if self.tty:
+            self._draw(self._bar(record, status))
+        elif status != self.last_status:
+            self._line(f"{self.label.rstrip()}: {self._summary(record, status)}")
+        self.last_status = status
+
+    def done(self) -> None:
+        if self.tty and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = 0
+
+    def _bar(self, record: dict[str, Any], status: str) -> str:
+        progress = float(record.get("progress") or 0.0)
+        if status == "completed":
+            progress = 1.0
+        filled = int(round(progress * self.WIDTH))
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        return f"{self.label} [{bar}] {progress * 100:3.0f}% {self._summary(record, status)}"
+
+    def _summary(self, record: dict[str, Any], status: str) -> str:
+        if status == "queued":
+            position = record.get("queue_position")
+            return "queued" + (f" (position {position})" if position else "")
+        if status == "processing":
+            eta = record.get("eta_seconds")
+            return "processing" + (f", about {eta:.0f} s left" if isinstance(eta, (int, float)) else "")
+        if status == "completed":
+            if record.get("cached"):
+                return "completed (cached transcript)"
+            audio, started, finished = record.get("audio_seconds"), record.get("started_at"), record.get("finished_at")
+            if all(isinstance(v, (int, float)) for v in (audio, started, finished)):
+                return f"completed ({audio:.1f} s of audio in {finished - started:.1f} s)"
+            return "completed"
+        if status in ("failed", "cancelled"):
+            return f"{status}: {record.get('error') or 'no reason given'}"
+        return status
+
+    def _draw(self, text: str) -> None:
+        pad = max(0, self._drawn - len(text))
+        self.stream.write("\r" + text + " " * pad)
+        self.stream.flush()
+        self._drawn = len(text)
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
