@@ -24,7 +24,7 @@ unless THREADS says otherwise. whispercpp is whisper.cpp through pywhispercpp
 (an optional bench-only package) on the same weights converted to ggml float16
 (bench/ggml.py, offline), greedy, one thread per core unless THREADS says
 otherwise. ours-ct2 and ours-vad are whisper-mcp's own
-engine (whisper_mcp.engines.engine.WhisperEngine) with --engine ctranslate2, and with
+engine (whisper_mcp.transcriber.Transcriber) with --engine ctranslate2, and with
 --vad-batching too, running a default job.
 """
 
@@ -65,7 +65,7 @@ def openai_engine(threads: int, model_name: str, device: str):
     from whisper_mcp.config import default_model_cache
     from whisper_mcp.models.registry import ModelRegistry
 
-    registry = ModelRegistry(default_model_cache())
+    registry = ModelRegistry(default_model_cache(), engine="openai")
     model = registry.load(registry.resolve(model_name), device)
 
     def transcribe(audio) -> str:
@@ -96,7 +96,7 @@ def faster_engine(threads: int, model_name: str, device: str):
     folder = ensure_ct2_folder(find_packaged_models()[model_name], default_model_cache() / "ct2")
     if not (folder / "tokenizer.json").is_file():
         raise SystemExit(f"{folder} has no tokenizer.json; faster-whisper cannot load it")
-    from whisper_mcp.engines.engine import default_threads
+    from whisper_mcp.transcriber import default_threads
 
     # CTranslate2's own default is 4 threads; use one per core, as the service does.
     model = WhisperModel(
@@ -131,7 +131,7 @@ def whispercpp_engine(threads: int, model_name: str, device: str):
     from ggml import ggml_model
 
     from whisper_mcp.config import default_model_cache
-    from whisper_mcp.engines.engine import default_threads
+    from whisper_mcp.transcriber import default_threads
 
     model = Model(
         str(ggml_model(model_name, default_model_cache())),
@@ -146,7 +146,7 @@ def whispercpp_engine(threads: int, model_name: str, device: str):
     return transcribe
 
 
-# whisper-mcp's own engine (whisper_mcp.engines.engine.WhisperEngine, as the service
+# whisper-mcp's own engine (whisper_mcp.transcriber.Transcriber, as the service
 # runs it for a default job), by configuration.
 OURS = {
     "ours-ct2": {"engine": "ctranslate2"},
@@ -156,12 +156,12 @@ OURS = {
 
 def our_engine(name: str, threads: int, model_name: str, device: str):
     from whisper_mcp.config import default_model_cache
-    from whisper_mcp.engines.engine import WhisperEngine
     from whisper_mcp.models.registry import ModelRegistry
     from whisper_mcp.options import TranscribeOptions
+    from whisper_mcp.transcriber import Transcriber
 
     registry = ModelRegistry(default_model_cache(), engine=str(OURS[name]["engine"]))
-    engine = WhisperEngine(registry, device, threads, **OURS[name])  # type: ignore[arg-type]
+    engine = Transcriber(registry, device, threads, **OURS[name])  # type: ignore[arg-type]
     info = engine.registry.resolve(model_name)
     engine.load(info)
 
@@ -233,7 +233,7 @@ def cold(path: str, model_name: str, device: str) -> None:
     from whisper_mcp.models.registry import ModelRegistry
 
     t_import = time.perf_counter()
-    registry = ModelRegistry(default_model_cache())
+    registry = ModelRegistry(default_model_cache(), engine="openai")
     model = registry.load(registry.resolve(model_name), device)
     t_load = time.perf_counter()
     audio = decode_audio(Path(path))

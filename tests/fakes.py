@@ -16,35 +16,28 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from whisper_mcp.engines.base import BATCH_MAX_SECONDS, BatchItem, Segment, Transcription, Word
+from whisper_mcp.engines.base import BATCH_MAX_SECONDS, BatchItem, Engine, Segment, Transcription, Word
 from whisper_mcp.errors import UnknownModel
+from whisper_mcp.models.pool import LoadedModel
+from whisper_mcp.models.registry import ModelInfo
 from whisper_mcp.options import TranscribeOptions
 
 
-@dataclass(frozen=True)
-class FakeModel:
-    name: str
-    source: str = "packaged"
-    local: bool = True
-
-
-@dataclass
-class LoadedModel:
-    name: str
-    bytes: int = 75 * 2**20
-    pinned: bool = True
+def _loaded(name: str) -> LoadedModel:
+    now = time.time()
+    return LoadedModel(name, 75 * 2**20, loaded_at=now, last_used=now, pinned=True)
 
 
 class FakeRegistry:
     MODELS = ("tiny.en", "base")
 
-    def resolve(self, name: str, *, trusted: bool = False) -> FakeModel:
+    def resolve(self, name: str, *, trusted: bool = False) -> ModelInfo:
         if name not in self.MODELS:
             raise UnknownModel(f"Unknown model {name!r}; choose one of {', '.join(self.MODELS)}.")
-        return FakeModel(name)
+        return ModelInfo(name, "packaged", local=True)
 
-    def available(self) -> list[FakeModel]:
-        return [FakeModel(name) for name in self.MODELS]
+    def available(self) -> list[ModelInfo]:
+        return [ModelInfo(name, "packaged", local=True) for name in self.MODELS]
 
 
 @dataclass
@@ -56,11 +49,13 @@ class FakePool:
     def loaded(self) -> list[LoadedModel]:
         return list(self.models)
 
-    def sweep(self) -> None:
-        return None
+    def sweep(self) -> list[str]:
+        return []
 
 
 class FakeEngine:
+    """Checked against ``Engine`` by the type checker (``_CHECKED`` below)."""
+
     engine = "fake"
     compute_type = "float32"
     encoder_compute_type = "float32"
@@ -108,19 +103,19 @@ class FakeEngine:
     def loaded_models(self) -> list[str]:
         return [m.name for m in self.pool.models]
 
-    def load(self, info: FakeModel) -> None:
+    def load(self, info: ModelInfo) -> None:
         if info.name not in self.loaded_models:
-            self.pool.models.append(LoadedModel(info.name))
+            self.pool.models.append(_loaded(info.name))
             self.pool.loads += 1
 
     def can_batch(self, duration: float, options: TranscribeOptions) -> bool:
         return 0 < duration <= BATCH_MAX_SECONDS and options.beam_size is None
 
     def transcribe_batch(
-        self, items: Sequence[BatchItem], model: FakeModel, options: TranscribeOptions
+        self, items: Sequence[BatchItem], model: ModelInfo, options: TranscribeOptions
     ) -> list[Transcription | Exception]:
         self.load(model)
-        self.batches.append([Path(item.audio).name for item in items])
+        self.batches.append([Path(str(item.audio)).name for item in items])
         self.calls.append((model.name, options))
         outcomes: list[Transcription | Exception] = []
         for item in items:
@@ -169,3 +164,7 @@ class FakeEngine:
                 Word(w, round(start + k * span, 3), round(start + (k + 1) * span, 3), 0.9) for k, w in enumerate(pieces)
             ]
         return Segment(index, start, end, said, words)
+
+
+# The type checker fails here if the fake drifts from the protocol it stands in for.
+_CHECKED: type[Engine] = FakeEngine

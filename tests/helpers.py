@@ -248,7 +248,7 @@ def long_audio_slices(count: int, seed: int) -> list[Any]:
 
 def batched(engine: Any, items: list[Any], options: Any, model: str = "tiny.en") -> tuple[list[Any], int]:
     """``engine.transcribe_batch`` outcomes, and how many first windows
-    transcribe() took from the batch (a WhisperEngine's backend counts them)."""
+    transcribe() took from the batch (a Transcriber's backend counts them)."""
     before = engine.backend.batched_windows
     outcomes = engine.transcribe_batch(items, engine.registry.resolve(model), options)
     return outcomes, engine.backend.batched_windows - before

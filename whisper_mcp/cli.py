@@ -128,11 +128,11 @@ def serve(settings: Settings) -> int:
 
 
 def prepare_model(settings: Settings) -> int:
-    from whisper_mcp.engines.engine import WhisperEngine
     from whisper_mcp.models.registry import ModelRegistry
+    from whisper_mcp.transcriber import Transcriber
 
     registry = ModelRegistry(settings.model_cache, engine=settings.engine)
-    engine = WhisperEngine(registry, "cpu", engine=settings.engine)
+    engine = Transcriber(registry, "cpu", engine=settings.engine)
     info = registry.resolve(settings.model, trusted=True)
     engine.load(info)
     print(f"model {info.name} ({info.source}, {settings.engine}) is ready in {settings.model_cache}")

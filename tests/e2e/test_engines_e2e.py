@@ -13,17 +13,17 @@ import pytest
 from whisper_mcp.config import default_model_cache
 from whisper_mcp.engines.audio import decode_audio
 from whisper_mcp.engines.base import Transcription
-from whisper_mcp.engines.engine import WhisperEngine
 from whisper_mcp.errors import UnknownModel
 from whisper_mcp.models.convert import find_packaged_models
 from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import TranscribeOptions
+from whisper_mcp.transcriber import Transcriber
 
 from helpers import FIXTURES, LONG_AUDIO, words
 
 pytestmark = pytest.mark.e2e
 
-# name -> WhisperEngine settings; "ctranslate2-vad" is faster-whisper's VAD-chunked batched pipeline.
+# name -> Transcriber settings; "ctranslate2-vad" is faster-whisper's VAD-chunked batched pipeline.
 CONFIGS: dict[str, dict[str, object]] = {
     "openai": {"engine": "openai"},
     "ctranslate2": {"engine": "ctranslate2"},
@@ -41,18 +41,18 @@ def _needs(engine: str, *models: str) -> None:
         pytest.importorskip("faster_whisper")
 
 
-_engines: dict[str, WhisperEngine] = {}
+_engines: dict[str, Transcriber] = {}
 
 
-def engine_for(name: str) -> WhisperEngine:
+def engine_for(name: str) -> Transcriber:
     """One engine per kind for the whole module: models load once."""
     if name not in _engines:
         registry = ModelRegistry(default_model_cache(), engine=str(CONFIGS[name]["engine"]))
-        _engines[name] = WhisperEngine(registry, "cpu", **CONFIGS[name])  # type: ignore[arg-type]
+        _engines[name] = Transcriber(registry, "cpu", **CONFIGS[name])  # type: ignore[arg-type]
     return _engines[name]
 
 
-def run(engine: WhisperEngine, path: Path, model: str, **options: object) -> tuple[Transcription, list[float], float]:
+def run(engine: Transcriber, path: Path, model: str, **options: object) -> tuple[Transcription, list[float], float]:
     progress: list[float] = []
     started = time.perf_counter()
     result = engine.transcribe(
@@ -239,24 +239,22 @@ def test_ctranslate2_model_memory_and_options() -> None:
 def test_ctranslate2_settings_and_models_rejected_clearly(tmp_path: Path) -> None:
     pytest.importorskip("faster_whisper")
     registry = ModelRegistry(tmp_path, engine="ctranslate2")
-    eng = WhisperEngine(registry, "cpu", engine="ctranslate2")
+    eng = Transcriber(registry, "cpu", engine="ctranslate2")
     assert (eng.engine, eng.compute_type, eng.device) == ("ctranslate2", "int8", "cpu")
     checkpoint = tmp_path / "model.pt"
     checkpoint.write_bytes(b"not used")
     with pytest.raises(UnknownModel, match="ctranslate2 engine cannot load"):
         registry.resolve(str(checkpoint), trusted=True)
     # The openai engine still takes .pt files; names it cannot run are refused up front.
-    assert ModelRegistry(tmp_path).resolve(str(checkpoint), trusted=True).source == "file"
+    assert ModelRegistry(tmp_path, engine="openai").resolve(str(checkpoint), trusted=True).source == "file"
     with pytest.raises(ValueError, match="float16"):
-        WhisperEngine(
-            ModelRegistry(tmp_path, engine="ctranslate2"), "cpu", engine="ctranslate2", compute_type="float16"
-        )
+        Transcriber(ModelRegistry(tmp_path, engine="ctranslate2"), "cpu", engine="ctranslate2", compute_type="float16")
     with pytest.raises(ValueError, match="int8"):
-        WhisperEngine(ModelRegistry(tmp_path), "cpu", engine="openai", compute_type="int8")
+        Transcriber(ModelRegistry(tmp_path, engine="openai"), "cpu", engine="openai", compute_type="int8")
     with pytest.raises(ValueError, match="vad_batching needs engine ctranslate2"):
-        WhisperEngine(ModelRegistry(tmp_path), "cpu", engine="openai", vad_batching=True)
+        Transcriber(ModelRegistry(tmp_path, engine="openai"), "cpu", engine="openai", vad_batching=True)
     with pytest.raises(ValueError, match="Unknown engine"):
-        WhisperEngine(ModelRegistry(tmp_path), "cpu", engine="whisper.cpp")
+        Transcriber(ModelRegistry(tmp_path), "cpu", engine="whisper.cpp")
 
 
 def test_ctranslate2_folder_assembled_once(tmp_path: Path) -> None:
@@ -326,7 +324,7 @@ def test_ctranslate2_encodes_in_float32_by_default_on_cpu() -> None:
     import ctranslate2
 
     split = engine_for("ctranslate2")
-    one = WhisperEngine(
+    one = Transcriber(
         ModelRegistry(default_model_cache(), engine="ctranslate2"),
         "cpu",
         encoder_compute_type="same",
@@ -354,4 +352,4 @@ def test_ctranslate2_encodes_in_float32_by_default_on_cpu() -> None:
         assert {"meeting", "report", "friday"} <= words(result.text), result.text
     one.pool.unload("tiny.en")
     with pytest.raises(ValueError, match="encoder_compute_type 'float16' is not supported"):
-        WhisperEngine(ModelRegistry(default_model_cache(), engine="ctranslate2"), "cpu", encoder_compute_type="float16")
+        Transcriber(ModelRegistry(default_model_cache(), engine="ctranslate2"), "cpu", encoder_compute_type="float16")

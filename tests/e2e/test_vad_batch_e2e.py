@@ -13,23 +13,23 @@ import pytest
 from whisper_mcp.config import Settings, default_model_cache
 from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
 from whisper_mcp.engines.base import BatchItem, Transcription
-from whisper_mcp.engines.engine import WhisperEngine
 from whisper_mcp.errors import InvalidAudio
 from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import TranscribeOptions
 from whisper_mcp.server.app import build_engine
+from whisper_mcp.transcriber import Transcriber
 
 from helpers import FIXTURES, InProcessServer, batched, long_audio_slices, submit, wait_done, words
 
 pytestmark = pytest.mark.e2e
 
-_engines: dict[str, WhisperEngine] = {}
+_engines: dict[str, Transcriber] = {}
 
 
-def engine_for(name: str) -> WhisperEngine:
+def engine_for(name: str) -> Transcriber:
     """One engine per kind for the module: the model loads once."""
     if name not in _engines:
-        _engines[name] = WhisperEngine(ModelRegistry(default_model_cache(), engine=name), "cpu", engine=name)
+        _engines[name] = Transcriber(ModelRegistry(default_model_cache(), engine=name), "cpu", engine=name)
     return _engines[name]
 
 
@@ -118,7 +118,7 @@ def test_hotwords_accepted_on_ctranslate2_and_refused_on_openai(tmp_path: Path) 
 
 
 @pytest.fixture(scope="module")
-def ct2() -> Iterator[WhisperEngine]:
+def ct2() -> Iterator[Transcriber]:
     yield engine_for("ctranslate2")
 
 
@@ -132,7 +132,7 @@ def ct2() -> Iterator[WhisperEngine]:
     ],
     ids=["default-beam-2", "prompt-hotwords-words", "vad", "greedy"],
 )
-def test_ct2_batch_gives_what_one_by_one_gives(ct2: WhisperEngine, options: TranscribeOptions) -> None:
+def test_ct2_batch_gives_what_one_by_one_gives(ct2: Transcriber, options: TranscribeOptions) -> None:
     clips = [decode_audio(FIXTURES / "speech.wav"), decode_audio(FIXTURES / "short.wav")]
     if not options.word_timestamps:
         clips += long_audio_slices(3, seed=3)
@@ -153,7 +153,7 @@ def test_ct2_batch_gives_what_one_by_one_gives(ct2: WhisperEngine, options: Tran
         assert all(s.words for o in outcomes for s in o.segments)
 
 
-def test_ct2_batch_one_bad_or_cancelled_job_leaves_the_rest(ct2: WhisperEngine) -> None:
+def test_ct2_batch_one_bad_or_cancelled_job_leaves_the_rest(ct2: Transcriber) -> None:
     class Stop(Exception):
         pass
 
@@ -178,7 +178,7 @@ def test_ct2_batch_one_bad_or_cancelled_job_leaves_the_rest(ct2: WhisperEngine) 
     assert hits == 2  # speech and the last short clip; the cancelled one stopped before its decode
 
 
-def test_ct2_engine_batches_short_jobs_beam_search_too(ct2: WhisperEngine) -> None:
+def test_ct2_engine_batches_short_jobs_beam_search_too(ct2: Transcriber) -> None:
     # CTranslate2 searches each batch item's beams apart; the default is a beam of 2.
     assert ct2.default_beam_size == 2
     assert ct2.can_batch(9.0, TranscribeOptions()) and ct2.can_batch(9.0, TranscribeOptions(vad_filter=True))

@@ -9,9 +9,9 @@ import pytest
 import whisper_mcp.engines.openai as openai_backend
 from whisper_mcp.config import default_model_cache
 from whisper_mcp.engines.base import BatchItem, Transcription
-from whisper_mcp.engines.engine import WhisperEngine
 from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import TranscribeOptions
+from whisper_mcp.transcriber import Transcriber
 
 from helpers import FIXTURES, words
 
@@ -21,7 +21,7 @@ def test_failed_batch_decode_falls_back_to_one_by_one(monkeypatch: pytest.Monkey
         raise RuntimeError("CUDA out of memory (injected)")
 
     monkeypatch.setattr(openai_backend, "decode_first_windows", out_of_memory)
-    engine = WhisperEngine(ModelRegistry(default_model_cache()), "cpu")
+    engine = Transcriber(ModelRegistry(default_model_cache(), engine="openai"), "cpu")
     items = [BatchItem(FIXTURES / "speech.wav"), BatchItem(FIXTURES / "short.wav")]
     outcomes = engine.transcribe_batch(items, engine.registry.resolve("tiny.en"), TranscribeOptions())
     assert all(isinstance(o, Transcription) for o in outcomes), outcomes

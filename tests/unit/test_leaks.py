@@ -19,8 +19,9 @@ from fastmcp.exceptions import ToolError
 
 from whisper_mcp.engines.base import BatchItem
 from whisper_mcp.errors import INTERNAL_ERROR, UnknownModel
+from whisper_mcp.models.registry import ModelInfo
 
-from fakes import FakeEngine, FakeModel, FakeRegistry
+from fakes import FakeEngine, FakeRegistry
 from helpers import FIXTURES, InProcessServer, submit, wait_done
 
 SECRET_PATH = "/srv/private/models/weights.pt"
@@ -64,9 +65,9 @@ def test_an_unexpected_error_in_a_tool_is_not_shown(fake_server: InProcessServer
 class PathRegistry(FakeRegistry):
     """Resolves the operator's path (trusted) as the real registry does; a client's never."""
 
-    def resolve(self, name: str, *, trusted: bool = False) -> FakeModel:
+    def resolve(self, name: str, *, trusted: bool = False) -> ModelInfo:
         if trusted and name == SECRET_PATH:
-            return FakeModel(name, source="file")
+            return ModelInfo(name, "file", local=True)
         if name.startswith("/"):
             raise UnknownModel(f"Unknown model {name!r}.")
         return super().resolve(name, trusted=trusted)

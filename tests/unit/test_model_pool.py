@@ -203,7 +203,7 @@ def _rss_bytes() -> int:
 
 
 def _packaged() -> set[str]:
-    return {i.name for i in ModelRegistry(default_model_cache()).available() if i.source == "packaged"}
+    return {i.name for i in ModelRegistry(default_model_cache(), engine="openai").available() if i.source == "packaged"}
 
 
 def _transcribe(pool: ModelPool, model: ModelInfo, audio: np.ndarray | None, seen: list[weakref.ref]) -> str:
@@ -219,7 +219,7 @@ def test_real_models_alternate_under_budget() -> None:
     missing = {"tiny.en", "base"} - _packaged()
     if missing:
         pytest.skip(f"packaged offline model(s) {sorted(missing)} not installed")
-    registry = ModelRegistry(default_model_cache())
+    registry = ModelRegistry(default_model_cache(), engine="openai")
     tiny, base = registry.resolve("tiny.en"), registry.resolve("base")
     # Room for the larger model alone, so each switch evicts the other one.
     budget = int(max(estimate_bytes(tiny), estimate_bytes(base)) * 1.05)

@@ -153,7 +153,7 @@ def test_the_engine_is_built_from_the_settings(monkeypatch: pytest.MonkeyPatch, 
             made["engine"] = (device, threads, kwargs)
 
     monkeypatch.setitem(sys.modules, "whisper_mcp.models.registry", types.SimpleNamespace(ModelRegistry=Registry))
-    monkeypatch.setitem(sys.modules, "whisper_mcp.engines.engine", types.SimpleNamespace(WhisperEngine=Engine))
+    monkeypatch.setitem(sys.modules, "whisper_mcp.transcriber", types.SimpleNamespace(Transcriber=Engine))
     settings = Settings.from_env(
         {},
         model_cache=str(tmp_path / "cache"),

@@ -306,7 +306,7 @@ def test_client_model_names_come_from_the_registry(tmp_path: Path) -> None:
     inside.write_bytes(b"weights")
     outside = tmp_path / "elsewhere.pt"
     outside.write_bytes(b"weights")
-    registry = ModelRegistry(cache)
+    registry = ModelRegistry(cache, engine="openai")
     for name in (
         "converted/tiny.en.pt",
         str(inside),

@@ -1,4 +1,4 @@
-"""Diarization as a step after transcription, for ``engines.engine.WhisperEngine``:
+"""Diarization as a step after transcription, for ``transcriber.Transcriber``:
 the options the transcription runs with (word timings, to split by), the share
 of a job's progress each part gets, and the speaker-labelled transcription.
 

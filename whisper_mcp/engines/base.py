@@ -1,6 +1,6 @@
 """What every engine shares: the choices, the result records, a batch item,
 the ``Backend`` protocol each inference library implements and the ``Engine``
-protocol the server asks of ``engine.WhisperEngine``.
+protocol the server asks of ``transcriber.Transcriber``.
 
 Both backends (``openai``, ``ctranslate2``), the model registry and the server
 depend on this module; it imports no other engine module, so no backend
@@ -21,7 +21,8 @@ import numpy as np
 # compute_type a setting may name (COMPUTE_TYPES; each engine accepts a subset).
 from whisper_mcp.config import COMPUTE_TYPES, ENGINE_ALIASES, ENGINES
 
-if TYPE_CHECKING:  # both import torch; this module stays light
+if TYPE_CHECKING:  # they import torch; this module stays light
+    from whisper_mcp.models.pool import LoadedModel
     from whisper_mcp.models.registry import ModelInfo
     from whisper_mcp.options import TranscribeOptions
 
@@ -152,19 +153,9 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def engine_name(value: str | None) -> str:
-    """The engine a setting names (any case, an alias, empty for the default),
-    or ``ValueError`` listing the choices."""
-    name = (value or "openai").strip().lower()
-    name = ENGINE_ALIASES.get(name, name)
-    if name not in ENGINES:
-        raise ValueError(f"Unknown engine {value!r}; choose one of {', '.join(ENGINES)}.")
-    return name
-
-
 class Backend(Protocol):
     """One inference library (``openai.OpenAIBackend``,
-    ``ctranslate2.CTranslate2Backend``), as ``engine.WhisperEngine`` drives it.
+    ``ctranslate2.CTranslate2Backend``), as ``transcriber.Transcriber`` drives it.
     The model pool holds what ``load`` returns."""
 
     name: str
@@ -201,28 +192,69 @@ class Backend(Protocol):
         forward pass; one outcome per item. Called only when ``batching``."""
 
 
+class ModelCatalog(Protocol):
+    """The models on offer (``models.registry.ModelRegistry``): names to ``ModelInfo``."""
+
+    def resolve(self, name: str, *, trusted: bool = False) -> ModelInfo:
+        """The model ``name`` means; ``UnknownModel`` (saying why) if none."""
+
+    def available(self) -> list[ModelInfo]: ...
+
+
+class LoadedModels(Protocol):
+    """What is loaded (``models.pool.ModelPool``), and how often models came and went."""
+
+    loads: int
+    unloads: int
+
+    def loaded(self) -> list[LoadedModel]: ...
+
+    def sweep(self) -> list[str]:
+        """Unload what has been idle too long; the names unloaded."""
+
+
 class Engine(Protocol):
-    """What the server asks of an engine (``engine.WhisperEngine``, or a fake in
+    """What the server asks of an engine (``transcriber.Transcriber``, or a fake in
     tests). Every method blocks; only the inference thread calls them, except
     the read-only attributes."""
 
-    engine: str  # "openai" | "ctranslate2"
-    compute_type: str  # resolved: never "default"
-    encoder_compute_type: str  # the same as compute_type unless the encoder runs apart
-    default_beam_size: int  # the beam of jobs that ask for none; 1 = greedy
-    device: str
-    registry: Any  # models.registry.ModelRegistry: names -> ModelInfo
-    pool: Any  # models.pool.ModelPool: what is loaded, loads, unloads, sweep()
+    # Read-only here (properties), so an implementation may narrow their types.
+    @property
+    def engine(self) -> str:
+        """ "openai" or "ctranslate2"."""
+
+    @property
+    def compute_type(self) -> str:
+        """Resolved: never "default"."""
+
+    @property
+    def encoder_compute_type(self) -> str:
+        """The same as compute_type unless the encoder runs apart."""
+
+    @property
+    def default_beam_size(self) -> int:
+        """The beam of jobs that ask for none; 1 = greedy."""
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def registry(self) -> ModelCatalog: ...
+
+    @property
+    def pool(self) -> LoadedModels: ...
 
     @property
     def loaded_models(self) -> list[str]: ...
 
-    def load(self, info: Any) -> None: ...
+    def load(self, info: ModelInfo) -> None: ...
 
-    def transcribe_batch(self, items: Sequence[BatchItem], model: Any, options: Any) -> list[Transcription | Exception]:
+    def transcribe_batch(
+        self, items: Sequence[BatchItem], model: ModelInfo, options: TranscribeOptions
+    ) -> list[Transcription | Exception]:
         """One outcome per item: its transcription, or the exception that ended it."""
 
-    def can_batch(self, duration: float, options: Any) -> bool:
+    def can_batch(self, duration: float, options: TranscribeOptions) -> bool:
         """Whether a job this long, with these options, may share a forward pass."""
 
 
@@ -236,12 +268,13 @@ __all__ = [
     "BatchItem",
     "Decoded",
     "Engine",
+    "LoadedModels",
+    "ModelCatalog",
     "ProgressCallback",
     "Segment",
     "SegmentCallback",
     "Transcription",
     "Word",
-    "engine_name",
     "make_segment",
 ]
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from whisper_mcp.engines.base import engine_name
+from whisper_mcp.config import DEFAULT_ENGINE, engine_name
 from whisper_mcp.errors import ModelUnavailable, UnknownModel
 from whisper_mcp.models.convert import PackagedModel, ensure_checkpoint, find_packaged_models
 
@@ -75,7 +75,7 @@ CT2_REPOS: dict[str, str] = {
 
 class ModelRegistry:
     def __init__(
-        self, cache_dir: Path, packaged: dict[str, PackagedModel] | None = None, *, engine: str = "openai"
+        self, cache_dir: Path, packaged: dict[str, PackagedModel] | None = None, *, engine: str = DEFAULT_ENGINE
     ) -> None:
         self.cache_dir = cache_dir
         self._packaged = find_packaged_models() if packaged is None else packaged

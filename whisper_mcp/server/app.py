@@ -36,11 +36,11 @@ from whisper_mcp.server.worker import InferenceWorker
 
 def build_engine(settings: Settings) -> Engine:
     """The real engine (imports torch): the model registry, pool and backend."""
-    from whisper_mcp.engines.engine import WhisperEngine
     from whisper_mcp.models.registry import ModelRegistry
+    from whisper_mcp.transcriber import Transcriber
 
     registry = ModelRegistry(settings.model_cache, engine=settings.engine)
-    return WhisperEngine(
+    return Transcriber(
         registry,
         settings.device,
         settings.threads,

@@ -1,5 +1,5 @@
-"""The inference engine the server uses: the backend chosen by configuration,
-and the pool of models it has loaded.
+"""What the server transcribes with: the backend chosen by configuration, the
+pool of models it has loaded, and the diarizer that runs after it.
 
 * ``ctranslate2`` (default): faster-whisper on CTranslate2 (``ctranslate2``),
   about twice as fast on CPU with int8 weights, which can batch a file's
@@ -10,10 +10,11 @@ and the pool of models it has loaded.
 Both can run several short jobs in one forward pass (``transcribe_batch``).
 
 Both take the same ``TranscribeOptions`` and return the same ``Transcription``
-(``base``). This is the only module that imports the backends; they import
-neither this module nor each other. Everything here blocks; only the
-inference thread calls into it. A backend is imported only when chosen, so
-the ctranslate2 engine runs without torch in the process.
+(``engines.base``). This is the only module that imports the backends; they
+import neither this module nor each other, and ``engines/`` never imports
+``diarization/``: the speaker step joins a backend here. Everything here
+blocks; only the inference thread calls into it. A backend is imported only
+when chosen, so the ctranslate2 engine runs without torch in the process.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from whisper_mcp.config import engine_name
 from whisper_mcp.diarization import step as diarization
 from whisper_mcp.engines.base import (
     BATCH_MAX_SECONDS,
@@ -34,7 +36,6 @@ from whisper_mcp.engines.base import (
     ProgressCallback,
     SegmentCallback,
     Transcription,
-    engine_name,
 )
 from whisper_mcp.models.pool import ModelPool
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
@@ -62,8 +63,9 @@ def default_threads() -> int:
     return max(1, len(cores))
 
 
-class WhisperEngine:
-    """The models and the one ``transcribe`` call the worker uses.
+class Transcriber:
+    """A backend, the model pool and the diarizer: the models and the
+    ``transcribe`` calls the worker uses (the ``engines.base.Engine`` protocol).
 
     ``registry``: the models on offer, built for this engine
     (``ModelRegistry(cache, engine=...)``).
@@ -253,4 +255,4 @@ class WhisperEngine:
         return self.backend.batching and 0 < duration <= BATCH_MAX_SECONDS and self.backend.batchable(options)
 
 
-__all__ = ["WhisperEngine", "default_threads"]
+__all__ = ["Transcriber", "default_threads"]
