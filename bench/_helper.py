@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+from rss import vm_kb  # bench/rss.py: this script's folder is first on sys.path
+
 T_START = time.perf_counter()
 
 # Protocol lines go to the real stdout; anything a library prints goes to stderr.
@@ -48,11 +50,7 @@ TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 def proc_status(field: str) -> int:
     """kB value of a /proc/self/status field (VmRSS, VmHWM)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+    return vm_kb(os.getpid(), field) or 0
 
 
 def openai_engine(threads: int, model_name: str, device: str):
