@@ -3,7 +3,6 @@ and its growth during a large upload."""
 
 # The notes are long %-templates over a tuple of figures, easier to check
 # against their values than the same text as f-strings.
-# ruff: noqa: UP031
 
 from __future__ import annotations
 
