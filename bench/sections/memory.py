@@ -1,9 +1,6 @@
 """Section memory: server RSS idle, its peak on a 1-minute and a long file,
 and its growth during a large upload."""
 
-# The notes are long %-templates over a tuple of figures, easier to check
-# against their values than the same text as f-strings.
-
 from __future__ import annotations
 
 import subprocess

@@ -1,9 +1,6 @@
 """Section queue: clips of 5-10 s submitted all at once (batched) against one
 by one, in clips per minute, on each engine."""
 
-# The notes are long %-templates over a tuple of figures, easier to check
-# against their values than the same text as f-strings.
-
 from __future__ import annotations
 
 import time

@@ -1,9 +1,6 @@
 """Section responsive: /health and /status latency with 50 concurrent
 pollers during a long transcription, against the idle server."""
 
-# The notes are long %-templates over a tuple of figures, easier to check
-# against their values than the same text as f-strings.
-
 from __future__ import annotations
 
 import asyncio

@@ -1,9 +1,6 @@
 """Section warm: speech.wav end to end through the service, against
 in-process warm transcription and against a fresh process per clip."""
 
-# The notes are long %-templates over a tuple of figures, easier to check
-# against their values than the same text as f-strings.
-
 from __future__ import annotations
 
 from collections.abc import Callable
