@@ -1,11 +1,11 @@
-"""MCP Inspector's CLI, run exactly as the README documents it, against a
+"""MCP Inspector's CLI, run exactly as docs/mcp.md documents it, against a
 server with a token and one without: it lists the tools and calls one
 instead of starting OAuth. Inspector comes from npm (cached; skipped with the
 reason when npm cannot fetch it) and runs in a network namespace with the
-server on 127.0.0.1:8765, as in the README.
+server on 127.0.0.1:8765, as in docs/mcp.md.
 
 Run as a script, this file is the part inside the namespace: it serves the
-app (over a fake engine) on port 8765 and runs the README's commands."""
+app (over a fake engine) on port 8765 and runs the documented commands."""
 
 from __future__ import annotations
 
@@ -33,11 +33,11 @@ DISCOVERY = (
 )
 
 
-def readme_commands() -> tuple[str, str]:
-    """The README's two Inspector command lines: for a server with a token, and without."""
+def documented_commands() -> tuple[str, str]:
+    """docs/mcp.md's two Inspector command lines: for a server with a token, and without."""
     lines = [
         line.strip()
-        for line in (ROOT / "README.md").read_text().splitlines()
+        for line in (ROOT / "docs" / "mcp.md").read_text().splitlines()
         if line.strip().startswith("npx -y @modelcontextprotocol/inspector")
     ]
     with_token = [line for line in lines if "Authorization: Bearer $WHISPER_MCP_TOKEN" in line]
@@ -46,9 +46,9 @@ def readme_commands() -> tuple[str, str]:
     return with_token[0], without[0]
 
 
-def test_inspector_cli_as_the_readme_says(tmp_path: Path) -> None:
+def test_inspector_cli_as_the_docs_say(tmp_path: Path) -> None:
     need_netns()
-    with_token, without = readme_commands()
+    with_token, without = documented_commands()
     spec = shlex.split(with_token)[2]  # npx -y SPEC ...
     assert spec.startswith("@modelcontextprotocol/inspector")
     npx_warm(spec, "--cli", "--version")  # with network; inside the namespace npx finds it cached
@@ -61,7 +61,7 @@ def test_inspector_cli_as_the_readme_says(tmp_path: Path) -> None:
     runs = json.loads(report.read_text())
 
     # Tools listed and a tool called, with the token, on the server that needs it.
-    listed = runs["token server, README command"]
+    listed = runs["token server, documented command"]
     assert listed["rc"] == 0, listed
     assert {tool["name"] for tool in json.loads(listed["stdout"])["tools"]} == TOOLS
     called = runs["token server, tools/call health"]
@@ -69,7 +69,7 @@ def test_inspector_cli_as_the_readme_says(tmp_path: Path) -> None:
     answer = json.loads(called["stdout"])
     assert answer["isError"] is False and answer["structuredContent"]["model_loaded"] is True, answer
     # And without a token on a server without one.
-    open_listed = runs["open server, README command"]
+    open_listed = runs["open server, documented command"]
     assert open_listed["rc"] == 0, open_listed
     assert {tool["name"] for tool in json.loads(open_listed["stdout"])["tools"]} == TOOLS
     # Without the header the token server refuses, and Inspector says so and
@@ -82,12 +82,12 @@ def test_inspector_cli_as_the_readme_says(tmp_path: Path) -> None:
 
 
 def _inside(report: Path, storage: Path) -> None:
-    """In the namespace: serve on 127.0.0.1:8765 and run the README's commands."""
+    """In the namespace: serve on 127.0.0.1:8765 and run the documented commands."""
     import httpx
 
     from helpers import InProcessServer
 
-    with_token, without = readme_commands()
+    with_token, without = documented_commands()
     runs: dict[str, object] = {}
 
     def run(name: str, line: str, token: str | None) -> None:
@@ -99,7 +99,7 @@ def _inside(report: Path, storage: Path) -> None:
         runs[name] = {"rc": done.returncode, "stdout": done.stdout, "stderr": done.stderr[-3000:]}
 
     with InProcessServer.start(storage / "token", port=8765, token=TOKEN):
-        run("token server, README command", with_token, TOKEN)
+        run("token server, documented command", with_token, TOKEN)
         run(
             "token server, tools/call health",
             with_token.replace("--method tools/list", "--method tools/call --tool-name health"),
@@ -108,7 +108,7 @@ def _inside(report: Path, storage: Path) -> None:
         run("token server, no header", without, TOKEN)
         runs["discovery"] = {path: httpx.get(f"http://127.0.0.1:8765{path}").status_code for path in DISCOVERY}
     with InProcessServer.start(storage / "open", port=8765):
-        run("open server, README command", without, None)
+        run("open server, documented command", without, None)
     report.write_text(json.dumps(runs))
 
 

@@ -2,11 +2,11 @@
 model) on one PostgreSQL database and ONE shared storage folder, each with
 its own ``--replica-id`` and short leases (3 s, heartbeat 1 s).
 
-What a user of "Several replicas" in the README relies on: MCP over
+What a user of docs/replicas.md relies on: MCP over
 streamable HTTP with the official SDK alternating replicas on every request
 (both handshakes), a chunked upload whose chunks land on different
 replicas, a one-time upload URL made on one replica and used on another, a
-cancel sent through a replica that is not running the job, the README's
+cancel sent through a replica that is not running the job, the documented
 nginx configuration in front of the three, and ``kill -9`` of the replica
 running a long job: the job is reclaimed by a survivor, every job completes
 exactly once with the right text, each callback arrives once, a waiter on
@@ -69,7 +69,7 @@ class Cluster:
     database_url: str
     receiver: CallbackReceiver
     public_url: str  # every replica's --public-url: the load balancer's address
-    lb_url: str | None = None  # nginx there, with the README's configuration, when nginx is installed
+    lb_url: str | None = None  # nginx there, with the documented configuration, when nginx is installed
 
     def client(self, name: str) -> httpx.Client:
         return httpx.Client(base_url=self.replicas[name].url, timeout=60)
@@ -144,23 +144,21 @@ def cluster(postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory)
         receiver.close()
 
 
-# -- nginx, configured as the README says ------------------------------------
+# -- nginx, configured as docs/replicas.md says ---------------------------------
 
 
-def readme_nginx_config() -> str:
-    """The nginx configuration in the README's "Several replicas" section."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Several replicas", 1)[1].split("\n## ", 1)[0]
-    match = re.search(r"```nginx\n(.*?)```", section, re.S)
-    assert match, "no ```nginx block in the README's Several replicas section"
+def documented_nginx_config() -> str:
+    """The nginx configuration in docs/replicas.md."""
+    match = re.search(r"```nginx\n(.*?)```", (ROOT / "docs" / "replicas.md").read_text(), re.S)
+    assert match, "no ```nginx block in docs/replicas.md"
     return match.group(1)
 
 
 def nginx_files(folder: Path, port: int, upstream_ports: list[int]) -> Path:
-    """The README's configuration pointed at these replicas and this port, included
+    """The documented configuration pointed at these replicas and this port, included
     from a minimal nginx.conf as Debian's includes conf.d/*.conf; the main file."""
     folder.mkdir(parents=True, exist_ok=True)
-    text = readme_nginx_config()
+    text = documented_nginx_config()
     servers = re.findall(r"^\s*server\s+[\w.-]+:8765\b", text, re.M)
     assert len(servers) == len(upstream_ports), servers
     for line, upstream in zip(servers, upstream_ports, strict=True):
@@ -182,7 +180,7 @@ def start_nginx(folder: Path, port: int, upstream_ports: list[int]) -> subproces
     flags = ["-p", str(folder), "-e", str(folder / "error.log"), "-c", str(main)]
     assert NGINX is not None
     check = subprocess.run([NGINX, "-t", *flags], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr  # the README's configuration is valid nginx
+    assert check.returncode == 0, check.stderr  # the documented configuration is valid nginx
     proc = subprocess.Popen([NGINX, *flags, "-g", "daemon off;"])
     deadline = time.monotonic() + 10
     while True:
@@ -342,8 +340,8 @@ def test_cancel_through_another_replica_stops_the_running_job(cluster: Cluster) 
         time.sleep(0.05)
 
 
-def test_through_nginx_as_the_readme_configures_it(cluster: Cluster) -> None:
-    """The README's nginx configuration (checked with ``nginx -t`` when the
+def test_through_nginx_as_the_docs_configure_it(cluster: Cluster) -> None:
+    """The documented nginx configuration (checked with ``nginx -t`` when the
     cluster starts) in front of the three replicas, round-robin: an MCP
     session, an upload URL naming the balancer with the upload streamed
     through it, the wait, and downloads from each replica in turn."""

@@ -1,8 +1,8 @@
 """``whisper-mcp watch`` as a user runs it (``python -m whisper_mcp watch`` in a
 subprocess) against the real server with the real model: a folder of
 recordings, one of them still being written, becomes transcripts, once each,
-across a crash and restart of the watcher. And the README's watch examples,
-run as written."""
+across a crash and restart of the watcher. And the watch examples of
+docs/client.md, run as written."""
 
 from __future__ import annotations
 
@@ -114,14 +114,14 @@ def test_a_folder_becomes_transcripts_once_each_across_a_restart(server: ServerP
     assert len(our_jobs(server, "we2e-")) == 3
 
 
-def readme_watch_examples() -> list[str]:
-    section = (ROOT / "README.md").read_text().split("### Watching a folder", 1)[1].split("\n## ", 1)[0]
+def documented_watch_examples() -> list[str]:
+    section = (ROOT / "docs" / "client.md").read_text().split("## Watching a folder", 1)[1].split("\n## ", 1)[0]
     block = section.split("```sh\n", 1)[1].split("```", 1)[0]
     return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.startswith("whisper-mcp watch")]
 
 
-def test_the_readme_watch_examples_run_as_written(server: ServerProcess, tmp_path: Path) -> None:
-    continuous, once = readme_watch_examples()
+def test_the_documented_watch_examples_run_as_written(server: ServerProcess, tmp_path: Path) -> None:
+    continuous, once = documented_watch_examples()
     (tmp_path / "recordings").mkdir()
     for name in ("speech.mp3", "short.wav"):
         (tmp_path / "recordings" / name).write_bytes((FIXTURES / name).read_bytes())
