@@ -69,8 +69,8 @@ class RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         key = str(record.msg)[:200]
         now = self._clock()
-        last, dropped = self._seen.get(key, (None, 0))
-        if last is not None and now - last < self._interval:
+        last, dropped = self._seen.get(key, (now - self._interval, 0))
+        if now - last < self._interval:
             self._seen[key] = (last, dropped + 1)
             return False
         if len(self._seen) >= 100:  # bounded: forget the oldest

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import Literal, TypedDict
 
 from whisper_mcp.errors import InvalidInput
 from whisper_mcp.languages import LANGUAGES, TO_LANGUAGE_CODE
 
 # Lower runs first.
-PRIORITIES = {"urgent": 0, "normal": 1, "low": 2}
-PRIORITY_NAMES = {rank: name for name, rank in PRIORITIES.items()}
+PriorityName = Literal["urgent", "normal", "low"]
+PRIORITY_NAMES: dict[int, PriorityName] = {0: "urgent", 1: "normal", 2: "low"}
+PRIORITIES: dict[str, int] = {name: rank for rank, name in PRIORITY_NAMES.items()}
 TASKS = ("transcribe", "translate")
 MAX_BEAM_SIZE = 10
 MAX_PROMPT_CHARS = 1000
@@ -207,9 +209,16 @@ def _speaker_count(name: str, value: object) -> int | None:
     return count
 
 
-def parse_diarization(
-    diarize: object, num_speakers: object, min_speakers: object, max_speakers: object
-) -> dict[str, bool | int | None]:
+class Diarization(TypedDict):
+    """The diarization fields of ``TranscribeOptions``."""
+
+    diarize: bool
+    num_speakers: int | None
+    min_speakers: int | None
+    max_speakers: int | None
+
+
+def parse_diarization(diarize: object, num_speakers: object, min_speakers: object, max_speakers: object) -> Diarization:
     """The diarization fields of ``TranscribeOptions``; hints without diarize,
     out of range or contradicting each other are refused, never ignored."""
     on = parse_bool("diarize", diarize)
@@ -226,7 +235,7 @@ def parse_diarization(
         raise InvalidInput(f"min_speakers ({low}) is more than max_speakers ({high}).")
     if num is not None and ((low is not None and num < low) or (high is not None and num > high)):
         raise InvalidInput(f"num_speakers ({num}) is outside min_speakers..max_speakers; give one or the other.")
-    return {"diarize": on, **hints}
+    return Diarization(diarize=on, num_speakers=num, min_speakers=low, max_speakers=high)
 
 
 def parse_priority(priority: str | None) -> int:

@@ -163,3 +163,29 @@ def test_the_checks_can_fail(tmp_path: Path) -> None:
     assert {"torch", "typing"} <= libraries
     assert circle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
     assert circle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+# The service's collaborators, which only the app factory and the service itself touch.
+COLLABORATORS = {"worker", "settings", "metrics", "queue", "engine", "uploads", "callbacks"}
+TRANSPORTS = [*sorted((PACKAGE / "server" / "http").glob("*.py")), PACKAGE / "server" / "mcp.py"]
+
+
+def reaches_into_service(path: Path, root: Path = ROOT) -> list[str]:
+    """``service.worker.alive`` and the like in ``path``: a transport reaching past the service."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Attribute) and node.attr in COLLABORATORS:
+            owner = node.value
+            name = owner.attr if isinstance(owner, ast.Attribute) else getattr(owner, "id", None)
+            if name == "service":
+                found.append(f"{path.relative_to(root)}:{node.lineno}: service.{node.attr}")
+    return found
+
+
+def test_transports_ask_the_service(tmp_path: Path) -> None:
+    assert len(TRANSPORTS) > 3
+    wrong = [line for path in TRANSPORTS for line in reaches_into_service(path)]
+    assert not wrong, "ask the service instead:\n" + "\n".join(wrong)
+    probe = tmp_path / "transport.py"
+    probe.write_text("def f(request, service):\n    return request.app.state.service.worker.alive\n")
+    assert reaches_into_service(probe, tmp_path) == ["transport.py:2: service.worker"]

@@ -216,7 +216,7 @@ def build_bridge(url: str, token: str | None, output_dir: Path) -> FastMCP:
         except OSError as exc:
             raise ToolError(f"Cannot create the output folder {output_dir}: {exc.strerror or exc}") from None
 
-        options = {"model": model, "language": language, "job_id": job_id, "priority": priority}
+        options: dict[str, Any] = {"model": model, "language": language, "job_id": job_id, "priority": priority}
         if diarize:
             options.update(diarize=True, num_speakers=num_speakers)
         elif num_speakers is not None:

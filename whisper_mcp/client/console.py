@@ -160,7 +160,11 @@ class ProgressDisplay:
             if record.get("cached"):
                 return "completed (cached transcript)"
             audio, started, finished = record.get("audio_seconds"), record.get("started_at"), record.get("finished_at")
-            if all(isinstance(v, (int, float)) for v in (audio, started, finished)):
+            if (
+                isinstance(audio, int | float)
+                and isinstance(started, int | float)
+                and isinstance(finished, int | float)
+            ):
                 return f"completed ({audio:.1f} s of audio in {finished - started:.1f} s)"
             return "completed"
         if status in ("failed", "cancelled"):

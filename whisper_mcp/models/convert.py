@@ -19,6 +19,7 @@ import base64
 import contextlib
 import gzip
 import importlib.util
+import io
 import json
 import os
 import re
@@ -132,7 +133,7 @@ def find_packaged_models() -> dict[str, PackagedModel]:
 class _PartsReader:
     """Reads several files as one stream, so split model.bin needs no joined copy."""
 
-    def __init__(self, files: Sequence[BinaryIO]) -> None:
+    def __init__(self, files: Sequence[io.BufferedIOBase]) -> None:
         self._files = files
         self._index = 0
         self.offset = 0

@@ -65,7 +65,11 @@ class PostgresDatabase:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Callable[[str, Sequence[Any]], tuple[Rows, int]]]:
         with self._pool.connection() as conn, conn.transaction():
-            yield lambda sql, params=(): _execute(conn, sql, params)
+
+            def run(sql: str, params: Sequence[Any] = ()) -> tuple[Rows, int]:
+                return _execute(conn, sql, params)
+
+            yield run
 
     def is_unique_violation(self, exc: BaseException) -> bool:
         return isinstance(exc, psycopg.errors.UniqueViolation)
@@ -102,7 +106,7 @@ class PostgresDatabase:
 
 
 def _execute(conn: psycopg.Connection, sql: str, params: Sequence[Any]) -> tuple[Rows, int]:
-    cursor = conn.execute(_sql(sql), tuple(params))  # type: ignore[arg-type]
+    cursor = conn.execute(_sql(sql), tuple(params))
     rows = cursor.fetchall() if cursor.description is not None else []
     return rows, cursor.rowcount
 
@@ -124,7 +128,7 @@ def migrate_postgres(url: str) -> int:
             if found > SCHEMA_VERSION:
                 raise SchemaTooNew(_where(url), found, SCHEMA_VERSION)
             if found < POSTGRES_BASELINE:
-                conn.execute(POSTGRES_BASELINE_SQL)  # type: ignore[arg-type]
+                conn.execute(POSTGRES_BASELINE_SQL)
                 found = POSTGRES_BASELINE
             for migration in MIGRATIONS[found:]:
                 conn.execute(migration.postgres)  # type: ignore[arg-type]

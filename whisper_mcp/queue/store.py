@@ -13,6 +13,7 @@ and row locking. Every method blocks.
 
 from __future__ import annotations
 
+import builtins  # the list method below hides the builtin in this class
 import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -326,7 +327,7 @@ class SQLJobStore:
 
     # -- callbacks --------------------------------------------------------
 
-    def claim_callbacks(self, owner: str, lease_seconds: float, now: float, limit: int = 100) -> list[Job]:
+    def claim_callbacks(self, owner: str, lease_seconds: float, now: float, limit: int = 100) -> builtins.list[Job]:
         """Up to ``limit`` ended jobs whose callback is due, leased to ``owner``
         so one replica delivers each attempt."""
         return self._all(
@@ -360,7 +361,7 @@ class SQLJobStore:
 
     # -- expiry -----------------------------------------------------------
 
-    def expire_finished(self, before: float) -> list[str]:
+    def expire_finished(self, before: float) -> builtins.list[str]:
         """Delete ended jobs that finished before ``before`` (callbacks settled); their file keys."""
         rows, _ = self.db.run(
             "DELETE FROM jobs WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < ?"

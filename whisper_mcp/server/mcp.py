@@ -206,7 +206,7 @@ def _decode_cursor(cursor: str | None) -> int:
 
 def build_mcp(service: TranscriptionService) -> FastMCP:
     mcp = WhisperMCP(service, name="whisper-mcp", instructions=INSTRUCTIONS)
-    max_wait = service.settings.max_wait_seconds
+    max_wait = service.max_wait_seconds
 
     async def call(coro: Any) -> Any:
         # One message style for every tool: the service's own words, and
@@ -214,17 +214,17 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         try:
             return await coro
         except ServiceError as exc:
-            service.metrics.errors.labels(exc.code).inc()
+            service.count_error(exc.code)
             raise ToolError(exc.message) from None
         except ToolError:
             raise
         except Exception as exc:
             fault = storage_fault(exc)  # a full disk or an unreachable database: plain words, not the driver's
             if fault is not None:
-                service.metrics.errors.labels(fault.code).inc()
+                service.count_error(fault.code)
                 raise ToolError(fault.message) from None
             log.exception("MCP tool call failed")
-            service.metrics.errors.labels("internal").inc()
+            service.count_error("internal")
             raise ToolError(INTERNAL_ERROR) from None
 
     # Not idempotent: with a job_id a repeat returns the same job, but without
@@ -348,7 +348,7 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         check_transcription_status(job_id, wait_seconds=45).
         """
         submission = _submission(locals())
-        base = service.settings.public_url or str(get_http_request().base_url)
+        base = service.public_url or str(get_http_request().base_url)
         return await call(service.create_upload_url(submission, base))
 
     # The configured cap, in the schema for clients; a larger value is not

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TypedDict
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -11,16 +12,26 @@ from prometheus_client.registry import Collector
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+class State(TypedDict):
+    """What the service reports at scrape time."""
+
+    jobs: dict[str, int]  # jobs in the store, by status
+    queued: int
+    models_loaded: int
+    loads: int
+    unloads: int
+
+
 class _StateCollector(Collector):
     """Figures read from the store and the model pool at scrape time."""
 
-    def __init__(self, read: Callable[[], dict[str, object]]) -> None:
+    def __init__(self, read: Callable[[], State]) -> None:
         self._read = read
 
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         state = self._read()
         jobs = GaugeMetricFamily("whisper_mcp_jobs", "Jobs in the store, by status.", labels=["status"])
-        for status, count in state["jobs"].items():  # type: ignore[union-attr]
+        for status, count in state["jobs"].items():
             jobs.add_metric([status], count)
         yield jobs
         yield GaugeMetricFamily("whisper_mcp_queue_length", "Jobs waiting to run.", value=state["queued"])
@@ -66,7 +77,7 @@ class Metrics:
         self.upload_bytes = Counter("whisper_mcp_upload_bytes", "Bytes of audio accepted.", registry=r)
         self.errors = Counter("whisper_mcp_errors", "Refused requests and failed jobs, by kind.", ["kind"], registry=r)
 
-    def watch(self, read_state: Callable[[], dict[str, object]]) -> None:
+    def watch(self, read_state: Callable[[], State]) -> None:
         self.registry.register(_StateCollector(read_state))
 
     def job_started(self, waited: float) -> None:

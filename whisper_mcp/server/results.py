@@ -11,14 +11,19 @@ sends, possibly as null, are required and typed ``X | None``.
 
 from __future__ import annotations
 
+import os
+from dataclasses import asdict
 from typing import Any, Literal, NotRequired
 
 from pydantic import ConfigDict, with_config
 from typing_extensions import TypedDict
 
-_OPEN = ConfigDict(extra="allow")
+from whisper_mcp.formats import FORMATS
+from whisper_mcp.options import PRIORITY_NAMES, PriorityName, TranscribeOptions
+from whisper_mcp.queue.jobs import Job, JobStatus
+from whisper_mcp.server.egress import redact_url
 
-Priority = Literal["urgent", "normal", "low"]
+_OPEN = ConfigDict(extra="allow")
 
 
 @with_config(_OPEN)
@@ -46,7 +51,7 @@ class JobRecord(TypedDict):
     # Every job has these; a job id still waiting for its upload has not.
     model: NotRequired[str]
     language: NotRequired[str | None]
-    priority: NotRequired[Priority]
+    priority: NotRequired[PriorityName]
     options: NotRequired[dict[str, Any]]
     audio_seconds: NotRequired[float]
     started_at: NotRequired[float | None]
@@ -149,3 +154,56 @@ class Health(TypedDict):
     queue_size: int
     processing: RunningJob | None
     processing_jobs: list[RunningJob]
+
+
+def _chosen(options: TranscribeOptions) -> dict[str, Any]:
+    """A job's options beyond the defaults (language is shown on its own);
+    known speakers by name."""
+    chosen = {k: v for k, v in asdict(options).items() if v is not None and v is not False and k != "language"}
+    if chosen.pop("known_speakers", None):
+        chosen["known_speakers"] = [name for name, _sha in options.known_speakers]
+    return chosen
+
+
+def job_record(job: Job) -> JobRecord:
+    """A job as every answer shows it (REST, MCP, the OpenAPI document's ``Job``)."""
+    record: JobRecord = {
+        "job_id": job.job_id,
+        "status": job.status.value,
+        "progress": round(job.progress, 4)
+        if job.status is JobStatus.PROCESSING
+        else float(job.status is JobStatus.COMPLETED),
+        "filename": job.filename,
+        "model": model_label(job.model),
+        "language": job.detected_language or job.options.language,
+        "priority": PRIORITY_NAMES[job.priority],
+        # What was chosen beyond the defaults (language is shown above).
+        "options": _chosen(job.options),
+        "audio_seconds": job.duration,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "attempts": job.attempts,
+    }
+    if job.cached_from is not None:
+        record["cached"] = True
+        record["cached_from"] = job.cached_from
+    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        record["error"] = job.error
+    if job.status is JobStatus.COMPLETED:
+        record["download_url"] = f"/download/{job.job_id}"
+        record["resources"] = {fmt: f"transcript://{job.job_id}/{fmt}" for fmt in FORMATS}
+    if job.callback_url is not None:
+        record["callback"] = {
+            "url": redact_url(job.callback_url),  # delivered to the real one
+            "state": job.callback_state or "waiting for the job to end",
+            "attempts": job.callback_attempts,
+            "error": job.callback_error,
+        }
+    return record
+
+
+def model_label(name: str) -> str:
+    """A model as answers show it: weights the operator named by path show
+    their file or folder name, never the server's path."""
+    return os.path.basename(name.rstrip("/")) if os.path.isabs(name) else name

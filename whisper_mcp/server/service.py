@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import anyio
@@ -28,8 +27,6 @@ from whisper_mcp.errors import Conflict, InvalidAudio, InvalidInput, JobNotFound
 from whisper_mcp.formats import FORMATS, render
 from whisper_mcp.logs import job_event
 from whisper_mcp.options import (
-    PRIORITY_NAMES,
-    TranscribeOptions,
     check_engine_options,
     parse_bool,
     parse_options,
@@ -41,6 +38,18 @@ from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.egress import redact_url
 from whisper_mcp.server.metrics import Metrics
+from whisper_mcp.server.metrics import State as MetricState
+from whisper_mcp.server.results import (
+    Health,
+    JobPage,
+    JobRecord,
+    ModelEntry,
+    Models,
+    RunningJob,
+    UploadUrl,
+    job_record,
+    model_label,
+)
 from whisper_mcp.server.uploads import UploadManager
 from whisper_mcp.server.worker import InferenceWorker
 
@@ -53,14 +62,14 @@ AWAITING_UPLOAD = "waiting_for_upload"
 # How stale /health's queue size may be, in seconds (see _queue_size).
 HEALTH_COUNT_TTL = 0.5
 
-ProgressReporter = Callable[[dict[str, Any]], Awaitable[None]]
+ProgressReporter = Callable[[JobRecord], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class JobSnapshot:
     """A job's record as ``status`` gives it, with a processing job's segments so far."""
 
-    record: dict[str, Any]
+    record: JobRecord
     segments: list[dict[str, Any]]
 
 
@@ -139,6 +148,27 @@ class TranscriptionService:
         self._job_changes = 0
         self._queued_lock = asyncio.Lock()
 
+    # -- what transports ask of it ----------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """Whether the inference thread runs: a process without it takes jobs it never runs."""
+        return self.worker.alive
+
+    @property
+    def max_wait_seconds(self) -> float:
+        """The longest a status request may wait for its job to end."""
+        return self.settings.max_wait_seconds
+
+    @property
+    def public_url(self) -> str | None:
+        """The base URL clients reach this service at, when the operator set one."""
+        return self.settings.public_url
+
+    def count_error(self, code: str) -> None:
+        """Count a refused or failed request by its error code (for /metrics)."""
+        self.metrics.errors.labels(code).inc()
+
     # -- life cycle -------------------------------------------------------
 
     async def start(self) -> None:
@@ -189,7 +219,7 @@ class TranscriptionService:
 
     # -- submitting -------------------------------------------------------
 
-    async def submit(self, upload: StoredUpload, submission: Submission, *, from_url: bool = False) -> dict[str, Any]:
+    async def submit(self, upload: StoredUpload, submission: Submission, *, from_url: bool = False) -> JobRecord:
         """Validate and queue an upload already written under ``incoming/``.
 
         The upload is consumed: it becomes the job's audio or is removed.
@@ -223,12 +253,12 @@ class TranscriptionService:
                 job_event(log, "cached", job.job_id, model=job.model, cached_from=job.cached_from)
             return await self.status(job.job_id)
         # Answer from the job as queued: the worker may start it any moment now.
-        record = _record(job)
+        record = job_record(job)
         record["queue_position"] = await to_thread.run_sync(self.queue.queue_position, job)
         self.metrics.upload_bytes.inc(job.audio_bytes)
         return record
 
-    async def submit_bytes(self, data: bytes, submission: Submission) -> dict[str, Any]:
+    async def submit_bytes(self, data: bytes, submission: Submission) -> JobRecord:
         """A whole file in memory (MCP base64): the same sink, limits and disk check
         as a streamed upload."""
 
@@ -239,7 +269,7 @@ class TranscriptionService:
 
         return await self.submit(await to_thread.run_sync(write), submission)
 
-    async def submit_upload(self, upload_id: str, submission: Submission) -> dict[str, Any]:
+    async def submit_upload(self, upload_id: str, submission: Submission) -> JobRecord:
         """A finished chunked upload. It stays (until it expires) when the
         submission fails, so a retry with other options needs no new upload."""
         self._check_submission(submission)  # bad options refused before the upload is touched
@@ -248,7 +278,7 @@ class TranscriptionService:
             submission = replace(submission, filename=filename)
         return await self._consuming(upload_id, self.submit(upload, submission))
 
-    async def _consuming(self, upload_id: str, submitting: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    async def _consuming(self, upload_id: str, submitting: Awaitable[JobRecord]) -> JobRecord:
         """Submit a taken upload (chunked or one-time URL): consumed once its
         job is queued, open again for a retry if the submission fails."""
         try:
@@ -268,13 +298,13 @@ class TranscriptionService:
 
     async def upload_to_url(
         self, secret: str, receive: Callable[[], Awaitable[tuple[StoredUpload, str | None]]]
-    ) -> dict[str, Any]:
+    ) -> JobRecord:
         """An upload to a one-time URL: the URL is claimed before ``receive``
         reads the body (a second sender is refused at once), used up when the
         job is queued, and open again if the body or the audio is refused."""
         upload_id, submission = await self.uploads.claim_url(secret)
 
-        async def submitting() -> dict[str, Any]:
+        async def submitting() -> JobRecord:
             upload, filename = await receive()
             sub = Submission(**submission)
             if sub.filename is None and filename:
@@ -301,18 +331,19 @@ class TranscriptionService:
         """Refuse (507) an upload of ``expected_bytes`` before reading it, when the disk is nearly full."""
         await to_thread.run_sync(self.queue.files.check_space, self.min_free_bytes, expected_bytes)
 
-    async def create_upload_url(self, submission: Submission, base_url: str) -> dict[str, Any]:
+    async def create_upload_url(self, submission: Submission, base_url: str) -> UploadUrl:
         """A one-time URL that a shell can send the file to; the job id it will become."""
         await self._vet_callback(self._check_submission(submission))
+        job_id = submission.job_id or new_key()
         if not submission.job_id:
-            submission = replace(submission, job_id=new_key())
+            submission = replace(submission, job_id=job_id)
         elif await to_thread.run_sync(self.queue.get, submission.job_id) is not None:
             raise Conflict(f"job_id {submission.job_id!r} is already used; choose another or leave it out.")
         secret, record = await self.uploads.create_url({k: v for k, v in asdict(submission).items() if v is not None})
         url = f"{base_url.rstrip('/')}/upload/{secret}"
         return {
             "upload_url": url,
-            "job_id": submission.job_id,
+            "job_id": job_id,
             "expires_at": record.expires_at,
             "expires_in_seconds": round(record.expires_at - time.time()),
             "command": f"curl --fail-with-body --data-binary @FILE '{url}'",
@@ -390,7 +421,7 @@ class TranscriptionService:
 
     # -- changing ---------------------------------------------------------
 
-    async def cancel(self, job_id: str) -> dict[str, Any]:
+    async def cancel(self, job_id: str) -> JobRecord:
         """Cancel a queued job at once, or a running one at its next 30 s window."""
         job = await self._job(job_id)
         outcome = await to_thread.run_sync(self.queue.cancel, job_id)
@@ -425,7 +456,7 @@ class TranscriptionService:
             )
         return f"No job with id {job_id!r}. Check the id returned when the file was submitted."
 
-    async def _awaiting_upload(self, job_id: str) -> dict[str, Any] | None:
+    async def _awaiting_upload(self, job_id: str) -> JobRecord | None:
         """The record of a job id a one-time upload URL was issued for, while that URL is unused."""
         url = await self.uploads.url_for_job(job_id)
         if url is None or url.state != "open":
@@ -442,7 +473,7 @@ class TranscriptionService:
             "ask create_upload_url for a new one with the same job_id.",
         }
 
-    async def status(self, job_id: str, fmt: str = "txt") -> dict[str, Any]:
+    async def status(self, job_id: str, fmt: str = "txt") -> JobRecord:
         """The job's record. For an id whose one-time upload URL is still unused:
         status ``waiting_for_upload`` (with ``expires_at``), not an error. A
         processing job's carries the text decoded so far (``partial_transcript``)
@@ -470,7 +501,7 @@ class TranscriptionService:
         job = await self._job(job_id)
         return await to_thread.run_sync(self.queue.result, job) or {}
 
-    async def _status(self, job_id: str, fmt: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def _status(self, job_id: str, fmt: str) -> tuple[JobRecord, list[dict[str, Any]]]:
         """The record, and a processing job's segments so far."""
         fmt = check_format(fmt)
         job = await to_thread.run_sync(self.queue.get, job_id)
@@ -479,7 +510,7 @@ class TranscriptionService:
             if awaiting is not None:
                 return awaiting, []
             job = await self._job(job_id)  # the upload may have just arrived
-        record = _record(job)
+        record = job_record(job)
         if job.status is JobStatus.QUEUED:
             record["queue_position"] = await to_thread.run_sync(self.queue.queue_position, job)
         elif job.status is JobStatus.PROCESSING:
@@ -496,11 +527,12 @@ class TranscriptionService:
             record["transcript"] = render(result, fmt)
             if fmt != "txt":
                 record["format"] = fmt
-            if result.get("language_probability") is not None:
-                record["language_probability"] = result["language_probability"]
+            probability = result.get("language_probability")
+            if isinstance(probability, int | float):
+                record["language_probability"] = probability
         return record, []
 
-    async def list_jobs(self, status: str | None, limit: int, offset: int) -> dict[str, Any]:
+    async def list_jobs(self, status: str | None, limit: int, offset: int) -> JobPage:
         wanted = None
         if status:
             try:
@@ -514,7 +546,7 @@ class TranscriptionService:
 
         records = []
         for job in page.jobs:
-            record = _record(job)
+            record = job_record(job)
             if job.job_id in page.queue_positions:
                 record["queue_position"] = page.queue_positions[job.job_id]
             records.append(record)
@@ -523,7 +555,7 @@ class TranscriptionService:
 
     async def wait(
         self, job_id: str, seconds: float, report: ProgressReporter | None = None, fmt: str = "txt"
-    ) -> dict[str, Any]:
+    ) -> JobRecord:
         """Status, after waiting up to ``seconds`` (capped) for the job to finish."""
         deadline = time.monotonic() + max(0.0, min(seconds, self.settings.max_wait_seconds))
         while True:
@@ -548,16 +580,14 @@ class TranscriptionService:
         result = await to_thread.run_sync(self.queue.result, job)
         return render(result or {}, fmt)
 
-    async def models(self) -> dict[str, Any]:
+    async def models(self) -> Models:
         loaded = {m.name: m for m in self.engine.pool.loaded()}
-        models = []
+        models: list[ModelEntry] = []
         for info in self.engine.registry.available():
-            entry: dict[str, Any] = {"name": info.name, "source": info.source, "offline": info.local}
+            entry: ModelEntry = {"name": info.name, "source": info.source, "offline": info.local, "loaded": False}
             if info.name in loaded:
                 m = loaded[info.name]
-                entry.update(loaded=True, memory_mb=round(m.bytes / 2**20, 1), pinned=m.pinned)
-            else:
-                entry["loaded"] = False
+                entry["loaded"], entry["memory_mb"], entry["pinned"] = True, round(m.bytes / 2**20, 1), m.pinned
             models.append(entry)
         pool = self.engine.pool
         # The speaker diarizer (diarize=true): in the same pool, but no transcription model.
@@ -572,7 +602,7 @@ class TranscriptionService:
             "unloads": pool.unloads,
         }
 
-    def _metric_state(self) -> dict[str, object]:
+    def _metric_state(self) -> MetricState:
         # Called by the metrics registry at scrape time, off the event loop.
         counts = self.queue.counts()
         pool = self.engine.pool
@@ -607,11 +637,11 @@ class TranscriptionService:
             self._queued = (read_at, changes, count)
             return count
 
-    async def health(self) -> dict[str, Any]:
+    async def health(self) -> Health:
         state = self.worker.state()
         queued = await self._queue_size()
-        processing = [{"job_id": r.job_id, "progress": round(r.progress, 4)} for r in self.queue.running()]
-        status = "ok"
+        processing = [RunningJob(job_id=r.job_id, progress=round(r.progress, 4)) for r in self.queue.running()]
+        status: Literal["ok", "degraded", "error"] = "ok"
         if state.model_error is not None or not state.running:
             status = "error"
         elif state.waiting is not None:
@@ -635,58 +665,6 @@ class TranscriptionService:
             "processing": processing[0] if processing else None,
             "processing_jobs": processing,
         }
-
-
-def _chosen(options: TranscribeOptions) -> dict[str, Any]:
-    """A job's options beyond the defaults (language is shown on its own);
-    known speakers by name."""
-    chosen = {k: v for k, v in asdict(options).items() if v is not None and v is not False and k != "language"}
-    if chosen.pop("known_speakers", None):
-        chosen["known_speakers"] = [name for name, _sha in options.known_speakers]
-    return chosen
-
-
-def _record(job: Job) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "job_id": job.job_id,
-        "status": job.status.value,
-        "progress": round(job.progress, 4)
-        if job.status is JobStatus.PROCESSING
-        else float(job.status is JobStatus.COMPLETED),
-        "filename": job.filename,
-        "model": model_label(job.model),
-        "language": job.detected_language or job.options.language,
-        "priority": PRIORITY_NAMES[job.priority],
-        # What was chosen beyond the defaults (language is shown above).
-        "options": _chosen(job.options),
-        "audio_seconds": job.duration,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "attempts": job.attempts,
-    }
-    if job.cached_from is not None:
-        record["cached"] = True
-        record["cached_from"] = job.cached_from
-    if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
-        record["error"] = job.error
-    if job.status is JobStatus.COMPLETED:
-        record["download_url"] = f"/download/{job.job_id}"
-        record["resources"] = {fmt: f"transcript://{job.job_id}/{fmt}" for fmt in FORMATS}
-    if job.callback_url is not None:
-        record["callback"] = {
-            "url": redact_url(job.callback_url),  # delivered to the real one
-            "state": job.callback_state or "waiting for the job to end",
-            "attempts": job.callback_attempts,
-            "error": job.callback_error,
-        }
-    return record
-
-
-def model_label(name: str) -> str:
-    """A model as answers show it: weights the operator named by path show
-    their file or folder name, never the server's path."""
-    return os.path.basename(name.rstrip("/")) if os.path.isabs(name) else name
 
 
 def check_format(fmt: str | None) -> str:

@@ -40,6 +40,7 @@ from whisper_mcp.queue.jobs import FINISHED_STATUSES, JobStatus
 from whisper_mcp.server.http.bodies import check_declared_length, large_fields_bytes, read_multipart
 from whisper_mcp.server.http.diarized import KNOWN_SPEAKER_FIELDS, LARGE_FIELDS, diarized_json, known_speakers
 from whisper_mcp.server.http.sse import KEEPALIVE, EventStream, event
+from whisper_mcp.server.results import JobRecord
 from whisper_mcp.server.service import Submission, TranscriptionService, join_text
 
 OPENAI_MODEL_ALIAS = "whisper-1"
@@ -155,11 +156,11 @@ def _granularities(values: list[str]) -> set[str]:
     return wanted
 
 
-async def _await_job(service: TranscriptionService, request: Request, job_id: str) -> dict[str, Any] | None:
+async def _await_job(service: TranscriptionService, request: Request, job_id: str) -> JobRecord | None:
     """The job's final status, or None when the client hung up first (the job is
     then cancelled)."""
     gone = False
-    record: dict[str, Any] = {}
+    record: JobRecord | None = None
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:

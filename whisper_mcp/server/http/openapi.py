@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
+
+from pydantic import TypeAdapter
 
 from whisper_mcp import __version__
 from whisper_mcp.formats import FORMATS
@@ -15,9 +19,29 @@ from whisper_mcp.options import (
     SPEAKER_HINTS,
 )
 from whisper_mcp.queue.jobs import JOB_ID_PATTERN, JOB_STATUSES
+from whisper_mcp.server.results import Health, JobPage, JobRecord, Models
+
+_REF = "#/components/schemas/"
 
 _JOB_ID = {"type": "string", "pattern": JOB_ID_PATTERN}
 _STATUSES = list(JOB_STATUSES)
+# The answers' shapes, from the records the service and the MCP tools use.
+_RECORDS: dict[str, Any] = {"Job": JobRecord, "JobList": JobPage, "Health": Health, "Models": Models}
+
+
+def _record_schemas() -> dict[str, Any]:
+    """Each of ``_RECORDS`` as a component schema, and the records they refer to."""
+    renamed = {record.__name__: name for name, record in _RECORDS.items()}
+    schemas: dict[str, Any] = {}
+    for name, record in _RECORDS.items():
+        schema = TypeAdapter(record).json_schema(ref_template=_REF + "{model}")
+        schemas.update((key, value) for key, value in schema.pop("$defs", {}).items() if key not in renamed)
+        schemas[name] = schema
+    # A record named inside another (JobPage's jobs) points at its component name here.
+    text = json.dumps(schemas)
+    for old, new in renamed.items():
+        text = text.replace(f'"{_REF}{old}"', f'"{_REF}{new}"')
+    return json.loads(text)
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -71,6 +95,7 @@ _SUBMISSION_PROPERTIES: dict[str, Any] = {
 }
 
 
+@functools.cache  # built from constants: once per process
 def openapi_spec() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -93,63 +118,7 @@ def openapi_spec() -> dict[str, Any]:
                         }
                     },
                 },
-                "Job": {
-                    "type": "object",
-                    "required": ["job_id", "status", "progress"],
-                    "properties": {
-                        "job_id": {"type": "string"},
-                        # waiting_for_upload: an id create_upload_url issued, its URL still unused.
-                        "status": {"type": "string", "enum": [*_STATUSES, "waiting_for_upload"]},
-                        "expires_at": {
-                            "type": "number",
-                            "description": "waiting_for_upload: when the upload URL expires",
-                        },
-                        "progress": {"type": "number", "minimum": 0, "maximum": 1},
-                        "eta_seconds": {"type": ["number", "null"]},
-                        "queue_position": {"type": "integer", "minimum": 1},
-                        "transcript": {"type": "string"},
-                        # processing: the text decoded so far, and its segment count
-                        "partial_transcript": {"type": "string"},
-                        "segments_done": {"type": "integer", "minimum": 0},
-                        "error": {"type": ["string", "null"]},
-                        "model": {"type": "string"},
-                        "language": {"type": ["string", "null"]},
-                        "priority": {"type": "string", "enum": list(PRIORITIES)},
-                        "cached": {"type": "boolean"},
-                    },
-                },
-                "JobList": {
-                    "type": "object",
-                    "required": ["jobs", "total"],
-                    "properties": {
-                        "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
-                        "total": {"type": "integer"},
-                        "next_offset": {"type": ["integer", "null"]},
-                    },
-                },
-                "Health": {
-                    "type": "object",
-                    "required": ["status", "model_loaded", "queue_size"],
-                    "properties": {
-                        "status": {"type": "string"},
-                        "model_loaded": {"type": "boolean"},
-                        "model": {"type": "string"},
-                        "engine": {"type": "string"},
-                        "compute_type": {"type": "string"},
-                        "encoder_compute_type": {"type": "string"},
-                        "vad_batching": {"type": "boolean"},
-                        "queue_size": {"type": "integer"},
-                        # The job being transcribed (the first of a batch), and every job of the batch.
-                        "processing": {"anyOf": [{"$ref": "#/components/schemas/Running"}, {"type": "null"}]},
-                        "processing_jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Running"}},
-                    },
-                },
-                "Running": {
-                    "type": "object",
-                    "required": ["job_id", "progress"],
-                    "properties": {"job_id": {"type": "string"}, "progress": {"type": "number"}},
-                },
-                "Models": {"type": "object", "required": ["default", "models"]},
+                **_record_schemas(),
                 "Submission": {
                     "type": "object",
                     "required": ["file"],

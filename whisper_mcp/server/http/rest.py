@@ -91,7 +91,7 @@ def routes(service: TranscriptionService) -> list[Route]:
         )
         if form.file is None:
             raise InvalidInput("No file received: put the audio in a multipart field named 'file'.")
-        values = {name: form.fields.get(name) for name in SUBMISSION_FIELDS}
+        values: dict[str, Any] = {name: form.fields.get(name) for name in SUBMISSION_FIELDS}
         values["filename"] = values["filename"] or form.filename
         record = await service.submit(form.file, Submission(**values))
         return JSONResponse(record, status_code=202)
@@ -119,7 +119,7 @@ def routes(service: TranscriptionService) -> list[Route]:
     async def livez(request: Request) -> Response:
         # For an orchestrator's liveness probe: a process whose inference
         # thread is gone takes jobs it will never run, and must be restarted.
-        if not service.worker.alive:
+        if not service.alive:
             return JSONResponse({"status": "error", "worker": "stopped"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
@@ -128,7 +128,7 @@ def routes(service: TranscriptionService) -> list[Route]:
 
     async def status(request: Request) -> Response:
         fmt = request.query_params.get("format", "txt")
-        wait = _wait_param(request, service.settings.max_wait_seconds)
+        wait = _wait_param(request, service.max_wait_seconds)
         if wait > 0:  # a long poll: one request instead of a polling loop
             return JSONResponse(await service.wait(request.path_params["job_id"], wait, fmt=fmt))
         return JSONResponse(await service.status(request.path_params["job_id"], fmt))
@@ -186,7 +186,7 @@ async def service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
     service = getattr(request.app.state, "service", None)
     if service is not None:
-        service.metrics.errors.labels(exc.code).inc()
+        service.count_error(exc.code)
     return JSONResponse(exc.to_dict(), status_code=exc.status_code)
 
 
