@@ -26,6 +26,9 @@ from whisper_mcp.testing import ServerProcess, free_port
 from fakes import FakeEngine
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# What language routing adds to a job that names neither a model nor a language
+# while the start-up model (tiny.en) is English-only: identified by base first.
+ROUTED = {"identify_with": "base", "reroute": True}
 ROOT = Path(__file__).parent.parent
 LONG_AUDIO = FIXTURES / "long.mp3"  # ~62 s, several 30 s decoding windows
 

@@ -84,6 +84,16 @@ class Settings:
         10.0, help="how often running jobs' claims are renewed (well under --lease-seconds)"
     )
     model: str = _opt("tiny.en", help="model loaded at start-up and used when a job names none")
+    language_routing: bool = _opt(
+        True,
+        help="when the start-up model is English-only and a job names neither a model nor a language: "
+        "identify the language first (one encoder pass of --multilingual-model over the first 30 s) and "
+        "decode other languages with the multilingual model; jobs that name an English-only model are "
+        "checked the same way and warned, never rerouted",
+    )
+    multilingual_model: str = _opt(
+        "base", help="the multilingual model that language routing identifies languages with and decodes them by"
+    )
     model_cache: Path = _opt(
         help="folder for converted and downloaded weights (default ~/.cache/whisper-mcp)",
         default_factory=default_model_cache,

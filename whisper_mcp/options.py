@@ -51,6 +51,12 @@ class TranscribeOptions:
     # Known speakers (diarize only): (given name, SHA-256 of the reference
     # recording stored with the job), so the cache key tells references apart.
     known_speakers: tuple[tuple[str, str], ...] = ()
+    # Language routing, for a job on an English-only model with no language
+    # given: the multilingual model that first identifies the language from
+    # the first 30 s. With ``reroute`` a language other than English is
+    # decoded by that model instead; without, the job carries a warning.
+    identify_with: str | None = None
+    reroute: bool = False
 
     def to_json(self) -> str:
         """Canonical form: stored with the job and part of the transcript cache key.
@@ -73,7 +79,15 @@ class TranscribeOptions:
 
 
 # Everything after word_timestamps came after the first release's options.
-_LATER_FIELDS = ("diarize", *SPEAKER_HINTS, "vad_filter", "hotwords", "known_speakers")
+_LATER_FIELDS = (
+    "diarize",
+    *SPEAKER_HINTS,
+    "vad_filter",
+    "hotwords",
+    "known_speakers",
+    "identify_with",
+    "reroute",
+)
 _DEFAULTS = asdict(TranscribeOptions())
 
 
@@ -87,6 +101,11 @@ def _blank(value: object) -> bool:
     return value is None or (isinstance(value, str) and value.strip() == "")
 
 
+def english_only(model: str) -> bool:
+    """Whether a model (by name or path) knows English alone (Whisper's ``.en`` models)."""
+    return model.rstrip("/").removesuffix(".pt").endswith(".en")
+
+
 def parse_language(language: str | None, model: str) -> str | None:
     if _blank(language) or str(language).strip().lower() in ("auto", "detect"):
         return None
@@ -97,7 +116,7 @@ def parse_language(language: str | None, model: str) -> str | None:
             f"Unknown language {language!r}. Use a code such as 'en', 'de', 'fr' or a name such as "
             "'german', or leave it out to detect the language."
         )
-    if model.endswith(".en") and code != "en":
+    if english_only(model) and code != "en":
         raise InvalidInput(f"Model {model!r} is English-only; choose a multilingual model for language {code!r}.")
     return code
 
@@ -135,7 +154,7 @@ def parse_options(
     task_name = "transcribe" if _blank(task) else str(task).strip().lower()
     if task_name not in TASKS:
         raise InvalidInput(f"task must be 'transcribe' or 'translate' (into English), got {task!r}.")
-    if task_name == "translate" and model.endswith(".en"):
+    if task_name == "translate" and english_only(model):
         raise InvalidInput(f"Model {model!r} is English-only and cannot translate; choose a multilingual model.")
 
     temp: float | None = None

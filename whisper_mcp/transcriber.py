@@ -27,6 +27,7 @@ from pathlib import Path
 
 from whisper_mcp.config import engine_name
 from whisper_mcp.diarization import step as diarization
+from whisper_mcp.engines.audio import first_seconds
 from whisper_mcp.engines.base import (
     BATCH_MAX_SECONDS,
     COMPUTE_TYPES,
@@ -37,9 +38,10 @@ from whisper_mcp.engines.base import (
     SegmentCallback,
     Transcription,
 )
+from whisper_mcp.languages import LANGUAGES
 from whisper_mcp.models.pool import ModelPool
-from whisper_mcp.models.registry import ModelInfo, ModelRegistry
-from whisper_mcp.options import TranscribeOptions
+from whisper_mcp.models.registry import ModelInfo, ModelRegistry, model_label
+from whisper_mcp.options import TranscribeOptions, english_only
 
 
 def default_threads() -> int:
@@ -214,6 +216,46 @@ class Transcriber:
     def transcribe_batch(
         self, items: Sequence[BatchItem], model: ModelInfo, options: TranscribeOptions
     ) -> list[Transcription | Exception]:
+        """Blocking. ``_decode_batch``, after language routing where the options
+        ask for it (``identify_with``): each item's language is identified
+        first, by that multilingual model from the first 30 s; English stays
+        on ``model``, other languages go to the multilingual model (with
+        ``reroute``) or stay and carry a warning (without)."""
+        if options.identify_with is None:
+            return self._decode_batch(items, model, options)
+        multilingual = self.registry.resolve(options.identify_with, trusted=True)
+        plain = replace(options, identify_with=None, reroute=False)
+        heard: list[tuple[str, float] | Exception] = []
+        with self.pool.use(multilingual) as loaded:
+            for item in items:
+                try:
+                    heard.append(self.backend.detect_language(loaded, first_seconds(item.audio, BATCH_MAX_SECONDS)))
+                except Exception as exc:  # audio that would not decode: the job fails with it
+                    heard.append(exc)
+        outcomes: dict[int, Transcription | Exception] = {
+            i: found for i, found in enumerate(heard) if isinstance(found, Exception)
+        }
+        # Groups that share a model and options share a forward pass, as before.
+        groups: dict[tuple[ModelInfo, TranscribeOptions], list[int]] = {}
+        for i, found in enumerate(heard):
+            if isinstance(found, Exception):
+                continue
+            language, _ = found
+            if language == "en" or not options.reroute:
+                groups.setdefault((model, plain), []).append(i)
+            else:
+                groups.setdefault((multilingual, replace(plain, language=language)), []).append(i)
+        for (chosen, decode), indexes in groups.items():
+            results = self._decode_batch([items[i] for i in indexes], chosen, decode)
+            for i, result in zip(indexes, results, strict=True):
+                found = heard[i]
+                assert not isinstance(found, Exception)
+                outcomes[i] = result if isinstance(result, Exception) else _routed(result, chosen, model, found)
+        return [outcomes[i] for i in range(len(items))]
+
+    def _decode_batch(
+        self, items: Sequence[BatchItem], model: ModelInfo, options: TranscribeOptions
+    ) -> list[Transcription | Exception]:
         """Blocking. Several jobs with the same model and options (see
         ``can_batch``); each gets its own outcome, a transcription or the
         exception that ended it (a cancel raised by its progress callback, audio
@@ -253,6 +295,28 @@ class Transcriber:
     def can_batch(self, duration: float, options: TranscribeOptions) -> bool:
         """Whether a job this long, with these options, may share a forward pass with others."""
         return self.backend.batching and 0 < duration <= BATCH_MAX_SECONDS and self.backend.batchable(options)
+
+
+def _routed(result: Transcription, chosen: ModelInfo, asked: ModelInfo, heard: tuple[str, float]) -> Transcription:
+    """A routed job's transcription, saying which model decoded it, the
+    language heard and how sure that was, and a warning where an English-only
+    model decoded another language."""
+    language, probability = heard
+    warning = None
+    if chosen == asked and language != "en" and english_only(asked.name):
+        name = LANGUAGES.get(language, language).title()
+        warning = (
+            f"The audio sounds like {name} ({probability:.0%} sure), but model {model_label(asked.name)!r} "
+            "understands English only, so this transcript is likely wrong. Leave the model out (with language "
+            "routing on) or name a multilingual model such as 'base'."
+        )
+    return replace(
+        result,
+        language=language,
+        language_probability=round(probability, 4),
+        model=chosen.name,
+        warning=warning,
+    )
 
 
 __all__ = ["Transcriber", "default_threads"]

@@ -20,7 +20,7 @@ from whisper_mcp.engines.audio import probe_audio
 from whisper_mcp.options import TranscribeOptions
 
 from fakes import FakeEngine
-from helpers import FIXTURES, LONG_AUDIO, InProcessServer, submit, wait_done, wait_status
+from helpers import FIXTURES, LONG_AUDIO, ROUTED, InProcessServer, submit, wait_done, wait_status
 
 SRT_CUE = re.compile(r"(\d+)\n(\d\d):(\d\d):(\d\d),(\d{3}) --> (\d\d):(\d\d):(\d\d),(\d{3})\n(.+?)(?:\n\n|\Z)", re.S)
 VTT_CUE = re.compile(r"(\d\d):(\d\d):(\d\d)\.(\d{3}) --> (\d\d):(\d\d):(\d\d)\.(\d{3})\n(.+?)(?:\n\n|\Z)", re.S)
@@ -98,7 +98,7 @@ def test_output_formats(tmp_path: Path) -> None:
     ("fields", "phrase"),
     [
         ({"task": "summarise"}, "task"),
-        ({"task": "translate"}, "english-only"),
+        ({"task": "translate", "model": "tiny.en"}, "english-only"),
         ({"temperature": "2"}, "temperature"),
         ({"temperature": "warm"}, "temperature"),
         ({"beam_size": "0"}, "beam_size"),
@@ -131,7 +131,10 @@ def test_beam_search_and_prompt_reach_the_engine(fake_server: InProcessServer, f
         "temperature": 0.0,
     }
     assert fake_server.engine.calls == [
-        ("tiny.en", TranscribeOptions(language=None, initial_prompt="Meeting notes.", temperature=0.0, beam_size=3))
+        (
+            "tiny.en",
+            TranscribeOptions(language=None, initial_prompt="Meeting notes.", temperature=0.0, beam_size=3, **ROUTED),
+        )
     ]
     assert record["transcript"] == fake_text(FIXTURES / "speech.wav")
 

@@ -20,7 +20,7 @@ from whisper_mcp.engines.audio import probe_audio
 from whisper_mcp.options import TranscribeOptions
 
 from fakes import FakeEngine
-from helpers import FIXTURES, LONG_AUDIO, InProcessServer
+from helpers import FIXTURES, LONG_AUDIO, ROUTED, InProcessServer
 
 SPEECH = FIXTURES / "speech.wav"
 DURATION = round(probe_audio(SPEECH).duration, 3)
@@ -57,7 +57,7 @@ def test_transcription_json(api: OpenAI, server: InProcessServer) -> None:
         result = api.audio.transcriptions.create(model="whisper-1", file=f, temperature=0)
     assert result.text == " ".join(PARTS)
     # whisper-1 is the default model; OpenAI's temperature 0 (its default) is Whisper's fallback schedule.
-    assert last_call(server) == ("tiny.en", TranscribeOptions(temperature=None))
+    assert last_call(server) == ("tiny.en", TranscribeOptions(temperature=None, **ROUTED))
 
 
 def test_transcription_text_srt_vtt(api: OpenAI) -> None:

@@ -110,7 +110,7 @@ def test_client_job_id_and_duplicates(fake_client: httpx.Client) -> None:
         ("video_only.mp4", {}, 400, "invalid_audio", "no audio"),
         ("short.wav", {"model": "huge-v9"}, 400, "unknown_model", "tiny.en"),
         ("short.wav", {"language": "klingon"}, 400, "invalid_input", "language"),
-        ("short.wav", {"language": "de"}, 400, "invalid_input", "English-only"),
+        ("short.wav", {"language": "de", "model": "tiny.en"}, 400, "invalid_input", "English-only"),
         ("short.wav", {"job_id": "../../etc/passwd"}, 400, "invalid_input", "job_id"),
         ("short.wav", {"callback_url": "file:///etc/passwd"}, 400, "invalid_input", "callback_url"),
     ],

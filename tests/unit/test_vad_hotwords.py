@@ -17,7 +17,7 @@ from whisper_mcp.errors import InvalidInput
 from whisper_mcp.options import TranscribeOptions, check_engine_options, parse_options
 
 from fakes import FakeEngine
-from helpers import FIXTURES, InProcessServer, submit, wait_done
+from helpers import FIXTURES, ROUTED, InProcessServer, submit, wait_done
 
 
 def engine_named(name: str) -> FakeEngine:
@@ -83,7 +83,7 @@ def test_rest_fields_reach_the_engine(ct2_server: InProcessServer) -> None:
         record = wait_done(client, job["job_id"])
     assert record["status"] == "completed", record
     assert record["options"]["vad_filter"] is True and record["options"]["hotwords"] == "Grafana Loki"
-    assert ct2_server.engine.calls[-1][1] == TranscribeOptions(vad_filter=True, hotwords="Grafana Loki")
+    assert ct2_server.engine.calls[-1][1] == TranscribeOptions(vad_filter=True, hotwords="Grafana Loki", **ROUTED)
 
 
 def test_rest_hotwords_on_the_openai_engine_is_a_400_naming_it(openai_server: InProcessServer) -> None:
@@ -130,7 +130,7 @@ def test_openai_fields_reach_the_engine_and_hotwords_400_names_the_param(
                 data={"model": "whisper-1", "vad_filter": "true", "hotwords": "Grafana"},
             )
         assert response.status_code == 200, response.text
-    assert ct2_server.engine.calls[-1][1] == TranscribeOptions(vad_filter=True, hotwords="Grafana")
+    assert ct2_server.engine.calls[-1][1] == TranscribeOptions(vad_filter=True, hotwords="Grafana", **ROUTED)
     with (
         InProcessServer.start(tmp_path / "other", engine_named("openai")) as srv,
         httpx.Client(base_url=srv.url, timeout=60) as client,
@@ -166,7 +166,7 @@ async def test_mcp_arguments_reach_the_engine(ct2_server: InProcessServer) -> No
             await mcp.call_tool("check_transcription_status", {"job_id": job["job_id"], "wait_seconds": 30})
         ).structured_content
     assert status["status"] == "completed", status
-    assert ct2_server.engine.calls[-1][1] == TranscribeOptions(vad_filter=True, hotwords="Grafana")
+    assert ct2_server.engine.calls[-1][1] == TranscribeOptions(vad_filter=True, hotwords="Grafana", **ROUTED)
 
 
 # -- client CLI ----------------------------------------------------------------

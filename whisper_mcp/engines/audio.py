@@ -138,6 +138,21 @@ def stream_audio(path: Path) -> Iterator[np.ndarray]:
             yield from _to_arrays(_resample(resampler, None))
 
 
+def first_seconds(audio: Path | np.ndarray, seconds: float) -> np.ndarray:
+    """The first ``seconds`` of a file (decoded only that far) or of samples."""
+    limit = int(seconds * SAMPLE_RATE)
+    if isinstance(audio, np.ndarray):
+        return audio[:limit]
+    pieces: list[np.ndarray] = []
+    have = 0
+    for piece in stream_audio(audio):
+        pieces.append(piece)
+        have += len(piece)
+        if have >= limit:
+            break
+    return np.concatenate(pieces)[:limit] if pieces else np.zeros(0, dtype=np.float32)
+
+
 def _resample(resampler: AudioResampler, frame: AudioFrame | None) -> list[AudioFrame]:
     try:
         return resampler.resample(frame)

@@ -83,6 +83,10 @@ class Transcription:
     # Diarized jobs only: speakers, num_speakers, turns (and notes), merged
     # into the stored result's top level.
     diarization: dict[str, Any] | None = None
+    # Language routing only: the model that decoded it, and a plain warning
+    # when an English-only model decoded what sounds like another language.
+    model: str | None = None
+    warning: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -90,6 +94,9 @@ class Transcription:
         diarization = data.pop("diarization")
         if diarization is not None:
             data.update(diarization)
+        for name in ("model", "warning"):  # stored results without them read as before
+            if data[name] is None:
+                del data[name]
         return data
 
 
@@ -174,6 +181,10 @@ class Backend(Protocol):
 
     def batchable(self, options: TranscribeOptions) -> bool:
         """Whether jobs with these options may share a forward pass; False without batching."""
+
+    def detect_language(self, model: Any, samples: np.ndarray) -> tuple[str, float]:
+        """The language most likely spoken in ``samples`` (up to 30 s), and its
+        probability: one encoder pass of a multilingual model."""
 
     def transcribe(
         self,

@@ -328,6 +328,10 @@ class CTranslate2Backend:
             return model.batched.transcribe(samples, batch_size=per_pass, without_timestamps=False, **common)
         return whisper.transcribe(samples, condition_on_previous_text=True, vad_filter=options.vad_filter, **common)
 
+    def detect_language(self, model: CT2Model, samples: np.ndarray) -> tuple[str, float]:
+        language, probability, _ = model.whisper.detect_language(audio=_samples(samples))
+        return str(language), float(probability)
+
     def transcribe(
         self,
         model: CT2Model,

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import whisper
 from whisper.audio import N_SAMPLES, SAMPLE_RATE
@@ -82,6 +83,9 @@ class OpenAIBackend:
         # decode_first_windows looks: such jobs run one by one.
         # Greedy jobs only, the default beam counted (openai_batch.batchable).
         return (options.beam_size or self.default_beam_size) <= 1 and not options.vad_filter
+
+    def detect_language(self, model: Whisper, samples: np.ndarray) -> tuple[str, float]:
+        return detect_languages(model, [_features(model, samples, 0.0)], self.fp16)[0]
 
     def transcribe(
         self,

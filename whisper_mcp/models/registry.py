@@ -189,3 +189,9 @@ def _load_checkpoint(path: Path, device: str) -> Whisper:
     if checkpoint.get("alignment_heads"):
         model.set_alignment_heads(checkpoint["alignment_heads"])
     return model.to(device)
+
+
+def model_label(name: str) -> str:
+    """A model as answers show it: weights the operator named by path show
+    their file or folder name, never the server's path."""
+    return os.path.basename(name.rstrip("/")) if os.path.isabs(name) else name

@@ -11,7 +11,6 @@ sends, possibly as null, are required and typed ``X | None``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from typing import Any, Literal, NotRequired
 
@@ -19,6 +18,7 @@ from pydantic import ConfigDict, with_config
 from typing_extensions import TypedDict
 
 from whisper_mcp.formats import FORMATS
+from whisper_mcp.models.registry import model_label
 from whisper_mcp.options import PRIORITY_NAMES, PriorityName, TranscribeOptions
 from whisper_mcp.queue.jobs import Job, JobStatus
 from whisper_mcp.server.egress import redact_url
@@ -66,6 +66,8 @@ class JobRecord(TypedDict):
     transcript: NotRequired[str]
     format: NotRequired[str]
     language_probability: NotRequired[float]
+    # Completed jobs whose audio sounds like a language their English-only model cannot hear.
+    warning: NotRequired[str]
     error: NotRequired[str | None]
     cached: NotRequired[bool]
     cached_from: NotRequired[str]
@@ -156,10 +158,14 @@ class Health(TypedDict):
     processing_jobs: list[RunningJob]
 
 
+# Shown on their own (language), or the service's choice rather than the client's.
+_NOT_CHOSEN = frozenset({"language", "identify_with", "reroute"})
+
+
 def _chosen(options: TranscribeOptions) -> dict[str, Any]:
     """A job's options beyond the defaults (language is shown on its own);
     known speakers by name."""
-    chosen = {k: v for k, v in asdict(options).items() if v is not None and v is not False and k != "language"}
+    chosen = {k: v for k, v in asdict(options).items() if v is not None and v is not False and k not in _NOT_CHOSEN}
     if chosen.pop("known_speakers", None):
         chosen["known_speakers"] = [name for name, _sha in options.known_speakers]
     return chosen
@@ -201,9 +207,3 @@ def job_record(job: Job) -> JobRecord:
             "error": job.callback_error,
         }
     return record
-
-
-def model_label(name: str) -> str:
-    """A model as answers show it: weights the operator named by path show
-    their file or folder name, never the server's path."""
-    return os.path.basename(name.rstrip("/")) if os.path.isabs(name) else name

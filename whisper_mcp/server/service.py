@@ -28,7 +28,9 @@ from whisper_mcp.formats import FORMATS, render
 from whisper_mcp.logs import job_event
 from whisper_mcp.options import (
     check_engine_options,
+    english_only,
     parse_bool,
+    parse_language,
     parse_options,
     parse_priority,
 )
@@ -136,6 +138,11 @@ class TranscriptionService:
         self.callbacks = callbacks
         self.metrics = metrics
         self.default_model = engine.registry.resolve(settings.model, trusted=True).name
+        # Language routing's model, which also checks what English-only models are
+        # sent (routing off, or named); None: no check.
+        self.multilingual_model: str | None = None
+        if settings.multilingual_model:
+            self.multilingual_model = engine.registry.resolve(settings.multilingual_model, trusted=True).name
         self.max_upload_bytes = settings.max_upload_bytes
         self.min_free_bytes = settings.min_free_bytes
         metrics.watch(self._metric_state)
@@ -317,6 +324,23 @@ class TranscriptionService:
         """Remove an upload that will not become a job."""
         await to_thread.run_sync(self.queue.files.discard, upload.path)
 
+    def _route(self, sub: Submission) -> tuple[str, str | None]:
+        """(model, language) for a submission. Naming no model leaves the choice
+        to language routing: with an English-only start-up model, a translation
+        or a named language other than English goes to the multilingual model
+        (transcriptions with no language are identified first: ``_check_submission``)."""
+        model = self.model_name(sub.model)
+        if not self._routes(sub) or self.multilingual_model is None or not english_only(model):
+            return model, sub.language
+        language = parse_language(sub.language, self.multilingual_model)
+        if sub.task == "translate" or language not in (None, "en"):
+            return self.multilingual_model, language
+        return model, language
+
+    def _routes(self, sub: Submission) -> bool:
+        """Whether language routing chooses this submission's model: on, and no model named."""
+        return self.settings.language_routing and not (sub.model and sub.model.strip())
+
     def model_name(self, name: str | None) -> str:
         """The model a job asking for ``name`` gets (the default when None, or
         when named as answers show it); ``UnknownModel`` if none."""
@@ -359,10 +383,10 @@ class TranscriptionService:
                 "job_id must be 1-128 characters of letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit; or leave it out to get a generated one"
             )
-        model = self.model_name(sub.model)
+        model, language = self._route(sub)
         options = parse_options(
             model,
-            language=sub.language,
+            language=language,
             task=sub.task,
             initial_prompt=sub.initial_prompt,
             temperature=sub.temperature,
@@ -376,6 +400,9 @@ class TranscriptionService:
             hotwords=sub.hotwords,
             vad_default=self.settings.vad_filter,
         )
+        if options.language is None and options.task == "transcribe" and english_only(model):
+            # Identified first: rerouted where the client left the model to us, else warned.
+            options = replace(options, identify_with=self.multilingual_model, reroute=self._routes(sub))
         check_engine_options(options, self.engine.engine)
         if sub.known_speakers and not options.diarize:
             raise InvalidInput("known speakers apply to diarized transcriptions only; set diarize or leave them out.")
@@ -530,6 +557,11 @@ class TranscriptionService:
             probability = result.get("language_probability")
             if isinstance(probability, int | float):
                 record["language_probability"] = probability
+            # Language routing: the model that decoded it, and what was heard, in plain words.
+            if isinstance(decoded_by := result.get("model"), str):
+                record["model"] = model_label(decoded_by)
+            if isinstance(warning := result.get("warning"), str):
+                record["warning"] = warning
         return record, []
 
     async def list_jobs(self, status: str | None, limit: int, offset: int) -> JobPage:

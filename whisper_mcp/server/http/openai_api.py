@@ -36,6 +36,7 @@ from whisper_mcp.errors import (
     UnknownModel,
 )
 from whisper_mcp.languages import LANGUAGES
+from whisper_mcp.options import english_only
 from whisper_mcp.queue.jobs import FINISHED_STATUSES, JobStatus
 from whisper_mcp.server.http.bodies import check_declared_length, large_fields_bytes, read_multipart
 from whisper_mcp.server.http.diarized import KNOWN_SPEAKER_FIELDS, LARGE_FIELDS, diarized_json, known_speakers
@@ -115,9 +116,11 @@ def _openai_errors(handler: Handler) -> Handler:
 # -- requests -------------------------------------------------------------
 
 
-def _resolve_model(service: TranscriptionService, name: str | None) -> str:
+def _resolve_model(service: TranscriptionService, name: str | None) -> str | None:
+    """The model a /v1 request names; None for whisper-1 or none, which the
+    service serves as it serves a request naming no model (language routing)."""
     if name is None or name.strip() == "" or name.strip() == OPENAI_MODEL_ALIAS:
-        return service.default_model
+        return None
     return service.model_name(name)
 
 
@@ -258,7 +261,7 @@ async def _stream_events(service: TranscriptionService, job_id: str) -> AsyncIte
 def _language_name(code: str | None, model: str) -> str:
     if code:
         return LANGUAGES.get(code, code)
-    return "english" if model.endswith(".en") else ""
+    return "english" if english_only(model) else ""
 
 
 def _verbose(
@@ -373,7 +376,10 @@ def routes(service: TranscriptionService) -> list[Route]:
         if fmt == "diarized_json":
             return JSONResponse(diarized_json(result), headers=headers)
         used = 0.0 if temperature is None else float(temperature)
-        return JSONResponse({**_verbose(result, task, model, used, granularities), "usage": usage}, headers=headers)
+        decoded_by = str(result.get("model") or model or service.default_model)
+        return JSONResponse(
+            {**_verbose(result, task, decoded_by, used, granularities), "usage": usage}, headers=headers
+        )
 
     @_openai_errors
     async def transcriptions(request: Request) -> Response:
