@@ -19,11 +19,14 @@ from __future__ import annotations
 import copy
 import functools
 import importlib
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from whisper_mcp.compat.hooks import Check, Hook, Library
 from whisper_mcp.compat.patching import replace_tqdm, report_windows, window_hook
+
+log = logging.getLogger("whisper_mcp.compat")
 
 MODULE = "faster_whisper.transcribe"
 _M = MODULE + ":"
@@ -84,6 +87,7 @@ def install(bar: Callable[..., Any], window_started: Callable[[int], None]) -> C
     and idempotent; the check says what else may be used."""
     found = check()
     found.raise_if_fatal()
+    found.log(log)
     module = importlib.import_module(MODULE)
     if found.has("tqdm"):
         replace_tqdm(module, bar, calls_module=False)

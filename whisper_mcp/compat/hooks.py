@@ -76,7 +76,7 @@ class Check:
         said = (
             f"{self.library} {self.found} is installed, but whisper-mcp's hook `{lost.hook.name}` "
             f"({lost.hook.gives}) was written for {self.written_for} and {gone} "
-            f"{'is' if len(lost.missing) == 1 else 'are'} gone"
+            f"{'is' if len(lost.missing) == 1 else 'are'} gone or changed"
         )
         if lost.hook.instead is None:
             return f"{said}: install {self.library}=={self.written_for}"

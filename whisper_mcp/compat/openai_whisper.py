@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import functools
 import importlib
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from whisper_mcp.compat.hooks import Check, Hook, Library
 from whisper_mcp.compat.patching import replace_tqdm, report_windows, window_hook
+
+log = logging.getLogger("whisper_mcp.compat")
 
 MODULE = "whisper.transcribe"
 _M = MODULE + ":"
@@ -72,6 +75,7 @@ def install(bar: Callable[..., Any], window_started: Callable[[int], None], feat
     audio. ``IncompatibleLibrary`` when a fatal hook's names are gone."""
     found = check()
     found.raise_if_fatal()
+    found.log(log)
     module = importlib.import_module(MODULE)  # not whisper.transcribe: the package rebinds that name
     replace_tqdm(
         module, _with_segments(bar, module.transcribe) if found.has(SEGMENTS_LOCAL) else bar, calls_module=True

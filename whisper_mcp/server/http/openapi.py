@@ -142,6 +142,8 @@ def openapi_spec() -> dict[str, Any]:
                         # The job being transcribed (the first of a batch), and every job of the batch.
                         "processing": {"anyOf": [{"$ref": "#/components/schemas/Running"}, {"type": "null"}]},
                         "processing_jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Running"}},
+                        # Hooks into an installed library that gave way to a public path (empty normally).
+                        "compat": {"type": "array", "items": {"type": "object"}},
                     },
                 },
                 "Running": {
