@@ -76,6 +76,7 @@ def serve(settings: Settings) -> int:
     passive_openmp(os.environ)
     import uvicorn
 
+    from whisper_mcp.compat import IncompatibleLibrary
     from whisper_mcp.queue.migrations import SchemaTooNew, UnrecognizedSchema
     from whisper_mcp.server.app import create_app
     from whisper_mcp.server.connections import uvicorn_options
@@ -108,10 +109,12 @@ def serve(settings: Settings) -> int:
         )
     try:
         app = create_app(settings)
+        options = uvicorn_options(settings)
     except (
         ValueError,
         SchemaTooNew,
         UnrecognizedSchema,
+        IncompatibleLibrary,  # an installed library lacks a name whisper-mcp's hooks need
     ) as exc:  # e.g. an engine and compute type that don't go together
         raise SystemExit(f"whisper-mcp: error: {exc}") from None
     # log_config=None: uvicorn's loggers use our handler and format too.
@@ -122,17 +125,21 @@ def serve(settings: Settings) -> int:
         log_level=settings.log_level,
         access_log=False,
         log_config=None,
-        **uvicorn_options(settings),
+        **options,
     )
     return 0
 
 
 def prepare_model(settings: Settings) -> int:
+    from whisper_mcp.compat import IncompatibleLibrary
     from whisper_mcp.models.registry import ModelRegistry
     from whisper_mcp.transcriber import Transcriber
 
     registry = ModelRegistry(settings.model_cache, engine=settings.engine)
-    engine = Transcriber(registry, "cpu", engine=settings.engine)
+    try:
+        engine = Transcriber(registry, "cpu", engine=settings.engine)
+    except IncompatibleLibrary as exc:
+        raise SystemExit(f"whisper-mcp: error: {exc}") from None
     info = registry.resolve(settings.model, trusted=True)
     engine.load(info)
     print(f"model {info.name} ({info.source}, {settings.engine}) is ready in {settings.model_cache}")

@@ -21,6 +21,7 @@ import pytest
 from fastmcp import Client
 from fastmcp.exceptions import ToolError
 
+from whisper_mcp.compat.patching import replace_tqdm, report_windows
 from whisper_mcp.engines import progress
 from whisper_mcp.queue.files import FileStore
 from whisper_mcp.queue.jobs import JobStatus
@@ -85,8 +86,8 @@ def fake_library(frames: int, spoken: set[int]) -> types.ModuleType:
     module.transcribe = transcribe  # type: ignore[attr-defined]
     module.tqdm = None  # type: ignore[attr-defined]
     sys.modules[module.__name__] = module
-    progress.install(module.__name__, calls_module=True)
-    progress.install_window_hook(module.__name__)
+    replace_tqdm(module, progress.ProgressBar, calls_module=True)
+    report_windows(module, progress.window_started)
     return module
 
 

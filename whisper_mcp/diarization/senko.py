@@ -3,15 +3,18 @@ network): silero voice detection, CAM++ speaker embeddings, spectral clustering.
 
 Imported by the inference thread only, the first time a job asks for
 diarization. ``SenkoDiarizer.diarize`` runs senko's own steps one by one
-(private methods of senko 0.2.2, pinned) rather than ``Diarizer.diarize``, so
-that progress is reported, and a cancel takes effect, between them and between
-batches of embeddings, which take nearly all of the time; and so that speaker
-count hints reach the clustering.
+(private methods of senko, through ``compat.senko``) rather than
+``Diarizer.diarize_samples``, so that progress is reported, and a cancel
+takes effect, between them and between batches of embeddings, which take
+nearly all of the time; and so that speaker count hints reach the
+clustering. Where the installed senko lacks those names, its public
+``diarize_samples`` runs instead, and /health says what is lost.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import sys
 import threading
 from collections.abc import Callable
@@ -21,8 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from whisper_mcp.compat import senko as senko_hooks
 from whisper_mcp.diarization.assign import Turn
 from whisper_mcp.options import MAX_SPEAKERS
+
+log = logging.getLogger("whisper_mcp.diarization.senko")
 
 NAME = "senko"
 # Embedding batches (senko's own size, 64) per progress report / cancel check.
@@ -83,14 +89,17 @@ class SenkoDiarizer:
         _lazy_umap()
         import senko  # heavy; the diarization library itself
 
+        self.hooks = senko_hooks.check()
+        self.hooks.raise_if_fatal()
+        self.hooks.log(log)
         threads = torch.get_num_threads()
         self._model = senko.Diarizer(device="cuda" if device.startswith("cuda") else "cpu", warmup=False, quiet=True)
         # senko sets torch to every core (os.cpu_count()) after voice detection;
         # keep the service's --threads instead.
-        self._model.logical_cores = threads
+        senko_hooks.keep_threads(self._model, threads)
         torch.set_num_threads(threads)
         self._lock = threading.Lock()
-        self.nbytes = _module_bytes(self._model.embeddings_model) + _module_bytes(
+        self.nbytes = _module_bytes(getattr(self._model, "embeddings_model", None)) + _module_bytes(
             getattr(self._model, "vad_model_silero", None)
         )
 
@@ -109,37 +118,48 @@ class SenkoDiarizer:
 
     def _diarize(self, audio: np.ndarray, hints: SpeakerHints, report: Callable[[float], None]) -> Diarization:
         model = self._model
-        model._timing_stats = {}
         report(0.0)
-        vad = model._perform_vad(audio)
+        if self.hooks.has("steps"):
+            steps = self._steps(audio, report)
+            length = 0.0 if steps is None else float(steps[1][-1][1])
+        else:
+            steps, length = None, len(audio) / senko_hooks.SAMPLE_RATE
+        hinted = length <= HINTED_SPECTRAL_MAX_SECONDS and self.hooks.has("clustering")
+        usable = hints if hinted else SpeakerHints()
+        clustered = None
+        with senko_hooks.HintedClustering(model, usable.num_speakers, usable.min_speakers, usable.max_speakers):
+            if steps is not None:
+                clustered = senko_hooks.cluster(model, *steps)
+            elif not self.hooks.has("steps"):  # the public path, in one call
+                clustered = senko_hooks.diarize_samples(model, audio)
+        if clustered is None:  # no speech found
+            return Diarization([], {}, ["no speech found"] if hints.given else [])
+        merged, centroids = clustered
+        report(1.0)
+        turns = [Turn(str(s["speaker"]), round(float(s["start"]), 3), round(float(s["end"]), 3)) for s in merged]
+        notes = _notes(hints, len({t.speaker for t in turns}))
+        if hints.given and usable is not hints:
+            notes.insert(0, _hints_unused(length))
+        return Diarization(turns, dict(centroids), notes)
+
+    def _steps(self, audio: np.ndarray, report: Callable[[float], None]) -> tuple[np.ndarray, Any] | None:
+        """senko's steps up to clustering, one by one: (embeddings, subsegments);
+        None when no speech is found."""
+        model = self._model
+        vad = senko_hooks.voice_activity(model, audio)
         report(_VAD_SHARE)
         if not vad:
-            return Diarization([], {}, ["no speech found"] if hints.given else [])
-        subsegments = model._generate_subsegments(vad, None)
-        features, frames, offsets, dim = model._extract_fbank_features(audio, subsegments)
-        offsets = [int(o) for o in offsets]
+            return None
+        subsegments = senko_hooks.subsegments(model, vad)
+        features, frames, offsets, dim = senko_hooks.features(model, audio, subsegments)
         done = _VAD_SHARE + _FEATURES_SHARE
         report(done)
         pieces = []
         for begin in range(0, len(subsegments), _CHUNK):
             end = begin + _CHUNK
-            pieces.append(model._generate_embeddings(features, frames[begin:end], offsets[begin:end], dim))
+            pieces.append(senko_hooks.embeddings(model, features, frames[begin:end], offsets[begin:end], dim))
             report(done + _EMBEDDINGS_SHARE * min(1.0, end / len(subsegments)))
-        embeddings = np.concatenate(pieces, axis=0)
-        length = float(subsegments[-1][1])
-        usable = hints if length <= HINTED_SPECTRAL_MAX_SECONDS else SpeakerHints()
-        with _HintedClustering(model, usable):
-            _raw, merged, centroids = model._perform_clustering(embeddings, subsegments)
-        report(1.0)
-        turns = [Turn(str(s["speaker"]), round(float(s["start"]), 3), round(float(s["end"]), 3)) for s in merged]
-        notes = _notes(hints, len({t.speaker for t in turns}))
-        if hints.given and usable is not hints:
-            notes.insert(
-                0,
-                f"speaker count hints are not applied to recordings over {HINTED_SPECTRAL_MAX_SECONDS / 60:.0f} "
-                "minutes (their clustering takes no speaker count); the count was estimated",
-            )
-        return Diarization(turns, dict(centroids), notes)
+        return np.concatenate(pieces, axis=0), subsegments
 
     def embed(self, samples: np.ndarray) -> np.ndarray | None:
         """One speaker embedding for a whole (short) recording of one voice: the
@@ -147,50 +167,27 @@ class SenkoDiarizer:
         model = self._model
         audio = np.ascontiguousarray(samples, dtype=np.float32)
         with self._lock:
-            model._timing_stats = {}
-            vad = model._perform_vad(audio)
+            if not self.hooks.has("steps"):
+                clustered = senko_hooks.diarize_samples(model, audio)
+                return None if clustered is None else np.mean(list(clustered[1].values()), axis=0)
+            vad = senko_hooks.voice_activity(model, audio)
             if not vad:
                 return None
-            subsegments = model._generate_subsegments(vad, None)
+            subsegments = senko_hooks.subsegments(model, vad)
             if not len(subsegments):  # speech too short to embed
                 return None
-            features, frames, offsets, dim = model._extract_fbank_features(audio, subsegments)
-            embeddings = model._generate_embeddings(features, frames, [int(o) for o in offsets], dim)
+            features, frames, offsets, dim = senko_hooks.features(model, audio, subsegments)
+            embeddings = senko_hooks.embeddings(model, features, frames, offsets, dim)
         return np.asarray(embeddings).mean(axis=0)
 
 
-class _HintedClustering:
-    """Speaker count hints on senko's clustering for one call: spectral
-    clustering (which honours them) whatever the length, the speaker count fixed
-    or bounded, and no merging of similar speakers below a fixed count."""
-
-    def __init__(self, model: Any, hints: SpeakerHints) -> None:
-        self._model = model
-        self._hints = hints
-        self._saved: list[tuple[Any, str, Any]] = []
-
-    def _set(self, target: Any, name: str, value: Any) -> None:
-        self._saved.append((target, name, getattr(target, name)))
-        setattr(target, name, value)
-
-    def __enter__(self) -> None:
-        hints = self._hints
-        if not hints.given:
-            return
-        spectral = self._model.spectral_cluster
-        self._set(self._model, "umap_hdbscan_cluster", spectral)
-        if hints.num_speakers is not None:
-            self._set(spectral.cluster, "k", hints.num_speakers)
-            self._set(spectral, "mer_cos", None)
-        if hints.min_speakers is not None:
-            self._set(spectral.cluster, "min_num_spks", hints.min_speakers)
-        if hints.max_speakers is not None:
-            self._set(spectral.cluster, "max_num_spks", hints.max_speakers)
-
-    def __exit__(self, *exc: object) -> None:
-        for target, name, value in reversed(self._saved):
-            setattr(target, name, value)
-        self._saved.clear()
+def _hints_unused(length: float) -> str:
+    if length > HINTED_SPECTRAL_MAX_SECONDS:
+        return (
+            f"speaker count hints are not applied to recordings over {HINTED_SPECTRAL_MAX_SECONDS / 60:.0f} "
+            "minutes (their clustering takes no speaker count); the count was estimated"
+        )
+    return "speaker count hints are not applied with the installed senko version; the count was estimated"
 
 
 def _notes(hints: SpeakerHints, found: int) -> list[str]:

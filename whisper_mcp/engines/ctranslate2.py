@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from whisper_mcp.compat import faster_whisper as fw_hooks
 from whisper_mcp.durable import building_dir
 from whisper_mcp.engines import ctranslate2_batch, progress
 from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
@@ -188,26 +189,29 @@ class CTranslate2Backend:
         # pauses into chunks of up to 30 s, decoded batch_size chunks at a time
         # with timestamp tokens, so segments (subtitle cues) stay short
         # (faster-whisper's BatchedInferencePipeline; the first batches are
-        # smaller, _ramped_pipeline). Chunks don't see each other's text and
+        # smaller, RAMP). Chunks don't see each other's text and
         # there is no temperature fallback.
         self.vad_batching = vad_batching
         self.batch_size = max(1, batch_size)
-        # Short jobs share a forward pass (transcribe_batch), except with VAD
-        # batching, whose batches are one file's chunks.
-        self.batching = not vad_batching
-        self.batched_windows = 0  # first windows answered from a batch
         # faster-whisper reports how far its segment generator has got only to
         # a tqdm bar (seconds decoded, or chunks when VAD-batched): a
-        # process-wide, idempotent patch of its module's tqdm (see progress).
-        progress.install("faster_whisper.transcribe", calls_module=False)
-        progress.install_window_hook("faster_whisper.transcribe")  # windows skipped as silence report too
+        # process-wide, idempotent patch of its module's tqdm (see progress),
+        # and of its pad_or_trim, so windows skipped as silence report too.
+        # Each hook whose names are gone from the installed faster-whisper
+        # gives way to a public path (compat.faster_whisper).
+        self.hooks = fw_hooks.install(progress.ProgressBar, progress.window_started)
+        # Short jobs share a forward pass (transcribe_batch), except with VAD
+        # batching, whose batches are one file's chunks.
+        self.batching = not vad_batching and self.hooks.has("encode")
+        self.batched_windows = 0  # first windows answered from a batch
 
     # --- models -------------------------------------------------------------
 
     @property
     def encoder_apart(self) -> bool:
         """Whether the encoder runs on its own model (models.encoder)."""
-        return self.encoder_compute_type != self.compute_type or self.decoder_threads != self.threads
+        apart = self.encoder_compute_type != self.compute_type or self.decoder_threads != self.threads
+        return apart and self.hooks.has("model")
 
     def load(self, info: ModelInfo) -> CT2Model:
         faster_whisper = _import_faster_whisper()
@@ -220,8 +224,8 @@ class CTranslate2Backend:
             cpu_threads=self.decoder_threads,
         )
         if self.encoder_apart:
-            model.model = self._encoder_apart(folder, model.model)
-        batched = _ramped_pipeline(faster_whisper, model) if self.vad_batching else None
+            fw_hooks.set_model(model, self._encoder_apart(folder, fw_hooks.model_of(model)))
+        batched = fw_hooks.batched_pipeline(model, RAMP, progress.ProgressBar) if self.vad_batching else None
         return CT2Model(model, self._bytes(info, folder), folder, batched)
 
     def _encoder_apart(self, folder: Path, model: Any) -> Any:
@@ -360,7 +364,7 @@ class CTranslate2Backend:
                 outcomes[i] = exc
         firsts: dict[int, ctranslate2_batch.FirstWindow | None] = dict.fromkeys(samples)
         # Detecting the language encodes each clip apart; nothing to share then.
-        if model.batched is None and (options.language is not None or not whisper.model.is_multilingual):
+        if model.batched is None and (options.language is not None or not fw_hooks.is_multilingual(whisper)):
             try:
                 start = lambda w, a: self._start(model, w, a, options)  # noqa: E731
                 for i, audio in samples.items():
@@ -420,7 +424,7 @@ class CTranslate2Backend:
                     report(seg.end / duration)
         if done < 1.0:  # trailing silence yields no segment; the last window may end short
             report(1.0)
-        detected = options.language is None and model.whisper.model.is_multilingual
+        detected = options.language is None and fw_hooks.is_multilingual(model.whisper)
         return Transcription(
             text="".join(texts).strip(),
             language=info.language,
@@ -442,7 +446,8 @@ def _samples(audio: AudioInput) -> np.ndarray:
 
 # Chunks in each of the first forward passes of a VAD-batched file: the first
 # text arrives after one chunk, not after batch_size of them (a stream's first
-# delta, a status's partial_transcript); later passes take batch_size.
+# delta, a status's partial_transcript); later passes take batch_size
+# (compat.faster_whisper.batched_pipeline).
 RAMP = (1, 2, 4)
 # On CPU a pass takes at most this many chunks: each chunk in a pass holds the
 # encoder's attention scores (tiny.en: about 55 MB, 6 heads x 1500 x 1500
@@ -450,50 +455,6 @@ RAMP = (1, 2, 4)
 # 4-minute file: 1.2x faster than windows in order at 2 chunks, 1.5x at 4,
 # but 1.1x and 1.6x the memory; bench/ section 8).
 CPU_CHUNKS_PER_PASS = 2
-
-
-def _ramped_pipeline(faster_whisper: Any, model: Any) -> Any:
-    """faster-whisper's BatchedInferencePipeline whose first forward passes
-    take RAMP chunks. Its segment generator (private, pinned faster-whisper
-    1.2.1) is the one loop that picks batch sizes; this is that loop with a
-    ramp, one progress bar over all chunks as before."""
-    module = importlib.import_module("faster_whisper.transcribe")  # its tqdm is progress's bar
-    Segment, Word = module.Segment, module.Word
-
-    class Ramped(faster_whisper.BatchedInferencePipeline):  # type: ignore[misc,name-defined]
-        def _batched_segments_generator(  # type: ignore[no-untyped-def]
-            self, features, tokenizer, chunks_metadata, batch_size, options, log_progress
-        ):
-            bar = module.tqdm(total=len(features), disable=not log_progress, position=0)
-            seg_idx, start = 0, 0
-            sizes = iter(RAMP)
-            while start < len(features):
-                size = min(next(sizes, batch_size), batch_size)
-                results = self.forward(
-                    features[start : start + size], tokenizer, chunks_metadata[start : start + size], options
-                )
-                start += size
-                for result in results:
-                    for segment in result:
-                        seg_idx += 1
-                        yield Segment(
-                            seek=segment["seek"],
-                            id=seg_idx,
-                            text=segment["text"],
-                            start=round(segment["start"], 3),
-                            end=round(segment["end"], 3),
-                            words=None if not options.word_timestamps else [Word(**w) for w in segment["words"]],
-                            tokens=segment["tokens"],
-                            avg_logprob=segment["avg_logprob"],
-                            no_speech_prob=segment["no_speech_prob"],
-                            compression_ratio=segment["compression_ratio"],
-                            temperature=options.temperatures[0],
-                        )
-                    bar.update(1)
-            bar.close()
-            self.last_speech_timestamp = 0.0
-
-    return Ramped(model)
 
 
 def ensure_ct2_folder(model: PackagedModel, cache_dir: Path) -> Path:

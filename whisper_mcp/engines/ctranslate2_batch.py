@@ -17,16 +17,21 @@ is what it gives alone, up to the float rounding of a batched matrix product:
    the model whose ``encode`` and ``generate`` answer exactly that first
    request from the batch. Any other request (a fallback temperature, a second
    window, word alignment) goes to the model.
+
+The stand-ins take the place of faster-whisper's ``WhisperModel.model`` and
+``WhisperModel.encode`` (compat.faster_whisper, hook ``encode``: without it
+the backend never batches).
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from whisper_mcp.compat import faster_whisper as fw_hooks
 
 
 class _Captured(Exception):  # noqa: N818 - control flow, not an error
@@ -99,15 +104,13 @@ Start = Callable[[Any, np.ndarray], tuple[Iterable[Any], Any]]
 def capture(whisper: Any, samples: np.ndarray, start: Start) -> FirstWindow | None:
     """What ``start(whisper, samples)`` (a ``transcribe()`` call) decodes first;
     None if it decodes nothing (no speech left after VAD, no frames)."""
-    clone = copy.copy(whisper)
     seen: list[np.ndarray] = []
 
     def encode(features: np.ndarray) -> Any:
         seen.append(np.array(features, dtype=np.float32, copy=True))
         return _PENDING
 
-    clone.encode = encode
-    clone.model = _Recorder(whisper.model)
+    clone = fw_hooks.swapped(whisper, _Recorder(fw_hooks.model_of(whisper)), encode)
     segments, _ = start(clone, samples)
     try:
         for _ in segments:
@@ -136,8 +139,9 @@ def decode_batch(whisper: Any, firsts: Sequence[FirstWindow]) -> None:
     for group in groups:
         features = np.ascontiguousarray(np.stack([f.features for f in group]), dtype=np.float32)
         # On the CPU, so each job's part can be handed back alone (see below).
-        encoded = whisper.model.encode(ctranslate2.StorageView.from_array(features), to_cpu=True)
-        results = whisper.model.generate(encoded, [f.prompt for f in group], **group[0].kwargs)
+        model = fw_hooks.model_of(whisper)
+        encoded = model.encode(ctranslate2.StorageView.from_array(features), to_cpu=True)
+        results = model.generate(encoded, [f.prompt for f in group], **group[0].kwargs)
         outputs = np.asarray(encoded)
         for i, (first, result) in enumerate(zip(group, results, strict=True)):
             first.keep = np.ascontiguousarray(outputs[i : i + 1])
@@ -149,8 +153,7 @@ def replaying(whisper: Any, first: FirstWindow | None) -> tuple[Any, _Replay | N
     """A shallow copy of ``whisper`` whose first encode and generate are ``first``'s answers."""
     if first is None or first.result is None:
         return whisper, None
-    clone = copy.copy(whisper)
-    replay = _Replay(whisper.model, first)
+    replay = _Replay(fw_hooks.model_of(whisper), first)
     pending: list[FirstWindow] = [first]
 
     def encode(features: np.ndarray) -> Any:
@@ -160,9 +163,7 @@ def replaying(whisper: Any, first: FirstWindow | None) -> tuple[Any, _Replay | N
             return first.encoder_output
         return whisper.encode(features)
 
-    clone.encode = encode
-    clone.model = replay
-    return clone, replay
+    return fw_hooks.swapped(whisper, replay, encode), replay
 
 
 __all__ = ["FirstWindow", "capture", "decode_batch", "replaying"]

@@ -10,7 +10,8 @@ The result equals ``whisper.log_mel_spectrogram(audio, n_mels,
 padding=N_SAMPLES)`` (float rounding aside): the same centred STFT with
 reflected edges, the same trailing 30 s of silence that ``transcribe`` slices
 against, and the same normalisation against the whole file's maximum, which is
-why that step waits for the last block.
+why that step waits for the last block. ``transcribe()`` takes a ``Mel`` in
+place of audio through a patch of its module (``compat.openai_whisper``).
 """
 
 from __future__ import annotations

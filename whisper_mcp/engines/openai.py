@@ -7,18 +7,18 @@ whole, and several short jobs can share one forward pass
 
 from __future__ import annotations
 
-import importlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import whisper
-from whisper.audio import N_SAMPLES, SAMPLE_RATE
+from whisper.audio import SAMPLE_RATE
 from whisper.model import Whisper
 
+from whisper_mcp.compat import openai_whisper as ow_hooks
 from whisper_mcp.engines import progress
 from whisper_mcp.engines.audio import decode_audio, stream_audio
 from whisper_mcp.engines.base import (
@@ -67,7 +67,11 @@ class OpenAIBackend:
         self.default_beam_size = default_beam_size if default_beam_size > 0 else 1
         self.fp16 = compute_type == "float16"
         self.batched_windows = 0  # first windows decoded in a batch (transcribe_batch)
-        _patch_openai_whisper()
+        # transcribe() reports progress only to its tqdm bar, computes the
+        # features of the whole waveform itself, and keeps each window's
+        # segments to itself until it returns: process-wide, idempotent patches
+        # of its module (compat.openai_whisper, see progress and mel).
+        self.hooks = ow_hooks.install(progress.ProgressBar, progress.window_started, Mel)
 
     def load(self, info: ModelInfo) -> Whisper:
         return self.registry.load(info, self.device)
@@ -181,10 +185,11 @@ class OpenAIBackend:
             # Start, end, start, end... seconds: the windows begin at each span
             # and stop at its end; timestamps count from the recording's start.
             extra["clip_timestamps"] = clips
-        with progress.reporting(on_progress, None if on_segments is None else _SegmentFeed(on_segments)):
+        feed = None if on_segments is None else _SegmentFeed(on_segments)
+        with progress.reporting(on_progress, feed):
             result = whisper.transcribe(
                 _Checked(whisper_model),  # type: ignore[arg-type]  # stands in for the model
-                mel,  # type: ignore[arg-type]  # see _precomputed_mel_or
+                mel,  # type: ignore[arg-type]  # taken as features: compat.openai_whisper
                 language=language,
                 task=options.task,
                 initial_prompt=options.initial_prompt,
@@ -194,6 +199,8 @@ class OpenAIBackend:
                 temperature=temperatures(options),
                 **extra,
             )
+        if feed is not None:
+            feed(result["segments"])  # any the windows did not pass on (none, unless that hook is gone)
         if clips is not None and on_progress is not None:
             on_progress(1.0)  # its bar counts only the frames inside the clips
         return Transcription(
@@ -224,40 +231,6 @@ class _Checked:
         return getattr(self._model, name)
 
 
-def _patch_openai_whisper() -> None:
-    """The process-wide patches of ``whisper.transcribe`` this backend needs,
-    each idempotent and inert for callers that don't use them:
-
-    * its ``tqdm``, the only channel through which ``transcribe()`` reports
-      progress, and its ``pad_or_trim``, so that windows skipped as silence
-      report too (see ``progress``);
-    * its ``log_mel_spectrogram``, so that ``transcribe()``, which computes the
-      features of the whole waveform in one go, takes our streamed ``Mel``
-      instead (see ``mel``). Anything else is passed to the original.
-    """
-    progress.install("whisper.transcribe", calls_module=True)
-    progress.install_window_hook("whisper.transcribe")  # windows skipped as silence report too
-    # importlib: whisper/__init__ rebinds the name "transcribe" to the function.
-    module = importlib.import_module("whisper.transcribe")
-    if not hasattr(module.log_mel_spectrogram, "accepts_mel"):
-        module.log_mel_spectrogram = _precomputed_mel_or(module.log_mel_spectrogram)  # type: ignore[attr-defined]
-
-
-def _precomputed_mel_or(log_mel_spectrogram: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """``log_mel_spectrogram`` that passes precomputed ``Mel`` through."""
-
-    def log_mel_or_precomputed(audio: Any, n_mels: int = 80, padding: int = 0, device: Any = None) -> torch.Tensor:
-        if isinstance(audio, Mel):
-            # transcribe() asks for exactly this: its model's n_mels, 30 s of padding.
-            if n_mels != audio.n_mels or padding != N_SAMPLES:
-                raise ValueError(f"features have {audio.n_mels} mels and 30 s padding; asked for {n_mels}, {padding}")
-            return audio.mel if device is None else audio.mel.to(device)
-        return log_mel_spectrogram(audio, n_mels, padding, device)
-
-    log_mel_or_precomputed.accepts_mel = True  # type: ignore[attr-defined]
-    return log_mel_or_precomputed
-
-
 def _features(model: Whisper, audio: AudioInput, duration_hint: float) -> Mel:
     if isinstance(audio, Path):
         return log_mel(stream_audio(audio), model.dims.n_mels, duration_hint)
@@ -276,7 +249,7 @@ def _segment(s: dict) -> Segment:
 
 class _SegmentFeed:
     """Passes on the segments ``transcribe()`` has finished since the last
-    window (its ``all_segments``, see ``progress``)."""
+    window (its ``all_segments``, see ``compat.openai_whisper``)."""
 
     def __init__(self, on_segments: SegmentCallback) -> None:
         self._on_segments = on_segments

@@ -2,44 +2,40 @@
 
 openai-whisper's ``transcribe()`` and faster-whisper's segment generator are
 the only places that know how far decoding has got, and they tell nobody but a
-tqdm bar, made from their module's global ``tqdm``. ``install`` replaces that
-global with ``ProgressBar``; each bar reports the fraction done to the callback
-its thread set with ``reporting``. The callback is per thread, so engines
+tqdm bar, made from their module's global ``tqdm``. The compat hooks
+(``compat.faster_whisper``, ``compat.openai_whisper``) replace that global
+with ``ProgressBar``; each bar reports the fraction done to the callback its
+thread set with ``reporting``. The callback is per thread, so engines
 decoding on different threads of one process never report each other's jobs.
 The bars report even where the library asks for a disabled tqdm (it does
 unless told to print).
 
 openai-whisper's ``transcribe()`` keeps the segments it has finished in a
-local list, ``all_segments``, made before its bar and only ever extended; a
-bar made inside ``reporting(..., on_window=...)`` takes that list from its
-caller and hands it to ``on_window`` before each report, so the segments of
-each window are known as soon as it is decoded, not when the file is done.
+list, made before its bar and only ever extended; its bar is given that list
+(``finished``), and a bar made inside ``reporting(..., on_window=...)`` hands
+it to ``on_window`` before each report, so the segments of each window are
+known as soon as it is decoded, not when the file is done.
 
 Both libraries update their bar only after a window that produced text: a
 window skipped as silence reports nothing, so a silent file would sit at 0
-and never see a cancel. ``install_window_hook`` wraps the library's
-``pad_or_trim``, called once at the start of every 30 s window, so each
-window start reports too (``window_started``): the window before it, if it
-never updated the bar, was skipped and counts as done.
+and never see a cancel. The hooks also wrap the library's ``pad_or_trim``,
+called once at the start of every 30 s window, so each window start reports
+too (``window_started``): the window before it, if it never updated the bar,
+was skipped and counts as done.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
-import sys
 import threading
-import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from whisper_mcp.engines.base import ProgressCallback
 
 # .callback: where this thread's decoding reports; .bar: its latest bar;
-# .on_window: who reads the caller's finished segments (see the module's docstring).
+# .on_window: who reads the finished segments (see the module's docstring).
 _HOOKS = threading.local()
-# The name of the list of finished segments in openai-whisper's transcribe().
-SEGMENTS_LOCAL = "all_segments"
 
 WindowCallback = Callable[[list[dict[str, Any]]], None]
 
@@ -50,16 +46,21 @@ _PER_FRAME = {"frames": 1.0, "seconds": 0.01}
 class ProgressBar:
     """Stands in for ``tqdm.tqdm``: ``update(n)`` adds ``n`` done of ``total``
     (openai-whisper counts mel frames, faster-whisper seconds, or chunks when
-    VAD-batched) and reports ``done / total``, at most 1."""
+    VAD-batched) and reports ``done / total``, at most 1. ``finished``: the
+    library's list of finished segments, where it has one."""
 
-    def __init__(self, *_: object, total: float | None = None, unit: str = "it", **__: object) -> None:
+    def __init__(
+        self,
+        *_: object,
+        total: float | None = None,
+        unit: str = "it",
+        finished: list[dict[str, Any]] | None = None,
+        **__: object,
+    ) -> None:
         # Bound when the library makes the bar, inside the job's reporting() block.
         self._callback: ProgressCallback | None = getattr(_HOOKS, "callback", None)
         self._on_window: WindowCallback | None = getattr(_HOOKS, "on_window", None)
-        self._segments: list[dict[str, Any]] | None = None
-        if self._on_window is not None:
-            found = sys._getframe(1).f_locals.get(SEGMENTS_LOCAL)
-            self._segments = found if isinstance(found, list) else None
+        self._segments: list[dict[str, Any]] | None = finished if self._on_window is not None else None
         self._total = float(total) if total and total > 0 else 1.0
         self._done = 0.0
         self._per_frame = _PER_FRAME.get(unit)
@@ -103,7 +104,7 @@ class ProgressBar:
 @contextlib.contextmanager
 def reporting(callback: ProgressCallback | None, on_window: WindowCallback | None = None) -> Iterator[None]:
     """Bars made by this thread inside the block report to ``callback``, and
-    show ``on_window`` their caller's finished segments first."""
+    show ``on_window`` the library's finished segments first."""
     previous = (getattr(_HOOKS, "callback", None), getattr(_HOOKS, "on_window", None), getattr(_HOOKS, "bar", None))
     _HOOKS.callback, _HOOKS.on_window, _HOOKS.bar = callback, on_window, None
     try:
@@ -121,23 +122,6 @@ def window_started(frames: int) -> None:
         bar.window(frames)
 
 
-def install(module_name: str, *, calls_module: bool) -> None:
-    """Make ``module_name`` build its progress bars from ``ProgressBar``.
-
-    ``calls_module``: the library did ``import tqdm`` and calls
-    ``tqdm.tqdm(...)`` (openai-whisper); otherwise it did ``from tqdm import
-    tqdm`` (faster-whisper). Patches that one module's global only; the real
-    tqdm elsewhere is untouched. Idempotent.
-    """
-    # importlib, not attribute access: whisper/__init__ rebinds the name
-    # "transcribe" to the function, hiding the module of the same name.
-    module = importlib.import_module(module_name)
-    current = getattr(module, "tqdm", None)
-    if current is ProgressBar or getattr(current, "tqdm", None) is ProgressBar:
-        return
-    module.tqdm = types.SimpleNamespace(tqdm=ProgressBar) if calls_module else ProgressBar  # type: ignore[attr-defined]
-
-
 def check() -> None:
     """Report this thread's progress again, unchanged: a point where a cancel
     may stop decoding (e.g. before each fallback decode of one window)."""
@@ -146,21 +130,4 @@ def check() -> None:
         bar.report()
 
 
-def install_window_hook(module_name: str) -> None:
-    """Make ``module_name``'s ``pad_or_trim`` (called at the start of each
-    decoding window, with the window's features, frames last) call
-    ``window_started`` first. Patches that module's global only; idempotent."""
-    module = importlib.import_module(module_name)
-    original: Callable[..., Any] = module.pad_or_trim
-    if getattr(original, "reports_windows", False):
-        return
-
-    def pad_or_trim(array: Any, *args: Any, **kwargs: Any) -> Any:
-        window_started(int(array.shape[-1]))
-        return original(array, *args, **kwargs)
-
-    pad_or_trim.reports_windows = True  # type: ignore[attr-defined]
-    module.pad_or_trim = pad_or_trim  # type: ignore[attr-defined]
-
-
-__all__ = ["ProgressBar", "check", "install", "install_window_hook", "reporting", "window_started"]
+__all__ = ["ProgressBar", "check", "reporting", "window_started"]

@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from whisper_mcp import compat
 from whisper_mcp.config import Settings
 from whisper_mcp.engines.base import Engine
 from whisper_mcp.queue.files import FileStore
@@ -79,6 +80,10 @@ def callback_policy(settings: Settings) -> CallbackPolicy:
 
 
 def build_service(settings: Settings, engine: Engine | None = None) -> TranscriptionService:
+    # The hooks into the libraries every server uses (the engine's own are
+    # checked as its backend is built): IncompatibleLibrary if one is gone
+    # that has no public path.
+    compat.verify()
     # The queue first: a database this code cannot open stops start-up before
     # seconds go into importing torch and loading a model.
     files = FileStore(settings.storage)

@@ -12,10 +12,10 @@ from fastmcp import Context, FastMCP
 from fastmcp.exceptions import ResourceError, ToolError
 from fastmcp.server.dependencies import get_http_request
 from mcp import types as mcp_types
-from mcp.server.context import ServerRequestContext
 from mcp.shared.exceptions import MCPError
 from pydantic import Field
 
+from whisper_mcp.compat import fastmcp as fastmcp_hooks
 from whisper_mcp.engines.audio import SUPPORTED_FORMATS
 from whisper_mcp.errors import INTERNAL_ERROR, ServiceError, storage_fault
 from whisper_mcp.formats import FORMATS, MEDIA_TYPES
@@ -140,7 +140,7 @@ def _submission(arguments: dict[str, Any]) -> Submission:
     return Submission(**{k: v for k, v in arguments.items() if k in SUBMISSION_FIELDS and v is not None})
 
 
-class WhisperMCP(FastMCP):
+class WhisperMCP(fastmcp_hooks.PagedResources):
     """FastMCP, with resources/list answered from the queue: finished transcripts,
     newest first, one page of jobs per request (FastMCP's own listing would
     build every resource first and then slice). The cursor is an offset into
@@ -151,13 +151,11 @@ class WhisperMCP(FastMCP):
         super().__init__(**kwargs)
         self._transcription = service
 
-    # FastMCP's handler for resources/list, overridden (a private name:
-    # tests/unit/test_mcp_resources.py fails if an upgrade stops calling it).
-    async def _on_list_resources(
-        self, ctx: ServerRequestContext, params: mcp_types.PaginatedRequestParams | None
-    ) -> mcp_types.ListResourcesResult:
+    # resources/list (compat.fastmcp; tests/unit/test_mcp_resources.py fails
+    # if an upgrade stops calling it).
+    async def resource_page(self, cursor: str | None) -> mcp_types.ListResourcesResult:
         # This server has no static resources: only the finished transcripts.
-        offset = _decode_cursor(params.cursor if params else None)
+        offset = _decode_cursor(cursor)
         page = await self._transcription.list_jobs("completed", RESOURCE_PAGE_JOBS, offset)
         resources = [resource for job in page["jobs"] for resource in transcript_resources(job)]
         next_offset = page["next_offset"]
@@ -205,6 +203,7 @@ def _decode_cursor(cursor: str | None) -> int:
 
 
 def build_mcp(service: TranscriptionService) -> FastMCP:
+    fastmcp_hooks.check().raise_if_fatal()  # resources/list depends on it
     mcp = WhisperMCP(service, name="whisper-mcp", instructions=INSTRUCTIONS)
     max_wait = service.max_wait_seconds
 

@@ -139,6 +139,19 @@ class RunningJob(TypedDict):
 
 
 @with_config(_OPEN)
+class CompatFallback(TypedDict):
+    """A hook into a library whose names were gone at start-up: what is lost, and what runs instead."""
+
+    library: str
+    version: str | None
+    written_for: str
+    hook: str
+    missing: list[str]
+    lost: str
+    instead: str
+
+
+@with_config(_OPEN)
 class Health(TypedDict):
     status: Literal["ok", "degraded", "error"]
     # "running", "stopped" (the inference thread is gone: restart the process),
@@ -156,6 +169,8 @@ class Health(TypedDict):
     queue_size: int
     processing: RunningJob | None
     processing_jobs: list[RunningJob]
+    # Empty unless an installed library lacks a name one of whisper-mcp's hooks needs.
+    compat: list[CompatFallback]
 
 
 # Shown on their own (language), or the service's choice rather than the client's.

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import anyio
 from anyio import to_thread
 
+from whisper_mcp import compat
 from whisper_mcp.config import Settings
 from whisper_mcp.diarization import DIARIZER_NAME
 from whisper_mcp.diarization.references import KnownSpeaker, read_reference
@@ -696,6 +697,8 @@ class TranscriptionService:
             # The job being transcribed (the first, when a batch runs), and all of them.
             "processing": processing[0] if processing else None,
             "processing_jobs": processing,
+            # Hooks into a library whose names were gone at start-up, and the public path taken instead.
+            "compat": compat.lost(self.engine.engine),
         }
 
 
