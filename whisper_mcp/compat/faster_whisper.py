@@ -129,10 +129,11 @@ def batched_pipeline(whisper: Any, ramp: Sequence[int], bar: Callable[..., Any])
     module = importlib.import_module(MODULE)
     Segment, Word = module.Segment, module.Word
 
-    class Ramped(faster_whisper.BatchedInferencePipeline):  # type: ignore[misc,name-defined]
+    # The base class comes from a module loaded at run time, which the type checker cannot see.
+    class Ramped(faster_whisper.BatchedInferencePipeline):  # type: ignore[name-defined]
         # faster-whisper 1.2.1's generator, the one loop that picks batch
         # sizes, with the ramp.
-        def _batched_segments_generator(  # type: ignore[no-untyped-def]
+        def _batched_segments_generator(  # noqa: ANN001 (faster-whisper's own signature)
             self, features, tokenizer, chunks_metadata, batch_size, options, log_progress
         ) -> Iterator[Any]:
             progress = bar(total=len(features), disable=not log_progress, position=0)

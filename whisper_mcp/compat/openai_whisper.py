@@ -76,7 +76,7 @@ def install(bar: Callable[..., Any], window_started: Callable[[int], None], feat
     found = check()
     found.raise_if_fatal()
     found.log(log)
-    module = importlib.import_module(MODULE)  # not whisper.transcribe: the package rebinds that name
+    module: Any = importlib.import_module(MODULE)  # not whisper.transcribe: the package rebinds that name
     replace_tqdm(
         module, _with_segments(bar, module.transcribe) if found.has(SEGMENTS_LOCAL) else bar, calls_module=True
     )
@@ -99,7 +99,7 @@ def _with_segments(bar: Callable[..., Any], transcribe: Callable[..., Any]) -> C
     return tqdm
 
 
-def _precomputed_mel_or(log_mel_spectrogram: Callable[..., Any], features: type) -> Callable[..., Any]:
+def _precomputed_mel_or(log_mel_spectrogram: Callable[..., Any], features: type[Any]) -> Callable[..., Any]:
     """``log_mel_spectrogram`` that passes precomputed ``features`` through."""
     from whisper.audio import N_SAMPLES
 

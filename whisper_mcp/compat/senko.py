@@ -102,7 +102,7 @@ def features(model: Any, audio: np.ndarray, parts: Any) -> tuple[Any, Any, list[
 
 
 def embeddings(model: Any, flat: Any, frames: Any, offsets: list[int], dim: int) -> np.ndarray:
-    return model._generate_embeddings(flat, frames, offsets, dim)  # type: ignore[no-any-return]
+    return model._generate_embeddings(flat, frames, offsets, dim)
 
 
 def cluster(model: Any, vectors: np.ndarray, parts: Any) -> tuple[list[dict[str, Any]], dict[str, np.ndarray]]:

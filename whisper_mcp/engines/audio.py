@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import av
 import av.error
@@ -207,7 +208,7 @@ def _open(path: Path) -> InputContainer:
 def _audio_stream(container: InputContainer) -> AudioStream:
     # best() skips streams whose parameters FFmpeg could not work out; fall back
     # to the first one so a damaged file is reported as damaged, not audio-less.
-    stream = container.streams.best("audio") or next(iter(container.streams.audio), None)
+    stream = cast(AudioStream | None, container.streams.best("audio") or next(iter(container.streams.audio), None))
     if stream is None:
         raise InvalidAudio(
             f"The file is a media file ({container.format.name}) but contains no "
@@ -309,7 +310,7 @@ def _declared_duration(container: InputContainer, stream: AudioStream, path: Pat
         if data_bytes is None or not bit_rate:
             return None
         return data_bytes * 8 / bit_rate
-    if container.format.name in _EXACT_LENGTH_FORMATS and stream.duration:
+    if container.format.name in _EXACT_LENGTH_FORMATS and stream.duration and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     return None
 

@@ -188,8 +188,8 @@ class OpenAIBackend:
         feed = None if on_segments is None else _SegmentFeed(on_segments)
         with progress.reporting(on_progress, feed):
             result = whisper.transcribe(
-                _Checked(whisper_model),  # type: ignore[arg-type]  # stands in for the model
-                mel,  # type: ignore[arg-type]  # taken as features: compat.openai_whisper
+                _Checked(whisper_model),  # stands in for the model
+                mel,  # taken as features: compat.openai_whisper
                 language=language,
                 task=options.task,
                 initial_prompt=options.initial_prompt,

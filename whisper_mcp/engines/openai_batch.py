@@ -83,8 +83,8 @@ def detect_languages(model: Whisper, mels: Sequence[Mel], fp16: bool) -> list[tu
     if fp16:
         batch = batch.half()
     _, probs = model.detect_language(batch)
-    best = [max(p, key=p.get) for p in probs]  # type: ignore[union-attr]
-    return [(language, float(p[language])) for language, p in zip(best, probs, strict=True)]  # type: ignore[index]
+    best = [max(p, key=p.get) for p in probs]
+    return [(language, float(p[language])) for language, p in zip(best, probs, strict=True)]
 
 
 def decode_first_windows(
@@ -104,7 +104,7 @@ def decode_first_windows(
         decode_options = first_window_options(model, options, language, fp16)
         segments = [first_segment(model, mels[i], fp16) for i in members]
         results = model.decode(torch.stack(segments), decode_options)
-        for i, segment, result in zip(members, segments, results, strict=True):  # type: ignore[arg-type]
+        for i, segment, result in zip(members, segments, results, strict=True):
             firsts[i] = FirstWindow(segment, decode_options, result)
     return firsts
 

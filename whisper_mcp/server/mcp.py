@@ -164,7 +164,7 @@ class WhisperMCP(fastmcp_hooks.PagedResources):
         )
 
 
-def transcript_resources(job: dict[str, Any]) -> list[mcp_types.Resource]:
+def transcript_resources(job: JobRecord) -> list[mcp_types.Resource]:
     """The resources of one completed job (as ``list_jobs`` records it): one per format."""
     job_id = job["job_id"]
     name = job.get("filename") or job_id
@@ -386,7 +386,7 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         """
         shown = ""  # the partial transcript the last notification covered
 
-        async def report(record: dict[str, Any]) -> None:
+        async def report(record: JobRecord) -> None:
             nonlocal shown
             if ctx is None:
                 return
@@ -430,13 +430,13 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
     @mcp.tool(annotations=READ_ONLY)
     async def list_models() -> Models:
         """Models this server can use: which work offline and which are loaded now."""
-        return await call(service.models())  # type: ignore[no-any-return]
+        return await call(service.models())
 
     @mcp.tool(annotations=READ_ONLY)
     async def health() -> Health:
         """Whether the service is ready: model loaded, which model and engine,
         queue length, and the job (or batch of jobs) in progress."""
-        return await call(service.health())  # type: ignore[no-any-return]
+        return await call(service.health())
 
     async def read_transcript(job_id: str, fmt: str) -> str:
         try:

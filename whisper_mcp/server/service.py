@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import anyio
@@ -43,6 +43,7 @@ from whisper_mcp.server.egress import redact_url
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.metrics import State as MetricState
 from whisper_mcp.server.results import (
+    CompatFallback,
     Health,
     JobPage,
     JobRecord,
@@ -698,7 +699,7 @@ class TranscriptionService:
             "processing": processing[0] if processing else None,
             "processing_jobs": processing,
             # Hooks into a library whose names were gone at start-up, and the public path taken instead.
-            "compat": compat.lost(self.engine.engine),
+            "compat": cast(list[CompatFallback], compat.lost(self.engine.engine)),
         }
 
 
