@@ -32,7 +32,8 @@ from whisper_mcp.queue.jobs import JobStatus
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.sqlite import SQLiteDatabase
 from whisper_mcp.queue.store import SQLJobStore
-from whisper_mcp.server.http.diarized import diarized_json, known_speakers
+from whisper_mcp.server.http.diarized import diarized_json
+from whisper_mcp.server.http.forms import known_speakers, names_known_speakers
 
 from fakes import FakeEngine
 from helpers import FIXTURES, InProcessServer, request, wait_done
@@ -124,12 +125,15 @@ def test_bad_pairs_are_refused_in_words(names: list[str], refs: list[str], words
     assert words in err.value.message
 
 
-def test_known_speakers_need_diarized_json() -> None:
+def test_known_speakers_are_read_from_the_form_with_or_without_brackets() -> None:
     fields = {"known_speaker_names[]": ["Ana"], "known_speaker_references[]": [REF]}
-    assert known_speakers(fields, diarized=True) == [("Ana", REF)]
-    assert known_speakers({}, diarized=False) == []
-    with pytest.raises(InvalidInput, match="response_format=diarized_json only"):
-        known_speakers(fields, diarized=False)
+    assert known_speakers(fields) == [("Ana", REF)] and names_known_speakers(fields)
+    bare = {"known_speaker_names": ["Ana", "Bo"], "known_speaker_references": [REF, REF]}
+    assert known_speakers(bare) == [("Ana", REF), ("Bo", REF)]
+    assert known_speakers({}) == [] and not names_known_speakers({"model": ["tiny.en"]})
+    assert names_known_speakers({"known_speaker_references": [REF]})
+    with pytest.raises(InvalidInput, match="known_speaker_names has 1 entries and known_speaker_references 0"):
+        known_speakers({"known_speaker_names[]": ["Ana"]})
 
 
 def test_a_reference_becomes_16k_mono_wav() -> None:
