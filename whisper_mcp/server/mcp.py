@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -14,8 +15,10 @@ from fastmcp.server.dependencies import get_http_request
 from mcp import types as mcp_types
 from mcp.shared.exceptions import MCPError
 from pydantic import Field
+from typing_extensions import TypedDict
 
 from whisper_mcp.compat import fastmcp as fastmcp_hooks
+from whisper_mcp.diarization.references import MAX_KNOWN_SPEAKERS, MAX_NAME_CHARS, pair
 from whisper_mcp.engines.audio import SUPPORTED_FORMATS
 from whisper_mcp.errors import INTERNAL_ERROR, ServiceError, storage_fault
 from whisper_mcp.formats import FORMATS, MEDIA_TYPES
@@ -111,6 +114,32 @@ HotwordsArg = Annotated[
     str | None,
     Field(description="Words or names to favour while decoding (ctranslate2 engine only; others refuse it)."),
 ]
+
+
+class KnownSpeakerArg(TypedDict):
+    """A speaker to name: the name, and a short recording of that speaker alone."""
+
+    name: Annotated[str, Field(description=f"The speaker's name, up to {MAX_NAME_CHARS} characters.")]
+    reference: Annotated[
+        str,
+        Field(
+            description="2-10 s of this speaker alone (any audio format the server reads): a data URL "
+            "('data:audio/wav;base64,...') or the file's base64 alone."
+        ),
+    ]
+
+
+KnownSpeakersArg = Annotated[
+    list[KnownSpeakerArg] | None,
+    Field(
+        json_schema_extra={"maxItems": MAX_KNOWN_SPEAKERS},
+        description=f"With diarize: up to {MAX_KNOWN_SPEAKERS} known speakers, each a name and a reference "
+        "recording. A found speaker whose voice matches a reference is labelled with that name instead of "
+        "SPEAKER_00, ... The same checks as /v1's known_speaker_names[] and known_speaker_references[] "
+        "(errors name those fields by position). The references travel in this request, so this is for "
+        "programs: a 2 s WAV is about 85 KB of base64.",
+    ),
+]
 PriorityArg = Annotated[
     Literal["urgent", "normal", "low"] | None,
     Field(description="Urgent jobs run before waiting normal ones, low after them. Default normal."),
@@ -136,8 +165,27 @@ def decode_base64(text: str, name: str) -> bytes:
 
 def _submission(arguments: dict[str, Any]) -> Submission:
     """A tool's arguments that are ``Submission`` fields (its others, such as
-    audio_base64, are not); None means "not asked for"."""
-    return Submission(**{k: v for k, v in arguments.items() if k in SUBMISSION_FIELDS and v is not None})
+    audio_base64, are not), with its known speakers checked; None means "not
+    asked for"."""
+    speakers = _known_speakers(arguments.get("known_speakers"))
+    return Submission(
+        **{k: v for k, v in arguments.items() if k in SUBMISSION_FIELDS and v is not None},
+        known_speakers=speakers or None,
+    )
+
+
+def _known_speakers(speakers: Sequence[KnownSpeakerArg] | None) -> list[tuple[str, str]]:
+    """(name, data URL) per known speaker, checked as /v1's form fields are
+    (``references.pair``, ``InvalidInput`` in words)."""
+    if not speakers:
+        return []
+    return pair([s["name"] for s in speakers], [_reference_url(s["reference"]) for s in speakers])
+
+
+def _reference_url(reference: str) -> str:
+    # base64 has no ':', so a reference without one is the file's base64 alone.
+    text = reference.strip()
+    return text if ":" in text else f"data:application/octet-stream;base64,{text}"
 
 
 class WhisperMCP(fastmcp_hooks.PagedResources):
@@ -266,6 +314,7 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         num_speakers: SpeakersArg = None,
         min_speakers: SpeakersArg = None,
         max_speakers: SpeakersArg = None,
+        known_speakers: KnownSpeakersArg = None,
         vad_filter: VadArg = None,
         hotwords: HotwordsArg = None,
         priority: PriorityArg = None,
@@ -281,12 +330,17 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         the returned job_id (and wait_seconds up to 50) to get it. The same audio
         with the same model and options returns a cached transcript at once.
         """
-        submission = _submission(locals())
+        arguments = locals()
         if (audio_base64 is None) == (upload_id is None):
             raise ToolError("Give exactly one of audio_base64 (the file itself) or upload_id (from begin_upload).")
-        if upload_id is not None:
-            return await call(service.submit_upload(upload_id, submission))
-        return await call(service.submit_bytes(decode_base64(audio_base64 or "", "audio_base64"), submission))
+
+        async def submit() -> JobRecord:
+            submission = _submission(arguments)  # refuses bad known speakers in words
+            if upload_id is not None:
+                return await service.submit_upload(upload_id, submission)
+            return await service.submit_bytes(decode_base64(audio_base64 or "", "audio_base64"), submission)
+
+        return await call(submit())
 
     # Each call opens another upload.
     @mcp.tool(annotations=ADDS_WORK)
@@ -344,7 +398,8 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
         `curl --fail-with-body --data-binary @/path/recording.wav '<upload_url>'`
         (or `curl -T /path/recording.wav '<upload_url>'`). No token is needed; the URL
         works once and expires. The upload becomes the returned job_id: then call
-        check_transcription_status(job_id, wait_seconds=45).
+        check_transcription_status(job_id, wait_seconds=45). Known speakers are not
+        taken here: to name speakers, send the file with transcribe_wav(known_speakers=...).
         """
         submission = _submission(locals())
         base = service.public_url or str(get_http_request().base_url)

@@ -107,13 +107,14 @@ class Submission:
     num_speakers: int | str | None = None
     min_speakers: int | str | None = None
     max_speakers: int | str | None = None
-    # Known speakers to name (diarize only): (name, audio data URL), checked
-    # by ``diarization.references.pair``.
+    # Known speakers to name (diarize only): (name, audio data URL), paired and
+    # checked by the transport with ``diarization.references.pair``.
     known_speakers: Sequence[tuple[str, str]] | None = None
 
 
-# The fields transports take by name (forms, tool arguments); known speakers
-# come as OpenAI's paired fields, on /v1 only.
+# The fields transports take by name, one value each (form fields, tool
+# arguments); known speakers come in each transport's own shape (OpenAI's
+# paired form fields, a list of objects in MCP).
 SUBMISSION_FIELDS = tuple(f.name for f in fields(Submission) if f.name != "known_speakers")
 
 

@@ -6,28 +6,6 @@ from __future__ import annotations
 import string
 from typing import Any
 
-from whisper_mcp.diarization.references import MAX_REFERENCE_FIELD_BYTES, pair
-from whisper_mcp.errors import InvalidInput
-
-# The multipart fields OpenAI's SDKs send for known speakers (repeated "name[]").
-_NAME_FIELDS = ("known_speaker_names[]", "known_speaker_names")
-_REFERENCE_FIELDS = ("known_speaker_references[]", "known_speaker_references")
-KNOWN_SPEAKER_FIELDS = _NAME_FIELDS + _REFERENCE_FIELDS
-# References are base64 audio: larger than other form fields.
-LARGE_FIELDS = dict.fromkeys(_REFERENCE_FIELDS, MAX_REFERENCE_FIELD_BYTES)
-
-
-def known_speakers(repeated: dict[str, list[str]], diarized: bool) -> list[tuple[str, str]]:
-    """(name, reference data URL) per known speaker, checked (``references.pair``);
-    they apply to ``diarized_json`` only."""
-    names = [v for field in _NAME_FIELDS for v in repeated.get(field, [])]
-    references = [v for field in _REFERENCE_FIELDS for v in repeated.get(field, [])]
-    if (names or references) and not diarized:
-        raise InvalidInput(
-            "known_speaker_names and known_speaker_references apply with response_format=diarized_json only."
-        )
-    return pair(names, references)
-
 
 def speaker_letter(index: int) -> str:
     """A, B, ... Z, AA, AB, ...: OpenAI's labels for speakers not named."""

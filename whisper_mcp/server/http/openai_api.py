@@ -38,8 +38,8 @@ from whisper_mcp.errors import (
 from whisper_mcp.languages import LANGUAGES
 from whisper_mcp.options import english_only
 from whisper_mcp.queue.jobs import FINISHED_STATUSES, JobStatus
-from whisper_mcp.server.http.bodies import check_declared_length, large_fields_bytes, read_multipart
-from whisper_mcp.server.http.diarized import KNOWN_SPEAKER_FIELDS, LARGE_FIELDS, diarized_json, known_speakers
+from whisper_mcp.server.http.diarized import diarized_json
+from whisper_mcp.server.http.forms import known_speakers, names_known_speakers, read_form
 from whisper_mcp.server.http.sse import KEEPALIVE, EventStream, event
 from whisper_mcp.server.results import JobRecord
 from whisper_mcp.server.service import Submission, TranscriptionService, join_text
@@ -146,6 +146,15 @@ def _temperature(raw: str | None) -> str | None:
     except ValueError:
         raise _BadParam("temperature", f"temperature must be a number from 0 to 1, got {raw!r}.") from None
     return raw
+
+
+def _known_speakers(repeated: dict[str, list[str]], diarized: bool) -> list[tuple[str, str]]:
+    # OpenAI names speakers in diarized_json only.
+    if names_known_speakers(repeated) and not diarized:
+        raise InvalidInput(
+            "known_speaker_names and known_speaker_references apply with response_format=diarized_json only."
+        )
+    return known_speakers(repeated)
 
 
 def _granularities(values: list[str]) -> set[str]:
@@ -312,16 +321,7 @@ def routes(service: TranscriptionService) -> list[Route]:
             raise InvalidInput(
                 "Send the audio as multipart/form-data with the file in a field named 'file', as the OpenAI SDKs do."
             )
-        expected = check_declared_length(request, service.max_upload_bytes, large_fields_bytes(LARGE_FIELDS))
-        await service.check_space(expected)
-        form = await read_multipart(
-            request,
-            "file",
-            service.new_sink,
-            _FIELDS + _GRANULARITY_FIELDS + KNOWN_SPEAKER_FIELDS + _EXTENSION_FIELDS,
-            max_bytes=service.max_upload_bytes,
-            large_fields=LARGE_FIELDS,
-        )
+        form = await read_form(request, service, _FIELDS + _GRANULARITY_FIELDS + _EXTENSION_FIELDS)
         if form.file is None:
             raise _BadParam("file", "No file received: put the audio in a multipart field named 'file'.", "missing")
         try:
@@ -345,7 +345,7 @@ def routes(service: TranscriptionService) -> list[Route]:
                 word_timestamps="word" in granularities,
                 diarize=fmt == "diarized_json",
                 **{name: fields.get(name) for name in _EXTENSION_FIELDS},
-                known_speakers=known_speakers(form.repeated, fmt == "diarized_json"),
+                known_speakers=_known_speakers(form.repeated, fmt == "diarized_json"),
             )
         except BaseException:
             await service.discard(form.file)

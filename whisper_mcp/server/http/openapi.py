@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from whisper_mcp import __version__
+from whisper_mcp.diarization.references import MAX_KNOWN_SPEAKERS, MAX_NAME_CHARS, MAX_REFERENCE_FIELD_BYTES
 from whisper_mcp.formats import FORMATS
 from whisper_mcp.options import (
     MAX_BEAM_SIZE,
@@ -91,6 +92,21 @@ _SUBMISSION_PROPERTIES: dict[str, Any] = {
     **{
         name: {"type": "integer", "minimum": 1, "maximum": MAX_SPEAKERS, "description": "Needs diarize=true."}
         for name in SPEAKER_HINTS
+    },
+    # Repeated parts, in the same order (the brackets are optional).
+    "known_speaker_names[]": {
+        "type": "array",
+        "maxItems": MAX_KNOWN_SPEAKERS,
+        "items": {"type": "string", "minLength": 1, "maxLength": MAX_NAME_CHARS},
+        "description": "With diarize=true: names of known speakers, each with a reference below. "
+        "A found speaker whose voice matches one is labelled with its name.",
+    },
+    "known_speaker_references[]": {
+        "type": "array",
+        "maxItems": MAX_KNOWN_SPEAKERS,
+        "items": {"type": "string", "pattern": "^data:", "maxLength": MAX_REFERENCE_FIELD_BYTES},
+        "description": "One per name, in the same order: a data URL ('data:audio/wav;base64,...') "
+        "of 2-10 s of that speaker alone.",
     },
 }
 

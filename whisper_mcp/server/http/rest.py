@@ -16,6 +16,7 @@ from whisper_mcp.formats import MEDIA_TYPES
 from whisper_mcp.queue.files import StoredUpload
 from whisper_mcp.queue.jobs import FINISHED_STATUSES
 from whisper_mcp.server.http.bodies import check_declared_length, read_multipart, read_raw
+from whisper_mcp.server.http.forms import known_speakers, read_form
 from whisper_mcp.server.http.openapi import openapi_spec
 from whisper_mcp.server.http.sse import KEEPALIVE, EventStream, event
 from whisper_mcp.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -84,16 +85,17 @@ def routes(service: TranscriptionService) -> list[Route]:
                 "Send the audio as multipart/form-data with the file in a field named 'file', "
                 "e.g. curl -F file=@recording.wav URL/transcribe"
             )
-        expected = check_declared_length(request, service.max_upload_bytes)
-        await service.check_space(expected)
-        form = await read_multipart(
-            request, "file", service.new_sink, SUBMISSION_FIELDS, max_bytes=service.max_upload_bytes
-        )
+        form = await read_form(request, service, SUBMISSION_FIELDS)
         if form.file is None:
             raise InvalidInput("No file received: put the audio in a multipart field named 'file'.")
         values: dict[str, Any] = {name: form.fields.get(name) for name in SUBMISSION_FIELDS}
         values["filename"] = values["filename"] or form.filename
-        record = await service.submit(form.file, Submission(**values))
+        try:
+            submission = Submission(**values, known_speakers=known_speakers(form.repeated))
+        except BaseException:
+            await service.discard(form.file)
+            raise
+        record = await service.submit(form.file, submission)
         return JSONResponse(record, status_code=202)
 
     async def upload_once(request: Request) -> Response:
