@@ -340,6 +340,18 @@ class TranscriptionService:
             return self.multilingual_model, language
         return model, language
 
+    def serves(self, name: str | None) -> str:
+        """What a request naming model ``name`` (None: none) is decoded by, in words."""
+        model = self.model_name(name)
+        if name is None and self.settings.language_routing and self.multilingual_model and english_only(model):
+            multilingual = model_label(self.multilingual_model)
+            return (
+                f"{model_label(model)} for English; other languages and translations: {multilingual} "
+                f"(the language is identified first, by {multilingual})"
+            )
+        kind = "English only" if english_only(model) else "multilingual: detects the language, translates"
+        return f"{model_label(model)} ({kind})"
+
     def _routes(self, sub: Submission) -> bool:
         """Whether language routing chooses this submission's model: on, and no model named."""
         return self.settings.language_routing and not (sub.model and sub.model.strip())
@@ -403,7 +415,12 @@ class TranscriptionService:
             hotwords=sub.hotwords,
             vad_default=self.settings.vad_filter,
         )
-        if options.language is None and options.task == "transcribe" and english_only(model):
+        if (
+            self.multilingual_model
+            and options.language is None
+            and options.task == "transcribe"
+            and english_only(model)
+        ):
             # Identified first: rerouted where the client left the model to us, else warned.
             options = replace(options, identify_with=self.multilingual_model, reroute=self._routes(sub))
         check_engine_options(options, self.engine.engine)

@@ -395,7 +395,9 @@ def routes(service: TranscriptionService) -> list[Route]:
         return [OPENAI_MODEL_ALIAS, *(n for n in names if n != OPENAI_MODEL_ALIAS)]
 
     def model_object(name: str) -> dict[str, Any]:
-        return {"id": name, "object": "model", "created": 0, "owned_by": "whisper-mcp"}
+        # OpenAI's Model object, and what the name means here (whisper-1: none named).
+        served = service.serves(None if name == OPENAI_MODEL_ALIAS else name)
+        return {"id": name, "object": "model", "created": 0, "owned_by": "whisper-mcp", "description": served}
 
     @_openai_errors
     async def list_models(request: Request) -> Response:
