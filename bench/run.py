@@ -29,6 +29,7 @@ temporary storage, so any one runs alone with --only):
   silence     silence and noise: how many words come back
   vad         vad_filter on and off: speech time and WER, silence and noise
   diarize     speaker diarization beside transcription: time and peak memory
+  languages   language routing: its cost on English, languages identified
 
 Every figure is printed next to a baseline measured in the same run, as a ratio.
 The machine may be shared and noisy: compare ratios, not absolute times.

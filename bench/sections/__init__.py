@@ -13,6 +13,7 @@ from bench.sections import (
     default,
     diarize,
     engine,
+    languages,
     memory,
     pickup,
     queue,
@@ -37,6 +38,7 @@ SECTIONS: dict[str, tuple[str, Callable[[Ctx, Section], None]]] = {
     "silence": ("10. silence and noise: (near) empty transcripts", silence.run),
     "vad": ("11. vad_filter per job: speech time and WER, silence and noise", vad.run),
     "diarize": ("12. speaker diarization: time beside transcription, peak memory on vs off", diarize.run),
+    "languages": ("13. language routing: its cost on English, languages identified", languages.run),
 }
-# Issue 14's "done when" figures in one command: bench/run.py --only done
+# The default service's figures in one command: bench/run.py --only done
 GROUPS = {"done": ["default", "contention", "responsive", "silence"]}
