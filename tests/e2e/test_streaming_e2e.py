@@ -49,7 +49,7 @@ def test_sdk_stream_prints_text_while_a_long_file_decodes(api: OpenAI, client: h
     final = client.get(f"/download/{job_id}").text
     assert done.text.split() == final.split()
     assert {"morning", "budget", "river"} <= words(done.text), done.text
-    assert done.usage.type == "duration" and 60 <= done.usage.seconds <= 64
+    assert done.usage is None  # OpenAI's schema has only token counts for this event
 
 
 def test_partial_transcript_grows_while_a_long_file_decodes(client: httpx.Client) -> None:

@@ -10,7 +10,9 @@
   ``whisper-1`` as an alias of its default model.
 
 Errors come in OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``,
-with the HTTP status our own routes use.
+with the HTTP status our own routes use, the router's 404 and 405 included.
+Answers follow OpenAI's published schemas: a field OpenAI's schema types as an
+array or an object is left out rather than sent as ``null``.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from whisper_mcp.errors import (
     AudioTooLong,
@@ -34,12 +38,14 @@ from whisper_mcp.errors import (
     PayloadTooLarge,
     ServiceError,
     UnknownModel,
+    storage_fault,
 )
 from whisper_mcp.languages import LANGUAGES
 from whisper_mcp.options import english_only
 from whisper_mcp.queue.jobs import FINISHED_STATUSES, JobStatus
 from whisper_mcp.server.http.diarized import diarized_json
 from whisper_mcp.server.http.forms import known_speakers, names_known_speakers, read_form
+from whisper_mcp.server.http.openai_errors import openai_error
 from whisper_mcp.server.http.sse import KEEPALIVE, EventStream, event
 from whisper_mcp.server.results import JobRecord
 from whisper_mcp.server.service import Submission, TranscriptionService, join_text
@@ -58,13 +64,6 @@ _TEXT = "text/plain; charset=utf-8"
 
 
 # -- errors ---------------------------------------------------------------
-
-
-def openai_error(
-    message: str, status: int, *, type_: str | None = None, param: str | None = None, code: str | None = None
-) -> JSONResponse:
-    kind = type_ or ("server_error" if status >= 500 else "invalid_request_error")
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status_code=status)
 
 
 def _param_of(exc: ServiceError) -> str | None:
@@ -103,14 +102,46 @@ class _BadParam(InvalidInput):
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def _openai_errors(handler: Handler) -> Handler:
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except ServiceError as exc:
-            return openai_error(exc.message, exc.status_code, param=_param_of(exc), code=exc.code)
+def _openai_errors(service: TranscriptionService) -> Callable[[Handler], Handler]:
+    """A route's refusals (and a full disk or an absent database) in OpenAI's
+    shape, counted as the other routes count theirs; anything else is a bug,
+    a 500 as anywhere."""
 
-    return wrapped
+    def decorate(handler: Handler) -> Handler:
+        async def wrapped(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except Exception as exc:
+                fault = exc if isinstance(exc, ServiceError) else storage_fault(exc)
+                if fault is None:
+                    raise
+                service.count_error(fault.code)
+                return openai_error(fault.message, fault.status_code, param=_param_of(fault), code=fault.code)
+
+        return wrapped
+
+    return decorate
+
+
+class _RouterErrors:
+    """The /v1 router's own 404 and 405 in OpenAI's shape: the router raises
+    them, and without this they would reach the app's handlers and come back
+    in the REST routes' shape."""
+
+    def __init__(self, router: ASGIApp) -> None:
+        self.router = router
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.router(scope, receive, send)
+        except HTTPException as exc:
+            request = Request(scope)
+            if exc.status_code == 405:
+                message = f"{request.method} is not allowed on {request.url.path}."
+            else:
+                message = f"No route {request.method} {request.url.path}. See GET /v1/models."
+            response = openai_error(message, exc.status_code, code=f"http_{exc.status_code}", headers=exc.headers)
+            await response(scope, receive, send)
 
 
 # -- requests -------------------------------------------------------------
@@ -235,9 +266,8 @@ async def _stream_events(service: TranscriptionService, job_id: str) -> AsyncIte
         for segment in segments[sent:]:
             text = str(segment.get("text") or "").strip()
             if text:
-                yield event(
-                    {"type": "transcript.text.delta", "delta": text if sent == 0 else " " + text, "logprobs": None}
-                )
+                # No logprobs: OpenAI's schema has an array there or no field at all.
+                yield event({"type": "transcript.text.delta", "delta": text if sent == 0 else " " + text})
             sent += 1
 
     async for snapshot in service.follow(job_id):
@@ -251,13 +281,9 @@ async def _stream_events(service: TranscriptionService, job_id: str) -> AsyncIte
             result = await service.result(job_id)
             for chunk in deltas(list(result.get("segments") or [])):
                 yield chunk
-            done = {
-                "type": "transcript.text.done",
-                "text": join_text(list(result.get("segments") or [])),
-                "logprobs": None,
-                "usage": _usage(float(result.get("duration") or 0.0)),
-            }
-            yield event(done)
+            # No usage: OpenAI's schema has only token counts for this event, and
+            # Whisper bills by duration (json and verbose_json carry that).
+            yield event({"type": "transcript.text.done", "text": join_text(list(result.get("segments") or []))})
             return
         if status in FINISHED_STATUSES:
             message = snapshot.record.get("error") or f"The transcription {status}."
@@ -315,7 +341,9 @@ def _verbose(
     return body
 
 
-def routes(service: TranscriptionService) -> list[Route]:
+def routes(service: TranscriptionService) -> list[BaseRoute]:
+    errors = _openai_errors(service)
+
     async def run(request: Request, task: str) -> Response:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise InvalidInput(
@@ -381,11 +409,11 @@ def routes(service: TranscriptionService) -> list[Route]:
             {**_verbose(result, task, decoded_by, used, granularities), "usage": usage}, headers=headers
         )
 
-    @_openai_errors
+    @errors
     async def transcriptions(request: Request) -> Response:
         return await run(request, "transcribe")
 
-    @_openai_errors
+    @errors
     async def translations(request: Request) -> Response:
         return await run(request, "translate")
 
@@ -399,11 +427,11 @@ def routes(service: TranscriptionService) -> list[Route]:
         served = service.serves(None if name == OPENAI_MODEL_ALIAS else name)
         return {"id": name, "object": "model", "created": 0, "owned_by": "whisper-mcp", "description": served}
 
-    @_openai_errors
+    @errors
     async def list_models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [model_object(n) for n in await model_ids()]})
 
-    @_openai_errors
+    @errors
     async def get_model(request: Request) -> Response:
         name = request.path_params["model"]
         if name not in await model_ids():
@@ -412,9 +440,12 @@ def routes(service: TranscriptionService) -> list[Route]:
             )
         return JSONResponse(model_object(name))
 
-    return [
-        Route("/v1/audio/transcriptions", transcriptions, methods=["POST"]),
-        Route("/v1/audio/translations", translations, methods=["POST"]),
-        Route("/v1/models", list_models, methods=["GET"]),
-        Route("/v1/models/{model:path}", get_model, methods=["GET"]),
-    ]
+    v1 = Router(
+        [
+            Route("/audio/transcriptions", transcriptions, methods=["POST"]),
+            Route("/audio/translations", translations, methods=["POST"]),
+            Route("/models", list_models, methods=["GET"]),
+            Route("/models/{model:path}", get_model, methods=["GET"]),
+        ]
+    )
+    return [Mount("/v1", app=_RouterErrors(v1))]

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from whisper_mcp.server.http.openai_errors import V1_PREFIX, error_body
+
 # Reachable without a token: a bare liveness answer, the dashboard page (it
 # holds no data; its requests carry the token), and one-time upload URLs,
 # whose secret is the credential.
@@ -105,6 +107,7 @@ class AccessGuard:
         if self._hosts is not None and host is not None and host_of(host) not in self._hosts:
             await _error(
                 send,
+                path,
                 421,
                 "misdirected_request",
                 f"This server does not answer to the host name {host_of(host)!r}. If that is its "
@@ -112,18 +115,21 @@ class AccessGuard:
             )
             return
         if OAUTH_DISCOVERY.match(path):
-            await _error(send, 404, "http_404", NO_OAUTH_MESSAGE)
+            await _error(send, path, 404, "http_404", NO_OAUTH_MESSAGE)
             return
         origin = headers.get("origin")
         # Browsers send Origin; a page on another site must not drive /mcp (DNS
         # rebinding, as the MCP spec warns) or change anything elsewhere.
         guarded = path == "/mcp" or (scope["method"] not in _SAFE_METHODS and not path.startswith(PUBLIC_PREFIXES))
         if origin is not None and guarded and not self._origin_allowed(origin, headers):
-            await _error(send, 403, "forbidden", f"Origin {origin!r} is not allowed. Add it with --allowed-origins.")
+            await _error(
+                send, path, 403, "forbidden", f"Origin {origin!r} is not allowed. Add it with --allowed-origins."
+            )
             return
         if self._token is not None and not _public(path) and not self._authorized(headers):
             await _error(
                 send,
+                path,
                 401,
                 "unauthorized",
                 "Missing or wrong bearer token: send 'Authorization: Bearer <token>' (the server's WHISPER_MCP_TOKEN).",
@@ -152,8 +158,16 @@ def _public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 
-async def _error(send: Send, status: int, code: str, message: str, extra: dict[str, str] | None = None) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+async def _error(
+    send: Send, path: str, status: int, code: str, message: str, extra: dict[str, str] | None = None
+) -> None:
+    # Under /v1/ in OpenAI's shape, which its SDKs and tools read.
+    shape = (
+        error_body(message, status, code=code)
+        if path.startswith(V1_PREFIX)
+        else {"error": {"code": code, "message": message}}
+    )
+    body = json.dumps(shape).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
