@@ -1,17 +1,20 @@
 """The OpenAI-compatible endpoints, driven by the official ``openai`` SDK
 against the real server and the real models: what they hear, in each response
-format. Errors, models, options and hang-ups are tested in process over a fake
-engine in tests/unit/test_openai_api.py."""
+format, and that what they answer matches OpenAI's published schemas. Errors,
+models, options and hang-ups are tested in process over a fake engine in
+tests/unit/test_openai_api.py and tests/unit/test_openai_schema.py."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from openai import OpenAI
 
 from helpers import FIXTURES, ServerProcess, words
+from openai_schema import check, check_stream, stream_events
 
 pytestmark = pytest.mark.e2e
 
@@ -108,3 +111,45 @@ def test_translation_into_english(api: OpenAI) -> None:
         verbose = api.audio.translations.create(model="base", file=f, response_format="verbose_json")
     assert verbose.task == "translate" and verbose.language == "english"
     assert verbose.text == result.text and verbose.segments
+
+
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+def test_answers_match_openais_schemas(server: ServerProcess) -> None:
+    """The real model's answers, streamed too, as OpenAI's schemas describe them."""
+    asked = [
+        ("transcriptions", SPEECH, {"model": "whisper-1"}, "CreateTranscriptionResponseJson"),
+        (
+            "transcriptions",
+            SPEECH,
+            {"model": "whisper-1", "response_format": "verbose_json", "timestamp_granularities[]": ["word", "segment"]},
+            "CreateTranscriptionResponseVerboseJson",
+        ),
+        ("translations", FIXTURES / "spanish.wav", {"model": "base"}, "CreateTranslationResponseJson"),
+        (
+            "translations",
+            FIXTURES / "spanish.wav",
+            {"model": "base", "response_format": "verbose_json"},
+            "CreateTranslationResponseVerboseJson",
+        ),
+    ]
+    with httpx.Client(base_url=f"{server.url}/v1", timeout=120) as client:
+        for route, audio, fields, schema in asked:
+            with open(audio, "rb") as f:
+                response = client.post(f"/audio/{route}", data=fields, files={"file": (audio.name, f)})
+            assert response.status_code == 200, response.text
+            check(response.json(), schema)
+        with (
+            open(SPEECH, "rb") as f,
+            client.stream(
+                "POST",
+                "/audio/transcriptions",
+                data={"model": "whisper-1", "stream": "true", "prompt": "A schema check."},
+                files={"file": (SPEECH.name, f)},
+            ) as streamed,
+        ):
+            events = stream_events(streamed.iter_lines())
+        check_stream(events)
+        assert events[-1]["type"] == "transcript.text.done" and SPEECH_WORDS <= words(events[-1]["text"])
+        models = client.get("/models").json()
+        check(models, "ListModelsResponse")
+        check(client.get(f"/models/{models['data'][-1]['id']}").json(), "Model")
