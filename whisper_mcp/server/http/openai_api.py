@@ -257,7 +257,7 @@ def _usage(duration: float) -> dict[str, Any]:
 
 async def _stream_events(service: TranscriptionService, job_id: str) -> AsyncIterator[bytes]:
     """OpenAI's transcription stream: a ``transcript.text.delta`` per segment as
-    it is decoded, then ``transcript.text.done`` with the whole text and usage;
+    it is decoded, then ``transcript.text.done`` with the whole text;
     an ``error`` object if the job fails. The deltas join to the done text."""
     sent = 0
 
