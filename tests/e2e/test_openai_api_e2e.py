@@ -124,6 +124,12 @@ def test_answers_match_openais_schemas(server: ServerProcess) -> None:
             {"model": "whisper-1", "response_format": "verbose_json", "timestamp_granularities[]": ["word", "segment"]},
             "CreateTranscriptionResponseVerboseJson",
         ),
+        (
+            "transcriptions",
+            SPEECH,
+            {"model": "whisper-1", "include[]": "logprobs"},
+            "CreateTranscriptionResponseJson",
+        ),
         ("translations", FIXTURES / "spanish.wav", {"model": "base"}, "CreateTranslationResponseJson"),
         (
             "translations",
@@ -138,12 +144,16 @@ def test_answers_match_openais_schemas(server: ServerProcess) -> None:
                 response = client.post(f"/audio/{route}", data=fields, files={"file": (audio.name, f)})
             assert response.status_code == 200, response.text
             check(response.json(), schema)
+            if "include[]" in fields:  # the real decoder's word probabilities, one entry per word
+                logprobs = response.json()["logprobs"]
+                assert len(logprobs) == len(response.json()["text"].split())
+                assert all(-20 < e["logprob"] <= 0 for e in logprobs), logprobs
         with (
             open(SPEECH, "rb") as f,
             client.stream(
                 "POST",
                 "/audio/transcriptions",
-                data={"model": "whisper-1", "stream": "true", "prompt": "A schema check."},
+                data={"model": "whisper-1", "stream": "true", "prompt": "A schema check.", "include[]": "logprobs"},
                 files={"file": (SPEECH.name, f)},
             ) as streamed,
         ):

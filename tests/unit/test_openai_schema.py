@@ -119,6 +119,33 @@ def test_stream_events(server: InProcessServer, fmt: str) -> None:
     assert "".join(e["delta"] for e in events[:-1]) == events[-1]["text"]
 
 
+def test_logprobs_in_json_and_in_stream_events(server: InProcessServer, client: httpx.Client) -> None:
+    """include[]=logprobs: one entry per word (token, logprob, bytes), in json and in every stream event."""
+    response = post(client, "transcriptions", model="whisper-1", **{"include[]": "logprobs"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    check(body, "CreateTranscriptionResponseJson")
+    words = body["text"].split()
+    assert [e["token"].strip() for e in body["logprobs"]] == words
+    assert all(e["logprob"] <= 0 and bytes(e["bytes"]).decode() == e["token"] for e in body["logprobs"])
+    with (
+        open(SPEECH, "rb") as f,
+        httpx.stream(
+            "POST",
+            f"{server.url}/v1/audio/transcriptions",
+            data={"model": "whisper-1", "stream": "true", "include[]": "logprobs"},
+            files={"file": ("s.wav", f)},
+            timeout=30,
+        ) as streamed,
+    ):
+        events = stream_events(streamed.iter_lines())
+    check_stream(events)
+    assert all(e["logprobs"] for e in events)
+    assert [t for e in events[:-1] for t in e["logprobs"]] == events[-1]["logprobs"]
+    # Without include[], no logprobs field at all (never null).
+    assert "logprobs" not in post(client, "transcriptions", model="whisper-1").json()
+
+
 def test_models(client: httpx.Client) -> None:
     listing = client.get("/v1/models")
     assert listing.status_code == 200
@@ -140,6 +167,7 @@ def test_models(client: httpx.Client) -> None:
         ("POST", "/v1/audio/transcriptions", {"response_format": "verbose_json", "timestamp_granularities[]": "letter"}, 400),
         ("POST", "/v1/audio/transcriptions", {"known_speaker_names[]": "Ana"}, 400),
         ("POST", "/v1/audio/translations", {"model": "tiny.en"}, 400),
+        ("POST", "/v1/audio/transcriptions", {"include[]": "everything"}, 400),
         ("GET", "/v1/models/no-such-model", None, 404),
         ("GET", "/v1/no-such-route", None, 404),
         ("POST", "/v1/models", None, 405),

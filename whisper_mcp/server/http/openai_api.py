@@ -55,6 +55,9 @@ RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json
 GRANULARITIES = ("word", "segment")
 # The OpenAI SDKs send a list as repeated "name[]" parts; some clients omit the brackets.
 _GRANULARITY_FIELDS = ("timestamp_granularities[]", "timestamp_granularities")
+_INCLUDE_FIELDS = ("include[]", "include")
+# What include[] may ask for: OpenAI's one value.
+INCLUDES = ("logprobs",)
 _FIELDS = ("model", "language", "prompt", "response_format", "temperature", "stream")
 # Not OpenAI's: this server's own decoding options, under the names POST /transcribe uses.
 _EXTENSION_FIELDS = ("vad_filter", "hotwords")
@@ -188,6 +191,28 @@ def _known_speakers(repeated: dict[str, list[str]], diarized: bool) -> list[tupl
     return known_speakers(repeated)
 
 
+def _includes(values: list[str]) -> set[str]:
+    wanted = {v.strip().lower() for v in values if v.strip()}
+    unknown = wanted - set(INCLUDES)
+    if unknown:
+        raise _BadParam("include", f"include may hold {', '.join(INCLUDES)}, got {sorted(unknown)!r}.")
+    return wanted
+
+
+def _logprobs(segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI's per-token log probabilities, from Whisper's words: each word is
+    one entry (its text as decoded, the log of its probability, its UTF-8 bytes)."""
+    return [
+        {
+            "token": str(w.get("word") or ""),
+            "logprob": round(math.log(max(float(w.get("probability") or 0.0), 1e-12)), 6),
+            "bytes": list(str(w.get("word") or "").encode()),
+        }
+        for s in segments
+        for w in s.get("words") or []
+    ]
+
+
 def _granularities(values: list[str]) -> set[str]:
     wanted = {v.strip().lower() for v in values if v.strip()}
     unknown = wanted - set(GRANULARITIES)
@@ -255,10 +280,11 @@ def _usage(duration: float) -> dict[str, Any]:
     return {"type": "duration", "seconds": math.ceil(max(0.0, duration))}
 
 
-async def _stream_events(service: TranscriptionService, job_id: str) -> AsyncIterator[bytes]:
+async def _stream_events(service: TranscriptionService, job_id: str, logprobs: bool) -> AsyncIterator[bytes]:
     """OpenAI's transcription stream: a ``transcript.text.delta`` per segment as
     it is decoded, then ``transcript.text.done`` with the whole text;
-    an ``error`` object if the job fails. The deltas join to the done text."""
+    an ``error`` object if the job fails. The deltas join to the done text.
+    With ``logprobs`` each event carries its words' log probabilities."""
     sent = 0
 
     def deltas(segments: list[dict[str, Any]]) -> Iterator[bytes]:
@@ -266,8 +292,11 @@ async def _stream_events(service: TranscriptionService, job_id: str) -> AsyncIte
         for segment in segments[sent:]:
             text = str(segment.get("text") or "").strip()
             if text:
-                # No logprobs: OpenAI's schema has an array there or no field at all.
-                yield event({"type": "transcript.text.delta", "delta": text if sent == 0 else " " + text})
+                # Without logprobs asked for, none: OpenAI's schema has an array there or no field at all.
+                delta: dict[str, Any] = {"type": "transcript.text.delta", "delta": text if sent == 0 else " " + text}
+                if logprobs:
+                    delta["logprobs"] = _logprobs([segment])
+                yield event(delta)
             sent += 1
 
     async for snapshot in service.follow(job_id):
@@ -283,7 +312,11 @@ async def _stream_events(service: TranscriptionService, job_id: str) -> AsyncIte
                 yield chunk
             # No usage: OpenAI's schema has only token counts for this event, and
             # Whisper bills by duration (json and verbose_json carry that).
-            yield event({"type": "transcript.text.done", "text": join_text(list(result.get("segments") or []))})
+            segments = list(result.get("segments") or [])
+            done: dict[str, Any] = {"type": "transcript.text.done", "text": join_text(segments)}
+            if logprobs:
+                done["logprobs"] = _logprobs(segments)
+            yield event(done)
             return
         if status in FINISHED_STATUSES:
             message = snapshot.record.get("error") or f"The transcription {status}."
@@ -349,7 +382,7 @@ def routes(service: TranscriptionService) -> list[BaseRoute]:
             raise InvalidInput(
                 "Send the audio as multipart/form-data with the file in a field named 'file', as the OpenAI SDKs do."
             )
-        form = await read_form(request, service, _FIELDS + _GRANULARITY_FIELDS + _EXTENSION_FIELDS)
+        form = await read_form(request, service, _FIELDS + _GRANULARITY_FIELDS + _INCLUDE_FIELDS + _EXTENSION_FIELDS)
         if form.file is None:
             raise _BadParam("file", "No file received: put the audio in a multipart field named 'file'.", "missing")
         try:
@@ -363,6 +396,8 @@ def routes(service: TranscriptionService) -> list[BaseRoute]:
                 if task == "transcribe" and fmt == "verbose_json"
                 else set()
             )
+            # Word probabilities are the log probabilities' source: word timings on.
+            logprobs = "logprobs" in _includes([v for name in _INCLUDE_FIELDS for v in form.repeated.get(name, [])])
             submission = Submission(
                 filename=form.filename,
                 model=model,
@@ -370,7 +405,7 @@ def routes(service: TranscriptionService) -> list[BaseRoute]:
                 task=task,
                 initial_prompt=fields.get("prompt"),
                 temperature=temperature,
-                word_timestamps="word" in granularities,
+                word_timestamps="word" in granularities or logprobs,
                 diarize=fmt == "diarized_json",
                 **{name: fields.get(name) for name in _EXTENSION_FIELDS},
                 known_speakers=_known_speakers(form.repeated, fmt == "diarized_json"),
@@ -382,7 +417,9 @@ def routes(service: TranscriptionService) -> list[BaseRoute]:
         job_id = record["job_id"]
         if stream:
             return EventStream(
-                _stream_events(service, job_id), on_hangup=lambda: _cancel(service, job_id), headers=_job_header(job_id)
+                _stream_events(service, job_id, logprobs),
+                on_hangup=lambda: _cancel(service, job_id),
+                headers=_job_header(job_id),
             )
         final = await _await_job(service, request, job_id)
         if final is None:
@@ -400,7 +437,10 @@ def routes(service: TranscriptionService) -> list[BaseRoute]:
         result = json.loads(await service.transcript(job_id, "json"))
         usage = _usage(float(result.get("duration") or 0.0))
         if fmt == "json":
-            return JSONResponse({"text": str(result.get("text") or ""), "usage": usage}, headers=headers)
+            body: dict[str, Any] = {"text": str(result.get("text") or "")}
+            if logprobs:
+                body["logprobs"] = _logprobs(list(result.get("segments") or []))
+            return JSONResponse({**body, "usage": usage}, headers=headers)
         if fmt == "diarized_json":
             return JSONResponse(diarized_json(result), headers=headers)
         used = 0.0 if temperature is None else float(temperature)
