@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +36,7 @@ from whisper_mcp.engines.base import (
     Backend,
     BatchItem,
     ProgressCallback,
+    Segment,
     SegmentCallback,
     Transcription,
 )
@@ -216,42 +218,51 @@ class Transcriber:
     def transcribe_batch(
         self, items: Sequence[BatchItem], model: ModelInfo, options: TranscribeOptions
     ) -> list[Transcription | Exception]:
-        """Blocking. ``_decode_batch``, after language routing where the options
-        ask for it (``identify_with``): each item's language is identified
-        first, by that multilingual model from the first 30 s; English stays
-        on ``model``, other languages go to the multilingual model (with
-        ``reroute``) or stay and carry a warning (without)."""
+        """Blocking. ``_decode_batch``, with language routing where the options
+        ask for it (``identify_with``): each item's language is identified by
+        that multilingual model from its first 30 s, on a thread of its own
+        while ``model`` starts decoding (on CPU the decoder runs on one thread,
+        so identifying costs English little). English stays on ``model``; with
+        ``reroute`` another language stops that decode at its first output and
+        goes to the multilingual model, without it the job carries a warning."""
         if options.identify_with is None:
             return self._decode_batch(items, model, options)
         multilingual = self.registry.resolve(options.identify_with, trusted=True)
         plain = replace(options, identify_with=None, reroute=False)
-        heard: list[tuple[str, float] | Exception] = []
-        with self.pool.use(multilingual) as loaded:
-            for item in items:
-                try:
-                    heard.append(self.backend.detect_language(loaded, first_seconds(item.audio, BATCH_MAX_SECONDS)))
-                except Exception as exc:  # audio that would not decode: the job fails with it
-                    heard.append(exc)
-        outcomes: dict[int, Transcription | Exception] = {
-            i: found for i, found in enumerate(heard) if isinstance(found, Exception)
-        }
-        # Groups that share a model and options share a forward pass, as before.
-        groups: dict[tuple[ModelInfo, TranscribeOptions], list[int]] = {}
-        for i, found in enumerate(heard):
-            if isinstance(found, Exception):
-                continue
-            language, _ = found
-            if language == "en" or not options.reroute:
-                groups.setdefault((model, plain), []).append(i)
+        heard = _Identification(self._identifier(multilingual), items)
+        first = self._decode_batch(
+            [_held(item, i, heard) for i, item in enumerate(items)] if options.reroute else items, model, plain
+        )
+        outcomes: dict[int, Transcription | Exception] = {}
+        elsewhere: dict[str, list[int]] = {}  # language -> items the multilingual model decodes
+        for i, outcome in enumerate(first):
+            found = heard.language(i)
+            if isinstance(found, tuple) and found[0] != "en" and options.reroute:
+                elsewhere.setdefault(found[0], []).append(i)
+            elif isinstance(outcome, Exception) or not isinstance(found, tuple):
+                outcomes[i] = outcome  # not identified (audio that will not decode): as decoded
             else:
-                groups.setdefault((multilingual, replace(plain, language=language)), []).append(i)
-        for (chosen, decode), indexes in groups.items():
-            results = self._decode_batch([items[i] for i in indexes], chosen, decode)
+                outcomes[i] = _routed(outcome, model, model, found)
+        for language, indexes in elsewhere.items():
+            results = self._decode_batch([items[i] for i in indexes], multilingual, replace(plain, language=language))
             for i, result in zip(indexes, results, strict=True):
-                found = heard[i]
-                assert not isinstance(found, Exception)
-                outcomes[i] = result if isinstance(result, Exception) else _routed(result, chosen, model, found)
+                found = heard.language(i)
+                assert isinstance(found, tuple)
+                outcomes[i] = result if isinstance(result, Exception) else _routed(result, multilingual, model, found)
         return [outcomes[i] for i in range(len(items))]
+
+    def _identifier(self, multilingual: ModelInfo) -> Callable[[Sequence[BatchItem]], list[Heard]]:
+        def identify(items: Sequence[BatchItem]) -> list[Heard]:
+            heard: list[Heard] = []
+            with self.pool.use(multilingual) as loaded:
+                for item in items:
+                    try:
+                        heard.append(self.backend.detect_language(loaded, first_seconds(item.audio, BATCH_MAX_SECONDS)))
+                    except Exception as exc:  # audio that will not decode: the decode says so
+                        heard.append(exc)
+            return heard
+
+        return identify
 
     def _decode_batch(
         self, items: Sequence[BatchItem], model: ModelInfo, options: TranscribeOptions
@@ -295,6 +306,65 @@ class Transcriber:
     def can_batch(self, duration: float, options: TranscribeOptions) -> bool:
         """Whether a job this long, with these options, may share a forward pass with others."""
         return self.backend.batching and 0 < duration <= BATCH_MAX_SECONDS and self.backend.batchable(options)
+
+
+# A language and how sure its identification was, or why it could not be identified.
+Heard = tuple[str, float] | Exception
+
+
+class _Rerouted(Exception):
+    """Raised from a held item's first callback: not English, so that decode stops."""
+
+
+class _Identification:
+    """The languages of a batch's items, identified on a thread of their own
+    (started by the inference thread, so it shares its CPU priority)."""
+
+    def __init__(self, identify: Callable[[Sequence[BatchItem]], list[Heard]], items: Sequence[BatchItem]) -> None:
+        self._heard: list[Heard] = []
+        self._count = len(items)
+        self._done = threading.Event()
+        threading.Thread(target=self._run, args=(identify, items), name="identify-language", daemon=True).start()
+
+    def _run(self, identify: Callable[[Sequence[BatchItem]], list[Heard]], items: Sequence[BatchItem]) -> None:
+        try:
+            self._heard = identify(items)
+        except Exception as exc:  # e.g. the multilingual model failed to load: nothing identified
+            self._heard = [exc] * self._count
+        finally:
+            self._done.set()
+
+    def language(self, index: int) -> Heard:
+        """Item ``index``'s language; waits until every item is identified."""
+        self._done.wait()
+        return self._heard[index]
+
+
+def _held(item: BatchItem, index: int, heard: _Identification) -> BatchItem:
+    """``item`` whose progress and segments wait for its language: passed on
+    when English (or not identified), ``_Rerouted`` at once when not, so no
+    English-only text of another language is ever shown."""
+    passed = False
+
+    def through() -> None:
+        nonlocal passed
+        if not passed:
+            found = heard.language(index)
+            if isinstance(found, tuple) and found[0] != "en":
+                raise _Rerouted(found[0])
+            passed = True
+
+    def progress(fraction: float) -> None:
+        through()
+        if item.on_progress is not None:
+            item.on_progress(fraction)
+
+    def segments(decoded: list[Segment]) -> None:
+        through()
+        if item.on_segments is not None:
+            item.on_segments(decoded)
+
+    return replace(item, on_progress=progress, on_segments=segments)
 
 
 def _routed(result: Transcription, chosen: ModelInfo, asked: ModelInfo, heard: tuple[str, float]) -> Transcription:

@@ -61,8 +61,10 @@ def run(ctx: Ctx, sec: Section) -> None:
             pairs.append((said, str(record.get("transcript") or "")))
     if heard:
         right = sum(expected == got for _, expected, got, _ in heard)
-        sec.add("language identified (multilingual fixtures)", 100.0 * right / len(heard), "%", "", None, None, "", "")
-        sec.add("WER of routed non-English fixtures", 100.0 * wer(pairs), "%", "", None, None, "", "")
+        sec.add(
+            "language identified (multilingual fixtures)", 100.0 * right / len(heard), "%", "", None, None, "", "", None
+        )
+        sec.add("WER of routed non-English fixtures", 100.0 * wer(pairs), "%", "", None, None, "", "", None)
     sec.details.update(times=times, heard=heard)
     sec.notes.append("each round sends both English clips once each way; minimum of %d rounds" % rounds)
     sec.notes.append("heard: " + "; ".join(f"{f}: {e}->{g} ({m})" for f, e, g, m in heard))
