@@ -78,7 +78,11 @@ class CallbackSender:
 
     async def vet(self, url: str) -> None:
         """``CallbackRefused`` (a 400) if callbacks may not go to ``url`` now."""
-        await self.policy.check(url)
+        try:
+            await self.policy.check(url)
+        except CallbackRefused as exc:  # the answer may say less than this
+            log.info("callback_url %s refused at submission: %s", redact_url(url), exc.detail)
+            raise
 
     async def run(self) -> None:
         # Each callback is claimed for longer than its delivery may take
@@ -149,10 +153,10 @@ class CallbackSender:
             if not response.is_success:
                 error = f"receiver answered HTTP {response.status_code}"
         except Unresolvable as exc:
-            log.info("callback for job %s to %s: %s", job.job_id, shown, exc.message)
+            log.info("callback for job %s to %s: %s", job.job_id, shown, exc.detail)
             error = UNREACHABLE
         except CallbackRefused as exc:  # the name resolves elsewhere since it was accepted
-            log.warning("callback for job %s to %s not sent: %s", job.job_id, shown, exc.message)
+            log.warning("callback for job %s to %s not sent: %s", job.job_id, shown, exc.detail)
             error = REBOUND
         except (httpx.HTTPError, TimeoutError, OSError) as exc:
             log.info("callback for job %s to %s: %s", job.job_id, shown, type(exc).__name__)

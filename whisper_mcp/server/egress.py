@@ -171,9 +171,14 @@ def reach(ip: IPAddress) -> Reach:
 
 
 class CallbackRefused(InvalidInput):
-    """A callback URL this server will not call; the message says why."""
+    """A callback URL this server will not call: ``message`` for the client,
+    ``detail`` for the server's log (the same but for host names)."""
 
     code = "callback_refused"
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class Unresolvable(CallbackRefused):
@@ -220,6 +225,15 @@ def literal_address(host: str) -> IPAddress | None:
         except OSError:
             return None
     return None
+
+
+def _name_refused(host: str) -> str:
+    """The one answer for a host name that does not resolve or resolves to an
+    address callbacks may not go to."""
+    return (
+        f"callback_url refused: its host {host!r} does not resolve here to an address callbacks may go to "
+        "(public addresses, and those the server's operator allows with --callback-allow)."
+    )
 
 
 def _shown(ip: IPAddress) -> str:
@@ -283,7 +297,10 @@ class CallbackPolicy:
 
     async def check(self, url: str) -> Target:
         """Where a delivery to ``url`` goes now; ``CallbackRefused`` (or
-        ``Unresolvable``) saying why it may not."""
+        ``Unresolvable``) saying why it may not. For a host name, the message
+        is one and the same whether it does not resolve or resolves to an
+        address refused, so that answers do not tell which internal names
+        exist; ``detail`` (for the server's log) says which."""
         try:
             parsed = httpx.URL(url)
             port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -305,7 +322,7 @@ class CallbackPolicy:
             shown = _shown(ip)
             if literal is not None:
                 raise CallbackRefused(f"callback_url refused: {shown} is {reason}.")
-            raise CallbackRefused(f"callback_url refused: {host} resolves to {reason}.")
+            raise CallbackRefused(_name_refused(host), detail=f"{host} resolves to {shown}, {reason}")
         address = str(addresses[0])
         return Target(
             url=parsed.copy_with(host=address),
@@ -322,5 +339,5 @@ class CallbackPolicy:
         except (OSError, TimeoutError, UnicodeError):
             addresses = []
         if not addresses:
-            raise Unresolvable(f"callback_url refused: its host {host!r} does not resolve to an address.")
+            raise Unresolvable(_name_refused(host), detail=f"{host} does not resolve to an address")
         return addresses
