@@ -4,6 +4,7 @@ server does with it: tests/unit/test_callback_safety.py."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import pytest
@@ -14,6 +15,13 @@ from whisper_mcp.server.egress import CallbackPolicy, CallbackRefused, Unresolva
 pytestmark = pytest.mark.anyio
 
 EVERYTHING = ("0.0.0.0/0", "::/0")
+
+
+async def refusal(policy: CallbackPolicy, url: str) -> CallbackRefused:
+    """The refusal ``policy`` gives ``url`` (the test fails if it gives none)."""
+    with pytest.raises(CallbackRefused) as refused:
+        await policy.check(url)
+    return refused.value
 
 
 class Names:
@@ -61,8 +69,8 @@ async def test_metadata_link_local_multicast_and_unspecified_are_always_refused(
 async def test_a_name_for_the_metadata_address_is_refused_even_when_allowed_by_name() -> None:
     names = Names(metadata_internal=["169.254.169.254"])
     policy = CallbackPolicy(("metadata.internal",), resolver=names)
-    with pytest.raises(CallbackRefused, match="metadata.internal resolves to a link-local, cloud-metadata"):
-        await policy.check("http://metadata.internal/computeMetadata/v1/")
+    refused = await refusal(policy, "http://metadata.internal/computeMetadata/v1/")
+    assert "metadata.internal resolves to 169.254.169.254, a link-local, cloud-metadata" in refused.detail
 
 
 @pytest.mark.parametrize(
@@ -100,8 +108,8 @@ def test_numeric_forms_normalise() -> None:
 )
 async def test_private_ranges_need_an_allowance(address: str) -> None:
     names = Names(hooks_internal=[address])
-    with pytest.raises(CallbackRefused, match="private or internal address.*--callback-allow"):
-        await CallbackPolicy(allow_loopback=True, resolver=names).check("http://hooks.internal/x")
+    refused = await refusal(CallbackPolicy(allow_loopback=True, resolver=names), "http://hooks.internal/x")
+    assert re.search("private or internal address.*--callback-allow", refused.detail)
     by_name = await CallbackPolicy(("hooks.internal",), resolver=names).check("http://hooks.internal/x")
     assert by_name.address == address
     by_cidr = await CallbackPolicy(EVERYTHING, resolver=names).check("http://hooks.internal/x")
@@ -122,8 +130,8 @@ async def test_a_public_name_connects_to_its_vetted_address_under_its_own_name()
 
 async def test_one_refused_address_among_several_refuses_the_name() -> None:
     names = Names(mixed_example_com=["93.184.216.34", "10.0.0.1"])
-    with pytest.raises(CallbackRefused, match="private or internal"):
-        await CallbackPolicy(resolver=names).check("http://mixed.example.com/")
+    refused = await refusal(CallbackPolicy(resolver=names), "http://mixed.example.com/")
+    assert "resolves to 10.0.0.1, a private or internal" in refused.detail
 
 
 async def test_a_name_that_rebinds_to_a_refused_address_is_caught_at_the_next_check() -> None:
@@ -131,14 +139,31 @@ async def test_a_name_that_rebinds_to_a_refused_address_is_caught_at_the_next_ch
     names = Names(rebind_example_com=[["93.184.216.34"], ["169.254.169.254"]])
     policy = CallbackPolicy(resolver=names)
     assert (await policy.check("http://rebind.example.com/cb")).address == "93.184.216.34"
-    with pytest.raises(CallbackRefused, match="never go there"):
-        await policy.check("http://rebind.example.com/cb")
+    assert "never go there" in (await refusal(policy, "http://rebind.example.com/cb")).detail
     assert names.asked == ["rebind.example.com", "rebind.example.com"]  # resolved each time, never cached
 
 
 async def test_a_name_that_does_not_resolve() -> None:
-    with pytest.raises(Unresolvable, match="does not resolve"):
-        await CallbackPolicy(resolver=Names()).check("http://nowhere.invalid/")
+    refused = await refusal(CallbackPolicy(resolver=Names()), "http://nowhere.invalid/")
+    assert isinstance(refused, Unresolvable)
+    assert refused.detail == "nowhere.invalid does not resolve to an address"
+
+
+async def test_a_names_refusal_does_not_tell_whether_or_where_it_resolves() -> None:
+    """One answer whether the name does not resolve or resolves to an address
+    refused for any reason: clients cannot probe internal names. The detail,
+    for the server's log, tells them apart."""
+    names = Names(
+        private_test=["10.1.2.3"], metadata_test=["169.254.169.254"], loop_test=["127.0.0.1"], v6_test=["::a00:1"]
+    )
+    policy = CallbackPolicy(resolver=names)
+    refused = {host: await refusal(policy, f"http://{host}:8080/cb") for host in (*names.table, "absent.test")}
+    [answer] = {r.message.replace(repr(host), "HOST") for host, r in refused.items()}
+    assert answer == (
+        "callback_url refused: its host HOST does not resolve here to an address callbacks may go to "
+        "(public addresses, and those the server's operator allows with --callback-allow)."
+    )
+    assert len({r.detail for r in refused.values()}) == len(refused)
 
 
 @pytest.mark.parametrize("url", ["ftp://example.com/x", "http://", "http://exa mple.com/"])

@@ -115,6 +115,58 @@ def test_loopback_needs_an_allowance_when_the_server_does_not_listen_on_loopback
     assert receiver.to("/x") == []
 
 
+# IPv6 forms of link-local, loopback, private and site-local addresses that
+# carried a callback past an earlier policy.
+IPV6_FORMS = [
+    "http://[::a9fe:a9fe]/latest/meta-data/",
+    "http://[::169.254.169.254]/latest/meta-data/",
+    "http://[::ffff:0:a9fe:a9fe]/",
+    "http://[64:ff9b:1::a9fe:a9fe]/",
+    "http://[::7f00:1]:8765/",
+    "http://[::a00:1]/",
+    "http://[64:ff9b:1::a00:1]/",
+    "http://[fec0::1]/",
+]
+
+
+def test_ipv6_forms_of_internal_addresses_are_refused_at_submission(tmp_path: Path) -> None:
+    public = {"host": "192.0.2.10", "public_url": "http://192.0.2.10:8765"}
+    with InProcessServer.start(tmp_path / "storage", **public) as srv:
+        for url in IPV6_FORMS:
+            response = post(srv.url, callback_url=url)
+            assert response.status_code == 400, (url, response.text)
+            assert response.json()["error"]["code"] == "callback_refused", url
+        assert httpx.get(f"{srv.url}/jobs").json()["total"] == 0
+    assert srv.engine.batches == []
+
+
+def test_a_refused_name_gets_one_answer_and_the_log_says_why(
+    fake_server: InProcessServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whether a name does not resolve or resolves to a refused address, the
+    client reads the same 400, so it cannot probe internal names; the
+    server's log tells them apart."""
+    caplog.set_level(logging.INFO, logger="whisper_mcp.server.callbacks")
+    names = Turns(private_test=[["10.0.0.7"]], metadata_test=[["169.254.169.254"]], loop_test=[["127.0.0.1"]])
+    fake_server.service.callbacks.policy = CallbackPolicy(resolver=names)
+    answers = set()
+    for host in ("private.test", "metadata.test", "loop.test", "absent.test"):
+        response = post(fake_server.url, callback_url=f"http://{host}/cb?token=t0k")
+        assert response.status_code == 400, (host, response.text)
+        answers.add(response.json()["error"]["message"].replace(host, "HOST"))
+    [answer] = answers
+    assert "does not resolve here to an address callbacks may go to" in answer
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for detail in (
+        "private.test resolves to 10.0.0.7, a private or internal address",
+        "metadata.test resolves to 169.254.169.254, a link-local, cloud-metadata",
+        "loop.test resolves to 127.0.0.1, a loopback address",
+        "absent.test does not resolve to an address",
+    ):
+        assert detail in logged
+    assert "t0k" not in logged
+
+
 def test_delivery_connects_to_the_vetted_address_under_the_urls_name(
     fake_server: InProcessServer, receiver: CallbackReceiver
 ) -> None:

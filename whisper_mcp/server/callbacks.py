@@ -6,8 +6,9 @@ after sending and before the receiver's answer sends again, with the same
 delivery id (``X-Whisper-MCP-Delivery``, and ``delivery_id`` in the body) for
 the receiver to dedupe on. Failures are retried with back-off and never change
 the job's own status. Up to ``concurrency`` deliveries run at once, so slow
-receivers hold up only their own callbacks. Where a callback may go:
-``egress.CallbackPolicy``.
+receivers hold up only their own callbacks. Of a receiver's answer only the
+status is used, and no more than a few KB of it are read, as sent. Where a
+callback may go: ``egress.CallbackPolicy``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ DELIVERY_HEADER = "X-Whisper-MCP-Delivery"
 # open ports from closed ones. The cause is logged.
 UNREACHABLE = "the receiver could not be reached (no connection or no answer in time)"
 REBOUND = "the callback_url's host now resolves to an address callbacks may not go to"
+# How much of a receiver's answer is read (its status is all that is used).
+ANSWER_BYTES = 4096
 
 
 def delivery_id(job: Job) -> str:
@@ -78,7 +81,11 @@ class CallbackSender:
 
     async def vet(self, url: str) -> None:
         """``CallbackRefused`` (a 400) if callbacks may not go to ``url`` now."""
-        await self.policy.check(url)
+        try:
+            await self.policy.check(url)
+        except CallbackRefused as exc:  # the answer may say less than this
+            log.info("callback_url %s refused at submission: %s", redact_url(url), exc.detail)
+            raise
 
     async def run(self) -> None:
         # Each callback is claimed for longer than its delivery may take
@@ -145,14 +152,14 @@ class CallbackSender:
         error: str | None = None
         try:
             # The whole delivery, not each of its steps, within the timeout.
-            response = await asyncio.wait_for(self._post(client, job.callback_url, body, headers), self._timeout)
-            if not response.is_success:
-                error = f"receiver answered HTTP {response.status_code}"
+            status = await asyncio.wait_for(self._post(client, job.callback_url, body, headers), self._timeout)
+            if not 200 <= status < 300:
+                error = f"receiver answered HTTP {status}"
         except Unresolvable as exc:
-            log.info("callback for job %s to %s: %s", job.job_id, shown, exc.message)
+            log.info("callback for job %s to %s: %s", job.job_id, shown, exc.detail)
             error = UNREACHABLE
         except CallbackRefused as exc:  # the name resolves elsewhere since it was accepted
-            log.warning("callback for job %s to %s not sent: %s", job.job_id, shown, exc.message)
+            log.warning("callback for job %s to %s not sent: %s", job.job_id, shown, exc.detail)
             error = REBOUND
         except (httpx.HTTPError, TimeoutError, OSError) as exc:
             log.info("callback for job %s to %s: %s", job.job_id, shown, type(exc).__name__)
@@ -176,10 +183,20 @@ class CallbackSender:
                 "; giving up" if gave_up else "",
             )
 
-    async def _post(self, client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        """POST to the address the policy vets now (DNS rebinding), under the URL's own name."""
+    async def _post(self, client: httpx.AsyncClient, url: str, body: bytes, headers: dict[str, str]) -> int:
+        """POST to the address the policy vets now (DNS rebinding), under the
+        URL's own name; the receiver's status code."""
         target: Target = await self.policy.check(url)
         extensions = {"sni_hostname": target.server_name} if target.server_name else None
-        return await client.post(
-            target.url, content=body, headers={**headers, "host": target.host_header}, extensions=extensions
-        )
+        # Only the status is used: the answer is read as sent (never
+        # decompressed), up to ANSWER_BYTES (one network read past it at
+        # most), and the connection closed, so a receiver's huge or
+        # compressed answer costs no memory.
+        headers = {**headers, "host": target.host_header, "accept-encoding": "identity"}
+        async with client.stream("POST", target.url, content=body, headers=headers, extensions=extensions) as response:
+            read = 0
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read >= ANSWER_BYTES:
+                    break
+            return response.status_code

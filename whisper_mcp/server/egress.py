@@ -1,25 +1,32 @@
 """Where completion callbacks may go: the server-side request forgery policy.
 
 A callback URL is a client's request that this server open a connection, so
-its host is resolved and every address it resolves to is judged:
+its host is resolved and every address it resolves to is judged (``reach``):
 
+* yes: public addresses, from an allow-list (IPv4 outside IANA's
+  special-purpose blocks, IPv6 global unicast 2000::/3 outside them, and the
+  IPv6 forms of a public IPv4 address that public translators carry: mapped,
+  NAT64 64:ff9b::/96, 6to4, Teredo);
 * never: link-local (169.254/16, fe80::/10, where cloud metadata lives), the
   known metadata addresses elsewhere, multicast, unspecified (0.0.0.0, ::)
-  and reserved ranges;
+  and reserved or unassigned ranges;
 * only when allowed (``--callback-allow`` hosts or CIDRs, or loopback when
   the server itself listens on loopback): loopback, private and other
-  non-global ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7, ...);
-* otherwise: yes.
+  internal ranges (10/8, 172.16/12, 192.168/16, 100.64/10, fc00::/7,
+  fec0::/10, ...), and IPv4-compatible, SIIT and local-use NAT64 forms.
 
-The check runs at submission (a 400 that says why) and again before every
-delivery, whose connection then goes to the address just vetted (keeping the
-Host header and TLS server name), so a name that resolves to another address
-by then (DNS rebinding) is caught.
+An IPv6 form of a non-public IPv4 address is judged as that address
+(``::7f00:1`` is loopback, ``::a9fe:a9fe`` link-local). The check runs at
+submission (a 400) and again before every delivery, whose connection then
+goes to the address just vetted (keeping the Host header and TLS server
+name), so a name that resolves to another address by then (DNS rebinding) is
+caught.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,28 +45,140 @@ Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 
 RESOLVE_SECONDS = 5.0
 
-_NEVER = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "0.0.0.0/8",  # unspecified, "this network"
-        "169.254.0.0/16",  # link-local, 169.254.169.254 metadata (AWS, GCP, Azure, OCI, ...)
-        "224.0.0.0/4",  # multicast
-        "240.0.0.0/4",  # reserved, broadcast
-        "100.100.100.200/32",  # Alibaba Cloud metadata
-        "168.63.129.16/32",  # Azure wire server
-        "::/128",  # unspecified
-        "fe80::/10",  # link-local
-        "ff00::/8",  # multicast
-        "fd00:ec2::254/128",  # AWS metadata over IPv6
-    )
+
+class Reach(enum.Enum):
+    """Where an address is, as the policy sees it."""
+
+    GLOBAL = "global"  # public: callbacks may go there
+    LOOPBACK = "loopback"  # this host: when the server listens on loopback, or allowed
+    INTERNAL = "internal"  # private and other non-public ranges: when allowed
+    NEVER = "never"  # link-local, metadata, multicast, unspecified, reserved: never
+
+
+def _nets(*cidrs: str) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+def _within(ip: IPAddress, networks: Sequence[IPNetwork]) -> bool:
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+_V4_NEVER = _nets(
+    "0.0.0.0/8",  # unspecified, "this network"
+    "169.254.0.0/16",  # link-local, 169.254.169.254 metadata (AWS, GCP, Azure, OCI, ...)
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4",  # reserved, broadcast
+    "100.100.100.200/32",  # Alibaba Cloud metadata
+    "168.63.129.16/32",  # Azure wire server
 )
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_V4_LOOPBACK = _nets("127.0.0.0/8")
+# IANA's IPv4 special-purpose blocks that are not globally reachable, whole,
+# whatever this Python's ``is_global`` says of parts of them.
+_V4_INTERNAL = _nets(
+    "10.0.0.0/8",
+    "100.64.0.0/10",  # shared (carrier-grade NAT)
+    "172.16.0.0/12",
+    "192.0.0.0/24",  # IETF protocol assignments
+    "192.0.2.0/24",  # documentation
+    "192.88.99.0/24",  # former 6to4 relay anycast
+    "192.168.0.0/16",
+    "198.18.0.0/15",  # benchmarking
+    "198.51.100.0/24",  # documentation
+    "203.0.113.0/24",  # documentation
+)
+_V6_NEVER = _nets(
+    "::/128",  # unspecified
+    "fe80::/10",  # link-local
+    "ff00::/8",  # multicast
+    "fd00:ec2::254/128",  # AWS metadata over IPv6
+)
+_V6_LOOPBACK = _nets("::1/128")
+_V6_INTERNAL = _nets("fc00::/7", "fec0::/10")  # unique local; site-local (deprecated, still routed by some)
+# The only IPv6 addresses that may be public: global unicast, less the
+# special-purpose blocks in it that are not (IANA's registry).
+_V6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+_V6_GLOBAL_EXCEPT = _nets(
+    "2001::/23",  # IETF protocol assignments (Teredo, 2001::/32, is read apart)
+    "2001:db8::/32",  # documentation
+    "3fff::/20",  # documentation
+)
+# IPv6 forms that carry an IPv4 address, and where it sits. A public one is
+# reached through a public translator or relay, so these are as public as
+# the IPv4 address they carry ...
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known NAT64 prefix
+_SIXTOFOUR = ipaddress.IPv6Network("2002::/16")
+_TEREDO = ipaddress.IPv6Network("2001::/32")
+# ... while these are never more than internal: translated (if at all) by
+# something on the server's own network.
+_LOCAL_EMBEDDING = _nets(
+    "::/96",  # IPv4-compatible (deprecated): ::a9fe:a9fe is 169.254.169.254
+    "::ffff:0:0:0/96",  # SIIT, IPv4-translated
+    "64:ff9b:1::/48",  # local-use NAT64 prefix
+)
+_SEVERITY = (Reach.GLOBAL, Reach.LOOPBACK, Reach.INTERNAL, Reach.NEVER)
+
+
+def embedded_v4(ip: IPAddress) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 one carries (mapped, NAT64, 6to4, Teredo's
+    server and client, IPv4-compatible, SIIT), none for any other address."""
+    if not isinstance(ip, ipaddress.IPv6Address) or _within(ip, _V6_NEVER + _V6_LOOPBACK):
+        return ()
+    if ip.sixtofour is not None:
+        return (ip.sixtofour,)
+    if ip.teredo is not None:
+        return ip.teredo
+    if ip in _MAPPED or ip in _NAT64 or _within(ip, _LOCAL_EMBEDDING):
+        return (ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF),)
+    return ()
+
+
+def _reach_v4(ip: ipaddress.IPv4Address) -> Reach:
+    if _within(ip, _V4_NEVER):
+        return Reach.NEVER
+    if _within(ip, _V4_LOOPBACK):
+        return Reach.LOOPBACK
+    if not ip.is_global or _within(ip, _V4_INTERNAL):
+        return Reach.INTERNAL
+    return Reach.GLOBAL
+
+
+def reach(ip: IPAddress) -> Reach:
+    """How public ``ip`` is. Public only on an allow-list: IPv4 that Python
+    and IANA's registry both call global, IPv6 global unicast outside the
+    special-purpose blocks, and the IPv6 forms of a public IPv4 address that
+    a public translator carries. An IPv6 form of a non-public IPv4 address
+    is what that address is (embedded loopback is loopback); anything not
+    listed (reserved, unassigned) is never."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _reach_v4(ip)
+    carried = embedded_v4(ip)
+    if carried:
+        worst = max((_reach_v4(v4) for v4 in carried), key=_SEVERITY.index)
+        if worst is not Reach.GLOBAL:
+            return worst
+        return Reach.INTERNAL if _within(ip, _LOCAL_EMBEDDING) else Reach.GLOBAL
+    if _within(ip, _V6_NEVER):
+        return Reach.NEVER
+    if _within(ip, _V6_LOOPBACK):
+        return Reach.LOOPBACK
+    if _within(ip, _V6_INTERNAL):
+        return Reach.INTERNAL
+    if ip in _V6_GLOBAL_UNICAST:
+        public = ip.is_global and not _within(ip, _V6_GLOBAL_EXCEPT)
+        return Reach.GLOBAL if public else Reach.INTERNAL
+    return Reach.NEVER
 
 
 class CallbackRefused(InvalidInput):
-    """A callback URL this server will not call; the message says why."""
+    """A callback URL this server will not call: ``message`` for the client,
+    ``detail`` for the server's log (the same but for host names)."""
 
     code = "callback_refused"
+
+    def __init__(self, message: str, *, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class Unresolvable(CallbackRefused):
@@ -108,16 +227,19 @@ def literal_address(host: str) -> IPAddress | None:
     return None
 
 
-def _embedded_v4(ip: IPAddress) -> IPAddress:
-    """The IPv4 address an IPv6 one carries (mapped, NAT64, 6to4), else itself."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-        if ip in _NAT64:
-            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if ip.sixtofour is not None:
-            return ip.sixtofour
-    return ip
+def _name_refused(host: str) -> str:
+    """The one answer for a host name that does not resolve or resolves to an
+    address callbacks may not go to."""
+    return (
+        f"callback_url refused: its host {host!r} does not resolve here to an address callbacks may go to "
+        "(public addresses, and those the server's operator allows with --callback-allow)."
+    )
+
+
+def _shown(ip: IPAddress) -> str:
+    """``ip`` and the IPv4 addresses it carries, for messages."""
+    carried = embedded_v4(ip)
+    return f"{ip} ({', '.join(map(str, carried))})" if carried else str(ip)
 
 
 async def system_resolver(host: str, port: int) -> Sequence[str]:
@@ -153,25 +275,32 @@ class CallbackPolicy:
 
     def _refusal(self, ip: IPAddress, host_allowed: bool) -> str | None:
         """Why callbacks may not go to ``ip``, or None if they may."""
-        ip = _embedded_v4(ip)
-        if any(ip in net for net in _NEVER if net.version == ip.version):
+        where = reach(ip)
+        if where is Reach.NEVER:
             return "a link-local, cloud-metadata, multicast, unspecified or reserved address; callbacks never go there"
-        if host_allowed or any(ip in net for net in self._networks if net.version == ip.version):
+        carried = embedded_v4(ip)
+        if host_allowed or self._allowed(ip) or (carried and all(self._allowed(v4) for v4 in carried)):
             return None
-        if ip.is_loopback:
+        if where is Reach.LOOPBACK:
             if self._allow_loopback:
                 return None
             return (
                 "a loopback address, which callbacks may reach only when the server listens on loopback "
                 "or its operator allows it with --callback-allow"
             )
-        if not ip.is_global:
+        if where is Reach.INTERNAL:
             return "a private or internal address; the server's operator can allow it with --callback-allow"
         return None
 
+    def _allowed(self, ip: IPAddress) -> bool:
+        return _within(ip, self._networks)
+
     async def check(self, url: str) -> Target:
         """Where a delivery to ``url`` goes now; ``CallbackRefused`` (or
-        ``Unresolvable``) saying why it may not."""
+        ``Unresolvable``) saying why it may not. For a host name, the message
+        is one and the same whether it does not resolve or resolves to an
+        address refused, so that answers do not tell which internal names
+        exist; ``detail`` (for the server's log) says which."""
         try:
             parsed = httpx.URL(url)
             port = parsed.port or (443 if parsed.scheme == "https" else 80)
@@ -188,9 +317,12 @@ class CallbackPolicy:
         host_allowed = literal is None and host in self._hosts
         for ip in addresses:
             reason = self._refusal(ip, host_allowed)
-            if reason is not None:
-                what = f"{host} is" if literal is not None else f"{host} resolves to"
-                raise CallbackRefused(f"callback_url refused: {what} {reason}.")
+            if reason is None:
+                continue
+            shown = _shown(ip)
+            if literal is not None:
+                raise CallbackRefused(f"callback_url refused: {shown} is {reason}.")
+            raise CallbackRefused(_name_refused(host), detail=f"{host} resolves to {shown}, {reason}")
         address = str(addresses[0])
         return Target(
             url=parsed.copy_with(host=address),
@@ -207,5 +339,5 @@ class CallbackPolicy:
         except (OSError, TimeoutError, UnicodeError):
             addresses = []
         if not addresses:
-            raise Unresolvable(f"callback_url refused: its host {host!r} does not resolve to an address.")
+            raise Unresolvable(_name_refused(host), detail=f"{host} does not resolve to an address")
         return addresses
