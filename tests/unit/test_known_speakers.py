@@ -133,6 +133,20 @@ def test_bad_pairs_are_refused_in_words(names: list[str], refs: list[str], words
     assert words in err.value.message
 
 
+# Names as a hostile or careless client sends them, and as they are kept.
+DIRTY_NAMES = ["Ana\x1b[31m", "Bo\r\nSmith\x00"]
+CLEAN_NAMES = ["Ana[31m", "Bo Smith"]
+
+
+def test_names_lose_their_control_characters() -> None:
+    assert [name for name, _ in pair(DIRTY_NAMES, [REF, REF])] == CLEAN_NAMES
+    assert [name for name, _ in pair(["\tZoë\u2028Ng\x7f "], [REF])] == ["Zoë Ng"]
+    with pytest.raises(InvalidInput, match=r"known_speaker_names\[0\] is blank"):
+        pair(["\x00\x1b\r\n"], [REF])
+    with pytest.raises(InvalidInput, match="lists 'Ana' twice"):
+        pair(["Ana", "Ana\x1b"], [REF, REF])
+
+
 def test_known_speakers_are_read_from_the_form_with_or_without_brackets() -> None:
     fields = {"known_speaker_names[]": ["Ana"], "known_speaker_references[]": [REF]}
     assert known_speakers(fields) == [("Ana", REF)] and names_known_speakers(fields)
@@ -269,6 +283,11 @@ def test_known_speakers_reach_the_engine_as_stored_recordings(api: OpenAI, serve
     assert_named(server, ["Ana", "Bo"], REF)
 
 
+def test_names_reach_the_engine_without_control_characters(api: OpenAI, server: InProcessServer) -> None:
+    transcribe(api, DIRTY_NAMES, [REF, REF])
+    assert_named(server, CLEAN_NAMES, REF)
+
+
 def assert_named(server: InProcessServer, names: list[str], first_reference: str) -> None:
     """The ended job's engine call got ``names``, each with its stored
     recording, and left nothing behind."""
@@ -325,6 +344,16 @@ def test_known_speakers_reach_the_engine_through_rest(server: InProcessServer, b
         assert answer.json()["options"]["known_speakers"] == ["Ana", "Bo"]
         assert wait_done(http, answer.json()["job_id"])["status"] == "completed"
     assert_named(server, ["Ana", "Bo"], REF)
+
+
+def test_names_are_kept_and_echoed_without_control_characters_by_rest(server: InProcessServer) -> None:
+    with server.client() as http:
+        answer = post(http, DIRTY_NAMES, [REF, REF], diarize="true")
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["options"]["known_speakers"] == CLEAN_NAMES
+        done = wait_done(http, answer.json()["job_id"])
+        assert done["options"]["known_speakers"] == CLEAN_NAMES
+    assert_named(server, CLEAN_NAMES, REF)
 
 
 def test_the_openapi_document_describes_the_rest_fields() -> None:
@@ -393,6 +422,18 @@ async def test_known_speakers_reach_the_engine_through_the_mcp_tool(server: InPr
         assert queued.structured_content["options"]["known_speakers"] == ["Ana", "Bo"]
         assert (await wait_over_mcp(client, queued.structured_content))["status"] == "completed"
     assert_named(server, ["Ana", "Bo"], REF)
+
+
+@pytest.mark.anyio
+async def test_names_are_kept_without_control_characters_by_the_mcp_tool(server: InProcessServer) -> None:
+    speakers = [{"name": name, "reference": REF} for name in DIRTY_NAMES]
+    async with Client(f"{server.url}/mcp") as client:
+        queued = await client.call_tool(
+            "transcribe_wav", {"audio_base64": b64(SPEECH), "diarize": True, "known_speakers": speakers}
+        )
+        assert queued.structured_content["options"]["known_speakers"] == CLEAN_NAMES
+        assert (await wait_over_mcp(client, queued.structured_content))["status"] == "completed"
+    assert_named(server, CLEAN_NAMES, REF)
 
 
 @pytest.mark.anyio
