@@ -391,6 +391,22 @@ def test_bad_known_speakers_get_a_400_from_rest(
     assert_refused(server)
 
 
+@pytest.mark.parametrize("route", ["/transcribe", "/v1/audio/transcriptions"])
+def test_too_many_large_references_get_a_413_that_names_their_limit(server: InProcessServer, route: str) -> None:
+    # Ten references, each within its own limit, 27 MB together: far below the upload limit.
+    reference = "data:audio/wav;base64," + "A" * (MAX_REFERENCE_FIELD_BYTES - 100)
+    speakers = {"known_speaker_names[]": [f"S{i}" for i in range(10)], "known_speaker_references[]": [reference] * 10}
+    with server.client() as http, open(SPEECH, "rb") as f:
+        answer = http.post(route, files={"file": f}, data={**speakers, "diarize": "true", "model": "whisper-1"})
+    assert answer.status_code == 413, answer.text
+    message = answer.json()["error"]["message"]
+    room = 4 * MAX_REFERENCE_FIELD_BYTES
+    expected = f"The known_speaker_references fields exceed their limit of {room / 2**20:.1f} MiB in all"
+    assert message.startswith(expected), message
+    assert "4 values of at most 2.7 MiB each" in message and "1024" not in message
+    assert_refused(server)
+
+
 # -- over the transcribe_wav tool (fake engine) ---------------------------------------------------
 
 
