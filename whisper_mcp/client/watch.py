@@ -91,6 +91,7 @@ SKIPPED_SUFFIXES = frozenset(
 FILE_REFUSALS = frozenset({"invalid_audio", "audio_too_long", "too_large", "conflict"})
 # The options that change a transcript, so a different choice is a different job.
 ID_OPTIONS = ("model", "language", "task", "initial_prompt", "diarize", "num_speakers", "min_speakers", "max_speakers")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, where links are rare and need privileges
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_STEM = 128 - 13  # the job id pattern allows 128 characters: stem, '-', 12 digits
 
@@ -407,7 +408,7 @@ class Watcher:
                     rec, "a symbolic link to a file outside the folder (--follow-symlinks to send it)", remember=False
                 )
                 return None
-        flags = os.O_RDONLY | (0 if self.follow_symlinks else os.O_NOFOLLOW)
+        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | (0 if self.follow_symlinks else _NOFOLLOW)
         try:
             return os.fdopen(os.open(source, flags), "rb")
         except OSError as exc:
