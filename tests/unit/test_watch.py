@@ -501,14 +501,17 @@ def test_names_are_printed_escaped_one_per_line(srv: InProcessServer, folder: Pa
     names = ["two\nlines.wav", "red\x1b[31m.wav", "back\\slash.wav"]
     for name in names:
         (folder / name).write_bytes((FIXTURES / "short.wav").read_bytes())
+    (folder / "junk\x1b]0;title\x07.bin").write_bytes(b"not audio")  # refused: its name is in that report too
 
     result = watch_process(srv.url, folder)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 2, result.stderr
+    assert "junk\\x1b]0;title\\x07.bin: skipped: refused by the service" in result.stderr
+    assert "\x07" not in result.stderr
     assert sorted(result.stdout.splitlines()) == [
         f"{folder}/back\\\\slash.txt", f"{folder}/red\\x1b[31m.txt", f"{folder}/two\\nlines.txt",
     ]  # fmt: skip
     assert "\x1b" not in result.stderr and "two\\nlines.wav: uploading" in result.stderr
-    assert all(line.startswith(("whisper-mcp", "back", "red", "two")) for line in result.stderr.splitlines())
+    assert all(line.startswith(("whisper-mcp", "back", "red", "two", "junk")) for line in result.stderr.splitlines())
     assert sorted(p.name for p in folder.glob("*.txt")) == ["back\\slash.txt", "red\x1b[31m.txt", "two\nlines.txt"]
 
 

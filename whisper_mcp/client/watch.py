@@ -71,9 +71,10 @@ from whisper_mcp.client.console import (
     ProgressDisplay,
     describe_error,
     printable,
+    terminal_safe,
     transcription_options,
 )
-from whisper_mcp.client.http import FINISHED, ClientError, ServiceClient, write_text_atomic
+from whisper_mcp.client.http import FINISHED, ClientError, ServiceClient, upload_name, write_text_atomic
 from whisper_mcp.formats import FORMATS
 
 __all__ = ["STATE_FILE", "Watcher", "job_id_for", "run_watch"]
@@ -502,7 +503,7 @@ class Watcher:
             self._changed_in_upload(rec, "changed while it was being uploaded")
             return
         if exc.code == "file_unreadable":
-            self._skip(rec, exc.message, remember=False)
+            self._skip(rec, exc.message.removeprefix(f"{upload_name(rec.path.name)}: "), remember=False)
             return
         if exc.code in FILE_REFUSALS or exc.status_code == 413:
             self._skip(rec, f"refused by the service: {exc.message}", remember=True)
@@ -576,12 +577,12 @@ class Watcher:
     def _message(self, text: str) -> None:
         if self._active is not None:
             self._active.done()
-        print(f"{PROG} watch: {text}", file=self.stderr, flush=True)
+        print(f"{PROG} watch: {terminal_safe(text)}", file=self.stderr, flush=True)
 
     def _error(self, text: str) -> None:
         if self._active is not None:
             self._active.done()
-        print(f"{PROG}: error: {text}", file=self.stderr, flush=True)
+        print(f"{PROG}: error: {terminal_safe(text)}", file=self.stderr, flush=True)
 
     def _summary(self) -> None:
         parts = [f"{n} {what}" for what, n in self.counts.items() if n]
