@@ -1,8 +1,9 @@
 """``whisper-mcp watch`` as a user runs it (``python -m whisper_mcp watch`` in a
 subprocess) against the real server with the real model: a folder of
 recordings, one of them still being written, becomes transcripts, once each,
-across a crash and restart of the watcher. And the watch examples of
-docs/client.md, run as written."""
+across a crash and restart of the watcher; a drop folder of hostile names,
+links and junk stops nothing. And the watch examples of docs/client.md, run
+as written."""
 
 from __future__ import annotations
 
@@ -151,3 +152,44 @@ def test_the_documented_watch_examples_run_as_written(server: ServerProcess, tmp
     assert result.returncode == 0, result.stderr
     assert SPEECH_WORDS <= words((tmp_path / "recordings" / "speech.txt").read_text())
     assert (tmp_path / "recordings" / "short.txt").exists()
+
+
+def test_a_hostile_drop_folder_stops_nothing(server: ServerProcess, tmp_path: Path) -> None:
+    """Names that are not UTF-8 or carry control characters, links out of the
+    folder, and a pile of files that are not audio: one pass of the real
+    watcher transcribes every recording, skips the rest, and says so."""
+    folder, private = tmp_path / "drop", tmp_path / "private"
+    folder.mkdir()
+    private.mkdir()
+    short = (FIXTURES / "short.wav").read_bytes()
+    (private / "secret.wav").write_bytes(short)
+    names = [b"wh2e-bad\xff.wav", b"wh2e-two\nlines.wav", b"wh2e-red\x1b[31m.wav"]
+    for name in names:
+        with open(os.path.join(os.fsencode(folder), name), "wb") as f:
+            f.write(short)
+    (folder / "wh2e-shared.wav").write_bytes((FIXTURES / "speech.wav").read_bytes())
+    (folder / "wh2e-shared.wav").chmod(0o644)
+    (folder / "wh2e-link.wav").symlink_to(private / "secret.wav")
+    for i in range(50):
+        (folder / f"wh2e-junk-{i:02}.bin").write_bytes(b"not audio %d\n" % i)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "whisper_mcp", "watch", str(folder), "--url", server.url, "--once",
+         "--settle-seconds", "0", "--interval", "0.2", "--no-cache"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr  # the link and the junk were skipped; nothing crashed
+    printed = [
+        f"{folder}/{stem}.txt" for stem in ("wh2e-bad\\xff", "wh2e-red\\x1b[31m", "wh2e-shared", "wh2e-two\\nlines")
+    ]
+    assert sorted(result.stdout.splitlines()) == printed
+    assert "\x1b" not in result.stderr and "wh2e-link.wav: skipped: a symbolic link to a file outside" in result.stderr
+    assert result.stderr.count("skipped: refused by the service") == 50
+    for name in names:
+        transcript = os.path.join(os.fsencode(folder), name.replace(b".wav", b".txt"))
+        with open(transcript, encoding="utf-8") as f:
+            assert SHORT_WORDS <= words(f.read()), name
+    assert SPEECH_WORDS <= words((folder / "wh2e-shared.txt").read_text())
+    assert (folder / "wh2e-shared.txt").stat().st_mode & 0o777 == 0o644
+    assert not (folder / "wh2e-link.txt").exists()
+    assert len(our_jobs(server, "wh2e-")) == 4

@@ -12,12 +12,13 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from whisper_mcp.client import console
 from whisper_mcp.client import http as client_module
 from whisper_mcp.client.cli import ProgressDisplay, add_client_commands, main, run_client_command
 from whisper_mcp.client.http import ClientError, ServiceClient
@@ -462,6 +463,62 @@ def test_upload_is_streamed_not_read_whole(tmp_path: Path, monkeypatch: pytest.M
     assert isinstance(body, bytes) and len(body) == seen["length"]
     assert b'name="language"\r\n\r\nen' in body and b'name="cache"\r\n\r\nfalse' in body
     assert b"beam_size" not in body
+
+
+class ChangeThenRead(httpx.BaseTransport):
+    """Calls ``change`` after the request is sent off and before its body is
+    read, as a file changes while the upload is on its way; keeps the body."""
+
+    def __init__(self, change: Callable[[], None]) -> None:
+        self.change = change
+        self.bodies: list[bytes] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.change()
+        self.bodies.append(b"".join(request.stream))  # type: ignore[arg-type]
+        return httpx.Response(202, json={"job_id": "j1", "status": "queued"})
+
+
+def test_a_file_that_grows_or_shrinks_during_the_upload(tmp_path: Path) -> None:
+    """The request declares the file's size when the upload began: bytes added
+    later are not sent, and a file cut short ends the upload with a file
+    error (exit 2), never a protocol error or 'service unreachable'."""
+    recording = tmp_path / "meeting.wav"
+    recording.write_bytes(b"x" * 300_000)
+
+    def grow() -> None:
+        with open(recording, "ab") as f:
+            f.write(b"y" * 100)
+
+    grows = ChangeThenRead(grow)
+    with ServiceClient("http://service.test", transport=grows) as client:
+        assert client.submit(recording)["job_id"] == "j1"
+    assert grows.bodies[0].count(b"x") == 300_000 and b"yy" not in grows.bodies[0]
+
+    with ServiceClient("http://service.test", transport=ChangeThenRead(lambda: os.truncate(recording, 1000))) as client:
+        with pytest.raises(ClientError) as info:
+            client.submit(recording)
+    assert info.value.code == "file_changed" and not info.value.unreachable
+    assert info.value.message == "meeting.wav: it became shorter while it was being uploaded"
+    assert console.exit_code(info.value) == 2
+
+
+def test_names_print_on_one_line_with_nothing_for_the_terminal() -> None:
+    cases = {
+        "plain name.wav": "plain name.wav",
+        "Ünïcode – ok.wav": "Ünïcode – ok.wav",
+        "two\nlines.wav": "two\\nlines.wav",
+        "red\x1b[31m.wav": "red\\x1b[31m.wav",
+        "cr\rnul\0tab\t.wav": "cr\\rnul\\x00tab\\t.wav",
+        "rtl\u202eoverride.wav": "rtl\\u202eoverride.wav",
+        os.fsdecode(b"bad\xff.wav"): "bad\\xff.wav",
+        "back\\slash.wav": "back\\\\slash.wav",
+    }
+    assert {name: console.printable(name) for name in cases} == cases
+    assert console.terminal_safe("C:\\x \x1b[2J") == "C:\\x \\x1b[2J"  # backslashes left, controls escaped
+    stream = io.StringIO()
+    ProgressDisplay(stream, "x", tty=False).update({"status": "failed", "error": "bad\x1b]0;title\x07"})
+    assert stream.getvalue() == "x: failed: bad\\x1b]0;title\\x07\n"
 
 
 def test_error_messages_from_any_answer() -> None:

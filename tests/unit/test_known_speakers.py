@@ -133,6 +133,20 @@ def test_bad_pairs_are_refused_in_words(names: list[str], refs: list[str], words
     assert words in err.value.message
 
 
+# Names as a hostile or careless client sends them, and as they are kept.
+DIRTY_NAMES = ["Ana\x1b[31m", "Bo\r\nSmith\x00"]
+CLEAN_NAMES = ["Ana[31m", "Bo Smith"]
+
+
+def test_names_lose_their_control_characters() -> None:
+    assert [name for name, _ in pair(DIRTY_NAMES, [REF, REF])] == CLEAN_NAMES
+    assert [name for name, _ in pair(["\tZoë\u2028Ng\x7f "], [REF])] == ["Zoë Ng"]
+    with pytest.raises(InvalidInput, match=r"known_speaker_names\[0\] is blank"):
+        pair(["\x00\x1b\r\n"], [REF])
+    with pytest.raises(InvalidInput, match="lists 'Ana' twice"):
+        pair(["Ana", "Ana\x1b"], [REF, REF])
+
+
 def test_known_speakers_are_read_from_the_form_with_or_without_brackets() -> None:
     fields = {"known_speaker_names[]": ["Ana"], "known_speaker_references[]": [REF]}
     assert known_speakers(fields) == [("Ana", REF)] and names_known_speakers(fields)
@@ -269,6 +283,11 @@ def test_known_speakers_reach_the_engine_as_stored_recordings(api: OpenAI, serve
     assert_named(server, ["Ana", "Bo"], REF)
 
 
+def test_names_reach_the_engine_without_control_characters(api: OpenAI, server: InProcessServer) -> None:
+    transcribe(api, DIRTY_NAMES, [REF, REF])
+    assert_named(server, CLEAN_NAMES, REF)
+
+
 def assert_named(server: InProcessServer, names: list[str], first_reference: str) -> None:
     """The ended job's engine call got ``names``, each with its stored
     recording, and left nothing behind."""
@@ -327,6 +346,16 @@ def test_known_speakers_reach_the_engine_through_rest(server: InProcessServer, b
     assert_named(server, ["Ana", "Bo"], REF)
 
 
+def test_names_are_kept_and_echoed_without_control_characters_by_rest(server: InProcessServer) -> None:
+    with server.client() as http:
+        answer = post(http, DIRTY_NAMES, [REF, REF], diarize="true")
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["options"]["known_speakers"] == CLEAN_NAMES
+        done = wait_done(http, answer.json()["job_id"])
+        assert done["options"]["known_speakers"] == CLEAN_NAMES
+    assert_named(server, CLEAN_NAMES, REF)
+
+
 def test_the_openapi_document_describes_the_rest_fields() -> None:
     submission = openapi_spec()["components"]["schemas"]["Submission"]["properties"]
     for field in ("known_speaker_names[]", "known_speaker_references[]"):
@@ -362,6 +391,22 @@ def test_bad_known_speakers_get_a_400_from_rest(
     assert_refused(server)
 
 
+@pytest.mark.parametrize("route", ["/transcribe", "/v1/audio/transcriptions"])
+def test_too_many_large_references_get_a_413_that_names_their_limit(server: InProcessServer, route: str) -> None:
+    # Ten references, each within its own limit, 27 MB together: far below the upload limit.
+    reference = "data:audio/wav;base64," + "A" * (MAX_REFERENCE_FIELD_BYTES - 100)
+    speakers = {"known_speaker_names[]": [f"S{i}" for i in range(10)], "known_speaker_references[]": [reference] * 10}
+    with server.client() as http, open(SPEECH, "rb") as f:
+        answer = http.post(route, files={"file": f}, data={**speakers, "diarize": "true", "model": "whisper-1"})
+    assert answer.status_code == 413, answer.text
+    message = answer.json()["error"]["message"]
+    room = 4 * MAX_REFERENCE_FIELD_BYTES
+    expected = f"The known_speaker_references fields exceed their limit of {room / 2**20:.1f} MiB in all"
+    assert message.startswith(expected), message
+    assert "4 values of at most 2.7 MiB each" in message and "1024" not in message
+    assert_refused(server)
+
+
 # -- over the transcribe_wav tool (fake engine) ---------------------------------------------------
 
 
@@ -393,6 +438,18 @@ async def test_known_speakers_reach_the_engine_through_the_mcp_tool(server: InPr
         assert queued.structured_content["options"]["known_speakers"] == ["Ana", "Bo"]
         assert (await wait_over_mcp(client, queued.structured_content))["status"] == "completed"
     assert_named(server, ["Ana", "Bo"], REF)
+
+
+@pytest.mark.anyio
+async def test_names_are_kept_without_control_characters_by_the_mcp_tool(server: InProcessServer) -> None:
+    speakers = [{"name": name, "reference": REF} for name in DIRTY_NAMES]
+    async with Client(f"{server.url}/mcp") as client:
+        queued = await client.call_tool(
+            "transcribe_wav", {"audio_base64": b64(SPEECH), "diarize": True, "known_speakers": speakers}
+        )
+        assert queued.structured_content["options"]["known_speakers"] == CLEAN_NAMES
+        assert (await wait_over_mcp(client, queued.structured_content))["status"] == "completed"
+    assert_named(server, CLEAN_NAMES, REF)
 
 
 @pytest.mark.anyio

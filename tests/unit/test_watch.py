@@ -8,6 +8,11 @@ import argparse
 import hashlib
 import io
 import json
+import os
+import socket
+import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +28,7 @@ from whisper_mcp.client.watch import STATE_FILE, Watcher, is_candidate, job_id_f
 from whisper_mcp.queue.jobs import JOB_ID
 
 from fakes import FakeEngine
-from helpers import FIXTURES, InProcessServer, free_port
+from helpers import FIXTURES, ROOT, InProcessServer, free_port
 
 SPEECH = FIXTURES / "speech.wav"
 
@@ -210,9 +215,9 @@ def test_once_writes_atomically_into_out_in_the_chosen_format(
     written: list[Path] = []
     real = watch_module.write_text_atomic
 
-    def spy(path: Path, text: str) -> None:
+    def spy(path: Path, text: str, *mode: int) -> None:
         written.append(path)
-        real(path, text)
+        real(path, text, *mode)
 
     monkeypatch.setattr(watch_module, "write_text_atomic", spy)
     out_dir = tmp_path / "transcripts" / "srt"
@@ -319,3 +324,202 @@ def test_two_recordings_with_one_transcript_name_the_first_wins(srv: InProcessSe
     assert "a.wav: skipped: a.mp3 writes" in w.stderr.getvalue()  # type: ignore[attr-defined]
     assert [j["filename"] for j in server_jobs(srv)] == ["a.mp3"]
     assert (folder / "a.txt").exists() and not (folder / STATE_FILE).exists()
+
+
+# -- files that must not stop the watcher (the real command, in a subprocess) ------------------------
+
+
+def watch_process(url: str, folder: Path, *extra: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m whisper_mcp watch DIR --once`` as a user runs it."""
+    argv = [sys.executable, "-m", "whisper_mcp", *quick(url, folder, "--once", *extra)]
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_name_that_is_not_utf8_is_sent_under_a_safe_name_and_the_rest_goes_on(
+    srv: InProcessServer, folder: Path
+) -> None:
+    bad = os.fsencode(folder) + b"/bad\xff.wav"
+    with open(bad, "wb") as f:
+        f.write(SPEECH.read_bytes())
+    (folder / "good.wav").write_bytes((FIXTURES / "short.wav").read_bytes())
+
+    result = watch_process(srv.url, folder)
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == [f"{folder}/bad\\xff.txt", str(folder / "good.txt")]
+    assert os.path.exists(os.fsencode(folder) + b"/bad\xff.txt")  # the transcript keeps the real name
+    assert sorted(j["filename"] for j in server_jobs(srv)) == ["bad\ufffd.wav", "good.wav"]
+    assert "bad\\xff.wav: uploading" in result.stderr
+
+    again = watch_process(srv.url, folder)  # a restart finds both done
+    assert again.returncode == 0 and again.stdout == "" and "2 up to date" in again.stderr, again.stderr
+
+
+class HoldingProxy:
+    """A TCP proxy in front of a server that stops passing a client's bytes on
+    once ``hold_after`` of them have gone through one connection (the first
+    time only): ``holding`` is set then, and it goes on once ``release`` is."""
+
+    def __init__(self, upstream_port: int, hold_after: int) -> None:
+        self.upstream_port = upstream_port
+        self.hold_after = hold_after
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets: list[socket.socket] = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, from_client: bool) -> None:
+        passed = 0
+        try:
+            while data := src.recv(65536):
+                passed += len(data)
+                if from_client and passed > self.hold_after and not self.release.is_set():
+                    self.holding.set()
+                    self.release.wait(60)
+                dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.release.set()
+        for s in self.sockets:
+            s.close()
+
+
+def test_a_file_that_shrinks_while_it_is_uploaded_is_sent_again_once_it_settles(
+    srv: InProcessServer, folder: Path
+) -> None:
+    recording = folder / "meeting.wav"
+    # Far larger than the sockets' buffers: the upload is still reading it when the proxy holds.
+    with open(recording, "wb") as f:
+        f.write(SPEECH.read_bytes())
+        f.truncate(64 * 2**20)
+    proxy = HoldingProxy(srv.port, hold_after=2**20)
+    try:
+        argv = [sys.executable, "-m", "whisper_mcp", *quick(proxy.url, folder, "--once")]
+        watcher_process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proxy.holding.wait(60), watcher_process.communicate(timeout=30)
+        recording.write_bytes(SPEECH.read_bytes())  # shorter than what the upload has read so far
+        proxy.release.set()
+        out, err = watcher_process.communicate(timeout=120)
+    finally:
+        proxy.close()
+    assert watcher_process.returncode == 0, err
+    assert "changed while it was being uploaded" in err
+    assert out.splitlines() == [str(folder / "meeting.txt")]
+    (job,) = server_jobs(srv)
+    assert job["job_id"] == job_id_for("meeting.wav", hashlib.sha256(SPEECH.read_bytes()).hexdigest(), {})
+    assert srv.service.queue.get(job["job_id"]).audio_bytes == SPEECH.stat().st_size  # type: ignore[union-attr]
+    assert list((srv.storage / "incoming").iterdir()) == []  # the cut-off upload left nothing
+
+
+def test_links_out_of_the_folder_are_skipped_unless_followed(
+    srv: InProcessServer, folder: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "speech.wav").write_bytes(SPEECH.read_bytes())
+    (elsewhere / "secret.txt").write_text("not for the service\n")
+    (folder / "short.wav").write_bytes((FIXTURES / "short.wav").read_bytes())
+    (folder / "outside.wav").symlink_to(elsewhere / "speech.wav")
+    (folder / "secret.wav").symlink_to(elsewhere / "secret.txt")
+    (folder / "inside.wav").symlink_to("short.wav")  # a link within the folder is fine
+
+    result = watch_process(srv.url, folder)
+    assert result.returncode == 2, result.stderr
+    for name in ("outside.wav", "secret.wav"):
+        assert f"{name}: skipped: a symbolic link to a file outside the folder" in result.stderr
+    assert sorted(j["filename"] for j in server_jobs(srv)) == ["inside.wav", "short.wav"]
+    assert sorted(p.name for p in folder.glob("*.txt")) == ["inside.txt", "short.txt"]
+    assert not (folder / STATE_FILE).exists()  # not given up on: a run with the flag takes them
+
+    followed = watch_process(srv.url, folder, "--follow-symlinks")
+    assert followed.returncode == 2, followed.stderr  # secret.txt is not audio
+    assert "secret.wav: skipped: refused by the service" in followed.stderr
+    assert followed.stdout.splitlines() == [str(folder / "outside.txt")]
+    assert sorted(j["filename"] for j in server_jobs(srv)) == ["inside.wav", "outside.wav", "short.wav"]
+
+
+def test_a_file_swapped_for_a_link_out_of_the_folder_is_not_read(
+    srv: InProcessServer, folder: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "secret.wav").write_bytes(SPEECH.read_bytes())
+    recording = folder / "meeting.wav"
+    recording.write_bytes((FIXTURES / "short.wav").read_bytes())
+    clock = FakeClock()
+    w = watcher(srv, folder, clock=clock, settle=10)
+    w.step()  # seen as a regular file, settling
+    recording.unlink()
+    recording.symlink_to(tmp_path / "secret.wav")
+    clock.t += 60
+    assert w.run() == 2
+    assert "meeting.wav: skipped: a symbolic link to a file outside the folder" in w.stderr.getvalue()  # type: ignore[attr-defined]
+    assert server_jobs(srv) == []
+
+
+def test_a_thousand_refusals_write_the_state_file_once(
+    srv: InProcessServer, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(1000):
+        (folder / f"notes-{i:04}.bin").write_bytes(b"not audio %d\n" % i)
+    writes: list[int] = []
+    real = watch_module.write_text_atomic
+
+    def counting(path: Path, text: str, *mode: int) -> None:
+        if path.name == STATE_FILE:
+            writes.append(len(text.encode()))
+        real(path, text, *mode)
+
+    monkeypatch.setattr(watch_module, "write_text_atomic", counting)
+    w = watcher(srv, folder, settle=0)
+    assert w.run() == 2
+    assert w.counts["skipped"] == 1000
+    state = folder / STATE_FILE
+    assert len(json.loads(state.read_text())["given_up"]) == 1000
+    assert len(writes) == 1 and writes[0] == state.stat().st_size  # one look, one write
+
+    writes.clear()
+    again = watcher(srv, folder, settle=0)
+    assert again.run() == 0 and again.counts["skipped earlier"] == 1000
+    assert writes == []  # nothing new to remember
+
+
+def test_names_are_printed_escaped_one_per_line(srv: InProcessServer, folder: Path) -> None:
+    names = ["two\nlines.wav", "red\x1b[31m.wav", "back\\slash.wav"]
+    for name in names:
+        (folder / name).write_bytes((FIXTURES / "short.wav").read_bytes())
+    (folder / "junk\x1b]0;title\x07.bin").write_bytes(b"not audio")  # refused: its name is in that report too
+
+    result = watch_process(srv.url, folder)
+    assert result.returncode == 2, result.stderr
+    assert "junk\\x1b]0;title\\x07.bin: skipped: refused by the service" in result.stderr
+    assert "\x07" not in result.stderr
+    assert sorted(result.stdout.splitlines()) == [
+        f"{folder}/back\\\\slash.txt", f"{folder}/red\\x1b[31m.txt", f"{folder}/two\\nlines.txt",
+    ]  # fmt: skip
+    assert "\x1b" not in result.stderr and "two\\nlines.wav: uploading" in result.stderr
+    assert all(line.startswith(("whisper-mcp", "back", "red", "two", "junk")) for line in result.stderr.splitlines())
+    assert sorted(p.name for p in folder.glob("*.txt")) == ["back\\slash.txt", "red\x1b[31m.txt", "two\nlines.txt"]
+
+
+def test_a_transcript_takes_its_recordings_permissions(srv: InProcessServer, folder: Path) -> None:
+    modes = {"shared.wav": 0o644, "group.wav": 0o640, "script.wav": 0o755}
+    for name, mode in modes.items():
+        (folder / name).write_bytes((FIXTURES / "short.wav").read_bytes())
+        (folder / name).chmod(mode)
+    assert watcher(srv, folder, settle=0).run() == 0
+    written = {name: stat.S_IMODE((folder / name).with_suffix(".txt").stat().st_mode) for name in modes}
+    assert written == {"shared.wav": 0o644, "group.wav": 0o640, "script.wav": 0o644}  # never executable

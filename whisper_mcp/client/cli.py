@@ -168,12 +168,13 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
         "watcher resumes the jobs it queued instead of queueing them again. Files the service "
         "refuses as not audio are reported once and skipped (remembered in "
         ".whisper-mcp-watch.json in the transcripts' folder). While the service is unreachable it "
-        "retries, waiting longer each time (up to 30 s). Progress goes to stderr, each written "
-        "transcript's path to stdout.",
+        "retries, waiting longer each time (up to 30 s). Symbolic links to files outside DIR are "
+        "skipped unless --follow-symlinks. Progress goes to stderr, each written transcript's path "
+        "to stdout (names escaped: one per line).",
         epilog=EXIT_CODES_HELP
         + "\n\nWithout --once, watch runs until stopped (Ctrl-C: exit 130) and exits early only for 2, 3 "
         "(--give-up-after) or 4. With --once: 0 when every recording of the pass has its transcript, "
-        "1 when a job failed, 2 when a file was refused.",
+        "1 when a job failed, 2 when a file was refused or skipped.",
         formatter_class=raw,
     )
     w.add_argument("folder", metavar="DIR", help="the folder of recordings (not its subfolders)")
@@ -193,6 +194,10 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
     w.add_argument(
         "--give-up-after", type=float, metavar="SECONDS",
         help="exit 3 once the service has been unreachable this long (default: keep retrying; with --once, 600)",
+    )  # fmt: skip
+    w.add_argument(
+        "--follow-symlinks", action="store_true",
+        help="also transcribe symbolic links to files outside DIR (by default they are skipped)",
     )  # fmt: skip
     w.set_defaults(client_handler=_cmd_watch)
 

@@ -38,9 +38,12 @@ def error(message: str) -> None:
 
 
 def exit_code(exc: ClientError) -> int:
-    """2 when the service refused what was sent; 4 when it refused the
-    credentials; 3 when it could not be reached, was overloaded or failed itself."""
+    """2 when the service refused what was sent (or the file could not be sent
+    whole); 4 when it refused the credentials; 3 when it could not be reached,
+    was overloaded or failed itself."""
     status = exc.status_code
+    if status is None and exc.code is not None:  # file_changed, file_unreadable
+        return EXIT_USAGE
     if status in (401, 403):
         return EXIT_CREDENTIALS
     if status is not None and 400 <= status < 500 and status not in (407, 408, 429):
@@ -93,6 +96,34 @@ def token(args: argparse.Namespace) -> str | None:
 
 def client(args: argparse.Namespace) -> ServiceClient:
     return ServiceClient(url(args), token=token(args), timeout=args.http_timeout)
+
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(name: str) -> str:
+    """A file name as it is printed: one line, nothing a terminal acts on.
+    Control and other unprintable characters become escapes (``\\n``,
+    ``\\x1b``, ``\\u202e``), a byte that was not valid UTF-8 becomes
+    ``\\xNN``, and a backslash ``\\\\``, so every name prints one way."""
+    return "".join(_escape(ch) if ch == "\\" or not ch.isprintable() else ch for ch in name)
+
+
+def terminal_safe(text: str) -> str:
+    """A line of output with control characters escaped as ``printable`` does,
+    its backslashes left alone (names in it are escaped already)."""
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if ch in _ESCAPES:
+        return _ESCAPES[ch]
+    if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for an undecodable byte
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def format_size(n: int) -> str:
@@ -172,11 +203,12 @@ class ProgressDisplay:
         return status
 
     def _draw(self, text: str) -> None:
+        text = terminal_safe(text)
         pad = max(0, self._drawn - len(text))
         self.stream.write("\r" + text + " " * pad)
         self.stream.flush()
         self._drawn = len(text)
 
     def _line(self, text: str) -> None:
-        self.stream.write(text + "\n")
+        self.stream.write(terminal_safe(text) + "\n")
         self.stream.flush()

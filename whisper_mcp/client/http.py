@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
@@ -32,13 +32,16 @@ FINISHED = FINISHED_STATUSES
 __all__ = ["DEFAULT_URL", "FINISHED", "ClientError", "ServiceClient"]
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a transcript so a reader never sees half a file."""
+def write_text_atomic(path: Path, text: str, mode: int | None = None) -> None:
+    """Write a transcript so a reader never sees half a file; with ``mode``, the
+    file gets those permission bits (otherwise 0600, as a temporary file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -56,11 +59,60 @@ class ClientError(Exception):
 
     @property
     def unreachable(self) -> bool:
-        """True when no HTTP answer came back (connection refused, DNS, timeout)."""
-        return self.status_code is None
+        """True when no HTTP answer came back (connection refused, DNS, timeout);
+        not for a problem with the file being sent (``code`` says which)."""
+        return self.status_code is None and self.code is None
 
     def __str__(self) -> str:
         return self.message
+
+
+def upload_name(name: str) -> str:
+    """A file name as it can be sent: bytes that were not valid UTF-8 (kept by
+    Python as lone surrogates) become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+class _FileChanged(Exception):
+    """The file being uploaded ended early or could not be read."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class _Snapshot:
+    """A file read as exactly the bytes it had when the upload began: the
+    request declares that length, so a file that grows is sent as it was and
+    one that shrinks raises ``_FileChanged`` instead of breaking the request."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self._start = f.tell()
+        self.length = os.fstat(f.fileno()).st_size - self._start
+        self._position = 0
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self.length}[whence]
+        self._position = max(0, min(self.length, base + offset))
+        return self._position
+
+    def read(self, size: int = -1) -> bytes:
+        want = self.length - self._position if size < 0 else min(size, self.length - self._position)
+        if want <= 0:
+            return b""
+        try:
+            self._f.seek(self._start + self._position)
+            data = self._f.read(want)
+        except OSError as exc:
+            raise _FileChanged("file_unreadable", f"it could not be read: {exc.strerror or exc}") from None
+        if len(data) < want:
+            raise _FileChanged("file_changed", "it became shorter while it was being uploaded")
+        self._position += len(data)
+        return data
 
 
 def _form_value(value: Any) -> str:
@@ -156,21 +208,33 @@ class ServiceClient:
         values are left out. Returns the job record (status ``queued``, or
         ``completed`` for a cached transcript)."""
         file_path = Path(path)
-        data = {name: _form_value(value) for name, value in options.items() if value is not None}
         try:
             f = open(file_path, "rb")
         except OSError as exc:
             raise ClientError(f"cannot read {file_path}: {exc.strerror or exc}") from exc
         with f:
+            return self.submit_file(f, file_path.name, **options)
+
+    def submit_file(self, f: BinaryIO, filename: str, **options: Any) -> dict[str, Any]:
+        """``submit`` for a file already open (binary, from its current position
+        to the end it has now), sent as ``filename``: a name that is not valid
+        UTF-8 goes as ``upload_name`` makes it. A file that shrinks while it is
+        sent raises ``ClientError`` with code ``file_changed``, one that cannot
+        be read ``file_unreadable``; neither is ``unreachable``."""
+        data = {name: _form_value(value) for name, value in options.items() if value is not None}
+        name = upload_name(filename)
+        try:
             return self._json(
                 "POST",
                 "/transcribe",
-                files={"file": (file_path.name, f, "application/octet-stream")},
+                files={"file": (name, _Snapshot(f), "application/octet-stream")},
                 data=data,
                 # The answer comes after the service has stored and probed the whole
                 # upload: allow a long file more than one request timeout for that.
                 timeout=httpx.Timeout(self.timeout, read=max(self.timeout, 300.0)),
             )
+        except _FileChanged as exc:
+            raise ClientError(f"{name}: {exc}", code=exc.code) from None
 
     def status(self, job_id: str, fmt: str | None = None) -> dict[str, Any]:
         """The job's record; ``transcript`` (rendered in ``fmt``) once completed, ``error`` once failed."""

@@ -25,7 +25,15 @@ cancelled (rename the recording to try again: the new name gives a new job
 id). Both are remembered in ``.whisper-mcp-watch.json`` in the transcripts'
 folder, by path, size and modification time, so a restarted watcher or the
 next ``--once`` run does not upload them again; a file that changes is tried
-again.
+again. That file is written once per look at the folder, not once per file.
+
+No one file stops the watcher: a file that changes while it is uploaded
+settles and is sent again; a name that is not valid UTF-8 is sent with U+FFFD
+in place of its bad bytes (its transcript keeps the real name); a symbolic
+link to a file outside the folder is skipped unless ``--follow-symlinks``
+(the files are opened without following links, so a file swapped for a link
+is not read either). Names are printed escaped (``console.printable``), one
+per line. A transcript gets its recording's read and write permissions.
 
 When the service cannot be reached (or answers 5xx or 429, e.g. while it
 restarts), the watcher says so and retries, waiting longer each time (up to
@@ -43,12 +51,14 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from whisper_mcp.client import console
 from whisper_mcp.client.console import (
@@ -60,9 +70,11 @@ from whisper_mcp.client.console import (
     PROG,
     ProgressDisplay,
     describe_error,
+    printable,
+    terminal_safe,
     transcription_options,
 )
-from whisper_mcp.client.http import FINISHED, ClientError, ServiceClient, write_text_atomic
+from whisper_mcp.client.http import FINISHED, ClientError, ServiceClient, upload_name, write_text_atomic
 from whisper_mcp.formats import FORMATS
 
 __all__ = ["STATE_FILE", "Watcher", "job_id_for", "run_watch"]
@@ -80,6 +92,7 @@ SKIPPED_SUFFIXES = frozenset(
 FILE_REFUSALS = frozenset({"invalid_audio", "audio_too_long", "too_large", "conflict"})
 # The options that change a transcript, so a different choice is a different job.
 ID_OPTIONS = ("model", "language", "task", "initial_prompt", "diarize", "num_speakers", "min_speakers", "max_speakers")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, where links are rare and need privileges
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_STEM = 128 - 13  # the job id pattern allows 128 characters: stem, '-', 12 digits
 
@@ -100,12 +113,16 @@ def is_candidate(name: str) -> bool:
     return Path(name).suffix.lower() not in SKIPPED_SUFFIXES
 
 
-def _sha256(path: Path) -> str:
+def _sha256(f: BinaryIO) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1024 * 1024):
-            digest.update(block)
+    while block := f.read(1024 * 1024):
+        digest.update(block)
     return digest.hexdigest()
+
+
+def _transcript_mode(st_mode: int) -> int:
+    """A recording's read and write permission bits, for its transcript."""
+    return stat.S_IMODE(st_mode) & 0o666
 
 
 class ServiceDown(Exception):
@@ -128,6 +145,7 @@ class Recording:
     mtime_ns: int
     since: float  # clock time when (size, mtime_ns) was first seen
     display: ProgressDisplay
+    mode: int = 0o600  # the transcript's permission bits: the recording's
     # settling -> ready (hashed, job id known) -> pending (job queued) -> done;
     # or skipped / failed; "earlier": skipped by an earlier run (state file).
     state: str = "settling"
@@ -141,6 +159,11 @@ class Recording:
     @property
     def final(self) -> bool:
         return self.state in ("done", "skipped", "failed", "earlier")
+
+    @property
+    def name(self) -> str:
+        """The file's name as printed."""
+        return printable(self.path.name)
 
 
 class Watcher:
@@ -161,6 +184,7 @@ class Watcher:
         interval: float = 2.0,
         once: bool = False,
         give_up_after: float | None = None,
+        follow_symlinks: bool = False,
         stdout: TextIO | None = None,
         stderr: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -176,6 +200,8 @@ class Watcher:
         self.interval = interval
         self.once = once
         self.give_up_after = give_up_after if give_up_after is not None or not once else ONCE_GIVE_UP
+        self.follow_symlinks = follow_symlinks
+        self._root = folder.resolve()
         self.stdout = stdout or sys.stdout
         self.stderr = stderr or sys.stderr
         self.clock = clock
@@ -186,6 +212,7 @@ class Watcher:
         self.counts = {"written": 0, "skipped": 0, "failed": 0, "skipped earlier": 0, "up to date": 0}
         self.state_path = (out or folder) / STATE_FILE
         self.given_up = self._load_state()
+        self._state_changed = False
         self._looked = False
         self._active: ProgressDisplay | None = None
         self._down_since: float | None = None
@@ -198,7 +225,7 @@ class Watcher:
         are final); the exit code."""
         mode = "one pass over" if self.once else "watching"
         self._message(
-            f"{mode} {self.folder} (settle {self.settle:g} s) with {self.client.url}"
+            f"{mode} {printable(str(self.folder))} (settle {self.settle:g} s) with {self.client.url}"
             + ("" if self.once else "; Ctrl-C to stop")
         )
         while True:
@@ -228,15 +255,31 @@ class Watcher:
         waiting on any: the service batches short recordings queued together);
         check the jobs. Raises ``ServiceDown`` or ``Fatal``."""
         now = self.clock()
-        self._scan(now)
-        for rec in self._sorted():
-            if rec.state == "settling" and now - rec.since >= self.settle:
-                self._prepare(rec)
-            if rec.state == "ready":
-                self._start(rec)
-        for rec in self._sorted():
-            if rec.state == "pending":
-                self._poll(rec)
+        try:
+            self._scan(now)
+            for rec in self._sorted():
+                with self._one_file(rec):
+                    if rec.state == "settling" and now - rec.since >= self.settle:
+                        self._prepare(rec)
+                    if rec.state == "ready":
+                        self._start(rec)
+            for rec in self._sorted():
+                if rec.state == "pending":
+                    with self._one_file(rec):
+                        self._poll(rec)
+        finally:
+            self._save_state()  # once per look, however many files were given up on
+
+    @contextmanager
+    def _one_file(self, rec: Recording) -> Iterator[None]:
+        """Whatever else goes wrong with one file skips that file (the service's
+        troubles and fatal errors still end the step)."""
+        try:
+            yield
+        except (ServiceDown, Fatal):
+            raise
+        except Exception as exc:
+            self._skip(rec, f"unexpected error: {type(exc).__name__}: {exc}", remember=False)
 
     def _sorted(self) -> list[Recording]:
         return [self.recordings[p] for p in sorted(self.recordings)]
@@ -260,7 +303,9 @@ class Watcher:
         try:
             entries = sorted(os.scandir(self.folder), key=lambda e: e.name)
         except OSError as exc:
-            raise Fatal(f"{self.folder}: cannot read the folder: {exc.strerror or exc}", EXIT_USAGE) from None
+            raise Fatal(
+                f"{printable(str(self.folder))}: cannot read the folder: {exc.strerror or exc}", EXIT_USAGE
+            ) from None
         seen: set[Path] = set()
         for entry in entries:
             if not is_candidate(entry.name):
@@ -279,6 +324,7 @@ class Watcher:
                 self._found(path, st.st_size, st.st_mtime_ns, now)
             elif rec.key != (st.st_size, st.st_mtime_ns):
                 self._changed(rec, st.st_size, st.st_mtime_ns, now)
+            self.recordings[path].mode = _transcript_mode(st.st_mode)
             seen.add(path)
         for path in set(self.recordings) - seen:
             rec = self.recordings.pop(path)
@@ -288,7 +334,7 @@ class Watcher:
 
     def _found(self, path: Path, size: int, mtime_ns: int, now: float) -> None:
         target = (self.out or path.parent) / f"{path.stem}.{self.fmt}"
-        rec = Recording(path, target, size, mtime_ns, now, ProgressDisplay(self.stderr, path.name))
+        rec = Recording(path, target, size, mtime_ns, now, ProgressDisplay(self.stderr, printable(path.name)))
         self.recordings[path] = rec
         if self._up_to_date(rec):
             rec.state = "done"
@@ -297,16 +343,27 @@ class Watcher:
             rec.state = "earlier"
             self.counts["skipped earlier"] += 1
 
-    def _changed(self, rec: Recording, size: int, mtime_ns: int, now: float) -> None:
+    def _changed(self, rec: Recording, size: int, mtime_ns: int, now: float, why: str | None = None) -> None:
         """The file changed: start settling again (a changed recording is
         transcribed again; a job queued for its old content is left to the service)."""
         if rec.state == "earlier":
             self.counts["skipped earlier"] -= 1
         rec.size, rec.mtime_ns, rec.since = size, mtime_ns, now
         rec.state, rec.job_id = "settling", None
-        if not rec.noted_growth:
+        if why is not None:
+            self._note(rec, f"{why}; sending it again once it stops changing")
+        elif not rec.noted_growth:
             rec.noted_growth = True
             self._note(rec, f"still being written ({console.format_size(size)}); waiting until it stops changing")
+
+    def _changed_in_upload(self, rec: Recording, why: str) -> None:
+        """The file changed while it was sent: settle again (if it is gone, the next look forgets it)."""
+        try:
+            st = rec.path.stat()
+        except OSError:
+            st = None
+        size, mtime_ns = (st.st_size, st.st_mtime_ns) if st else rec.key
+        self._changed(rec, size, mtime_ns, self.clock(), why)
 
     def _up_to_date(self, rec: Recording) -> bool:
         try:
@@ -320,11 +377,16 @@ class Watcher:
         """Settled: read it once for its job id."""
         first = min(p for p, r in self.recordings.items() if r.target == rec.target)
         if first != rec.path:  # a.wav and a.mp3 would both write a.txt: the first name wins
-            self._skip(rec, f"{first.name} writes {rec.target} too; rename one of them", remember=False)
+            target = printable(str(rec.target))
+            self._skip(rec, f"{printable(first.name)} writes {target} too; rename one of them", remember=False)
+            return
+        f = self._open(rec)
+        if f is None:
             return
         try:
-            digest = _sha256(rec.path)
-            st = rec.path.stat()
+            with f:
+                digest = _sha256(f)
+                st = os.fstat(f.fileno())
         except OSError as exc:
             self._skip(rec, f"cannot read it: {exc.strerror or exc}", remember=False)
             return
@@ -334,21 +396,61 @@ class Watcher:
         rec.job_id = job_id_for(rec.path.name, digest, self.options)
         rec.state = "ready"
 
+    def _open(self, rec: Recording) -> BinaryIO | None:
+        """The recording, open for reading; None (skipped, said why) when it
+        cannot be read or is a link out of the folder. Without
+        ``follow_symlinks`` a link is read only where it leads inside the
+        folder, and no link is followed in the open itself."""
+        source = rec.path
+        if not self.follow_symlinks and rec.path.is_symlink():
+            source = rec.path.resolve()
+            if not source.is_relative_to(self._root):
+                self._skip(
+                    rec, "a symbolic link to a file outside the folder (--follow-symlinks to send it)", remember=False
+                )
+                return None
+        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | (0 if self.follow_symlinks else _NOFOLLOW)
+        try:
+            return os.fdopen(os.open(source, flags), "rb")
+        except OSError as exc:
+            self._skip(rec, f"cannot read it: {exc.strerror or exc}", remember=False)
+            return None
+
     def _start(self, rec: Recording) -> None:
         """Resume the recording's job if the service has it; upload it otherwise."""
         assert rec.job_id is not None
         record = self._status(rec)
         if record is None or record.get("status") == "waiting_for_upload":
-            self._note(rec, f"uploading ({console.format_size(rec.size)}) as job {rec.job_id}")
-            try:
-                record = self.client.submit(rec.path, job_id=rec.job_id, **self.options)
-            except ClientError as exc:
-                self._refused(rec, exc)
+            record = self._upload(rec)
+            if record is None:
                 return
         else:
             self._note(rec, f"resuming job {rec.job_id}")
         rec.state = "pending"
         self._update(rec, record)
+
+    def _upload(self, rec: Recording) -> dict[str, Any] | None:
+        """Send the recording's bytes as they were hashed; None when it was not
+        sent (refused, unreadable, or changed: then it settles again)."""
+        f = self._open(rec)
+        if f is None:
+            return None
+        with f:
+            before = os.fstat(f.fileno())
+            if (before.st_size, before.st_mtime_ns) != rec.key:
+                self._changed_in_upload(rec, "changed before it was sent")
+                return None
+            self._note(rec, f"uploading ({console.format_size(rec.size)}) as job {rec.job_id}")
+            try:
+                record = self.client.submit_file(f, rec.path.name, job_id=rec.job_id, **self.options)
+            except ClientError as exc:
+                self._refused(rec, exc)
+                return None
+            after = os.fstat(f.fileno())
+        if (after.st_size, after.st_mtime_ns) != rec.key:  # the job has other bytes than the id says
+            self._changed_in_upload(rec, "changed while it was being uploaded")
+            return None
+        return record
 
     def _poll(self, rec: Recording) -> None:
         record = self._status(rec)
@@ -366,7 +468,7 @@ class Watcher:
             if exc.status_code == 404:
                 return None
             self._raise_for(exc)
-            raise Fatal(f"{rec.path.name}: {self._explain(exc)}", EXIT_USAGE) from None
+            raise Fatal(f"{rec.name}: {self._explain(exc)}", EXIT_USAGE) from None
 
     def _update(self, rec: Recording, record: dict[str, Any]) -> None:
         status = record.get("status")
@@ -376,32 +478,38 @@ class Watcher:
         rec.display.done()
         if status != "completed":
             reason = record.get("error") or "no reason given"
-            self._error(f"{rec.path.name}: job {rec.job_id} {status}: {reason} (rename the file to try again)")
+            self._error(f"{rec.name}: job {rec.job_id} {status}: {reason} (rename the file to try again)")
             rec.state = "failed"
             self.counts["failed"] += 1
             self.worst = max(self.worst, EXIT_JOB_FAILED)
             self._remember(rec, f"job {rec.job_id} {status}: {reason}")
             return
         try:
-            write_text_atomic(rec.target, str(record.get("transcript", "")))
+            write_text_atomic(rec.target, str(record.get("transcript", "")), rec.mode)
         except OSError as exc:
-            self._error(f"{rec.target}: cannot write the transcript: {exc.strerror or exc}")
+            self._error(f"{printable(str(rec.target))}: cannot write the transcript: {exc.strerror or exc}")
             rec.state = "failed"
             self.counts["failed"] += 1
             self.worst = max(self.worst, EXIT_USAGE)
             return
         rec.state = "done"
         self.counts["written"] += 1
-        print(rec.target, file=self.stdout, flush=True)
+        print(printable(str(rec.target)), file=self.stdout, flush=True)
 
     def _refused(self, rec: Recording, exc: ClientError) -> None:
         """An upload the service did not accept: retry, skip the file, or stop."""
         self._raise_for(exc)
+        if exc.code == "file_changed":
+            self._changed_in_upload(rec, "changed while it was being uploaded")
+            return
+        if exc.code == "file_unreadable":
+            self._skip(rec, exc.message.removeprefix(f"{upload_name(rec.path.name)}: "), remember=False)
+            return
         if exc.code in FILE_REFUSALS or exc.status_code == 413:
             self._skip(rec, f"refused by the service: {exc.message}", remember=True)
             return
         # Anything else is about the options, the same for every file.
-        raise Fatal(f"{rec.path.name}: {self._explain(exc)}", EXIT_USAGE)
+        raise Fatal(f"{rec.name}: {self._explain(exc)}", EXIT_USAGE)
 
     def _raise_for(self, exc: ClientError) -> None:
         if exc.status_code in (401, 403):
@@ -410,7 +518,7 @@ class Watcher:
             raise ServiceDown(self._explain(exc))
 
     def _skip(self, rec: Recording, reason: str, *, remember: bool) -> None:
-        self._error(f"{rec.path.name}: skipped: {reason}")
+        self._error(f"{rec.name}: skipped: {reason}")
         rec.state = "skipped"
         self.counts["skipped"] += 1
         self.worst = max(self.worst, EXIT_USAGE)
@@ -437,10 +545,18 @@ class Watcher:
         self.given_up[str(rec.path.resolve())] = {
             "size": rec.size, "mtime_ns": rec.mtime_ns, "job_id": rec.job_id, "reason": reason,
         }  # fmt: skip
+        self._state_changed = True
+
+    def _save_state(self) -> None:
+        """Write what was given up on, if that changed: once per ``step``, since
+        the whole file is rewritten each time."""
+        if not self._state_changed:
+            return
+        self._state_changed = False
         try:
             write_text_atomic(self.state_path, json.dumps({"given_up": self.given_up}, indent=1) + "\n")
         except OSError as exc:
-            self._error(f"{self.state_path}: cannot write: {exc.strerror or exc}")
+            self._error(f"{printable(str(self.state_path))}: cannot write: {exc.strerror or exc}")
 
     # -- output -------------------------------------------------------------
 
@@ -461,12 +577,12 @@ class Watcher:
     def _message(self, text: str) -> None:
         if self._active is not None:
             self._active.done()
-        print(f"{PROG} watch: {text}", file=self.stderr, flush=True)
+        print(f"{PROG} watch: {terminal_safe(text)}", file=self.stderr, flush=True)
 
     def _error(self, text: str) -> None:
         if self._active is not None:
             self._active.done()
-        print(f"{PROG}: error: {text}", file=self.stderr, flush=True)
+        print(f"{PROG}: error: {terminal_safe(text)}", file=self.stderr, flush=True)
 
     def _summary(self) -> None:
         parts = [f"{n} {what}" for what, n in self.counts.items() if n]
@@ -479,14 +595,14 @@ def run_watch(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     problems = []
     if not folder.is_dir():
-        problems.append(f"{folder}: not a folder")
+        problems.append(f"{printable(str(folder))}: not a folder")
     if args.settle_seconds < 0 or args.interval <= 0:
         problems.append("--settle-seconds must be 0 or more and --interval more than 0")
     if out is not None:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            problems.append(f"--out {out}: cannot create it: {exc.strerror or exc}")
+            problems.append(f"--out {printable(str(out))}: cannot create it: {exc.strerror or exc}")
     if problems:
         for problem in problems:
             print(f"{PROG}: error: {problem}", file=sys.stderr, flush=True)
@@ -503,6 +619,7 @@ def run_watch(args: argparse.Namespace) -> int:
             interval=args.interval,
             once=args.once,
             give_up_after=args.give_up_after,
+            follow_symlinks=args.follow_symlinks,
             token_given=bool(console.token(args)),
         )
         try:

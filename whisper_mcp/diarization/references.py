@@ -35,6 +35,10 @@ MAX_REFERENCE_BYTES = 2 * 2**20
 # The base64 of that, with its data URL prefix: the form field's own limit.
 MAX_REFERENCE_FIELD_BYTES = MAX_REFERENCE_BYTES * 4 // 3 + 256
 MAX_NAME_CHARS = 64
+# A name is printed in transcripts and echoed in answers: line breaks become
+# spaces, and other control characters (ESC, NUL, ...) and lone surrogates go.
+_NAME_BREAKS = re.compile(r"[\t\n\v\f\r\x1c-\x1f\x85\u2028\u2029]+")
+_NAME_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _DATA_URL = re.compile(r"^data:(audio/[\w.+-]+|application/octet-stream)(;[\w.+-]+=[\w.+-]+)*;base64,", re.I)
 
 
@@ -51,10 +55,17 @@ class KnownSpeaker:
         return hashlib.sha256(self.wav).hexdigest()
 
 
+def clean_name(raw: str) -> str:
+    """A speaker's name as it is kept: line breaks and tabs as one space, no
+    other control characters, no space at either end."""
+    return _NAME_CONTROLS.sub("", _NAME_BREAKS.sub(" ", raw)).strip()
+
+
 def pair(names: Sequence[str], references: Sequence[str]) -> list[tuple[str, str]]:
-    """(name, data URL) for each known speaker; ``InvalidInput`` in words for
-    unpaired, too many, blank, over-long or repeated names, or references that
-    are not base64 audio data URLs. Empty when neither is given."""
+    """(name, data URL) for each known speaker, the names cleaned (``clean_name``);
+    ``InvalidInput`` in words for unpaired, too many, blank, over-long or
+    repeated names, or references that are not base64 audio data URLs. Empty
+    when neither is given."""
     if not names and not references:
         return []
     if len(names) != len(references):
@@ -66,7 +77,7 @@ def pair(names: Sequence[str], references: Sequence[str]) -> list[tuple[str, str
         raise InvalidInput(f"At most {MAX_KNOWN_SPEAKERS} known speakers per request, got {len(names)}.")
     cleaned: list[tuple[str, str]] = []
     for i, (raw, url) in enumerate(zip(names, references, strict=True)):
-        name = raw.strip()
+        name = clean_name(raw)
         if not name:
             raise InvalidInput(f"known_speaker_names[{i}] is blank; give each known speaker a name.")
         if len(name) > MAX_NAME_CHARS:
@@ -139,6 +150,7 @@ __all__ = [
     "MAX_KNOWN_SPEAKERS",
     "MAX_REFERENCE_FIELD_BYTES",
     "KnownSpeaker",
+    "clean_name",
     "decode_data_url",
     "pair",
     "read_reference",

@@ -115,6 +115,15 @@ def _too_large(max_bytes: int | None) -> str:
     )
 
 
+def _too_large_fields(large_fields: Mapping[str, int], room: int) -> str:
+    names = " and ".join(sorted({name.removesuffix("[]") for name in large_fields}))
+    each = max(large_fields.values())
+    return (
+        f"The {names} fields exceed their limit of {room / 2**20:.1f} MiB in all "
+        f"({room // each} values of at most {each / 2**20:.1f} MiB each)."
+    )
+
+
 async def read_multipart(
     request: Request,
     file_field: str,
@@ -227,7 +236,9 @@ async def read_multipart(
                 if limit is not None and received - large[0] > limit + large_limit:
                     raise PayloadTooLarge(_too_large(max_bytes))
                 parser.write(chunk)
-                if limit is not None and (received - large[0] > limit or large[0] > large_limit):
+                if limit is not None and large_fields and large[0] > large_limit:
+                    raise PayloadTooLarge(_too_large_fields(large_fields, large_limit))
+                if limit is not None and received - large[0] > limit:
                     raise PayloadTooLarge(_too_large(max_bytes))
                 if file_part and file_part[0].batch is not None and file_part[0].batch.full:
                     await file_part[0].batch.flush()
