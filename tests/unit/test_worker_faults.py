@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -32,7 +30,7 @@ from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.worker import InferenceWorker
 
 from fakes import FakeEngine
-from helpers import FIXTURES, InProcessServer, request
+from helpers import FIXTURES, InProcessServer, request, tmpfs
 
 DISK_FULL = sqlite3.OperationalError("database or disk is full")
 
@@ -383,17 +381,8 @@ def _raises(exc: BaseException) -> Callable[..., Any]:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 MiB tmpfs, unmounted (and so freed) afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", 16) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_real_full_disk_under_a_running_job(small_disk: Path) -> None:
