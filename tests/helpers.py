@@ -4,15 +4,20 @@ request builder, and an in-process server over a fake engine."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 
 from whisper_mcp.config import Settings
@@ -44,7 +49,7 @@ MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": 
 
 __all__ = [
     "FIXTURES", "LONG_AUDIO", "ROOT", "CallbackReceiver", "InProcessServer", "ServerProcess", "free_port", "request", "submit",
-    "wait_done", "wait_status", "words",
+    "tmpfs", "wait_done", "wait_status", "words",
 ]  # fmt: skip
 
 
@@ -82,6 +87,22 @@ def submit(client: httpx.Client, path: Path, **fields: str) -> dict:
         response = client.post("/transcribe", files={"file": (path.name, f)}, data=fields)
     assert response.status_code == 202, response.text
     return response.json()
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, size_mb: int) -> Iterator[Path]:
+    """A tmpfs of ``size_mb`` MiB on ``mount`` (made here), unmounted, and so
+    freed, afterwards; the test skips where it cannot be mounted."""
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def request(job_id: str, **overrides: object) -> JobRequest:

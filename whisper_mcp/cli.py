@@ -77,7 +77,7 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from whisper_mcp.compat import IncompatibleLibrary
-    from whisper_mcp.queue.migrations import SchemaTooNew, UnrecognizedSchema
+    from whisper_mcp.queue.migrations import DatabaseRefused
     from whisper_mcp.server.app import create_app
     from whisper_mcp.server.connections import uvicorn_options
     from whisper_mcp.server.http.security import allowed_hosts
@@ -112,8 +112,7 @@ def serve(settings: Settings) -> int:
         options = uvicorn_options(settings)
     except (
         ValueError,
-        SchemaTooNew,
-        UnrecognizedSchema,
+        DatabaseRefused,  # damaged, unreachable, read-only, newer than this code: the database says which
         IncompatibleLibrary,  # an installed library lacks a name whisper-mcp's hooks need
     ) as exc:  # e.g. an engine and compute type that don't go together
         raise SystemExit(f"whisper-mcp: error: {exc}") from None
@@ -148,14 +147,14 @@ def prepare_model(settings: Settings) -> int:
 
 def migrate(settings: Settings) -> int:
     """Apply the schema migrations explicitly, e.g. before rolling out replicas."""
-    from whisper_mcp.queue.migrations import SCHEMA_VERSION, SchemaTooNew, UnrecognizedSchema
-    from whisper_mcp.server.app import open_database
+    from whisper_mcp.queue.migrations import SCHEMA_VERSION, DatabaseRefused
+    from whisper_mcp.server.app import database_path, open_database
 
     try:
         open_database(settings).close()
-    except (SchemaTooNew, UnrecognizedSchema) as exc:
+    except DatabaseRefused as exc:
         raise SystemExit(f"whisper-mcp: error: {exc}") from None
-    where = settings.database_url.split("@", 1)[-1] if settings.database_url else settings.storage / "jobs.sqlite3"
+    where = settings.database_url.split("@", 1)[-1] if settings.database_url else database_path(settings)
     print(f"the job database {where} is at schema version {SCHEMA_VERSION}")
     return 0
 

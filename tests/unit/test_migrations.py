@@ -25,12 +25,15 @@ from whisper_mcp.queue import migrations
 from whisper_mcp.queue.migrations import (
     MIGRATIONS,
     SCHEMA_VERSION,
+    DatabaseRefused,
     SchemaTooNew,
     UnrecognizedSchema,
+    UnusableDatabase,
     infer_version,
     migrate,
     statements,
 )
+from whisper_mcp.queue.sqlite import SQLiteDatabase
 
 RELEASES_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "releases"
 # commit -> the schema version its database has (no release recorded one)
@@ -587,3 +590,102 @@ def test_serve_refuses_a_newer_database_in_words(tmp_path: Path) -> None:
     assert f"version {SCHEMA_VERSION + 1}" in done.stderr and "Upgrade whisper-mcp" in done.stderr
     assert "Traceback" not in done.stderr
     assert database.read_bytes() == before
+
+
+# -- a database that cannot be used: refused before anything writes -------------
+
+
+def current(tmp_path: Path) -> Path:
+    """A release's folder brought to today's schema by the store, closed."""
+    path = copy_release("928939f", tmp_path)
+    SQLiteDatabase(path).close()
+    assert not list(path.parent.glob("jobs.sqlite3-*"))
+    return path
+
+
+def test_a_column_dropped_by_hand_is_refused_untouched(tmp_path: Path) -> None:
+    path = current(tmp_path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("ALTER TABLE jobs DROP COLUMN callback_owner")
+    conn.close()
+    before = _files(path.parent)
+    with pytest.raises(UnusableDatabase, match="its jobs table lacks callback_owner: restore it from a backup"):
+        SQLiteDatabase(path)
+    assert _files(path.parent) == before
+
+
+def test_an_index_that_disagrees_with_its_table_is_refused(tmp_path: Path) -> None:
+    """Pages and records intact, an index's entries not those of its table:
+    what quick_check passes and integrity_check (used up to FULL_CHECK_BYTES) finds."""
+    path = current(tmp_path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute(
+        "UPDATE sqlite_master SET sql = replace(sql, '(status, priority, seq)', '(priority, status, seq)')"
+        " WHERE name = 'jobs_by_queue'"
+    )
+    conn.close()
+    before = _files(path.parent)
+    with pytest.raises(UnusableDatabase, match=r"is damaged \(SQLite's integrity_check found: row \d+ missing"):
+        SQLiteDatabase(path)
+    assert _files(path.parent) == before
+
+
+def test_a_database_in_use_is_checked_through_its_wal(tmp_path: Path) -> None:
+    """Another connection has the file open in WAL mode, its last write still
+    in the -wal: the check reads through it (read-only) and passes."""
+    path = current(tmp_path)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("PRAGMA journal_mode=WAL")
+    other.execute("PRAGMA wal_autocheckpoint=0")
+    other.execute("DROP TABLE uploads")  # in the -wal only: the file alone still has it
+    assert (path.parent / "jobs.sqlite3-wal").stat().st_size > 0
+    try:
+        with pytest.raises(UnusableDatabase, match="no uploads table"):
+            SQLiteDatabase(path)
+    finally:
+        other.close()
+
+
+def test_a_new_database_is_made_in_a_new_folder(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "storage" / "jobs.sqlite3"
+    SQLiteDatabase(path).close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    conn.close()
+
+
+def test_every_refusal_is_a_database_refused() -> None:
+    """What ``serve`` and ``migrate`` catch to print the sentence."""
+    for refusal in (SchemaTooNew, UnrecognizedSchema, UnusableDatabase):
+        assert issubclass(refusal, DatabaseRefused)
+
+
+def test_a_transaction_cut_short_by_a_crash_is_rolled_back_not_refused(tmp_path: Path) -> None:
+    """A process died inside a transaction on a file in rollback-journal mode
+    (a new file's first migration runs so): its hot -journal is SQLite's to
+    roll back, and the file then passes the check with its last commit."""
+    path = tmp_path / "jobs.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(SCHEMA_5)
+    conn.execute("PRAGMA user_version = 5")
+    conn.close()
+    code = (
+        "import os, sqlite3\n"
+        f"conn = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+        "conn.execute('PRAGMA cache_size = 1')\n"
+        "conn.execute('BEGIN IMMEDIATE')\n"
+        'conn.execute("CREATE TABLE filler AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"\n'
+        '             " WHERE i < 2000) SELECT randomblob(1000) AS b FROM n")\n'
+        "conn.execute('DROP TABLE uploads')\n"
+        "os._exit(9)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=False)
+    assert (tmp_path / "jobs.sqlite3-journal").exists()
+    SQLiteDatabase(path).close()
+    conn = connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert schema(conn) == schema(reference(SCHEMA_VERSION))
+    finally:
+        conn.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from whisper_mcp.queue.migrations import SCHEMA_VERSION, SchemaTooNew
+from whisper_mcp.queue.migrations import SCHEMA_VERSION, SchemaTooNew, UnusableDatabase
 from whisper_mcp.queue.postgres import migrate_postgres
 
 from helpers import ROOT
@@ -62,3 +62,19 @@ def test_a_newer_database_is_refused_and_left_alone(postgres_url: str) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 1 and "Upgrade whisper-mcp" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_dropped_table_is_refused_in_words_and_not_made_again(postgres_url: str) -> None:
+    migrate_postgres(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE uploads")
+    with pytest.raises(UnusableDatabase, match=f"has schema version {SCHEMA_VERSION} but no uploads table"):
+        migrate_postgres(postgres_url)
+    done = subprocess.run(
+        [sys.executable, "-m", "whisper_mcp", "migrate", "--database-url", postgres_url],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "no uploads table: restore it from a backup" in done.stderr
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT to_regclass('uploads')").fetchone() == (None,)

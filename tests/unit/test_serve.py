@@ -196,3 +196,14 @@ def test_the_engine_is_built_from_the_settings(monkeypatch: pytest.MonkeyPatch, 
 def test_vad_batching_takes_a_switch_or_a_value(served: Served, tmp_path: Path, flags: list[str], used: bool) -> None:
     assert cli.main(["serve", "--storage", str(tmp_path / "storage"), *flags]) == 0
     assert served.settings is not None and served.settings.vad_batching is used
+
+
+def test_the_database_is_where_the_file_store_keeps_it(tmp_path: Path) -> None:
+    """open_database finds the SQLite file before FileStore makes the storage
+    folders, so a refused database leaves the folder as it was."""
+    from whisper_mcp.queue.files import FileStore
+
+    settings = Settings.from_env({}, storage=tmp_path / "storage")
+    path = app_module.database_path(settings)
+    assert not (tmp_path / "storage").exists()
+    assert path == FileStore(tmp_path / "storage").database

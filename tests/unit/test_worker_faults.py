@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
@@ -32,7 +30,7 @@ from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.worker import InferenceWorker
 
 from fakes import FakeEngine
-from helpers import FIXTURES, InProcessServer, request
+from helpers import FIXTURES, InProcessServer, request, tmpfs
 
 DISK_FULL = sqlite3.OperationalError("database or disk is full")
 
@@ -304,6 +302,44 @@ def test_health_and_livez_report_a_worker_thread_that_is_gone(tmp_path: Path) ->
         assert health["status"] == "error" and health["worker"] == "stopped", health
 
 
+def test_health_is_degraded_while_a_jobs_end_cannot_be_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refuses writes as a job ends: /health says degraded, and
+    why, for as long as the end is not recorded; ok again once it is."""
+    engine = FakeEngine(windows=2, hold_from=2)
+    engine.gate.clear()
+    with InProcessServer.start(tmp_path / "storage", engine) as server, server.client() as client:
+        db = server.service.queue._store.db
+        full = threading.Event()
+        real_run = db.run
+
+        def run(sql: str, params: Any = ()) -> Any:
+            if full.is_set() and sql.lstrip().split()[0].upper() in ("UPDATE", "INSERT", "DELETE"):
+                raise DISK_FULL
+            return real_run(sql, params)
+
+        monkeypatch.setattr(db, "run", run)
+        with open(FIXTURES / "short.wav", "rb") as f:
+            job_id = client.post("/transcribe", files={"file": f}).json()["job_id"]
+        until(engine.started.is_set, "the job to start")
+        health = client.get("/health").json()
+        assert (health["status"], health["worker"]) == ("ok", "running"), health
+        full.set()
+        engine.gate.set()
+        until(lambda: client.get("/health").json()["status"] == "degraded", "/health to say degraded")
+        for _ in range(3):  # for as long as the end is not recorded, not one moment
+            health = client.get("/health").json()
+            assert health["status"] == "degraded", health
+            assert health["worker"] == "waiting to record a job's end: the disk is full", health
+            assert client.get("/livez").status_code == 200  # alive: nothing to restart
+            time.sleep(0.05)
+        full.clear()
+        until(lambda: client.get(f"/status/{job_id}").json()["status"] == "completed", "the job to complete")
+        until(lambda: client.get("/health").json()["status"] == "ok", "/health to say ok again")
+        assert client.get("/health").json()["worker"] == "running"
+
+
 @pytest.mark.anyio
 async def test_routes_and_tools_answer_507_or_503_on_database_faults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -345,17 +381,8 @@ def _raises(exc: BaseException) -> Callable[..., Any]:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 16 MiB tmpfs, unmounted (and so freed) afterwards."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", 16) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_real_full_disk_under_a_running_job(small_disk: Path) -> None:
@@ -380,6 +407,9 @@ def test_a_real_full_disk_under_a_running_job(small_disk: Path) -> None:
         engine.gate.set()
         until(lambda: "could not record" in "".join(_log_lines), "the save to fail", timeout=20)
         assert server.service.worker.alive
+        health = client.get("/health").json()
+        assert health["status"] == "degraded", health
+        assert health["worker"] == "waiting to record a job's end: the disk is full", health
         for _ in range(3):  # the database may still find room in its pages; a new job cannot
             with open(FIXTURES / "short.wav", "rb") as f:
                 upload = client.post("/transcribe", files={"file": f})

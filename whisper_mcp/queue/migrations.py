@@ -12,6 +12,12 @@ order; the number of the last one applied is kept in ``PRAGMA user_version``.
 * a file whose version is newer than this code raises ``SchemaTooNew`` and is
   left untouched.
 
+``check_schema()`` runs before it on a read-only connection, so a file that
+must be refused is refused before anything writes to it: newer than this code,
+or lacking a table or column its version has (``UnusableDatabase``: dropped
+by hand, or damaged). Every refusal is a ``DatabaseRefused``, whose message is
+the one sentence ``serve`` and ``migrate`` print.
+
 All pending migrations run in one ``BEGIN IMMEDIATE`` transaction, which also
 re-reads the version, so two processes starting on the same folder never both
 migrate, and a failure leaves the file exactly at its old version.
@@ -295,7 +301,12 @@ assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
 assert all(m.postgres for m in MIGRATIONS[POSTGRES_BASELINE:])
 
 
-class SchemaTooNew(Exception):
+class DatabaseRefused(Exception):
+    """The job database cannot be used as it is: start-up stops with this
+    message (one sentence: what is wrong, what to do), the database unchanged."""
+
+
+class SchemaTooNew(DatabaseRefused):
     """The database was written by a newer whisper-mcp; nothing was changed."""
 
     def __init__(self, path: str, found: int, supported: int) -> None:
@@ -309,7 +320,7 @@ class SchemaTooNew(Exception):
         )
 
 
-class UnrecognizedSchema(Exception):
+class UnrecognizedSchema(DatabaseRefused):
     """A database without a version whose tables match no whisper-mcp release."""
 
     def __init__(self, path: str, detail: str) -> None:
@@ -319,6 +330,46 @@ class UnrecognizedSchema(Exception):
             f"({detail}); it was not made by whisper-mcp or was changed by hand. Use another --storage "
             "folder. The database was not changed."
         )
+
+
+class UnusableDatabase(DatabaseRefused):
+    """A database that is damaged, unreadable, read-only or out of reach."""
+
+    def __init__(self, path: str, problem: str, remedy: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"The job database {path} {problem}: {remedy} (nothing was changed).")
+
+
+# What to do with a database that is damaged or lacks a table.
+RESTORE = (
+    "restore it from a backup, or move it away (with its -wal and -shm files) so that whisper-mcp starts an empty one"
+)
+
+
+def in_words(exc: BaseException) -> str:
+    """An error's own words for a refusal: one line, short. libpq's indented
+    hints ("Is the server running…?") are left out: the remedy says it."""
+    lines = (getattr(exc, "strerror", None) or str(exc)).splitlines() or [""]
+    text = "; ".join(" ".join(line.split()) for line in lines[:1] + [x for x in lines[1:] if x[:1].strip()])
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def check_tables(path: str, version: int, columns: dict[str, tuple[str, ...]]) -> None:
+    """Refuse a database at ``version`` that lacks a table or column of that
+    version (``columns``: each of our tables it has, with its columns): a
+    table dropped by hand would otherwise start and fail on every request."""
+    expected = _reference(version)[0] if version else {}
+    missing = [table for table in expected if table not in columns]
+    if missing:
+        tables = " and ".join(missing)
+        raise UnusableDatabase(path, f"has schema version {version} but no {tables} table", RESTORE)
+    for table, names in expected.items():
+        lacking = [name for name in names if name not in columns[table]]
+        if lacking:
+            raise UnusableDatabase(
+                path, f"has schema version {version} but its {table} table lacks {', '.join(lacking)}", RESTORE
+            )
 
 
 def statements(sql: str) -> list[str]:
@@ -371,6 +422,19 @@ def migrate(conn: sqlite3.Connection) -> int:
             conn.execute("ROLLBACK")
         raise
     return SCHEMA_VERSION
+
+
+def check_schema(conn: sqlite3.Connection) -> None:
+    """Refuse, without writing, a file ``migrate`` must not touch: newer than
+    this code, or missing a table or column of its version, or unversioned
+    with tables of no release. ``conn`` may be read-only."""
+    version = _user_version(conn)
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(_path(conn), version, SCHEMA_VERSION)
+    if version:
+        check_tables(_path(conn), version, _columns(conn))
+    else:
+        _infer(_path(conn), _columns(conn))
 
 
 def infer_version(conn: sqlite3.Connection) -> int:

@@ -26,6 +26,9 @@ from whisper_mcp.queue.migrations import (
     POSTGRES_BASELINE_SQL,
     SCHEMA_VERSION,
     SchemaTooNew,
+    UnusableDatabase,
+    check_tables,
+    in_words,
 )
 from whisper_mcp.queue.store import Rows
 
@@ -113,28 +116,61 @@ def _execute(conn: psycopg.Connection, sql: str, params: Sequence[Any]) -> tuple
 
 def migrate_postgres(url: str) -> int:
     """Bring the database to ``SCHEMA_VERSION`` under an advisory lock, in one
-    transaction; a database newer than this code raises ``SchemaTooNew`` and
-    is left as it was."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        version = _version(conn)
-        if version == SCHEMA_VERSION:
-            return version
-        if version > SCHEMA_VERSION:
-            raise SchemaTooNew(_where(url), version, SCHEMA_VERSION)
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            conn.execute("CREATE TABLE IF NOT EXISTS whisper_mcp_schema (version INTEGER NOT NULL)")
-            found = _version(conn)  # again, under the lock: another replica may have migrated
-            if found > SCHEMA_VERSION:
-                raise SchemaTooNew(_where(url), found, SCHEMA_VERSION)
-            if found < POSTGRES_BASELINE:
-                conn.execute(POSTGRES_BASELINE_SQL)
-                found = POSTGRES_BASELINE
-            for migration in MIGRATIONS[found:]:
-                conn.execute(migration.postgres)  # type: ignore[arg-type]
-            conn.execute("DELETE FROM whisper_mcp_schema")
-            conn.execute("INSERT INTO whisper_mcp_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
+    transaction. Raises ``DatabaseRefused``, the database left as it was, when
+    it cannot be reached, is newer than this code (``SchemaTooNew``), lacks a
+    table of its version, or cannot be migrated."""
+    where = _where(url)
+    try:
+        conn = psycopg.connect(url, autocommit=True)
+    except psycopg.Error as exc:
+        raise UnusableDatabase(
+            where, f"cannot be reached ({in_words(exc)})", "start PostgreSQL, or correct --database-url"
+        ) from None
+    with conn:
+        try:
+            return _migrate(conn, where)
+        except psycopg.Error as exc:
+            raise UnusableDatabase(
+                where,
+                f"could not be brought to schema version {SCHEMA_VERSION} ({in_words(exc)})",
+                "check that PostgreSQL is up and that this user may create and alter tables there",
+            ) from None
+
+
+def _migrate(conn: psycopg.Connection, where: str) -> int:
+    version = _version(conn)
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(where, version, SCHEMA_VERSION)
+    if version:  # before any write: a table dropped by hand stops start-up in words
+        check_tables(where, version, _columns(conn))
+    if version == SCHEMA_VERSION:
+        return version
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS whisper_mcp_schema (version INTEGER NOT NULL)")
+        found = _version(conn)  # again, under the lock: another replica may have migrated
+        if found > SCHEMA_VERSION:
+            raise SchemaTooNew(where, found, SCHEMA_VERSION)
+        if found < POSTGRES_BASELINE:
+            conn.execute(POSTGRES_BASELINE_SQL)
+            found = POSTGRES_BASELINE
+        for migration in MIGRATIONS[found:]:
+            conn.execute(migration.postgres)  # type: ignore[arg-type]
+        conn.execute("DELETE FROM whisper_mcp_schema")
+        conn.execute("INSERT INTO whisper_mcp_schema (version) VALUES (%s)", (SCHEMA_VERSION,))
     return SCHEMA_VERSION
+
+
+def _columns(conn: psycopg.Connection) -> dict[str, tuple[str, ...]]:
+    """Column names of each of our tables (jobs, uploads) the database has."""
+    rows = conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+        " AND table_name IN ('jobs', 'uploads') ORDER BY table_name, ordinal_position"
+    ).fetchall()
+    tables: dict[str, tuple[str, ...]] = {}
+    for table, column in rows:
+        tables[table] = (*tables.get(table, ()), column)
+    return tables
 
 
 def _version(conn: psycopg.Connection) -> int:

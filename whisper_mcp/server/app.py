@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -58,17 +59,25 @@ def build_engine(settings: Settings) -> Engine:
     )
 
 
+def database_path(settings: Settings) -> Path:
+    """Where the SQLite database is: ``FileStore.database``, known before the
+    storage folders are made."""
+    return settings.storage.resolve() / "jobs.sqlite3"
+
+
 def open_database(settings: Settings) -> Database:
-    """PostgreSQL when a URL is given (replicas), else SQLite in the storage folder; migrated.
+    """PostgreSQL when a URL is given (replicas), else SQLite in the storage folder;
+    checked and migrated. Raises ``DatabaseRefused`` (one sentence) if it cannot be used.
 
     Only the SQLite case touches the storage folder: `migrate --database-url`
-    must not leave an empty one wherever it was run.
+    must not leave an empty one wherever it was run. Nothing is created before
+    the database passes its checks, so a refused one leaves the folder as it was.
     """
     if settings.database_url:
         from whisper_mcp.queue.postgres import PostgresDatabase  # psycopg only when used
 
         return PostgresDatabase(settings.database_url)
-    return SQLiteDatabase(FileStore(settings.storage).database)
+    return SQLiteDatabase(database_path(settings))
 
 
 def callback_policy(settings: Settings) -> CallbackPolicy:
@@ -85,9 +94,10 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
     # that has no public path.
     compat.verify()
     # The queue first: a database this code cannot open stops start-up before
-    # seconds go into importing torch and loading a model.
-    files = FileStore(settings.storage)
+    # seconds go into importing torch and loading a model, and before the
+    # storage folders are made.
     database = open_database(settings)
+    files = FileStore(settings.storage)
     queue = JobQueue(
         SQLJobStore(database),
         files,

@@ -701,7 +701,8 @@ class TranscriptionService:
         return {
             "status": status,
             # running; stopped (the inference thread is gone: restart the
-            # process, /livez fails); or why no job starts now.
+            # process, /livez fails); or what holds it up now (no job starts
+            # for lack of disk space, or a job's end cannot be recorded).
             "worker": "stopped" if not state.running else state.waiting or "running",
             "model_loaded": state.model_loaded,
             "model": model_label(self.default_model),

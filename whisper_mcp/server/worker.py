@@ -7,8 +7,9 @@ claim, report progress, complete or fail.
 
 Nothing stops the thread but ``stop``: a disk or database that fails under it
 is waited out with a growing pause, and a job whose end cannot be recorded is
-tried again in place, then sent back to the queue. On ``stop`` the running
-job stops at its next window and goes back to the queue uncounted.
+tried again in place, then sent back to the queue; meanwhile ``state()`` says
+what holds the worker up (``/health``: degraded). On ``stop`` the running job
+stops at its next window and goes back to the queue uncounted.
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class WorkerState:
     model_loaded: bool
     model_error: str | None
     running: bool = True  # the inference thread is alive (or not started yet)
-    waiting: str | None = None  # why no job is started now (e.g. low disk space)
+    # Why the worker is held up now: no job starts (low disk space), or a
+    # job's end cannot be recorded (a full disk, the database away).
+    waiting: str | None = None
 
 
 def _backoff(failures: int) -> float:
@@ -57,6 +60,19 @@ def _backoff(failures: int) -> float:
 def _transient(exc: BaseException) -> bool:
     """A failure of the disk or the database, not of the job: worth trying again."""
     return isinstance(exc, InsufficientStorage) or storage_fault(exc) is not None
+
+
+def _holdup(exc: BaseException) -> str:
+    """What keeps a job's end from being recorded, for /health: words, not
+    the exception (it may name paths)."""
+    fault = exc if isinstance(exc, InsufficientStorage) else storage_fault(exc)
+    if isinstance(fault, InsufficientStorage):
+        cause = "the disk is full"
+    elif fault is not None:
+        cause = "the job database is not available"
+    else:
+        cause = "the disk or the job database failed; the server's log says why"
+    return f"waiting to record a job's end: {cause}"
 
 
 class InferenceWorker:
@@ -88,6 +104,7 @@ class InferenceWorker:
         self._model_loaded = False
         self._model_error: str | None = None
         self._waiting: str | None = None
+        self._recording: str | None = None  # why a job's end is not recorded yet
 
     def start(self) -> None:
         self._thread.start()
@@ -115,7 +132,7 @@ class InferenceWorker:
 
     def state(self) -> WorkerState:
         with self._lock:
-            return WorkerState(self._model_loaded, self._model_error, self.alive, self._waiting)
+            return WorkerState(self._model_loaded, self._model_error, self.alive, self._recording or self._waiting)
 
     def _beat(self) -> None:
         """Renew the leases of the running jobs; with replicas, also take back
@@ -269,7 +286,9 @@ class InferenceWorker:
                 if self._stop.is_set():
                     log.error("job %s: could not record its end (%s); recovered at the next start", job.job_id, exc)
                     self._queue.forget(job)
+                    self._held_up(None)
                     return
+                self._held_up(_holdup(exc))
                 log.warning(
                     "job %s: could not record its end (%s: %s); trying again in %.0f s",
                     job.job_id,
@@ -278,6 +297,7 @@ class InferenceWorker:
                     _backoff(failures),
                 )
                 self._stop.wait(_backoff(failures))
+        self._held_up(None)
         if status == "failed":
             self._metrics.errors.labels("job_failed").inc()
         if status != "queued":
@@ -292,6 +312,10 @@ class InferenceWorker:
             rtf=round(elapsed / job.duration, 4) if job.duration else None,
             error=error,
         )
+
+    def _held_up(self, why: str | None) -> None:
+        with self._lock:
+            self._recording = why
 
     def _settle(self, job: Job, outcome: Transcription | Exception, *, give_up: bool) -> tuple[str, str | None]:
         """End the run as ``outcome`` says; (status, error). Raises on a failure
