@@ -115,6 +115,10 @@ def storage_fault(exc: BaseException) -> ServiceError | None:
             return InsufficientStorage("The server's disk is full; try again later.")
         if isinstance(exc, sqlite3.OperationalError):  # locked, or cannot open or write the file
             return Unavailable("The job database is not available right now; try again later.")
+        if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):  # damaged while running
+            return Unavailable(
+                "The job database is damaged; the server's operator must restore it (the server's log says where)."
+            )
         return None
     if type(exc).__module__.startswith("psycopg"):
         state = getattr(exc, "sqlstate", None) or ""

@@ -446,3 +446,14 @@ def worker_log() -> Iterator[None]:
         yield
     finally:
         logger.removeHandler(handler)
+
+
+def test_a_database_damaged_while_running_answers_in_words() -> None:
+    """A route that meets SQLite's "malformed" answers 503 in words, not a plain 500."""
+    import sqlite3
+
+    from whisper_mcp.errors import storage_fault
+
+    fault = storage_fault(sqlite3.DatabaseError("database disk image is malformed"))
+    assert fault is not None and fault.status_code == 503 and "damaged" in fault.message
+    assert storage_fault(sqlite3.DatabaseError("something else")) is None  # a bug stays a 500
