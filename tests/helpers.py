@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -98,8 +99,10 @@ def request(job_id: str, **overrides: object) -> JobRequest:
 
 
 class _Uvicorn(uvicorn.Server):
-    """Looks for should_exit every 10 ms instead of uvicorn's 100 ms: hundreds
-    of tests each stop a server, and the tick was a third of their time."""
+    """uvicorn's server, but looking for should_exit every 10 ms instead of
+    100 ms, and giving open connections 10 ms instead of a fixed 100 ms to take
+    the request to close (its shutdown otherwise as uvicorn's): hundreds of
+    tests each stop a server, and a stop takes 0.02 s instead of 0.11 s."""
 
     async def main_loop(self) -> None:
         counter = 0
@@ -108,6 +111,22 @@ class _Uvicorn(uvicorn.Server):
             counter = (counter + 1) % 864000
             await asyncio.sleep(0.01)
             should_exit = await self.on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        await asyncio.sleep(0.01)
+        try:
+            await asyncio.wait_for(self._wait_tasks_to_complete(), timeout=self.config.timeout_graceful_shutdown)
+        except TimeoutError:
+            for task in self.server_state.tasks:
+                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        if not self.force_exit:
+            await self.lifespan.shutdown()
 
 
 @dataclass
