@@ -8,10 +8,11 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import uvicorn
@@ -26,6 +27,9 @@ from whisper_mcp.testing import ServerProcess, free_port
 
 from fakes import FakeEngine
 
+if TYPE_CHECKING:
+    from whisper_mcp.engines.engine import WhisperEngine
+
 FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 LONG_AUDIO = FIXTURES / "long.mp3"  # ~62 s, several 30 s decoding windows
@@ -39,6 +43,9 @@ INIT = {
     "params": {"protocolVersion": "2025-03-26", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
 }
 MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+
+# The tests/e2e ``engines`` fixture: ``engines(kind)`` is a real engine of that kind.
+Engines = Callable[[str], "WhisperEngine"]
 
 __all__ = [
     "FIXTURES", "LONG_AUDIO", "ROOT", "CallbackReceiver", "InProcessServer", "ServerProcess", "free_port", "request", "submit",
@@ -263,6 +270,15 @@ def long_audio_slices(count: int, seed: int) -> list[Any]:
         start = rng.uniform(0.0, len(audio) / SAMPLE_RATE - length)
         pieces.append(audio[int(start * SAMPLE_RATE) : int((start + length) * SAMPLE_RATE)])
     return pieces
+
+
+def silence(seconds: float) -> Any:
+    """``seconds`` of digital silence at Whisper's sample rate (float32)."""
+    import numpy as np
+
+    from whisper_mcp.engines.audio import SAMPLE_RATE
+
+    return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
 
 
 def batched(engine: Any, items: list[Any], options: Any, model: str = "tiny.en") -> tuple[list[Any], int]:
