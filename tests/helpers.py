@@ -49,7 +49,7 @@ Engines = Callable[[str], "WhisperEngine"]
 
 __all__ = [
     "FIXTURES", "LONG_AUDIO", "ROOT", "CallbackReceiver", "InProcessServer", "ServerProcess", "free_port", "request", "submit",
-    "wait_done", "wait_status", "words",
+    "wait_done", "wait_over_mcp", "wait_status", "words",
 ]  # fmt: skip
 
 
@@ -66,6 +66,30 @@ def wait_done(client: httpx.Client, job_id: str, timeout: float = 120.0) -> dict
             return record
         time.sleep(0.05)
     raise AssertionError(f"job {job_id} did not finish in {timeout}s: {record}")
+
+
+Progress = tuple[float, float | None, str | None]  # an MCP progress notification: progress, total, message
+
+
+async def wait_over_mcp(
+    client: Any, job_id: str, updates: list[Progress] | None = None, wait_seconds: float = 45, calls: int = 4
+) -> dict:
+    """What an agent does: check_transcription_status, waiting at most
+    ``wait_seconds`` a call, until the job has ended or ``calls`` are made;
+    progress notifications go to ``updates``. ``client``: a fastmcp Client."""
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        if updates is not None:
+            updates.append((progress, total, message))
+
+    record: dict = {}
+    for _ in range(calls):
+        arguments = {"job_id": job_id, "wait_seconds": wait_seconds}
+        result = await client.call_tool("check_transcription_status", arguments, progress_handler=on_progress)
+        record = result.structured_content
+        if record["status"] not in ("queued", "processing"):
+            break
+    return record
 
 
 def wait_status(client: httpx.Client, job_id: str, status: str, timeout: float = 60) -> dict:
