@@ -18,7 +18,7 @@ from helpers import ROOT, InProcessServer, ServerProcess
 
 # Tools' own caches; anything else a run leaves in the checkout is a test (or
 # the code under test) writing where a user's working directory would be.
-_CACHES = {".pytest_cache", ".hypothesis", ".ruff_cache", "__pycache__"}
+_CACHES = {".pytest_cache", ".hypothesis", ".ruff_cache", ".mypy_cache", "__pycache__"}
 _before = pytest.StashKey[set[str]]()
 
 
