@@ -1,6 +1,7 @@
-# Two commands: `make serve` runs the service, `make test` runs the tests.
-# Each creates .venv if missing, installs the pinned dependencies and prepares
-# the offline model first.
+# `make serve` runs the service; `make test` runs all the tests (what CI runs);
+# `make check` lints and runs the in-process tests, for the edit loop. Each
+# creates .venv if missing and installs the pinned dependencies; serve and
+# test prepare the offline model first.
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +12,7 @@ PORT ?= 8765
 STORAGE ?= ./service-storage
 MODEL ?= tiny.en
 
-.PHONY: serve test setup model browser postgres nginx lint clean
+.PHONY: serve test check setup model browser postgres nginx lint all-tests in-process-tests clean
 
 setup: $(STAMP)
 
@@ -27,11 +28,32 @@ model: $(STAMP)
 serve: model
 	$(BIN)/whisper-mcp serve --host $(HOST) --port $(PORT) --storage $(STORAGE) --model $(MODEL)
 
-# Two workers, one file each at a time; one torch/OpenMP thread per process,
+# Lint runs beside the tests (make -j): it adds no wall time, and a finding
+# is reported with the tests' results rather than instead of them.
+test: model browser postgres nginx
+	@$(MAKE) --no-print-directory -j lint all-tests
+
+# The edit loop, under a minute on two cores: lint, and every test that starts
+# no server process, loads no real model, needs no PostgreSQL and runs no
+# program, selected by mark: -m "not e2e and not slow". tests/conftest.py marks
+# all of tests/e2e `e2e` and a unit test on the `server` or `postgres` fixture
+# `slow`; other unit tests that start a program or load a real model carry
+# @pytest.mark.slow themselves, and an unmarked one that starts a program fails.
+check: setup
+	@$(MAKE) --no-print-directory -j lint in-process-tests
+
+# Two workers, one file each at a time, in the order tests/conftest.py gives
+# (e2e files first, the short in-process ones last to fill the end), not
+# xdist's (files with the most tests first, which can start a long file last
+# and leave the other worker idle). One torch/OpenMP thread per process,
 # since two workers on two cores would otherwise spin against each other's
 # threads (busy-waiting OpenMP barriers cost more than they save here).
-test: model browser postgres nginx lint
-	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+all-tests: $(STAMP)
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+
+# Three workers on two cores: these tests mostly wait on sockets and threads.
+in-process-tests: $(STAMP)
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 3 --dist loadfile -m "not e2e and not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,9 +1,13 @@
 """Fixtures: a real whisper-mcp server process (the real model) and an
-in-process one over a fake engine, each on a free loopback port."""
+in-process one over a fake engine, each on a free loopback port; and the two
+lanes: `make check` runs the in-process tests (``-m "not e2e and not slow"``),
+`make test` runs everything."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,7 +18,7 @@ from helpers import ROOT, InProcessServer, ServerProcess
 
 # Tools' own caches; anything else a run leaves in the checkout is a test (or
 # the code under test) writing where a user's working directory would be.
-_CACHES = {".pytest_cache", ".hypothesis", ".ruff_cache", "__pycache__"}
+_CACHES = {".pytest_cache", ".hypothesis", ".ruff_cache", ".mypy_cache", "__pycache__"}
 _before = pytest.StashKey[set[str]]()
 
 
@@ -35,6 +39,46 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if left:
         print(f"\nthe test run left {left} in the checkout {ROOT}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# -- the two lanes ------------------------------------------------------------
+
+E2E = Path(__file__).parent / "e2e"
+# A test that uses one of these starts a real server or program wherever it lives.
+OUT_OF_PROCESS_FIXTURES = {"server", "postgres"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by these marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under tests/e2e is ``e2e``; a unit test on a real server or
+    PostgreSQL is ``slow`` (others mark themselves ``slow``: a real model, a
+    program). Then the runs order e2e files first, slow ones next, in-process
+    ones last: the long files start early and the short ones fill the end,
+    so with ``-n 2 --dist loadfile --no-loadscope-reorder`` no worker sits
+    idle while the other finishes a long file started late."""
+    for item in items:
+        if item.path.is_relative_to(E2E):
+            item.add_marker(pytest.mark.e2e)
+        elif OUT_OF_PROCESS_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: 0 if item.get_closest_marker("e2e") else 1 if item.path in slow_files else 2)
+
+
+@pytest.fixture(autouse=True)
+def _in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test marked neither e2e nor slow runs in `make check`, so it may not
+    start a program: one that does fails here, naming what to mark."""
+    if request.node.get_closest_marker("e2e") or request.node.get_closest_marker("slow"):
+        return
+
+    def refuse(self: subprocess.Popen, args: object, *rest: object) -> None:
+        raise AssertionError(f"{request.node.nodeid} runs {args!r}: mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(subprocess.Popen, "_execute_child", refuse)
+
+
+# -- fixtures -----------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")

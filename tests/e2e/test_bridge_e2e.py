@@ -13,7 +13,7 @@ import pytest
 from fastmcp import Client
 from fastmcp.client.transports import StdioTransport
 
-from helpers import FIXTURES, ROOT, ServerProcess, words
+from helpers import FIXTURES, ROOT, Progress, ServerProcess, wait_over_mcp, words
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -61,22 +61,9 @@ async def test_transcribes_a_local_file_into_the_output_folder(server: ServerPro
     )
 
     # ... and collect with a fresh one: the job map survives the restart.
-    updates: list[tuple[float, float | None, str | None]] = []
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        updates.append((progress, total, message))
-
+    updates: list[Progress] = []
     async with bridge(server.url, out, tmp_path) as client:
-        for _ in range(4):
-            done = (
-                await client.call_tool(
-                    "check_transcription_status",
-                    {"job_id": job_id, "wait_seconds": 45},
-                    progress_handler=on_progress,
-                )
-            ).structured_content
-            if done["status"] not in ("queued", "processing"):
-                break
+        done = await wait_over_mcp(client, job_id, updates)
     assert done["status"] == "completed", done
     assert done["success"] is True
     transcript_file = out / "standup_meeting.txt"

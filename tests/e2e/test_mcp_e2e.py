@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import base64
 from pathlib import Path
-from typing import Any
 
 import httpx
 import mcp
 import pytest
 from fastmcp import Client
 
-from helpers import FIXTURES, LONG_AUDIO, ServerProcess, words
+from helpers import FIXTURES, LONG_AUDIO, Progress, ServerProcess, wait_over_mcp, words
 
 pytestmark = [pytest.mark.e2e, pytest.mark.anyio]
 
@@ -22,32 +21,13 @@ def b64(name: str | Path) -> str:
     return base64.b64encode((FIXTURES / name).read_bytes()).decode()
 
 
-async def wait_with_progress(client: Client, job_id: str, on_progress: Any = None, calls: int = 4) -> dict:
-    """What an agent does: wait in bounded calls until the job has ended."""
-    for _ in range(calls):
-        record = (
-            await client.call_tool(
-                "check_transcription_status",
-                {"job_id": job_id, "wait_seconds": 50},
-                progress_handler=on_progress,
-            )
-        ).structured_content
-        if record["status"] in ("completed", "failed"):
-            break
-    return record
-
-
 LONG_WORDS = {"weekly", "planning", "meeting", "budget", "finance", "december"}
 
 
 async def test_transcribe_wait_with_progress_then_rest(server: ServerProcess) -> None:
     """Streamable HTTP (no initialize): queue long.mp3, see the wait time out
     while it runs, then wait with progress notifications to the transcript."""
-    updates: list[tuple[float, float | None, str | None]] = []
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        updates.append((progress, total, message))
-
+    updates: list[Progress] = []
     async with Client(f"{server.url}/mcp") as client:
         queued = (
             await client.call_tool("transcribe_wav", {"cache": False, "audio_base64": b64(LONG_AUDIO)})
@@ -58,7 +38,7 @@ async def test_transcribe_wait_with_progress_then_rest(server: ServerProcess) ->
         ).structured_content
         assert early["status"] in ("queued", "processing")
         assert "transcript" not in early
-        done = await wait_with_progress(client, queued["job_id"], on_progress)
+        done = await wait_over_mcp(client, queued["job_id"], updates, wait_seconds=50)
         assert done["status"] == "completed", done
         assert LONG_WORDS <= words(done["transcript"]), done["transcript"]
         health = (await client.call_tool("health", {})).structured_content

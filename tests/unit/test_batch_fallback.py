@@ -16,6 +16,7 @@ from whisper_mcp.transcriber import Transcriber
 from helpers import FIXTURES, words
 
 
+@pytest.mark.slow  # the real model
 def test_failed_batch_decode_falls_back_to_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
     def out_of_memory(*args: object, **kwargs: object) -> None:
         raise RuntimeError("CUDA out of memory (injected)")

@@ -18,7 +18,7 @@ from whisper_mcp.cli import main as whisper_mcp_main
 from whisper_mcp.client.bridge import JOBS_FILE, build_bridge
 
 from fakes import FakeEngine
-from helpers import FIXTURES, InProcessServer, free_port
+from helpers import FIXTURES, InProcessServer, Progress, free_port, wait_over_mcp
 
 pytestmark = pytest.mark.anyio
 
@@ -63,20 +63,10 @@ async def test_queue_then_collect_into_the_output_folder(tmp_path: Path) -> None
             assert status_file.read_text().startswith("PROCESSING - job standup-1, 0%")
 
         engine.gate.set()
-        updates: list[tuple[float, float | None, str | None]] = []
-
-        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-            updates.append((progress, total, message))
-
+        updates: list[Progress] = []
         # A fresh bridge collects: the job map survives.
         async with bridge(srv.url, out) as client:
-            done = (
-                await client.call_tool(
-                    "check_transcription_status",
-                    {"job_id": "standup-1", "wait_seconds": 10},
-                    progress_handler=on_progress,
-                )
-            ).structured_content
+            done = await wait_over_mcp(client, "standup-1", updates, wait_seconds=10)
     assert done["status"] == "completed" and done["success"] is True, done
     transcript = out / "standup meeting.txt"
     assert done["transcript_file"] == str(transcript)

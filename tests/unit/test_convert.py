@@ -162,6 +162,7 @@ def _tiny_en() -> PackagedModel:
     return model
 
 
+@pytest.mark.slow  # loads the real model
 def test_real_tiny_en_conversion_and_cache(tmp_path: Path) -> None:
     import torch
     import whisper

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import ROOT
 
 ENGINES = ROOT / "whisper_mcp" / "engines"
@@ -32,6 +34,7 @@ TORCH_FREE = [
 ]
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_client_cli_and_queue_import_without_torch() -> None:
     """One fresh interpreter imports each module in turn and notes what each
     one added: a module that pulls in torch (or whisper) is named."""
@@ -103,6 +106,7 @@ def test_language_table_matches_whisper() -> None:
     assert whisper_mcp.languages.TO_LANGUAGE_CODE == whisper.tokenizer.TO_LANGUAGE_CODE
 
 
+@pytest.mark.slow  # a fresh interpreter and the real model
 def test_the_ctranslate2_service_never_imports_torch(tmp_path: Path) -> None:
     """torch costs ~400 MB of memory: the service on the ctranslate2 engine
     builds its app, loads its model and transcribes without it."""

@@ -19,7 +19,7 @@ from fastmcp.exceptions import ToolError
 from whisper_mcp.engines.base import BatchItem
 
 from fakes import FakeEngine
-from helpers import FIXTURES, InProcessServer
+from helpers import FIXTURES, InProcessServer, Progress, wait_over_mcp
 
 pytestmark = pytest.mark.anyio
 
@@ -87,22 +87,12 @@ async def test_transcribe_then_wait_for_transcript(fake_server: InProcessServer)
 
 
 async def test_wait_sends_progress_notifications(tmp_path: Path) -> None:
-    updates: list[tuple[float, float | None, str | None]] = []
-
-    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-        updates.append((progress, total, message))
-
+    updates: list[Progress] = []
     engine = SlowEngine(window_seconds=0.15, windows=4)
     with InProcessServer.start(tmp_path / "storage", engine) as srv:
         async with Client(f"{srv.url}/mcp") as client:
             queued = (await client.call_tool("transcribe_wav", {"audio_base64": b64("short.wav")})).structured_content
-            done = (
-                await client.call_tool(
-                    "check_transcription_status",
-                    {"job_id": queued["job_id"], "wait_seconds": 20},
-                    progress_handler=on_progress,
-                )
-            ).structured_content
+            done = await wait_over_mcp(client, queued["job_id"], updates, wait_seconds=20)
     assert done["status"] == "completed", done
     assert updates, "no progress notifications while waiting"
     fractions = [p for p, _, _ in updates]

@@ -572,6 +572,7 @@ def test_connection_inside_a_transaction_is_refused(tmp_path: Path) -> None:
         conn.close()
 
 
+@pytest.mark.slow  # the real command
 def test_serve_refuses_a_newer_database_in_words(tmp_path: Path) -> None:
     """The real command, before any model is loaded: a message, exit status 1,
     and the file untouched."""

@@ -215,6 +215,7 @@ def _transcribe(pool: ModelPool, model: ModelInfo, audio: np.ndarray | None, see
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="RSS is read from /proc (Linux only)")
+@pytest.mark.slow  # the real models
 def test_real_models_alternate_under_budget() -> None:
     missing = {"tiny.en", "base"} - _packaged()
     if missing:

@@ -28,7 +28,7 @@ OWNER, LEASE = "replica-1", 30.0
 GONE = -1.0
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
 def reopen(request: pytest.FixtureRequest, files: FileStore) -> Callable[[], SQLJobStore]:
     """Opens a store on this test's database, as a (re)started process does:
     a SQLite file in the storage folder, or a fresh PostgreSQL database."""

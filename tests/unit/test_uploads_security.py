@@ -172,6 +172,7 @@ async def test_abandoned_upload_expires_and_its_bytes_are_removed(expiring: InPr
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("style", ["--data-binary", "-T"])
+@pytest.mark.slow  # runs curl
 async def test_one_time_url_with_curl(secured: InProcessServer, http: httpx.Client, style: str) -> None:
     async with mcp_client(secured) as mcp:
         tools = {t.name: t for t in await mcp.list_tools()}

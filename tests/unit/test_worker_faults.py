@@ -385,6 +385,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
 
 
+@pytest.mark.slow  # runs mount
 def test_a_real_full_disk_under_a_running_job(small_disk: Path) -> None:
     """The disk fills while a job runs: its transcript cannot be saved, the
     worker lives, routes answer 507 not 500, /health says why; once space
