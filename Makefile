@@ -12,7 +12,7 @@ PORT ?= 8765
 STORAGE ?= ./service-storage
 MODEL ?= tiny.en
 
-.PHONY: serve test check setup model browser postgres nginx lint all-tests in-process-tests clean
+.PHONY: serve test check setup model browser postgres nginx lint typecheck all-tests in-process-tests clean
 
 setup: $(STAMP)
 
@@ -28,10 +28,11 @@ model: $(STAMP)
 serve: model
 	$(BIN)/whisper-mcp serve --host $(HOST) --port $(PORT) --storage $(STORAGE) --model $(MODEL)
 
-# Lint runs beside the tests (make -j): it adds no wall time, and a finding
-# is reported with the tests' results rather than instead of them.
+# Lint and the type checker run beside the tests (make -j): they add little
+# wall time, and a finding is reported with the tests' results rather than
+# instead of them.
 test: model browser postgres nginx
-	@$(MAKE) --no-print-directory -j lint all-tests
+	@$(MAKE) --no-print-directory -j lint typecheck all-tests
 
 # The edit loop, under a minute on two cores: lint, and every test that starts
 # no server process, loads no real model, needs no PostgreSQL and runs no
@@ -40,7 +41,7 @@ test: model browser postgres nginx
 # `slow`; other unit tests that start a program or load a real model carry
 # @pytest.mark.slow themselves, and an unmarked one that starts a program fails.
 check: setup
-	@$(MAKE) --no-print-directory -j lint in-process-tests
+	@$(MAKE) --no-print-directory -j lint typecheck in-process-tests
 
 # Two workers, one file each at a time, in the order tests/conftest.py gives
 # (e2e files first, the short in-process ones last to fill the end), not
@@ -58,6 +59,10 @@ in-process-tests: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# mypy over the package and the fake engine ([tool.mypy] in pyproject.toml).
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 # The dashboard test drives Debian's chromium; it skips, saying so, where this fails.
 browser:
@@ -79,4 +84,4 @@ nginx:
 		|| echo "nginx could not be installed: the load-balancer part of the replica test will skip"
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache
