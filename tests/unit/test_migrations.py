@@ -662,6 +662,7 @@ def test_every_refusal_is_a_database_refused() -> None:
         assert issubclass(refusal, DatabaseRefused)
 
 
+@pytest.mark.slow  # runs a program
 def test_a_transaction_cut_short_by_a_crash_is_rolled_back_not_refused(tmp_path: Path) -> None:
     """A process died inside a transaction on a file in rollback-journal mode
     (a new file's first migration runs so): its hot -journal is SQLite's to
