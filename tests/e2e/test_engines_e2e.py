@@ -310,7 +310,9 @@ def test_server_runs_the_ctranslate2_engine(tmp_path: Path, vad: bool) -> None:
             record = wait_done(client, job["job_id"])
             assert record["status"] == "completed", record
             assert {"transcription", "model", "loaded", "meeting"} <= words(record["transcript"])
-            assert client.get("/health").json()["loaded_models"] == ["tiny.en"]
+            # English stays on tiny.en; base identified the language (language routing).
+            assert record["model"] == "tiny.en" and record["language"] == "en"
+            assert client.get("/health").json()["loaded_models"] == ["base", "tiny.en"]
             srt = client.get(f"/download/{job['job_id']}", params={"format": "srt"}).text
             assert "-->" in srt
 
