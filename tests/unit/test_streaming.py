@@ -208,15 +208,18 @@ def test_partial_segments_are_kept_per_attempt(tmp_path: Path) -> None:
     files = FileStore(tmp_path / "storage")
     key = new_key()
     assert files.read_partial(key, 1) == []
-    files.write_partial(key, 1, [{"id": 0, "text": "a"}, {"id": 1, "text": "b"}])
+    files.append_partial(key, 1, [{"id": 0, "text": "a"}, {"id": 1, "text": "b"}])
     # A re-run shows the earlier run's segments until it has as many of its own.
     assert [s["text"] for s in files.read_partial(key, 2)] == ["a", "b"]
-    files.write_partial(key, 2, [{"id": 0, "text": "A"}])
+    files.append_partial(key, 2, [{"id": 0, "text": "A"}])
     assert [s["text"] for s in files.read_partial(key, 2)] == ["a", "b"]
-    files.write_partial(key, 2, [{"id": 0, "text": "A"}, {"id": 1, "text": "B"}])
+    files.append_partial(key, 2, [{"id": 1, "text": "B"}])
     assert [s["text"] for s in files.read_partial(key, 2)] == ["A", "B"]
-    # The old run, which lost the job, cannot overwrite the new run's file.
-    files.write_partial(key, 1, [{"id": 0, "text": "x"}, {"id": 1, "text": "y"}, {"id": 2, "text": "z"}])
-    assert json.loads(files.partial_path(key, 2).read_bytes())[0]["text"] == "A"
+    # The old run, which lost the job, cannot write into the new run's file.
+    files.append_partial(key, 1, [{"id": 2, "text": "z"}])
+    lines = files.partial_files(key, 2)[0].lines.read_bytes().splitlines()
+    assert [json.loads(line)["text"] for line in lines] == ["A", "B"]
+    # (It has more now, so it shows again, as the longest.)
+    assert [s["text"] for s in files.read_partial(key, 2)] == ["a", "b", "z"]
     files.discard_partial(key)
     assert list(files.partial_dir.iterdir()) == []
