@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
+import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from fastmcp import Client
 from openai import OpenAI
 
 from whisper_mcp.queue.files import FileStore, new_key
+from whisper_mcp.queue.jobs import Job
+from whisper_mcp.server.changes import JobChanges
 
 from fakes import FakeEngine
 from helpers import FIXTURES, InProcessServer
@@ -146,6 +150,83 @@ def test_events_follow_a_job_to_its_end(stepped: InProcessServer) -> None:
     assert [s["text"].split(" of ")[0] for s in segments] == ["part 1", "part 2", "part 3"]
     progress = [data["progress"] for name, data in events if name == "progress"]
     assert progress == sorted(progress) and progress, events
+
+
+def test_streams_and_long_polls_wake_only_for_their_own_job(stepped: InProcessServer) -> None:
+    """Other jobs' changes (20 jobs queued and cancelled) do not wake a
+    stream or a long poll of a running job: none reads its job again.
+    Its own next window does, and the stream gets just that segment."""
+    engine, service = stepped.engine, stepped.service
+    reads: Counter[str] = Counter()
+    get = service.queue.get
+
+    def counting_get(job_id: str) -> Job | None:
+        reads[job_id] += 1
+        return get(job_id)
+
+    service.queue.get = counting_get  # type: ignore[method-assign]
+    with stepped.client() as client:
+        job_id = client.post("/transcribe", files={"file": ("s.wav", SPEECH.read_bytes())}).json()["job_id"]
+        poll(client, job_id, lambda r: r.get("segments_done") == 1)
+        events: queue.Queue[tuple[str | None, dict]] = queue.Queue()
+        waited: list[dict] = []
+
+        def follow() -> None:
+            with stepped.client() as own, own.stream("GET", f"/jobs/{job_id}/events") as response:
+                for item in sse_events(response.iter_lines()):
+                    events.put(item)
+
+        def long_poll() -> None:
+            with stepped.client() as own:
+                waited.append(own.get(f"/status/{job_id}", params={"wait": "20"}).json())
+
+        threads = [threading.Thread(target=follow), threading.Thread(target=long_poll)]
+        for thread in threads:
+            thread.start()
+        assert events.get(timeout=10)[0] == "segment"  # the first snapshot: the segment so far
+        assert events.get(timeout=10)[0] == "progress"
+        deadline = time.monotonic() + 10
+        while service._changes.waiting(job_id) < 2:  # the long poll is waiting too
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.2)  # and has read its job
+        before = reads[job_id]
+        for _ in range(20):
+            other = client.post("/transcribe", files={"file": ("o.wav", SPEECH.read_bytes())}).json()["job_id"]
+            assert client.delete(f"/jobs/{other}").json()["status"] == "cancelled"
+        time.sleep(0.3)  # time for any wake-up to read
+        assert reads[job_id] == before
+        engine.steps.release()  # the job's own next window wakes both
+        name, data = events.get(timeout=10)
+        assert (name, data["id"]) == ("segment", 1)
+        assert reads[job_id] > before
+        engine.steps.release()
+        for thread in threads:
+            thread.join(15)
+    assert waited[0]["status"] == "completed"
+    deadline = time.monotonic() + 5
+    while service._changes.waiting():  # nothing left registered once both have ended
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_a_queued_jobs_waiter_hears_other_jobs_at_most_each_interval() -> None:
+    changes = JobChanges(queue_interval=0.2)
+    with changes.watch("running") as running, changes.watch("queued") as queued:
+        queued.queued = True
+        changes.changed("other")  # the first change wakes the queued at once
+        assert await queued.wait(0.05) and not await running.wait(0.05)
+        queued.clear()
+        started = time.monotonic()
+        for _ in range(50):
+            changes.changed("other")
+        assert await queued.wait(1.0)  # one wake for all fifty, when the interval is over
+        assert time.monotonic() - started >= 0.1
+        assert not await running.wait(0.3)
+        changes.changed("running")
+        assert await running.wait(0.05)
+    assert changes.waiting() == 0
 
 
 def test_events_tell_the_queue_position(tmp_path: Path) -> None:

@@ -38,7 +38,9 @@ from whisper_mcp.options import (
 from whisper_mcp.queue.files import IncomingFile, StoredUpload, new_key
 from whisper_mcp.queue.jobs import FINISHED_STATUSES, JOB_ID, DuplicateJob, Job, JobRequest, JobStatus
 from whisper_mcp.queue.manager import JobQueue
+from whisper_mcp.queue.partial import PartialCursor
 from whisper_mcp.server.callbacks import CallbackSender
+from whisper_mcp.server.changes import JobChanges
 from whisper_mcp.server.egress import redact_url
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.metrics import State as MetricState
@@ -71,7 +73,10 @@ ProgressReporter = Callable[[JobRecord], Awaitable[None]]
 
 @dataclass(frozen=True)
 class JobSnapshot:
-    """A job's record as ``status`` gives it, with a processing job's segments so far."""
+    """A job's record as ``status`` gives it, less a processing job's
+    ``partial_transcript`` (``segments_done`` counts all its segments), and
+    the segments decoded since the follower's previous snapshot (in the
+    first: all so far)."""
 
     record: JobRecord
     segments: list[dict[str, Any]]
@@ -151,7 +156,8 @@ class TranscriptionService:
         metrics.watch(self._metric_state)
         queue.on_change(self._job_changed)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._changed = asyncio.Event()
+        # Streams and long polls, each woken by its own job's changes.
+        self._changes = JobChanges()
         self._tasks: list[asyncio.Task[None]] = []
         # /health's queue size: (when read, job changes seen then, count).
         self._queued: tuple[float, int, int] | None = None
@@ -216,15 +222,14 @@ class TranscriptionService:
 
     def _job_changed(self, job_id: str) -> None:
         # Called from the thread that changed the job (here, or a replica's
-        # notification); wake the worker (a job may be queued) and every waiter.
+        # notification); wake the worker (a job may be queued) and the job's waiters.
         self._job_changes += 1
         self.worker.notify()
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._signal)
+            self._loop.call_soon_threadsafe(self._signal, job_id)
 
-    def _signal(self) -> None:
-        event, self._changed = self._changed, asyncio.Event()
-        event.set()
+    def _signal(self, job_id: str) -> None:
+        self._changes.changed(job_id)
         self.callbacks.kick()
 
     # -- submitting -------------------------------------------------------
@@ -529,29 +534,34 @@ class TranscriptionService:
         return record
 
     async def follow(self, job_id: str, idle_seconds: float = 15.0) -> AsyncIterator[JobSnapshot]:
-        """The job now, then again after each change (or ``idle_seconds``
-        without one), until it has ended: for streams. Raises ``JobNotFound``
+        """The job now, then again after each change of it (or ``idle_seconds``
+        without one), until it has ended: for streams. Each snapshot reads
+        only the segments decoded since the one before. Raises ``JobNotFound``
         (before the first snapshot) like ``status``."""
-        while True:
-            changed = self._changed  # taken before reading, so no change is missed
-            record, segments = await self._status(job_id, "txt")
-            yield JobSnapshot(record, segments)
-            if record["status"] in FINISHED_STATUSES:
-                return
-            try:
-                await asyncio.wait_for(changed.wait(), idle_seconds)
-            except TimeoutError:
-                pass
+        cursor = PartialCursor()
+        with self._changes.watch(job_id) as waiter:
+            while True:
+                waiter.clear()  # before reading, so no change is missed
+                record, segments = await self._status(job_id, "txt", cursor)
+                waiter.queued = record["status"] == JobStatus.QUEUED.value
+                yield JobSnapshot(record, segments)
+                if record["status"] in FINISHED_STATUSES:
+                    return
+                await waiter.wait(idle_seconds)
 
     async def result(self, job_id: str) -> dict[str, Any]:
         """A completed job's stored result (text, segments, language, duration)."""
         job = await self._job(job_id)
         return await to_thread.run_sync(self.queue.result, job) or {}
 
-    async def _status(self, job_id: str, fmt: str) -> tuple[JobRecord, list[dict[str, Any]]]:
-        """The record, and a processing job's segments so far."""
+    async def _status(
+        self, job_id: str, fmt: str, cursor: PartialCursor | None = None
+    ) -> tuple[JobRecord, list[dict[str, Any]]]:
+        """The record, and a processing job's segments so far. With ``cursor``
+        (a follower's): only the segments it has not had, and no
+        ``partial_transcript`` in the record."""
         fmt = check_format(fmt)
-        job = await to_thread.run_sync(self.queue.get, job_id)
+        job, segments = await to_thread.run_sync(self._read, job_id, cursor or PartialCursor())
         if job is None:
             awaiting = await self._awaiting_upload(job_id)
             if awaiting is not None:
@@ -565,9 +575,9 @@ class TranscriptionService:
             eta = job.eta_seconds(time.time())
             record["eta_seconds"] = None if eta is None else round(eta, 1)
             record["cancel_requested"] = job.cancel_requested
-            segments = await to_thread.run_sync(self.queue.partial, job)
-            record["partial_transcript"] = join_text(segments)
-            record["segments_done"] = len(segments)
+            if cursor is None:
+                record["partial_transcript"] = join_text(segments)
+            record["segments_done"] = len(segments) if cursor is None else cursor.sent
             return record, segments
         elif job.status is JobStatus.COMPLETED:
             result = await to_thread.run_sync(self.queue.result, job) or {}
@@ -583,6 +593,12 @@ class TranscriptionService:
             if isinstance(warning := result.get("warning"), str):
                 record["warning"] = warning
         return record, []
+
+    def _read(self, job_id: str, cursor: PartialCursor) -> tuple[Job | None, list[dict[str, Any]]]:
+        """Blocking: the job, and a processing job's segments past ``cursor``
+        (one trip to a thread for both)."""
+        job = self.queue.get(job_id)
+        return job, [] if job is None else self.queue.partial(job, cursor)
 
     async def list_jobs(self, status: str | None, limit: int, offset: int) -> JobPage:
         wanted = None
@@ -608,20 +624,25 @@ class TranscriptionService:
     async def wait(
         self, job_id: str, seconds: float, report: ProgressReporter | None = None, fmt: str = "txt"
     ) -> JobRecord:
-        """Status, after waiting up to ``seconds`` (capped) for the job to finish."""
+        """Status, after waiting up to ``seconds`` (capped) for the job to
+        finish; ``report`` is given the record after each change of the job
+        (a processing job's with the text so far), read as a stream reads it."""
         deadline = time.monotonic() + max(0.0, min(seconds, self.settings.max_wait_seconds))
-        while True:
-            changed = self._changed  # taken before reading, so no change is missed
-            record = await self.status(job_id, fmt)
-            remaining = deadline - time.monotonic()
-            if record["status"] in FINISHED_STATUSES or remaining <= 0:
-                return record
-            if report is not None:
-                await report(record)
-            try:
-                await asyncio.wait_for(changed.wait(), remaining)
-            except TimeoutError:
-                pass
+        cursor, text = PartialCursor(), ""
+        with self._changes.watch(job_id) as waiter:
+            while True:
+                waiter.clear()  # before reading, so no change is missed
+                if deadline - time.monotonic() <= 0:
+                    return await self.status(job_id, fmt)
+                record, segments = await self._status(job_id, fmt, cursor)
+                if record["status"] in FINISHED_STATUSES:
+                    return record
+                if report is not None:
+                    if record["status"] == JobStatus.PROCESSING.value:
+                        text = join_text([{"text": text}, *segments])
+                        record["partial_transcript"] = text
+                    await report(record)
+                await waiter.wait(deadline - time.monotonic())
 
     async def transcript(self, job_id: str, fmt: str = "txt") -> str:
         fmt = check_format(fmt)

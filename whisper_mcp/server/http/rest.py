@@ -54,7 +54,6 @@ async def job_events(service: TranscriptionService, job_id: str) -> AsyncIterato
     ``GET /status`` gives once the job has ended (``error`` if it vanished)."""
     position: Any = None
     progress: Any = None
-    sent = 0
     try:
         async for snapshot in service.follow(job_id):
             record, out = snapshot.record, []
@@ -64,9 +63,8 @@ async def job_events(service: TranscriptionService, job_id: str) -> AsyncIterato
             if "queue_position" in record and record["queue_position"] != position:
                 position = record["queue_position"]
                 out.append(event({"job_id": job_id, "status": record["status"], "queue_position": position}, "queued"))
-            for segment in snapshot.segments[sent:]:
+            for segment in snapshot.segments:  # those decoded since the last snapshot
                 out.append(event({k: segment.get(k) for k in ("id", "start", "end", "text")}, "segment"))
-            sent = max(sent, len(snapshot.segments))
             now = (record["progress"], record.get("eta_seconds"), record.get("segments_done"))
             if record["status"] == "processing" and now != progress:
                 progress = now
