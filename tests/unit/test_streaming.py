@@ -7,6 +7,7 @@ tested in tests/e2e/test_streaming_e2e.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import queue
@@ -153,9 +154,10 @@ def test_events_follow_a_job_to_its_end(stepped: InProcessServer) -> None:
 
 
 def test_streams_and_long_polls_wake_only_for_their_own_job(stepped: InProcessServer) -> None:
-    """Other jobs' changes (20 jobs queued and cancelled) do not wake a
-    stream or a long poll of a running job: none reads its job again.
-    Its own next window does, and the stream gets just that segment."""
+    """Other jobs' changes (20 jobs queued and cancelled) do not wake the
+    streams or a long poll of a running job: none reads its job again. Its
+    own next window wakes them all, they read it once between them, and each
+    stream gets just the new segment."""
     engine, service = stepped.engine, stepped.service
     reads: Counter[str] = Counter()
     get = service.queue.get
@@ -165,28 +167,31 @@ def test_streams_and_long_polls_wake_only_for_their_own_job(stepped: InProcessSe
         return get(job_id)
 
     service.queue.get = counting_get  # type: ignore[method-assign]
+    streams = 8
     with stepped.client() as client:
         job_id = client.post("/transcribe", files={"file": ("s.wav", SPEECH.read_bytes())}).json()["job_id"]
         poll(client, job_id, lambda r: r.get("segments_done") == 1)
-        events: queue.Queue[tuple[str | None, dict]] = queue.Queue()
+        events: list[queue.Queue[tuple[str | None, dict]]] = [queue.Queue() for _ in range(streams)]
         waited: list[dict] = []
 
-        def follow() -> None:
+        def follow(got: queue.Queue[tuple[str | None, dict]]) -> None:
             with stepped.client() as own, own.stream("GET", f"/jobs/{job_id}/events") as response:
                 for item in sse_events(response.iter_lines()):
-                    events.put(item)
+                    got.put(item)
 
         def long_poll() -> None:
             with stepped.client() as own:
                 waited.append(own.get(f"/status/{job_id}", params={"wait": "20"}).json())
 
-        threads = [threading.Thread(target=follow), threading.Thread(target=long_poll)]
+        threads = [threading.Thread(target=follow, args=(got,)) for got in events]
+        threads.append(threading.Thread(target=long_poll))
         for thread in threads:
             thread.start()
-        assert events.get(timeout=10)[0] == "segment"  # the first snapshot: the segment so far
-        assert events.get(timeout=10)[0] == "progress"
+        for got in events:
+            assert got.get(timeout=10)[0] == "segment"  # the first snapshot: the segment so far
+            assert got.get(timeout=10)[0] == "progress"
         deadline = time.monotonic() + 10
-        while service._changes.waiting(job_id) < 2:  # the long poll is waiting too
+        while service._changes.waiting(job_id) < streams + 1:  # the long poll is waiting too
             assert time.monotonic() < deadline
             time.sleep(0.01)
         time.sleep(0.2)  # and has read its job
@@ -196,36 +201,45 @@ def test_streams_and_long_polls_wake_only_for_their_own_job(stepped: InProcessSe
             assert client.delete(f"/jobs/{other}").json()["status"] == "cancelled"
         time.sleep(0.3)  # time for any wake-up to read
         assert reads[job_id] == before
-        engine.steps.release()  # the job's own next window wakes both
-        name, data = events.get(timeout=10)
-        assert (name, data["id"]) == ("segment", 1)
-        assert reads[job_id] > before
+        engine.steps.release()  # the job's own next window (its segment, then its progress) wakes all
+        for got in events:
+            name, data = got.get(timeout=10)
+            assert (name, data["id"]) == ("segment", 1)
+            assert got.get(timeout=10)[0] == "progress"
+        # Read for all of them at once: once per change, not once per follower.
+        assert 1 <= reads[job_id] - before <= 3, reads[job_id] - before
         engine.steps.release()
         for thread in threads:
             thread.join(15)
     assert waited[0]["status"] == "completed"
     deadline = time.monotonic() + 5
-    while service._changes.waiting():  # nothing left registered once both have ended
+    while service._changes.waiting():  # nothing left registered once all have ended
         assert time.monotonic() < deadline
         time.sleep(0.01)
 
 
 @pytest.mark.anyio
-async def test_a_queued_jobs_waiter_hears_other_jobs_at_most_each_interval() -> None:
-    changes = JobChanges(queue_interval=0.2)
+async def test_waiters_wake_once_per_burst_and_queued_ones_for_other_jobs() -> None:
+    changes: JobChanges[None] = JobChanges(lambda: None, wake_interval=0.2, queue_interval=0.2)
     with changes.watch("running") as running, changes.watch("queued") as queued:
         queued.queued = True
-        changes.changed("other")  # the first change wakes the queued at once
-        assert await queued.wait(0.05) and not await running.wait(0.05)
+        changes.changed("running")  # the first change wakes its job's waiters at once ...
+        assert await running.wait(0.05)
+        assert await queued.wait(0.05)  # ... and a queued job's (its place may have moved)
+        assert running.clear() == 1
         queued.clear()
         started = time.monotonic()
-        for _ in range(50):
-            changes.changed("other")
-        assert await queued.wait(1.0)  # one wake for all fifty, when the interval is over
-        assert time.monotonic() - started >= 0.1
+        for _ in range(50):  # a burst (a window's segments): one wake for all, at the interval's end
+            changes.changed("running")
+        assert not await running.wait(0.05)
+        assert await running.wait(1.0) and await queued.wait(1.0)
+        assert time.monotonic() - started >= 0.15
+        assert running.clear() == 51 and queued.changes == 2  # every change counted; the queued job's place once
+        queued.clear()
+        await asyncio.sleep(0.25)
+        changes.changed("other")  # another job: the queued waiter hears it, the running one does not
+        assert await queued.wait(0.05)
         assert not await running.wait(0.3)
-        changes.changed("running")
-        assert await running.wait(0.05)
     assert changes.waiting() == 0
 
 

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
@@ -40,7 +40,7 @@ from whisper_mcp.queue.jobs import FINISHED_STATUSES, JOB_ID, DuplicateJob, Job,
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.partial import PartialCursor
 from whisper_mcp.server.callbacks import CallbackSender
-from whisper_mcp.server.changes import JobChanges
+from whisper_mcp.server.changes import JobChanges, Waiter
 from whisper_mcp.server.egress import redact_url
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.metrics import State as MetricState
@@ -67,8 +67,25 @@ MAX_OFFSET = 2**31 - 1
 AWAITING_UPLOAD = "waiting_for_upload"
 # How stale /health's queue size may be, in seconds (see _queue_size).
 HEALTH_COUNT_TTL = 0.5
+# A follower woken by no change (its idle re-read) takes the snapshot another
+# follower of the same job read at most this many seconds ago.
+FEED_MAX_AGE = 1.0
 
 ProgressReporter = Callable[[JobRecord], Awaitable[None]]
+
+
+@dataclass
+class Feed:
+    """What the followers of one job (streams, long polls) share: its latest
+    snapshot, read once per change for all of them, and every segment read
+    so far (held while the job is followed)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    cursor: PartialCursor = field(default_factory=PartialCursor)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    record: JobRecord | None = None
+    changes: int = -1  # the job's change count when that read began
+    read_at: float = float("-inf")  # and when (monotonic)
 
 
 @dataclass(frozen=True)
@@ -76,7 +93,7 @@ class JobSnapshot:
     """A job's record as ``status`` gives it, less a processing job's
     ``partial_transcript`` (``segments_done`` counts all its segments), and
     the segments decoded since the follower's previous snapshot (in the
-    first: all so far)."""
+    first: all so far; once completed: the rest of its result's)."""
 
     record: JobRecord
     segments: list[dict[str, Any]]
@@ -156,8 +173,9 @@ class TranscriptionService:
         metrics.watch(self._metric_state)
         queue.on_change(self._job_changed)
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Streams and long polls, each woken by its own job's changes.
-        self._changes = JobChanges()
+        # Streams and long polls, each woken by its own job's changes, and
+        # each job's latest snapshot, read once per change for all of them.
+        self._changes: JobChanges[Feed] = JobChanges(Feed)
         self._tasks: list[asyncio.Task[None]] = []
         # /health's queue size: (when read, job changes seen then, count).
         self._queued: tuple[float, int, int] | None = None
@@ -538,16 +556,33 @@ class TranscriptionService:
         without one), until it has ended: for streams. Each snapshot reads
         only the segments decoded since the one before. Raises ``JobNotFound``
         (before the first snapshot) like ``status``."""
-        cursor = PartialCursor()
+        sent = 0
         with self._changes.watch(job_id) as waiter:
             while True:
-                waiter.clear()  # before reading, so no change is missed
-                record, segments = await self._status(job_id, "txt", cursor)
-                waiter.queued = record["status"] == JobStatus.QUEUED.value
-                yield JobSnapshot(record, segments)
+                seen = waiter.clear()  # before reading, so no change is missed
+                record, segments = await self._snapshot(job_id, waiter, seen)
+                new = segments[sent:]  # taken now: other followers' reads extend the shared list
+                sent += len(new)
+                yield JobSnapshot(record, new)
                 if record["status"] in FINISHED_STATUSES:
                     return
                 await waiter.wait(idle_seconds)
+
+    async def _snapshot(self, job_id: str, waiter: Waiter[Feed], seen: int) -> tuple[JobRecord, list[dict[str, Any]]]:
+        """The job's record (``status``'s, less ``partial_transcript``) and
+        every segment so far, shared by all its followers: read again only if
+        the job changed after the ``seen``-th change, or the last read is over
+        FEED_MAX_AGE seconds old (a follower's idle re-read)."""
+        feed = waiter.shared
+        async with feed.lock:
+            if feed.record is None or feed.changes < seen or time.monotonic() - feed.read_at > FEED_MAX_AGE:
+                changes, read_at = waiter.changes, time.monotonic()
+                with anyio.CancelScope(shield=True):  # a follower leaving must not lose what was read
+                    record, new = await self._status(job_id, "txt", feed.cursor)
+                feed.segments.extend(new)
+                feed.record, feed.changes, feed.read_at = record, changes, read_at
+            waiter.queued = feed.record["status"] == JobStatus.QUEUED.value
+            return cast(JobRecord, dict(feed.record)), feed.segments
 
     async def result(self, job_id: str) -> dict[str, Any]:
         """A completed job's stored result (text, segments, language, duration)."""
@@ -558,8 +593,8 @@ class TranscriptionService:
         self, job_id: str, fmt: str, cursor: PartialCursor | None = None
     ) -> tuple[JobRecord, list[dict[str, Any]]]:
         """The record, and a processing job's segments so far. With ``cursor``
-        (a follower's): only the segments it has not had, and no
-        ``partial_transcript`` in the record."""
+        (a follower's): only the segments it has not had (of a completed
+        job: its result's), and no ``partial_transcript`` in the record."""
         fmt = check_format(fmt)
         job, segments = await to_thread.run_sync(self._read, job_id, cursor or PartialCursor())
         if job is None:
@@ -592,6 +627,10 @@ class TranscriptionService:
                 record["model"] = model_label(decoded_by)
             if isinstance(warning := result.get("warning"), str):
                 record["warning"] = warning
+            if cursor is not None:  # a follower: the segments of the last window(s) it has not had
+                tail = list(result.get("segments") or [])[cursor.sent :]
+                cursor.sent += len(tail)
+                return record, tail
         return record, []
 
     def _read(self, job_id: str, cursor: PartialCursor) -> tuple[Job | None, list[dict[str, Any]]]:
@@ -627,22 +666,27 @@ class TranscriptionService:
         """Status, after waiting up to ``seconds`` (capped) for the job to
         finish; ``report`` is given the record after each change of the job
         (a processing job's with the text so far), read as a stream reads it."""
+        fmt = check_format(fmt)
         deadline = time.monotonic() + max(0.0, min(seconds, self.settings.max_wait_seconds))
-        cursor, text = PartialCursor(), ""
+        sent, text = 0, ""
         with self._changes.watch(job_id) as waiter:
             while True:
-                waiter.clear()  # before reading, so no change is missed
-                if deadline - time.monotonic() <= 0:
-                    return await self.status(job_id, fmt)
-                record, segments = await self._status(job_id, fmt, cursor)
+                seen = waiter.clear()  # before reading, so no change is missed
+                record, segments = await self._snapshot(job_id, waiter, seen)
                 if record["status"] in FINISHED_STATUSES:
+                    # The shared snapshot renders the transcript as text.
+                    return record if fmt == "txt" else await self.status(job_id, fmt)
+                if record["status"] == JobStatus.PROCESSING.value:
+                    new = segments[sent:]
+                    sent += len(new)
+                    text = join_text([{"text": text}, *new])  # the text so far, then the new segments'
+                    record["partial_transcript"] = text
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     return record
                 if report is not None:
-                    if record["status"] == JobStatus.PROCESSING.value:
-                        text = join_text([{"text": text}, *segments])
-                        record["partial_transcript"] = text
                     await report(record)
-                await waiter.wait(deadline - time.monotonic())
+                await waiter.wait(remaining)
 
     async def transcript(self, job_id: str, fmt: str = "txt") -> str:
         fmt = check_format(fmt)

@@ -303,9 +303,8 @@ async def _stream_events(service: TranscriptionService, job_id: str, logprobs: b
     async for snapshot in service.follow(job_id):
         status = snapshot.record["status"]
         if status == JobStatus.PROCESSING.value:
-            chunks = list(deltas(snapshot.segments))  # those decoded since the last snapshot
-            for chunk in chunks or [KEEPALIVE]:
-                yield chunk
+            # Those decoded since the last snapshot, in one write.
+            yield b"".join(deltas(snapshot.segments)) or KEEPALIVE
             continue
         if status == JobStatus.COMPLETED.value:
             result = await service.result(job_id)
