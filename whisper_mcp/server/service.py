@@ -70,6 +70,9 @@ HEALTH_COUNT_TTL = 0.5
 # A follower woken by no change (its idle re-read) takes the snapshot another
 # follower of the same job read at most this many seconds ago.
 FEED_MAX_AGE = 1.0
+# A stream woken by a change waits this long before it reads, so that one
+# snapshot (one write to each of hundreds of streams) carries a whole burst.
+STREAM_PACE = 0.1
 
 ProgressReporter = Callable[[JobRecord], Awaitable[None]]
 
@@ -552,8 +555,9 @@ class TranscriptionService:
         return record
 
     async def follow(self, job_id: str, idle_seconds: float = 15.0) -> AsyncIterator[JobSnapshot]:
-        """The job now, then again after each change of it (or ``idle_seconds``
-        without one), until it has ended: for streams. Each snapshot reads
+        """The job now, then again after each change of it (a burst of
+        changes together, STREAM_PACE after its first) or ``idle_seconds``
+        without one, until it has ended: for streams. Each snapshot carries
         only the segments decoded since the one before. Raises ``JobNotFound``
         (before the first snapshot) like ``status``."""
         sent = 0
@@ -566,7 +570,9 @@ class TranscriptionService:
                 yield JobSnapshot(record, new)
                 if record["status"] in FINISHED_STATUSES:
                     return
-                await waiter.wait(idle_seconds)
+                if await waiter.wait(idle_seconds):
+                    # The rest of the burst (a window's segments, its progress) in the same snapshot.
+                    await asyncio.sleep(STREAM_PACE)
 
     async def _snapshot(self, job_id: str, waiter: Waiter[Feed], seen: int) -> tuple[JobRecord, list[dict[str, Any]]]:
         """The job's record (``status``'s, less ``partial_transcript``) and
