@@ -72,7 +72,7 @@ HEALTH_COUNT_TTL = 0.5
 FEED_MAX_AGE = 1.0
 # A stream woken by a change waits this long before it reads, so that one
 # snapshot (one write to each of hundreds of streams) carries a whole burst.
-STREAM_PACE = 0.1
+STREAM_PACE = 0.03
 
 ProgressReporter = Callable[[JobRecord], Awaitable[None]]
 
