@@ -30,6 +30,9 @@ temporary storage, so any one runs alone with --only):
   vad         vad_filter on and off: speech time and WER, silence and noise
   diarize     speaker diarization beside transcription: time and peak memory
   languages   language routing: its cost on English, languages identified
+  streams     a long job with and without 200 event streams on it (time, server
+              CPU, /health p50/p99); partial transcript bytes written against
+              the result's size, for that job and a 2-hour replay
 
 Every figure is printed next to a baseline measured in the same run, as a ratio.
 The machine may be shared and noisy: compare ratios, not absolute times.

@@ -20,6 +20,7 @@ from bench.sections import (
     replicas,
     responsive,
     silence,
+    streams,
     vad,
     warm,
 )
@@ -39,6 +40,7 @@ SECTIONS: dict[str, tuple[str, Callable[[Ctx, Section], None]]] = {
     "vad": ("11. vad_filter per job: speech time and WER, silence and noise", vad.run),
     "diarize": ("12. speaker diarization: time beside transcription, peak memory on vs off", diarize.run),
     "languages": ("13. language routing: its cost on English, languages identified", languages.run),
+    "streams": ("14. event streams on a long job; partial transcript bytes written", streams.run),
 }
 # The default service's figures in one command: bench/run.py --only done
 GROUPS = {"done": ["default", "contention", "responsive", "silence"]}

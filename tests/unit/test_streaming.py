@@ -7,10 +7,13 @@ tested in tests/e2e/test_streaming_e2e.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +23,8 @@ from fastmcp import Client
 from openai import OpenAI
 
 from whisper_mcp.queue.files import FileStore, new_key
+from whisper_mcp.queue.jobs import Job
+from whisper_mcp.server.changes import JobChanges
 
 from fakes import FakeEngine
 from helpers import FIXTURES, InProcessServer
@@ -148,6 +153,96 @@ def test_events_follow_a_job_to_its_end(stepped: InProcessServer) -> None:
     assert progress == sorted(progress) and progress, events
 
 
+def test_streams_and_long_polls_wake_only_for_their_own_job(stepped: InProcessServer) -> None:
+    """Other jobs' changes (20 jobs queued and cancelled) do not wake the
+    streams or a long poll of a running job: none reads its job again. Its
+    own next window wakes them all, they read it once between them, and each
+    stream gets just the new segment."""
+    engine, service = stepped.engine, stepped.service
+    reads: Counter[str] = Counter()
+    get = service.queue.get
+
+    def counting_get(job_id: str) -> Job | None:
+        reads[job_id] += 1
+        return get(job_id)
+
+    service.queue.get = counting_get  # type: ignore[method-assign]
+    streams = 8
+    with stepped.client() as client:
+        job_id = client.post("/transcribe", files={"file": ("s.wav", SPEECH.read_bytes())}).json()["job_id"]
+        poll(client, job_id, lambda r: r.get("segments_done") == 1)
+        events: list[queue.Queue[tuple[str | None, dict]]] = [queue.Queue() for _ in range(streams)]
+        waited: list[dict] = []
+
+        def follow(got: queue.Queue[tuple[str | None, dict]]) -> None:
+            with stepped.client() as own, own.stream("GET", f"/jobs/{job_id}/events") as response:
+                for item in sse_events(response.iter_lines()):
+                    got.put(item)
+
+        def long_poll() -> None:
+            with stepped.client() as own:
+                waited.append(own.get(f"/status/{job_id}", params={"wait": "20"}).json())
+
+        threads = [threading.Thread(target=follow, args=(got,)) for got in events]
+        threads.append(threading.Thread(target=long_poll))
+        for thread in threads:
+            thread.start()
+        for got in events:
+            assert got.get(timeout=10)[0] == "segment"  # the first snapshot: the segment so far
+            assert got.get(timeout=10)[0] == "progress"
+        deadline = time.monotonic() + 10
+        while service._changes.waiting(job_id) < streams + 1:  # the long poll is waiting too
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.2)  # and has read its job
+        before = reads[job_id]
+        for _ in range(20):
+            other = client.post("/transcribe", files={"file": ("o.wav", SPEECH.read_bytes())}).json()["job_id"]
+            assert client.delete(f"/jobs/{other}").json()["status"] == "cancelled"
+        time.sleep(0.3)  # time for any wake-up to read
+        assert reads[job_id] == before
+        engine.steps.release()  # the job's own next window (its segment, then its progress) wakes all
+        for got in events:
+            name, data = got.get(timeout=10)
+            assert (name, data["id"]) == ("segment", 1)
+            assert got.get(timeout=10)[0] == "progress"
+        # Read for all of them at once: once per change, not once per follower.
+        assert 1 <= reads[job_id] - before <= 3, reads[job_id] - before
+        engine.steps.release()
+        for thread in threads:
+            thread.join(15)
+    assert waited[0]["status"] == "completed"
+    deadline = time.monotonic() + 5
+    while service._changes.waiting():  # nothing left registered once all have ended
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_waiters_wake_once_per_burst_and_queued_ones_for_other_jobs() -> None:
+    changes: JobChanges[None] = JobChanges(lambda: None, wake_interval=0.2, queue_interval=0.2)
+    with changes.watch("running") as running, changes.watch("queued") as queued:
+        queued.queued = True
+        changes.changed("running")  # the first change wakes its job's waiters at once ...
+        assert await running.wait(0.05)
+        assert await queued.wait(0.05)  # ... and a queued job's (its place may have moved)
+        assert running.clear() == 1
+        queued.clear()
+        started = time.monotonic()
+        for _ in range(50):  # a burst (a window's segments): one wake for all, at the interval's end
+            changes.changed("running")
+        assert not await running.wait(0.05)
+        assert await running.wait(1.0) and await queued.wait(1.0)
+        assert time.monotonic() - started >= 0.15
+        assert running.clear() == 51 and queued.changes == 2  # every change counted; the queued job's place once
+        queued.clear()
+        await asyncio.sleep(0.25)
+        changes.changed("other")  # another job: the queued waiter hears it, the running one does not
+        assert await queued.wait(0.05)
+        assert not await running.wait(0.3)
+    assert changes.waiting() == 0
+
+
 def test_events_tell_the_queue_position(tmp_path: Path) -> None:
     engine = FakeEngine()
     engine.gate.clear()
@@ -208,15 +303,18 @@ def test_partial_segments_are_kept_per_attempt(tmp_path: Path) -> None:
     files = FileStore(tmp_path / "storage")
     key = new_key()
     assert files.read_partial(key, 1) == []
-    files.write_partial(key, 1, [{"id": 0, "text": "a"}, {"id": 1, "text": "b"}])
+    files.append_partial(key, 1, [{"id": 0, "text": "a"}, {"id": 1, "text": "b"}])
     # A re-run shows the earlier run's segments until it has as many of its own.
     assert [s["text"] for s in files.read_partial(key, 2)] == ["a", "b"]
-    files.write_partial(key, 2, [{"id": 0, "text": "A"}])
+    files.append_partial(key, 2, [{"id": 0, "text": "A"}])
     assert [s["text"] for s in files.read_partial(key, 2)] == ["a", "b"]
-    files.write_partial(key, 2, [{"id": 0, "text": "A"}, {"id": 1, "text": "B"}])
+    files.append_partial(key, 2, [{"id": 1, "text": "B"}])
     assert [s["text"] for s in files.read_partial(key, 2)] == ["A", "B"]
-    # The old run, which lost the job, cannot overwrite the new run's file.
-    files.write_partial(key, 1, [{"id": 0, "text": "x"}, {"id": 1, "text": "y"}, {"id": 2, "text": "z"}])
-    assert json.loads(files.partial_path(key, 2).read_bytes())[0]["text"] == "A"
+    # The old run, which lost the job, cannot write into the new run's file.
+    files.append_partial(key, 1, [{"id": 2, "text": "z"}])
+    lines = files.partial_files(key, 2)[0].lines.read_bytes().splitlines()
+    assert [json.loads(line)["text"] for line in lines] == ["A", "B"]
+    # (It has more now, so it shows again, as the longest.)
+    assert [s["text"] for s in files.read_partial(key, 2)] == ["a", "b", "z"]
     files.discard_partial(key)
     assert list(files.partial_dir.iterdir()) == []

@@ -9,8 +9,9 @@ Layout::
                           (16 kHz mono WAV), kept and removed with its audio
     uploads/<key>         chunked uploads being assembled
     results/<key>.json    transcript with segments, written atomically
-    partial/<key>.<n>.json  segments decoded so far by attempt n of a running
-                          job, rewritten atomically after each window
+    partial/<key>.<n>.jsonl  segments decoded so far by attempt n of a running
+                          job, one JSON line each, appended after each window
+                          (partial.py; earlier releases: <key>.<n>.json)
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from whisper_mcp.durable import fsync_dir, write_atomic
 from whisper_mcp.errors import InsufficientStorage, PayloadTooLarge
+from whisper_mcp.queue import partial
 
 _KEY = re.compile(r"^[0-9a-f]{32}$")
 
@@ -173,32 +176,29 @@ class FileStore:
         except FileNotFoundError:
             return None
 
-    def partial_path(self, key: str, attempt: int) -> Path:
-        # One file per attempt: a run that lost its lease can never overwrite
-        # the segments of the run that took the job over.
-        return self.partial_dir / f"{self._checked(key)}.{int(attempt)}.json"
+    def partial_files(self, key: str, attempt: int) -> list[partial.AttemptFiles]:
+        """Attempt ``attempt``'s partial transcript files and every earlier
+        attempt's, latest first. One file per attempt: a run that lost its
+        lease can never write into the segments of the run that took the job over."""
+        key = self._checked(key)
+        return [
+            partial.AttemptFiles(n, self.partial_dir / f"{key}.{n}.jsonl", self.partial_dir / f"{key}.{n}.json")
+            for n in range(int(attempt), 0, -1)
+        ]
 
-    def write_partial(self, key: str, attempt: int, segments: list[dict[str, object]]) -> None:
-        # Rewritten after every window, and only a view: a crash loses nothing
-        # the re-run does not decode again, so no fsync (see write_atomic).
-        data = json.dumps(segments, ensure_ascii=False).encode()
-        write_atomic(self.partial_path(key, attempt), data, sync=False)
+    def append_partial(self, key: str, attempt: int, segments: Sequence[Mapping[str, object]]) -> None:
+        partial.append(self.partial_files(key, attempt)[0].lines, segments)
 
-    def read_partial(self, key: str, attempt: int) -> list[dict[str, object]]:
+    def read_partial(
+        self, key: str, attempt: int, cursor: partial.PartialCursor | None = None
+    ) -> list[dict[str, object]]:
         """The segments attempt ``attempt`` has decoded; while a re-run has
-        not caught up, those of the latest earlier attempt that has more."""
-        best: list[dict[str, object]] = []
-        for n in range(int(attempt), 0, -1):
-            try:
-                found = json.loads(self.partial_path(key, n).read_bytes())
-            except (FileNotFoundError, ValueError):  # none, or torn by a crash (not fsynced)
-                continue
-            if isinstance(found, list) and len(found) > len(best):
-                best = found
-        return best
+        not caught up, those of the latest earlier attempt that has more.
+        With ``cursor``: only those after the ones it has had (``partial.read``)."""
+        return partial.read(self.partial_files(key, attempt), cursor or partial.PartialCursor())
 
     def discard_partial(self, key: str) -> None:
-        for path in self.partial_dir.glob(f"{self._checked(key)}.*.json"):
+        for path in self.partial_dir.glob(f"{self._checked(key)}.*.json*"):
             path.unlink(missing_ok=True)
 
     def has_result(self, key: str) -> bool:

@@ -26,6 +26,7 @@ from whisper_mcp.logs import job_event
 from whisper_mcp.options import PRIORITY_NAMES
 from whisper_mcp.queue.files import FileStore, StoredUpload
 from whisper_mcp.queue.jobs import DuplicateJob, Job, JobPage, JobRequest, JobStatus
+from whisper_mcp.queue.partial import PartialCursor
 from whisper_mcp.queue.store import SQLJobStore
 
 log = logging.getLogger("whisper_mcp.queue")
@@ -63,7 +64,8 @@ class Running:
     cancel_requested: bool = False
     lost: bool = False
     written_at: float = 0.0  # when progress last went to the database
-    segments: list[dict[str, object]] = field(default_factory=list)  # decoded so far
+    # Decoded segments not yet appended to the partial file (a write failed).
+    unwritten: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def job_id(self) -> str:
@@ -234,30 +236,34 @@ class JobQueue:
 
     def segments(self, job_id: str, new: Sequence[Mapping[str, object]]) -> None:
         """Keep the segments a run has just decoded where every caller, on
-        any replica, reads them while the job runs (``partial``): written
-        atomically under storage, one file per attempt, so a run that lost
-        its lease never overwrites its successor's. Best effort: a failed
-        write (a full disk) costs the partial view, not the job."""
+        any replica, reads them while the job runs (``partial``): appended
+        under storage, one file per attempt, so a run that lost its lease
+        never writes into its successor's. Best effort: a failed write (a
+        full disk) costs the partial view, not the job, and its segments
+        go with the next window's."""
         with self._lock:
             running = self._running.get(job_id)
             if running is None or running.lost or not new:
                 return
-            running.segments.extend(dict(s) for s in new)
-            snapshot, attempt = list(running.segments), running.job.attempts
+            running.unwritten.extend(dict(s) for s in new)
+            pending, attempt = list(running.unwritten), running.job.attempts
         try:
-            self.files.write_partial(running.job.key, attempt, snapshot)
+            self.files.append_partial(running.job.key, attempt, pending)
         except OSError as exc:
             log.warning("job %s: could not keep its partial transcript: %s", job_id, exc)
             return
+        with self._lock:
+            del running.unwritten[: len(pending)]
         self._store.db.notify(job_id)  # other replicas' followers; this one's below
         self._changed(job_id)
 
-    def partial(self, job: Job) -> list[dict[str, object]]:
+    def partial(self, job: Job, cursor: PartialCursor | None = None) -> list[dict[str, object]]:
         """The segments decoded so far by the job's current run (or, until a
-        re-run catches up, by the run before it); empty unless processing."""
+        re-run catches up, by the run before it); empty unless processing.
+        With ``cursor``: only those it has not had yet."""
         if job.status is not JobStatus.PROCESSING:
             return []
-        return self.files.read_partial(job.key, job.attempts)
+        return self.files.read_partial(job.key, job.attempts, cursor)
 
     def running(self) -> tuple[Running, ...]:
         """Copies of the runs this process holds now."""

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
@@ -38,7 +38,9 @@ from whisper_mcp.options import (
 from whisper_mcp.queue.files import IncomingFile, StoredUpload, new_key
 from whisper_mcp.queue.jobs import FINISHED_STATUSES, JOB_ID, DuplicateJob, Job, JobRequest, JobStatus
 from whisper_mcp.queue.manager import JobQueue
+from whisper_mcp.queue.partial import PartialCursor
 from whisper_mcp.server.callbacks import CallbackSender
+from whisper_mcp.server.changes import JobChanges, Waiter
 from whisper_mcp.server.egress import redact_url
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.metrics import State as MetricState
@@ -65,13 +67,36 @@ MAX_OFFSET = 2**31 - 1
 AWAITING_UPLOAD = "waiting_for_upload"
 # How stale /health's queue size may be, in seconds (see _queue_size).
 HEALTH_COUNT_TTL = 0.5
+# A follower woken by no change (its idle re-read) takes the snapshot another
+# follower of the same job read at most this many seconds ago.
+FEED_MAX_AGE = 1.0
+# A stream woken by a change waits this long before it reads, so that one
+# snapshot (one write to each of hundreds of streams) carries a whole burst.
+STREAM_PACE = 0.03
 
 ProgressReporter = Callable[[JobRecord], Awaitable[None]]
 
 
+@dataclass
+class Feed:
+    """What the followers of one job (streams, long polls) share: its latest
+    snapshot, read once per change for all of them, and every segment read
+    so far (held while the job is followed)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    cursor: PartialCursor = field(default_factory=PartialCursor)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    record: JobRecord | None = None
+    changes: int = -1  # the job's change count when that read began
+    read_at: float = float("-inf")  # and when (monotonic)
+
+
 @dataclass(frozen=True)
 class JobSnapshot:
-    """A job's record as ``status`` gives it, with a processing job's segments so far."""
+    """A job's record as ``status`` gives it, less a processing job's
+    ``partial_transcript`` (``segments_done`` counts all its segments), and
+    the segments decoded since the follower's previous snapshot (in the
+    first: all so far; once completed: the rest of its result's)."""
 
     record: JobRecord
     segments: list[dict[str, Any]]
@@ -151,7 +176,9 @@ class TranscriptionService:
         metrics.watch(self._metric_state)
         queue.on_change(self._job_changed)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._changed = asyncio.Event()
+        # Streams and long polls, each woken by its own job's changes, and
+        # each job's latest snapshot, read once per change for all of them.
+        self._changes: JobChanges[Feed] = JobChanges(Feed)
         self._tasks: list[asyncio.Task[None]] = []
         # /health's queue size: (when read, job changes seen then, count).
         self._queued: tuple[float, int, int] | None = None
@@ -216,15 +243,14 @@ class TranscriptionService:
 
     def _job_changed(self, job_id: str) -> None:
         # Called from the thread that changed the job (here, or a replica's
-        # notification); wake the worker (a job may be queued) and every waiter.
+        # notification); wake the worker (a job may be queued) and the job's waiters.
         self._job_changes += 1
         self.worker.notify()
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._signal)
+            self._loop.call_soon_threadsafe(self._signal, job_id)
 
-    def _signal(self) -> None:
-        event, self._changed = self._changed, asyncio.Event()
-        event.set()
+    def _signal(self, job_id: str) -> None:
+        self._changes.changed(job_id)
         self.callbacks.kick()
 
     # -- submitting -------------------------------------------------------
@@ -529,29 +555,54 @@ class TranscriptionService:
         return record
 
     async def follow(self, job_id: str, idle_seconds: float = 15.0) -> AsyncIterator[JobSnapshot]:
-        """The job now, then again after each change (or ``idle_seconds``
-        without one), until it has ended: for streams. Raises ``JobNotFound``
+        """The job now, then again after each change of it (a burst of
+        changes together, STREAM_PACE after its first) or ``idle_seconds``
+        without one, until it has ended: for streams. Each snapshot carries
+        only the segments decoded since the one before. Raises ``JobNotFound``
         (before the first snapshot) like ``status``."""
-        while True:
-            changed = self._changed  # taken before reading, so no change is missed
-            record, segments = await self._status(job_id, "txt")
-            yield JobSnapshot(record, segments)
-            if record["status"] in FINISHED_STATUSES:
-                return
-            try:
-                await asyncio.wait_for(changed.wait(), idle_seconds)
-            except TimeoutError:
-                pass
+        sent = 0
+        with self._changes.watch(job_id) as waiter:
+            while True:
+                seen = waiter.clear()  # before reading, so no change is missed
+                record, segments = await self._snapshot(job_id, waiter, seen)
+                new = segments[sent:]  # taken now: other followers' reads extend the shared list
+                sent += len(new)
+                yield JobSnapshot(record, new)
+                if record["status"] in FINISHED_STATUSES:
+                    return
+                if await waiter.wait(idle_seconds):
+                    # The rest of the burst (a window's segments, its progress) in the same snapshot.
+                    await asyncio.sleep(STREAM_PACE)
+
+    async def _snapshot(self, job_id: str, waiter: Waiter[Feed], seen: int) -> tuple[JobRecord, list[dict[str, Any]]]:
+        """The job's record (``status``'s, less ``partial_transcript``) and
+        every segment so far, shared by all its followers: read again only if
+        the job changed after the ``seen``-th change, or the last read is over
+        FEED_MAX_AGE seconds old (a follower's idle re-read)."""
+        feed = waiter.shared
+        async with feed.lock:
+            if feed.record is None or feed.changes < seen or time.monotonic() - feed.read_at > FEED_MAX_AGE:
+                changes, read_at = waiter.changes, time.monotonic()
+                with anyio.CancelScope(shield=True):  # a follower leaving must not lose what was read
+                    record, new = await self._status(job_id, "txt", feed.cursor)
+                feed.segments.extend(new)
+                feed.record, feed.changes, feed.read_at = record, changes, read_at
+            waiter.queued = feed.record["status"] == JobStatus.QUEUED.value
+            return cast(JobRecord, dict(feed.record)), feed.segments
 
     async def result(self, job_id: str) -> dict[str, Any]:
         """A completed job's stored result (text, segments, language, duration)."""
         job = await self._job(job_id)
         return await to_thread.run_sync(self.queue.result, job) or {}
 
-    async def _status(self, job_id: str, fmt: str) -> tuple[JobRecord, list[dict[str, Any]]]:
-        """The record, and a processing job's segments so far."""
+    async def _status(
+        self, job_id: str, fmt: str, cursor: PartialCursor | None = None
+    ) -> tuple[JobRecord, list[dict[str, Any]]]:
+        """The record, and a processing job's segments so far. With ``cursor``
+        (a follower's): only the segments it has not had (of a completed
+        job: its result's), and no ``partial_transcript`` in the record."""
         fmt = check_format(fmt)
-        job = await to_thread.run_sync(self.queue.get, job_id)
+        job, segments = await to_thread.run_sync(self._read, job_id, cursor or PartialCursor())
         if job is None:
             awaiting = await self._awaiting_upload(job_id)
             if awaiting is not None:
@@ -565,9 +616,9 @@ class TranscriptionService:
             eta = job.eta_seconds(time.time())
             record["eta_seconds"] = None if eta is None else round(eta, 1)
             record["cancel_requested"] = job.cancel_requested
-            segments = await to_thread.run_sync(self.queue.partial, job)
-            record["partial_transcript"] = join_text(segments)
-            record["segments_done"] = len(segments)
+            if cursor is None:
+                record["partial_transcript"] = join_text(segments)
+            record["segments_done"] = len(segments) if cursor is None else cursor.sent
             return record, segments
         elif job.status is JobStatus.COMPLETED:
             result = await to_thread.run_sync(self.queue.result, job) or {}
@@ -582,7 +633,18 @@ class TranscriptionService:
                 record["model"] = model_label(decoded_by)
             if isinstance(warning := result.get("warning"), str):
                 record["warning"] = warning
+            if cursor is not None:  # a follower: the segments of the last window(s) it has not had
+                segments = result.get("segments")
+                tail = list(segments)[cursor.sent :] if isinstance(segments, list) else []
+                cursor.sent += len(tail)
+                return record, tail
         return record, []
+
+    def _read(self, job_id: str, cursor: PartialCursor) -> tuple[Job | None, list[dict[str, Any]]]:
+        """Blocking: the job, and a processing job's segments past ``cursor``
+        (one trip to a thread for both)."""
+        job = self.queue.get(job_id)
+        return job, [] if job is None else self.queue.partial(job, cursor)
 
     async def list_jobs(self, status: str | None, limit: int, offset: int) -> JobPage:
         wanted = None
@@ -608,20 +670,30 @@ class TranscriptionService:
     async def wait(
         self, job_id: str, seconds: float, report: ProgressReporter | None = None, fmt: str = "txt"
     ) -> JobRecord:
-        """Status, after waiting up to ``seconds`` (capped) for the job to finish."""
+        """Status, after waiting up to ``seconds`` (capped) for the job to
+        finish; ``report`` is given the record after each change of the job
+        (a processing job's with the text so far), read as a stream reads it."""
+        fmt = check_format(fmt)
         deadline = time.monotonic() + max(0.0, min(seconds, self.settings.max_wait_seconds))
-        while True:
-            changed = self._changed  # taken before reading, so no change is missed
-            record = await self.status(job_id, fmt)
-            remaining = deadline - time.monotonic()
-            if record["status"] in FINISHED_STATUSES or remaining <= 0:
-                return record
-            if report is not None:
-                await report(record)
-            try:
-                await asyncio.wait_for(changed.wait(), remaining)
-            except TimeoutError:
-                pass
+        sent, text = 0, ""
+        with self._changes.watch(job_id) as waiter:
+            while True:
+                seen = waiter.clear()  # before reading, so no change is missed
+                record, segments = await self._snapshot(job_id, waiter, seen)
+                if record["status"] in FINISHED_STATUSES:
+                    # The shared snapshot renders the transcript as text.
+                    return record if fmt == "txt" else await self.status(job_id, fmt)
+                if record["status"] == JobStatus.PROCESSING.value:
+                    new = segments[sent:]
+                    sent += len(new)
+                    text = join_text([{"text": text}, *new])  # the text so far, then the new segments'
+                    record["partial_transcript"] = text
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return record
+                if report is not None:
+                    await report(record)
+                await waiter.wait(remaining)
 
     async def transcript(self, job_id: str, fmt: str = "txt") -> str:
         fmt = check_format(fmt)

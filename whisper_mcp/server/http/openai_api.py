@@ -288,8 +288,9 @@ async def _stream_events(service: TranscriptionService, job_id: str, logprobs: b
     sent = 0
 
     def deltas(segments: list[dict[str, Any]]) -> Iterator[bytes]:
+        """Events for ``segments``, which follow the ``sent`` ones already streamed."""
         nonlocal sent
-        for segment in segments[sent:]:
+        for segment in segments:
             text = str(segment.get("text") or "").strip()
             if text:
                 # Without logprobs asked for, none: OpenAI's schema has an array there or no field at all.
@@ -302,17 +303,16 @@ async def _stream_events(service: TranscriptionService, job_id: str, logprobs: b
     async for snapshot in service.follow(job_id):
         status = snapshot.record["status"]
         if status == JobStatus.PROCESSING.value:
-            chunks = list(deltas(snapshot.segments))
-            for chunk in chunks or [KEEPALIVE]:
-                yield chunk
+            # Those decoded since the last snapshot, in one write.
+            yield b"".join(deltas(snapshot.segments)) or KEEPALIVE
             continue
         if status == JobStatus.COMPLETED.value:
             result = await service.result(job_id)
-            for chunk in deltas(list(result.get("segments") or [])):
+            segments = list(result.get("segments") or [])
+            for chunk in deltas(segments[sent:]):
                 yield chunk
             # No usage: OpenAI's schema has only token counts for this event, and
             # Whisper bills by duration (json and verbose_json carry that).
-            segments = list(result.get("segments") or [])
             done: dict[str, Any] = {"type": "transcript.text.done", "text": join_text(segments)}
             if logprobs:
                 done["logprobs"] = _logprobs(segments)

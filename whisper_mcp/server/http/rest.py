@@ -54,26 +54,25 @@ async def job_events(service: TranscriptionService, job_id: str) -> AsyncIterato
     ``GET /status`` gives once the job has ended (``error`` if it vanished)."""
     position: Any = None
     progress: Any = None
-    sent = 0
     try:
         async for snapshot in service.follow(job_id):
             record, out = snapshot.record, []
-            if record["status"] in FINISHED_STATUSES:
-                yield event(record, "status")
-                return
             if "queue_position" in record and record["queue_position"] != position:
                 position = record["queue_position"]
                 out.append(event({"job_id": job_id, "status": record["status"], "queue_position": position}, "queued"))
-            for segment in snapshot.segments[sent:]:
+            # Those decoded since the last snapshot (the last window's may come with the job's end).
+            for segment in snapshot.segments:
                 out.append(event({k: segment.get(k) for k in ("id", "start", "end", "text")}, "segment"))
-            sent = max(sent, len(snapshot.segments))
+            if record["status"] in FINISHED_STATUSES:
+                yield b"".join([*out, event(record, "status")])
+                return
             now = (record["progress"], record.get("eta_seconds"), record.get("segments_done"))
             if record["status"] == "processing" and now != progress:
                 progress = now
                 data = {"job_id": job_id, "status": "processing", "progress": now[0], "eta_seconds": now[1]}
                 out.append(event({**data, "segments_done": now[2]}, "progress"))
-            for chunk in out or [KEEPALIVE]:
-                yield chunk
+            # One write per snapshot: hundreds of streams on a job each send at every change.
+            yield b"".join(out) or KEEPALIVE
     except ServiceError as exc:  # e.g. the job expired while followed
         yield event(exc.to_dict(), "error")
 
