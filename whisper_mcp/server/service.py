@@ -634,8 +634,8 @@ class TranscriptionService:
             if isinstance(warning := result.get("warning"), str):
                 record["warning"] = warning
             if cursor is not None:  # a follower: the segments of the last window(s) it has not had
-                segments = result.get("segments")
-                tail = list(segments)[cursor.sent :] if isinstance(segments, list) else []
+                stored = result.get("segments")
+                tail = list(stored)[cursor.sent :] if isinstance(stored, list) else []
                 cursor.sent += len(tail)
                 return record, tail
         return record, []
