@@ -54,7 +54,7 @@ all-tests: $(STAMP)
 
 # Three workers on two cores: these tests mostly wait on sockets and threads.
 in-process-tests: $(STAMP)
-	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 3 --dist loadfile -m "not e2e and not slow" $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 3 --dist loadfile -m "not e2e and not slow" tests/unit $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

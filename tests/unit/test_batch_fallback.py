@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-import whisper_mcp.engines.openai as openai_backend
 from whisper_mcp.config import default_model_cache
 from whisper_mcp.engines.base import BatchItem, Transcription
 from whisper_mcp.models.registry import ModelRegistry
@@ -18,6 +17,8 @@ from helpers import FIXTURES, words
 
 @pytest.mark.slow  # the real model
 def test_failed_batch_decode_falls_back_to_one_by_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    import whisper_mcp.engines.openai as openai_backend  # torch: imported when this runs, not when collected
+
     def out_of_memory(*args: object, **kwargs: object) -> None:
         raise RuntimeError("CUDA out of memory (injected)")
 
