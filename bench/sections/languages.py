@@ -25,7 +25,7 @@ def recordings() -> list[tuple[Path, str, str]]:
     for text in sorted(LANGUAGES.glob("*.txt")):
         audio = next((p for p in sorted(LANGUAGES.glob(f"{text.stem}.*")) if p.suffix != ".txt"), None)
         if audio is not None:
-            found.append((audio, text.stem.split("_")[0], text.read_text().strip()))
+            found.append((audio, text.stem, text.read_text().strip()))
     return found
 
 

@@ -358,19 +358,19 @@ class TranscriptionService:
         to language routing: with an English-only start-up model, a translation
         or a named language other than English goes to the multilingual model
         (transcriptions with no language are identified first: ``_check_submission``)."""
-        model = self.model_name(sub.model)
-        if not self._routes(sub) or self.multilingual_model is None or not english_only(model):
-            return model, sub.language
-        language = parse_language(sub.language, self.multilingual_model)
+        multilingual = self._routing(sub.model)
+        if multilingual is None:
+            return self.model_name(sub.model), sub.language
+        language = parse_language(sub.language, multilingual)
         if sub.task == "translate" or language not in (None, "en"):
-            return self.multilingual_model, language
-        return model, language
+            return multilingual, language
+        return self.default_model, language
 
     def serves(self, name: str | None) -> str:
         """What a request naming model ``name`` (None: none) is decoded by, in words."""
         model = self.model_name(name)
-        if name is None and self.settings.language_routing and self.multilingual_model and english_only(model):
-            multilingual = model_label(self.multilingual_model)
+        if (routed := self._routing(name)) is not None:
+            multilingual = model_label(routed)
             return (
                 f"{model_label(model)} for English; other languages and translations: {multilingual} "
                 f"(the language is identified first, by {multilingual})"
@@ -378,9 +378,15 @@ class TranscriptionService:
         kind = "English only" if english_only(model) else "multilingual: detects the language, translates"
         return f"{model_label(model)} ({kind})"
 
-    def _routes(self, sub: Submission) -> bool:
-        """Whether language routing chooses this submission's model: on, and no model named."""
-        return self.settings.language_routing and not (sub.model and sub.model.strip())
+    def _routing(self, name: str | None) -> str | None:
+        """The multilingual model language routing sends a request naming model
+        ``name`` to when it is not English; None where routing does not choose:
+        a model named, routing off, no multilingual model, or a multilingual
+        start-up model (which detects the language itself)."""
+        named = bool(name and name.strip())
+        if named or not self.settings.language_routing or not english_only(self.default_model):
+            return None
+        return self.multilingual_model
 
     def model_name(self, name: str | None) -> str:
         """The model a job asking for ``name`` gets (the default when None, or
@@ -448,7 +454,9 @@ class TranscriptionService:
             and english_only(model)
         ):
             # Identified first: rerouted where the client left the model to us, else warned.
-            options = replace(options, identify_with=self.multilingual_model, reroute=self._routes(sub))
+            options = replace(
+                options, identify_with=self.multilingual_model, reroute=self._routing(sub.model) is not None
+            )
         check_engine_options(options, self.engine.engine)
         if sub.known_speakers and not options.diarize:
             raise InvalidInput("known speakers apply to diarized transcriptions only; set diarize or leave them out.")
