@@ -23,9 +23,6 @@ import base64
 import hashlib
 import itertools
 import json
-import os
-import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -44,7 +41,8 @@ from mcp.client.streamable_http import streamable_http_client
 
 from whisper_mcp.testing import PostgresCluster
 
-from helpers import FIXTURES, LONG_AUDIO, ROOT, CallbackReceiver, ServerProcess, free_port, submit, wait_done, words
+from helpers import FIXTURES, LONG_AUDIO, CallbackReceiver, ServerProcess, free_port, submit, wait_done, words
+from nginx_conf import NGINX, check_nginx, nginx_files, nginx_flags
 
 pytestmark = pytest.mark.e2e
 
@@ -52,8 +50,6 @@ NAMES = ("a", "b", "c")
 LEASE = ("--lease-seconds", "3", "--heartbeat-seconds", "1")
 # Three replicas share 2 cores here: one torch thread each, not two, or they thrash.
 THREADS = ("--threads", "1")
-# Debian puts nginx in /usr/sbin, which a non-root PATH may lack.
-NGINX = shutil.which("nginx", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
 SHORT_WORDS = {"hello", "world", "testing"}
 SPEECH_WORDS = {"transcription", "services", "model", "loaded", "meeting", "morning", "report", "friday"}
 LONG_WORDS = {"weekly", "planning", "meeting", "budget", "finance", "december"}
@@ -144,44 +140,15 @@ def cluster(postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory)
         receiver.close()
 
 
-# -- nginx, configured as docs/replicas.md says ---------------------------------
-
-
-def documented_nginx_config() -> str:
-    """The nginx configuration in docs/replicas.md."""
-    match = re.search(r"```nginx\n(.*?)```", (ROOT / "docs" / "replicas.md").read_text(), re.S)
-    assert match, "no ```nginx block in docs/replicas.md"
-    return match.group(1)
-
-
-def nginx_files(folder: Path, port: int, upstream_ports: list[int]) -> Path:
-    """The documented configuration pointed at these replicas and this port, included
-    from a minimal nginx.conf as Debian's includes conf.d/*.conf; the main file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    text = documented_nginx_config()
-    servers = re.findall(r"^\s*server\s+[\w.-]+:8765\b", text, re.M)
-    assert len(servers) == len(upstream_ports), servers
-    for line, upstream in zip(servers, upstream_ports, strict=True):
-        text = text.replace(line, re.sub(r"[\w.-]+:8765", f"127.0.0.1:{upstream}", line), 1)
-    text, listens = re.subn(r"^(\s*)listen\s+80;", rf"\g<1>listen 127.0.0.1:{port};", text, flags=re.M)
-    assert listens == 1, text
-    (folder / "whisper-mcp.conf").write_text(text)
-    main = folder / "nginx.conf"
-    main.write_text(
-        f"worker_processes 1;\npid {folder}/nginx.pid;\nevents {{}}\n"
-        f"http {{\n  access_log off;\n  client_body_temp_path {folder}/body;\n  proxy_temp_path {folder}/proxy;\n"
-        f"  include {folder}/whisper-mcp.conf;\n}}\n"
-    )
-    return main
+# -- nginx, configured as deploy/nginx/whisper-mcp.conf says -------------------
 
 
 def start_nginx(folder: Path, port: int, upstream_ports: list[int]) -> subprocess.Popen[bytes]:
     main = nginx_files(folder, port, upstream_ports)
-    flags = ["-p", str(folder), "-e", str(folder / "error.log"), "-c", str(main)]
-    assert NGINX is not None
-    check = subprocess.run([NGINX, "-t", *flags], capture_output=True, text=True)
+    check = check_nginx(folder, main)
     assert check.returncode == 0, check.stderr  # the documented configuration is valid nginx
-    proc = subprocess.Popen([NGINX, *flags, "-g", "daemon off;"])
+    assert NGINX is not None
+    proc = subprocess.Popen([NGINX, *nginx_flags(folder, main), "-g", "daemon off;"])
     deadline = time.monotonic() + 10
     while True:
         try:
