@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import fields
@@ -179,6 +180,25 @@ def test_the_kustomization_lists_every_manifest_and_names_the_image() -> None:
 
 
 @pytest.mark.slow
+def test_kustomize_builds_the_folder() -> None:
+    """What ``kubectl apply -k`` applies: the same objects, valid, with the image named."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    built = subprocess.run([kubectl, "kustomize", str(KUBERNETES)], capture_output=True, text=True, check=True)
+    docs = list(yaml.safe_load_all(built.stdout))
+    assert sorted(doc["kind"] for doc in docs) == sorted(doc["kind"] for doc in manifests())
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
+    (image,) = yaml.safe_load((KUBERNETES / "kustomization.yaml").read_text())["images"]
+    (deployment,) = [doc for doc in docs if doc["kind"] == "Deployment"]
+    spec = deployment["spec"]["template"]["spec"]
+    assert {c["image"] for c in spec["initContainers"] + spec["containers"]} == {
+        f"{image['newName']}:{image['newTag']}"
+    }
+
+
+@pytest.mark.slow
 def test_nginx_accepts_the_configuration(tmp_path: Path) -> None:
     if NGINX is None:
         pytest.skip("nginx is not installed (Debian: apt-get install nginx-light)")
@@ -190,7 +210,7 @@ def test_nginx_accepts_the_configuration(tmp_path: Path) -> None:
 # -- what the service takes -----------------------------------------------------
 
 
-@pytest.mark.parametrize("where, argv, env", commands(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("where, argv, env", [pytest.param(*c, id=c[0]) for c in commands()])
 def test_every_command_runs_with_its_flags_and_variables(
     where: str, argv: list[str], env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
