@@ -7,7 +7,10 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
+
+import httpx
 
 from helpers import ROOT
 
@@ -51,3 +54,21 @@ def check_nginx(folder: Path, main: Path) -> subprocess.CompletedProcess[str]:
     """``nginx -t`` on the files ``nginx_files`` wrote."""
     assert NGINX is not None
     return subprocess.run([NGINX, "-t", *nginx_flags(folder, main)], capture_output=True, text=True)
+
+
+def start_nginx(folder: Path, port: int, upstream_ports: list[int]) -> subprocess.Popen[bytes]:
+    """nginx with the configuration (checked with ``nginx -t`` first), once it answers."""
+    main = nginx_files(folder, port, upstream_ports)
+    check = check_nginx(folder, main)
+    assert check.returncode == 0, check.stderr  # the configuration is valid nginx
+    assert NGINX is not None
+    proc = subprocess.Popen([NGINX, *nginx_flags(folder, main), "-g", "daemon off;"])
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, (folder / "error.log").read_text()
+        time.sleep(0.05)

@@ -28,7 +28,6 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -42,7 +41,7 @@ from mcp.client.streamable_http import streamable_http_client
 from whisper_mcp.testing import PostgresCluster
 
 from helpers import FIXTURES, LONG_AUDIO, CallbackReceiver, ServerProcess, free_port, submit, wait_done, words
-from nginx_conf import NGINX, check_nginx, nginx_files, nginx_flags
+from nginx_conf import NGINX, start_nginx
 
 pytestmark = pytest.mark.e2e
 
@@ -138,26 +137,6 @@ def cluster(postgres: PostgresCluster, tmp_path_factory: pytest.TempPathFactory)
         for r in replicas.values():
             r.stop()
         receiver.close()
-
-
-# -- nginx, configured as deploy/nginx/whisper-mcp.conf says -------------------
-
-
-def start_nginx(folder: Path, port: int, upstream_ports: list[int]) -> subprocess.Popen[bytes]:
-    main = nginx_files(folder, port, upstream_ports)
-    check = check_nginx(folder, main)
-    assert check.returncode == 0, check.stderr  # the documented configuration is valid nginx
-    assert NGINX is not None
-    proc = subprocess.Popen([NGINX, *nginx_flags(folder, main), "-g", "daemon off;"])
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/livez", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, (folder / "error.log").read_text()
-        time.sleep(0.05)
 
 
 # -- MCP with the official SDK, one replica per request ----------------------

@@ -8,6 +8,7 @@ file gives another are the same. Nothing here starts a container."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import os
@@ -32,8 +33,8 @@ from whisper_mcp.config import ENV_PREFIX, Settings
 from whisper_mcp.server.app import build_service, create_app
 
 from fakes import FakeEngine
-from helpers import ROOT, InProcessServer
-from nginx_conf import NGINX, NGINX_CONF, check_nginx, nginx_files, upstream_hosts
+from helpers import ROOT, InProcessServer, free_port
+from nginx_conf import NGINX, NGINX_CONF, check_nginx, nginx_files, start_nginx, upstream_hosts
 
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
@@ -149,6 +150,16 @@ def commands() -> list[tuple[str, list[str], dict[str, str]]]:
     return found
 
 
+def route_paths(storage: Path) -> list[str]:
+    """The paths of the app's routes (HTTP and WebSocket)."""
+    settings = Settings.from_env({}, storage=storage)
+    service = build_service(settings, FakeEngine())
+    try:
+        return [getattr(route, "path", "") for route in create_app(settings, service).routes]
+    finally:
+        service.queue.close()
+
+
 # -- the schemas ----------------------------------------------------------------
 
 
@@ -207,6 +218,31 @@ def test_nginx_accepts_the_configuration(tmp_path: Path) -> None:
     main = nginx_files(tmp_path, 8080, [18765 + i for i in range(len(upstream_hosts()))])
     check = check_nginx(tmp_path, main)
     assert check.returncode == 0, check.stderr
+
+
+@pytest.mark.slow
+def test_a_websocket_passes_through_nginx(tmp_path: Path) -> None:
+    """The Upgrade and Connection headers reach the replica: a realtime session
+    opens through nginx and its first event comes back."""
+    if NGINX is None:
+        pytest.skip("nginx is not installed (Debian: apt-get install nginx-light)")
+    websockets = pytest.importorskip("websockets")
+    if "/v1/realtime" not in route_paths(tmp_path / "routes"):
+        pytest.skip("this build serves no /v1/realtime")
+    with InProcessServer.start(tmp_path / "storage", token=TOKEN) as server:
+        port = free_port()
+        nginx = start_nginx(tmp_path / "nginx", port, [server.port] * len(upstream_hosts()))
+        try:
+
+            async def first_event() -> dict[str, Any]:
+                url = f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription"
+                async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+                    return json.loads(await asyncio.wait_for(ws.recv(), 10))
+
+            assert "type" in asyncio.run(first_event())
+        finally:
+            nginx.terminate()
+            nginx.wait(10)
 
 
 # -- what the service takes -----------------------------------------------------
@@ -291,12 +327,7 @@ def test_nginx_sends_each_location_to_a_route(tmp_path: Path) -> None:
     """Each ``location`` of the nginx configuration is the start of a route's path."""
     locations = re.findall(r"^\s*location\s+(\S+)\s*\{", NGINX_CONF.read_text(), re.M)
     assert "/" in locations
-    settings = Settings.from_env({}, storage=tmp_path / "storage")
-    service = build_service(settings, FakeEngine())
-    try:
-        paths = [getattr(route, "path", "") for route in create_app(settings, service).routes]
-    finally:
-        service.queue.close()
+    paths = route_paths(tmp_path)
     unserved = [where for where in set(locations) - AWAITED_ROUTES if not any(p.startswith(where) for p in paths)]
     assert not unserved, unserved
 
