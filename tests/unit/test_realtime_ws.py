@@ -16,7 +16,11 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from helpers import InProcessServer
+from whisper_mcp.engines.base import BatchItem, Transcription
+from whisper_mcp.options import TranscribeOptions
+
+from fakes import FakeEngine
+from helpers import FIXTURES, InProcessServer, submit
 
 SECOND = bytes(48000)  # one second of PCM16 at 24 kHz (silence: the fake engine hears anything)
 
@@ -118,6 +122,35 @@ def test_store_false_keeps_nothing(server: InProcessServer) -> None:
         until(ws, "conversation.item.input_audio_transcription.completed")
     with server.client() as http:
         assert http.get("/jobs").json()["total"] == 0
+
+
+class SlowFiles(FakeEngine):
+    """Files take 0.2 s a window; live decodes (no progress callback) are instant."""
+
+    def _transcribe(self, item: BatchItem, options: TranscribeOptions) -> Transcription:
+        if item.on_progress is None:
+            return Transcription("live words", "en", item.duration_hint)
+        return super()._transcribe(item, options)
+
+
+def test_a_live_utterance_does_not_wait_for_a_long_file(tmp_path: Path) -> None:
+    engine = SlowFiles(windows=40, window_seconds=0.2)  # an 8 s job
+    with InProcessServer.start(tmp_path / "storage", engine) as server, server.client() as http:
+        job = submit(http, FIXTURES / "short.wav")
+        assert engine.started.wait(10)
+        with connect(url(server, "intent=transcription&store=false")) as ws:
+            recv(ws)
+            send(ws, type="transcription_session.update", session={"turn_detection": None})
+            recv(ws)
+            append(ws, SECOND)
+            started = time.monotonic()
+            send(ws, type="input_audio_buffer.commit")
+            completed, _ = until(ws, "conversation.item.input_audio_transcription.completed")
+            waited = time.monotonic() - started
+        assert completed["transcript"] == "live words"
+        assert waited < 2.0  # a window or two of the file's, not its 8 s
+        assert http.get(f"/jobs/{job['job_id']}").json()["status"] == "processing"  # the file goes on
+        assert server.service.worker.gate.batch_yields >= 1
 
 
 def test_handshakes_are_refused_without_the_token_from_a_foreign_origin_and_beyond_the_limit(tmp_path: Path) -> None:

@@ -42,6 +42,9 @@ from whisper_mcp.server.realtime.turns import Turns
 log = logging.getLogger("whisper_mcp.server.realtime")
 
 DECODE_STEP_SECONDS = 1.0
+# An utterance is decoded as it grows up to this long (one decoding window);
+# server VAD commits one that goes on longer here and carries on in a new item.
+MAX_PARTIAL_SECONDS = 30.0
 # A commit needs at least this much audio (OpenAI's rule).
 MIN_COMMIT_SECONDS = 0.1
 # Decoding this far behind the audio received is reported ...
@@ -80,7 +83,6 @@ class RealtimeSession:
         self._previous_item: str | None = None
         self._wake = asyncio.Event()
         self._kept = KeptSession() if keep else None
-        self._decoded_upto = 0  # session sample the latest finished decode reached
         self._skipped = 0
         self._lag_said = -math.inf
         self._closing = False
@@ -182,6 +184,8 @@ class RealtimeSession:
                     await self._speech_stopped(turn.ms)
             if self._current is None:  # silence: keep only what a start's padding may need
                 self._trim(self._received - self._padding())
+            elif self._received - self._current.start >= MAX_PARTIAL_SECONDS * SAMPLE_RATE:
+                await self._split()
         self._wake.set()
 
     def _padding(self) -> int:
@@ -212,6 +216,20 @@ class RealtimeSession:
             protocol.event("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=self._current.item_id)
         )
         await self._commit_until(end)
+
+    async def _split(self) -> None:
+        """Speech that goes on past MAX_PARTIAL_SECONDS: committed as it
+        stands, and continued in a new item, as if a pause had come."""
+        assert self._current is not None
+        ms = self._received * 1000 // SAMPLE_RATE
+        await self._send(
+            protocol.event("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=self._current.item_id)
+        )
+        await self._commit_until(self._received)
+        self._current = Utterance(protocol.new_id("item"), self._received)
+        await self._send(
+            protocol.event("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=self._current.item_id)
+        )
 
     async def _commit(self, event_id: str | None) -> None:
         if self._received - self._buffer_start < MIN_COMMIT_SECONDS * SAMPLE_RATE:
@@ -267,8 +285,8 @@ class RealtimeSession:
             upto = self._received
             step = DECODE_STEP_SECONDS * SAMPLE_RATE
             new = upto - current.start - current.decoded
-            if new < step:
-                continue
+            if new < step or upto - current.start > MAX_PARTIAL_SECONDS * SAMPLE_RATE:
+                continue  # too little new audio; or too long to decode again and again: its commit decodes it
             self._skipped += int(new // step) - 1 if current.decoded else 0
             audio = self._buffer[current.start - self._buffer_start : upto - self._buffer_start].copy()
             current.decoded = len(audio)
@@ -284,7 +302,6 @@ class RealtimeSession:
         if utterance.audio is not None or self._current is not utterance:
             return  # committed or dropped meanwhile: its last decode speaks for it
         new = utterance.agreement.hypothesis(self._words(result))
-        self._decoded(upto)
         if new:
             await self._delta(utterance, new)
         await self._report_lag()
@@ -297,7 +314,6 @@ class RealtimeSession:
         except Exception as exc:
             await self._failed(utterance, exc)
             return
-        self._decoded(end)
         agreement = utterance.agreement
         rest = agreement.final(self._words(result))
         if rest:
@@ -363,12 +379,18 @@ class RealtimeSession:
             ]
         return words_of(result.text)
 
-    def _decoded(self, upto: int) -> None:
-        self._decoded_upto = max(self._decoded_upto, upto)
+    def _behind(self) -> int:
+        """Samples received that no decode has covered yet: from the first
+        committed utterance still waiting, or the utterance in progress past
+        its latest decode; none in silence."""
+        waiting = [u.start for u in self._committed]
+        if self._current is not None:
+            waiting.append(self._current.start + self._current.decoded)
+        return self._received - min(waiting, default=self._received)
 
     async def _report_lag(self) -> None:
         """Say how far decoding is behind the audio received, when that is far."""
-        behind = (self._received - self._decoded_upto) / SAMPLE_RATE
+        behind = self._behind() / SAMPLE_RATE
         now = time.monotonic()
         if behind < LAG_REPORT_SECONDS or now - self._lag_said < LAG_EVERY_SECONDS or self._closing:
             return
