@@ -51,6 +51,12 @@ def test_local_agreement_keeps_what_was_sent_when_the_last_decode_disagrees() ->
     assert "".join(deltas) == agreement.transcript == "The cat sat on the mat."
 
 
+def test_local_agreement_reads_past_case_and_punctuation_and_sends_the_later_spelling() -> None:
+    agreement = LocalAgreement()
+    deltas = run(agreement, ["Transcription.", "transcription services should keep..."], "Transcription services.")
+    assert deltas == ["transcription", " services."]
+
+
 def test_local_agreement_sends_nothing_while_decodes_disagree() -> None:
     agreement = LocalAgreement()
     assert agreement.hypothesis([Word("a")]) == []

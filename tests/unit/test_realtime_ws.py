@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from whisper_mcp.engines.base import BatchItem, Transcription
 from whisper_mcp.options import TranscribeOptions
+from whisper_mcp.server.realtime import protocol
 
 from fakes import FakeEngine
 from helpers import FIXTURES, InProcessServer, submit
@@ -122,6 +124,28 @@ def test_store_false_keeps_nothing(server: InProcessServer) -> None:
         until(ws, "conversation.item.input_audio_transcription.completed")
     with server.client() as http:
         assert http.get("/jobs").json()["total"] == 0
+
+
+def test_logprobs_come_with_each_word_when_included(tmp_path: Path) -> None:
+    with InProcessServer.start(tmp_path / "storage", FakeEngine(words=True)) as server, connect(url(server)) as ws:
+        recv(ws)
+        session = {
+            "type": "transcription",
+            "include": [protocol.LOGPROBS],
+            "audio": {"input": {"turn_detection": None}},
+        }
+        send(ws, type="session.update", session=session)
+        assert recv(ws)["session"]["include"] == [protocol.LOGPROBS]
+        append(ws, SECOND)
+        send(ws, type="input_audio_buffer.commit")
+        completed, before = until(ws, "conversation.item.input_audio_transcription.completed")
+    deltas = [e for e in before if e["type"].endswith(".delta")]
+    assert [p["token"] for d in deltas for p in d["logprobs"]] == completed["transcript"].split()
+    assert completed["logprobs"][0] == {
+        "token": "fake",
+        "logprob": pytest.approx(math.log(0.9)),
+        "bytes": list(b"fake"),
+    }
 
 
 class SlowFiles(FakeEngine):
