@@ -65,8 +65,14 @@ def test_protocol_errors_say_why_and_the_socket_stays_open(server: InProcessServ
         send(ws, type="response.create", event_id="ev_1")
         error = recv(ws)["error"]
         assert (error["code"], error["param"], error["event_id"]) == ("invalid_event_type", "type", "ev_1")
-        send(ws, type="session.update", session={"type": "transcription", "audio": {"input": {"voice": "x"}}})
-        assert recv(ws)["error"]["param"] == "session.audio.input.voice"
+        send(
+            ws,
+            type="session.update",
+            event_id="ev_2",
+            session={"type": "transcription", "audio": {"input": {"voice": "x"}}},
+        )
+        error = recv(ws)["error"]
+        assert (error["param"], error["event_id"]) == ("session.audio.input.voice", "ev_2")
         send(
             ws,
             type="session.update",

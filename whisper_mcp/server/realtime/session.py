@@ -110,11 +110,19 @@ class RealtimeSession:
     # -- client events ---------------------------------------------------------
 
     async def handle(self, message: str | bytes) -> None:
+        event: protocol.ClientEvent | None = None
         try:
             event = protocol.read_event(message)
             await self._act(event)
         except ProtocolError as exc:
+            if exc.event_id is None and event is not None:
+                exc.event_id = event.event_id
             await self._send(protocol.error(exc))
+        except Exception:  # ours, not the client's: said so, and the session goes on
+            log.exception("session %s: an event failed", self.id)
+            failed = ProtocolError(INTERNAL_ERROR, code="server_error", kind="server_error")
+            failed.event_id = event.event_id if event is not None else None
+            await self._send(protocol.error(failed))
 
     async def _act(self, event: protocol.ClientEvent) -> None:
         if event.session is not None:
@@ -122,7 +130,7 @@ class RealtimeSession:
         elif event.type == "input_audio_buffer.append":
             await self._append(event.audio)
         elif event.type == "input_audio_buffer.commit":
-            await self._commit(event.event_id)
+            await self._commit()
         elif event.type == "input_audio_buffer.clear":
             self._clear()
             await self._send(protocol.event("input_audio_buffer.cleared"))
@@ -131,11 +139,7 @@ class RealtimeSession:
         legacy = event.type == "transcription_session.update"
         assert event.session is not None
         config = protocol.update(self.config, event.session, legacy=legacy)
-        try:
-            request = self._resolve(config)
-        except ProtocolError as exc:
-            exc.event_id = event.event_id
-            raise
+        request = self._resolve(config)
         if config.format != self.config.format:
             self._decoder = Decoder(config.format)
         if config.turn_detection != self.config.turn_detection:
@@ -231,16 +235,14 @@ class RealtimeSession:
             protocol.event("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=self._current.item_id)
         )
 
-    async def _commit(self, event_id: str | None) -> None:
+    async def _commit(self) -> None:
         if self._received - self._buffer_start < MIN_COMMIT_SECONDS * SAMPLE_RATE:
-            exc = ProtocolError(
+            raise ProtocolError(
                 f"Error committing input audio buffer: buffer too small. Expected at least "
                 f"{int(MIN_COMMIT_SECONDS * 1000)}ms of audio, but buffer only has "
                 f"{(self._received - self._buffer_start) * 1000 // SAMPLE_RATE}ms of audio.",
                 code="input_audio_buffer_commit_empty",
             )
-            exc.event_id = event_id
-            raise exc
         if self._current is None:
             self._current = Utterance(protocol.new_id("item"), self._buffer_start)
         await self._commit_until(self._received)
