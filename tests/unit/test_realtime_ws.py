@@ -58,7 +58,8 @@ def server(tmp_path: Path) -> Iterator[InProcessServer]:
 
 
 def test_protocol_errors_say_why_and_the_socket_stays_open(server: InProcessServer) -> None:
-    with connect(url(server)) as ws:
+    with connect(url(server), subprotocols=["realtime"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "realtime"  # as browsers offer it
         assert recv(ws)["type"] == "session.created"
         ws.send("{not json")
         assert recv(ws)["error"]["code"] == "invalid_json"

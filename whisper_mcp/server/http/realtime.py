@@ -27,6 +27,7 @@ from whisper_mcp.server.service import TranscriptionService
 log = logging.getLogger("whisper_mcp.server.realtime")
 
 PATH = "/v1/realtime"
+REALTIME_SUBPROTOCOL = "realtime"
 # Close codes: the session limit (try again later), and a refused request.
 TRY_AGAIN_LATER = 1013
 POLICY_VIOLATION = 1008
@@ -35,7 +36,10 @@ _NO = ("false", "0", "no", "off")
 
 def routes(service: TranscriptionService) -> list[BaseRoute]:
     async def realtime(websocket: WebSocket) -> None:
-        await websocket.accept()
+        # Browsers offer OpenAI's "realtime" subprotocol (beside credentials in
+        # others); a handshake that offers it fails unless it is chosen.
+        offered = websocket.scope.get("subprotocols") or []
+        await websocket.accept(subprotocol=REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None)
         intent = websocket.query_params.get("intent", "transcription")
         if intent != "transcription":
             await _refuse(
