@@ -88,6 +88,12 @@ def test_protocol_errors_say_why_and_the_socket_stays_open(server: InProcessServ
         assert updated["type"] == "session.updated" and updated["session"]["audio"]["input"]["turn_detection"] is None
 
 
+def test_plain_http_is_told_to_upgrade(server: InProcessServer) -> None:
+    with server.client() as http:
+        answer = http.get("/v1/realtime")
+    assert answer.status_code == 426 and answer.json()["error"]["code"] == "upgrade_required"
+
+
 def test_a_committed_utterance_streams_deltas_and_is_kept(server: InProcessServer) -> None:
     with connect(url(server)) as ws:
         recv(ws)
@@ -106,6 +112,13 @@ def test_a_committed_utterance_streams_deltas_and_is_kept(server: InProcessServe
         deltas = [delta["delta"], *(e["delta"] for e in rest if e["type"].endswith(".delta"))]
         assert "".join(deltas) == completed["transcript"] == "fake transcript of 3.0 seconds"
         assert completed["usage"] == {"type": "duration", "seconds": 3.0}
+        with server.client() as http:  # kept as it goes: a running job with the utterance so far
+            deadline = time.monotonic() + 10
+            while not (jobs := http.get("/jobs").json()["jobs"]):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            running = http.get(f"/jobs/{jobs[0]['job_id']}").json()
+            assert running["status"] == "processing" and running["partial_transcript"] == completed["transcript"]
         append(ws, SECOND)
         send(ws, type="input_audio_buffer.clear")
         until(ws, "input_audio_buffer.cleared")

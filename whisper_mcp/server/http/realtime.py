@@ -16,9 +16,12 @@ import logging
 from typing import Any
 
 import anyio
-from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from whisper_mcp.server.http.openai_errors import openai_error
 from whisper_mcp.server.live import TooManySessions
 from whisper_mcp.server.realtime import protocol
 from whisper_mcp.server.realtime.session import RealtimeSession
@@ -59,7 +62,16 @@ def routes(service: TranscriptionService) -> list[BaseRoute]:
         finally:
             service.live.leave()
 
-    return [WebSocketRoute(PATH, realtime)]
+    async def not_upgraded(request: Request) -> Response:
+        return openai_error(
+            "This is a WebSocket: connect to ws://.../v1/realtime?intent=transcription "
+            "(OpenAI's Realtime transcription protocol), as client.realtime.connect(...) does.",
+            426,
+            code="upgrade_required",
+            headers={"upgrade": "websocket"},
+        )
+
+    return [WebSocketRoute(PATH, realtime), Route(PATH, not_upgraded, methods=["GET"])]
 
 
 async def _serve(websocket: WebSocket, service: TranscriptionService, *, keep: bool) -> None:
