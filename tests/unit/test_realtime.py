@@ -202,3 +202,24 @@ def test_the_gate_lets_a_waiting_live_decode_in_between_windows() -> None:
         thread.join(5)
     assert order == ["window 1", "live", "window 2"]
     assert gate.batch_yields == 1 and gate.live_decodes == 1
+
+
+def test_the_gate_gives_the_batch_a_window_between_two_live_decodes() -> None:
+    gate = InferenceGate()
+    order: list[str] = []
+
+    def live() -> None:
+        with gate.live():
+            order.append("live")
+            time.sleep(0.05)
+
+    with gate.batch():
+        threads = [threading.Thread(target=live) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)  # both wait; the batch has had its slice
+        gate.between_windows()
+        order.append("window")
+    for thread in threads:
+        thread.join(5)
+    assert order == ["live", "window", "live"]
