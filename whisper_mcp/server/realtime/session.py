@@ -277,25 +277,34 @@ class RealtimeSession:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._committed:
-                await self._complete(self._committed.popleft())
-            if self._closing:
-                return
-            current = self._current
-            if current is None:
-                continue
-            upto = self._received
-            step = DECODE_STEP_SECONDS * SAMPLE_RATE
-            new = upto - current.start - current.decoded
-            if new < step or upto - current.start > MAX_PARTIAL_SECONDS * SAMPLE_RATE:
-                continue  # too little new audio; or too long to decode again and again: its commit decodes it
-            self._skipped += int(new // step) - 1 if current.decoded else 0
-            audio = self._buffer[current.start - self._buffer_start : upto - self._buffer_start].copy()
-            current.decoded = len(audio)
-            await self._partial(current, audio, upto)
-            self._wake.set()  # audio that came meanwhile, or a commit
+            try:
+                if not await self._decode_next():
+                    return
+            except Exception:  # a bug of ours must not silence the session's later utterances
+                log.exception("session %s: decoding failed", self.id)
 
-    async def _partial(self, utterance: Utterance, audio: np.ndarray, upto: int) -> None:
+    async def _decode_next(self) -> bool:
+        """Complete the committed utterances, then decode the one in progress
+        once again if it grew enough; False once the session has closed."""
+        while self._committed:
+            await self._complete(self._committed.popleft())
+        if self._closing:
+            return False
+        current = self._current
+        if current is None:
+            return True
+        step = DECODE_STEP_SECONDS * SAMPLE_RATE
+        new = self._received - current.start - current.decoded
+        if new < step or self._received - current.start > MAX_PARTIAL_SECONDS * SAMPLE_RATE:
+            return True  # too little new audio; or too long to decode again and again: its commit decodes it
+        self._skipped += int(new // step) - 1 if current.decoded else 0
+        audio = self._buffer[current.start - self._buffer_start :].copy()
+        current.decoded = len(audio)
+        await self._partial(current, audio)
+        self._wake.set()  # audio that came meanwhile, or a commit
+        return True
+
+    async def _partial(self, utterance: Utterance, audio: np.ndarray) -> None:
         try:
             result = await self._live.decode(audio, self._request, partial=True)
         except Exception:  # the utterance's last decode says what went wrong
