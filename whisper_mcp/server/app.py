@@ -27,7 +27,7 @@ from whisper_mcp.queue.sqlite import SQLiteDatabase
 from whisper_mcp.queue.store import Database, SQLJobStore, SQLUploadStore
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.egress import CallbackPolicy, literal_address
-from whisper_mcp.server.http import dashboard, openai_api, rest
+from whisper_mcp.server.http import dashboard, openai_api, realtime, rest
 from whisper_mcp.server.http.security import AccessGuard, allowed_hosts, local_origins
 from whisper_mcp.server.mcp import build_mcp
 from whisper_mcp.server.metrics import Metrics
@@ -170,6 +170,7 @@ def create_app(settings: Settings, service: TranscriptionService | None = None) 
         # our JSON errors rather than its plain-text 404.
         routes=[
             *rest.routes(service),
+            *realtime.routes(service),  # before /v1's catch-all
             *openai_api.routes(service),
             *dashboard.routes(),
             Route("/mcp", endpoint=mcp_app),

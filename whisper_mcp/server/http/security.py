@@ -1,7 +1,10 @@
 """Who may call the service: Host checks, bearer-token authentication and Origin checks.
 
 One ASGI middleware in front of the whole app, because FastMCP's own auth
-covers /mcp only and our REST routes need the same protection.
+covers /mcp only and our REST routes need the same protection. WebSocket
+handshakes (live transcription) pass the same checks, and are refused
+before they are accepted, with the same status and JSON body where the
+server can send one (``websocket.http.response``), else with a close.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import re
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from whisper_mcp.server.http.openai_errors import V1_PREFIX, error_body
 
@@ -95,10 +98,12 @@ class AccessGuard:
         self._hosts = allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        websocket = scope["type"] == "websocket"
+        deny = _denying_websocket(scope, receive, send) if websocket else send
         headers = Headers(scope=scope)
         # DNS rebinding: a hostile page whose name now resolves to us sends its
         # own name as Host. Browsers always send Host; a request without one
@@ -106,7 +111,7 @@ class AccessGuard:
         host = headers.get("host")
         if self._hosts is not None and host is not None and host_of(host) not in self._hosts:
             await _error(
-                send,
+                deny,
                 path,
                 421,
                 "misdirected_request",
@@ -115,20 +120,25 @@ class AccessGuard:
             )
             return
         if OAUTH_DISCOVERY.match(path):
-            await _error(send, path, 404, "http_404", NO_OAUTH_MESSAGE)
+            await _error(deny, path, 404, "http_404", NO_OAUTH_MESSAGE)
             return
         origin = headers.get("origin")
         # Browsers send Origin; a page on another site must not drive /mcp (DNS
         # rebinding, as the MCP spec warns) or change anything elsewhere.
-        guarded = path == "/mcp" or (scope["method"] not in _SAFE_METHODS and not path.startswith(PUBLIC_PREFIXES))
+        # A WebSocket is always guarded: browsers let any page open one (cross-site WebSocket hijacking).
+        guarded = (
+            websocket
+            or path == "/mcp"
+            or (scope["method"] not in _SAFE_METHODS and not path.startswith(PUBLIC_PREFIXES))
+        )
         if origin is not None and guarded and not self._origin_allowed(origin, headers):
             await _error(
-                send, path, 403, "forbidden", f"Origin {origin!r} is not allowed. Add it with --allowed-origins."
+                deny, path, 403, "forbidden", f"Origin {origin!r} is not allowed. Add it with --allowed-origins."
             )
             return
-        if self._token is not None and not _public(path) and not self._authorized(headers):
+        if self._token is not None and not _public(path) and not self._allowed(scope, headers):
             await _error(
-                send,
+                deny,
                 path,
                 401,
                 "unauthorized",
@@ -148,10 +158,40 @@ class AccessGuard:
         host = headers.get("host", "").lower()
         return self._token is not None and origin.split("://", 1)[-1] == host
 
+    def _allowed(self, scope: Scope, headers: Headers) -> bool:
+        return self.websocket_authorized(scope, headers) if scope["type"] == "websocket" else self._authorized(headers)
+
+    def websocket_authorized(self, scope: Scope, headers: Headers) -> bool:
+        """Whether a WebSocket handshake may open (asked only when a token is
+        set): the bearer token, as on every route. The one place other
+        credentials of a handshake belong (a browser cannot set headers)."""
+        return self._authorized(headers)
+
     def _authorized(self, headers: Headers) -> bool:
         scheme, _, credential = headers.get("authorization", "").partition(" ")
         assert self._token is not None
         return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(), self._token)
+
+
+def _denying_websocket(scope: Scope, receive: Receive, send: Send) -> Send:
+    """``send`` for refusing a WebSocket handshake with an HTTP answer: as a
+    denial response where the server supports one, else as a close (which
+    the server answers with 403)."""
+
+    async def deny(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            await receive()  # websocket.connect
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await send({**message, "type": "websocket.http.response.start"})
+            else:
+                await send({"type": "websocket.close", "code": 1008})
+        elif message["type"] == "http.response.body":
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await send({**message, "type": "websocket.http.response.body"})
+        else:
+            await send(message)
+
+    return deny
 
 
 def _public(path: str) -> bool:
