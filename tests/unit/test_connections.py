@@ -1,15 +1,17 @@
 """Connections cannot pin the server: idle floods, half-sent headers and
 bodies shorter than their Content-Length are closed, and asyncio's
-repeated errors are rate-limited in the log."""
+repeated errors are rate-limited in the log; a WebSocket outlives them."""
 
 from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from websockets.sync.client import connect
 
 from whisper_mcp.logs import RepeatFilter
 
@@ -55,6 +57,16 @@ def test_half_sent_headers_are_closed(tight: InProcessServer) -> None:
     with socket.create_connection(("127.0.0.1", tight.port)) as slow:
         slow.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
         assert closed_by_server(slow)
+
+
+def test_a_websocket_is_not_closed_by_the_body_timeout(tight: InProcessServer) -> None:
+    """The upgrade request's body never comes: its deadline must not close the WebSocket."""
+    url = tight.url.replace("http://", "ws://") + "/v1/realtime?intent=transcription&store=false"
+    with connect(url) as ws:
+        assert b"session.created" in str(ws.recv(timeout=10)).encode()
+        time.sleep(1.5)  # three body timeouts
+        ws.send('{"type": "input_audio_buffer.clear"}')
+        assert "input_audio_buffer.cleared" in str(ws.recv(timeout=10))
 
 
 def test_a_body_shorter_than_its_length_is_dropped(tight: InProcessServer) -> None:

@@ -97,6 +97,11 @@ class GuardedH11Protocol(H11Protocol):
         super().data_received(data)
         if self.transport.is_closing():
             return
+        if self.transport.get_protocol() is not self:
+            # Upgraded to a WebSocket (its request's body never comes): the
+            # connection is the WebSocket protocol's now, with its own pings.
+            self._disarm()
+            return
         state = self.conn.their_state
         if state is h11.SEND_BODY:
             self._arm(self.body_timeout)  # inactivity: each piece of the body restarts it
