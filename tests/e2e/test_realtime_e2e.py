@@ -215,3 +215,24 @@ def test_the_docs_snippet_runs_as_written(server: ServerProcess, tmp_path: Path)
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert SHORT_WORDS <= words(done.stdout), done.stdout
+
+
+def test_a_session_naming_no_language_is_routed_as_a_job_is(server: ServerProcess) -> None:
+    """No language and no model: the first utterance is identified as Spanish
+    and decoded by the multilingual model, not as English by tiny.en."""
+    audio = pcm16(samples_24k(FIXTURES / "spanish.wav"))
+
+    async def talk() -> list[Any]:
+        query = {"intent": "transcription", "store": "false"}
+        async with client(server.url).realtime.connect(model="whisper-1", extra_query=query) as conn:
+            await conn.recv()
+            await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
+            await conn.recv()
+            await conn.input_audio_buffer.append(audio=base64.b64encode(audio).decode())
+            await conn.input_audio_buffer.commit()
+            return await asyncio.wait_for(collect(conn, 1), 120)
+
+    events = asyncio.run(talk())
+    done = next(e for e in events if e.type == "conversation.item.input_audio_transcription.completed")
+    assert {"buenos", "gracias"} <= words(done.transcript), done.transcript
+    assert [language.code for language in done.languages or []] == ["es"], done

@@ -102,8 +102,12 @@ class LiveTranscription:
         """The model and options a session's decodes use; ``ServiceError`` saying what is wrong."""
         request = self._check(model, language, prompt, hotwords, words)
         # Identifying the language before every decode would double its cost:
-        # a session names its language, or the model detects it.
-        options = replace(request.options, identify_with=None, reroute=False, vad_filter=False)
+        # a session names its language, a multilingual model detects it, or
+        # (language routing) the session identifies it until it is sure and
+        # then keeps to it (``RealtimeSession``). An English-only model named
+        # with no language is not identified: it is what the client chose.
+        identify = request.options.identify_with if request.options.reroute else None
+        options = replace(request.options, identify_with=identify, reroute=identify is not None, vad_filter=False)
         return replace(request, options=options, filename="live transcription")
 
     async def decode(self, samples: np.ndarray, request: JobRequest, *, partial: bool = False) -> Transcription:

@@ -12,6 +12,13 @@ transcripts are never dropped), then the utterance in progress, from its
 latest audio only. When decoding falls behind, the in-between decodes are
 skipped (fewer, later deltas) and the session says how far behind it is
 (``whisper_mcp.lag``), at most every ``LAG_REPORT_SECONDS``.
+
+A session that names neither model nor language, on a server that routes
+languages, is decoded as a queued job is: its language identified by the
+multilingual model, English kept on the English-only model, another language
+decoded by the multilingual one. Once a decode of at least ``PIN_SECONDS``
+is sure of the language (``PIN_SURE``), or an utterance that long completes,
+the session keeps to that language and identifies no more.
 """
 
 from __future__ import annotations
@@ -52,6 +59,10 @@ LAG_REPORT_SECONDS = 2.0
 # ... at most this often.
 LAG_EVERY_SECONDS = 5.0
 LAG_EVENT = "whisper_mcp.lag"
+# A routed session keeps to the language a decode of this much audio heard ...
+PIN_SECONDS = 2.0
+# ... when that decode was this sure of it, or when it completed an utterance.
+PIN_SURE = 0.8
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -71,7 +82,9 @@ class RealtimeSession:
         self._send = send
         self.id = protocol.new_id("sess")
         self.config = SessionConfig()
-        self._request = self._resolve(self.config)
+        # What the session asked for, and what its decodes use: the same,
+        # until a routed session's language is known (``_heard``).
+        self._asked = self._request = self._resolve(self.config)
         self._decoder = Decoder(self.config.format)
         self._buffer = np.zeros(0, np.float32)  # the input audio buffer: since its start, below
         self._buffer_start = 0  # session sample of _buffer[0]
@@ -139,20 +152,25 @@ class RealtimeSession:
         legacy = event.type == "transcription_session.update"
         assert event.session is not None
         config = protocol.update(self.config, event.session, legacy=legacy)
-        request = self._resolve(config)
+        asked = self._resolve(config)
+        # A language identified stays while the session asks for the same.
+        same = (asked.model, asked.options) == (self._asked.model, self._asked.options)
+        request = self._request if same else asked
         if config.format != self.config.format:
             self._decoder = Decoder(config.format)
         if config.turn_detection != self.config.turn_detection:
             self.config = config
             self._turns = self._new_turns()
-        self.config, self._request = config, request
+        self.config, self._asked, self._request = config, asked, request
         kind = "transcription_session.updated" if legacy else "session.updated"
         await self._send(protocol.event(kind, session=self._session(legacy=legacy)))
 
-    def _resolve(self, config: SessionConfig) -> JobRequest:
+    def _resolve(self, config: SessionConfig, language: str | None = None) -> JobRequest:
+        """The request ``config`` asks for; with ``language``, as if it named that language."""
         try:
             hotwords = " ".join(config.keywords) or None
-            return self._live.request(config.model, config.language, config.prompt, hotwords, config.logprobs)
+            language = language or config.language
+            return self._live.request(config.model, language, config.prompt, hotwords, config.logprobs)
         except ServiceError as exc:
             param = "session.audio.input.transcription"
             raise ProtocolError(exc.message, code=exc.code, param=param) from None
@@ -310,6 +328,7 @@ class RealtimeSession:
         except Exception:  # the utterance's last decode says what went wrong
             log.warning("session %s: a decode of utterance %s failed", self.id, utterance.item_id, exc_info=True)
             return
+        self._heard(result, len(audio), final=False)
         if utterance.audio is not None or self._current is not utterance:
             return  # committed or dropped meanwhile: its last decode speaks for it
         new = utterance.agreement.hypothesis(self._words(result))
@@ -325,6 +344,7 @@ class RealtimeSession:
         except Exception as exc:
             await self._failed(utterance, exc)
             return
+        self._heard(result, len(utterance.audio), final=True)
         agreement = utterance.agreement
         rest = agreement.final(self._words(result))
         if rest:
@@ -337,6 +357,8 @@ class RealtimeSession:
         }
         if self.config.logprobs:
             fields["logprobs"] = _logprobs(agreement.sent)
+        if self.config.language is None and result.language:
+            fields["languages"] = [{"code": result.language}]  # detected: OpenAI's field for it
         if not self._closing:
             await self._send(protocol.event("conversation.item.input_audio_transcription.completed", **fields))
         await self._report_lag()
@@ -351,6 +373,19 @@ class RealtimeSession:
                 await self._live.keep(self._kept, self._request, segment, result.language, self._received / SAMPLE_RATE)
             except Exception:
                 log.warning("session %s: could not keep utterance %s", self.id, utterance.item_id, exc_info=True)
+
+    def _heard(self, result: Transcription, samples: int, *, final: bool) -> None:
+        """A routed session keeps to the language a decode heard, once it is
+        sure (or an utterance long enough completed): identified no more."""
+        sure = (result.language_probability or 0.0) >= PIN_SURE
+        if not self._request.options.reroute or not result.language or samples < PIN_SECONDS * SAMPLE_RATE:
+            return
+        if final or sure:
+            self._request = self._resolve(self.config, result.language)
+            log.info(
+                "session %s: the language is %s (%.0f%% sure); decoded by %s from now on",
+                self.id, result.language, 100 * (result.language_probability or 0.0), self._request.model,
+            )  # fmt: skip
 
     async def _failed(self, utterance: Utterance, exc: Exception) -> None:
         if isinstance(exc, ServiceError):
