@@ -33,6 +33,10 @@ temporary storage, so any one runs alone with --only):
   streams     a long job with and without 200 event streams on it (time, server
               CPU, /health p50/p99); partial transcript bytes written against
               the result's size, for that job and a 2-hour replay
+  realtime    live transcription through the openai SDK at real-time pace:
+              speech_stopped -> completed, speech_started -> first delta,
+              with 2 and 4 sessions and beside a batch job; lag over a long
+              stream; live WER against batch
 
 Every figure is printed next to a baseline measured in the same run, as a ratio.
 The machine may be shared and noisy: compare ratios, not absolute times.
