@@ -112,11 +112,14 @@ class LiveTranscription:
 
     async def decode(self, samples: np.ndarray, request: JobRequest, *, partial: bool = False) -> Transcription:
         """Decode 16 kHz ``samples`` on the shared model, off the event loop.
-        ``partial``: an utterance still growing, decoded once at temperature 0
-        (its cut-off last word would often set off the fallback's decodes)."""
+        ``partial``: an utterance still growing, decoded once, greedily, at
+        temperature 0 (its cut-off last word would often set off the
+        fallback's decodes; its words are only a guess that the next decode
+        must confirm, and a beam costs the decoder twice the steps)."""
         options = request.options
-        if partial and options.temperature is None:
-            options = replace(options, temperature=0.0)
+        if partial:
+            temperature = 0.0 if options.temperature is None else options.temperature
+            options = replace(options, temperature=temperature, beam_size=1)
 
         def run() -> Transcription:
             info = self._engine.registry.resolve(request.model, trusted=True)

@@ -4,8 +4,12 @@ Audio is converted to 16 kHz as it arrives (``audio``). With server VAD the
 voice detector's frames mark where speech starts and stops (``turns``); a
 stop commits the utterance. Without it, the client commits. While an
 utterance grows it is decoded again every ``DECODE_STEP_SECONDS`` of new
-audio, and the words two decodes in a row agree on go out as deltas
-(``agreement``); its decode at commit sends the rest and completes it.
+audio (greedily: ``LiveTranscription.decode``), and the words two decodes in
+a row agree on go out as deltas (``agreement``); its decode at commit sends
+the rest and completes it. The step grows to ``PARTIAL_COST_FACTOR`` times
+what the latest such decode took (the wait for the model included), so they
+keep the model busy about half the time at most, and a commit's decode
+seldom waits long for one in progress.
 
 One task decodes, in order: committed utterances first (their completed
 transcripts are never dropped), then the utterance in progress, from its
@@ -48,7 +52,8 @@ from whisper_mcp.server.realtime.turns import Turns
 
 log = logging.getLogger("whisper_mcp.server.realtime")
 
-DECODE_STEP_SECONDS = 1.0
+DECODE_STEP_SECONDS = 0.5
+PARTIAL_COST_FACTOR = 2.0
 # An utterance is decoded as it grows up to this long (one decoding window);
 # server VAD commits one that goes on longer here and carries on in a new item.
 MAX_PARTIAL_SECONDS = 30.0
@@ -97,6 +102,7 @@ class RealtimeSession:
         self._wake = asyncio.Event()
         self._kept = KeptSession() if keep else None
         self._skipped = 0
+        self._partial_cost = 0.0  # seconds the latest decode of an utterance in progress took
         self._lag_said = -math.inf
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -311,7 +317,7 @@ class RealtimeSession:
         current = self._current
         if current is None:
             return True
-        step = DECODE_STEP_SECONDS * SAMPLE_RATE
+        step = max(DECODE_STEP_SECONDS, PARTIAL_COST_FACTOR * self._partial_cost) * SAMPLE_RATE
         new = self._received - current.start - current.decoded
         if new < step or self._received - current.start > MAX_PARTIAL_SECONDS * SAMPLE_RATE:
             return True  # too little new audio; or too long to decode again and again: its commit decodes it
@@ -323,8 +329,10 @@ class RealtimeSession:
         return True
 
     async def _partial(self, utterance: Utterance, audio: np.ndarray) -> None:
+        began = time.monotonic()
         try:
             result = await self._live.decode(audio, self._request, partial=True)
+            self._partial_cost = time.monotonic() - began
         except Exception:  # the utterance's last decode says what went wrong
             log.warning("session %s: a decode of utterance %s failed", self.id, utterance.item_id, exc_info=True)
             return
