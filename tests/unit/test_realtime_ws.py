@@ -19,6 +19,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from whisper_mcp.engines.base import BatchItem, Transcription
 from whisper_mcp.options import TranscribeOptions
+from whisper_mcp.server.live import default_max_sessions
 from whisper_mcp.server.realtime import protocol
 
 from fakes import FakeEngine
@@ -136,6 +137,27 @@ def test_a_committed_utterance_streams_deltas_and_is_kept(server: InProcessServe
         job = jobs[0]
         srt = http.get(f"/download/{job['job_id']}", params={"format": "srt"}).text
     assert srt.strip() == "1\n00:00:00,000 --> 00:00:03,000\nfake transcript of 3.0 seconds"
+
+
+def test_health_and_metrics_count_sessions_and_utterances(server: InProcessServer) -> None:
+    with connect(url(server, "intent=transcription&store=false")) as ws, server.client() as http:
+        recv(ws)
+        health = http.get("/health").json()
+        assert (health["realtime_sessions"], health["max_realtime_sessions"]) == (1, default_max_sessions())
+        send(ws, type="transcription_session.update", session={"turn_detection": None})
+        append(ws, SECOND)
+        send(ws, type="input_audio_buffer.commit")
+        until(ws, "conversation.item.input_audio_transcription.completed")
+        metrics = http.get("/metrics").text
+        assert "whisper_mcp_realtime_sessions 1.0" in metrics
+        assert 'whisper_mcp_realtime_utterances_total{status="completed"} 1.0' in metrics
+        assert "whisper_mcp_realtime_latency_seconds_count 1.0" in metrics
+    with server.client() as http:
+        deadline = time.monotonic() + 10
+        while http.get("/health").json()["realtime_sessions"] != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert "whisper_mcp_realtime_sessions 0.0" in http.get("/metrics").text
 
 
 def test_store_false_keeps_nothing(server: InProcessServer) -> None:

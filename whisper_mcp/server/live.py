@@ -24,6 +24,7 @@ from whisper_mcp.logs import job_event
 from whisper_mcp.queue.files import new_key
 from whisper_mcp.queue.jobs import Job, JobRequest
 from whisper_mcp.queue.manager import JobQueue
+from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.sharing import InferenceGate
 
 log = logging.getLogger("whisper_mcp.server.live")
@@ -65,9 +66,16 @@ def default_max_sessions() -> int:
 
 class LiveTranscription:
     def __init__(
-        self, settings: Settings, queue: JobQueue, engine: Engine, gate: InferenceGate, check: LiveCheck
+        self,
+        settings: Settings,
+        queue: JobQueue,
+        engine: Engine,
+        gate: InferenceGate,
+        check: LiveCheck,
+        metrics: Metrics | None = None,
     ) -> None:
         self._queue = queue
+        self.metrics = metrics or Metrics()
         self._engine = engine
         self._gate = gate
         self._check = check
@@ -89,10 +97,12 @@ class LiveTranscription:
                     "(--max-realtime-sessions) and all are in use; try again when one ends."
                 )
             self.open_sessions += 1
+        self.metrics.realtime_sessions.inc()
 
     def leave(self) -> None:
         with self._lock:
             self.open_sessions -= 1
+        self.metrics.realtime_sessions.dec()
 
     # -- decoding ------------------------------------------------------------
 

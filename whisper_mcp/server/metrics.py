@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TypedDict
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -76,6 +76,18 @@ class Metrics:
         )
         self.upload_bytes = Counter("whisper_mcp_upload_bytes", "Bytes of audio accepted.", registry=r)
         self.errors = Counter("whisper_mcp_errors", "Refused requests and failed jobs, by kind.", ["kind"], registry=r)
+        self.realtime_sessions = Gauge(
+            "whisper_mcp_realtime_sessions", "Live transcription sessions open (/v1/realtime).", registry=r
+        )
+        self.realtime_utterances = Counter(
+            "whisper_mcp_realtime_utterances", "Live utterances transcribed, by outcome.", ["status"], registry=r
+        )
+        self.realtime_latency = Histogram(
+            "whisper_mcp_realtime_latency_seconds",
+            "Time from a live utterance's end (its commit) to its completed transcript.",
+            buckets=(0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30),
+            registry=r,
+        )
 
     def watch(self, read_state: Callable[[], State]) -> None:
         self.registry.register(_StateCollector(read_state))
@@ -93,6 +105,12 @@ class Metrics:
             self.processing_seconds.observe(elapsed)
             if audio_seconds > 0:
                 self.real_time_factor.observe(elapsed / audio_seconds)
+
+    def utterance(self, status: str, latency: float) -> None:
+        """A live utterance ended ("completed" or "failed"), ``latency`` seconds after its commit."""
+        self.realtime_utterances.labels(status).inc()
+        if status == "completed":
+            self.realtime_latency.observe(max(0.0, latency))
 
     def render(self) -> bytes:
         """Blocking (reads the store): call off the event loop."""

@@ -167,6 +167,8 @@ class Health(TypedDict):
     encoder_compute_type: str
     vad_batching: bool
     queue_size: int
+    realtime_sessions: int
+    max_realtime_sessions: int
     processing: RunningJob | None
     processing_jobs: list[RunningJob]
     # Empty unless an installed library lacks a name one of whisper-mcp's hooks needs.

@@ -175,7 +175,7 @@ class TranscriptionService:
         self.max_upload_bytes = settings.max_upload_bytes
         self.min_free_bytes = settings.min_free_bytes
         # Live transcription (/v1/realtime), on the worker's models.
-        self.live = LiveTranscription(settings, queue, engine, worker.gate, self._live_request)
+        self.live = LiveTranscription(settings, queue, engine, worker.gate, self._live_request, metrics)
         metrics.watch(self._metric_state)
         queue.on_change(self._job_changed)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -804,6 +804,9 @@ class TranscriptionService:
             "encoder_compute_type": self.engine.encoder_compute_type,
             "vad_batching": self.settings.vad_batching,
             "queue_size": queued,
+            # Live transcription sessions (/v1/realtime) open here, and how many may be.
+            "realtime_sessions": self.live.open_sessions,
+            "max_realtime_sessions": self.live.max_sessions,
             # The job being transcribed (the first, when a batch runs), and all of them.
             "processing": processing[0] if processing else None,
             "processing_jobs": processing,

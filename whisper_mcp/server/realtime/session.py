@@ -79,6 +79,7 @@ class Utterance:
     audio: np.ndarray | None = None  # set at commit
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     decoded: int = 0  # samples of it the latest decode covered
+    committed_at: float = 0.0  # monotonic
 
 
 class RealtimeSession:
@@ -278,6 +279,7 @@ class RealtimeSession:
         utterance = self._current
         assert utterance is not None
         utterance.audio = self._buffer[max(0, utterance.start - self._buffer_start) : end - self._buffer_start].copy()
+        utterance.committed_at = time.monotonic()
         self._trim(end)
         self._current = None
         await self._send(
@@ -350,6 +352,7 @@ class RealtimeSession:
         try:
             result = await self._live.decode(utterance.audio, self._request)
         except Exception as exc:
+            self._live.metrics.utterance("failed", 0.0)
             await self._failed(utterance, exc)
             return
         self._heard(result, len(utterance.audio), final=True)
@@ -369,6 +372,7 @@ class RealtimeSession:
             fields["languages"] = [{"code": result.language}]  # detected: OpenAI's field for it
         if not self._closing:
             await self._send(protocol.event("conversation.item.input_audio_transcription.completed", **fields))
+        self._live.metrics.utterance("completed", time.monotonic() - utterance.committed_at)
         await self._report_lag()
         if self._kept is not None:
             segment = {
