@@ -204,6 +204,26 @@ def test_the_gate_lets_a_waiting_live_decode_in_between_windows() -> None:
     assert gate.batch_yields == 1 and gate.live_decodes == 1
 
 
+def test_the_gate_lets_an_utterances_last_decode_go_first() -> None:
+    gate = InferenceGate()
+    order: list[str] = []
+
+    def live(name: str, urgent: bool) -> None:
+        with gate.live(urgent=urgent):
+            order.append(name)
+
+    with gate.live():  # a decode in progress; a growing utterance's waits, then a last one
+        growing = threading.Thread(target=live, args=("growing", False))
+        growing.start()
+        time.sleep(0.1)
+        last = threading.Thread(target=live, args=("last", True))
+        last.start()
+        time.sleep(0.1)
+    growing.join(5)
+    last.join(5)
+    assert order == ["last", "growing"]
+
+
 def test_the_gate_gives_the_batch_a_window_between_two_live_decodes() -> None:
     gate = InferenceGate()
     order: list[str] = []

@@ -119,10 +119,12 @@ def test_a_committed_utterance_streams_deltas_and_is_kept(server: InProcessServe
         )  # greedy while it grows; the default at commit
         with server.client() as http:  # kept as it goes: a running job with the utterance so far
             deadline = time.monotonic() + 10
-            while not (jobs := http.get("/jobs").json()["jobs"]):
+            # The job is made, then the utterance stored in it: wait for both.
+            while not (jobs := http.get("/jobs").json()["jobs"]) or not (
+                running := http.get(f"/jobs/{jobs[0]['job_id']}").json()
+            ).get("partial_transcript"):
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
-            running = http.get(f"/jobs/{jobs[0]['job_id']}").json()
             assert running["status"] == "processing" and running["partial_transcript"] == completed["transcript"]
         append(ws, SECOND)
         send(ws, type="input_audio_buffer.clear")

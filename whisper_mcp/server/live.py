@@ -30,8 +30,11 @@ from whisper_mcp.server.sharing import InferenceGate
 log = logging.getLogger("whisper_mcp.server.live")
 
 SAMPLE_RATE = 16000
-# Threads for live decodes: the one decoding and the next, ready when it ends.
+# Threads for live decodes: the one decoding and the next, ready when it
+# ends; for the last decodes of utterances, and apart from them, for the
+# decodes of utterances still growing (so these never hold up those).
 LIVE_THREADS = 2
+PARTIAL_THREADS = 1
 
 # (model, language, prompt, hotwords, word timings) -> the request a live
 # session's decodes use: the service's checks, as for a submission.
@@ -84,7 +87,7 @@ class LiveTranscription:
         self.open_sessions = 0
         # Live decodes run one at a time (the gate): the others wait here, in
         # turn, rather than each holding a worker thread the app needs.
-        self._decoders: anyio.CapacityLimiter | None = None
+        self._decoders: dict[bool, anyio.CapacityLimiter] = {}  # partial? -> its threads
 
     # -- admission ---------------------------------------------------------
 
@@ -134,15 +137,15 @@ class LiveTranscription:
         def run() -> Transcription:
             info = self._engine.registry.resolve(request.model, trusted=True)
             item = BatchItem(samples, duration_hint=len(samples) / SAMPLE_RATE)
-            with self._gate.live():
+            with self._gate.live(urgent=not partial):
                 outcome = self._engine.transcribe_batch([item], info, options)[0]
             if isinstance(outcome, Exception):
                 raise outcome
             return outcome
 
-        if self._decoders is None:
-            self._decoders = anyio.CapacityLimiter(LIVE_THREADS)
-        return await to_thread.run_sync(run, limiter=self._decoders)
+        if partial not in self._decoders:  # made on the event loop that uses it
+            self._decoders[partial] = anyio.CapacityLimiter(PARTIAL_THREADS if partial else LIVE_THREADS)
+        return await to_thread.run_sync(run, limiter=self._decoders[partial])
 
     @staticmethod
     def detector() -> SpeechProbabilities:

@@ -8,7 +8,9 @@ job holds the gate while it decodes and offers it at each window boundary
 live decode waits at most for the batch window in progress, and a batch job
 is never starved: after each live decode it gets the gate back for at least
 ``BATCH_SLICE_SECONDS`` (at least one window) before the next live decode,
-while live decodes keep coming. Live decodes run one at a time.
+while live decodes keep coming. Live decodes run one at a time; an
+utterance's last decode (its completed transcript: someone waits for it)
+goes before the decodes of utterances still growing.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class InferenceGate:
         self._cond = threading.Condition()
         self._holder: str | None = None  # "batch" or "live"
         self._live_waiting = 0
+        self._urgent_waiting = 0  # of those, last decodes of an utterance
         self._batch_waiting = False
         self._batch_owed = False  # a live decode ran while the batch waited: its turn next
         self._batch_since = 0.0  # when the batch last took the gate (monotonic)
@@ -35,14 +38,23 @@ class InferenceGate:
         self.batch_yields = 0
 
     @contextlib.contextmanager
-    def live(self) -> Iterator[None]:
-        """Blocking: hold the model for one live decode."""
+    def live(self, *, urgent: bool = False) -> Iterator[None]:
+        """Blocking: hold the model for one live decode; ``urgent`` ones
+        (an utterance's last) go before the others that wait."""
         with self._cond:
             self._live_waiting += 1
+            self._urgent_waiting += urgent
             try:
-                self._cond.wait_for(lambda: self._holder is None and not (self._batch_waiting and self._batch_owed))
+                self._cond.wait_for(
+                    lambda: (
+                        self._holder is None
+                        and not (self._batch_waiting and self._batch_owed)
+                        and (urgent or self._urgent_waiting == 0)
+                    )
+                )
             finally:
                 self._live_waiting -= 1
+                self._urgent_waiting -= urgent
             self._holder = "live"
         try:
             yield
