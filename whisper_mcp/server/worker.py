@@ -23,10 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from whisper_mcp.engines.base import BatchItem, Engine, Segment, Transcription
-from whisper_mcp.errors import INTERNAL_ERROR, InsufficientStorage, ServiceError, storage_fault
+from whisper_mcp.errors import INTERNAL_ERROR, InsufficientStorage, InvalidInput, ServiceError, storage_fault
 from whisper_mcp.logs import job_event
 from whisper_mcp.queue.jobs import Job
 from whisper_mcp.queue.manager import JobCancelled, JobQueue, ShuttingDown
+from whisper_mcp.server.audio_urls import AudioSources
 from whisper_mcp.server.metrics import Metrics
 
 log = logging.getLogger("whisper_mcp.server.worker")
@@ -86,8 +87,11 @@ class InferenceWorker:
         batch_size: int = 1,
         nice: int = 0,
         heartbeat_seconds: float = 10.0,
+        sources: AudioSources | None = None,
     ) -> None:
         self._queue = queue
+        # Where the runs of jobs sent as a URL fetch their audio.
+        self._sources = sources
         self._engine = engine
         self._default_model = default_model
         self._batch_size = max(1, batch_size)
@@ -191,12 +195,14 @@ class InferenceWorker:
         # file that kills the process cannot use up its batch-mates' attempts.
         if self._batch_size <= 1 or leader.attempts > 1 or not self._engine.can_batch(leader.duration, leader.options):
             return []
+        if leader.awaits_audio:  # its length is known once fetched: it runs alone
+            return []
         if self._stop.is_set():
             return []
 
         def fits(job: Job) -> bool:
             same = (job.model, job.options, job.priority) == (leader.model, leader.options, leader.priority)
-            return same and self._engine.can_batch(job.duration, job.options)
+            return same and not job.awaits_audio and self._engine.can_batch(job.duration, job.options)
 
         try:
             return self._queue.claim_batch(leader, self._batch_size, fits)
@@ -252,6 +258,7 @@ class InferenceWorker:
         leader = jobs[0]
         outcomes: list[Transcription | Exception]
         try:
+            jobs = [self._fetched(job) for job in jobs]  # a job sent as a URL runs alone
             info = self._engine.registry.resolve(leader.model, trusted=True)  # checked at submission
             files = self._queue.files
             items = [
@@ -272,6 +279,15 @@ class InferenceWorker:
             outcomes = [exc] * len(jobs)
         for job, outcome in zip(jobs, outcomes, strict=True):
             self._finish(job, outcome, time.perf_counter() - started)
+
+    def _fetched(self, job: Job) -> Job:
+        """The job, with its audio fetched first if it was sent as a URL (a
+        failed fetch fails the job, in the fetcher's words)."""
+        if not job.awaits_audio:
+            return job
+        if self._sources is None:
+            raise InvalidInput("This server does not fetch audio URLs; send the file itself.")
+        return self._sources.fetch(job, self._progress(job))
 
     def _finish(self, job: Job, outcome: Transcription | Exception, elapsed: float) -> None:
         """Record how the run ended; a disk or database failure is waited out
