@@ -71,11 +71,12 @@ class Fetcher(Protocol):
 
 
 def url_host(url: str) -> str:
-    """The URL's host, for messages (no user info, no port)."""
+    """The URL's host, for messages (no user info, no port); its scheme if it has none."""
     try:
-        return urlsplit(url).hostname or "?"
+        parts = urlsplit(url)
     except ValueError:
         return "?"
+    return parts.hostname or (f"a {parts.scheme}:// URL" if parts.scheme else "?")
 
 
 class HttpFetcher:
@@ -92,7 +93,7 @@ class HttpFetcher:
         total_seconds: float = FETCH_SECONDS,
         max_redirects: int = MAX_REDIRECTS,
     ) -> None:
-        self._policy = policy
+        self.policy = policy
         self._max_bytes = max_bytes
         self._timeout = httpx.Timeout(read_seconds, connect=connect_seconds)
         self._total = total_seconds
@@ -113,7 +114,7 @@ class HttpFetcher:
         first = url
         for _hop in range(self._max_redirects + 1):
             try:
-                target = await self._policy.check(url, field="audio_url", what="audio fetches")
+                target = await self.policy.check(url, field="audio_url", what="audio fetches")
             except CallbackRefused as exc:
                 log.info("audio_url %s refused: %s", redact_url(url), exc.detail)
                 if url == first:
@@ -148,7 +149,8 @@ class AudioSources:
         min_free_bytes: int = 0,
         max_audio_seconds: float | None = None,
     ) -> None:
-        self._fetchers = dict(fetchers)
+        # By scheme; one more (s3) may join once the server has its object store.
+        self.fetchers = dict(fetchers)
         self._queue = queue
         self._max_bytes = max_bytes
         self._min_free = min_free_bytes
@@ -156,7 +158,7 @@ class AudioSources:
 
     @property
     def schemes(self) -> tuple[str, ...]:
-        return tuple(self._fetchers)
+        return tuple(self.fetchers)
 
     def check(self, url: str) -> str:
         """``url`` as the job keeps it, if its shape and scheme can be fetched;
@@ -173,10 +175,10 @@ class AudioSources:
         except ValueError:
             raise InvalidInput(f"audio_url {redact_url(text)!r} is not a valid URL.") from None
         scheme = parts.scheme.lower()
-        if scheme not in self._fetchers:
+        if scheme not in self.fetchers:
             if scheme == "s3":
                 raise InvalidInput(S3_NEEDS_STORE)
-            accepted = " or ".join(f"{s}://" for s in self._fetchers)
+            accepted = " or ".join(f"{s}://" for s in self.fetchers)
             local = " (the server never reads its own files: send the file itself)" if scheme == "file" else ""
             raise InvalidInput(f"audio_url must be an {accepted} URL{local}, got {redact_url(text)!r}.")
         if not parts.hostname:
@@ -192,7 +194,7 @@ class AudioSources:
         assert job.audio_url is not None
         url = job.audio_url
         host = url_host(url)
-        fetcher = self._fetchers.get(urlsplit(url).scheme.lower())
+        fetcher = self.fetchers.get(urlsplit(url).scheme.lower())
         if fetcher is None:  # accepted by a server that had this scheme's fetcher
             raise FetchFailed(f"could not fetch audio from {host}: this server does not read such URLs now")
         sink = self._queue.files.incoming_file(self._max_bytes, self._min_free)
