@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import base64
 import logging
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +26,7 @@ from fastmcp.exceptions import ToolError
 from whisper_mcp.engines.audio import probe_audio
 from whisper_mcp.server.audio_urls import MAX_URL_CHARS, S3_NEEDS_STORE
 
-from helpers import FIXTURES, AudioServer, InProcessServer, wait_done
+from helpers import FIXTURES, AudioServer, InProcessServer, wait_done, wait_status
 
 SPEECH = FIXTURES / "speech.wav"
 
@@ -33,6 +36,26 @@ def audio() -> Iterator[AudioServer]:
     server = AudioServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def stalled() -> Iterator[str]:
+    """The URL of a server that takes the connection and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/slow.wav"
+    listener.close()
+    for conn in held:
+        conn.close()
 
 
 def fake_text(path: Path) -> str:
@@ -195,3 +218,25 @@ def test_the_mcp_tool_takes_an_audio_url(fake_server: InProcessServer, audio: Au
     with fake_server.client() as client:
         record = wait_done(client, job_id)
     assert record["status"] == "completed" and record["transcript"] == fake_text(SPEECH)
+
+
+def test_a_cancel_stops_a_fetch_that_hangs(fake_client: httpx.Client, stalled: str) -> None:
+    job_id = send(fake_client, audio_url=stalled).json()["job_id"]
+    record = wait_status(fake_client, job_id, "processing")
+    assert record["progress"] == 0.0 and record["audio_seconds"] == 0.0
+    started = time.monotonic()
+    fake_client.delete(f"/jobs/{job_id}")
+    record = wait_done(fake_client, job_id)
+    assert record["status"] == "cancelled", record
+    assert time.monotonic() - started < 5  # not the 30 s the read would wait
+
+
+def test_a_shutdown_puts_a_hanging_fetch_back_in_the_queue(tmp_path: Path, stalled: str) -> None:
+    with InProcessServer.start(tmp_path / "storage") as srv, srv.client() as client:
+        job_id = send(client, audio_url=stalled).json()["job_id"]
+        wait_status(client, job_id, "processing")
+        started = time.monotonic()
+        srv.service.worker.stop()
+        assert time.monotonic() - started < 5
+        job = srv.service.queue.get(job_id)
+        assert job is not None and job.status.value == "queued" and job.attempts == 0, job

@@ -20,10 +20,10 @@ submission, saying how to enable it (``S3_NEEDS_STORE``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
-from collections.abc import Callable, Mapping
-from typing import Protocol
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -43,7 +43,7 @@ CONNECT_SECONDS = 10.0
 READ_SECONDS = 30.0
 FETCH_SECONDS = 600.0
 MAX_REDIRECTS = 5
-# A run reports how its fetch goes (where a cancel or a shutdown stops it) at most this often.
+# How often a fetch asks its run whether to go on (a cancel, a shutdown), bytes arriving or not.
 REPORT_SECONDS = 0.5
 S3_NEEDS_STORE = (
     "s3:// URLs need the server to run with --storage-url s3://... (it reads them with its object "
@@ -54,9 +54,6 @@ S3_NEEDS_STORE = (
 # ports from closed ones. The cause is logged.
 UNREACHABLE = "no connection or no answer in time"
 
-# Called as bytes arrive; raises to stop the fetch (a cancel, a shutdown, a lost lease).
-Report = Callable[[], None]
-
 
 class FetchFailed(InvalidInput):
     """The audio at a job's URL could not be fetched (the job fails with this)."""
@@ -65,7 +62,7 @@ class FetchFailed(InvalidInput):
 
 
 class Fetcher(Protocol):
-    async def fetch(self, url: str, sink: IncomingFile, report: Report) -> None:
+    async def fetch(self, url: str, sink: IncomingFile) -> None:
         """Write the audio at ``url`` into ``sink``; ``FetchFailed`` saying
         why not, in words that quote no part of the URL."""
 
@@ -99,18 +96,18 @@ class HttpFetcher:
         self._total = total_seconds
         self._max_redirects = max_redirects
 
-    async def fetch(self, url: str, sink: IncomingFile, report: Report) -> None:
+    async def fetch(self, url: str, sink: IncomingFile) -> None:
         # No keep-alive: each connection goes to the address vetted for its own hop.
         limits = httpx.Limits(max_keepalive_connections=0)
         async with httpx.AsyncClient(timeout=self._timeout, follow_redirects=False, limits=limits) as client:
             try:
                 async with asyncio.timeout(self._total):
-                    await self._follow(client, url, sink, report)
+                    await self._follow(client, url, sink)
             except (httpx.HTTPError, OSError, TimeoutError) as exc:
                 log.info("audio_url %s: %s", redact_url(url), type(exc).__name__)
                 raise FetchFailed(UNREACHABLE) from None
 
-    async def _follow(self, client: httpx.AsyncClient, url: str, sink: IncomingFile, report: Report) -> None:
+    async def _follow(self, client: httpx.AsyncClient, url: str, sink: IncomingFile) -> None:
         first = url
         for _hop in range(self._max_redirects + 1):
             try:
@@ -132,7 +129,6 @@ class HttpFetcher:
                     raise PayloadTooLarge(f"{int(declared)} bytes")
                 async for chunk in response.aiter_raw():
                     sink.write(chunk)  # this fetch's own event loop, on the run's thread
-                    report()
                 return
         raise FetchFailed(f"more than {self._max_redirects} redirects")
 
@@ -199,7 +195,7 @@ class AudioSources:
             raise FetchFailed(f"could not fetch audio from {host}: this server does not read such URLs now")
         sink = self._queue.files.incoming_file(self._max_bytes, self._min_free)
         try:
-            asyncio.run(fetcher.fetch(url, sink, _paced(report)))
+            asyncio.run(_watched(fetcher.fetch(url, sink), report))
             upload = sink.finish()
         except FetchFailed as exc:
             sink.abort()
@@ -227,15 +223,17 @@ class AudioSources:
         return self._queue.fetched(job, upload, round(info.duration, 3))
 
 
-def _paced(report: Callable[[float], None]) -> Report:
-    """``report(0.0)`` at most every REPORT_SECONDS: each one is a database
-    write and wakes the job's followers."""
-    last = [float("-inf")]
-
-    def paced() -> None:
-        now = time.monotonic()
-        if now - last[0] >= REPORT_SECONDS:
-            last[0] = now
+async def _watched(fetching: Coroutine[Any, Any, None], report: Callable[[float], None]) -> None:
+    """Run ``fetching``, calling ``report(0.0)`` every REPORT_SECONDS while it
+    runs, bytes arriving or not: what ``report`` raises (a cancel, a shutdown,
+    a lost lease) stops the fetch there and is raised."""
+    task = asyncio.ensure_future(fetching)
+    while not (await asyncio.wait({task}, timeout=REPORT_SECONDS))[0]:
+        try:
             report(0.0)
-
-    return paced
+        except BaseException:
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            raise
+    task.result()
