@@ -126,7 +126,7 @@ def test_the_job_fetches_its_audio_and_hides_the_urls_secrets(
     response = send(fake_client, audio_url=url, job_id="from-url")
     assert response.status_code == 202, response.text
     job = response.json()
-    assert job["status"] == "queued" and job["job_id"] == "from-url"
+    assert job["status"] == "queued" and job["job_id"] == "from-url" and job["filename"] == "speech.wav"
     shown = f"http://***@127.0.0.1:{audio.url.rsplit(':', 1)[1]}/speech.wav?signature=***"
     assert job["audio_url"] == shown
     record = wait_done(fake_client, "from-url")

@@ -23,8 +23,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Mapping
+from pathlib import PurePosixPath
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -74,6 +75,15 @@ def url_host(url: str) -> str:
     except ValueError:
         return "?"
     return parts.hostname or (f"a {parts.scheme}:// URL" if parts.scheme else "?")
+
+
+def url_filename(url: str) -> str | None:
+    """The file name a URL's path ends in (``monday.wav``), for a job sent without one."""
+    try:
+        name = PurePosixPath(unquote(urlsplit(url).path)).name
+    except ValueError:
+        return None
+    return name[:255] or None
 
 
 class HttpFetcher:

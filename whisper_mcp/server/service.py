@@ -39,7 +39,7 @@ from whisper_mcp.queue.files import IncomingFile, StoredUpload, new_key
 from whisper_mcp.queue.jobs import FINISHED_STATUSES, JOB_ID, DuplicateJob, Job, JobRequest, JobStatus
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.partial import PartialCursor
-from whisper_mcp.server.audio_urls import AudioSources
+from whisper_mcp.server.audio_urls import AudioSources, url_filename
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.changes import JobChanges, Waiter
 from whisper_mcp.server.egress import redact_url
@@ -284,7 +284,8 @@ class TranscriptionService:
         await self._vet_callback(request)
         speakers = await self._speakers(submission)
         options = replace(request.options, known_speakers=tuple((s.name, s.sha256) for s in speakers))
-        return await self._answer(await self._enqueue(None, replace(request, options=options), speakers, submission))
+        request = replace(request, options=options, filename=request.filename or url_filename(request.audio_url))
+        return await self._answer(await self._enqueue(None, request, speakers, submission))
 
     async def _enqueue(
         self,
