@@ -24,7 +24,8 @@ from fastmcp.client.transports import StreamableHttpTransport
 from fastmcp.exceptions import ToolError
 
 from whisper_mcp.engines.audio import probe_audio
-from whisper_mcp.server.audio_urls import MAX_URL_CHARS, S3_NEEDS_STORE
+from whisper_mcp.server.audio_urls import MAX_URL_CHARS, S3_NEEDS_STORE, UNREACHABLE
+from whisper_mcp.testing import free_port
 
 from helpers import FIXTURES, AudioServer, InProcessServer, wait_done, wait_status
 
@@ -162,6 +163,9 @@ def test_a_failed_fetch_fails_the_job_naming_the_host(fake_client: httpx.Client,
     record = wait_done(fake_client, response.json()["job_id"])
     assert record["status"] == "failed"
     assert record["error"] == "could not fetch audio from 127.0.0.1: HTTP 404"
+    closed = f"http://127.0.0.1:{free_port()}/a.wav"  # nothing listens there
+    record = wait_done(fake_client, send(fake_client, audio_url=closed).json()["job_id"])
+    assert record["error"] == f"could not fetch audio from 127.0.0.1: {UNREACHABLE}"
 
 
 def test_too_many_redirects_and_a_redirect_to_another_scheme_fail_the_job(

@@ -113,7 +113,7 @@ class HttpFetcher:
             try:
                 async with asyncio.timeout(self._total):
                     await self._follow(client, url, sink)
-            except (httpx.HTTPError, OSError, TimeoutError) as exc:
+            except (httpx.HTTPError, TimeoutError) as exc:  # network errors (not the disk's): httpx wraps them
                 log.info("audio_url %s: %s", redact_url(url), type(exc).__name__)
                 raise FetchFailed(UNREACHABLE) from None
 
@@ -130,7 +130,10 @@ class HttpFetcher:
             async with pinned(client, "GET", target, {"user-agent": "whisper-mcp"}) as response:
                 location = response.headers.get("location")
                 if response.is_redirect and location:
-                    url = str(httpx.URL(url).join(location))
+                    try:
+                        url = str(httpx.URL(url).join(location))
+                    except (httpx.InvalidURL, ValueError):
+                        raise FetchFailed("it redirects to a location that is not a valid URL") from None
                     continue
                 if response.status_code != 200:
                     raise FetchFailed(f"HTTP {response.status_code}")
