@@ -244,3 +244,16 @@ def test_a_shutdown_puts_a_hanging_fetch_back_in_the_queue(tmp_path: Path, stall
         assert time.monotonic() - started < 5
         job = srv.service.queue.get(job_id)
         assert job is not None and job.status.value == "queued" and job.attempts == 0, job
+
+
+def test_a_hanging_fetch_holds_up_only_its_own_job(fake_client: httpx.Client, stalled: str) -> None:
+    """Fetches run apart from decoding: an upload queued behind a fetch that
+    hangs is transcribed meanwhile."""
+    hanging = send(fake_client, audio_url=stalled).json()["job_id"]
+    wait_status(fake_client, hanging, "processing")
+    with open(SPEECH, "rb") as f:
+        upload = fake_client.post("/transcribe", files={"file": ("speech.wav", f)}, data={"cache": "false"})
+    record = wait_done(fake_client, upload.json()["job_id"], timeout=10)
+    assert record["status"] == "completed", record
+    assert fake_client.get(f"/status/{hanging}").json()["status"] == "processing"
+    assert fake_client.delete(f"/jobs/{hanging}").status_code == 200

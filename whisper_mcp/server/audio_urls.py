@@ -2,8 +2,8 @@
 
 A client that holds a link to a recording, not its bytes, sends ``audio_url``.
 The submission only checks the URL's shape and scheme (and answers 202 at
-once); the job's run fetches it (``AudioSources.fetch``, on the inference
-thread, never the event loop), stores it as an upload would have been stored
+once); the job's run fetches it (``AudioSources.fetch``, on one of the
+worker's fetch threads, never the event loop), stores it as an upload would have been stored
 (``JobQueue.fetched``: the queue still makes every change to the job), and
 then decodes it. A fetch that fails fails the job, in words that name the
 URL's host; the URL's user info and query never reach a log or a message.
@@ -195,7 +195,7 @@ class AudioSources:
         return text
 
     def fetch(self, job: Job, report: Callable[[float], None]) -> Job:
-        """Blocking, on the job's run: fetch the job's audio, check that it is
+        """Blocking, on the job's run (a fetch thread): fetch the job's audio, check that it is
         audio (within --max-audio-seconds), and have the queue store it;
         the job as it is then. ``FetchFailed`` or ``InvalidAudio`` naming the
         URL's host if not; ``report``'s exceptions (a cancel, a shutdown) stop
