@@ -335,3 +335,48 @@ def batched(engine: Any, items: list[Any], options: Any, model: str = "tiny.en")
     before = engine.backend.batched_windows
     outcomes = engine.transcribe_batch(items, engine.registry.resolve(model), options)
     return outcomes, engine.backend.batched_windows - before
+
+
+Route = tuple[int, dict[str, str], bytes]  # status, headers, body
+
+
+class AudioServer:
+    """A local HTTP server for jobs sent as a URL: ``routes`` maps a path to
+    (status, headers, body); any other path is a 404. It records every
+    request (path, lower-case headers). Close it with ``close()``."""
+
+    def __init__(self, routes: dict[str, Route] | None = None) -> None:
+        self.routes: dict[str, Route] = dict(routes or {})
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                server.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+                status, headers, body = server.routes.get(self.path.split("?")[0], (404, {}, b"not here"))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def serve(self, path: str, file: Path) -> str:
+        """Serve ``file`` at ``path``; its URL."""
+        self.routes[path] = (200, {"content-type": "audio/wav"}, file.read_bytes())
+        return self.url + path
+
+    def redirect(self, path: str, location: str, status: int = 302) -> str:
+        self.routes[path] = (status, {"location": location}, b"")
+        return self.url + path
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

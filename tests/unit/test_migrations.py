@@ -197,6 +197,8 @@ def expected_after(row: dict[str, Any], version: int) -> dict[str, Any]:
             callback_owner=None,
             callback_lease_until=None,
         )
+    if version < 7:
+        row["audio_url"] = None
     return row
 
 
@@ -205,8 +207,8 @@ def expected_after(row: dict[str, Any], version: int) -> dict[str, Any]:
 
 def test_migrations_are_numbered_in_order() -> None:
     assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
-    assert SCHEMA_VERSION == 6
-    assert [m.commit for m in MIGRATIONS] == [*RELEASES, "this release"]
+    assert SCHEMA_VERSION == 7
+    assert [m.commit for m in MIGRATIONS] == [*RELEASES, "this release", "this release"]
 
 
 def test_fresh_database_ends_at_schema_version(tmp_path: Path) -> None:

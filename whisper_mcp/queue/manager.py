@@ -112,16 +112,22 @@ class JobQueue:
     # -- enqueue ----------------------------------------------------------
 
     def enqueue(
-        self, upload: StoredUpload, request: JobRequest, *, use_cache: bool = True, references: Sequence[bytes] = ()
+        self,
+        upload: StoredUpload | None,
+        request: JobRequest,
+        *,
+        use_cache: bool = True,
+        references: Sequence[bytes] = (),
     ) -> Job:
         """Store a job for ``upload`` (consumed on success), with its known
         speakers' ``references`` (recordings, in the order of
         ``request.options.known_speakers``). A transcript already made from the
         same audio, model, options and engine is reused: the job is stored
-        completed. Raises ``DuplicateJob`` if the id is taken."""
+        completed. No upload: a job sent as ``request.audio_url``, whose run
+        fetches its audio (``fetched``). Raises ``DuplicateJob`` if the id is taken."""
         earlier = (
             self._store.find_completed(request.audio_sha256, request.model, request.options, request.engine)
-            if use_cache
+            if use_cache and upload is not None
             else None
         )
         result = self.files.read_result(earlier.key) if earlier is not None else None
@@ -136,7 +142,8 @@ class JobQueue:
             # Audio lands in place first: a queued job always has its files.
             try:
                 self.files.write_references(request.key, list(references))
-                self.files.accept(upload, request.key)
+                if upload is not None:
+                    self.files.accept(upload, request.key)
                 job = self._store.add(request, time.time())
             except BaseException:
                 self.files.discard_audio(request.key)
@@ -269,6 +276,20 @@ class JobQueue:
         """Copies of the runs this process holds now."""
         with self._lock:
             return tuple(replace(r) for r in self._running.values())
+
+    def fetched(self, job: Job, upload: StoredUpload, duration: float) -> Job:
+        """A run of a job sent as a URL has fetched its audio (``upload``,
+        consumed): stored as an upload's would have been, its facts recorded.
+        Raises ``LeaseLost`` if another replica holds the job now."""
+        self.files.accept(upload, job.key)
+        done = self._store.fetched(job.job_id, job.attempts, upload.sha256, upload.size, duration)
+        if done is None:
+            raise LeaseLost(job.job_id)
+        with self._lock:
+            if (running := self._running.get(job.job_id)) is not None:
+                running.job = done
+        self._changed(job.job_id)
+        return done
 
     def complete(self, job: Job, result: dict[str, object], language: str | None) -> str:
         """End a run with its transcript, or ``cancelled`` if a cancel came

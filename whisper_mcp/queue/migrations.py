@@ -244,6 +244,20 @@ ALTER TABLE jobs ADD COLUMN callback_lease_until DOUBLE PRECISION;
 CREATE INDEX jobs_by_lease ON jobs (status, lease_expires_at);
 """,
     ),
+    # 7. A job may be sent as a URL that its run fetches: the URL, as the
+    #    client gave it, until then (the audio facts stay empty).
+    #    Data: none; every earlier job was sent as bytes (NULL).
+    Migration(
+        7,
+        "audio_url column",
+        "this release",
+        """
+ALTER TABLE jobs ADD COLUMN audio_url TEXT;
+""",
+        """
+ALTER TABLE jobs ADD COLUMN audio_url TEXT;
+""",
+    ),
 )
 
 # PostgreSQL support arrived with schema 6: a new PostgreSQL database gets the

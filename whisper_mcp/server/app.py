@@ -25,6 +25,7 @@ from whisper_mcp.queue.files import FileStore
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.sqlite import SQLiteDatabase
 from whisper_mcp.queue.store import Database, SQLJobStore, SQLUploadStore
+from whisper_mcp.server.audio_urls import AudioSources, HttpFetcher
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.egress import CallbackPolicy, literal_address
 from whisper_mcp.server.http import dashboard, openai_api, realtime, rest
@@ -88,6 +89,20 @@ def callback_policy(settings: Settings) -> CallbackPolicy:
     return CallbackPolicy(settings.callback_allow, allow_loopback=loopback)
 
 
+def audio_sources(settings: Settings, queue: JobQueue, policy: CallbackPolicy) -> AudioSources:
+    """Where jobs sent as a URL fetch their audio, by scheme: http(s) through
+    the callbacks' egress policy, within the upload limit. (An object store's
+    fetcher for s3:// joins this mapping when the server has one.)"""
+    web = HttpFetcher(policy, max_bytes=settings.max_upload_bytes)
+    return AudioSources(
+        {"https": web, "http": web},
+        queue,
+        max_bytes=settings.max_upload_bytes,
+        min_free_bytes=settings.min_free_bytes,
+        max_audio_seconds=settings.max_audio_seconds,
+    )
+
+
 def build_service(settings: Settings, engine: Engine | None = None) -> TranscriptionService:
     # The hooks into the libraries every server uses (the engine's own are
     # checked as its backend is built): IncompatibleLibrary if one is gone
@@ -109,6 +124,8 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
     engine = engine if engine is not None else build_engine(settings)
     metrics = Metrics()
     default_model = engine.registry.resolve(settings.model, trusted=True).name
+    policy = callback_policy(settings)
+    sources = audio_sources(settings, queue, policy)
     worker = InferenceWorker(
         queue,
         engine,
@@ -117,6 +134,7 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
         batch_size=settings.batch_size,
         nice=settings.inference_nice,
         heartbeat_seconds=settings.heartbeat_seconds,
+        sources=sources,
     )
     uploads = UploadManager(
         SQLUploadStore(database),
@@ -130,13 +148,20 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
         public_url=settings.public_url or f"http://{settings.host}:{settings.port}",
         secret=settings.callback_secret,
         backoff=settings.callback_retry_delays,
-        policy=callback_policy(settings),
+        policy=policy,
         concurrency=settings.callback_concurrency,
     )
     # httpx logs each request's full URL at INFO: a callback URL's credentials with it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return TranscriptionService(
-        settings, queue=queue, engine=engine, worker=worker, uploads=uploads, callbacks=callbacks, metrics=metrics
+        settings,
+        queue=queue,
+        engine=engine,
+        worker=worker,
+        uploads=uploads,
+        callbacks=callbacks,
+        metrics=metrics,
+        sources=sources,
     )
 
 

@@ -27,7 +27,7 @@ from anyio import to_thread
 from whisper_mcp.formats import render
 from whisper_mcp.queue.jobs import Job
 from whisper_mcp.queue.manager import JobQueue
-from whisper_mcp.server.egress import CallbackPolicy, CallbackRefused, Target, Unresolvable, redact_url
+from whisper_mcp.server.egress import CallbackPolicy, CallbackRefused, Target, Unresolvable, pinned, redact_url
 
 log = logging.getLogger("whisper_mcp.server.callbacks")
 
@@ -187,13 +187,11 @@ class CallbackSender:
         """POST to the address the policy vets now (DNS rebinding), under the
         URL's own name; the receiver's status code."""
         target: Target = await self.policy.check(url)
-        extensions = {"sni_hostname": target.server_name} if target.server_name else None
         # Only the status is used: the answer is read as sent (never
         # decompressed), up to ANSWER_BYTES (one network read past it at
         # most), and the connection closed, so a receiver's huge or
         # compressed answer costs no memory.
-        headers = {**headers, "host": target.host_header, "accept-encoding": "identity"}
-        async with client.stream("POST", target.url, content=body, headers=headers, extensions=extensions) as response:
+        async with pinned(client, "POST", target, headers, body) as response:
             read = 0
             async for chunk in response.aiter_raw():
                 read += len(chunk)

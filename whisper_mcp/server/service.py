@@ -39,6 +39,7 @@ from whisper_mcp.queue.files import IncomingFile, StoredUpload, new_key
 from whisper_mcp.queue.jobs import FINISHED_STATUSES, JOB_ID, DuplicateJob, Job, JobRequest, JobStatus
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.partial import PartialCursor
+from whisper_mcp.server.audio_urls import AudioSources, url_filename
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.changes import JobChanges, Waiter
 from whisper_mcp.server.egress import redact_url
@@ -136,6 +137,8 @@ class Submission:
     # Known speakers to name (diarize only): (name, audio data URL), paired and
     # checked by the transport with ``diarization.references.pair``.
     known_speakers: Sequence[tuple[str, str]] | None = None
+    # Instead of the audio itself: where the job's run fetches it (``submit_url``).
+    audio_url: str | None = None
 
 
 # The fields transports take by name, one value each (form fields, tool
@@ -158,8 +161,11 @@ class TranscriptionService:
         uploads: UploadManager,
         callbacks: CallbackSender,
         metrics: Metrics,
+        sources: AudioSources | None = None,
     ) -> None:
         self.settings = settings
+        # The URL schemes a job may be sent as (None: none).
+        self.sources = sources
         self.queue = queue
         self.engine = engine
         self.worker = worker
@@ -266,26 +272,60 @@ class TranscriptionService:
         """
         try:
             request, speakers = await self._validate(upload, submission)
-            if submission.job_id and not from_url and await self.uploads.url_for_job(submission.job_id) is not None:
-                raise Conflict(
-                    f"job_id {submission.job_id!r} is reserved by a one-time upload URL (create_upload_url) "
-                    "until it is used or expires; choose another job_id or leave it out."
-                )
-            try:
-                use_cache = submission.cache is None or parse_bool("cache", submission.cache)
-                references = [s.wav for s in speakers]
-                job = await to_thread.run_sync(
-                    lambda: self.queue.enqueue(upload, request, use_cache=use_cache, references=references)
-                )
-            except DuplicateJob as dup:
-                if dup.existing.audio_sha256 != upload.sha256:
-                    raise Conflict(
-                        f"job_id {request.job_id!r} is already used by a job with different audio; "
-                        "choose another job_id or leave it out to get a generated one"
-                    ) from None
-                job = dup.existing  # the same upload sent again: answer with the job we have
+            job = await self._enqueue(upload, request, speakers, submission, from_url=from_url)
         finally:
             await self.discard(upload)
+        return await self._answer(job)
+
+    async def submit_url(self, submission: Submission) -> JobRecord:
+        """Queue a job sent as ``submission.audio_url``: checked for shape and
+        scheme only, and answered at once; the job's run fetches the audio
+        (``AudioSources.fetch``), and a fetch that fails fails the job."""
+        request = self._check_submission(submission)
+        if request.audio_url is None:
+            raise InvalidInput("audio_url is empty: give the recording's URL, or send the file itself.")
+        await self._vet_callback(request)
+        speakers = await self._speakers(submission)
+        options = replace(request.options, known_speakers=tuple((s.name, s.sha256) for s in speakers))
+        request = replace(request, options=options, filename=request.filename or url_filename(request.audio_url))
+        return await self._answer(await self._enqueue(None, request, speakers, submission))
+
+    async def _enqueue(
+        self,
+        upload: StoredUpload | None,
+        request: JobRequest,
+        speakers: list[KnownSpeaker],
+        submission: Submission,
+        *,
+        from_url: bool = False,
+    ) -> Job:
+        """Store the job (``upload``: its audio; None: sent as a URL), or
+        find the same one sent before."""
+        if submission.job_id and not from_url and await self.uploads.url_for_job(submission.job_id) is not None:
+            raise Conflict(
+                f"job_id {submission.job_id!r} is reserved by a one-time upload URL (create_upload_url) "
+                "until it is used or expires; choose another job_id or leave it out."
+            )
+        try:
+            use_cache = submission.cache is None or parse_bool("cache", submission.cache)
+            references = [s.wav for s in speakers]
+            return await to_thread.run_sync(
+                lambda: self.queue.enqueue(upload, request, use_cache=use_cache, references=references)
+            )
+        except DuplicateJob as dup:
+            existing = dup.existing
+            same = existing.audio_url == request.audio_url
+            if upload is not None:
+                same = existing.audio_url is None and existing.audio_sha256 == upload.sha256
+            if not same:
+                raise Conflict(
+                    f"job_id {request.job_id!r} is already used by a job with different audio; "
+                    "choose another job_id or leave it out to get a generated one"
+                ) from None
+            return existing  # the same audio sent again: answer with the job we have
+
+    async def _answer(self, job: Job) -> JobRecord:
+        """The answer to a submission that stored (or found) ``job``."""
         if job.status is not JobStatus.QUEUED:  # cached, or a re-sent upload of an older job
             if job.cached_from is not None:
                 self.callbacks.kick()
@@ -414,7 +454,9 @@ class TranscriptionService:
 
     async def create_upload_url(self, submission: Submission, base_url: str) -> UploadUrl:
         """A one-time URL that a shell can send the file to; the job id it will become."""
-        await self._vet_callback(self._check_submission(submission))
+        request = self._check_submission(submission)
+        _no_url(request)
+        await self._vet_callback(request)
         job_id = submission.job_id or new_key()
         if not submission.job_id:
             submission = replace(submission, job_id=job_id)
@@ -440,6 +482,11 @@ class TranscriptionService:
                 "job_id must be 1-128 characters of letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit; or leave it out to get a generated one"
             )
+        audio_url = None
+        if sub.audio_url is not None and sub.audio_url.strip():
+            if self.sources is None:
+                raise InvalidInput("This server does not fetch audio URLs; send the file itself.")
+            audio_url = self.sources.check(sub.audio_url)
         model, language = self._route(sub)
         options = parse_options(
             model,
@@ -482,6 +529,7 @@ class TranscriptionService:
             options=options,
             priority=parse_priority(sub.priority),
             engine=engine_label(self.engine),
+            audio_url=audio_url,
         )
 
     async def _vet_callback(self, request: JobRequest) -> None:
@@ -489,16 +537,21 @@ class TranscriptionService:
         if request.callback_url is not None:
             await self.callbacks.vet(request.callback_url)
 
-    async def _validate(self, upload: StoredUpload, sub: Submission) -> tuple[JobRequest, list[KnownSpeaker]]:
-        """The job to store, and the known speakers' recordings to store with it."""
-        request = self._check_submission(sub)
-        await self._vet_callback(request)
-        if upload.size == 0:
-            raise InvalidAudio("The uploaded file is empty (0 bytes). Send a WAV, MP3, FLAC, Ogg/Opus or M4A file.")
-        speakers = [
+    async def _speakers(self, sub: Submission) -> list[KnownSpeaker]:
+        """The known speakers' recordings, read and checked."""
+        return [
             await to_thread.run_sync(read_reference, i, name, url)
             for i, (name, url) in enumerate(sub.known_speakers or ())
         ]
+
+    async def _validate(self, upload: StoredUpload, sub: Submission) -> tuple[JobRequest, list[KnownSpeaker]]:
+        """The job to store, and the known speakers' recordings to store with it."""
+        request = self._check_submission(sub)
+        _no_url(request)
+        await self._vet_callback(request)
+        if upload.size == 0:
+            raise InvalidAudio("The uploaded file is empty (0 bytes). Send a WAV, MP3, FLAC, Ogg/Opus or M4A file.")
+        speakers = await self._speakers(sub)
         info = await to_thread.run_sync(probe_audio, upload.path, self.settings.max_audio_seconds)
         options = replace(request.options, known_speakers=tuple((s.name, s.sha256) for s in speakers))
         request = replace(
@@ -817,6 +870,12 @@ def check_format(fmt: str | None) -> str:
     if name not in FORMATS:
         raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
     return name
+
+
+def _no_url(request: JobRequest) -> None:
+    """Refuse an audio_url alongside the audio itself."""
+    if request.audio_url is not None:
+        raise InvalidInput("Send the audio or its audio_url, not both.")
 
 
 def _check_callback(url: str | None) -> str | None:

@@ -3,7 +3,9 @@
 Short jobs (one 30 s window) that wait right behind each other with the same
 model and options run together, in one forward pass (``batch_size`` at most).
 The worker changes no job itself: it asks the queue (``queue.manager``) to
-claim, report progress, complete or fail.
+claim, report progress, complete or fail. A job sent as a URL is claimed like
+any other, fetched on a fetch thread (``FETCHES`` at once) while this one
+decodes other jobs, and decoded here once its audio is stored.
 
 Nothing stops the thread but ``stop``: a disk or database that fails under it
 is waited out with a growing pause, and a job whose end cannot be recorded is
@@ -20,13 +22,16 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import Empty, SimpleQueue
 
 from whisper_mcp.engines.base import BatchItem, Engine, Segment, Transcription
-from whisper_mcp.errors import INTERNAL_ERROR, InsufficientStorage, ServiceError, storage_fault
+from whisper_mcp.errors import INTERNAL_ERROR, InsufficientStorage, InvalidInput, ServiceError, storage_fault
 from whisper_mcp.logs import job_event
 from whisper_mcp.queue.jobs import Job
 from whisper_mcp.queue.manager import JobCancelled, JobQueue, ShuttingDown
+from whisper_mcp.server.audio_urls import AudioSources
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.sharing import InferenceGate
 
@@ -42,6 +47,9 @@ SAVE_TRIES = 4
 # stop() waits this long for the running window to end and its job to be released.
 STOP_SECONDS = 60.0
 NO_SPACE_MESSAGE = "The server ran out of disk space while saving the transcript; submit the file again later."
+# Jobs sent as a URL fetch their audio on threads of their own, this many at
+# once, so that a slow server holds up its own job and not the queue.
+FETCHES = 4
 
 
 @dataclass(frozen=True)
@@ -87,8 +95,16 @@ class InferenceWorker:
         batch_size: int = 1,
         nice: int = 0,
         heartbeat_seconds: float = 10.0,
+        sources: AudioSources | None = None,
     ) -> None:
         self._queue = queue
+        # Where the runs of jobs sent as a URL fetch their audio; the fetches
+        # under way, and those ended (the job fetched, or why not) for this
+        # thread to decode or settle.
+        self._sources = sources
+        self._fetch_pool = ThreadPoolExecutor(FETCHES, thread_name_prefix="fetch")
+        self._fetching = 0
+        self._fetched_jobs: SimpleQueue[tuple[Job, Job | Exception]] = SimpleQueue()
         self._engine = engine
         self._default_model = default_model
         self._batch_size = max(1, batch_size)
@@ -156,9 +172,16 @@ class InferenceWorker:
             # Clear before looking, so a job queued after the look still wakes us.
             self._wake.clear()
             try:
+                if self._decode_fetched():  # before claiming another: its audio is here
+                    continue
                 if not self._room_to_work():
                     failures += 1
                     self._stop.wait(_backoff(failures))
+                    continue
+                with self._lock:
+                    fetches_full = self._fetching >= FETCHES
+                if fetches_full:  # the next job may be one more: wait for a fetch to end
+                    self._wake.wait(SWEEP_SECONDS)
                     continue
                 job = self._queue.claim_next()
                 if job is None:
@@ -167,12 +190,60 @@ class InferenceWorker:
                     if not self._wake.wait(SWEEP_SECONDS):
                         self._engine.pool.sweep()
                     continue
+                if job.awaits_audio:
+                    self._fetch_apart(job)
+                    continue
                 self._process([job, *self._batchmates(job)])
                 failures = 0
             except Exception:  # e.g. the database is away or full: keep the thread alive
                 failures += 1
                 log.exception("the inference loop failed; trying again in %.0f s", _backoff(failures))
                 self._stop.wait(_backoff(failures))
+        self._release_fetched()
+
+    def _fetch_apart(self, job: Job) -> None:
+        """Fetch a claimed job's audio on a fetch thread (its lease renewed
+        meanwhile by the heartbeat); this thread decodes it once it is here."""
+        with self._lock:
+            self._fetching += 1
+
+        def fetch() -> None:
+            outcome: Job | Exception
+            try:
+                outcome = self._fetched(job)
+            except Exception as exc:  # the job fails (or is released, cancelled) with it
+                outcome = exc
+            self._fetched_jobs.put((job, outcome))
+            with self._lock:
+                self._fetching -= 1
+            self._wake.set()
+
+        self._fetch_pool.submit(fetch)
+
+    def _decode_fetched(self) -> bool:
+        """Decode a job whose fetch has ended, or end it as its fetch did;
+        False if none is waiting."""
+        try:
+            job, outcome = self._fetched_jobs.get_nowait()
+        except Empty:
+            return False
+        if isinstance(outcome, Exception):
+            self._started([job])
+            self._finish(job, outcome, 0.0)
+        else:
+            self._process([outcome])
+        return True
+
+    def _release_fetched(self) -> None:
+        """Stopping: the fetches stop at their next report (``ShuttingDown``),
+        and every job fetched or stopped goes back to the queue, its audio kept."""
+        self._fetch_pool.shutdown(wait=True)
+        while True:
+            try:
+                job, outcome = self._fetched_jobs.get_nowait()
+            except Empty:
+                return
+            self._finish(job, outcome if isinstance(outcome, Exception) else ShuttingDown(job.job_id), 0.0)
 
     def _room_to_work(self) -> bool:
         """Whether the storage disk has --min-free-mb free: if not, no job
@@ -194,12 +265,14 @@ class InferenceWorker:
         # file that kills the process cannot use up its batch-mates' attempts.
         if self._batch_size <= 1 or leader.attempts > 1 or not self._engine.can_batch(leader.duration, leader.options):
             return []
+        if leader.awaits_audio:  # its length is known once fetched: it runs alone
+            return []
         if self._stop.is_set():
             return []
 
         def fits(job: Job) -> bool:
             same = (job.model, job.options, job.priority) == (leader.model, leader.options, leader.priority)
-            return same and self._engine.can_batch(job.duration, job.options)
+            return same and not job.awaits_audio and self._engine.can_batch(job.duration, job.options)
 
         try:
             return self._queue.claim_batch(leader, self._batch_size, fits)
@@ -240,8 +313,7 @@ class InferenceWorker:
             "model %s loaded in %.2fs on %s", self._default_model, time.perf_counter() - started, self._engine.device
         )
 
-    def _process(self, jobs: list[Job]) -> None:
-        """Run a job, or a batch of jobs with the same model and options."""
+    def _started(self, jobs: list[Job]) -> None:
         batch = {"batch": len(jobs)} if len(jobs) > 1 else {}
         for job in jobs:
             waited = (job.started_at or time.time()) - job.created_at
@@ -249,6 +321,10 @@ class InferenceWorker:
             job_event(
                 log, "started", job.job_id, model=job.model, attempt=job.attempts, waited=round(waited, 4), **batch
             )
+
+    def _process(self, jobs: list[Job]) -> None:
+        """Run a job, or a batch of jobs with the same model and options."""
+        self._started(jobs)
         if len(jobs) > 1:
             self._metrics.batch(len(jobs))
         started = time.perf_counter()
@@ -276,6 +352,13 @@ class InferenceWorker:
             outcomes = [exc] * len(jobs)
         for job, outcome in zip(jobs, outcomes, strict=True):
             self._finish(job, outcome, time.perf_counter() - started)
+
+    def _fetched(self, job: Job) -> Job:
+        """Blocking, on a fetch thread: the job sent as a URL, its audio
+        fetched and stored (a failed fetch fails the job, in the fetcher's words)."""
+        if self._sources is None:
+            raise InvalidInput("This server does not fetch audio URLs; send the file itself.")
+        return self._sources.fetch(job, self._progress(job))
 
     def _finish(self, job: Job, outcome: Transcription | Exception, elapsed: float) -> None:
         """Record how the run ended; a disk or database failure is waited out

@@ -20,6 +20,7 @@ from whisper_mcp.options import (
     SPEAKER_HINTS,
 )
 from whisper_mcp.queue.jobs import JOB_ID_PATTERN, JOB_STATUSES
+from whisper_mcp.server.audio_urls import MAX_URL_CHARS
 from whisper_mcp.server.results import Health, JobPage, JobRecord, Models
 
 _REF = "#/components/schemas/"
@@ -87,6 +88,12 @@ _SUBMISSION_PROPERTIES: dict[str, Any] = {
     },
     "priority": {"type": "string", "enum": list(PRIORITIES)},
     "callback_url": {"type": "string", "format": "uri"},
+    "audio_url": {
+        "type": "string",
+        "format": "uri",
+        "maxLength": MAX_URL_CHARS,
+        "description": "Instead of file: an http(s) URL the job fetches the recording from.",
+    },
     "cache": {"type": "boolean", "default": True},
     "diarize": {"type": "boolean", "default": False, "description": "Label each segment with its speaker."},
     **{
@@ -137,7 +144,8 @@ def openapi_spec() -> dict[str, Any]:
                 **_record_schemas(),
                 "Submission": {
                     "type": "object",
-                    "required": ["file"],
+                    "description": "Exactly one of file and audio_url.",
+                    "oneOf": [{"required": ["file"]}, {"required": ["audio_url"]}],
                     "properties": {"file": {"type": "string", "format": "binary"}, **_SUBMISSION_PROPERTIES},
                 },
             },
