@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import anyio
 import httpx
@@ -25,7 +24,7 @@ from fastmcp import Client
 
 from whisper_mcp.testing import PostgresCluster
 
-from helpers import FIXTURES, LONG_AUDIO, ServerProcess, submit, wait_done, wait_status
+from helpers import FIXTURES, LONG_AUDIO, ServerProcess, submit, wait_done
 
 pytestmark = pytest.mark.e2e
 
