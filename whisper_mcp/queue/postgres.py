@@ -192,12 +192,12 @@ class PostgresDatabase:
             except Exception as exc:  # the database is away or restarted, the network blinked
                 if self._closed.is_set():
                     return
-                if self.breaker.up:  # the watch's probe tells an outage (logged there) from a passing failure
-                    self.breaker.suspect()
-                    if not failing:
-                        log.warning("lost the LISTEN connection (%s); connecting again", " ".join(str(exc).split()))
+                # The watch's probe tells an outage (logged there) from a failure of this connection alone.
+                self.breaker.suspect()
+                self._closed.wait(PROBE_SECONDS + PROBE_INTERVAL)
+                if self.breaker.up and not failing:
+                    log.warning("lost the LISTEN connection (%s); connecting again", " ".join(str(exc).split()))
                     failing = True
-                self._closed.wait(PROBE_INTERVAL)
             finally:
                 self._listen_conn = None
 

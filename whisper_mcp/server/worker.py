@@ -301,7 +301,7 @@ class InferenceWorker:
                 self._held_up(_holdup(exc))
                 if isinstance(exc, DatabaseUnavailable):
                     if not away:
-                        log.warning("job %s: its end is recorded once the job database is back", job.job_id)
+                        log.info("job %s: its end is recorded once the job database is back", job.job_id)
                     away = True
                     self._wait_for_database()
                     continue
