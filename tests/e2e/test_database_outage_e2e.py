@@ -120,6 +120,20 @@ def follow(http: httpx.Client, job_id: str, events: list[tuple[float, str]]) -> 
     return thread
 
 
+def wait_over_mcp(url: str, job_id: str, outcome: list[tuple[float, str]]) -> threading.Thread:
+    """check_transcription_status waiting for the job, on a thread: (when it answered, its error's text)."""
+
+    async def call() -> None:
+        async with Client(f"{url}/mcp") as client:
+            arguments = {"job_id": job_id, "wait_seconds": 60}
+            result = await client.call_tool("check_transcription_status", arguments, raise_on_error=False)
+            outcome.append((time.monotonic(), str(result.content[0].text) if result.is_error else "no error"))  # type: ignore[union-attr]
+
+    thread = threading.Thread(target=anyio.run, args=(call,), daemon=True)
+    thread.start()
+    return thread
+
+
 def log_since(server: ServerProcess, mark: int) -> str:
     return server.log()[mark:]
 
@@ -142,8 +156,11 @@ def test_a_stopped_database(server: ServerProcess, cluster: PostgresCluster) -> 
             time.sleep(0.05)
         events: list[tuple[float, str]] = []
         reader = follow(http, running, events)
+        waited: list[tuple[float, str]] = []
+        waiter = wait_over_mcp(server.url, running, waited)
         while not events:  # the stream's first event: it is open
             time.sleep(0.01)
+        time.sleep(0.5)  # the MCP call is waiting too
         mark = len(server.log())
 
         halted = time.monotonic()
@@ -152,6 +169,7 @@ def test_a_stopped_database(server: ServerProcess, cluster: PostgresCluster) -> 
         answers = every_route(http, server.url, queued)
         livez = http.get("/livez")
         reader.join(5)
+        waiter.join(5)
         assert livez.status_code == 200
         assert_refused_in_words(answers)
         # The stream's last event says the database is away, and it ends.
@@ -159,6 +177,9 @@ def test_a_stopped_database(server: ServerProcess, cluster: PostgresCluster) -> 
         when, last = events[-2]
         assert last.startswith("event: error") and "database" in last, last
         assert when - halt_returned < LIMIT, f"the stream's last event came {when - halted:.2f} s after the stop"
+        # So does a waiting MCP call.
+        assert waited and "database" in waited[0][1], waited
+        assert waited[0][0] - halt_returned < LIMIT
 
         # The decode goes on; its end waits for the database.
         wait_for_log(server, mark, "its end is recorded once the job database is back", 120)
