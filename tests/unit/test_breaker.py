@@ -111,3 +111,29 @@ def test_waiters_wake_when_it_is_back() -> None:
     db.away = False
     threading.Timer(0.05, breaker.step).start()
     assert breaker.wait_up(5)
+
+
+def test_connections_the_server_ended_while_idle_are_replaced_without_an_error(postgres_url: str) -> None:
+    """What a quick restart leaves in the pool: connections whose backends
+    are gone. The next calls get fresh ones, and no outage is declared."""
+    import psycopg
+
+    from whisper_mcp.queue.postgres import PostgresDatabase
+
+    db = PostgresDatabase(postgres_url, pool_size=4)
+    try:
+        with db.transaction() as run:  # several connections in the pool
+            run("SELECT 1", ())
+            db.run("SELECT 1")
+        name = postgres_url.rsplit("/", 1)[1]
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            ).fetchone()
+        assert ended is not None and ended[0] >= 2
+        for _ in range(4):
+            assert db.run("SELECT 1")[0] == [(1,)]
+        assert db.breaker.up
+    finally:
+        db.close()
