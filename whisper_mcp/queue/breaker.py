@@ -4,8 +4,8 @@ Calls report a failure that may mean the database is away (``suspect``); a
 watch thread then probes it with one short connection (``step``). A failed
 probe marks it down: from then on every call fails at once with
 ``DatabaseUnavailable`` (a 503 in words) instead of waiting out a
-connection timeout, and the watch probes again every ``interval`` until the
-database answers. An outage is logged twice, when it starts and when it ends
+connection timeout, and the watch probes again at each step (twice a
+second) until the database answers. An outage is logged twice, when it starts and when it ends
 (with its length), however many calls failed meanwhile.
 """
 
@@ -52,11 +52,6 @@ class Breaker:
     @property
     def up(self) -> bool:
         return self._up.is_set()
-
-    def down_for(self) -> float | None:
-        """Seconds since the outage started; None while up."""
-        since = self._down_since
-        return None if since is None else self._clock() - since
 
     def check(self) -> None:
         """Raise ``DatabaseUnavailable`` at once while the database is down."""
