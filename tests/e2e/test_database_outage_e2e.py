@@ -100,11 +100,11 @@ def assert_refused_in_words(answers: dict[str, tuple[int, str, float]]) -> None:
         assert seconds < LIMIT, f"{name} took {seconds:.2f} s"
 
 
-def follow(http: httpx.Client, job_id: str, events: list[tuple[float, str]]) -> threading.Thread:
+def follow(url: str, job_id: str, events: list[tuple[float, str]]) -> threading.Thread:
     """Read the job's event stream on a thread: (when, each event's text)."""
 
     def read() -> None:
-        with http.stream("GET", f"/jobs/{job_id}/events", timeout=60) as response:
+        with httpx.stream("GET", f"{url}/jobs/{job_id}/events", timeout=60) as response:
             assert response.status_code == 200
             block: list[str] = []
             for line in response.iter_lines():
@@ -120,7 +120,7 @@ def follow(http: httpx.Client, job_id: str, events: list[tuple[float, str]]) -> 
     return thread
 
 
-def wait_over_mcp(url: str, job_id: str, outcome: list[tuple[float, str]]) -> threading.Thread:
+def mcp_waiter(url: str, job_id: str, outcome: list[tuple[float, str]]) -> threading.Thread:
     """check_transcription_status waiting for the job, on a thread: (when it answered, its error's text)."""
 
     async def call() -> None:
@@ -155,9 +155,9 @@ def test_a_stopped_database(server: ServerProcess, cluster: PostgresCluster) -> 
         while http.get(f"/status/{running}").json()["progress"] < 0.4:
             time.sleep(0.05)
         events: list[tuple[float, str]] = []
-        reader = follow(http, running, events)
+        reader = follow(server.url, running, events)
         waited: list[tuple[float, str]] = []
-        waiter = wait_over_mcp(server.url, running, waited)
+        waiter = mcp_waiter(server.url, running, waited)
         while not events:  # the stream's first event: it is open
             time.sleep(0.01)
         time.sleep(0.5)  # the MCP call is waiting too
