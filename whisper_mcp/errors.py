@@ -113,8 +113,9 @@ class DatabaseUnavailable(DependencyUnavailable):
 
     def __init__(
         self,
-        message: str = "The job database cannot be reached right now; nothing was changed. "
-        "Try again in a few seconds: jobs already accepted are kept and run once it is back.",
+        message: str = "The job database cannot be reached right now, so this request was not served"
+        " (nothing was changed). Try again in a few seconds: jobs already accepted are kept"
+        " and run once it is back.",
     ) -> None:
         super().__init__(message)
 
