@@ -16,12 +16,14 @@ them from worker threads, never on the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from whisper_mcp.errors import DatabaseUnavailable
 from whisper_mcp.logs import job_event
 from whisper_mcp.options import PRIORITY_NAMES
 from whisper_mcp.queue.files import FileStore, StoredUpload
@@ -100,7 +102,22 @@ class JobQueue:
         store.db.listen(self._changed)
 
     def on_change(self, listener: Callable[[str], None]) -> None:
+        """``listener(job_id)`` after every change; an empty id when the
+        database is back after an outage (anything may have changed)."""
         self._listeners.append(listener)
+
+    def on_availability(self, listener: Callable[[bool], None]) -> None:
+        """``listener(False)`` when the shared database can no longer be reached, ``listener(True)`` when it is back."""
+        self._store.db.on_availability(listener)
+
+    def wait_available(self, timeout: float) -> bool:
+        """Whether the database can be reached, waiting up to ``timeout`` seconds for it."""
+        return self._store.db.wait_available(timeout)
+
+    def check_available(self) -> None:
+        """``DatabaseUnavailable`` now if the database is known to be away."""
+        if not self._store.db.wait_available(0):
+            raise DatabaseUnavailable()
 
     def _changed(self, job_id: str) -> None:
         for listener in self._listeners:
@@ -229,7 +246,10 @@ class JobQueue:
                 running.written_at = time.monotonic()
             attempt = running.job.attempts
         if due:
-            cancel = self._store.progress(job_id, attempt, fraction)
+            try:
+                cancel = self._store.progress(job_id, attempt, fraction)
+            except DatabaseUnavailable:  # decoding goes on; its end is recorded once the database is back
+                cancel = False
             with self._lock:
                 if cancel is None:
                     running.lost = True
@@ -261,7 +281,8 @@ class JobQueue:
             return
         with self._lock:
             del running.unwritten[: len(pending)]
-        self._store.db.notify(job_id)  # other replicas' followers; this one's below
+        with contextlib.suppress(DatabaseUnavailable):  # other replicas' followers; this one's below
+            self._store.db.notify(job_id)
         self._changed(job_id)
 
     def partial(self, job: Job, cursor: PartialCursor | None = None) -> list[dict[str, object]]:

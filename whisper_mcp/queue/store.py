@@ -56,6 +56,13 @@ class Database(Protocol):
     def listen(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(job_id)`` for changes made by other replicas."""
 
+    def on_availability(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(False)`` when the database can no longer be reached,
+        ``callback(True)`` when it is back (never, for SQLite)."""
+
+    def wait_available(self, timeout: float) -> bool:
+        """Whether the database can be reached, waiting up to ``timeout`` seconds for it."""
+
     def close(self) -> None: ...
 
 

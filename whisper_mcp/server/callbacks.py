@@ -19,11 +19,13 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 from anyio import to_thread
 
+from whisper_mcp.errors import DatabaseUnavailable
 from whisper_mcp.formats import render
 from whisper_mcp.queue.jobs import Job
 from whisper_mcp.queue.manager import JobQueue
@@ -40,6 +42,8 @@ UNREACHABLE = "the receiver could not be reached (no connection or no answer in 
 REBOUND = "the callback_url's host now resolves to an address callbacks may not go to"
 # How much of a receiver's answer is read (its status is all that is used).
 ANSWER_BYTES = 4096
+# After a failed look for due callbacks (the database away or failing), the next look.
+RETRY_SECONDS = 1.0
 
 
 def delivery_id(job: Job) -> str:
@@ -105,16 +109,13 @@ class CallbackSender:
             try:
                 while True:
                     self._kick.clear()
-                    free = self._concurrency - len(in_flight)
-                    if free > 0:
-                        for job in await to_thread.run_sync(self._queue.due_callbacks, free, lease):
-                            task = asyncio.create_task(self._deliver(client, job), name=f"callback-{job.job_id}")
-                            in_flight.add(task)
-                            task.add_done_callback(finished)
-                    delay: float | None = None  # all slots busy: a delivery that ends kicks
-                    if len(in_flight) < self._concurrency:
-                        next_at = await to_thread.run_sync(self._queue.next_callback_at)
-                        delay = None if next_at is None else max(0.05, next_at - time.time())
+                    try:
+                        delay = await self._claim(client, in_flight, finished, lease)
+                    except DatabaseUnavailable:  # an outage, logged where it is noticed: look again once it ends
+                        delay = RETRY_SECONDS
+                    except Exception:  # e.g. a full database: the loop must go on
+                        log.exception("could not look for due callbacks; trying again in %.0f s", RETRY_SECONDS)
+                        delay = RETRY_SECONDS
                     try:
                         await asyncio.wait_for(self._kick.wait(), delay)
                     except TimeoutError:
@@ -123,6 +124,26 @@ class CallbackSender:
                 for task in list(in_flight):
                     task.cancel()
                 await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _claim(
+        self,
+        client: httpx.AsyncClient,
+        in_flight: set[asyncio.Task[None]],
+        finished: Callable[[asyncio.Task[None]], None],
+        lease: float,
+    ) -> float | None:
+        """Start the deliveries that are due, as many as there are free
+        slots; how long until the next is due (None: until a kick)."""
+        free = self._concurrency - len(in_flight)
+        if free > 0:
+            for job in await to_thread.run_sync(self._queue.due_callbacks, free, lease):
+                task = asyncio.create_task(self._deliver(client, job), name=f"callback-{job.job_id}")
+                in_flight.add(task)
+                task.add_done_callback(finished)
+        if len(in_flight) >= self._concurrency:
+            return None  # all slots busy: a delivery that ends kicks
+        next_at = await to_thread.run_sync(self._queue.next_callback_at)
+        return None if next_at is None else max(0.05, next_at - time.time())
 
     async def payload(self, job: Job) -> dict[str, Any]:
         body: dict[str, Any] = {"job_id": job.job_id, "delivery_id": delivery_id(job), "status": job.status.value}
@@ -139,7 +160,9 @@ class CallbackSender:
     async def _deliver(self, client: httpx.AsyncClient, job: Job) -> None:
         try:
             await self._attempt(client, job)
-        except Exception:  # e.g. the database is away: the lease runs out and it is tried again
+        except DatabaseUnavailable:  # an outage (logged where it is noticed): its lease runs out, tried again
+            log.info("callback for job %s: its attempt waits for the job database", job.job_id)
+        except Exception:  # e.g. a full database: the lease runs out and it is tried again
             log.exception("callback for job %s could not be attempted", job.job_id)
 
     async def _attempt(self, client: httpx.AsyncClient, job: Job) -> None:

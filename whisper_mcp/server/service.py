@@ -24,7 +24,7 @@ from whisper_mcp.diarization import DIARIZER_NAME
 from whisper_mcp.diarization.references import KnownSpeaker, read_reference
 from whisper_mcp.engines.audio import probe_audio
 from whisper_mcp.engines.base import Engine, engine_label
-from whisper_mcp.errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady
+from whisper_mcp.errors import Conflict, DatabaseUnavailable, InvalidAudio, InvalidInput, JobNotFound, NotReady
 from whisper_mcp.formats import FORMATS, render
 from whisper_mcp.logs import job_event
 from whisper_mcp.options import (
@@ -184,6 +184,7 @@ class TranscriptionService:
         self.live = LiveTranscription(settings, queue, engine, worker.gate, self._live_request)
         metrics.watch(self._metric_state)
         queue.on_change(self._job_changed)
+        queue.on_availability(self._availability_changed)
         self._loop: asyncio.AbstractEventLoop | None = None
         # Streams and long polls, each woken by its own job's changes, and
         # each job's latest snapshot, read once per change for all of them.
@@ -227,6 +228,8 @@ class TranscriptionService:
             asyncio.create_task(self.callbacks.run(), name="callbacks"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(_report_end)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -237,6 +240,8 @@ class TranscriptionService:
         while True:
             try:
                 await to_thread.run_sync(self.sweep, time.time())
+            except DatabaseUnavailable:  # an outage, logged where it is noticed: sweep next time
+                pass
             except Exception:  # a failed sweep must not end the loop
                 log.exception("housekeeping failed")
             await asyncio.sleep(self.settings.housekeeping_seconds)
@@ -257,6 +262,12 @@ class TranscriptionService:
         self.worker.notify()
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._signal, job_id)
+
+    def _availability_changed(self, up: bool) -> None:
+        # The database went away: every stream and long poll reads its job
+        # again now, finds it away, and says so, rather than waiting.
+        if not up and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._changes.wake_all)
 
     def _signal(self, job_id: str) -> None:
         self._changes.changed(job_id)
@@ -833,6 +844,7 @@ class TranscriptionService:
             return count
 
     async def health(self) -> Health:
+        self.queue.check_available()  # not ready while the database is away: a 503 that says so
         state = self.worker.state()
         queued = await self._queue_size()
         processing = [RunningJob(job_id=r.job_id, progress=round(r.progress, 4)) for r in self.queue.running()]
@@ -863,6 +875,14 @@ class TranscriptionService:
             # Hooks into a library whose names were gone at start-up, and the public path taken instead.
             "compat": cast(list[CompatFallback], compat.lost(self.engine.engine)),
         }
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    """A background task must never end unnoticed: its end is logged, with the error."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    log.error("background task %s ended: %r", task.get_name(), exc, exc_info=exc)
 
 
 def check_format(fmt: str | None) -> str:

@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from queue import Empty, SimpleQueue
 
 from whisper_mcp.engines.base import BatchItem, Engine, Segment, Transcription
-from whisper_mcp.errors import INTERNAL_ERROR, InsufficientStorage, InvalidInput, ServiceError, storage_fault
+from whisper_mcp.errors import (
+    INTERNAL_ERROR,
+    DatabaseUnavailable,
+    InsufficientStorage,
+    InvalidInput,
+    ServiceError,
+    storage_fault,
+)
 from whisper_mcp.logs import job_event
 from whisper_mcp.queue.jobs import Job
 from whisper_mcp.queue.manager import JobCancelled, JobQueue, ShuttingDown
@@ -161,7 +168,9 @@ class InferenceWorker:
                 self._queue.heartbeat()
                 if self._queue.shared and self._queue.reclaim_expired():
                     self._wake.set()
-            except Exception:  # the database is away for a moment: try again next beat
+            except DatabaseUnavailable:  # an outage, logged where it is noticed: beat again once it is back
+                continue
+            except Exception:  # the database failed for a moment: try again next beat
                 log.warning("heartbeat failed", exc_info=True)
 
     def _run(self) -> None:
@@ -195,7 +204,9 @@ class InferenceWorker:
                     continue
                 self._process([job, *self._batchmates(job)])
                 failures = 0
-            except Exception:  # e.g. the database is away or full: keep the thread alive
+            except DatabaseUnavailable:  # an outage (logged where it is noticed): resume as soon as it ends
+                self._wait_for_database()
+            except Exception:  # e.g. the database is full: keep the thread alive
                 failures += 1
                 log.exception("the inference loop failed; trying again in %.0f s", _backoff(failures))
                 self._stop.wait(_backoff(failures))
@@ -245,6 +256,11 @@ class InferenceWorker:
                 return
             self._finish(job, outcome if isinstance(outcome, Exception) else ShuttingDown(job.job_id), 0.0)
 
+    def _wait_for_database(self) -> None:
+        """Until the database can be reached again (its watch says when), or ``stop``."""
+        while not self._stop.is_set() and not self._queue.wait_available(0.5):
+            pass
+
     def _room_to_work(self) -> bool:
         """Whether the storage disk has --min-free-mb free: if not, no job
         starts, since its transcript could not be saved."""
@@ -276,8 +292,9 @@ class InferenceWorker:
 
         try:
             return self._queue.claim_batch(leader, self._batch_size, fits)
-        except Exception:  # the leader is claimed: run it alone rather than strand it
-            log.exception("could not claim batch-mates for job %s", leader.job_id)
+        except Exception as exc:  # the leader is claimed: run it alone rather than strand it
+            if not isinstance(exc, DatabaseUnavailable):
+                log.exception("could not claim batch-mates for job %s", leader.job_id)
             return []
 
     def _lower_priority(self) -> None:
@@ -364,18 +381,25 @@ class InferenceWorker:
         """Record how the run ended; a disk or database failure is waited out
         and tried again, so no job is left half-ended."""
         failures = 0
+        away = False  # the database is away: waited out however long, logged once
         while True:
             try:
                 status, error = self._settle(job, outcome, give_up=failures >= SAVE_TRIES - 1)
                 break
             except Exception as exc:  # the disk or the database failed under us
-                failures += 1
                 if self._stop.is_set():
                     log.error("job %s: could not record its end (%s); recovered at the next start", job.job_id, exc)
                     self._queue.forget(job)
                     self._held_up(None)
                     return
                 self._held_up(_holdup(exc))
+                if isinstance(exc, DatabaseUnavailable):
+                    if not away:
+                        log.info("job %s: its end is recorded once the job database is back", job.job_id)
+                    away = True
+                    self._wait_for_database()
+                    continue
+                failures += 1
                 log.warning(
                     "job %s: could not record its end (%s: %s); trying again in %.0f s",
                     job.job_id,
