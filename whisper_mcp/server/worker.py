@@ -14,6 +14,7 @@ stops at its next window and goes back to the queue uncounted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -23,8 +24,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from whisper_mcp.engines.base import BatchItem, Engine, Segment, Transcription
-from whisper_mcp.errors import INTERNAL_ERROR, InsufficientStorage, ServiceError, storage_fault
+from whisper_mcp.errors import INTERNAL_ERROR, InsufficientStorage, ServiceError, StorageUnavailable, storage_fault
 from whisper_mcp.logs import job_event
+from whisper_mcp.queue.files import JobFiles
 from whisper_mcp.queue.jobs import Job
 from whisper_mcp.queue.manager import JobCancelled, JobQueue, ShuttingDown
 from whisper_mcp.server.metrics import Metrics
@@ -68,6 +70,8 @@ def _holdup(exc: BaseException) -> str:
     fault = exc if isinstance(exc, InsufficientStorage) else storage_fault(exc)
     if isinstance(fault, InsufficientStorage):
         cause = "the disk is full"
+    elif isinstance(fault, StorageUnavailable):
+        cause = "the object store is not available"
     elif fault is not None:
         cause = "the job database is not available"
     else:
@@ -249,29 +253,39 @@ class InferenceWorker:
         if len(jobs) > 1:
             self._metrics.batch(len(jobs))
         started = time.perf_counter()
-        leader = jobs[0]
-        outcomes: list[Transcription | Exception]
-        try:
-            info = self._engine.registry.resolve(leader.model, trusted=True)  # checked at submission
-            files = self._queue.files
-            items = [
-                BatchItem(
-                    files.audio_path(job.key),
-                    job.duration,
-                    self._progress(job),
-                    self._segments(job),
-                    tuple(
-                        (name, files.reference_path(job.key, i))
-                        for i, (name, _sha) in enumerate(job.options.known_speakers)
-                    ),
-                )
-                for job in jobs
-            ]
-            outcomes = self._engine.transcribe_batch(items, info, leader.options)
-        except Exception as exc:  # e.g. the model failed to load: every job fails with it
-            outcomes = [exc] * len(jobs)
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            self._finish(job, outcome, time.perf_counter() - started)
+        outcomes: dict[str, Transcription | Exception] = {}
+        # The audio as local files while it is decoded: in place in the
+        # storage folder, or fetched from a bucket to scratch and removed after.
+        with contextlib.ExitStack() as fetched:
+            ready: list[tuple[Job, JobFiles]] = []
+            for job in jobs:
+                try:
+                    speakers = len(job.options.known_speakers)
+                    ready.append((job, fetched.enter_context(self._queue.files.job_files(job.key, speakers))))
+                except Exception as exc:  # gone (DataMissing), or the object store is away
+                    outcomes[job.job_id] = exc
+            try:
+                if ready:
+                    info = self._engine.registry.resolve(jobs[0].model, trusted=True)  # checked at submission
+                    items = [
+                        BatchItem(
+                            local.audio,
+                            job.duration,
+                            self._progress(job),
+                            self._segments(job),
+                            tuple(
+                                (name, path)
+                                for (name, _sha), path in zip(job.options.known_speakers, local.references, strict=True)
+                            ),
+                        )
+                        for job, local in ready
+                    ]
+                    decoded = self._engine.transcribe_batch(items, info, ready[0][0].options)
+                    outcomes.update(zip((job.job_id for job, _ in ready), decoded, strict=True))
+            except Exception as exc:  # e.g. the model failed to load: every job fails with it
+                outcomes.update((job.job_id, exc) for job, _ in ready)
+        for job in jobs:
+            self._finish(job, outcomes[job.job_id], time.perf_counter() - started)
 
     def _finish(self, job: Job, outcome: Transcription | Exception, elapsed: float) -> None:
         """Record how the run ended; a disk or database failure is waited out
@@ -333,8 +347,9 @@ class InferenceWorker:
             if _transient(exc):
                 if not give_up:
                     raise
-                status = self._queue.retry_later(job, NO_SPACE_MESSAGE)
-                return status, NO_SPACE_MESSAGE if status == "failed" else None
+                message = exc.message if isinstance(exc, StorageUnavailable) else NO_SPACE_MESSAGE
+                status = self._queue.retry_later(job, message)
+                return status, message if status == "failed" else None
             if isinstance(exc, ServiceError):  # e.g. audio that stopped decoding half-way
                 error = exc.message
             else:
