@@ -141,3 +141,29 @@ def test_an_unreachable_store_is_a_503_in_words_within_seconds(seaweedfs: Seawee
     assert caught.value.status_code == 503 and "object store is not available" in caught.value.message
     with pytest.raises(StorageUnavailable):
         store.append_partial(new_key(), 1, [segment(0)])
+
+
+def test_what_one_replica_stores_another_reads(seaweedfs: SeaweedFS, bucket_url: str, tmp_path: Path) -> None:
+    """Three stores on one bucket prefix, each with its own scratch folder, as
+    replicas on separate machines have them."""
+    url = f"{bucket_url}/{new_key()}"
+    a, b, c = (ObjectStore(connect(url, environ=seaweedfs.env), tmp_path / name) for name in "abc")
+    key = new_key()
+    sink = a.incoming_file(1000, 0)
+    sink.write(b"the audio")
+    a.accept(sink.finish(), key)
+    a.write_references(key, [b"alex's voice"])
+    with b.job_files(key, 1) as local:  # the replica that runs the job
+        assert local.audio.read_bytes() == b"the audio" and local.references[0].read_bytes() == b"alex's voice"
+        b.append_partial(key, 1, [segment(0)])
+        assert c.read_partial(key, 1) == [segment(0)]
+        b.write_result(key, {"text": "done"})
+    assert c.read_result(key) == {"text": "done"}
+    c.discard_audio(key)  # the job ended, told on a third replica
+    with pytest.raises(DataMissing), a.job_files(key, 1):
+        pass
+
+    upload_id = new_key()
+    a.write_upload(upload_id, 4, b"5678")  # chunks through two replicas,
+    b.write_upload(upload_id, 0, b"1234")
+    assert c.assemble_upload(upload_id, 8).path.read_bytes() == b"12345678"  # taken on a third

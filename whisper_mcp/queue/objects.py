@@ -58,7 +58,7 @@ PARTS_IN_FLIGHT = 4
 # A store that does not answer is reported within seconds: connecting, each
 # read, and retries (with their pauses) are all bounded.
 CONNECT_TIMEOUT = "2s"
-READ_TIMEOUT = "10s"
+READ_TIMEOUT = "5s"
 REQUEST_TIMEOUT = "30min"  # a whole request: a long download streams within it
 MAX_RETRIES = 2
 RETRY_SECONDS = 5.0
