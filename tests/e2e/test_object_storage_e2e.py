@@ -119,16 +119,13 @@ def cluster(
 
 
 async def tool(url: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    """One MCP tool call on one replica (stateless HTTP: each call may go anywhere)."""
+    """One MCP tool call on one replica (stateless HTTP: each call may go
+    anywhere); its structured answer. Bytes in ``arguments`` go as base64."""
+    sent = {k: base64.b64encode(v).decode() if isinstance(v, bytes) else v for k, v in arguments.items()}
     async with mcp.Client(f"{url}/mcp") as session:
-        result = await session.call_tool(name, arguments)
-    assert not result.is_error, result
-    assert result.structured_content is not None
+        result = await session.call_tool(name, sent)
+    assert not result.is_error and result.structured_content is not None, result
     return result.structured_content
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def events(client: httpx.Client, job_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -159,7 +156,7 @@ def test_uploads_over_mcp_and_one_time_urls_spread_over_replicas(cluster: Cluste
             arguments = {
                 "upload_id": begun["upload_id"],
                 "offset": offset,
-                "data_base64": b64(audio[offset : offset + step]),
+                "data_base64": audio[offset : offset + step],
             }
             await tool(url, "upload_chunk", arguments)
         chunked = await tool(

@@ -167,3 +167,12 @@ def test_what_one_replica_stores_another_reads(seaweedfs: SeaweedFS, bucket_url:
     a.write_upload(upload_id, 4, b"5678")  # chunks through two replicas,
     b.write_upload(upload_id, 0, b"1234")
     assert c.assemble_upload(upload_id, 8).path.read_bytes() == b"12345678"  # taken on a third
+
+
+def test_a_bucket_that_cannot_be_used_stops_start_up_in_one_sentence(
+    seaweedfs: SeaweedFS, bucket_url: str, tmp_path: Path
+) -> None:
+    ObjectStore(connect(bucket_url, environ=seaweedfs.env), tmp_path / "ok").check()
+    missing = ObjectStore(connect("s3://no-such-bucket-here/x", environ=seaweedfs.env), tmp_path / "missing")
+    with pytest.raises(ValueError, match="^the bucket of --storage-url cannot be used: NoSuchBucket$"):
+        missing.check()

@@ -161,6 +161,17 @@ class ObjectStore:
     def root(self) -> Path:
         return self._local.root
 
+    def check(self) -> None:
+        """At start-up: ``ValueError`` in one sentence if the bucket cannot be
+        listed (no such bucket, refused credentials, nothing answering)."""
+        try:
+            next(iter(obstore.list(self._client, prefix="results", chunk_size=1)), None)
+        except ObjectStoreError as exc:
+            text = str(exc)
+            code = re.search(r"<Code>(\w+)</Code>", text)  # S3's own word for it: NoSuchBucket, AccessDenied
+            reason = code[1] if code else (text.splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"the bucket of --storage-url cannot be used: {reason}") from None
+
     def _call(self, what: str, call: Callable[[], T]) -> T:
         """One request; ``StorageUnavailable`` in words if the store fails it
         (``FileNotFoundError`` for a missing object passes through)."""

@@ -83,12 +83,14 @@ def open_database(settings: Settings) -> Database:
 
 def open_storage(settings: Settings) -> Storage:
     """The bucket of --storage-url, with --storage as its scratch space; else
-    the storage folder alone."""
+    the storage folder alone. ``ValueError`` if the bucket cannot be used."""
     if settings.storage_url:
         from whisper_mcp.queue.objects import ObjectStore, connect  # obstore only when used
 
         client = connect(settings.storage_url, endpoint=settings.storage_endpoint, region=settings.storage_region)
-        return ObjectStore(client, settings.storage)
+        store = ObjectStore(client, settings.storage)
+        store.check()  # a bucket that cannot be used stops start-up, in one sentence
+        return store
     return FileStore(settings.storage)
 
 
