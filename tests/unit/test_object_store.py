@@ -176,3 +176,39 @@ def test_a_bucket_that_cannot_be_used_stops_start_up_in_one_sentence(
     missing = ObjectStore(connect("s3://no-such-bucket-here/x", environ=seaweedfs.env), tmp_path / "missing")
     with pytest.raises(ValueError, match="^the bucket of --storage-url cannot be used: NoSuchBucket$"):
         missing.check()
+
+
+MEMORY_PROBE = """
+import os, resource, sys
+from pathlib import Path
+from whisper_mcp.queue.files import new_key
+from whisper_mcp.queue.objects import ObjectStore, connect
+store = ObjectStore(connect(sys.argv[1]), Path(sys.argv[2]))
+sink = store.incoming_file(2**31, 0)
+block = os.urandom(2**20)
+for _ in range(int(sys.argv[3])):
+    sink.write(block)
+upload = sink.finish()
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+before = peak()
+key = new_key()
+store.accept(upload, key)
+with store.job_files(key, 0) as local:
+    assert local.audio.stat().st_size == upload.size
+print(peak() - before)
+"""
+
+
+def test_memory_does_not_grow_with_the_file(seaweedfs: SeaweedFS, bucket_url: str, tmp_path: Path) -> None:
+    """160 MiB up to the bucket and back to a scratch file, in a fresh
+    interpreter: its peak memory grows by the parts in flight, not the file."""
+    import subprocess
+    import sys
+
+    size_mb = 160
+    env = {**os.environ, **seaweedfs.env}
+    probe = [sys.executable, "-c", MEMORY_PROBE, f"{bucket_url}/{new_key()}", str(tmp_path / "scratch"), str(size_mb)]
+    done = subprocess.run(probe, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    grown = int(done.stdout.split()[-1])
+    assert grown < size_mb * 2**20 / 2, f"peak memory grew {grown >> 20} MiB moving a {size_mb} MiB file"
