@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -270,9 +271,7 @@ class ObjectStore:
                 references.append(path)
             yield JobFiles(audio, tuple(references))
         finally:
-            for path in folder.iterdir():
-                path.unlink(missing_ok=True)
-            folder.rmdir()
+            shutil.rmtree(folder, ignore_errors=True)
 
     def discard_audio(self, key: str) -> None:
         key = self._checked(key)

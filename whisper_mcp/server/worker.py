@@ -284,8 +284,27 @@ class InferenceWorker:
                     outcomes.update(zip((job.job_id for job, _ in ready), decoded, strict=True))
             except Exception as exc:  # e.g. the model failed to load: every job fails with it
                 outcomes.update((job.job_id, exc) for job, _ in ready)
+        away: StorageUnavailable | None = None
         for job in jobs:
-            self._finish(job, outcomes[job.job_id], time.perf_counter() - started)
+            outcome = outcomes[job.job_id]
+            if isinstance(outcome, StorageUnavailable):
+                self._put_back(job)
+                away = outcome
+            else:
+                self._finish(job, outcome, time.perf_counter() - started)
+        if away is not None:
+            raise away  # the loop waits a while before it claims again
+
+    def _put_back(self, job: Job) -> None:
+        """A run whose audio could not be fetched (the object store is away):
+        back to the queue in its old place, the attempt not counted, since
+        the job did nothing wrong."""
+        try:
+            status = self._queue.release(job)
+        except Exception:  # the store or the database failed again: its lease runs out, recovery settles it
+            self._queue.forget(job)
+            return
+        job_event(log, status, job.job_id, model=job.model, error="the object store is not available")
 
     def _finish(self, job: Job, outcome: Transcription | Exception, elapsed: float) -> None:
         """Record how the run ended; a disk or database failure is waited out
