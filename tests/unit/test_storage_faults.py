@@ -27,7 +27,7 @@ from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.worker import InferenceWorker
 
 from fakes import FakeEngine
-from helpers import FIXTURES, InProcessServer, request, submit, wait_done
+from helpers import FIXTURES, InProcessServer, queued, request, submit, wait_done
 
 
 @pytest.mark.anyio
@@ -90,9 +90,7 @@ def test_audio_that_cannot_be_fetched_yet_puts_the_job_back_uncounted(
     files = AwayFor(tmp_path / "storage", times=5)  # more than MAX_ATTEMPTS: none may be counted
     store = SQLiteJobStore(files.database)
     queue = JobQueue(store, files)
-    job = request("later")
-    files.audio_path(job.key).write_bytes(b"audio")
-    store.add(job, time.time())
+    queued(store, files, "later")
     worker = InferenceWorker(queue, FakeEngine(), "tiny.en", metrics=Metrics())
     worker.start()
     try:
