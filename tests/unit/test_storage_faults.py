@@ -1,7 +1,7 @@
 """Storage failing under the service, in the storage folder too. Data the
 job database names but storage lacks is an error in words, never an empty
 success: a completed job's transcript that is gone answers 500
-``data_missing`` on the paths that read it (REST, MCP), and a queued job
+``data_missing`` on the paths that read it (REST, MCP, a callback's body), and a queued job
 whose audio is gone fails saying so. Audio that cannot be fetched for now
 (a bucket that is away) sends its job back to the queue, uncounted. (A real
 bucket that is away: tests/e2e/test_object_storage_e2e.py.)"""
@@ -50,6 +50,9 @@ async def test_a_transcript_gone_from_storage_is_an_error_in_words(
     async with Client(f"{fake_server.url}/mcp") as mcp:
         with pytest.raises(ToolError, match="not in storage"):
             await mcp.call_tool("check_transcription_status", {"job_id": job_id})
+    # A callback still due says so, rather than carrying an empty transcript.
+    body = await fake_server.service.callbacks.payload(job)
+    assert body["status"] == "completed" and "transcript" not in body and "not in storage" in body["error"]
 
 
 def test_a_queued_job_whose_audio_is_gone_fails_saying_so(store: SQLiteJobStore, files: FileStore) -> None:

@@ -1,4 +1,6 @@
-"""Files under the storage folder, named only by server-made keys.
+"""Files under the storage folder, named only by server-made keys: the
+default ``Storage`` (``storage.py``); ``objects.py`` keeps the same in an S3
+bucket for replicas on separate machines.
 
 Layout::
 

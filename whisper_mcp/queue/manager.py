@@ -89,7 +89,7 @@ class JobQueue:
         self.files = files
         self.replica_id = replica_id
         self.lease_seconds = lease_seconds
-        # Several replicas share the database (and the storage folder).
+        # Several replicas share the database (and the storage folder, or a bucket).
         self.shared = store.db.shared
         self._delete_audio = delete_audio
         # A transcript is written only if the disk keeps this much free after it.
