@@ -83,6 +83,14 @@ class Cluster:
     def objects(self, folder: str) -> list[str]:
         return [path for path, _ in self.bucket._list(folder)]
 
+    def wait_empty(self, *folders: str, timeout: float = 10) -> None:
+        """Until the bucket holds nothing under ``folders``: a job's files go
+        a moment after its status changes."""
+        deadline = time.monotonic() + timeout
+        while left := [path for folder in folders for path in self.objects(folder)]:
+            assert time.monotonic() < deadline, left
+            time.sleep(0.05)
+
 
 @pytest.fixture(scope="module")
 def cluster(
@@ -233,7 +241,7 @@ def test_a_stream_on_one_replica_follows_a_job_through_the_kill_of_its_runner(cl
     assert [b["status"] for b in cluster.receiver.bodies(job_id)] == ["completed"]  # once
     cluster.done.append(job_id)
     # Ended: its audio and partial transcript are gone from the bucket.
-    assert cluster.objects("audio") == [] and cluster.objects("partial") == []
+    cluster.wait_empty("audio", "partial")
 
 
 def test_a_cancel_through_another_replica(cluster: Cluster) -> None:
@@ -245,7 +253,7 @@ def test_a_cancel_through_another_replica(cluster: Cluster) -> None:
     with cluster.client(other) as c:
         assert c.delete(f"/jobs/{job_id}").status_code == 200
         assert wait_done(c, job_id)["status"] == "cancelled"
-    assert cluster.objects("audio") == []
+    cluster.wait_empty("audio", "speakers", "partial")
 
 
 def test_the_object_store_away_for_20_s_during_a_job(cluster: Cluster) -> None:

@@ -363,12 +363,13 @@ class InferenceWorker:
         except JobCancelled:  # on request, or the lease went to another replica
             return self._queue.cancelled(job), None
         except Exception as exc:
+            # A bucket that is away is waited for with the transcript in hand:
+            # decoding again would need the bucket too.
             if _transient(exc):
-                if not give_up:
+                if not give_up or isinstance(exc, StorageUnavailable):
                     raise
-                message = exc.message if isinstance(exc, StorageUnavailable) else NO_SPACE_MESSAGE
-                status = self._queue.retry_later(job, message)
-                return status, message if status == "failed" else None
+                status = self._queue.retry_later(job, NO_SPACE_MESSAGE)
+                return status, NO_SPACE_MESSAGE if status == "failed" else None
             if isinstance(exc, ServiceError):  # e.g. audio that stopped decoding half-way
                 error = exc.message
             else:
