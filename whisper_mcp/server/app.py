@@ -24,6 +24,7 @@ from whisper_mcp.engines.base import Engine
 from whisper_mcp.queue.files import FileStore
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.sqlite import SQLiteDatabase
+from whisper_mcp.queue.storage import Storage
 from whisper_mcp.queue.store import Database, SQLJobStore, SQLUploadStore
 from whisper_mcp.server.audio_urls import AudioSources, HttpFetcher
 from whisper_mcp.server.callbacks import CallbackSender
@@ -81,6 +82,19 @@ def open_database(settings: Settings) -> Database:
     return SQLiteDatabase(database_path(settings))
 
 
+def open_storage(settings: Settings) -> Storage:
+    """The bucket of --storage-url, with --storage as its scratch space; else
+    the storage folder alone. ``ValueError`` if the bucket cannot be used."""
+    if settings.storage_url:
+        from whisper_mcp.queue.objects import ObjectStore, connect  # obstore only when used
+
+        client = connect(settings.storage_url, endpoint=settings.storage_endpoint, region=settings.storage_region)
+        store = ObjectStore(client, settings.storage)
+        store.check()  # a bucket that cannot be used stops start-up, in one sentence
+        return store
+    return FileStore(settings.storage)
+
+
 def callback_policy(settings: Settings) -> CallbackPolicy:
     """Where callbacks may go: loopback too while the server itself listens
     only on loopback (a local set-up, whose receivers are local)."""
@@ -112,7 +126,7 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
     # seconds go into importing torch and loading a model, and before the
     # storage folders are made.
     database = open_database(settings)
-    files = FileStore(settings.storage)
+    files = open_storage(settings)
     queue = JobQueue(
         SQLJobStore(database),
         files,
