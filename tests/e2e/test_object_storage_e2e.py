@@ -256,6 +256,24 @@ def test_a_cancel_through_another_replica(cluster: Cluster) -> None:
     cluster.wait_empty("audio", "speakers", "partial")
 
 
+def test_audio_urls_in_the_bucket_are_read_with_the_stores_credentials(cluster: Cluster, bucket_url: str) -> None:
+    """An s3:// audio_url is read with the replicas' own credentials; a key
+    that is not there fails the job in words naming the bucket."""
+    import obstore
+
+    bucket = bucket_url.removeprefix("s3://").split("/", 1)[0]
+    obstore.put(connect(f"s3://{bucket}", environ=cluster.seaweedfs.env), "inputs/speech.wav", FIXTURES / "speech.wav")
+    with cluster.client("b") as b:
+        sent = [
+            b.post("/transcribe", files={"audio_url": (None, f"s3://{bucket}/inputs/{name}")})
+            for name in ("speech.wav", "nothing.wav")
+        ]
+        assert [answer.status_code for answer in sent] == [202, 202], [answer.text for answer in sent]
+        heard, failed = (wait_done(b, answer.json()["job_id"]) for answer in sent)
+    assert heard["status"] == "completed" and SPEECH_WORDS <= words(heard["transcript"]), heard
+    assert failed["status"] == "failed" and bucket in failed["error"] and "no such object" in failed["error"], failed
+
+
 def test_the_object_store_away_for_20_s_during_a_job(cluster: Cluster) -> None:
     """Stopped while long.mp3 decodes: every route that needs it answers 503
     in words, quickly; started again, the job completes."""

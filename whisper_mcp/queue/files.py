@@ -73,7 +73,7 @@ class IncomingFile:
     """
 
     def __init__(self, directory: Path, max_bytes: int, min_free_bytes: int) -> None:
-        self._max = max_bytes
+        self.max_bytes = max_bytes
         self._min_free = min_free_bytes
         self._digest = hashlib.sha256()
         self.size = 0
@@ -82,10 +82,10 @@ class IncomingFile:
         self._file = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
-        if self.size + len(data) > self._max:
+        if self.size + len(data) > self.max_bytes:
             self.abort()
             raise PayloadTooLarge(
-                f"The upload exceeds the limit of {self._max // 2**20} MiB. Split the recording or ask the "
+                f"The upload exceeds the limit of {self.max_bytes // 2**20} MiB. Split the recording or ask the "
                 "operator to raise --max-upload-mb."
             )
         if shutil.disk_usage(self.path.parent).free - len(data) < self._min_free:

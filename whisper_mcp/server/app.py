@@ -26,7 +26,7 @@ from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.sqlite import SQLiteDatabase
 from whisper_mcp.queue.storage import Storage
 from whisper_mcp.queue.store import Database, SQLJobStore, SQLUploadStore
-from whisper_mcp.server.audio_urls import AudioSources, HttpFetcher
+from whisper_mcp.server.audio_urls import AudioSources, BucketFetcher, Fetcher, HttpFetcher
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.egress import CallbackPolicy, literal_address
 from whisper_mcp.server.http import dashboard, openai_api, realtime, rest
@@ -106,10 +106,13 @@ def callback_policy(settings: Settings) -> CallbackPolicy:
 def audio_sources(settings: Settings, queue: JobQueue, policy: CallbackPolicy) -> AudioSources:
     """Where jobs sent as a URL fetch their audio, by scheme: http(s) through
     the callbacks' egress policy, within the upload limit. (An object store's
-    fetcher for s3:// joins this mapping when the server has one.)"""
+    fetcher reads s3:// when the server has one.)"""
     web = HttpFetcher(policy, max_bytes=settings.max_upload_bytes)
+    fetchers: dict[str, Fetcher] = {"https": web, "http": web}
+    if settings.storage_url:  # s3:// with the object store's credentials
+        fetchers["s3"] = BucketFetcher(settings.storage_endpoint, settings.storage_region)
     return AudioSources(
-        {"https": web, "http": web},
+        fetchers,
         queue,
         max_bytes=settings.max_upload_bytes,
         min_free_bytes=settings.min_free_bytes,
