@@ -125,6 +125,9 @@ class FileStore:
         ):
             d.mkdir(parents=True, exist_ok=True)
 
+    def check_available(self) -> None:
+        """A local folder is never away (a full disk is reported where it is written)."""
+
     @property
     def database(self) -> Path:
         return self.root / "jobs.sqlite3"

@@ -116,9 +116,11 @@ class JobQueue:
         return self._store.db.wait_available(timeout)
 
     def check_available(self) -> None:
-        """``DatabaseUnavailable`` now if the database is known to be away."""
+        """``DatabaseUnavailable`` (or ``StorageUnavailable``) now if the
+        database (or the object store) is known to be away."""
         if not self._store.db.wait_available(0):
             raise DatabaseUnavailable()
+        self.files.check_available()
 
     def _changed(self, job_id: str) -> None:
         for listener in self._listeners:

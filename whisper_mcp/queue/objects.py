@@ -63,6 +63,10 @@ READ_TIMEOUT = "5s"
 REQUEST_TIMEOUT = "30min"  # a whole request: a long download streams within it
 MAX_RETRIES = 2
 RETRY_SECONDS = 5.0
+# While the store is away, calls fail at once (503) and one probe every
+# PROBE_SECONDS asks it, within PROBE_TIMEOUT, whether it is back.
+PROBE_SECONDS = 0.5
+PROBE_TIMEOUT = "1s"
 
 _KEY = re.compile(r"^[0-9a-f]{32}$")
 _CHUNK = re.compile(r"^(\d+)-(\d+)$")
@@ -85,11 +89,14 @@ def parse_url(url: str) -> StorageUrl:
     return StorageUrl(parts.netloc, parts.path.strip("/"))
 
 
-def connect(url: str, *, endpoint: str = "", region: str = "", environ: Mapping[str, str] | None = None) -> S3Store:
+def connect(
+    url: str, *, endpoint: str = "", region: str = "", environ: Mapping[str, str] | None = None, quick: bool = False
+) -> S3Store:
     """A client for the bucket of ``url``. Endpoint, region and credentials
     default to the standard AWS variables (AWS_ENDPOINT_URL_S3,
     AWS_ENDPOINT_URL, AWS_REGION, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID,
-    AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN)."""
+    AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN). ``quick``: one try within a
+    second (the probe that watches for a store's return)."""
     from obstore.store import S3Store
 
     env = os.environ if environ is None else environ
@@ -112,12 +119,12 @@ def connect(url: str, *, endpoint: str = "", region: str = "", environ: Mapping[
         config=config,  # type: ignore[arg-type]
         client_options={
             "allow_http": endpoint.startswith("http://"),
-            "connect_timeout": CONNECT_TIMEOUT,
-            "read_timeout": READ_TIMEOUT,
-            "timeout": REQUEST_TIMEOUT,
+            "connect_timeout": PROBE_TIMEOUT if quick else CONNECT_TIMEOUT,
+            "read_timeout": PROBE_TIMEOUT if quick else READ_TIMEOUT,
+            "timeout": PROBE_TIMEOUT if quick else REQUEST_TIMEOUT,
         },
         retry_config={
-            "max_retries": MAX_RETRIES,
+            "max_retries": 0 if quick else MAX_RETRIES,
             "retry_timeout": datetime.timedelta(seconds=RETRY_SECONDS),
             "backoff": {
                 "init_backoff": datetime.timedelta(milliseconds=100),
@@ -150,13 +157,15 @@ class _AttemptObjects:
 class ObjectStore:
     """``Storage`` in an S3 bucket, with a local folder for scratch files."""
 
-    def __init__(self, client: S3Store, scratch: Path) -> None:
+    def __init__(self, client: S3Store, scratch: Path, probe: S3Store | None = None) -> None:
         self._client = client
+        self._probe = probe or client  # the quick client (``connect(quick=True)``) watching for a return
         self._local = FileStore(scratch)  # incoming/ and the disk checks, as without a bucket
         self._fetched = self._local.root / "fetched"
         self._fetched.mkdir(exist_ok=True)
         self._lock = threading.Lock()
         self._next_window: dict[tuple[str, int], int] = {}  # (key, attempt) -> the next partial object's number
+        self._away_since: float | None = None  # monotonic time of the first failure of an outage
 
     @property
     def root(self) -> Path:
@@ -173,16 +182,45 @@ class ObjectStore:
             reason = code[1] if code else (text.splitlines() or [type(exc).__name__])[0]
             raise ValueError(f"the bucket of --storage-url cannot be used: {reason}") from None
 
+    def check_available(self) -> None:
+        """``StorageUnavailable`` now if the store is known to be away."""
+        if self._away_since is not None:
+            raise StorageUnavailable(UNAVAILABLE)
+
     def _call(self, what: str, call: Callable[[], T]) -> T:
-        """One request; ``StorageUnavailable`` in words if the store fails it
-        (``FileNotFoundError`` for a missing object passes through)."""
+        """One request; ``StorageUnavailable`` in words if the store fails it,
+        at once while it is known to be away (``FileNotFoundError`` for a
+        missing object passes through)."""
+        self.check_available()
         try:
             return call()
         except FileNotFoundError:
             raise
         except ObjectStoreError as exc:
-            log.warning("object store: %s failed: %s", what, str(exc).splitlines()[0])
+            self._away(what, exc)
             raise StorageUnavailable(UNAVAILABLE) from exc
+
+    def _away(self, what: str, exc: BaseException) -> None:
+        """An outage begins: one log line, and a probe that ends it."""
+        with self._lock:
+            if self._away_since is not None:
+                return
+            self._away_since = time.monotonic()
+        log.warning("object store: %s failed: %s; answering 503 until it is back", what, str(exc).splitlines()[0])
+        threading.Thread(target=self._watch, name="object-store-probe", daemon=True).start()
+
+    def _watch(self) -> None:
+        """Until the store answers again (a list of one object), then the outage ends."""
+        while True:
+            time.sleep(PROBE_SECONDS)
+            try:
+                next(iter(obstore.list(self._probe, prefix="results", chunk_size=1)), None)
+            except ObjectStoreError:
+                continue
+            with self._lock:
+                since, self._away_since = self._away_since or time.monotonic(), None
+            log.warning("object store: answering again after %.1f s", time.monotonic() - since)
+            return
 
     def _put(self, path: str, data: bytes | Path) -> None:
         self._call(

@@ -26,6 +26,10 @@ class Storage(Protocol):
         """The local folder: all of storage, or an object store's scratch space."""
         ...
 
+    def check_available(self) -> None:
+        """``StorageUnavailable`` at once while the storage is known to be away."""
+        ...
+
     # -- uploads arriving, and a job's audio ---------------------------------
 
     def incoming_file(self, max_bytes: int, min_free_bytes: int) -> IncomingFile: ...

@@ -88,8 +88,9 @@ def open_storage(settings: Settings) -> Storage:
     if settings.storage_url:
         from whisper_mcp.queue.objects import ObjectStore, connect  # obstore only when used
 
-        client = connect(settings.storage_url, endpoint=settings.storage_endpoint, region=settings.storage_region)
-        store = ObjectStore(client, settings.storage)
+        url, endpoint, region = settings.storage_url, settings.storage_endpoint, settings.storage_region
+        quick = connect(url, endpoint=endpoint, region=region, quick=True)  # watches for the store's return
+        store = ObjectStore(connect(url, endpoint=endpoint, region=region), settings.storage, quick)
         store.check()  # a bucket that cannot be used stops start-up, in one sentence
         return store
     return FileStore(settings.storage)

@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from anyio import to_thread
 
-from whisper_mcp.errors import DatabaseUnavailable, DataMissing
+from whisper_mcp.errors import DataMissing, DependencyUnavailable
 from whisper_mcp.formats import render
 from whisper_mcp.queue.jobs import Job
 from whisper_mcp.queue.manager import JobQueue
@@ -111,7 +111,7 @@ class CallbackSender:
                     self._kick.clear()
                     try:
                         delay = await self._claim(client, in_flight, finished, lease)
-                    except DatabaseUnavailable:  # an outage, logged where it is noticed: look again once it ends
+                    except DependencyUnavailable:  # an outage, logged where it is noticed: look again once it ends
                         delay = RETRY_SECONDS
                     except Exception:  # e.g. a full database: the loop must go on
                         log.exception("could not look for due callbacks; trying again in %.0f s", RETRY_SECONDS)
@@ -164,8 +164,8 @@ class CallbackSender:
     async def _deliver(self, client: httpx.AsyncClient, job: Job) -> None:
         try:
             await self._attempt(client, job)
-        except DatabaseUnavailable:  # an outage (logged where it is noticed): its lease runs out, tried again
-            log.info("callback for job %s: its attempt waits for the job database", job.job_id)
+        except DependencyUnavailable:  # an outage (logged where it is noticed): its lease runs out, tried again
+            log.info("callback for job %s: its attempt waits for the job database or the object store", job.job_id)
         except Exception:  # e.g. a full database: the lease runs out and it is tried again
             log.exception("callback for job %s could not be attempted", job.job_id)
 

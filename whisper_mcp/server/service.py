@@ -24,7 +24,7 @@ from whisper_mcp.diarization import DIARIZER_NAME
 from whisper_mcp.diarization.references import KnownSpeaker, read_reference
 from whisper_mcp.engines.audio import probe_audio
 from whisper_mcp.engines.base import Engine, engine_label
-from whisper_mcp.errors import Conflict, DatabaseUnavailable, InvalidAudio, InvalidInput, JobNotFound, NotReady
+from whisper_mcp.errors import Conflict, DependencyUnavailable, InvalidAudio, InvalidInput, JobNotFound, NotReady
 from whisper_mcp.formats import FORMATS, render
 from whisper_mcp.logs import job_event
 from whisper_mcp.options import (
@@ -240,7 +240,9 @@ class TranscriptionService:
         while True:
             try:
                 await to_thread.run_sync(self.sweep, time.time())
-            except DatabaseUnavailable:  # an outage, logged where it is noticed: sweep next time
+            except (
+                DependencyUnavailable
+            ):  # an outage (database, object store), logged where it is noticed: sweep next time
                 pass
             except Exception:  # a failed sweep must not end the loop
                 log.exception("housekeeping failed")

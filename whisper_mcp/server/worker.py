@@ -72,6 +72,10 @@ class WorkerState:
     waiting: str | None = None
 
 
+# While the object store is away, how often the loop looks for its return.
+STORE_RETRY_SECONDS = 2.0
+
+
 def _backoff(failures: int) -> float:
     return min(MAX_BACKOFF_SECONDS, 2.0 ** max(0, failures - 1))
 
@@ -211,6 +215,9 @@ class InferenceWorker:
                 failures = 0
             except DatabaseUnavailable:  # an outage (logged where it is noticed): resume as soon as it ends
                 self._wait_for_database()
+            except StorageUnavailable:  # the object store is away (logged there, once): look again soon
+                failures += 1
+                self._stop.wait(min(STORE_RETRY_SECONDS, _backoff(failures)))
             except Exception:  # e.g. the database is full: keep the thread alive
                 failures += 1
                 log.exception("the inference loop failed; trying again in %.0f s", _backoff(failures))
