@@ -21,16 +21,18 @@ from starlette.routing import Route
 from whisper_mcp import compat
 from whisper_mcp.config import Settings
 from whisper_mcp.engines.base import Engine
+from whisper_mcp.queue.client_secrets import SQLClientSecretStore
 from whisper_mcp.queue.files import FileStore
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.sqlite import SQLiteDatabase
 from whisper_mcp.queue.store import Database, SQLJobStore, SQLUploadStore
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.egress import CallbackPolicy, literal_address
-from whisper_mcp.server.http import dashboard, openai_api, rest
+from whisper_mcp.server.http import dashboard, openai_api, realtime_auth, rest
 from whisper_mcp.server.http.security import AccessGuard, allowed_hosts, local_origins
 from whisper_mcp.server.mcp import build_mcp
 from whisper_mcp.server.metrics import Metrics
+from whisper_mcp.server.realtime_secrets import ClientSecrets
 from whisper_mcp.server.service import TranscriptionService
 from whisper_mcp.server.uploads import UploadManager
 from whisper_mcp.server.worker import InferenceWorker
@@ -136,7 +138,14 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
     # httpx logs each request's full URL at INFO: a callback URL's credentials with it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return TranscriptionService(
-        settings, queue=queue, engine=engine, worker=worker, uploads=uploads, callbacks=callbacks, metrics=metrics
+        settings,
+        queue=queue,
+        engine=engine,
+        worker=worker,
+        uploads=uploads,
+        callbacks=callbacks,
+        metrics=metrics,
+        client_secrets=ClientSecrets(SQLClientSecretStore(database)),
     )
 
 
@@ -170,6 +179,8 @@ def create_app(settings: Settings, service: TranscriptionService | None = None) 
         # our JSON errors rather than its plain-text 404.
         routes=[
             *rest.routes(service),
+            # Before the /v1 mount, which answers every other /v1 path.
+            *realtime_auth.routes(service.client_secrets),
             *openai_api.routes(service),
             *dashboard.routes(),
             Route("/mcp", endpoint=mcp_app),

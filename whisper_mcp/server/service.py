@@ -44,6 +44,7 @@ from whisper_mcp.server.changes import JobChanges, Waiter
 from whisper_mcp.server.egress import redact_url
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.metrics import State as MetricState
+from whisper_mcp.server.realtime_secrets import ClientSecrets
 from whisper_mcp.server.results import (
     CompatFallback,
     Health,
@@ -157,8 +158,10 @@ class TranscriptionService:
         uploads: UploadManager,
         callbacks: CallbackSender,
         metrics: Metrics,
+        client_secrets: ClientSecrets,
     ) -> None:
         self.settings = settings
+        self.client_secrets = client_secrets
         self.queue = queue
         self.engine = engine
         self.worker = worker
@@ -233,8 +236,9 @@ class TranscriptionService:
             await asyncio.sleep(self.settings.housekeeping_seconds)
 
     def sweep(self, now: float) -> None:
-        """Blocking: expire abandoned uploads and, past retention, ended jobs."""
+        """Blocking: expire abandoned uploads, unused client secrets and, past retention, ended jobs."""
         expired_uploads = self.uploads.sweep(now)
+        self.client_secrets.sweep(now)
         expired_jobs = 0
         if self.settings.retention_days > 0:
             expired_jobs = self.queue.expire(now - self.settings.retention_days * 86400)

@@ -15,6 +15,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from whisper_mcp.server.http.openai_errors import V1_PREFIX, error_body
+from whisper_mcp.server.http.realtime_auth import RealtimeRefused, refuse_websocket
 
 # Reachable without a token: a bare liveness answer, the dashboard page (it
 # holds no data; its requests carry the token), and one-time upload URLs,
@@ -95,6 +96,9 @@ class AccessGuard:
         self._hosts = allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -135,6 +139,24 @@ class AccessGuard:
                 "Missing or wrong bearer token: send 'Authorization: Bearer <token>' (the server's WHISPER_MCP_TOKEN).",
                 {"www-authenticate": 'Bearer realm="whisper-mcp"'},
             )
+            return
+        await self.app(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket handshake gets the Host and Origin checks of every
+        request (a page elsewhere must not open a socket here, whatever it
+        holds); its credential is checked by the socket's route
+        (``realtime_auth``), which can read client secrets."""
+        headers = Headers(scope=scope)
+        host = headers.get("host")
+        if self._hosts is not None and host is not None and host_of(host) not in self._hosts:
+            message = f"This server does not answer to the host name {host_of(host)!r}."
+            await refuse_websocket(scope, send, RealtimeRefused(421, "misdirected_request", message))
+            return
+        origin = headers.get("origin")
+        if origin is not None and not self._origin_allowed(origin, headers):
+            message = f"Origin {origin!r} is not allowed. Add it with --allowed-origins."
+            await refuse_websocket(scope, send, RealtimeRefused(403, "forbidden", message))
             return
         await self.app(scope, receive, send)
 
