@@ -217,3 +217,11 @@ def test_a_handshake_from_another_origin_or_host_is_refused(server: InProcessSer
 def test_client_secret_route_needs_the_token(server: InProcessServer) -> None:
     response = httpx.post(f"{server.url}/v1/realtime/client_secrets", json={})
     assert response.status_code == 401 and response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_the_dashboards_audio_worklet_is_public_javascript(server: InProcessServer) -> None:
+    """The Live panel's worklet module loads without the token (a worklet
+    request cannot carry one), as the page itself does."""
+    response = httpx.get(f"{server.url}/live-worklet.js")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/javascript")
+    assert 'registerProcessor("pcm16-downsampler"' in response.text

@@ -17,10 +17,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from whisper_mcp.server.http.openai_errors import V1_PREFIX, error_body
 from whisper_mcp.server.http.realtime_auth import RealtimeRefused, refuse_websocket
 
-# Reachable without a token: a bare liveness answer, the dashboard page (it
-# holds no data; its requests carry the token), and one-time upload URLs,
-# whose secret is the credential.
-PUBLIC_PATHS = ("/livez", "/")
+# Reachable without a token: a bare liveness answer, the dashboard page and
+# its audio worklet (they hold no data; the page's requests carry the token),
+# and one-time upload URLs, whose secret is the credential.
+PUBLIC_PATHS = ("/livez", "/", "/live-worklet.js")
 PUBLIC_PREFIXES = ("/upload/",)
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
