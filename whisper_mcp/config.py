@@ -192,6 +192,11 @@ class Settings:
         60.0, help="a request body (an upload) that sends nothing for this long is dropped"
     )
     keep_alive_seconds: float = _opt(5.0, help="an idle keep-alive connection is closed after this")
+    max_realtime_sessions: int = _opt(
+        0,
+        help="live transcription sessions (/v1/realtime) at once; more are refused until one ends; "
+        "0 = one per CPU core",
+    )
     max_upload_mb: int = _opt(1024, help="largest upload")
     max_audio_seconds: float = _opt(4 * 3600.0, help="longest recording")
     min_free_mb: int = _opt(512, help="refuse uploads (507) when the storage disk would have less free than this")

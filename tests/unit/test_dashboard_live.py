@@ -1,9 +1,9 @@
 """The dashboard's Live panel in a real Chromium with a fake microphone (a WAV
 file), against the real app, its access guard and client secrets, with a
-fake realtime socket behind the real ``authenticate_websocket``: what the
-page sends (a client secret, never the token; PCM16 mono 24 kHz at the pace
-it is spoken) and how it shows what comes back. The real socket and model
-hear the same microphone in tests/e2e/test_live_e2e.py."""
+fake realtime socket behind the guard: what the page sends (a client secret,
+never the token; PCM16 mono 24 kHz at the pace it is spoken) and how it
+shows what comes back. The real socket and model hear the same microphone
+in tests/e2e/test_live_e2e.py."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket
 
 from whisper_mcp.config import Settings
 from whisper_mcp.server.app import build_service, create_app
-from whisper_mcp.server.http.realtime_auth import RealtimeRefused, authenticate_websocket, refuse_websocket
+from whisper_mcp.server.http.realtime_auth import IDENTITY_STATE
 
 from fakes import FakeEngine
 from helpers import FIXTURES, free_port
@@ -45,12 +45,7 @@ class FakeSocket:
         self.first_audio_at: float | None = None
 
     async def endpoint(self, websocket: WebSocket) -> None:
-        service = websocket.app.state.service
-        try:
-            identity = await authenticate_websocket(websocket.scope, token=TOKEN, secrets=service.client_secrets)
-        except RealtimeRefused as refused:
-            await refuse_websocket(websocket.scope, websocket.send, refused)
-            return
+        identity = websocket.scope["state"][IDENTITY_STATE]  # the access guard's
         self.identities.append(identity)
         await websocket.accept(subprotocol=identity.subprotocol)
         items, buffered = 0, bytearray()

@@ -5,6 +5,7 @@ scopes, and ``POST /v1/realtime/client_secrets`` through OpenAI's own SDK."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -107,13 +108,14 @@ def test_only_a_hash_is_stored(registry: ClientSecrets, tmp_path: Path) -> None:
         ({"expires_after": {"seconds": 7200}}, "between 10 and 600"),
         ({"expires_after": {"seconds": "60"}}, "whole number of seconds"),
         ({"expires_after": {"anchor": "now", "seconds": 60}}, "'created_at'"),
+        # Checked as the socket checks a session.update.
         ({"session": {"type": "realtime"}}, "transcription sessions only"),
-        ({"session": {"audio": {}}}, "session.type must be 'transcription'"),
-        ({"session": {"type": "transcription", "voice": "alloy"}}, "unknown field(s) voice"),
-        ({"session": {"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcmu"}}}}}, "audio/pcm"),
+        ({"session": {"audio": {}}}, "set session.type to 'transcription'"),
+        ({"session": {"type": "transcription", "voice": "alloy"}}, "Unknown parameter session.voice"),
+        ({"session": {"type": "transcription", "audio": {"input": {"format": {"type": "audio/mp3"}}}}}, "audio/pcm"),
         (
             {"session": {"type": "transcription", "audio": {"input": {"transcription": {"model": 1}}}}},
-            "transcription.model must be text",
+            "transcription.model must be a string",
         ),
     ],
 )
@@ -225,3 +227,27 @@ def test_the_dashboards_audio_worklet_is_public_javascript(server: InProcessServ
     response = httpx.get(f"{server.url}/live-worklet.js")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/javascript")
     assert 'registerProcessor("pcm16-downsampler"' in response.text
+
+
+def test_the_socket_opens_with_a_secret_once_and_starts_with_its_session(server: InProcessServer) -> None:
+    with server.client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        made = client.post("/v1/realtime/client_secrets", json={"session": TRANSCRIPTION}).json()
+    assert made["session"]["audio"]["input"]["transcription"]["language"] == "en"
+    url = f"ws://127.0.0.1:{server.port}/v1/realtime?intent=transcription&store=false"
+    protocols: Any = ["realtime", "openai-insecure-api-key." + made["value"]]
+    with websockets.sync.client.connect(url, subprotocols=protocols, open_timeout=5) as socket:
+        assert socket.subprotocol == "realtime"
+        assert json.loads(socket.recv(5))["type"] == "session.created"
+        updated = json.loads(socket.recv(5))
+        assert updated["type"] == "session.updated"
+        transcription = updated["session"]["audio"]["input"]["transcription"]
+        assert (transcription["language"], transcription["prompt"]) == ("en", "whisper-mcp")
+        assert updated["session"]["audio"]["input"]["turn_detection"] is None
+    with pytest.raises(InvalidStatus) as raised:
+        websockets.sync.client.connect(url, subprotocols=protocols, open_timeout=5)
+    assert raised.value.response.status_code == 401
+    assert json.loads(raised.value.response.body)["error"]["code"] == "invalid_client_secret"
+    # The token itself, as a browser would send it: opens, with no session of its own.
+    token_protocols: Any = ["realtime", f"openai-insecure-api-key.{TOKEN}"]
+    with websockets.sync.client.connect(url, subprotocols=token_protocols, open_timeout=5) as socket:
+        assert json.loads(socket.recv(5))["type"] == "session.created"

@@ -362,6 +362,33 @@ class JobQueue:
         self._changed(job.job_id)
         return status
 
+    # -- live sessions ----------------------------------------------------
+
+    def start_live(self, request: JobRequest) -> Job:
+        """A live transcription session kept as a job: stored processing,
+        leased to this replica (the heartbeat renews the lease while the
+        session lasts), with no audio file; no worker claims it."""
+        job = self._store.add_running(request, self.replica_id, self.lease_seconds, time.time())
+        self._start([job])
+        job_event(log, "started", job.job_id, model=job.model, live=True)
+        return job
+
+    def live_utterance(self, job: Job, segment: Mapping[str, object], result: dict[str, object]) -> None:
+        """A live session's utterance, as it completes: appended to the job's
+        partial transcript (its followers see it), and the whole result so far
+        written, so that a crash keeps every utterance completed before it
+        (``reclaim_expired`` completes a job whose result was written)."""
+        self.files.write_result(job.key, result, self.min_free_bytes)
+        self.segments(job.job_id, [segment])
+
+    def finish_live(self, job: Job, result: dict[str, object], language: str | None) -> str:
+        """The session ended: its job completes with every utterance (or ends
+        cancelled, if a cancel was asked meanwhile)."""
+        duration = result.get("duration")
+        if isinstance(duration, int | float):
+            self._store.set_duration(job.job_id, float(duration))
+        return self.complete(job, result, language)
+
     # -- cancel -----------------------------------------------------------
 
     def cancel(self, job_id: str) -> str | None:

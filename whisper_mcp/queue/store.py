@@ -149,6 +149,40 @@ class SQLJobStore:
         assert job is not None
         return job
 
+    def add_running(self, request: JobRequest, owner: str, lease_seconds: float, now: float) -> Job:
+        """Insert a job already processing, leased to ``owner``: a live
+        session's, which no worker may claim."""
+        self.db.run(
+            "INSERT INTO jobs (job_id, key, status, filename, model, audio_sha256, audio_bytes, duration,"
+            " options, priority, started_at, attempts, lease_owner, lease_expires_at, engine, created_at)"
+            f" VALUES (?,?,'processing',?,?,?,?,?,?,?,?,1,?,{self.db.now} + ?,?,"
+            f" {self.db.greatest}(?, COALESCE((SELECT MAX(created_at) FROM jobs), 0) + 1e-6))",
+            (
+                request.job_id,
+                request.key,
+                request.filename,
+                request.model,
+                request.audio_sha256,
+                request.audio_bytes,
+                request.duration,
+                request.options.to_json(),
+                request.priority,
+                now,
+                owner,
+                lease_seconds,
+                request.engine,
+                now,
+            ),
+        )
+        self.db.notify(request.job_id)
+        job = self.get(request.job_id)
+        assert job is not None
+        return job
+
+    def set_duration(self, job_id: str, duration: float) -> None:
+        """A live session's length, known when it ends."""
+        self.db.run("UPDATE jobs SET duration = ? WHERE job_id = ?", (duration, job_id))
+
     def get(self, job_id: str) -> Job | None:
         return self._one(f"SELECT {_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,))
 

@@ -28,7 +28,7 @@ from whisper_mcp.queue.sqlite import SQLiteDatabase
 from whisper_mcp.queue.store import Database, SQLJobStore, SQLUploadStore
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.egress import CallbackPolicy, literal_address
-from whisper_mcp.server.http import dashboard, openai_api, realtime_auth, rest
+from whisper_mcp.server.http import dashboard, openai_api, realtime, realtime_auth, rest
 from whisper_mcp.server.http.security import AccessGuard, allowed_hosts, local_origins
 from whisper_mcp.server.mcp import build_mcp
 from whisper_mcp.server.metrics import Metrics
@@ -181,6 +181,7 @@ def create_app(settings: Settings, service: TranscriptionService | None = None) 
             *rest.routes(service),
             # Before the /v1 mount, which answers every other /v1 path.
             *realtime_auth.routes(service.client_secrets),
+            *realtime.routes(service),
             *openai_api.routes(service),
             *dashboard.routes(),
             Route("/mcp", endpoint=mcp_app),
@@ -193,6 +194,7 @@ def create_app(settings: Settings, service: TranscriptionService | None = None) 
                 token=settings.token or None,
                 allowed_origins=local_origins(settings.port) | set(settings.allowed_origins),
                 allowed_hosts=allowed_hosts(settings.host, settings.public_url, settings.allowed_hosts),
+                client_secrets=service.client_secrets,
             )
         ],
     )

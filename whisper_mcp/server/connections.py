@@ -47,4 +47,6 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout_keep_alive": settings.keep_alive_seconds,
         # Bounded headers: h11 refuses a request head larger than this (uvicorn's default).
         "h11_max_incomplete_event_size": 16 * 1024,
+        # A live transcription append carries up to 15 MiB of audio, as base64 in JSON.
+        "ws_max_size": 21 * 1024 * 1024,
     }

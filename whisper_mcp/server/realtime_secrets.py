@@ -25,6 +25,8 @@ from anyio import to_thread
 
 from whisper_mcp.errors import InvalidInput
 from whisper_mcp.queue.client_secrets import SQLClientSecretStore
+from whisper_mcp.server.realtime import protocol
+from whisper_mcp.server.realtime.protocol import ProtocolError, SessionConfig
 
 SECRET_PREFIX = "ek_"
 DEFAULT_TTL_SECONDS = 60
@@ -32,18 +34,6 @@ MIN_TTL_SECONDS = 10
 # Shorter than OpenAI's two hours: a secret is meant to be used at once, by
 # the page that asked for it.
 MAX_TTL_SECONDS = 600
-AUDIO_RATE = 24000
-# OpenAI's server VAD defaults, what a session without turn_detection gets.
-DEFAULT_TURN_DETECTION: dict[str, Any] = {
-    "type": "server_vad",
-    "threshold": 0.5,
-    "prefix_padding_ms": 300,
-    "silence_duration_ms": 500,
-}
-_SESSION_KEYS = {"type", "audio", "include"}
-_INPUT_KEYS = {"format", "transcription", "turn_detection", "noise_reduction"}
-_TRANSCRIPTION_KEYS = {"model", "language", "prompt"}
-_MAX_TEXT = 4096
 
 
 @dataclass(frozen=True)
@@ -71,7 +61,7 @@ class ClientSecrets:
         if unknown:
             raise InvalidInput(f"Unknown field(s) {', '.join(unknown)}: send expires_after and session only.")
         ttl = parse_expires_after(body.get("expires_after"))
-        session = parse_session(body.get("session"))
+        session, config = parse_session(body.get("session"))
         value = SECRET_PREFIX + secrets.token_urlsafe(32)
         now = int(time.time())
         secret = ClientSecret(value, now, now + ttl, session)
@@ -79,7 +69,7 @@ class ClientSecrets:
         await to_thread.run_sync(
             self._store.create, hash_secret(value), json.dumps(session), float(now), float(secret.expires_at)
         )
-        return {"value": value, "expires_at": secret.expires_at, "session": session_object(session, secret.expires_at)}
+        return {"value": value, "expires_at": secret.expires_at, "session": session_object(config, secret.expires_at)}
 
     async def redeem(self, value: str) -> dict[str, Any] | None:
         """Use a secret up: the session configuration it carries, or None if it
@@ -118,87 +108,22 @@ def parse_expires_after(value: object) -> int:
     return seconds
 
 
-def parse_session(value: object) -> dict[str, Any]:
-    """The session configuration a secret carries, checked for shape: a
-    transcription session (the only kind this server offers). The socket
-    checks the values themselves (a model it serves, a language it knows)
-    when it applies them."""
+def parse_session(value: object) -> tuple[dict[str, Any], SessionConfig]:
+    """The session configuration a secret carries: a transcription session,
+    checked as the socket checks a ``session.update`` (the socket still
+    checks the model and language when it applies it). The configuration as
+    sent, and as the socket will hold it."""
     if value is None:
-        return {"type": "transcription"}
+        value = {"type": "transcription"}
     if not isinstance(value, dict):
         raise InvalidInput('session must be an object, e.g. {"type": "transcription"}.')
-    if value.get("type") != "transcription":
-        raise InvalidInput(
-            f"session.type must be 'transcription', got {value.get('type')!r}: this server offers "
-            "transcription sessions only (GET /v1/realtime?intent=transcription)."
-        )
-    _known("session", value, _SESSION_KEYS)
-    audio = _object("session.audio", value.get("audio"))
-    if audio is not None:
-        _known("session.audio", audio, {"input"})
-        audio_input = _object("session.audio.input", audio.get("input"))
-        if audio_input is not None:
-            _known("session.audio.input", audio_input, _INPUT_KEYS)
-            _check_format(audio_input.get("format"))
-            transcription = _object("session.audio.input.transcription", audio_input.get("transcription"))
-            if transcription is not None:
-                _known("session.audio.input.transcription", transcription, _TRANSCRIPTION_KEYS)
-                for key in _TRANSCRIPTION_KEYS:
-                    _text(f"session.audio.input.transcription.{key}", transcription.get(key))
-            _object("session.audio.input.turn_detection", audio_input.get("turn_detection"))
-            _object("session.audio.input.noise_reduction", audio_input.get("noise_reduction"))
-    include = value.get("include")
-    if include is not None and not (isinstance(include, list) and all(isinstance(i, str) for i in include)):
-        raise InvalidInput("session.include must be a list of strings.")
-    return dict(value)
+    try:
+        return dict(value), protocol.update(SessionConfig(), value, legacy=False)
+    except ProtocolError as exc:
+        where = f" ({exc.param})" if exc.param else ""
+        raise InvalidInput(exc.message + where) from None
 
 
-def session_object(session: dict[str, Any], expires_at: int) -> dict[str, Any]:
-    """OpenAI's transcription session object for a secret's configuration,
-    with the defaults filled in that a socket starts with."""
-    audio_input = dict((session.get("audio") or {}).get("input") or {})
-    return {
-        "type": "transcription",
-        "object": "realtime.transcription_session",
-        "id": "sess_" + secrets.token_hex(12),
-        "expires_at": expires_at,
-        "audio": {
-            "input": {
-                "format": audio_input.get("format") or {"type": "audio/pcm", "rate": AUDIO_RATE},
-                "transcription": audio_input.get("transcription") or {},
-                "turn_detection": audio_input["turn_detection"]
-                if "turn_detection" in audio_input
-                else dict(DEFAULT_TURN_DETECTION),
-                "noise_reduction": audio_input.get("noise_reduction"),
-            }
-        },
-        "include": list(session.get("include") or []),
-    }
-
-
-def _known(where: str, value: dict[str, Any], keys: set[str]) -> None:
-    unknown = sorted(set(value) - keys)
-    if unknown:
-        raise InvalidInput(f"{where} has unknown field(s) {', '.join(unknown)}; it takes {', '.join(sorted(keys))}.")
-
-
-def _object(where: str, value: object) -> dict[str, Any] | None:
-    if value is not None and not isinstance(value, dict):
-        raise InvalidInput(f"{where} must be an object or null, got {type(value).__name__}.")
-    return value
-
-
-def _text(where: str, value: object) -> None:
-    if value is not None and not (isinstance(value, str) and len(value) <= _MAX_TEXT):
-        raise InvalidInput(f"{where} must be text of at most {_MAX_TEXT} characters.")
-
-
-def _check_format(value: object) -> None:
-    fmt = _object("session.audio.input.format", value)
-    if fmt is None:
-        return
-    if fmt.get("type", "audio/pcm") != "audio/pcm" or fmt.get("rate", AUDIO_RATE) != AUDIO_RATE:
-        raise InvalidInput(
-            f"session.audio.input.format must be {{'type': 'audio/pcm', 'rate': {AUDIO_RATE}}} "
-            f"(16-bit PCM, mono, {AUDIO_RATE} Hz, little-endian), got {fmt!r}."
-        )
+def session_object(config: SessionConfig, expires_at: int) -> dict[str, Any]:
+    """OpenAI's transcription session object: what a socket opened with the secret starts with."""
+    return {**protocol.session_object(config, protocol.new_id("sess"), legacy=False), "expires_at": expires_at}

@@ -42,6 +42,7 @@ from whisper_mcp.queue.partial import PartialCursor
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.changes import JobChanges, Waiter
 from whisper_mcp.server.egress import redact_url
+from whisper_mcp.server.live import LiveTranscription
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.metrics import State as MetricState
 from whisper_mcp.server.realtime_secrets import ClientSecrets
@@ -176,6 +177,8 @@ class TranscriptionService:
             self.multilingual_model = engine.registry.resolve(settings.multilingual_model, trusted=True).name
         self.max_upload_bytes = settings.max_upload_bytes
         self.min_free_bytes = settings.min_free_bytes
+        # Live transcription (/v1/realtime), on the worker's models.
+        self.live = LiveTranscription(settings, queue, engine, worker.gate, self._live_request)
         metrics.watch(self._metric_state)
         queue.on_change(self._job_changed)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -369,6 +372,13 @@ class TranscriptionService:
         if sub.task == "translate" or language not in (None, "en"):
             return multilingual, language
         return self.default_model, language
+
+    def _live_request(
+        self, model: str | None, language: str | None, prompt: str | None, hotwords: str | None, words: bool
+    ) -> JobRequest:
+        """A live session's model and options, checked as a submission's are."""
+        sub = Submission(model=model, language=language, initial_prompt=prompt, hotwords=hotwords)
+        return self._check_submission(replace(sub, word_timestamps=words, vad_filter=False))
 
     def serves(self, name: str | None) -> str:
         """What a request naming model ``name`` (None: none) is decoded by, in words."""

@@ -28,6 +28,7 @@ from whisper_mcp.logs import job_event
 from whisper_mcp.queue.jobs import Job
 from whisper_mcp.queue.manager import JobCancelled, JobQueue, ShuttingDown
 from whisper_mcp.server.metrics import Metrics
+from whisper_mcp.server.sharing import InferenceGate
 
 log = logging.getLogger("whisper_mcp.server.worker")
 
@@ -105,6 +106,8 @@ class InferenceWorker:
         self._model_error: str | None = None
         self._waiting: str | None = None
         self._recording: str | None = None  # why a job's end is not recorded yet
+        # The loaded models are shared with live transcription (server.sharing).
+        self.gate = InferenceGate()
 
     def start(self) -> None:
         self._thread.start()
@@ -267,7 +270,8 @@ class InferenceWorker:
                 )
                 for job in jobs
             ]
-            outcomes = self._engine.transcribe_batch(items, info, leader.options)
+            with self.gate.batch():
+                outcomes = self._engine.transcribe_batch(items, info, leader.options)
         except Exception as exc:  # e.g. the model failed to load: every job fails with it
             outcomes = [exc] * len(jobs)
         for job, outcome in zip(jobs, outcomes, strict=True):
@@ -348,6 +352,7 @@ class InferenceWorker:
             # shutdown, stops decoding.
             if self._stop.is_set() and fraction < 1.0:  # a finished decode is kept
                 raise ShuttingDown(job.job_id)
+            self.gate.between_windows()  # a live decode waiting goes first
             self._queue.progress(job.job_id, fraction)
 
         return report

@@ -13,9 +13,10 @@ Realtime API takes it:
 secret there, since a subprotocol is visible to whatever runs in the page.
 A client secret is used up by the handshake that presents it.
 
-The access guard has already checked the handshake's Host and Origin (as for
-every route); the credential is checked here because a client secret lives in
-the database, which the guard does not reach.
+The access guard calls ``authenticate_websocket`` for every handshake, after
+its Host and Origin checks, and leaves the identity in the scope's state
+(``IDENTITY_STATE``) for the socket's route: the subprotocol to accept with,
+and the session configuration a client secret carries.
 """
 
 from __future__ import annotations
@@ -29,16 +30,19 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Scope, Send
+from starlette.types import Scope
 
 from whisper_mcp.errors import ServiceError
-from whisper_mcp.server.http.openai_errors import error_body, openai_error
+from whisper_mcp.server.http.openai_errors import openai_error
 from whisper_mcp.server.realtime_secrets import SECRET_PREFIX, ClientSecrets
 
 SUBPROTOCOL = "realtime"
 KEY_SUBPROTOCOL = "openai-insecure-api-key."
 CLIENT_SECRETS_PATH = "/v1/realtime/client_secrets"
 MAX_BODY_BYTES = 64 * 1024
+# Where the access guard leaves a handshake's ``RealtimeIdentity`` for the
+# socket's route: ``scope["state"][IDENTITY_STATE]``.
+IDENTITY_STATE = "realtime_identity"
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ def presented_key(headers: Headers) -> str | None:
     return None
 
 
-async def authenticate_websocket(scope: Scope, *, token: str | None, secrets: ClientSecrets) -> RealtimeIdentity:
+async def authenticate_websocket(scope: Scope, *, token: str | None, secrets: ClientSecrets | None) -> RealtimeIdentity:
     """Check a WebSocket handshake's credential (before accepting it): the
     identity to accept with, or ``RealtimeRefused`` in words. A client secret
     it presents is used up, whatever happens to the socket next."""
@@ -86,7 +90,7 @@ async def authenticate_websocket(scope: Scope, *, token: str | None, secrets: Cl
     key = presented_key(headers)
     subprotocol = SUBPROTOCOL if SUBPROTOCOL in offered_subprotocols(headers) else None
     if key is not None and key.startswith(SECRET_PREFIX):
-        session = await secrets.redeem(key)
+        session = None if secrets is None else await secrets.redeem(key)
         if session is None:
             raise RealtimeRefused(
                 401,
@@ -106,23 +110,6 @@ async def authenticate_websocket(scope: Scope, *, token: str | None, secrets: Cl
         f"or, from a browser, the subprotocols '{SUBPROTOCOL}' and '{KEY_SUBPROTOCOL}<client secret>' "
         f"with a client secret from POST {CLIENT_SECRETS_PATH}.",
     )
-
-
-async def refuse_websocket(scope: Scope, send: Send, refused: RealtimeRefused) -> None:
-    """Refuse a handshake before accepting it: an HTTP answer with OpenAI's
-    error body where the server can send one, else a plain 403."""
-    if "websocket.http.response" in scope.get("extensions", {}):
-        body = json.dumps(error_body(refused.message, refused.status, code=refused.code)).encode()
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": refused.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 1008, "reason": refused.message[:120]})
 
 
 def routes(secrets: ClientSecrets) -> list[Route]:

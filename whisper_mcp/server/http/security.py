@@ -1,7 +1,12 @@
 """Who may call the service: Host checks, bearer-token authentication and Origin checks.
 
 One ASGI middleware in front of the whole app, because FastMCP's own auth
-covers /mcp only and our REST routes need the same protection.
+covers /mcp only and our REST routes need the same protection. WebSocket
+handshakes (live transcription) pass the same Host and Origin checks, and
+their credential is the token or a client secret, in a header or a
+subprotocol (``realtime_auth``); they are refused before they are accepted,
+with the same status and JSON body where the server can send one
+(``websocket.http.response``), else with a close.
 """
 
 from __future__ import annotations
@@ -12,10 +17,11 @@ import re
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from whisper_mcp.server.http.openai_errors import V1_PREFIX, error_body
-from whisper_mcp.server.http.realtime_auth import RealtimeRefused, refuse_websocket
+from whisper_mcp.server.http.realtime_auth import IDENTITY_STATE, RealtimeRefused, authenticate_websocket
+from whisper_mcp.server.realtime_secrets import ClientSecrets
 
 # Reachable without a token: a bare liveness answer, the dashboard page and
 # its audio worklet (they hold no data; the page's requests carry the token),
@@ -89,20 +95,22 @@ class AccessGuard:
         token: str | None,
         allowed_origins: set[str],
         allowed_hosts: frozenset[str] | None = None,
+        client_secrets: ClientSecrets | None = None,
     ) -> None:
         self.app = app
+        self._token_text = token or None
         self._token = token.encode() if token else None
+        self._secrets = client_secrets
         self._origins = {o.rstrip("/").lower() for o in allowed_origins}
         self._hosts = allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
-            return
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
+        websocket = scope["type"] == "websocket"
+        deny = _denying_websocket(scope, receive, send) if websocket else send
         headers = Headers(scope=scope)
         # DNS rebinding: a hostile page whose name now resolves to us sends its
         # own name as Host. Browsers always send Host; a request without one
@@ -110,7 +118,7 @@ class AccessGuard:
         host = headers.get("host")
         if self._hosts is not None and host is not None and host_of(host) not in self._hosts:
             await _error(
-                send,
+                deny,
                 path,
                 421,
                 "misdirected_request",
@@ -119,44 +127,42 @@ class AccessGuard:
             )
             return
         if OAUTH_DISCOVERY.match(path):
-            await _error(send, path, 404, "http_404", NO_OAUTH_MESSAGE)
+            await _error(deny, path, 404, "http_404", NO_OAUTH_MESSAGE)
             return
         origin = headers.get("origin")
         # Browsers send Origin; a page on another site must not drive /mcp (DNS
         # rebinding, as the MCP spec warns) or change anything elsewhere.
-        guarded = path == "/mcp" or (scope["method"] not in _SAFE_METHODS and not path.startswith(PUBLIC_PREFIXES))
+        # A WebSocket is always guarded: browsers let any page open one (cross-site WebSocket hijacking).
+        guarded = (
+            websocket
+            or path == "/mcp"
+            or (scope["method"] not in _SAFE_METHODS and not path.startswith(PUBLIC_PREFIXES))
+        )
         if origin is not None and guarded and not self._origin_allowed(origin, headers):
             await _error(
-                send, path, 403, "forbidden", f"Origin {origin!r} is not allowed. Add it with --allowed-origins."
+                deny, path, 403, "forbidden", f"Origin {origin!r} is not allowed. Add it with --allowed-origins."
             )
+            return
+        if websocket:
+            # Every handshake's credential, with a token set or not: a client
+            # secret is used up here, and carries the session it was made for.
+            try:
+                identity = await authenticate_websocket(scope, token=self._token_text, secrets=self._secrets)
+            except RealtimeRefused as refused:
+                await _error(deny, path, refused.status, refused.code, refused.message)
+                return
+            scope.setdefault("state", {})[IDENTITY_STATE] = identity
+            await self.app(scope, receive, send)
             return
         if self._token is not None and not _public(path) and not self._authorized(headers):
             await _error(
-                send,
+                deny,
                 path,
                 401,
                 "unauthorized",
                 "Missing or wrong bearer token: send 'Authorization: Bearer <token>' (the server's WHISPER_MCP_TOKEN).",
                 {"www-authenticate": 'Bearer realm="whisper-mcp"'},
             )
-            return
-        await self.app(scope, receive, send)
-
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A WebSocket handshake gets the Host and Origin checks of every
-        request (a page elsewhere must not open a socket here, whatever it
-        holds); its credential is checked by the socket's route
-        (``realtime_auth``), which can read client secrets."""
-        headers = Headers(scope=scope)
-        host = headers.get("host")
-        if self._hosts is not None and host is not None and host_of(host) not in self._hosts:
-            message = f"This server does not answer to the host name {host_of(host)!r}."
-            await refuse_websocket(scope, send, RealtimeRefused(421, "misdirected_request", message))
-            return
-        origin = headers.get("origin")
-        if origin is not None and not self._origin_allowed(origin, headers):
-            message = f"Origin {origin!r} is not allowed. Add it with --allowed-origins."
-            await refuse_websocket(scope, send, RealtimeRefused(403, "forbidden", message))
             return
         await self.app(scope, receive, send)
 
@@ -174,6 +180,27 @@ class AccessGuard:
         scheme, _, credential = headers.get("authorization", "").partition(" ")
         assert self._token is not None
         return scheme.lower() == "bearer" and hmac.compare_digest(credential.strip().encode(), self._token)
+
+
+def _denying_websocket(scope: Scope, receive: Receive, send: Send) -> Send:
+    """``send`` for refusing a WebSocket handshake with an HTTP answer: as a
+    denial response where the server supports one, else as a close (which
+    the server answers with 403)."""
+
+    async def deny(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            await receive()  # websocket.connect
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await send({**message, "type": "websocket.http.response.start"})
+            else:
+                await send({"type": "websocket.close", "code": 1008})
+        elif message["type"] == "http.response.body":
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await send({**message, "type": "websocket.http.response.body"})
+        else:
+            await send(message)
+
+    return deny
 
 
 def _public(path: str) -> bool:

@@ -1,0 +1,198 @@
+"""Live transcription's pure parts: LocalAgreement, G.711 and resampling,
+reading the protocol's events, server VAD's turns, and the gate that shares
+the model between live decodes and batch jobs. The WebSocket itself is in
+tests/unit/test_realtime_ws.py (in process) and tests/e2e/test_realtime_e2e.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from whisper_mcp.server.realtime import g711, protocol
+from whisper_mcp.server.realtime.agreement import LocalAgreement, Word, words_of
+from whisper_mcp.server.realtime.audio import Decoder, Resampler
+from whisper_mcp.server.realtime.protocol import ProtocolError, SessionConfig, TurnDetection
+from whisper_mcp.server.realtime.turns import Turns
+from whisper_mcp.server.sharing import InferenceGate
+
+
+def run(agreement: LocalAgreement, hypotheses: list[str], final: str) -> list[str]:
+    deltas = []
+    for text in hypotheses:
+        new = agreement.hypothesis(words_of(text))
+        if new:
+            deltas.append(agreement.delta(new))
+    rest = agreement.final(words_of(final))
+    if rest:
+        deltas.append(agreement.delta(rest))
+    return deltas
+
+
+def test_local_agreement_sends_what_two_decodes_agree_on() -> None:
+    agreement = LocalAgreement()
+    deltas = run(
+        agreement,
+        ["Hello", "Hello world, test", "Hello world, testing one", "Hello world, testing one two"],
+        "Hello world, testing one two three.",
+    )
+    assert deltas == ["Hello", " world,", " testing one", " two three."]
+    assert "".join(deltas) == agreement.transcript == "Hello world, testing one two three."
+
+
+def test_local_agreement_keeps_what_was_sent_when_the_last_decode_disagrees() -> None:
+    agreement = LocalAgreement()
+    deltas = run(agreement, ["The cat sat", "The cat sat on"], "A cat sat on the mat.")
+    assert deltas == ["The cat sat", " on the mat."]  # "A" was never sent: "The" stands
+    assert "".join(deltas) == agreement.transcript == "The cat sat on the mat."
+
+
+def test_local_agreement_sends_nothing_while_decodes_disagree() -> None:
+    agreement = LocalAgreement()
+    assert agreement.hypothesis([Word("a")]) == []
+    assert agreement.hypothesis([Word("b")]) == []
+    assert agreement.final([]) == [] and agreement.transcript == ""
+
+
+def test_g711_tables_hold_the_standard_values() -> None:
+    ulaw, alaw = g711.ulaw_table(), g711.alaw_table()
+    assert (ulaw[0x00], ulaw[0x80], ulaw[0xFF], ulaw[0x7F]) == (-32124, 32124, 0, 0)
+    assert (alaw[0x00], alaw[0x80], alaw[0xD5], alaw[0x55]) == (-5504, 5504, 8, -8)
+    assert (alaw.min(), alaw.max()) == (-32256, 32256)
+    # Each half of the code space is monotonic (mu-law: 0x00..0x7F rising to 0).
+    assert np.all(np.diff(ulaw[:128].astype(int)) > 0) and np.all(np.diff(ulaw[128:].astype(int)) < 0)
+    assert list(g711.decode_ulaw(bytes([0x00, 0xFF]))) == [-32124, 0]
+
+
+def test_audio_decodes_the_same_however_it_is_cut() -> None:
+    rng = np.random.default_rng(1)
+    pcm = (rng.standard_normal(24000) * 3000).astype("<i2").tobytes()
+    whole = Decoder("pcm16").push(pcm)
+    decoder = Decoder("pcm16")
+    cut = np.concatenate([decoder.push(pcm[i : i + 4801]) for i in range(0, len(pcm), 4801)])
+    assert len(whole) == 16000 and np.array_equal(cut, whole)
+    up = Resampler(8000).push(np.array([0.0, 1.0, 0.0], np.float32))
+    assert list(up) == [0.0, 0.5, 1.0, 0.5]
+
+
+def event(**fields: object) -> str:
+    return json.dumps(fields)
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "param"),
+    [
+        ("{not json", "invalid_json", None),
+        ("[1]", "invalid_json", None),
+        (event(type="response.create"), "invalid_event_type", "type"),
+        (event(event_id="e1"), "missing_required_parameter", "type"),
+        (event(type="input_audio_buffer.append", audio="***"), "invalid_value", "audio"),
+        (event(type="input_audio_buffer.append"), "invalid_value", "audio"),
+        (event(type="session.update", session=[]), "invalid_value", "session"),
+    ],
+)
+def test_bad_events_say_what_is_wrong(message: str, code: str, param: str | None) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        protocol.read_event(message)
+    assert (caught.value.code, caught.value.param) == (code, param)
+    assert caught.value.message
+
+
+def test_an_append_is_read_and_errors_carry_the_event_id() -> None:
+    read = protocol.read_event(event(type="input_audio_buffer.append", audio=base64.b64encode(b"ab").decode()))
+    assert read.audio == b"ab"
+    with pytest.raises(ProtocolError) as caught:
+        protocol.read_event(event(type="input_audio_buffer.append", event_id="ev1", audio=1))
+    shaped = protocol.error(caught.value)
+    assert shaped["type"] == "error" and shaped["error"]["event_id"] == "ev1"
+    assert shaped["error"]["type"] == "invalid_request_error"
+
+
+def test_session_update_in_both_shapes() -> None:
+    config = protocol.update(
+        SessionConfig(),
+        {
+            "type": "transcription",
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcmu"},
+                    "transcription": {"model": "gpt-4o-transcribe", "language": "de", "prompt": "Hallo"},
+                    "turn_detection": {"type": "server_vad", "threshold": 0.6, "silence_duration_ms": 800},
+                    "noise_reduction": {"type": "near_field"},
+                }
+            },
+            "include": [protocol.LOGPROBS],
+        },
+        legacy=False,
+    )
+    assert config == SessionConfig(
+        format="g711_ulaw",
+        model=None,
+        language="de",
+        prompt="Hallo",
+        turn_detection=TurnDetection(threshold=0.6, silence_duration_ms=800),
+        noise_reduction="near_field",
+        logprobs=True,
+    )
+    shaped = protocol.session_object(config, "sess_1", legacy=False)
+    assert shaped["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+    legacy = protocol.update(
+        config,
+        {"input_audio_format": "g711_alaw", "input_audio_transcription": {"model": "base"}, "turn_detection": None},
+        legacy=True,
+    )
+    assert (legacy.format, legacy.model, legacy.turn_detection, legacy.language) == ("g711_alaw", "base", None, "de")
+    assert protocol.session_object(legacy, "s", legacy=True)["input_audio_format"] == "g711_alaw"
+
+
+@pytest.mark.parametrize(
+    ("session", "param"),
+    [
+        ({"type": "realtime"}, "session.type"),
+        ({"type": "transcription", "voice": "alloy"}, "session.voice"),
+        ({"type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}, None),
+        ({"type": "transcription", "audio": {"input": {"turn_detection": {"type": "semantic_vad"}}}}, None),
+        ({"type": "transcription", "audio": {"input": {"turn_detection": {"threshold": 2}}}}, None),
+        ({"type": "transcription", "include": ["other"]}, "session.include"),
+    ],
+)
+def test_bad_session_fields_are_named(session: dict[str, object], param: str | None) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        protocol.update(SessionConfig(), session, legacy=False)
+    assert caught.value.param is not None
+    if param is not None:
+        assert caught.value.param == param
+
+
+def test_turns_start_at_speech_and_stop_after_the_silence() -> None:
+    turns = Turns(threshold=0.5, silence_ms=100)
+    probabilities = np.array([0.1, 0.9, 0.9, 0.5, 0.9, 0.1, 0.1, 0.1, 0.1, 0.8])
+    found = [(t.kind, t.ms) for t in turns.push(probabilities[:3])] + [
+        (t.kind, t.ms) for t in turns.push(probabilities[3:])
+    ]
+    # 0.5 is above threshold - hysteresis: still speech; silence from frame 5 (160 ms) for 4 frames.
+    assert found == [("started", 32), ("stopped", 160), ("started", 288)]
+
+
+def test_the_gate_lets_a_waiting_live_decode_in_between_windows() -> None:
+    gate = InferenceGate()
+    order: list[str] = []
+    with gate.batch():
+
+        def live() -> None:
+            with gate.live():
+                order.append("live")
+
+        thread = threading.Thread(target=live)
+        thread.start()
+        time.sleep(0.3)  # past the batch's slice
+        order.append("window 1")
+        gate.between_windows()  # the live decode runs here
+        order.append("window 2")
+        thread.join(5)
+    assert order == ["window 1", "live", "window 2"]
+    assert gate.batch_yields == 1 and gate.live_decodes == 1

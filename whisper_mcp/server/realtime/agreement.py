@@ -1,0 +1,72 @@
+"""Text that never has to be taken back: the LocalAgreement-2 policy of
+whisper_streaming (Macháček et al., 2023). The growing utterance is decoded
+again and again; a word is sent once two decodes in a row agree on it and on
+everything before it. The decode at the end of the utterance sends the rest.
+
+Words are compared by their text; the transcript is the words joined by
+single spaces, and each delta is its words with the space that joins them to
+what was sent before, so the deltas concatenate exactly to the transcript.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    logprob: float | None = None  # when the session asked for logprobs
+
+
+def words_of(text: str) -> list[Word]:
+    return [Word(w) for w in text.split()]
+
+
+@dataclass
+class LocalAgreement:
+    sent: list[Word] = field(default_factory=list)
+    _previous: list[Word] | None = None
+
+    def hypothesis(self, words: Sequence[Word]) -> list[Word]:
+        """A decode of the utterance so far: the words it and the one before
+        agree on beyond those already sent (each is sent once)."""
+        previous, self._previous = self._previous, list(words)
+        if previous is None:
+            return []
+        agreed = 0
+        for a, b in zip(previous, words, strict=False):
+            if a.text != b.text:
+                break
+            agreed += 1
+        if agreed <= len(self.sent) or not _same(words[: len(self.sent)], self.sent):
+            return []
+        new = list(words[len(self.sent) : agreed])
+        self.sent.extend(new)
+        return new
+
+    def final(self, words: Sequence[Word]) -> list[Word]:
+        """The decode of the whole utterance: what is left to send. Where it
+        disagrees with words already sent, those stand, and it continues
+        after as many words as were sent."""
+        rest = list(words[len(self.sent) :])
+        self.sent.extend(rest)
+        self._previous = None
+        return rest
+
+    @property
+    def transcript(self) -> str:
+        return " ".join(w.text for w in self.sent)
+
+    def delta(self, new: Sequence[Word]) -> str:
+        """The text of ``new``, words the last call returned (already in ``sent``)."""
+        text = " ".join(w.text for w in new)
+        return " " + text if text and len(self.sent) > len(new) else text
+
+
+def _same(a: Sequence[Word], b: Sequence[Word]) -> bool:
+    return [w.text for w in a] == [w.text for w in b]
+
+
+__all__ = ["LocalAgreement", "Word", "words_of"]

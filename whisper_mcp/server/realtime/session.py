@@ -1,0 +1,391 @@
+"""One live transcription session: the client's events in, the server's out.
+
+Audio is converted to 16 kHz as it arrives (``audio``). With server VAD the
+voice detector's frames mark where speech starts and stops (``turns``); a
+stop commits the utterance. Without it, the client commits. While an
+utterance grows it is decoded again every ``DECODE_STEP_SECONDS`` of new
+audio, and the words two decodes in a row agree on go out as deltas
+(``agreement``); its decode at commit sends the rest and completes it.
+
+One task decodes, in order: committed utterances first (their completed
+transcripts are never dropped), then the utterance in progress, from its
+latest audio only. When decoding falls behind, the in-between decodes are
+skipped (fewer, later deltas) and the session says how far behind it is
+(``whisper_mcp.lag``), at most every ``LAG_REPORT_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from whisper_mcp.engines.base import Transcription
+from whisper_mcp.engines.vad import FRAME, SpeechProbabilities
+from whisper_mcp.errors import INTERNAL_ERROR, ServiceError
+from whisper_mcp.queue.jobs import JobRequest
+from whisper_mcp.server.live import KeptSession, LiveTranscription
+from whisper_mcp.server.realtime import protocol
+from whisper_mcp.server.realtime.agreement import LocalAgreement, Word, words_of
+from whisper_mcp.server.realtime.audio import SAMPLE_RATE, Decoder
+from whisper_mcp.server.realtime.protocol import ProtocolError, SessionConfig
+from whisper_mcp.server.realtime.turns import Turns
+
+log = logging.getLogger("whisper_mcp.server.realtime")
+
+DECODE_STEP_SECONDS = 1.0
+# A commit needs at least this much audio (OpenAI's rule).
+MIN_COMMIT_SECONDS = 0.1
+# Decoding this far behind the audio received is reported ...
+LAG_REPORT_SECONDS = 2.0
+# ... at most this often.
+LAG_EVERY_SECONDS = 5.0
+LAG_EVENT = "whisper_mcp.lag"
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class Utterance:
+    item_id: str
+    start: int  # in the session's samples
+    audio: np.ndarray | None = None  # set at commit
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    decoded: int = 0  # samples of it the latest decode covered
+
+
+class RealtimeSession:
+    def __init__(self, live: LiveTranscription, send: Send, *, keep: bool) -> None:
+        self._live = live
+        self._send = send
+        self.id = protocol.new_id("sess")
+        self.config = SessionConfig()
+        self._request = self._resolve(self.config)
+        self._decoder = Decoder(self.config.format)
+        self._buffer = np.zeros(0, np.float32)  # the input audio buffer: since its start, below
+        self._buffer_start = 0  # session sample of _buffer[0]
+        self._received = 0  # session samples received
+        self._detector = SpeechProbabilities()
+        self._turns = self._new_turns()
+        self._current: Utterance | None = None
+        self._committed: deque[Utterance] = deque()
+        self._previous_item: str | None = None
+        self._wake = asyncio.Event()
+        self._kept = KeptSession() if keep else None
+        self._decoded_upto = 0  # session sample the latest finished decode reached
+        self._skipped = 0
+        self._lag_said = -math.inf
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- life --------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._decode_loop(), name=f"realtime-{self.id}")
+        await self._send(protocol.event("session.created", session=self._session(legacy=False)))
+
+    async def close(self) -> str | None:
+        """The client left: committed utterances are still decoded (and kept);
+        the one in progress is dropped. The kept job's id, if any."""
+        self._closing = True
+        self._current = None
+        self._wake.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
+        if self._kept is None:
+            return None
+        return await self._live.finish(self._kept, self._received / SAMPLE_RATE)
+
+    # -- client events ---------------------------------------------------------
+
+    async def handle(self, message: str | bytes) -> None:
+        try:
+            event = protocol.read_event(message)
+            await self._act(event)
+        except ProtocolError as exc:
+            await self._send(protocol.error(exc))
+
+    async def _act(self, event: protocol.ClientEvent) -> None:
+        if event.session is not None:
+            await self._update(event)
+        elif event.type == "input_audio_buffer.append":
+            await self._append(event.audio)
+        elif event.type == "input_audio_buffer.commit":
+            await self._commit(event.event_id)
+        elif event.type == "input_audio_buffer.clear":
+            self._clear()
+            await self._send(protocol.event("input_audio_buffer.cleared"))
+
+    async def _update(self, event: protocol.ClientEvent) -> None:
+        legacy = event.type == "transcription_session.update"
+        assert event.session is not None
+        config = protocol.update(self.config, event.session, legacy=legacy)
+        try:
+            request = self._resolve(config)
+        except ProtocolError as exc:
+            exc.event_id = event.event_id
+            raise
+        if config.format != self.config.format:
+            self._decoder = Decoder(config.format)
+        if config.turn_detection != self.config.turn_detection:
+            self.config = config
+            self._turns = self._new_turns()
+        self.config, self._request = config, request
+        kind = "transcription_session.updated" if legacy else "session.updated"
+        await self._send(protocol.event(kind, session=self._session(legacy=legacy)))
+
+    def _resolve(self, config: SessionConfig) -> JobRequest:
+        try:
+            hotwords = " ".join(config.keywords) or None
+            return self._live.request(config.model, config.language, config.prompt, hotwords, config.logprobs)
+        except ServiceError as exc:
+            param = "session.audio.input.transcription"
+            raise ProtocolError(exc.message, code=exc.code, param=param) from None
+
+    def _session(self, *, legacy: bool) -> dict[str, Any]:
+        return protocol.session_object(self.config, self.id, legacy=legacy)
+
+    def _new_turns(self) -> Turns | None:
+        """Turns from now on: a fresh detector, its frames counted from here."""
+        turns = self.config.turn_detection
+        if turns is None:
+            return None
+        self._detector = self._live.detector()
+        return Turns(turns.threshold, turns.silence_duration_ms, frames=self._received // FRAME)
+
+    # -- audio -----------------------------------------------------------------
+
+    async def _append(self, data: bytes) -> None:
+        samples = self._decoder.push(data)
+        if not len(samples):
+            return
+        start = self._received
+        self._received += len(samples)
+        self._buffer = np.concatenate([self._buffer, samples])
+        if self._turns is None:
+            if self._current is None:
+                self._current = Utterance(protocol.new_id("item"), start)
+        else:
+            for turn in self._turns.push(await self._live.speech(self._detector, samples)):
+                if turn.kind == "started":
+                    await self._speech_started(turn.ms)
+                elif self._current is not None:
+                    await self._speech_stopped(turn.ms)
+            if self._current is None:  # silence: keep only what a start's padding may need
+                self._trim(self._received - self._padding())
+        self._wake.set()
+
+    def _padding(self) -> int:
+        turns = self.config.turn_detection
+        return 0 if turns is None else turns.prefix_padding_ms * SAMPLE_RATE // 1000
+
+    def _trim(self, keep_from: int) -> None:
+        keep_from = max(self._buffer_start, keep_from)
+        self._buffer = self._buffer[keep_from - self._buffer_start :]
+        self._buffer_start = keep_from
+
+    async def _speech_started(self, ms: int) -> None:
+        start = max(self._buffer_start, ms * SAMPLE_RATE // 1000 - self._padding())
+        self._trim(start)
+        self._current = Utterance(protocol.new_id("item"), start)
+        await self._send(
+            protocol.event(
+                "input_audio_buffer.speech_started",
+                audio_start_ms=start * 1000 // SAMPLE_RATE,
+                item_id=self._current.item_id,
+            )
+        )
+
+    async def _speech_stopped(self, ms: int) -> None:
+        assert self._current is not None
+        end = min(max(ms * SAMPLE_RATE // 1000, self._current.start), self._received)
+        await self._send(
+            protocol.event("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=self._current.item_id)
+        )
+        await self._commit_until(end)
+
+    async def _commit(self, event_id: str | None) -> None:
+        if self._received - self._buffer_start < MIN_COMMIT_SECONDS * SAMPLE_RATE:
+            exc = ProtocolError(
+                f"Error committing input audio buffer: buffer too small. Expected at least "
+                f"{int(MIN_COMMIT_SECONDS * 1000)}ms of audio, but buffer only has "
+                f"{(self._received - self._buffer_start) * 1000 // SAMPLE_RATE}ms of audio.",
+                code="input_audio_buffer_commit_empty",
+            )
+            exc.event_id = event_id
+            raise exc
+        if self._current is None:
+            self._current = Utterance(protocol.new_id("item"), self._buffer_start)
+        await self._commit_until(self._received)
+        if self._turns is not None:
+            self._turns.reset()
+
+    async def _commit_until(self, end: int) -> None:
+        """The utterance in progress ends at session sample ``end``: committed, queued for its last decode."""
+        utterance = self._current
+        assert utterance is not None
+        utterance.audio = self._buffer[max(0, utterance.start - self._buffer_start) : end - self._buffer_start].copy()
+        self._trim(end)
+        self._current = None
+        await self._send(
+            protocol.event(
+                "input_audio_buffer.committed", previous_item_id=self._previous_item, item_id=utterance.item_id
+            )
+        )
+        self._previous_item = utterance.item_id
+        self._committed.append(utterance)
+        self._wake.set()
+
+    def _clear(self) -> None:
+        self._trim(self._received)
+        self._current = None
+        if self._turns is not None:
+            self._turns.reset()
+
+    # -- decoding ----------------------------------------------------------------
+
+    async def _decode_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._committed:
+                await self._complete(self._committed.popleft())
+            if self._closing:
+                return
+            current = self._current
+            if current is None:
+                continue
+            upto = self._received
+            step = DECODE_STEP_SECONDS * SAMPLE_RATE
+            new = upto - current.start - current.decoded
+            if new < step:
+                continue
+            self._skipped += int(new // step) - 1 if current.decoded else 0
+            audio = self._buffer[current.start - self._buffer_start : upto - self._buffer_start].copy()
+            current.decoded = len(audio)
+            await self._partial(current, audio, upto)
+            self._wake.set()  # audio that came meanwhile, or a commit
+
+    async def _partial(self, utterance: Utterance, audio: np.ndarray, upto: int) -> None:
+        try:
+            result = await self._live.decode(audio, self._request, partial=True)
+        except Exception:  # the utterance's last decode says what went wrong
+            log.warning("session %s: a decode of utterance %s failed", self.id, utterance.item_id, exc_info=True)
+            return
+        if utterance.audio is not None or self._current is not utterance:
+            return  # committed or dropped meanwhile: its last decode speaks for it
+        new = utterance.agreement.hypothesis(self._words(result))
+        self._decoded(upto)
+        if new:
+            await self._delta(utterance, new)
+        await self._report_lag()
+
+    async def _complete(self, utterance: Utterance) -> None:
+        assert utterance.audio is not None
+        end = utterance.start + len(utterance.audio)
+        try:
+            result = await self._live.decode(utterance.audio, self._request)
+        except Exception as exc:
+            await self._failed(utterance, exc)
+            return
+        self._decoded(end)
+        agreement = utterance.agreement
+        rest = agreement.final(self._words(result))
+        if rest:
+            await self._delta(utterance, rest)
+        fields: dict[str, Any] = {
+            "item_id": utterance.item_id,
+            "content_index": 0,
+            "transcript": agreement.transcript,
+            "usage": {"type": "duration", "seconds": round(len(utterance.audio) / SAMPLE_RATE, 3)},
+        }
+        if self.config.logprobs:
+            fields["logprobs"] = _logprobs(agreement.sent)
+        if not self._closing:
+            await self._send(protocol.event("conversation.item.input_audio_transcription.completed", **fields))
+        await self._report_lag()
+        if self._kept is not None:
+            segment = {
+                "start": round(utterance.start / SAMPLE_RATE, 3),
+                "end": round(end / SAMPLE_RATE, 3),
+                "text": agreement.transcript,
+                "item_id": utterance.item_id,
+            }
+            try:
+                await self._live.keep(self._kept, self._request, segment, result.language, self._received / SAMPLE_RATE)
+            except Exception:
+                log.warning("session %s: could not keep utterance %s", self.id, utterance.item_id, exc_info=True)
+
+    async def _failed(self, utterance: Utterance, exc: Exception) -> None:
+        if isinstance(exc, ServiceError):
+            message, code = exc.message, exc.code
+        else:
+            log.error("session %s: utterance %s failed", self.id, utterance.item_id, exc_info=exc)
+            message, code = INTERNAL_ERROR, "server_error"
+        if not self._closing:
+            await self._send(
+                protocol.event(
+                    "conversation.item.input_audio_transcription.failed",
+                    item_id=utterance.item_id,
+                    content_index=0,
+                    error={"type": "transcription_error", "code": code, "message": message, "param": None},
+                )
+            )
+
+    async def _delta(self, utterance: Utterance, new: list[Word]) -> None:
+        if self._closing:
+            return
+        fields: dict[str, Any] = {
+            "item_id": utterance.item_id,
+            "content_index": 0,
+            "delta": utterance.agreement.delta(new),
+        }
+        if self.config.logprobs:
+            fields["logprobs"] = _logprobs(new)
+        await self._send(protocol.event("conversation.item.input_audio_transcription.delta", **fields))
+
+    def _words(self, result: Transcription) -> list[Word]:
+        if self.config.logprobs and all(s.words is not None for s in result.segments) and result.segments:
+            return [
+                Word(w.word.strip(), math.log(max(w.probability, 1e-12)))
+                for s in result.segments
+                for w in s.words or ()
+                if w.word.strip()
+            ]
+        return words_of(result.text)
+
+    def _decoded(self, upto: int) -> None:
+        self._decoded_upto = max(self._decoded_upto, upto)
+
+    async def _report_lag(self) -> None:
+        """Say how far decoding is behind the audio received, when that is far."""
+        behind = (self._received - self._decoded_upto) / SAMPLE_RATE
+        now = time.monotonic()
+        if behind < LAG_REPORT_SECONDS or now - self._lag_said < LAG_EVERY_SECONDS or self._closing:
+            return
+        self._lag_said = now
+        await self._send(
+            protocol.event(
+                LAG_EVENT,
+                lag_ms=round(behind * 1000),
+                skipped_decodes=self._skipped,
+                message=f"Decoding is {behind:.1f} s behind the audio received; intermediate deltas are "
+                "skipped until it catches up (completed transcripts never are).",
+            )
+        )
+
+
+def _logprobs(words: list[Word]) -> list[dict[str, Any]]:
+    return protocol.logprobs([(w.text, w.logprob if w.logprob is not None else 0.0) for w in words])
+
+
+__all__ = ["DECODE_STEP_SECONDS", "LAG_EVENT", "RealtimeSession"]
