@@ -95,6 +95,14 @@ def read_event(text: str | bytes) -> ClientEvent:
     if not isinstance(data, dict):
         raise ProtocolError("Each event must be a JSON object with a 'type'.", code="invalid_json")
     event_id = data.get("event_id") if isinstance(data.get("event_id"), str) else None
+    try:
+        return _read(data, event_id)
+    except ProtocolError as exc:
+        exc.event_id = event_id
+        raise
+
+
+def _read(data: dict[str, Any], event_id: str | None) -> ClientEvent:
     kind = data.get("type")
     if not isinstance(kind, str) or not kind:
         raise ProtocolError("The event has no 'type'.", code="missing_required_parameter", param="type")
@@ -105,18 +113,14 @@ def read_event(text: str | bytes) -> ClientEvent:
             code="invalid_event_type",
             param="type",
         )
-    try:
-        if kind in ("session.update", "transcription_session.update"):
-            session = data.get("session")
-            if not isinstance(session, dict):
-                raise ProtocolError("'session' must be an object.", param="session")
-            return ClientEvent(kind, event_id, session=session)
-        if kind == "input_audio_buffer.append":
-            return ClientEvent(kind, event_id, audio=_audio(data.get("audio")))
-        return ClientEvent(kind, event_id)
-    except ProtocolError as exc:
-        exc.event_id = event_id
-        raise
+    if kind in ("session.update", "transcription_session.update"):
+        session = data.get("session")
+        if not isinstance(session, dict):
+            raise ProtocolError("'session' must be an object.", param="session")
+        return ClientEvent(kind, event_id, session=session)
+    if kind == "input_audio_buffer.append":
+        return ClientEvent(kind, event_id, audio=_audio(data.get("audio")))
+    return ClientEvent(kind, event_id)
 
 
 def _audio(value: object) -> bytes:

@@ -1,0 +1,140 @@
+"""/v1/realtime in process, over the fake engine: protocol errors leave the
+socket open, a committed utterance's deltas make its transcript, the session
+is kept as a job, and handshakes are refused without the token, from a
+foreign Origin, or beyond --max-realtime-sessions."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from helpers import InProcessServer
+
+SECOND = bytes(48000)  # one second of PCM16 at 24 kHz (silence: the fake engine hears anything)
+
+
+def url(server: InProcessServer, query: str = "intent=transcription") -> str:
+    return server.url.replace("http://", "ws://") + "/v1/realtime?" + query
+
+
+def recv(ws: ClientConnection) -> dict[str, Any]:
+    return json.loads(ws.recv(timeout=10))
+
+
+def send(ws: ClientConnection, **event: Any) -> None:
+    ws.send(json.dumps(event))
+
+
+def append(ws: ClientConnection, data: bytes) -> None:
+    send(ws, type="input_audio_buffer.append", audio=base64.b64encode(data).decode())
+
+
+def until(ws: ClientConnection, kind: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The next event of type ``kind``, and those before it."""
+    seen = []
+    while (event := recv(ws))["type"] != kind:
+        seen.append(event)
+    return event, seen
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[InProcessServer]:
+    with InProcessServer.start(tmp_path / "storage") as srv:
+        yield srv
+
+
+def test_protocol_errors_say_why_and_the_socket_stays_open(server: InProcessServer) -> None:
+    with connect(url(server)) as ws:
+        assert recv(ws)["type"] == "session.created"
+        ws.send("{not json")
+        assert recv(ws)["error"]["code"] == "invalid_json"
+        send(ws, type="response.create", event_id="ev_1")
+        error = recv(ws)["error"]
+        assert (error["code"], error["param"], error["event_id"]) == ("invalid_event_type", "type", "ev_1")
+        send(ws, type="session.update", session={"type": "transcription", "audio": {"input": {"voice": "x"}}})
+        assert recv(ws)["error"]["param"] == "session.audio.input.voice"
+        send(
+            ws,
+            type="session.update",
+            session={"type": "transcription", "audio": {"input": {"transcription": {"model": "nope"}}}},
+        )
+        error = recv(ws)["error"]
+        assert error["code"] == "unknown_model" and "nope" in error["message"]
+        send(ws, type="input_audio_buffer.commit")
+        assert recv(ws)["error"]["code"] == "input_audio_buffer_commit_empty"
+        send(ws, type="session.update", session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
+        updated = recv(ws)
+        assert updated["type"] == "session.updated" and updated["session"]["audio"]["input"]["turn_detection"] is None
+
+
+def test_a_committed_utterance_streams_deltas_and_is_kept(server: InProcessServer) -> None:
+    with connect(url(server)) as ws:
+        recv(ws)
+        send(ws, type="transcription_session.update", session={"turn_detection": None})
+        assert recv(ws)["type"] == "transcription_session.updated"
+        append(ws, SECOND)
+        time.sleep(0.3)  # its first decode: no event, it has nothing to agree with yet
+        append(ws, SECOND)
+        delta, _ = until(ws, "conversation.item.input_audio_transcription.delta")
+        assert delta["delta"] == "fake transcript of"  # what the decodes of 1 s and 2 s agree on
+        append(ws, SECOND)
+        send(ws, type="input_audio_buffer.commit")
+        committed, _ = until(ws, "input_audio_buffer.committed")
+        assert committed["item_id"] == delta["item_id"] and committed["previous_item_id"] is None
+        completed, rest = until(ws, "conversation.item.input_audio_transcription.completed")
+        deltas = [delta["delta"], *(e["delta"] for e in rest if e["type"].endswith(".delta"))]
+        assert "".join(deltas) == completed["transcript"] == "fake transcript of 3.0 seconds"
+        assert completed["usage"] == {"type": "duration", "seconds": 3.0}
+        append(ws, SECOND)
+        send(ws, type="input_audio_buffer.clear")
+        until(ws, "input_audio_buffer.cleared")
+        send(ws, type="input_audio_buffer.commit")
+        assert recv(ws)["error"]["code"] == "input_audio_buffer_commit_empty"
+    with server.client() as http:
+        deadline = time.monotonic() + 10
+        while (jobs := http.get("/jobs").json()["jobs"]) == [] or jobs[0]["status"] != "completed":
+            assert time.monotonic() < deadline, jobs
+            time.sleep(0.02)
+        job = jobs[0]
+        srt = http.get(f"/download/{job['job_id']}", params={"format": "srt"}).text
+    assert srt.strip() == "1\n00:00:00,000 --> 00:00:03,000\nfake transcript of 3.0 seconds"
+
+
+def test_store_false_keeps_nothing(server: InProcessServer) -> None:
+    with connect(url(server, "intent=transcription&store=false")) as ws:
+        recv(ws)
+        send(ws, type="transcription_session.update", session={"turn_detection": None})
+        recv(ws)
+        append(ws, SECOND)
+        send(ws, type="input_audio_buffer.commit")
+        until(ws, "conversation.item.input_audio_transcription.completed")
+    with server.client() as http:
+        assert http.get("/jobs").json()["total"] == 0
+
+
+def test_handshakes_are_refused_without_the_token_from_a_foreign_origin_and_beyond_the_limit(tmp_path: Path) -> None:
+    token = {"Authorization": "Bearer s3cret"}
+    with InProcessServer.start(tmp_path / "storage", token="s3cret", max_realtime_sessions=1) as server:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url(server))
+        assert refused.value.response.status_code == 401
+        assert b"bearer token" in refused.value.response.body
+        with pytest.raises(InvalidStatus) as refused:
+            connect(url(server), additional_headers={**token, "Origin": "https://evil.example"})
+        assert refused.value.response.status_code == 403
+        with connect(url(server), additional_headers=token) as first:
+            assert recv(first)["type"] == "session.created"
+            with connect(url(server), additional_headers=token) as second:
+                error = recv(second)["error"]
+                assert error["code"] == "session_limit_reached" and "--max-realtime-sessions" in error["message"]
+                with pytest.raises(ConnectionClosed) as closed:
+                    second.recv(timeout=10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
