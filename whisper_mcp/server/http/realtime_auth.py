@@ -106,8 +106,8 @@ async def authenticate_websocket(scope: Scope, *, token: str | None, secrets: Cl
     raise RealtimeRefused(
         401,
         "unauthorized",
-        "Missing or wrong credential: send 'Authorization: Bearer <token>' (the server's WHISPER_MCP_TOKEN) "
-        f"or, from a browser, the subprotocols '{SUBPROTOCOL}' and '{KEY_SUBPROTOCOL}<client secret>' "
+        "Missing or wrong credential: send the bearer token, 'Authorization: Bearer <token>' (the server's "
+        f"WHISPER_MCP_TOKEN) or, from a browser, the subprotocols '{SUBPROTOCOL}' and '{KEY_SUBPROTOCOL}<client secret>' "
         f"with a client secret from POST {CLIENT_SECRETS_PATH}.",
     )
 
