@@ -7,7 +7,10 @@ and tests/unit/test_dashboard_live.py."""
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import wave
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from whisper_mcp.client import live as live_client
 
 from helpers import FIXTURES, ROOT, ServerProcess, words
 
@@ -55,19 +60,55 @@ def test_live_prints_each_utterance_of_a_recording(server: ServerProcess) -> Non
     assert out.endswith("\n") and "\r" not in out  # not a terminal: completed lines only
 
 
-def test_live_reads_raw_pcm_from_standard_input_without_vad(server: ServerProcess) -> None:
-    import av
+def pcm24k(path: Path) -> bytes:
+    """A recording as raw PCM16, mono, 24 kHz: what a microphone pipe gives."""
+    return b"".join(live_client.file_chunks(path))
 
-    pcm = bytearray()
-    with av.open(str(FIXTURES / "short.wav")) as container:
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=24000)
-        for frame in container.decode(audio=0):
-            for out in resampler.resample(frame):
-                pcm += out.to_ndarray().tobytes()
-    done = live(server, "-", "--speed", "0", "--no-vad", stdin=bytes(pcm))
+
+def test_live_reads_raw_pcm_from_standard_input_without_vad(server: ServerProcess) -> None:
+    done = live(server, "-", "--speed", "0", "--no-vad", stdin=pcm24k(FIXTURES / "short.wav"))
     assert done.returncode == 0, done.stderr
     lines = done.stdout.decode().splitlines()
     assert len(lines) == 1 and SHORT_WORDS <= words(lines[0]), lines  # one utterance: the whole stream
+
+
+def block(doc: str, heading: str, language: str) -> str:
+    """The first ``language`` code block under ``heading`` in docs/``doc``."""
+    section = (ROOT / "docs" / doc).read_text().split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_client_docs_live_examples_run_as_written(server: ServerProcess, tmp_path: Path) -> None:
+    """docs/client.md's examples, a recording as talk.wav and the microphone
+    as a pipe of raw PCM (what the arecord line makes)."""
+    shutil.copy(FIXTURES / "short.wav", tmp_path / "talk.wav")
+    microphone = pcm24k(FIXTURES / "short.wav")
+    lines = [line.split("  #")[0].strip() for line in block("client.md", "Live transcription", "sh").splitlines()]
+    assert len(lines) == 3
+    for line in lines:
+        command = shlex.split(line.split("|")[-1])
+        assert command[:2] == ["whisper-mcp", "live"], line
+        done = subprocess.run(
+            [sys.executable, "-m", "whisper_mcp", *command[1:]],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "WHISPER_MCP_URL": server.url, "WHISPER_MCP_TOKEN": TOKEN},
+            input=microphone if "|" in line else None,
+            capture_output=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, (line, done.stderr)
+        assert SHORT_WORDS <= words(done.stdout.decode()), (line, done.stdout)
+
+
+def client_secret(server: ServerProcess) -> dict[str, Any]:
+    """docs/realtime.md's curl command, run as written (against this server)."""
+    command = block("realtime.md", "From a browser: client secrets", "sh").replace("http://127.0.0.1:8765", server.url)
+    done = subprocess.run(
+        ["bash", "-c", command], env={**os.environ, "WHISPER_MCP_TOKEN": TOKEN}, capture_output=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    made: dict[str, Any] = json.loads(done.stdout)
+    return made
 
 
 def test_live_with_a_wrong_token_exits_4(server: ServerProcess) -> None:
@@ -120,6 +161,19 @@ def test_the_dashboards_microphone_is_transcribed_live(server: ServerProcess, tm
             expect(page.get_by_role("button", name="Start microphone")).to_be_enabled(timeout=30_000)
             heard = words(" ".join(final.all_inner_texts()))
             assert SPEECH_WORDS <= heard, heard
+
+            # docs/realtime.md's page code, with a secret from its curl command: the socket opens.
+            snippet = block("realtime.md", "From a browser: client secrets", "js").replace(
+                "ws://127.0.0.1:8765", server.url.replace("http://", "ws://")
+            )
+            first = page.evaluate(
+                "(secret) => new Promise((resolve, reject) => {" + snippet + "\n"
+                "socket.addEventListener('message', (e) => resolve(JSON.parse(e.data).type), { once: true });"
+                "socket.addEventListener('error', () => reject(new Error('the socket failed')));"
+                "})",
+                client_secret(server),
+            )
+            assert first == "session.created"
             assert not problems, problems
         finally:
             browser.close()
