@@ -16,6 +16,8 @@ import httpx
 import openai
 import pytest
 import websockets.sync.client
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai.types.realtime.client_secret_create_response import ClientSecretCreateResponse
 from websockets.exceptions import InvalidStatus
 
@@ -251,3 +253,24 @@ def test_the_socket_opens_with_a_secret_once_and_starts_with_its_session(server:
     token_protocols: Any = ["realtime", f"openai-insecure-api-key.{TOKEN}"]
     with websockets.sync.client.connect(url, subprotocols=token_protocols, open_timeout=5) as socket:
         assert json.loads(socket.recv(5))["type"] == "session.created"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+KEYS = st.sampled_from(["type", "audio", "input", "format", "transcription", "turn_detection", "rate", "seconds"])
+
+
+@settings(max_examples=300, deadline=None, database=None, derandomize=True)
+@given(
+    session=st.dictionaries(KEYS, JSON, max_size=4) | JSON,
+    expires=st.dictionaries(st.sampled_from(["anchor", "seconds"]), JSON, max_size=2) | JSON,
+)
+def test_any_json_is_taken_or_refused_in_words(session: object, expires: object) -> None:
+    for parse, value in ((realtime_secrets.parse_session, session), (realtime_secrets.parse_expires_after, expires)):
+        try:
+            parse(value)
+        except realtime_secrets.InvalidInput as exc:
+            assert exc.message
