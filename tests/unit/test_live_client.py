@@ -281,6 +281,12 @@ def test_an_error_event_exits_2(fake: Any, capsys: pytest.CaptureFixture[str], m
     assert "refused the stream: Unknown model 'nope'" in capsys.readouterr().err
 
 
+def test_a_full_service_exits_3(fake: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    _, url = fake(error={"code": "session_limit_reached", "message": "All 2 live sessions are in use."})
+    assert run_live(url, "-", stdin=b"\0" * 4800, monkeypatch=monkeypatch) == 3
+    assert "the service is busy: All 2 live sessions" in capsys.readouterr().err
+
+
 def test_no_service_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
     from helpers import free_port
 

@@ -40,6 +40,8 @@ REALTIME_PATH = "/v1/realtime?intent=transcription"
 FINISH_SECONDS = 120.0
 # An explicit commit with nothing left in the buffer (server VAD took it all).
 EMPTY_COMMIT = "input_audio_buffer_commit_empty"
+# Refusals that say "not now" rather than "not this": exit 3, as for HTTP 429.
+BUSY = ("session_limit_reached",)
 
 
 class LiveError(Exception):
@@ -344,6 +346,8 @@ def _on_event(event: dict[str, Any], state: _State, printer: Printer) -> None:
         error = event.get("error") or {}
         if error.get("code") == EMPTY_COMMIT and state.sent_all:
             state.final_commit_done = True  # server VAD had committed everything already
+        elif error.get("code") in BUSY:
+            raise LiveError(f"the service is busy: {error.get('message')}", EXIT_SERVICE)
         else:
             raise LiveError(f"the service refused the stream: {error.get('message') or error}", EXIT_USAGE)
     state.check()
