@@ -51,6 +51,12 @@ def test_local_agreement_keeps_what_was_sent_when_the_last_decode_disagrees() ->
     assert "".join(deltas) == agreement.transcript == "The cat sat on the mat."
 
 
+def test_local_agreement_reads_past_case_and_punctuation_and_sends_the_later_spelling() -> None:
+    agreement = LocalAgreement()
+    deltas = run(agreement, ["Transcription.", "transcription services should keep..."], "Transcription services.")
+    assert deltas == ["transcription", " services."]
+
+
 def test_local_agreement_sends_nothing_while_decodes_disagree() -> None:
     agreement = LocalAgreement()
     assert agreement.hypothesis([Word("a")]) == []
@@ -196,3 +202,24 @@ def test_the_gate_lets_a_waiting_live_decode_in_between_windows() -> None:
         thread.join(5)
     assert order == ["window 1", "live", "window 2"]
     assert gate.batch_yields == 1 and gate.live_decodes == 1
+
+
+def test_the_gate_gives_the_batch_a_window_between_two_live_decodes() -> None:
+    gate = InferenceGate()
+    order: list[str] = []
+
+    def live() -> None:
+        with gate.live():
+            order.append("live")
+            time.sleep(0.05)
+
+    with gate.batch():
+        threads = [threading.Thread(target=live) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)  # both wait; the batch has had its slice
+        gate.between_windows()
+        order.append("window")
+    for thread in threads:
+        thread.join(5)
+    assert order == ["live", "window", "live"]

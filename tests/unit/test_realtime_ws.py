@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,12 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from helpers import InProcessServer
+from whisper_mcp.engines.base import BatchItem, Transcription
+from whisper_mcp.options import TranscribeOptions
+from whisper_mcp.server.realtime import protocol
+
+from fakes import FakeEngine
+from helpers import FIXTURES, InProcessServer, submit
 
 SECOND = bytes(48000)  # one second of PCM16 at 24 kHz (silence: the fake engine hears anything)
 
@@ -52,15 +58,22 @@ def server(tmp_path: Path) -> Iterator[InProcessServer]:
 
 
 def test_protocol_errors_say_why_and_the_socket_stays_open(server: InProcessServer) -> None:
-    with connect(url(server)) as ws:
+    with connect(url(server), subprotocols=["realtime"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "realtime"  # as browsers offer it
         assert recv(ws)["type"] == "session.created"
         ws.send("{not json")
         assert recv(ws)["error"]["code"] == "invalid_json"
         send(ws, type="response.create", event_id="ev_1")
         error = recv(ws)["error"]
         assert (error["code"], error["param"], error["event_id"]) == ("invalid_event_type", "type", "ev_1")
-        send(ws, type="session.update", session={"type": "transcription", "audio": {"input": {"voice": "x"}}})
-        assert recv(ws)["error"]["param"] == "session.audio.input.voice"
+        send(
+            ws,
+            type="session.update",
+            event_id="ev_2",
+            session={"type": "transcription", "audio": {"input": {"voice": "x"}}},
+        )
+        error = recv(ws)["error"]
+        assert (error["param"], error["event_id"]) == ("session.audio.input.voice", "ev_2")
         send(
             ws,
             type="session.update",
@@ -73,6 +86,12 @@ def test_protocol_errors_say_why_and_the_socket_stays_open(server: InProcessServ
         send(ws, type="session.update", session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
         updated = recv(ws)
         assert updated["type"] == "session.updated" and updated["session"]["audio"]["input"]["turn_detection"] is None
+
+
+def test_plain_http_is_told_to_upgrade(server: InProcessServer) -> None:
+    with server.client() as http:
+        answer = http.get("/v1/realtime")
+    assert answer.status_code == 426 and answer.json()["error"]["code"] == "upgrade_required"
 
 
 def test_a_committed_utterance_streams_deltas_and_is_kept(server: InProcessServer) -> None:
@@ -93,6 +112,13 @@ def test_a_committed_utterance_streams_deltas_and_is_kept(server: InProcessServe
         deltas = [delta["delta"], *(e["delta"] for e in rest if e["type"].endswith(".delta"))]
         assert "".join(deltas) == completed["transcript"] == "fake transcript of 3.0 seconds"
         assert completed["usage"] == {"type": "duration", "seconds": 3.0}
+        with server.client() as http:  # kept as it goes: a running job with the utterance so far
+            deadline = time.monotonic() + 10
+            while not (jobs := http.get("/jobs").json()["jobs"]):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            running = http.get(f"/jobs/{jobs[0]['job_id']}").json()
+            assert running["status"] == "processing" and running["partial_transcript"] == completed["transcript"]
         append(ws, SECOND)
         send(ws, type="input_audio_buffer.clear")
         until(ws, "input_audio_buffer.cleared")
@@ -118,6 +144,57 @@ def test_store_false_keeps_nothing(server: InProcessServer) -> None:
         until(ws, "conversation.item.input_audio_transcription.completed")
     with server.client() as http:
         assert http.get("/jobs").json()["total"] == 0
+
+
+def test_logprobs_come_with_each_word_when_included(tmp_path: Path) -> None:
+    with InProcessServer.start(tmp_path / "storage", FakeEngine(words=True)) as server, connect(url(server)) as ws:
+        recv(ws)
+        session = {
+            "type": "transcription",
+            "include": [protocol.LOGPROBS],
+            "audio": {"input": {"turn_detection": None}},
+        }
+        send(ws, type="session.update", session=session)
+        assert recv(ws)["session"]["include"] == [protocol.LOGPROBS]
+        append(ws, SECOND)
+        send(ws, type="input_audio_buffer.commit")
+        completed, before = until(ws, "conversation.item.input_audio_transcription.completed")
+    deltas = [e for e in before if e["type"].endswith(".delta")]
+    assert [p["token"] for d in deltas for p in d["logprobs"]] == completed["transcript"].split()
+    assert completed["logprobs"][0] == {
+        "token": "fake",
+        "logprob": pytest.approx(math.log(0.9)),
+        "bytes": list(b"fake"),
+    }
+
+
+class SlowFiles(FakeEngine):
+    """Files take 0.2 s a window; live decodes (no progress callback) are instant."""
+
+    def _transcribe(self, item: BatchItem, options: TranscribeOptions) -> Transcription:
+        if item.on_progress is None:
+            return Transcription("live words", "en", item.duration_hint)
+        return super()._transcribe(item, options)
+
+
+def test_a_live_utterance_does_not_wait_for_a_long_file(tmp_path: Path) -> None:
+    engine = SlowFiles(windows=40, window_seconds=0.2)  # an 8 s job
+    with InProcessServer.start(tmp_path / "storage", engine) as server, server.client() as http:
+        job = submit(http, FIXTURES / "short.wav")
+        assert engine.started.wait(10)
+        with connect(url(server, "intent=transcription&store=false")) as ws:
+            recv(ws)
+            send(ws, type="transcription_session.update", session={"turn_detection": None})
+            recv(ws)
+            append(ws, SECOND)
+            started = time.monotonic()
+            send(ws, type="input_audio_buffer.commit")
+            completed, _ = until(ws, "conversation.item.input_audio_transcription.completed")
+            waited = time.monotonic() - started
+        assert completed["transcript"] == "live words"
+        assert waited < 2.0  # a window or two of the file's, not its 8 s
+        assert http.get(f"/jobs/{job['job_id']}").json()["status"] == "processing"  # the file goes on
+        assert server.service.worker.gate.batch_yields >= 1
 
 
 def test_handshakes_are_refused_without_the_token_from_a_foreign_origin_and_beyond_the_limit(tmp_path: Path) -> None:

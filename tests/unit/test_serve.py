@@ -71,6 +71,7 @@ def test_flags_reach_the_app_and_uvicorn(served: Served, tmp_path: Path) -> None
     assert (protocol.max_connections, protocol.header_timeout, protocol.body_timeout) == (1000, 10.0, 60.0)
     assert served.uvicorn.pop("timeout_keep_alive") == 5.0
     assert served.uvicorn.pop("h11_max_incomplete_event_size") == 16 * 1024
+    assert served.uvicorn.pop("ws_max_size") == 21 * 1024 * 1024  # a live append's 15 MiB, as base64
     assert served.uvicorn == {
         "app": "the app", "host": "127.0.0.1", "port": 8123, "log_level": "warning", "access_log": False, "log_config": None,
     }  # fmt: skip

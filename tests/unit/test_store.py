@@ -431,3 +431,25 @@ def test_cache_lookup_matches_audio_model_options_and_engine(store: SQLJobStore)
     assert store.find_completed("ab" * 32, "tiny.en", opts, "ctranslate2/int8") is None
     assert store.find_completed("ab" * 32, "base", opts, "openai/float32") is None
     assert store.find_completed("ab" * 32, "tiny.en", TranscribeOptions(word_timestamps=True), "openai/float32") is None
+
+
+def test_a_live_session_is_kept_as_it_goes_and_completed_after_a_crash(
+    store: SQLJobStore, files: FileStore, reopen: Callable[[], SQLJobStore]
+) -> None:
+    queue = JobQueue(store, files, replica_id=OWNER, lease_seconds=GONE)  # its lease: run out at the crash
+    job = queue.start_live(request("live", audio_sha256="", audio_bytes=0, duration=0.0))
+    assert (job.status, job.attempts, job.started_at is not None) == (JobStatus.PROCESSING, 1, True)
+    assert store.claim_next(OWNER, LEASE, 2.0) is None  # no worker takes it
+    said = {"id": 0, "start": 0.5, "end": 1.5, "text": "hello"}
+    queue.live_utterance(job, said, {"text": "hello", "language": "en", "duration": 2.0, "segments": [said]})
+    assert queue.partial(job) == [said]
+    store.close()  # the process died mid-session
+
+    restarted = reopen()
+    try:
+        assert JobQueue(restarted, files).recover() == []
+        done = restarted.get("live")
+        assert done is not None and done.status is JobStatus.COMPLETED
+        assert files.read_result(job.key)["segments"] == [said]  # type: ignore[index]
+    finally:
+        restarted.close()

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import anyio
 import numpy as np
 from anyio import to_thread
 
@@ -28,6 +29,8 @@ from whisper_mcp.server.sharing import InferenceGate
 log = logging.getLogger("whisper_mcp.server.live")
 
 SAMPLE_RATE = 16000
+# Threads for live decodes: the one decoding and the next, ready when it ends.
+LIVE_THREADS = 2
 
 # (model, language, prompt, hotwords, word timings) -> the request a live
 # session's decodes use: the service's checks, as for a submission.
@@ -71,6 +74,9 @@ class LiveTranscription:
         self.max_sessions = settings.max_realtime_sessions or default_max_sessions()
         self._lock = threading.Lock()
         self.open_sessions = 0
+        # Live decodes run one at a time (the gate): the others wait here, in
+        # turn, rather than each holding a worker thread the app needs.
+        self._decoders: anyio.CapacityLimiter | None = None
 
     # -- admission ---------------------------------------------------------
 
@@ -117,7 +123,9 @@ class LiveTranscription:
                 raise outcome
             return outcome
 
-        return await to_thread.run_sync(run)
+        if self._decoders is None:
+            self._decoders = anyio.CapacityLimiter(LIVE_THREADS)
+        return await to_thread.run_sync(run, limiter=self._decoders)
 
     @staticmethod
     def detector() -> SpeechProbabilities:

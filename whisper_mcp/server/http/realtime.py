@@ -19,9 +19,12 @@ import logging
 from typing import Any
 
 import anyio
-from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from whisper_mcp.server.http.openai_errors import openai_error
 from whisper_mcp.server.http.realtime_auth import IDENTITY_STATE, RealtimeIdentity
 from whisper_mcp.server.live import TooManySessions
 from whisper_mcp.server.realtime import protocol
@@ -31,6 +34,7 @@ from whisper_mcp.server.service import TranscriptionService
 log = logging.getLogger("whisper_mcp.server.realtime")
 
 PATH = "/v1/realtime"
+REALTIME_SUBPROTOCOL = "realtime"
 # Close codes: the session limit (try again later), and a refused request.
 TRY_AGAIN_LATER = 1013
 POLICY_VIOLATION = 1008
@@ -39,10 +43,12 @@ _NO = ("false", "0", "no", "off")
 
 def routes(service: TranscriptionService) -> list[BaseRoute]:
     async def realtime(websocket: WebSocket) -> None:
-        # Who opened it (the access guard checked): a browser must be answered
-        # with a subprotocol it offered; a client secret brings its session.
+        # Browsers offer OpenAI's "realtime" subprotocol (beside credentials in
+        # others); a handshake that offers it fails unless it is chosen.
+        offered = websocket.scope.get("subprotocols") or []
+        await websocket.accept(subprotocol=REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None)
+        # Who opened it (the access guard checked): a client secret brings its session.
         identity: RealtimeIdentity | None = websocket.scope.get("state", {}).get(IDENTITY_STATE)
-        await websocket.accept(subprotocol=identity.subprotocol if identity else None)
         intent = websocket.query_params.get("intent", "transcription")
         if intent != "transcription":
             await _refuse(
@@ -63,7 +69,16 @@ def routes(service: TranscriptionService) -> list[BaseRoute]:
         finally:
             service.live.leave()
 
-    return [WebSocketRoute(PATH, realtime)]
+    async def not_upgraded(request: Request) -> Response:
+        return openai_error(
+            "This is a WebSocket: connect to ws://.../v1/realtime?intent=transcription "
+            "(OpenAI's Realtime transcription protocol), as client.realtime.connect(...) does.",
+            426,
+            code="upgrade_required",
+            headers={"upgrade": "websocket"},
+        )
+
+    return [WebSocketRoute(PATH, realtime), Route(PATH, not_upgraded, methods=["GET"])]
 
 
 async def _serve(

@@ -3,15 +3,20 @@ whisper_streaming (Macháček et al., 2023). The growing utterance is decoded
 again and again; a word is sent once two decodes in a row agree on it and on
 everything before it. The decode at the end of the utterance sends the rest.
 
-Words are compared by their text; the transcript is the words joined by
-single spaces, and each delta is its words with the space that joins them to
+Words are compared without case and without the punctuation around them
+(a decode cut off mid-sentence often ends it with a full stop), and sent as
+the later decode wrote them. The transcript is the words joined by single
+spaces, and each delta is its words with the space that joins them to
 what was sent before, so the deltas concatenate exactly to the transcript.
 """
 
 from __future__ import annotations
 
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+_PUNCTUATION = string.punctuation + "¿¡«»“”‘’…"
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,7 @@ class LocalAgreement:
             return []
         agreed = 0
         for a, b in zip(previous, words, strict=False):
-            if a.text != b.text:
+            if _key(a) != _key(b):
                 break
             agreed += 1
         if agreed <= len(self.sent) or not _same(words[: len(self.sent)], self.sent):
@@ -65,8 +70,12 @@ class LocalAgreement:
         return " " + text if text and len(self.sent) > len(new) else text
 
 
+def _key(word: Word) -> str:
+    return word.text.strip(_PUNCTUATION).casefold()
+
+
 def _same(a: Sequence[Word], b: Sequence[Word]) -> bool:
-    return [w.text for w in a] == [w.text for w in b]
+    return [_key(w) for w in a] == [_key(w) for w in b]
 
 
 __all__ = ["LocalAgreement", "Word", "words_of"]

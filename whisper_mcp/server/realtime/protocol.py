@@ -40,11 +40,19 @@ class ProtocolError(Exception):
     """A client event this server cannot act on: answered with an ``error``
     event (``invalid_request_error``), and the socket stays open."""
 
-    def __init__(self, message: str, *, code: str = "invalid_value", param: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "invalid_value",
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.param = param
+        self.kind = kind
         self.event_id: str | None = None  # the client event's, when it had one
 
 
@@ -314,7 +322,7 @@ def error(exc: ProtocolError) -> dict[str, Any]:
     return event(
         "error",
         error={
-            "type": "invalid_request_error",
+            "type": exc.kind,
             "code": exc.code,
             "message": exc.message,
             "param": exc.param,

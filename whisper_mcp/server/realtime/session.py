@@ -42,6 +42,9 @@ from whisper_mcp.server.realtime.turns import Turns
 log = logging.getLogger("whisper_mcp.server.realtime")
 
 DECODE_STEP_SECONDS = 1.0
+# An utterance is decoded as it grows up to this long (one decoding window);
+# server VAD commits one that goes on longer here and carries on in a new item.
+MAX_PARTIAL_SECONDS = 30.0
 # A commit needs at least this much audio (OpenAI's rule).
 MIN_COMMIT_SECONDS = 0.1
 # Decoding this far behind the audio received is reported ...
@@ -80,7 +83,6 @@ class RealtimeSession:
         self._previous_item: str | None = None
         self._wake = asyncio.Event()
         self._kept = KeptSession() if keep else None
-        self._decoded_upto = 0  # session sample the latest finished decode reached
         self._skipped = 0
         self._lag_said = -math.inf
         self._closing = False
@@ -108,11 +110,19 @@ class RealtimeSession:
     # -- client events ---------------------------------------------------------
 
     async def handle(self, message: str | bytes) -> None:
+        event: protocol.ClientEvent | None = None
         try:
             event = protocol.read_event(message)
             await self._act(event)
         except ProtocolError as exc:
+            if exc.event_id is None and event is not None:
+                exc.event_id = event.event_id
             await self._send(protocol.error(exc))
+        except Exception:  # ours, not the client's: said so, and the session goes on
+            log.exception("session %s: an event failed", self.id)
+            failed = ProtocolError(INTERNAL_ERROR, code="server_error", kind="server_error")
+            failed.event_id = event.event_id if event is not None else None
+            await self._send(protocol.error(failed))
 
     async def _act(self, event: protocol.ClientEvent) -> None:
         if event.session is not None:
@@ -120,7 +130,7 @@ class RealtimeSession:
         elif event.type == "input_audio_buffer.append":
             await self._append(event.audio)
         elif event.type == "input_audio_buffer.commit":
-            await self._commit(event.event_id)
+            await self._commit()
         elif event.type == "input_audio_buffer.clear":
             self._clear()
             await self._send(protocol.event("input_audio_buffer.cleared"))
@@ -129,11 +139,7 @@ class RealtimeSession:
         legacy = event.type == "transcription_session.update"
         assert event.session is not None
         config = protocol.update(self.config, event.session, legacy=legacy)
-        try:
-            request = self._resolve(config)
-        except ProtocolError as exc:
-            exc.event_id = event.event_id
-            raise
+        request = self._resolve(config)
         if config.format != self.config.format:
             self._decoder = Decoder(config.format)
         if config.turn_detection != self.config.turn_detection:
@@ -182,6 +188,8 @@ class RealtimeSession:
                     await self._speech_stopped(turn.ms)
             if self._current is None:  # silence: keep only what a start's padding may need
                 self._trim(self._received - self._padding())
+            elif self._received - self._current.start >= MAX_PARTIAL_SECONDS * SAMPLE_RATE:
+                await self._split()
         self._wake.set()
 
     def _padding(self) -> int:
@@ -213,16 +221,28 @@ class RealtimeSession:
         )
         await self._commit_until(end)
 
-    async def _commit(self, event_id: str | None) -> None:
+    async def _split(self) -> None:
+        """Speech that goes on past MAX_PARTIAL_SECONDS: committed as it
+        stands, and continued in a new item, as if a pause had come."""
+        assert self._current is not None
+        ms = self._received * 1000 // SAMPLE_RATE
+        await self._send(
+            protocol.event("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=self._current.item_id)
+        )
+        await self._commit_until(self._received)
+        self._current = Utterance(protocol.new_id("item"), self._received)
+        await self._send(
+            protocol.event("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=self._current.item_id)
+        )
+
+    async def _commit(self) -> None:
         if self._received - self._buffer_start < MIN_COMMIT_SECONDS * SAMPLE_RATE:
-            exc = ProtocolError(
+            raise ProtocolError(
                 f"Error committing input audio buffer: buffer too small. Expected at least "
                 f"{int(MIN_COMMIT_SECONDS * 1000)}ms of audio, but buffer only has "
                 f"{(self._received - self._buffer_start) * 1000 // SAMPLE_RATE}ms of audio.",
                 code="input_audio_buffer_commit_empty",
             )
-            exc.event_id = event_id
-            raise exc
         if self._current is None:
             self._current = Utterance(protocol.new_id("item"), self._buffer_start)
         await self._commit_until(self._received)
@@ -257,25 +277,34 @@ class RealtimeSession:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._committed:
-                await self._complete(self._committed.popleft())
-            if self._closing:
-                return
-            current = self._current
-            if current is None:
-                continue
-            upto = self._received
-            step = DECODE_STEP_SECONDS * SAMPLE_RATE
-            new = upto - current.start - current.decoded
-            if new < step:
-                continue
-            self._skipped += int(new // step) - 1 if current.decoded else 0
-            audio = self._buffer[current.start - self._buffer_start : upto - self._buffer_start].copy()
-            current.decoded = len(audio)
-            await self._partial(current, audio, upto)
-            self._wake.set()  # audio that came meanwhile, or a commit
+            try:
+                if not await self._decode_next():
+                    return
+            except Exception:  # a bug of ours must not silence the session's later utterances
+                log.exception("session %s: decoding failed", self.id)
 
-    async def _partial(self, utterance: Utterance, audio: np.ndarray, upto: int) -> None:
+    async def _decode_next(self) -> bool:
+        """Complete the committed utterances, then decode the one in progress
+        once again if it grew enough; False once the session has closed."""
+        while self._committed:
+            await self._complete(self._committed.popleft())
+        if self._closing:
+            return False
+        current = self._current
+        if current is None:
+            return True
+        step = DECODE_STEP_SECONDS * SAMPLE_RATE
+        new = self._received - current.start - current.decoded
+        if new < step or self._received - current.start > MAX_PARTIAL_SECONDS * SAMPLE_RATE:
+            return True  # too little new audio; or too long to decode again and again: its commit decodes it
+        self._skipped += int(new // step) - 1 if current.decoded else 0
+        audio = self._buffer[current.start - self._buffer_start :].copy()
+        current.decoded = len(audio)
+        await self._partial(current, audio)
+        self._wake.set()  # audio that came meanwhile, or a commit
+        return True
+
+    async def _partial(self, utterance: Utterance, audio: np.ndarray) -> None:
         try:
             result = await self._live.decode(audio, self._request, partial=True)
         except Exception:  # the utterance's last decode says what went wrong
@@ -284,7 +313,6 @@ class RealtimeSession:
         if utterance.audio is not None or self._current is not utterance:
             return  # committed or dropped meanwhile: its last decode speaks for it
         new = utterance.agreement.hypothesis(self._words(result))
-        self._decoded(upto)
         if new:
             await self._delta(utterance, new)
         await self._report_lag()
@@ -297,7 +325,6 @@ class RealtimeSession:
         except Exception as exc:
             await self._failed(utterance, exc)
             return
-        self._decoded(end)
         agreement = utterance.agreement
         rest = agreement.final(self._words(result))
         if rest:
@@ -363,12 +390,18 @@ class RealtimeSession:
             ]
         return words_of(result.text)
 
-    def _decoded(self, upto: int) -> None:
-        self._decoded_upto = max(self._decoded_upto, upto)
+    def _behind(self) -> int:
+        """Samples received that no decode has covered yet: from the first
+        committed utterance still waiting, or the utterance in progress past
+        its latest decode; none in silence."""
+        waiting = [u.start for u in self._committed]
+        if self._current is not None:
+            waiting.append(self._current.start + self._current.decoded)
+        return self._received - min(waiting, default=self._received)
 
     async def _report_lag(self) -> None:
         """Say how far decoding is behind the audio received, when that is far."""
-        behind = (self._received - self._decoded_upto) / SAMPLE_RATE
+        behind = self._behind() / SAMPLE_RATE
         now = time.monotonic()
         if behind < LAG_REPORT_SECONDS or now - self._lag_said < LAG_EVERY_SECONDS or self._closing:
             return
