@@ -149,7 +149,8 @@ class AccessGuard:
             try:
                 identity = await authenticate_websocket(scope, token=self._token_text, secrets=self._secrets)
             except RealtimeRefused as refused:
-                await _error(deny, path, refused.status, refused.code, refused.message)
+                challenge = {"www-authenticate": 'Bearer realm="whisper-mcp"'} if refused.status == 401 else None
+                await _error(deny, path, refused.status, refused.code, refused.message, challenge)
                 return
             scope.setdefault("state", {})[IDENTITY_STATE] = identity
             await self.app(scope, receive, send)
