@@ -76,6 +76,8 @@ class FakeSocket:
                 if len(buffered) >= SECOND:
                     await utterance(bytes(buffered))
                     buffered.clear()
+            elif event["type"] == "input_audio_buffer.clear":
+                await websocket.send_json({"type": "input_audio_buffer.cleared"})
             elif event["type"] == "input_audio_buffer.commit":
                 if buffered:
                     await utterance(bytes(buffered))
@@ -176,7 +178,7 @@ def test_the_microphone_streams_with_a_client_secret_and_text_appears(
     assert identity.session["audio"]["input"]["transcription"] == {"language": "en"}
     assert TOKEN not in json.dumps(fake.events)
     kinds = [e["type"] for e in fake.events]
-    assert kinds[0] == "session.update" and kinds[-1] == "input_audio_buffer.commit"
+    assert kinds[0] == "session.update" and kinds[-2:] == ["input_audio_buffer.commit", "input_audio_buffer.clear"]
     # The real microphone's pace: 24 kHz of PCM16 (48 KB/s), give or take the buffering.
     rate = len(fake.audio) / 2 / streamed
     assert 18000 < rate < 30000, rate

@@ -10,6 +10,10 @@ import asyncio
 import base64
 import io
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +28,7 @@ from whisper_mcp.client import live
 from whisper_mcp.client.cli import add_client_commands, run_client_command
 from whisper_mcp.engines.audio import probe_audio
 
-from helpers import FIXTURES
+from helpers import FIXTURES, ROOT
 
 TOKEN = "live-token"
 
@@ -181,6 +185,8 @@ class FakeRealtime:
                 appended += 1
                 if appended % 10 == 0:
                     await commit()
+            elif event["type"] == "input_audio_buffer.clear":
+                await socket.send(json.dumps({"type": "input_audio_buffer.cleared"}))
             elif event["type"] == "input_audio_buffer.commit":
                 if appended % 10 == 0:
                     error = {"code": "input_audio_buffer_commit_empty", "message": "buffer empty"}
@@ -232,10 +238,10 @@ def test_a_file_streams_and_each_utterance_prints_once(fake: Any, capsys: pytest
     assert out == "Utterance 1 done.\nUtterance 2 done.\nUtterance 3 done.\n"
     assert server.headers is not None and server.headers["Authorization"] == f"Bearer {TOKEN}"
     kinds = [e["type"] for e in server.received]
-    assert kinds[0] == "session.update" and kinds[-1] == "input_audio_buffer.commit"
-    assert set(kinds[1:-1]) == {"input_audio_buffer.append"} and len(kinds) == 2 + 24
+    assert kinds[0] == "session.update" and kinds[-2:] == ["input_audio_buffer.commit", "input_audio_buffer.clear"]
+    assert set(kinds[1:-2]) == {"input_audio_buffer.append"} and len(kinds) == 3 + 24
     assert server.received[0]["session"]["audio"]["input"]["transcription"] == {"language": "en"}
-    audio = b"".join(base64.b64decode(e["audio"]) for e in server.received[1:-1])
+    audio = b"".join(base64.b64decode(e["audio"]) for e in server.received[1:-2])
     assert len(audio) == pytest.approx(2.4 * 48000, abs=960)
 
 
@@ -292,3 +298,24 @@ def test_no_service_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
 
     assert run_live(f"http://127.0.0.1:{free_port()}", str(FIXTURES / "short.wav")) == 3
     assert "cannot reach the service" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_audio_and_finishes_the_last_words(fake: Any) -> None:
+    """A microphone on standard input, never closed: the first Ctrl-C stops
+    the audio and waits for its last utterance; exit 0."""
+    server, url = fake()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "WHISPER_MCP_TOKEN": TOKEN}
+    command = [sys.executable, "-m", "whisper_mcp", "live", "-", "--url", url, "--speed", "0"]
+    with subprocess.Popen(
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b"\0" * 4800 * 15)  # 1.5 s: one utterance by server VAD, half of the next
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"Utterance 1 done.\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out == b"Utterance 2 done.\n"
+    assert [e["type"] for e in server.received][-2:] == ["input_audio_buffer.commit", "input_audio_buffer.clear"]

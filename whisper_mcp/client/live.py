@@ -16,8 +16,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ REALTIME_PATH = "/v1/realtime?intent=transcription"
 FINISH_SECONDS = 120.0
 # An explicit commit with nothing left in the buffer (server VAD took it all).
 EMPTY_COMMIT = "input_audio_buffer_commit_empty"
+EXIT_INTERRUPTED = 130  # a second Ctrl-C, as a shell reports SIGINT
 # Refusals that say "not now" rather than "not this": exit 3, as for HTTP 429.
 BUSY = ("session_limit_reached",)
 
@@ -169,6 +173,36 @@ def stream_chunks(stream: BinaryIO, seconds: float = CHUNK_SECONDS) -> Iterator[
         yield pending
 
 
+async def read_ahead(chunks: Iterable[bytes], depth: int = 10) -> AsyncIterator[bytes]:
+    """``chunks``, produced on a thread of their own up to ``depth`` ahead:
+    decoding and reading standard input block, and the loop must go on
+    printing what the service sends. A daemon thread, so a read that never
+    returns (a pipe from a program that ignores Ctrl-C) cannot hold up the exit."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+    room = threading.Semaphore(depth)
+
+    def hand(item: bytes | BaseException | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def produce() -> None:
+        try:
+            for chunk in chunks:
+                room.acquire()
+                hand(chunk)
+            hand(None)
+        except BaseException as exc:  # handed to the loop, raised there
+            hand(exc)
+
+    threading.Thread(target=produce, name="live-audio", daemon=True).start()
+    while (item := await queue.get()) is not None:
+        if isinstance(item, BaseException):
+            raise item
+        room.release()
+        yield item
+
+
 async def paced(
     chunks: Iterable[bytes],
     speed: float,
@@ -180,10 +214,7 @@ async def paced(
     ``speed`` (0: at once). Pacing is against the start, so delays do not add up."""
     start = clock()
     sent_seconds = 0.0
-    pieces = iter(chunks)
-    # Decoding and reading standard input block: off the loop, which keeps
-    # printing what the service sends meanwhile.
-    while (chunk := await asyncio.to_thread(next, pieces, None)) is not None:
+    async for chunk in read_ahead(chunks):
         if speed > 0:
             due = start + sent_seconds / speed
             wait = due - clock()
@@ -238,7 +269,8 @@ class _State:
     failed: int = 0
     completed: int = 0
     sent_all: bool = False
-    final_commit_done: bool = False
+    interrupted: bool = False  # Ctrl-C stopped the audio
+    final_commit_done: bool = False  # the server has answered the commit at the end
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     def check(self) -> None:
@@ -271,11 +303,17 @@ async def stream(
         await socket.send(json.dumps(session_update(args)))
         receiver: asyncio.Task[Any] = asyncio.create_task(_receive(socket, state, printer))
         sender = asyncio.create_task(_send(socket, chunks, args.speed, state))
+        stop_on_interrupt(sender, state)
         try:
             # Until the audio is all sent, or either side fails.
             done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                task.result()
+                if task is sender and task.cancelled() and state.interrupted:
+                    # Ctrl-C: what was sent is the last utterance.
+                    state.sent_all = True
+                    await _finish(socket)
+                else:
+                    task.result()
             # Then until the last utterance is transcribed.
             waiter = asyncio.create_task(state.finished.wait())
             done, _ = await asyncio.wait(
@@ -297,13 +335,35 @@ async def stream(
     return EXIT_JOB_FAILED if state.failed else EXIT_OK
 
 
+def stop_on_interrupt(sender: asyncio.Task[Any], state: _State) -> None:
+    """The first Ctrl-C stops the audio and lets the last words finish; the
+    next one (Python's own handler again) quits at once."""
+    loop = asyncio.get_running_loop()
+
+    def interrupted() -> None:
+        loop.remove_signal_handler(signal.SIGINT)
+        state.interrupted = True
+        sender.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no signals here (Windows, a thread)
+        loop.add_signal_handler(signal.SIGINT, interrupted)
+
+
 async def _send(socket: ClientConnection, chunks: Iterable[bytes], speed: float, state: _State) -> None:
     async for chunk in paced(chunks, speed):
         event = {"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk).decode("ascii")}
         await socket.send(json.dumps(event))
     state.sent_all = True
-    # The rest of the buffer is the last utterance (or, without VAD, the only one).
+    await _finish(socket)
+
+
+async def _finish(socket: ClientConnection) -> None:
+    # The rest of the buffer is the last utterance (or, without VAD, the only
+    # one). The server answers events in order: once the clear after it is
+    # answered, every utterance there will be is committed (server VAD's
+    # while the audio came, and this one).
     await socket.send(json.dumps({"type": "input_audio_buffer.commit"}))
+    await socket.send(json.dumps({"type": "input_audio_buffer.clear"}))
 
 
 async def _receive(socket: ClientConnection, state: _State, printer: Printer) -> None:
@@ -328,8 +388,8 @@ def _on_event(event: dict[str, Any], state: _State, printer: Printer) -> None:
     item = str(event.get("item_id") or "")
     if kind == "input_audio_buffer.committed":
         state.pending.add(item)
-        if state.sent_all:
-            state.final_commit_done = True
+    elif kind == "input_audio_buffer.cleared":
+        state.final_commit_done = True
     elif kind == "conversation.item.input_audio_transcription.delta":
         printer.delta(item, str(event.get("delta") or ""))
     elif kind == "conversation.item.input_audio_transcription.completed":
@@ -345,7 +405,7 @@ def _on_event(event: dict[str, Any], state: _State, printer: Printer) -> None:
     elif kind == "error":
         error = event.get("error") or {}
         if error.get("code") == EMPTY_COMMIT and state.sent_all:
-            state.final_commit_done = True  # server VAD had committed everything already
+            pass  # server VAD had committed everything already
         elif error.get("code") in BUSY:
             raise LiveError(f"the service is busy: {error.get('message')}", EXIT_SERVICE)
         else:
@@ -379,6 +439,9 @@ def run_live(args: argparse.Namespace) -> int:
         chunks = stream_chunks(sys.stdin.buffer) if args.file == "-" else file_chunks(Path(args.file))
         printer = Printer(sys.stdout, sys.stdout.isatty())
         return asyncio.run(stream(url, console.token(args), chunks, args, printer, open_timeout=args.http_timeout))
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return EXIT_INTERRUPTED
     except LiveError as exc:
         hint = ""
         if exc.exit_code == EXIT_CREDENTIALS and not console.token(args):
