@@ -274,3 +274,10 @@ def test_any_json_is_taken_or_refused_in_words(session: object, expires: object)
             parse(value)
         except realtime_secrets.InvalidInput as exc:
             assert exc.message
+
+
+def test_a_session_the_socket_would_refuse_is_refused_at_once(server: InProcessServer) -> None:
+    session = {"type": "transcription", "audio": {"input": {"transcription": {"model": "no-such-model"}}}}
+    with server.client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        answer = client.post("/v1/realtime/client_secrets", json={"session": session})
+    assert answer.status_code == 400 and "no-such-model" in answer.json()["error"]["message"]

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -32,6 +32,7 @@ from whisper_mcp.server.http import dashboard, openai_api, realtime, realtime_au
 from whisper_mcp.server.http.security import AccessGuard, allowed_hosts, local_origins
 from whisper_mcp.server.mcp import build_mcp
 from whisper_mcp.server.metrics import Metrics
+from whisper_mcp.server.realtime.protocol import SessionConfig
 from whisper_mcp.server.realtime_secrets import ClientSecrets
 from whisper_mcp.server.service import TranscriptionService
 from whisper_mcp.server.uploads import UploadManager
@@ -158,6 +159,11 @@ def _exception_handlers(settings: Settings) -> dict[type[Exception], object]:
     return handlers
 
 
+def live_session_check(service: TranscriptionService) -> Callable[[SessionConfig], object]:
+    """What a client secret's session must pass: what the socket asks of a session."""
+    return lambda c: service.live.request(c.model, c.language, c.prompt, " ".join(c.keywords) or None, c.logprobs)
+
+
 def create_app(settings: Settings, service: TranscriptionService | None = None) -> Starlette:
     service = service if service is not None else build_service(settings)
     # Stateless: no MCP session lives in one process, so any replica answers
@@ -180,7 +186,7 @@ def create_app(settings: Settings, service: TranscriptionService | None = None) 
         routes=[
             *rest.routes(service),
             # Before the /v1 mount, which answers every other /v1 path.
-            *realtime_auth.routes(service.client_secrets),
+            *realtime_auth.routes(service.client_secrets, check=live_session_check(service)),
             *realtime.routes(service),
             *openai_api.routes(service),
             *dashboard.routes(),

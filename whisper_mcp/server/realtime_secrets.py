@@ -18,6 +18,7 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,9 +51,11 @@ class ClientSecrets:
     def __init__(self, store: SQLClientSecretStore) -> None:
         self._store = store
 
-    async def create(self, body: object) -> dict[str, Any]:
+    async def create(self, body: object, check: Callable[[SessionConfig], object] | None = None) -> dict[str, Any]:
         """A new secret for a request body in OpenAI's shape; the answer in
-        OpenAI's shape. ``InvalidInput`` in words for a body it cannot take."""
+        OpenAI's shape. ``InvalidInput`` in words for a body it cannot take;
+        ``check`` refuses a session the socket would refuse (a ``ServiceError``:
+        a model it does not serve, a language it does not know)."""
         if body is None:
             body = {}
         if not isinstance(body, dict):
@@ -62,6 +65,8 @@ class ClientSecrets:
             raise InvalidInput(f"Unknown field(s) {', '.join(unknown)}: send expires_after and session only.")
         ttl = parse_expires_after(body.get("expires_after"))
         session, config = parse_session(body.get("session"))
+        if check is not None:
+            check(config)
         value = SECRET_PREFIX + secrets.token_urlsafe(32)
         now = int(time.time())
         secret = ClientSecret(value, now, now + ttl, session)

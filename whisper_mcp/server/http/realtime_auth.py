@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,6 +35,7 @@ from starlette.types import Scope
 
 from whisper_mcp.errors import ServiceError
 from whisper_mcp.server.http.openai_errors import openai_error
+from whisper_mcp.server.realtime.protocol import SessionConfig
 from whisper_mcp.server.realtime_secrets import SECRET_PREFIX, ClientSecrets
 
 SUBPROTOCOL = "realtime"
@@ -112,7 +114,10 @@ async def authenticate_websocket(scope: Scope, *, token: str | None, secrets: Cl
     )
 
 
-def routes(secrets: ClientSecrets) -> list[Route]:
+def routes(secrets: ClientSecrets, check: Callable[[SessionConfig], object] | None = None) -> list[Route]:
+    """The client secrets route; ``check`` refuses a session the socket would
+    (a ``ServiceError`` in words), so a bad model is told at once."""
+
     async def create(request: Request) -> Response:
         raw = b""
         async for chunk in request.stream():
@@ -124,7 +129,7 @@ def routes(secrets: ClientSecrets) -> list[Route]:
         except ValueError:
             return openai_error("The body is not valid JSON.", 400, code="invalid_json")
         try:
-            return JSONResponse(await secrets.create(body))
+            return JSONResponse(await secrets.create(body, check))
         except ServiceError as exc:
             return openai_error(exc.message, exc.status_code, code=exc.code)
 
