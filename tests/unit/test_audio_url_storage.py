@@ -67,7 +67,7 @@ def test_a_schema_6_folder_migrates_and_runs_url_jobs(tmp_path: Path, monkeypatc
     conn.execute(V6_JOB)
     before = {row[0] for row in conn.execute("SELECT job_id FROM jobs")}
     monkeypatch.undo()
-    assert migrate(conn) == SCHEMA_VERSION == 7
+    assert migrate(conn) == SCHEMA_VERSION == 8
     assert conn.execute("SELECT COUNT(*) FROM jobs WHERE audio_url IS NOT NULL").fetchone() == (0,)
     conn.close()
 

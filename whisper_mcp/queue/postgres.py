@@ -31,6 +31,7 @@ from whisper_mcp.queue.migrations import (
     POSTGRES_BASELINE,
     POSTGRES_BASELINE_SQL,
     SCHEMA_VERSION,
+    TABLES,
     SchemaTooNew,
     UnusableDatabase,
     check_tables,
@@ -355,10 +356,11 @@ def _migrate(conn: psycopg.Connection, where: str) -> int:
 
 
 def _columns(conn: psycopg.Connection) -> dict[str, tuple[str, ...]]:
-    """Column names of each of our tables (jobs, uploads) the database has."""
+    """Column names of each of our tables (``TABLES``) the database has."""
     rows = conn.execute(
         "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema()"
-        " AND table_name IN ('jobs', 'uploads') ORDER BY table_name, ordinal_position"
+        " AND table_name = ANY(%s) ORDER BY table_name, ordinal_position",
+        (list(TABLES),),
     ).fetchall()
     tables: dict[str, tuple[str, ...]] = {}
     for table, column in rows:

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -21,6 +21,7 @@ from starlette.routing import Route
 from whisper_mcp import compat
 from whisper_mcp.config import Settings
 from whisper_mcp.engines.base import Engine
+from whisper_mcp.queue.client_secrets import SQLClientSecretStore
 from whisper_mcp.queue.files import FileStore
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.sqlite import SQLiteDatabase
@@ -29,10 +30,12 @@ from whisper_mcp.queue.store import Database, SQLJobStore, SQLUploadStore
 from whisper_mcp.server.audio_urls import AudioSources, BucketFetcher, Fetcher, HttpFetcher
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.egress import CallbackPolicy, literal_address
-from whisper_mcp.server.http import dashboard, openai_api, realtime, rest
+from whisper_mcp.server.http import dashboard, openai_api, realtime, realtime_auth, rest
 from whisper_mcp.server.http.security import AccessGuard, allowed_hosts, local_origins
 from whisper_mcp.server.mcp import build_mcp
 from whisper_mcp.server.metrics import Metrics
+from whisper_mcp.server.realtime.protocol import SessionConfig
+from whisper_mcp.server.realtime_secrets import ClientSecrets
 from whisper_mcp.server.service import TranscriptionService
 from whisper_mcp.server.uploads import UploadManager
 from whisper_mcp.server.worker import InferenceWorker
@@ -179,6 +182,7 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
         uploads=uploads,
         callbacks=callbacks,
         metrics=metrics,
+        client_secrets=ClientSecrets(SQLClientSecretStore(database)),
         sources=sources,
     )
 
@@ -190,6 +194,11 @@ def _exception_handlers(settings: Settings) -> dict[type[Exception], object]:
 
         handlers[psycopg.Error] = rest.storage_error
     return handlers
+
+
+def live_session_check(service: TranscriptionService) -> Callable[[SessionConfig], object]:
+    """What a client secret's session must pass: what the socket asks of a session."""
+    return lambda c: service.live.request(c.model, c.language, c.prompt, " ".join(c.keywords) or None, c.logprobs)
 
 
 def create_app(settings: Settings, service: TranscriptionService | None = None) -> Starlette:
@@ -213,7 +222,9 @@ def create_app(settings: Settings, service: TranscriptionService | None = None) 
         # our JSON errors rather than its plain-text 404.
         routes=[
             *rest.routes(service),
-            *realtime.routes(service),  # before /v1's catch-all
+            # Before the /v1 mount, which answers every other /v1 path.
+            *realtime_auth.routes(service.client_secrets, check=live_session_check(service)),
+            *realtime.routes(service),
             *openai_api.routes(service),
             *dashboard.routes(),
             Route("/mcp", endpoint=mcp_app),
@@ -226,6 +237,7 @@ def create_app(settings: Settings, service: TranscriptionService | None = None) 
                 token=settings.token or None,
                 allowed_origins=local_origins(settings.port) | set(settings.allowed_origins),
                 allowed_hosts=allowed_hosts(settings.host, settings.public_url, settings.allowed_hosts),
+                client_secrets=service.client_secrets,
             )
         ],
     )

@@ -46,6 +46,7 @@ from whisper_mcp.server.egress import redact_url
 from whisper_mcp.server.live import LiveTranscription
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.metrics import State as MetricState
+from whisper_mcp.server.realtime_secrets import ClientSecrets
 from whisper_mcp.server.results import (
     CompatFallback,
     Health,
@@ -161,9 +162,11 @@ class TranscriptionService:
         uploads: UploadManager,
         callbacks: CallbackSender,
         metrics: Metrics,
+        client_secrets: ClientSecrets,
         sources: AudioSources | None = None,
     ) -> None:
         self.settings = settings
+        self.client_secrets = client_secrets
         # The URL schemes a job may be sent as (None: none).
         self.sources = sources
         self.queue = queue
@@ -249,8 +252,9 @@ class TranscriptionService:
             await asyncio.sleep(self.settings.housekeeping_seconds)
 
     def sweep(self, now: float) -> None:
-        """Blocking: expire abandoned uploads and, past retention, ended jobs."""
+        """Blocking: expire abandoned uploads, unused client secrets and, past retention, ended jobs."""
         expired_uploads = self.uploads.sweep(now)
+        self.client_secrets.sweep(now)
         expired_jobs = 0
         if self.settings.retention_days > 0:
             expired_jobs = self.queue.expire(now - self.settings.retention_days * 86400)

@@ -302,6 +302,42 @@ def openapi_spec() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/realtime/client_secrets": {
+                "post": {
+                    "summary": "A single-use client secret for the live transcription socket (OpenAI-compatible)",
+                    "requestBody": {
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "expires_after": {
+                                            "type": "object",
+                                            "properties": {
+                                                "anchor": {"type": "string", "enum": ["created_at"]},
+                                                "seconds": {"type": "integer", "minimum": 10, "maximum": 600},
+                                            },
+                                        },
+                                        "session": {
+                                            "type": "object",
+                                            "description": "A transcription session, as session.update takes it.",
+                                        },
+                                    },
+                                }
+                            }
+                        }
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "The secret (value, expires_at) and the session it opens.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "400": {"description": "A field it cannot take, in OpenAI's error shape."},
+                        "413": {"description": "A body over 64 KiB."},
+                        **_COMMON,
+                    },
+                }
+            },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",
