@@ -99,8 +99,12 @@ def test_a_committed_utterance_streams_deltas_and_is_kept(server: InProcessServe
         recv(ws)
         send(ws, type="transcription_session.update", session={"turn_detection": None})
         assert recv(ws)["type"] == "transcription_session.updated"
+        decodes = len(server.engine.calls)
         append(ws, SECOND)
-        time.sleep(0.3)  # its first decode: no event, it has nothing to agree with yet
+        deadline = time.monotonic() + 10  # its first decode: no event, it has nothing to agree with yet
+        while len(server.engine.calls) == decodes:
+            assert time.monotonic() < deadline, "no decode of the first second"
+            time.sleep(0.01)
         append(ws, SECOND)
         delta, _ = until(ws, "conversation.item.input_audio_transcription.delta")
         assert delta["delta"] == "fake transcript of"  # what the decodes of 1 s and 2 s agree on
@@ -114,10 +118,11 @@ def test_a_committed_utterance_streams_deltas_and_is_kept(server: InProcessServe
         assert completed["usage"] == {"type": "duration", "seconds": 3.0}
         with server.client() as http:  # kept as it goes: a running job with the utterance so far
             deadline = time.monotonic() + 10
-            while not (jobs := http.get("/jobs").json()["jobs"]):
-                assert time.monotonic() < deadline
+            while not (jobs := http.get("/jobs").json()["jobs"]) or not (
+                running := http.get(f"/jobs/{jobs[0]['job_id']}").json()
+            ).get("partial_transcript"):
+                assert time.monotonic() < deadline, jobs
                 time.sleep(0.02)
-            running = http.get(f"/jobs/{jobs[0]['job_id']}").json()
             assert running["status"] == "processing" and running["partial_transcript"] == completed["transcript"]
         append(ws, SECOND)
         send(ws, type="input_audio_buffer.clear")
