@@ -22,8 +22,9 @@ import pytest
 import uvicorn
 
 from whisper_mcp.config import Settings
-from whisper_mcp.queue.files import new_key
+from whisper_mcp.queue.files import FileStore, new_key
 from whisper_mcp.queue.jobs import JobRequest
+from whisper_mcp.queue.store import SQLJobStore
 from whisper_mcp.server.app import build_service, create_app
 from whisper_mcp.server.connections import uvicorn_options
 from whisper_mcp.server.service import TranscriptionService
@@ -55,7 +56,8 @@ MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": 
 Engines = Callable[[str], "Transcriber"]
 
 __all__ = [
-    "FIXTURES", "LONG_AUDIO", "ROOT", "CallbackReceiver", "InProcessServer", "ServerProcess", "free_port", "request", "submit",
+    "FIXTURES", "LONG_AUDIO", "ROOT", "CallbackReceiver", "InProcessServer", "ServerProcess", "free_port", "queued",
+    "request", "submit",
     "tmpfs", "wait_done", "wait_status", "words",
     "wait_done", "wait_over_mcp", "wait_status", "words",
 ]  # fmt: skip
@@ -151,6 +153,14 @@ def request(job_id: str, **overrides: object) -> JobRequest:
     )
     values.update(overrides)
     return JobRequest(**values)  # type: ignore[arg-type]
+
+
+def queued(store: SQLJobStore, files: FileStore, job_id: str, **overrides: object) -> JobRequest:
+    """A job stored queued with its audio in place (bytes the fake engine never decodes)."""
+    req = request(job_id, **overrides)
+    files.audio_path(req.key).write_bytes(b"audio")
+    store.add(req, time.time())
+    return req
 
 
 class _Uvicorn(uvicorn.Server):
@@ -335,3 +345,48 @@ def batched(engine: Any, items: list[Any], options: Any, model: str = "tiny.en")
     before = engine.backend.batched_windows
     outcomes = engine.transcribe_batch(items, engine.registry.resolve(model), options)
     return outcomes, engine.backend.batched_windows - before
+
+
+Route = tuple[int, dict[str, str], bytes]  # status, headers, body
+
+
+class AudioServer:
+    """A local HTTP server for jobs sent as a URL: ``routes`` maps a path to
+    (status, headers, body); any other path is a 404. It records every
+    request (path, lower-case headers). Close it with ``close()``."""
+
+    def __init__(self, routes: dict[str, Route] | None = None) -> None:
+        self.routes: dict[str, Route] = dict(routes or {})
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                server.requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+                status, headers, body = server.routes.get(self.path.split("?")[0], (404, {}, b"not here"))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def serve(self, path: str, file: Path) -> str:
+        """Serve ``file`` at ``path``; its URL."""
+        self.routes[path] = (200, {"content-type": "audio/wav"}, file.read_bytes())
+        return self.url + path
+
+    def redirect(self, path: str, location: str, status: int = 302) -> str:
+        self.routes[path] = (status, {"location": location}, b"")
+        return self.url + path
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

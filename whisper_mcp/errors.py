@@ -98,6 +98,42 @@ class Unavailable(ServiceError):
     code = "unavailable"
 
 
+class DependencyUnavailable(Unavailable):
+    """A service this server depends on (the job database, an object store)
+    cannot be reached: every request that needs it is refused at once, in
+    words, until it is back, rather than after a connection timeout."""
+
+    code = "dependency_unavailable"
+
+
+class DatabaseUnavailable(DependencyUnavailable):
+    """The shared job database (PostgreSQL) cannot be reached."""
+
+    code = "database_unavailable"
+
+    def __init__(
+        self,
+        message: str = "The job database cannot be reached right now, so this request was not served"
+        " (nothing was changed). Try again in a few seconds: jobs already accepted are kept"
+        " and run once it is back.",
+    ) -> None:
+        super().__init__(message)
+
+
+class StorageUnavailable(DependencyUnavailable):
+    """The object store (--storage-url) did not answer, or refused the request."""
+
+    code = "storage_unavailable"
+
+
+class DataMissing(ServiceError):
+    """A file the job database says exists is not in storage: removed, or
+    written where this server does not look (replicas without shared storage)."""
+
+    status_code = 500
+    code = "data_missing"
+
+
 # errno values for "no space left": ENOSPC, EDQUOT (a quota).
 _NO_SPACE = frozenset({28, 122})
 
@@ -105,9 +141,11 @@ _NO_SPACE = frozenset({28, 122})
 def storage_fault(exc: BaseException) -> ServiceError | None:
     """The error to answer with when the disk or the database fails under a
     request (507 for a full disk or database, 503 for a database that is
-    away), or None for any other exception (a bug: 500)."""
+    away, or an object store), or None for any other exception (a bug: 500)."""
     import sqlite3  # stdlib; psycopg's errors are recognised without importing psycopg
 
+    if isinstance(exc, DependencyUnavailable):
+        return exc
     if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
         return InsufficientStorage("The server's disk is full; try again later.")
     if isinstance(exc, sqlite3.Error):

@@ -114,6 +114,14 @@ class ServerProcess:
         self.stop()
 
 
+def _parent(proc: Path) -> int | None:
+    """The parent process id of /proc/PID, if it is still there."""
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class PostgresCluster:
     """A throwaway PostgreSQL server in a temporary folder on a free loopback
     port, for tests and benchmarks. PostgreSQL refuses to run as root, so as
@@ -145,7 +153,10 @@ class PostgresCluster:
         if self._user is not None:
             shutil.chown(self.folder, self._user)
         run = lambda *cmd: subprocess.run([*self._as_user, *cmd], check=True, capture_output=True, text=True)  # noqa: E731
-        run(str(bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
+        if not self.data.exists():  # else started again after ``halt``
+            run(
+                str(bin_dir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"
+            )  # fmt: skip
         run(
             str(bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log_path), "-w", "-t", "60",
             "-o", f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off -c max_connections=200",
@@ -166,6 +177,26 @@ class PostgresCluster:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def halt(self) -> None:
+        """Stop the server as an operator does (``pg_ctl stop -m fast``),
+        keeping its data: ``start`` brings it back."""
+        bin_dir = self.binaries()
+        assert bin_dir is not None
+        subprocess.run(
+            [*self._as_user, str(bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
+            check=True,
+            capture_output=True,
+        )
+
+    def freeze(self, frozen: bool = True) -> None:
+        """SIGSTOP (or, ``frozen=False``, SIGCONT) the server and every
+        process of it: a database that hangs, its connections open."""
+        leader = int((self.data / "postmaster.pid").read_text().split()[0])
+        pids = [leader] + [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == leader]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
 
     def stop(self) -> None:
         bin_dir = self.binaries()

@@ -17,7 +17,8 @@ from schemathesis.checks import not_a_server_error
 from starlette.requests import Request
 
 from whisper_mcp.errors import ServiceError
-from whisper_mcp.queue.files import FileStore
+from whisper_mcp.queue.files import FileStore, IncomingFile
+from whisper_mcp.server.audio_urls import FetchFailed
 from whisper_mcp.server.http.bodies import read_multipart, read_raw
 
 from crafted_audio import crafted, mutated
@@ -143,7 +144,17 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessS
     comes from them, not from decoding."""
     root = tmp_path_factory.mktemp("fuzz-server")
     with InProcessServer.start(root / "storage", token=TOKEN, max_upload_mb=2) as srv:
+        # A generated audio_url may name any public host: its job fetches nothing.
+        assert srv.service.sources is not None
+        srv.service.sources.fetchers.update(http=NoNetwork(), https=NoNetwork())
         yield srv
+
+
+class NoNetwork:
+    """A fetcher that connects nowhere (no test sends traffic beyond loopback)."""
+
+    async def fetch(self, url: str, sink: IncomingFile) -> None:
+        raise FetchFailed("this test server fetches nothing")
 
 
 def test_api_never_answers_5xx(fuzz_server: InProcessServer) -> None:

@@ -29,6 +29,7 @@ from whisper_mcp.queue.migrations import (
     SchemaTooNew,
     UnrecognizedSchema,
     UnusableDatabase,
+    check_schema,
     infer_version,
     migrate,
     statements,
@@ -197,6 +198,8 @@ def expected_after(row: dict[str, Any], version: int) -> dict[str, Any]:
             callback_owner=None,
             callback_lease_until=None,
         )
+    if version < 7:
+        row["audio_url"] = None
     return row
 
 
@@ -205,8 +208,8 @@ def expected_after(row: dict[str, Any], version: int) -> dict[str, Any]:
 
 def test_migrations_are_numbered_in_order() -> None:
     assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
-    assert SCHEMA_VERSION == 6
-    assert [m.commit for m in MIGRATIONS] == [*RELEASES, "this release"]
+    assert SCHEMA_VERSION == 8
+    assert [m.commit for m in MIGRATIONS] == [*RELEASES, "this release", "this release", "this release"]
 
 
 def test_fresh_database_ends_at_schema_version(tmp_path: Path) -> None:
@@ -691,3 +694,20 @@ def test_a_transaction_cut_short_by_a_crash_is_rolled_back_not_refused(tmp_path:
         assert schema(conn) == schema(reference(SCHEMA_VERSION))
     finally:
         conn.close()
+
+
+def test_client_secrets_table_is_checked_like_the_others(tmp_path: Path) -> None:
+    """Schema 8 added client_secrets: a file at 8 without it is refused in
+    words, as one without its uploads table is; one at 7 gets it."""
+    path = tmp_path / "jobs.sqlite3"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for migration in MIGRATIONS[:7]:
+        for statement in statements(migration.sql):
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 7")
+    assert migrate(conn) == SCHEMA_VERSION
+    conn.execute("INSERT INTO client_secrets VALUES ('h', '{}', 1.0, 2.0)")
+    conn.execute("DROP TABLE client_secrets")
+    with pytest.raises(UnusableDatabase, match="has schema version 8 but no client_secrets table"):
+        check_schema(conn)
+    conn.close()

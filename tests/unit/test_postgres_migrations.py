@@ -78,3 +78,32 @@ def test_a_dropped_table_is_refused_in_words_and_not_made_again(postgres_url: st
     assert "no uploads table: restore it from a backup" in done.stderr
     with psycopg.connect(postgres_url) as conn:
         assert conn.execute("SELECT to_regclass('uploads')").fetchone() == (None,)
+
+
+def test_a_schema_6_database_gets_client_secrets_and_keeps_its_jobs(postgres_url: str) -> None:
+    """A database the release before client secrets made (schema 6, one job
+    in it) migrates to today's, and its secrets work across connections as
+    they must across replicas."""
+    from whisper_mcp.queue.client_secrets import SQLClientSecretStore
+    from whisper_mcp.queue.migrations import MIGRATIONS, POSTGRES_BASELINE_SQL
+    from whisper_mcp.queue.postgres import PostgresDatabase
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(POSTGRES_BASELINE_SQL)
+        conn.execute(MIGRATIONS[5].postgres)  # type: ignore[arg-type]
+        conn.execute("CREATE TABLE whisper_mcp_schema (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO whisper_mcp_schema VALUES (6)")
+        conn.execute(
+            "INSERT INTO jobs (job_id, key, status, model, audio_sha256, audio_bytes, duration, options, created_at)"
+            " VALUES ('old', 'k', 'completed', 'tiny.en', 'x', 1, 1.0, '{}', 1.0)"
+        )
+    assert migrate_postgres(postgres_url) == SCHEMA_VERSION == 8
+    one, other = PostgresDatabase(postgres_url), PostgresDatabase(postgres_url)
+    try:
+        SQLClientSecretStore(one).create("hash", '{"type": "transcription"}', 1.0, 9e9)
+        assert SQLClientSecretStore(other).redeem("hash", 2.0) == '{"type": "transcription"}'
+        assert SQLClientSecretStore(one).redeem("hash", 2.0) is None
+        assert one.run("SELECT job_id, status FROM jobs")[0] == [("old", "completed")]
+    finally:
+        one.close()
+        other.close()

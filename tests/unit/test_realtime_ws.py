@@ -100,8 +100,12 @@ def test_a_committed_utterance_streams_deltas_and_is_kept(server: InProcessServe
         recv(ws)
         send(ws, type="transcription_session.update", session={"turn_detection": None})
         assert recv(ws)["type"] == "transcription_session.updated"
+        decodes = len(server.engine.calls)
         append(ws, SECOND)
-        time.sleep(0.3)  # its first decode: no event, it has nothing to agree with yet
+        deadline = time.monotonic() + 10  # its first decode: no event, it has nothing to agree with yet
+        while len(server.engine.calls) == decodes:
+            assert time.monotonic() < deadline, "no decode of the first second"
+            time.sleep(0.01)
         append(ws, SECOND)
         delta, _ = until(ws, "conversation.item.input_audio_transcription.delta")
         assert delta["delta"] == "fake transcript of"  # what the decodes of 1 s and 2 s agree on
@@ -113,17 +117,14 @@ def test_a_committed_utterance_streams_deltas_and_is_kept(server: InProcessServe
         deltas = [delta["delta"], *(e["delta"] for e in rest if e["type"].endswith(".delta"))]
         assert "".join(deltas) == completed["transcript"] == "fake transcript of 3.0 seconds"
         assert completed["usage"] == {"type": "duration", "seconds": 3.0}
-        beams = [options.beam_size for _, options in server.engine.calls]
-        assert (
-            beams[:-1] == [1] * (len(beams) - 1) and beams[-1] is None
-        )  # greedy while it grows; the default at commit
+        beams = [options.beam_size for _, options in server.engine.calls]  # greedy while it grows
+        assert beams[:-1] == [1] * (len(beams) - 1) and beams[-1] is None  # the default beam at commit
         with server.client() as http:  # kept as it goes: a running job with the utterance so far
             deadline = time.monotonic() + 10
-            # The job is made, then the utterance stored in it: wait for both.
             while not (jobs := http.get("/jobs").json()["jobs"]) or not (
                 running := http.get(f"/jobs/{jobs[0]['job_id']}").json()
             ).get("partial_transcript"):
-                assert time.monotonic() < deadline
+                assert time.monotonic() < deadline, jobs
                 time.sleep(0.02)
             assert running["status"] == "processing" and running["partial_transcript"] == completed["transcript"]
         append(ws, SECOND)

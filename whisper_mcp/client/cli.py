@@ -1,4 +1,4 @@
-"""Client commands for a running service: ``transcribe``, ``status``, ``jobs``, ``watch``.
+"""Client commands for a running service: ``transcribe``, ``status``, ``jobs``, ``watch``, ``live``.
 
 ``add_client_commands(sub)`` adds them to an argparse sub-parser set and
 ``run_client_command(args)`` runs the parsed one. ``python -m
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from whisper_mcp.client import console
+from whisper_mcp.client import console, live
 from whisper_mcp.client.console import (
     EXIT_CODES_HELP,
     EXIT_CREDENTIALS,
@@ -50,7 +50,7 @@ from whisper_mcp.client.watch import run_watch
 from whisper_mcp.formats import FORMATS
 from whisper_mcp.queue.jobs import JOB_ID, JOB_STATUSES
 
-CLIENT_COMMANDS = ("transcribe", "status", "jobs", "watch")
+CLIENT_COMMANDS = ("transcribe", "status", "jobs", "watch", "live")
 
 __all__ = ["CLIENT_COMMANDS", "add_client_commands", "main", "run_client_command"]
 
@@ -107,7 +107,7 @@ def _transcription_options() -> argparse.ArgumentParser:
 
 
 def add_client_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``transcribe``, ``status``, ``jobs`` and ``watch`` to ``sub``; each sets
+    """Add ``transcribe``, ``status``, ``jobs``, ``watch`` and ``live`` to ``sub``; each sets
     ``args.client_handler``, which ``run_client_command`` calls."""
     common = _connection_options()
     transcription = _transcription_options()
@@ -200,6 +200,8 @@ def add_client_commands(sub: argparse._SubParsersAction) -> None:
         help="also transcribe symbolic links to files outside DIR (by default they are skipped)",
     )  # fmt: skip
     w.set_defaults(client_handler=_cmd_watch)
+
+    live.add_parser(sub, common)
 
 
 def run_client_command(args: argparse.Namespace) -> int:

@@ -55,6 +55,9 @@ class JobRequest:
     # The engine and compute type that serve it: part of the cache key, since
     # they give slightly different transcripts.
     engine: str = ""
+    # Where the job's run fetches its audio, as the client gave it (a job sent
+    # as a URL); the audio facts above stay empty until then.
+    audio_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,12 @@ class Job:
     cancel_requested: bool = False
     lease_owner: str | None = None
     lease_expires_at: float | None = None
+    audio_url: str | None = None
+
+    @property
+    def awaits_audio(self) -> bool:
+        """A job sent as a URL whose audio its run has not fetched yet."""
+        return self.audio_url is not None and not self.audio_sha256
 
     def eta_seconds(self, now: float) -> float | None:
         """Seconds left, once a first window is done; decoding speed is roughly even."""

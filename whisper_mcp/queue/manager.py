@@ -7,8 +7,8 @@ The worker, the service, the callback sender and the transports ask; they
 never write job rows or job files themselves. (The model is procrastinate's
 ``JobManager``.)
 
-State lives in the database (SQL in ``store.py``) and the files
-(``files.py``), so any replica answers for any job. A claim is a lease that
+State lives in the database (SQL in ``store.py``) and storage (the folder,
+``files.py``, or a bucket, ``objects.py``), so any replica answers for any job. A claim is a lease that
 the worker's heartbeat renews; a replica that dies stops renewing, and any
 replica then reclaims the job. Every method blocks (database, file I/O): call
 them from worker threads, never on the event loop.
@@ -16,17 +16,20 @@ them from worker threads, never on the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from whisper_mcp.errors import DatabaseUnavailable, DataMissing, StorageUnavailable
 from whisper_mcp.logs import job_event
 from whisper_mcp.options import PRIORITY_NAMES
-from whisper_mcp.queue.files import FileStore, StoredUpload
+from whisper_mcp.queue.files import StoredUpload
 from whisper_mcp.queue.jobs import DuplicateJob, Job, JobPage, JobRequest, JobStatus
 from whisper_mcp.queue.partial import PartialCursor
+from whisper_mcp.queue.storage import Storage
 from whisper_mcp.queue.store import SQLJobStore
 
 log = logging.getLogger("whisper_mcp.queue")
@@ -76,7 +79,7 @@ class JobQueue:
     def __init__(
         self,
         store: SQLJobStore,
-        files: FileStore,
+        files: Storage,
         *,
         replica_id: str = "local",
         lease_seconds: float = 30.0,
@@ -87,7 +90,7 @@ class JobQueue:
         self.files = files
         self.replica_id = replica_id
         self.lease_seconds = lease_seconds
-        # Several replicas share the database (and the storage folder).
+        # Several replicas share the database (and the storage folder, or a bucket).
         self.shared = store.db.shared
         self._delete_audio = delete_audio
         # A transcript is written only if the disk keeps this much free after it.
@@ -100,7 +103,24 @@ class JobQueue:
         store.db.listen(self._changed)
 
     def on_change(self, listener: Callable[[str], None]) -> None:
+        """``listener(job_id)`` after every change; an empty id when the
+        database is back after an outage (anything may have changed)."""
         self._listeners.append(listener)
+
+    def on_availability(self, listener: Callable[[bool], None]) -> None:
+        """``listener(False)`` when the shared database can no longer be reached, ``listener(True)`` when it is back."""
+        self._store.db.on_availability(listener)
+
+    def wait_available(self, timeout: float) -> bool:
+        """Whether the database can be reached, waiting up to ``timeout`` seconds for it."""
+        return self._store.db.wait_available(timeout)
+
+    def check_available(self) -> None:
+        """``DatabaseUnavailable`` (or ``StorageUnavailable``) now if the
+        database (or the object store) is known to be away."""
+        if not self._store.db.wait_available(0):
+            raise DatabaseUnavailable()
+        self.files.check_available()
 
     def _changed(self, job_id: str) -> None:
         for listener in self._listeners:
@@ -112,16 +132,22 @@ class JobQueue:
     # -- enqueue ----------------------------------------------------------
 
     def enqueue(
-        self, upload: StoredUpload, request: JobRequest, *, use_cache: bool = True, references: Sequence[bytes] = ()
+        self,
+        upload: StoredUpload | None,
+        request: JobRequest,
+        *,
+        use_cache: bool = True,
+        references: Sequence[bytes] = (),
     ) -> Job:
         """Store a job for ``upload`` (consumed on success), with its known
         speakers' ``references`` (recordings, in the order of
         ``request.options.known_speakers``). A transcript already made from the
         same audio, model, options and engine is reused: the job is stored
-        completed. Raises ``DuplicateJob`` if the id is taken."""
+        completed. No upload: a job sent as ``request.audio_url``, whose run
+        fetches its audio (``fetched``). Raises ``DuplicateJob`` if the id is taken."""
         earlier = (
             self._store.find_completed(request.audio_sha256, request.model, request.options, request.engine)
-            if use_cache
+            if use_cache and upload is not None
             else None
         )
         result = self.files.read_result(earlier.key) if earlier is not None else None
@@ -130,13 +156,14 @@ class JobQueue:
             try:
                 job = self._store.add(replace(request, cached_from=earlier.job_id), time.time())
             except BaseException:
-                self.files.discard(self.files.result_path(request.key))
+                self.files.discard_result(request.key)
                 raise
         else:
             # Audio lands in place first: a queued job always has its files.
             try:
                 self.files.write_references(request.key, list(references))
-                self.files.accept(upload, request.key)
+                if upload is not None:
+                    self.files.accept(upload, request.key)
                 job = self._store.add(request, time.time())
             except BaseException:
                 self.files.discard_audio(request.key)
@@ -222,7 +249,10 @@ class JobQueue:
                 running.written_at = time.monotonic()
             attempt = running.job.attempts
         if due:
-            cancel = self._store.progress(job_id, attempt, fraction)
+            try:
+                cancel = self._store.progress(job_id, attempt, fraction)
+            except DatabaseUnavailable:  # decoding goes on; its end is recorded once the database is back
+                cancel = False
             with self._lock:
                 if cancel is None:
                     running.lost = True
@@ -249,12 +279,13 @@ class JobQueue:
             pending, attempt = list(running.unwritten), running.job.attempts
         try:
             self.files.append_partial(running.job.key, attempt, pending)
-        except OSError as exc:
+        except (OSError, StorageUnavailable) as exc:
             log.warning("job %s: could not keep its partial transcript: %s", job_id, exc)
             return
         with self._lock:
             del running.unwritten[: len(pending)]
-        self._store.db.notify(job_id)  # other replicas' followers; this one's below
+        with contextlib.suppress(DatabaseUnavailable):  # other replicas' followers; this one's below
+            self._store.db.notify(job_id)
         self._changed(job_id)
 
     def partial(self, job: Job, cursor: PartialCursor | None = None) -> list[dict[str, object]]:
@@ -269,6 +300,20 @@ class JobQueue:
         """Copies of the runs this process holds now."""
         with self._lock:
             return tuple(replace(r) for r in self._running.values())
+
+    def fetched(self, job: Job, upload: StoredUpload, duration: float) -> Job:
+        """A run of a job sent as a URL has fetched its audio (``upload``,
+        consumed): stored as an upload's would have been, its facts recorded.
+        Raises ``LeaseLost`` if another replica holds the job now."""
+        self.files.accept(upload, job.key)
+        done = self._store.fetched(job.job_id, job.attempts, upload.sha256, upload.size, duration)
+        if done is None:
+            raise LeaseLost(job.job_id)
+        with self._lock:
+            if (running := self._running.get(job.job_id)) is not None:
+                running.job = done
+        self._changed(job.job_id)
+        return done
 
     def complete(self, job: Job, result: dict[str, object], language: str | None) -> str:
         """End a run with its transcript, or ``cancelled`` if a cancel came
@@ -311,7 +356,7 @@ class JobQueue:
         full): back to the queue, the attempt counted, so it is tried again
         once there is room, and fails with ``error`` after ``MAX_ATTEMPTS``
         tries. Returns ``queued``, ``failed`` or ``lost``."""
-        self.files.discard(self.files.result_path(job.key))  # a transcript half-written, if any
+        self.files.discard_result(job.key)  # a transcript half-written, if any
         held = self._held(job)
         if held is not None:
             return held
@@ -422,9 +467,8 @@ class JobQueue:
         if self._delete_audio:
             # Audio of ended jobs, or of uploads that died before their job was stored.
             live = self._store.active_keys()
-            self.files.remove_unowned(self.files.audio_dir, live, grace)
-            self.files.remove_unowned(self.files.speakers_dir, live, grace)
-        self.files.remove_unowned(self.files.incoming, set(), grace)
+            self.files.sweep_audio(live, grace)
+        self.files.sweep_incoming(grace)
         return again
 
     def reclaim_expired(self) -> list[str]:
@@ -462,7 +506,7 @@ class JobQueue:
         keys = self._store.expire_finished(before)
         for key in keys:
             self.files.discard_partial(key)
-            self.files.discard(self.files.result_path(key))
+            self.files.discard_result(key)
             self.files.discard_audio(key)
         return len(keys)
 
@@ -501,8 +545,17 @@ class JobQueue:
     def counts(self) -> dict[str, int]:
         return {status.value: self._store.count(status) for status in JobStatus}
 
-    def result(self, job: Job) -> dict[str, object] | None:
-        return self.files.read_result(job.key)
+    def result(self, job: Job) -> dict[str, object]:
+        """A completed job's transcript; ``DataMissing`` (in words, never an
+        empty transcript) if storage has none."""
+        result = self.files.read_result(job.key)
+        if result is None:
+            raise DataMissing(
+                f"The transcript of job {job.job_id!r} is not in storage: it was removed, or written where "
+                "this server does not look (replicas on separate machines need --storage-url). "
+                "Submit the file again."
+            )
+        return result
 
 
 __all__ = ["MAX_ATTEMPTS", "DuplicateJob", "JobCancelled", "JobQueue", "LeaseLost", "Running", "ShuttingDown"]

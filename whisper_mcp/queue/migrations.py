@@ -244,7 +244,50 @@ ALTER TABLE jobs ADD COLUMN callback_lease_until DOUBLE PRECISION;
 CREATE INDEX jobs_by_lease ON jobs (status, lease_expires_at);
 """,
     ),
+    # 7. A job may be sent as a URL that its run fetches: the URL, as the
+    #    client gave it, until then (the audio facts stay empty).
+    #    Data: none; every earlier job was sent as bytes (NULL).
+    Migration(
+        7,
+        "audio_url column",
+        "this release",
+        """
+ALTER TABLE jobs ADD COLUMN audio_url TEXT;
+""",
+        """
+ALTER TABLE jobs ADD COLUMN audio_url TEXT;
+""",
+    ),
+    # 8. Realtime client secrets (POST /v1/realtime/client_secrets): short-lived,
+    #    single-use, in the database so a browser may open its WebSocket on any
+    #    replica. Only a hash of each secret is kept; ``session`` is the
+    #    session configuration (JSON) the secret carries.
+    #    Data: none; a new table.
+    Migration(
+        8,
+        "realtime client secrets",
+        "this release",
+        """
+CREATE TABLE client_secrets (
+    secret_hash TEXT PRIMARY KEY,
+    session TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+""",
+        """
+CREATE TABLE client_secrets (
+    secret_hash TEXT PRIMARY KEY,
+    session TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+""",
+    ),
 )
+
+# Our tables, whose columns start-up checks against the file's version.
+TABLES = ("jobs", "uploads", "client_secrets")
 
 # PostgreSQL support arrived with schema 6: a new PostgreSQL database gets the
 # schema of version 5 at once (the tables as SQLite has them after migrations
@@ -463,9 +506,9 @@ def _path(conn: sqlite3.Connection) -> str:
 
 
 def _columns(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
-    """Column names of each of our tables (jobs, uploads) the file has."""
+    """Column names of each of our tables (``TABLES``) the file has."""
     tables = {}
-    for table in ("jobs", "uploads"):
+    for table in TABLES:
         cols = tuple(row[1] for row in conn.execute(f"PRAGMA table_info({table})"))
         if cols:
             tables[table] = cols

@@ -105,6 +105,12 @@ class SQLiteDatabase:
     def listen(self, callback: Callable[[str], None]) -> None:
         return None
 
+    def on_availability(self, callback: Callable[[bool], None]) -> None:
+        return None  # a file: its faults are each call's own
+
+    def wait_available(self, timeout: float) -> bool:
+        return True
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:

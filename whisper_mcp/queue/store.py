@@ -56,6 +56,13 @@ class Database(Protocol):
     def listen(self, callback: Callable[[str], None]) -> None:
         """Call ``callback(job_id)`` for changes made by other replicas."""
 
+    def on_availability(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(False)`` when the database can no longer be reached,
+        ``callback(True)`` when it is back (never, for SQLite)."""
+
+    def wait_available(self, timeout: float) -> bool:
+        """Whether the database can be reached, waiting up to ``timeout`` seconds for it."""
+
     def close(self) -> None: ...
 
 
@@ -63,7 +70,7 @@ _COLUMNS = (
     "job_id, key, status, filename, model, callback_url, audio_sha256, audio_bytes, duration, "
     "options, priority, cached_from, created_at, started_at, finished_at, attempts, error, "
     "detected_language, seq, callback_state, callback_attempts, callback_error, engine, "
-    "progress, cancel_requested, lease_owner, lease_expires_at"
+    "progress, cancel_requested, lease_owner, lease_expires_at, audio_url"
 )
 # Ending a job makes its callback due, in the same statement, so a crash can
 # never leave an ended job whose callback is forgotten.
@@ -110,9 +117,9 @@ class SQLJobStore:
             self.db.run(
                 "INSERT INTO jobs (job_id, key, status, filename, model, callback_url, audio_sha256,"
                 " audio_bytes, duration, options, priority, cached_from, started_at, finished_at,"
-                " detected_language, callback_state, engine, created_at)"
+                " detected_language, callback_state, engine, audio_url, created_at)"
                 " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
-                " (SELECT detected_language FROM jobs WHERE job_id = ?), ?, ?,"
+                " (SELECT detected_language FROM jobs WHERE job_id = ?), ?, ?, ?,"
                 # Evaluated under the write lock (SQLite): created_at strictly
                 # grows with seq, so sorting by created_at gives arrival order.
                 f" {self.db.greatest}(?, COALESCE((SELECT MAX(created_at) FROM jobs), 0) + 1e-6))",
@@ -134,6 +141,7 @@ class SQLJobStore:
                     request.cached_from,
                     "pending" if cached and request.callback_url else None,
                     request.engine,
+                    request.audio_url,
                     now,
                 ),
             )
@@ -283,6 +291,17 @@ class SQLJobStore:
             return None
         self.db.notify(job_id)
         return bool(rows[0][0])
+
+    def fetched(self, job_id: str, attempt: int, sha256: str, size: int, duration: float) -> Job | None:
+        """Record the audio a run fetched for a job sent as a URL; None if
+        this run no longer holds the job."""
+        job = self._one(
+            f"UPDATE jobs SET audio_sha256 = ?, audio_bytes = ?, duration = ? WHERE {_HELD} RETURNING {_COLUMNS}",
+            (sha256, size, duration, job_id, attempt),
+        )
+        if job is not None:
+            self.db.notify(job_id)
+        return job
 
     def complete(self, job_id: str, attempt: int, now: float, detected_language: str | None) -> bool:
         _, count = self.db.run(

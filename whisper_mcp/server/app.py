@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -21,16 +21,21 @@ from starlette.routing import Route
 from whisper_mcp import compat
 from whisper_mcp.config import Settings
 from whisper_mcp.engines.base import Engine
+from whisper_mcp.queue.client_secrets import SQLClientSecretStore
 from whisper_mcp.queue.files import FileStore
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.sqlite import SQLiteDatabase
+from whisper_mcp.queue.storage import Storage
 from whisper_mcp.queue.store import Database, SQLJobStore, SQLUploadStore
+from whisper_mcp.server.audio_urls import AudioSources, BucketFetcher, Fetcher, HttpFetcher
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.egress import CallbackPolicy, literal_address
-from whisper_mcp.server.http import dashboard, openai_api, realtime, rest
+from whisper_mcp.server.http import dashboard, openai_api, realtime, realtime_auth, rest
 from whisper_mcp.server.http.security import AccessGuard, allowed_hosts, local_origins
 from whisper_mcp.server.mcp import build_mcp
 from whisper_mcp.server.metrics import Metrics
+from whisper_mcp.server.realtime.protocol import SessionConfig
+from whisper_mcp.server.realtime_secrets import ClientSecrets
 from whisper_mcp.server.service import TranscriptionService
 from whisper_mcp.server.uploads import UploadManager
 from whisper_mcp.server.worker import InferenceWorker
@@ -80,12 +85,43 @@ def open_database(settings: Settings) -> Database:
     return SQLiteDatabase(database_path(settings))
 
 
+def open_storage(settings: Settings) -> Storage:
+    """The bucket of --storage-url, with --storage as its scratch space; else
+    the storage folder alone. ``ValueError`` if the bucket cannot be used."""
+    if settings.storage_url:
+        from whisper_mcp.queue.objects import ObjectStore, connect  # obstore only when used
+
+        url, endpoint, region = settings.storage_url, settings.storage_endpoint, settings.storage_region
+        quick = connect(url, endpoint=endpoint, region=region, quick=True)  # watches for the store's return
+        store = ObjectStore(connect(url, endpoint=endpoint, region=region), settings.storage, quick)
+        store.check()  # a bucket that cannot be used stops start-up, in one sentence
+        return store
+    return FileStore(settings.storage)
+
+
 def callback_policy(settings: Settings) -> CallbackPolicy:
     """Where callbacks may go: loopback too while the server itself listens
     only on loopback (a local set-up, whose receivers are local)."""
     address = literal_address(settings.host)
     loopback = settings.host.lower() == "localhost" or (address is not None and address.is_loopback)
     return CallbackPolicy(settings.callback_allow, allow_loopback=loopback)
+
+
+def audio_sources(settings: Settings, queue: JobQueue, policy: CallbackPolicy) -> AudioSources:
+    """Where jobs sent as a URL fetch their audio, by scheme: http(s) through
+    the callbacks' egress policy, within the upload limit. (An object store's
+    fetcher reads s3:// when the server has one.)"""
+    web = HttpFetcher(policy, max_bytes=settings.max_upload_bytes)
+    fetchers: dict[str, Fetcher] = {"https": web, "http": web}
+    if settings.storage_url:  # s3:// with the object store's credentials
+        fetchers["s3"] = BucketFetcher(settings.storage_endpoint, settings.storage_region)
+    return AudioSources(
+        fetchers,
+        queue,
+        max_bytes=settings.max_upload_bytes,
+        min_free_bytes=settings.min_free_bytes,
+        max_audio_seconds=settings.max_audio_seconds,
+    )
 
 
 def build_service(settings: Settings, engine: Engine | None = None) -> TranscriptionService:
@@ -97,7 +133,7 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
     # seconds go into importing torch and loading a model, and before the
     # storage folders are made.
     database = open_database(settings)
-    files = FileStore(settings.storage)
+    files = open_storage(settings)
     queue = JobQueue(
         SQLJobStore(database),
         files,
@@ -109,6 +145,8 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
     engine = engine if engine is not None else build_engine(settings)
     metrics = Metrics()
     default_model = engine.registry.resolve(settings.model, trusted=True).name
+    policy = callback_policy(settings)
+    sources = audio_sources(settings, queue, policy)
     worker = InferenceWorker(
         queue,
         engine,
@@ -117,6 +155,7 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
         batch_size=settings.batch_size,
         nice=settings.inference_nice,
         heartbeat_seconds=settings.heartbeat_seconds,
+        sources=sources,
     )
     uploads = UploadManager(
         SQLUploadStore(database),
@@ -130,13 +169,21 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
         public_url=settings.public_url or f"http://{settings.host}:{settings.port}",
         secret=settings.callback_secret,
         backoff=settings.callback_retry_delays,
-        policy=callback_policy(settings),
+        policy=policy,
         concurrency=settings.callback_concurrency,
     )
     # httpx logs each request's full URL at INFO: a callback URL's credentials with it.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     return TranscriptionService(
-        settings, queue=queue, engine=engine, worker=worker, uploads=uploads, callbacks=callbacks, metrics=metrics
+        settings,
+        queue=queue,
+        engine=engine,
+        worker=worker,
+        uploads=uploads,
+        callbacks=callbacks,
+        metrics=metrics,
+        client_secrets=ClientSecrets(SQLClientSecretStore(database)),
+        sources=sources,
     )
 
 
@@ -147,6 +194,11 @@ def _exception_handlers(settings: Settings) -> dict[type[Exception], object]:
 
         handlers[psycopg.Error] = rest.storage_error
     return handlers
+
+
+def live_session_check(service: TranscriptionService) -> Callable[[SessionConfig], object]:
+    """What a client secret's session must pass: what the socket asks of a session."""
+    return lambda c: service.live.request(c.model, c.language, c.prompt, " ".join(c.keywords) or None, c.logprobs)
 
 
 def create_app(settings: Settings, service: TranscriptionService | None = None) -> Starlette:
@@ -170,7 +222,9 @@ def create_app(settings: Settings, service: TranscriptionService | None = None) 
         # our JSON errors rather than its plain-text 404.
         routes=[
             *rest.routes(service),
-            *realtime.routes(service),  # before /v1's catch-all
+            # Before the /v1 mount, which answers every other /v1 path.
+            *realtime_auth.routes(service.client_secrets, check=live_session_check(service)),
+            *realtime.routes(service),
             *openai_api.routes(service),
             *dashboard.routes(),
             Route("/mcp", endpoint=mcp_app),
@@ -183,6 +237,7 @@ def create_app(settings: Settings, service: TranscriptionService | None = None) 
                 token=settings.token or None,
                 allowed_origins=local_origins(settings.port) | set(settings.allowed_origins),
                 allowed_hosts=allowed_hosts(settings.host, settings.public_url, settings.allowed_hosts),
+                client_secrets=service.client_secrets,
             )
         ],
     )

@@ -19,15 +19,17 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 from anyio import to_thread
 
+from whisper_mcp.errors import DataMissing, DependencyUnavailable
 from whisper_mcp.formats import render
 from whisper_mcp.queue.jobs import Job
 from whisper_mcp.queue.manager import JobQueue
-from whisper_mcp.server.egress import CallbackPolicy, CallbackRefused, Target, Unresolvable, redact_url
+from whisper_mcp.server.egress import CallbackPolicy, CallbackRefused, Target, Unresolvable, pinned, redact_url
 
 log = logging.getLogger("whisper_mcp.server.callbacks")
 
@@ -40,6 +42,8 @@ UNREACHABLE = "the receiver could not be reached (no connection or no answer in 
 REBOUND = "the callback_url's host now resolves to an address callbacks may not go to"
 # How much of a receiver's answer is read (its status is all that is used).
 ANSWER_BYTES = 4096
+# After a failed look for due callbacks (the database away or failing), the next look.
+RETRY_SECONDS = 1.0
 
 
 def delivery_id(job: Job) -> str:
@@ -105,16 +109,13 @@ class CallbackSender:
             try:
                 while True:
                     self._kick.clear()
-                    free = self._concurrency - len(in_flight)
-                    if free > 0:
-                        for job in await to_thread.run_sync(self._queue.due_callbacks, free, lease):
-                            task = asyncio.create_task(self._deliver(client, job), name=f"callback-{job.job_id}")
-                            in_flight.add(task)
-                            task.add_done_callback(finished)
-                    delay: float | None = None  # all slots busy: a delivery that ends kicks
-                    if len(in_flight) < self._concurrency:
-                        next_at = await to_thread.run_sync(self._queue.next_callback_at)
-                        delay = None if next_at is None else max(0.05, next_at - time.time())
+                    try:
+                        delay = await self._claim(client, in_flight, finished, lease)
+                    except DependencyUnavailable:  # an outage, logged where it is noticed: look again once it ends
+                        delay = RETRY_SECONDS
+                    except Exception:  # e.g. a full database: the loop must go on
+                        log.exception("could not look for due callbacks; trying again in %.0f s", RETRY_SECONDS)
+                        delay = RETRY_SECONDS
                     try:
                         await asyncio.wait_for(self._kick.wait(), delay)
                     except TimeoutError:
@@ -124,12 +125,36 @@ class CallbackSender:
                     task.cancel()
                 await asyncio.gather(*in_flight, return_exceptions=True)
 
+    async def _claim(
+        self,
+        client: httpx.AsyncClient,
+        in_flight: set[asyncio.Task[None]],
+        finished: Callable[[asyncio.Task[None]], None],
+        lease: float,
+    ) -> float | None:
+        """Start the deliveries that are due, as many as there are free
+        slots; how long until the next is due (None: until a kick)."""
+        free = self._concurrency - len(in_flight)
+        if free > 0:
+            for job in await to_thread.run_sync(self._queue.due_callbacks, free, lease):
+                task = asyncio.create_task(self._deliver(client, job), name=f"callback-{job.job_id}")
+                in_flight.add(task)
+                task.add_done_callback(finished)
+        if len(in_flight) >= self._concurrency:
+            return None  # all slots busy: a delivery that ends kicks
+        next_at = await to_thread.run_sync(self._queue.next_callback_at)
+        return None if next_at is None else max(0.05, next_at - time.time())
+
     async def payload(self, job: Job) -> dict[str, Any]:
         body: dict[str, Any] = {"job_id": job.job_id, "delivery_id": delivery_id(job), "status": job.status.value}
         if job.status.value == "completed":
-            result = await to_thread.run_sync(self._queue.result, job) or {}
-            body["transcript"] = render(result, "txt")  # the same text /download serves
-            body["language"] = result.get("language")
+            try:
+                result = await to_thread.run_sync(self._queue.result, job)
+            except DataMissing as exc:  # said, rather than an empty transcript or no callback ever
+                body["error"] = exc.message
+            else:
+                body["transcript"] = render(result, "txt")  # the same text /download serves
+                body["language"] = result.get("language")
             body["download_url"] = f"{self._public_url}/download/{job.job_id}"
         else:
             body["error"] = job.error
@@ -139,7 +164,9 @@ class CallbackSender:
     async def _deliver(self, client: httpx.AsyncClient, job: Job) -> None:
         try:
             await self._attempt(client, job)
-        except Exception:  # e.g. the database is away: the lease runs out and it is tried again
+        except DependencyUnavailable:  # an outage (logged where it is noticed): its lease runs out, tried again
+            log.info("callback for job %s: its attempt waits for the job database or the object store", job.job_id)
+        except Exception:  # e.g. a full database: the lease runs out and it is tried again
             log.exception("callback for job %s could not be attempted", job.job_id)
 
     async def _attempt(self, client: httpx.AsyncClient, job: Job) -> None:
@@ -187,13 +214,11 @@ class CallbackSender:
         """POST to the address the policy vets now (DNS rebinding), under the
         URL's own name; the receiver's status code."""
         target: Target = await self.policy.check(url)
-        extensions = {"sni_hostname": target.server_name} if target.server_name else None
         # Only the status is used: the answer is read as sent (never
         # decompressed), up to ANSWER_BYTES (one network read past it at
         # most), and the connection closed, so a receiver's huge or
         # compressed answer costs no memory.
-        headers = {**headers, "host": target.host_header, "accept-encoding": "identity"}
-        async with client.stream("POST", target.url, content=body, headers=headers, extensions=extensions) as response:
+        async with pinned(client, "POST", target, headers, body) as response:
             read = 0
             async for chunk in response.aiter_raw():
                 read += len(chunk)

@@ -150,6 +150,13 @@ class JobChanges(Generic[S]):
             watched.wake()
         self._wake_queued()
 
+    def wake_all(self) -> None:
+        """Wake every waiter now, each to read its job again (e.g. the
+        database went away: each then finds out, and says so)."""
+        for watched in self._jobs.values():
+            watched.changes += 1
+            watched._wake_all()
+
     def _queue_changed(self) -> None:
         for watched in self._jobs.values():
             queued = [w for w in watched.waiters if w.queued]

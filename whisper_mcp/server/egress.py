@@ -29,7 +29,8 @@ import asyncio
 import enum
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -227,11 +228,11 @@ def literal_address(host: str) -> IPAddress | None:
     return None
 
 
-def _name_refused(host: str) -> str:
+def _name_refused(host: str, field: str = "callback_url", what: str = "callbacks") -> str:
     """The one answer for a host name that does not resolve or resolves to an
-    address callbacks may not go to."""
+    address callbacks (or ``what``) may not go to."""
     return (
-        f"callback_url refused: its host {host!r} does not resolve here to an address callbacks may go to "
+        f"{field} refused: its host {host!r} does not resolve here to an address {what} may go to "
         "(public addresses, and those the server's operator allows with --callback-allow)."
     )
 
@@ -273,11 +274,11 @@ class CallbackPolicy:
         self._resolver = resolver or system_resolver
         self._resolve_seconds = resolve_seconds
 
-    def _refusal(self, ip: IPAddress, host_allowed: bool) -> str | None:
-        """Why callbacks may not go to ``ip``, or None if they may."""
+    def _refusal(self, ip: IPAddress, host_allowed: bool, what: str = "callbacks") -> str | None:
+        """Why callbacks (or ``what``) may not go to ``ip``, or None if they may."""
         where = reach(ip)
         if where is Reach.NEVER:
-            return "a link-local, cloud-metadata, multicast, unspecified or reserved address; callbacks never go there"
+            return f"a link-local, cloud-metadata, multicast, unspecified or reserved address; {what} never go there"
         carried = embedded_v4(ip)
         if host_allowed or self._allowed(ip) or (carried and all(self._allowed(v4) for v4 in carried)):
             return None
@@ -285,7 +286,7 @@ class CallbackPolicy:
             if self._allow_loopback:
                 return None
             return (
-                "a loopback address, which callbacks may reach only when the server listens on loopback "
+                f"a loopback address, which {what} may reach only when the server listens on loopback "
                 "or its operator allows it with --callback-allow"
             )
         if where is Reach.INTERNAL:
@@ -295,34 +296,36 @@ class CallbackPolicy:
     def _allowed(self, ip: IPAddress) -> bool:
         return _within(ip, self._networks)
 
-    async def check(self, url: str) -> Target:
+    async def check(self, url: str, *, field: str = "callback_url", what: str = "callbacks") -> Target:
         """Where a delivery to ``url`` goes now; ``CallbackRefused`` (or
         ``Unresolvable``) saying why it may not. For a host name, the message
         is one and the same whether it does not resolve or resolves to an
         address refused, so that answers do not tell which internal names
-        exist; ``detail`` (for the server's log) says which."""
+        exist; ``detail`` (for the server's log) says which. ``field`` and
+        ``what``: the request's field and its connections, as messages name
+        them (another use of the same policy: ``audio_url``, audio fetches)."""
         try:
             parsed = httpx.URL(url)
             port = parsed.port or (443 if parsed.scheme == "https" else 80)
         except (httpx.InvalidURL, ValueError):
-            raise CallbackRefused(f"callback_url {redact_url(url)!r} is not a valid URL.") from None
+            raise CallbackRefused(f"{field} {redact_url(url)!r} is not a valid URL.") from None
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise CallbackRefused(f"callback_url must be an http:// or https:// URL, got {redact_url(url)!r}.")
+            raise CallbackRefused(f"{field} must be an http:// or https:// URL, got {redact_url(url)!r}.")
         host = parsed.host.lower().rstrip(".")
         literal = literal_address(host)
         if literal is not None:
             addresses: list[IPAddress] = [literal]
         else:
-            addresses = await self._resolve(host, port)
+            addresses = await self._resolve(host, port, field, what)
         host_allowed = literal is None and host in self._hosts
         for ip in addresses:
-            reason = self._refusal(ip, host_allowed)
+            reason = self._refusal(ip, host_allowed, what)
             if reason is None:
                 continue
             shown = _shown(ip)
             if literal is not None:
-                raise CallbackRefused(f"callback_url refused: {shown} is {reason}.")
-            raise CallbackRefused(_name_refused(host), detail=f"{host} resolves to {shown}, {reason}")
+                raise CallbackRefused(f"{field} refused: {shown} is {reason}.")
+            raise CallbackRefused(_name_refused(host, field, what), detail=f"{host} resolves to {shown}, {reason}")
         address = str(addresses[0])
         return Target(
             url=parsed.copy_with(host=address),
@@ -331,7 +334,7 @@ class CallbackPolicy:
             address=address,
         )
 
-    async def _resolve(self, host: str, port: int) -> list[IPAddress]:
+    async def _resolve(self, host: str, port: int, field: str, what: str) -> list[IPAddress]:
         try:
             async with asyncio.timeout(self._resolve_seconds):
                 found = await self._resolver(host, port)
@@ -339,5 +342,25 @@ class CallbackPolicy:
         except (OSError, TimeoutError, UnicodeError):
             addresses = []
         if not addresses:
-            raise Unresolvable(_name_refused(host), detail=f"{host} does not resolve to an address")
+            raise Unresolvable(_name_refused(host, field, what), detail=f"{host} does not resolve to an address")
         return addresses
+
+
+@asynccontextmanager
+async def pinned(
+    client: httpx.AsyncClient,
+    method: str,
+    target: Target,
+    headers: Mapping[str, str],
+    content: bytes | None = None,
+) -> AsyncIterator[httpx.Response]:
+    """A request to the address ``check`` vetted just now (not to whatever the
+    name resolves to by the time it connects), under the URL's own name: its
+    Host header and TLS server name. The answer streams; it is read as sent
+    (``accept-encoding: identity``), so its size is what arrives. The client
+    must not follow redirects (each hop is a new ``check``) nor keep
+    connections alive (each goes to its own vetted address and name)."""
+    extensions = {"sni_hostname": target.server_name} if target.server_name else None
+    headers = {**headers, "host": target.host_header, "accept-encoding": "identity"}
+    async with client.stream(method, target.url, content=content, headers=headers, extensions=extensions) as response:
+        yield response

@@ -24,6 +24,7 @@ from whisper_mcp.errors import INTERNAL_ERROR, ServiceError, storage_fault
 from whisper_mcp.formats import FORMATS, MEDIA_TYPES
 from whisper_mcp.options import MAX_SPEAKERS
 from whisper_mcp.queue.jobs import JOB_STATUSES
+from whisper_mcp.server.audio_urls import MAX_URL_CHARS
 from whisper_mcp.server.results import ChunkReceived, Health, JobPage, JobRecord, Models, UploadStarted, UploadUrl
 from whisper_mcp.server.service import SUBMISSION_FIELDS, Submission, TranscriptionService
 
@@ -45,7 +46,8 @@ the server keeps loaded. It accepts {ACCEPTED_AUDIO}. Work is asynchronous:
 1. Queue the recording, which returns a job_id at once:
    - a file on your disk: create_upload_url(), then run the curl command it gives;
    - a tiny clip you hold in memory (under about 10 KB of base64): transcribe_wav(audio_base64=...);
-   - a large file from a program: begin_upload, upload_chunk..., transcribe_wav(upload_id=...).
+   - a large file from a program: begin_upload, upload_chunk..., transcribe_wav(upload_id=...);
+   - a recording at an http(s) link: transcribe_wav(audio_url=...); the job fetches it.
 2. check_transcription_status(job_id, wait_seconds=45) waits for the job and returns
    the transcript when status is "completed" (or the reason when "failed").
    Call it again while status is "queued", "processing" or "waiting_for_upload"
@@ -148,8 +150,8 @@ CallbackArg = Annotated[str | None, Field(description="http(s) URL that receives
 
 # Tool annotations (MCP hints; Codex runs a tool unasked only when it is read-only,
 # or neither destructive nor open-world). openWorldHint is false throughout: every
-# tool acts on this service's own queue (a callback_url is called back, but only
-# the URL the caller itself named).
+# tool acts on this service's own queue (a callback_url is called back, and an
+# audio_url fetched, but only the URL the caller itself named).
 READ_ONLY = {"readOnlyHint": True, "openWorldHint": False}
 # Adds work (a job, an upload, a URL) and never changes or removes what exists.
 # Not idempotent as a tool: a repeat adds another unless the arguments pin it down.
@@ -291,6 +293,14 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
             str | None,
             Field(description="The id from begin_upload, once every chunk is sent. Instead of audio_base64."),
         ] = None,
+        audio_url: Annotated[
+            str | None,
+            Field(
+                max_length=MAX_URL_CHARS,
+                description="Instead of the bytes: an http:// or https:// URL of the recording (e.g. a "
+                "pre-signed link). The job fetches it when it runs; if that fails, the job fails saying why.",
+            ),
+        ] = None,
         filename: FilenameArg = None,
         job_id: JobIdArg = None,
         model: ModelArg = None,
@@ -326,16 +336,22 @@ def build_mcp(service: TranscriptionService) -> FastMCP:
     ) -> JobRecord:
         """Queue a recording for transcription and return its job_id immediately.
 
-        This does not wait for the transcript: call check_transcription_status with
-        the returned job_id (and wait_seconds up to 50) to get it. The same audio
+        Send exactly one of audio_base64, upload_id or audio_url (a link the job
+        fetches when it runs). This does not wait for the transcript: call
+        check_transcription_status with the returned job_id (and wait_seconds up to 50) to get it. The same audio
         with the same model and options returns a cached transcript at once.
         """
         arguments = locals()
-        if (audio_base64 is None) == (upload_id is None):
-            raise ToolError("Give exactly one of audio_base64 (the file itself) or upload_id (from begin_upload).")
+        if sum(source is not None for source in (audio_base64, upload_id, audio_url)) != 1:
+            raise ToolError(
+                "Give exactly one of audio_base64 (the file itself), upload_id (from begin_upload) "
+                "or audio_url (where to fetch it)."
+            )
 
         async def submit() -> JobRecord:
             submission = _submission(arguments)  # refuses bad known speakers in words
+            if audio_url is not None:
+                return await service.submit_url(submission)
             if upload_id is not None:
                 return await service.submit_upload(upload_id, submission)
             return await service.submit_bytes(decode_base64(audio_base64 or "", "audio_base64"), submission)

@@ -74,6 +74,8 @@ class JobRecord(TypedDict):
     download_url: NotRequired[str]
     resources: NotRequired[dict[str, str]]
     callback: NotRequired[CallbackState]
+    # A job sent as a URL: where its audio is fetched from (user info and query values hidden).
+    audio_url: NotRequired[str]
     expires_at: NotRequired[float]
     note: NotRequired[str]
 
@@ -216,6 +218,8 @@ def job_record(job: Job) -> JobRecord:
     if job.status is JobStatus.COMPLETED:
         record["download_url"] = f"/download/{job.job_id}"
         record["resources"] = {fmt: f"transcript://{job.job_id}/{fmt}" for fmt in FORMATS}
+    if job.audio_url is not None:
+        record["audio_url"] = redact_url(job.audio_url)
     if job.callback_url is not None:
         record["callback"] = {
             "url": redact_url(job.callback_url),  # delivered to the real one

@@ -24,7 +24,7 @@ from whisper_mcp.diarization import DIARIZER_NAME
 from whisper_mcp.diarization.references import KnownSpeaker, read_reference
 from whisper_mcp.engines.audio import probe_audio
 from whisper_mcp.engines.base import Engine, engine_label
-from whisper_mcp.errors import Conflict, InvalidAudio, InvalidInput, JobNotFound, NotReady
+from whisper_mcp.errors import Conflict, DependencyUnavailable, InvalidAudio, InvalidInput, JobNotFound, NotReady
 from whisper_mcp.formats import FORMATS, render
 from whisper_mcp.logs import job_event
 from whisper_mcp.options import (
@@ -39,12 +39,14 @@ from whisper_mcp.queue.files import IncomingFile, StoredUpload, new_key
 from whisper_mcp.queue.jobs import FINISHED_STATUSES, JOB_ID, DuplicateJob, Job, JobRequest, JobStatus
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.partial import PartialCursor
+from whisper_mcp.server.audio_urls import AudioSources, url_filename
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.changes import JobChanges, Waiter
 from whisper_mcp.server.egress import redact_url
 from whisper_mcp.server.live import LiveTranscription
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.metrics import State as MetricState
+from whisper_mcp.server.realtime_secrets import ClientSecrets
 from whisper_mcp.server.results import (
     CompatFallback,
     Health,
@@ -136,6 +138,8 @@ class Submission:
     # Known speakers to name (diarize only): (name, audio data URL), paired and
     # checked by the transport with ``diarization.references.pair``.
     known_speakers: Sequence[tuple[str, str]] | None = None
+    # Instead of the audio itself: where the job's run fetches it (``submit_url``).
+    audio_url: str | None = None
 
 
 # The fields transports take by name, one value each (form fields, tool
@@ -158,8 +162,13 @@ class TranscriptionService:
         uploads: UploadManager,
         callbacks: CallbackSender,
         metrics: Metrics,
+        client_secrets: ClientSecrets,
+        sources: AudioSources | None = None,
     ) -> None:
         self.settings = settings
+        self.client_secrets = client_secrets
+        # The URL schemes a job may be sent as (None: none).
+        self.sources = sources
         self.queue = queue
         self.engine = engine
         self.worker = worker
@@ -178,6 +187,7 @@ class TranscriptionService:
         self.live = LiveTranscription(settings, queue, engine, worker.gate, self._live_request, metrics)
         metrics.watch(self._metric_state)
         queue.on_change(self._job_changed)
+        queue.on_availability(self._availability_changed)
         self._loop: asyncio.AbstractEventLoop | None = None
         # Streams and long polls, each woken by its own job's changes, and
         # each job's latest snapshot, read once per change for all of them.
@@ -221,6 +231,8 @@ class TranscriptionService:
             asyncio.create_task(self.callbacks.run(), name="callbacks"),
             asyncio.create_task(self._housekeeping(), name="housekeeping"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(_report_end)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -231,13 +243,18 @@ class TranscriptionService:
         while True:
             try:
                 await to_thread.run_sync(self.sweep, time.time())
+            except (
+                DependencyUnavailable
+            ):  # an outage (database, object store), logged where it is noticed: sweep next time
+                pass
             except Exception:  # a failed sweep must not end the loop
                 log.exception("housekeeping failed")
             await asyncio.sleep(self.settings.housekeeping_seconds)
 
     def sweep(self, now: float) -> None:
-        """Blocking: expire abandoned uploads and, past retention, ended jobs."""
+        """Blocking: expire abandoned uploads, unused client secrets and, past retention, ended jobs."""
         expired_uploads = self.uploads.sweep(now)
+        self.client_secrets.sweep(now)
         expired_jobs = 0
         if self.settings.retention_days > 0:
             expired_jobs = self.queue.expire(now - self.settings.retention_days * 86400)
@@ -251,6 +268,12 @@ class TranscriptionService:
         self.worker.notify()
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._signal, job_id)
+
+    def _availability_changed(self, up: bool) -> None:
+        # The database went away: every stream and long poll reads its job
+        # again now, finds it away, and says so, rather than waiting.
+        if not up and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._changes.wake_all)
 
     def _signal(self, job_id: str) -> None:
         self._changes.changed(job_id)
@@ -266,26 +289,60 @@ class TranscriptionService:
         """
         try:
             request, speakers = await self._validate(upload, submission)
-            if submission.job_id and not from_url and await self.uploads.url_for_job(submission.job_id) is not None:
-                raise Conflict(
-                    f"job_id {submission.job_id!r} is reserved by a one-time upload URL (create_upload_url) "
-                    "until it is used or expires; choose another job_id or leave it out."
-                )
-            try:
-                use_cache = submission.cache is None or parse_bool("cache", submission.cache)
-                references = [s.wav for s in speakers]
-                job = await to_thread.run_sync(
-                    lambda: self.queue.enqueue(upload, request, use_cache=use_cache, references=references)
-                )
-            except DuplicateJob as dup:
-                if dup.existing.audio_sha256 != upload.sha256:
-                    raise Conflict(
-                        f"job_id {request.job_id!r} is already used by a job with different audio; "
-                        "choose another job_id or leave it out to get a generated one"
-                    ) from None
-                job = dup.existing  # the same upload sent again: answer with the job we have
+            job = await self._enqueue(upload, request, speakers, submission, from_url=from_url)
         finally:
             await self.discard(upload)
+        return await self._answer(job)
+
+    async def submit_url(self, submission: Submission) -> JobRecord:
+        """Queue a job sent as ``submission.audio_url``: checked for shape and
+        scheme only, and answered at once; the job's run fetches the audio
+        (``AudioSources.fetch``), and a fetch that fails fails the job."""
+        request = self._check_submission(submission)
+        if request.audio_url is None:
+            raise InvalidInput("audio_url is empty: give the recording's URL, or send the file itself.")
+        await self._vet_callback(request)
+        speakers = await self._speakers(submission)
+        options = replace(request.options, known_speakers=tuple((s.name, s.sha256) for s in speakers))
+        request = replace(request, options=options, filename=request.filename or url_filename(request.audio_url))
+        return await self._answer(await self._enqueue(None, request, speakers, submission))
+
+    async def _enqueue(
+        self,
+        upload: StoredUpload | None,
+        request: JobRequest,
+        speakers: list[KnownSpeaker],
+        submission: Submission,
+        *,
+        from_url: bool = False,
+    ) -> Job:
+        """Store the job (``upload``: its audio; None: sent as a URL), or
+        find the same one sent before."""
+        if submission.job_id and not from_url and await self.uploads.url_for_job(submission.job_id) is not None:
+            raise Conflict(
+                f"job_id {submission.job_id!r} is reserved by a one-time upload URL (create_upload_url) "
+                "until it is used or expires; choose another job_id or leave it out."
+            )
+        try:
+            use_cache = submission.cache is None or parse_bool("cache", submission.cache)
+            references = [s.wav for s in speakers]
+            return await to_thread.run_sync(
+                lambda: self.queue.enqueue(upload, request, use_cache=use_cache, references=references)
+            )
+        except DuplicateJob as dup:
+            existing = dup.existing
+            same = existing.audio_url == request.audio_url
+            if upload is not None:
+                same = existing.audio_url is None and existing.audio_sha256 == upload.sha256
+            if not same:
+                raise Conflict(
+                    f"job_id {request.job_id!r} is already used by a job with different audio; "
+                    "choose another job_id or leave it out to get a generated one"
+                ) from None
+            return existing  # the same audio sent again: answer with the job we have
+
+    async def _answer(self, job: Job) -> JobRecord:
+        """The answer to a submission that stored (or found) ``job``."""
         if job.status is not JobStatus.QUEUED:  # cached, or a re-sent upload of an older job
             if job.cached_from is not None:
                 self.callbacks.kick()
@@ -414,7 +471,9 @@ class TranscriptionService:
 
     async def create_upload_url(self, submission: Submission, base_url: str) -> UploadUrl:
         """A one-time URL that a shell can send the file to; the job id it will become."""
-        await self._vet_callback(self._check_submission(submission))
+        request = self._check_submission(submission)
+        _no_url(request)
+        await self._vet_callback(request)
         job_id = submission.job_id or new_key()
         if not submission.job_id:
             submission = replace(submission, job_id=job_id)
@@ -440,6 +499,11 @@ class TranscriptionService:
                 "job_id must be 1-128 characters of letters, digits, '.', '_' or '-', "
                 "starting with a letter or digit; or leave it out to get a generated one"
             )
+        audio_url = None
+        if sub.audio_url is not None and sub.audio_url.strip():
+            if self.sources is None:
+                raise InvalidInput("This server does not fetch audio URLs; send the file itself.")
+            audio_url = self.sources.check(sub.audio_url)
         model, language = self._route(sub)
         options = parse_options(
             model,
@@ -482,6 +546,7 @@ class TranscriptionService:
             options=options,
             priority=parse_priority(sub.priority),
             engine=engine_label(self.engine),
+            audio_url=audio_url,
         )
 
     async def _vet_callback(self, request: JobRequest) -> None:
@@ -489,16 +554,21 @@ class TranscriptionService:
         if request.callback_url is not None:
             await self.callbacks.vet(request.callback_url)
 
-    async def _validate(self, upload: StoredUpload, sub: Submission) -> tuple[JobRequest, list[KnownSpeaker]]:
-        """The job to store, and the known speakers' recordings to store with it."""
-        request = self._check_submission(sub)
-        await self._vet_callback(request)
-        if upload.size == 0:
-            raise InvalidAudio("The uploaded file is empty (0 bytes). Send a WAV, MP3, FLAC, Ogg/Opus or M4A file.")
-        speakers = [
+    async def _speakers(self, sub: Submission) -> list[KnownSpeaker]:
+        """The known speakers' recordings, read and checked."""
+        return [
             await to_thread.run_sync(read_reference, i, name, url)
             for i, (name, url) in enumerate(sub.known_speakers or ())
         ]
+
+    async def _validate(self, upload: StoredUpload, sub: Submission) -> tuple[JobRequest, list[KnownSpeaker]]:
+        """The job to store, and the known speakers' recordings to store with it."""
+        request = self._check_submission(sub)
+        _no_url(request)
+        await self._vet_callback(request)
+        if upload.size == 0:
+            raise InvalidAudio("The uploaded file is empty (0 bytes). Send a WAV, MP3, FLAC, Ogg/Opus or M4A file.")
+        speakers = await self._speakers(sub)
         info = await to_thread.run_sync(probe_audio, upload.path, self.settings.max_audio_seconds)
         options = replace(request.options, known_speakers=tuple((s.name, s.sha256) for s in speakers))
         request = replace(
@@ -780,6 +850,7 @@ class TranscriptionService:
             return count
 
     async def health(self) -> Health:
+        self.queue.check_available()  # not ready while the database is away: a 503 that says so
         state = self.worker.state()
         queued = await self._queue_size()
         processing = [RunningJob(job_id=r.job_id, progress=round(r.progress, 4)) for r in self.queue.running()]
@@ -815,11 +886,25 @@ class TranscriptionService:
         }
 
 
+def _report_end(task: asyncio.Task[None]) -> None:
+    """A background task must never end unnoticed: its end is logged, with the error."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    log.error("background task %s ended: %r", task.get_name(), exc, exc_info=exc)
+
+
 def check_format(fmt: str | None) -> str:
     name = (fmt or "txt").strip().lower()
     if name not in FORMATS:
         raise InvalidInput(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}.")
     return name
+
+
+def _no_url(request: JobRequest) -> None:
+    """Refuse an audio_url alongside the audio itself."""
+    if request.audio_url is not None:
+        raise InvalidInput("Send the audio or its audio_url, not both.")
 
 
 def _check_callback(url: str | None) -> str | None:

@@ -3,7 +3,9 @@
 Short jobs (one 30 s window) that wait right behind each other with the same
 model and options run together, in one forward pass (``batch_size`` at most).
 The worker changes no job itself: it asks the queue (``queue.manager``) to
-claim, report progress, complete or fail.
+claim, report progress, complete or fail. A job sent as a URL is claimed like
+any other, fetched on a fetch thread (``FETCHES`` at once) while this one
+decodes other jobs, and decoded here once its audio is stored.
 
 Nothing stops the thread but ``stop``: a disk or database that fails under it
 is waited out with a growing pause, and a job whose end cannot be recorded is
@@ -14,19 +16,32 @@ stops at its next window and goes back to the queue uncounted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import Empty, SimpleQueue
 
 from whisper_mcp.engines.base import BatchItem, Engine, Segment, Transcription
-from whisper_mcp.errors import INTERNAL_ERROR, InsufficientStorage, ServiceError, storage_fault
+from whisper_mcp.errors import (
+    INTERNAL_ERROR,
+    DatabaseUnavailable,
+    InsufficientStorage,
+    InvalidInput,
+    ServiceError,
+    StorageUnavailable,
+    storage_fault,
+)
 from whisper_mcp.logs import job_event
+from whisper_mcp.queue.files import JobFiles
 from whisper_mcp.queue.jobs import Job
 from whisper_mcp.queue.manager import JobCancelled, JobQueue, ShuttingDown
+from whisper_mcp.server.audio_urls import AudioSources
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.sharing import InferenceGate
 
@@ -42,6 +57,9 @@ SAVE_TRIES = 4
 # stop() waits this long for the running window to end and its job to be released.
 STOP_SECONDS = 60.0
 NO_SPACE_MESSAGE = "The server ran out of disk space while saving the transcript; submit the file again later."
+# Jobs sent as a URL fetch their audio on threads of their own, this many at
+# once, so that a slow server holds up its own job and not the queue.
+FETCHES = 4
 
 
 @dataclass(frozen=True)
@@ -52,6 +70,10 @@ class WorkerState:
     # Why the worker is held up now: no job starts (low disk space), or a
     # job's end cannot be recorded (a full disk, the database away).
     waiting: str | None = None
+
+
+# While the object store is away, how often the loop looks for its return.
+STORE_RETRY_SECONDS = 2.0
 
 
 def _backoff(failures: int) -> float:
@@ -69,6 +91,8 @@ def _holdup(exc: BaseException) -> str:
     fault = exc if isinstance(exc, InsufficientStorage) else storage_fault(exc)
     if isinstance(fault, InsufficientStorage):
         cause = "the disk is full"
+    elif isinstance(fault, StorageUnavailable):
+        cause = "the object store is not available"
     elif fault is not None:
         cause = "the job database is not available"
     else:
@@ -87,8 +111,16 @@ class InferenceWorker:
         batch_size: int = 1,
         nice: int = 0,
         heartbeat_seconds: float = 10.0,
+        sources: AudioSources | None = None,
     ) -> None:
         self._queue = queue
+        # Where the runs of jobs sent as a URL fetch their audio; the fetches
+        # under way, and those ended (the job fetched, or why not) for this
+        # thread to decode or settle.
+        self._sources = sources
+        self._fetch_pool = ThreadPoolExecutor(FETCHES, thread_name_prefix="fetch")
+        self._fetching = 0
+        self._fetched_jobs: SimpleQueue[tuple[Job, Job | Exception]] = SimpleQueue()
         self._engine = engine
         self._default_model = default_model
         self._batch_size = max(1, batch_size)
@@ -145,7 +177,9 @@ class InferenceWorker:
                 self._queue.heartbeat()
                 if self._queue.shared and self._queue.reclaim_expired():
                     self._wake.set()
-            except Exception:  # the database is away for a moment: try again next beat
+            except DatabaseUnavailable:  # an outage, logged where it is noticed: beat again once it is back
+                continue
+            except Exception:  # the database failed for a moment: try again next beat
                 log.warning("heartbeat failed", exc_info=True)
 
     def _run(self) -> None:
@@ -156,9 +190,16 @@ class InferenceWorker:
             # Clear before looking, so a job queued after the look still wakes us.
             self._wake.clear()
             try:
+                if self._decode_fetched():  # before claiming another: its audio is here
+                    continue
                 if not self._room_to_work():
                     failures += 1
                     self._stop.wait(_backoff(failures))
+                    continue
+                with self._lock:
+                    fetches_full = self._fetching >= FETCHES
+                if fetches_full:  # the next job may be one more: wait for a fetch to end
+                    self._wake.wait(SWEEP_SECONDS)
                     continue
                 job = self._queue.claim_next()
                 if job is None:
@@ -167,12 +208,70 @@ class InferenceWorker:
                     if not self._wake.wait(SWEEP_SECONDS):
                         self._engine.pool.sweep()
                     continue
+                if job.awaits_audio:
+                    self._fetch_apart(job)
+                    continue
                 self._process([job, *self._batchmates(job)])
                 failures = 0
-            except Exception:  # e.g. the database is away or full: keep the thread alive
+            except DatabaseUnavailable:  # an outage (logged where it is noticed): resume as soon as it ends
+                self._wait_for_database()
+            except StorageUnavailable:  # the object store is away (logged there, once): look again soon
+                failures += 1
+                self._stop.wait(min(STORE_RETRY_SECONDS, _backoff(failures)))
+            except Exception:  # e.g. the database is full: keep the thread alive
                 failures += 1
                 log.exception("the inference loop failed; trying again in %.0f s", _backoff(failures))
                 self._stop.wait(_backoff(failures))
+        self._release_fetched()
+
+    def _fetch_apart(self, job: Job) -> None:
+        """Fetch a claimed job's audio on a fetch thread (its lease renewed
+        meanwhile by the heartbeat); this thread decodes it once it is here."""
+        with self._lock:
+            self._fetching += 1
+
+        def fetch() -> None:
+            outcome: Job | Exception
+            try:
+                outcome = self._fetched(job)
+            except Exception as exc:  # the job fails (or is released, cancelled) with it
+                outcome = exc
+            self._fetched_jobs.put((job, outcome))
+            with self._lock:
+                self._fetching -= 1
+            self._wake.set()
+
+        self._fetch_pool.submit(fetch)
+
+    def _decode_fetched(self) -> bool:
+        """Decode a job whose fetch has ended, or end it as its fetch did;
+        False if none is waiting."""
+        try:
+            job, outcome = self._fetched_jobs.get_nowait()
+        except Empty:
+            return False
+        if isinstance(outcome, Exception):
+            self._started([job])
+            self._finish(job, outcome, 0.0)
+        else:
+            self._process([outcome])
+        return True
+
+    def _release_fetched(self) -> None:
+        """Stopping: the fetches stop at their next report (``ShuttingDown``),
+        and every job fetched or stopped goes back to the queue, its audio kept."""
+        self._fetch_pool.shutdown(wait=True)
+        while True:
+            try:
+                job, outcome = self._fetched_jobs.get_nowait()
+            except Empty:
+                return
+            self._finish(job, outcome if isinstance(outcome, Exception) else ShuttingDown(job.job_id), 0.0)
+
+    def _wait_for_database(self) -> None:
+        """Until the database can be reached again (its watch says when), or ``stop``."""
+        while not self._stop.is_set() and not self._queue.wait_available(0.5):
+            pass
 
     def _room_to_work(self) -> bool:
         """Whether the storage disk has --min-free-mb free: if not, no job
@@ -194,17 +293,20 @@ class InferenceWorker:
         # file that kills the process cannot use up its batch-mates' attempts.
         if self._batch_size <= 1 or leader.attempts > 1 or not self._engine.can_batch(leader.duration, leader.options):
             return []
+        if leader.awaits_audio:  # its length is known once fetched: it runs alone
+            return []
         if self._stop.is_set():
             return []
 
         def fits(job: Job) -> bool:
             same = (job.model, job.options, job.priority) == (leader.model, leader.options, leader.priority)
-            return same and self._engine.can_batch(job.duration, job.options)
+            return same and not job.awaits_audio and self._engine.can_batch(job.duration, job.options)
 
         try:
             return self._queue.claim_batch(leader, self._batch_size, fits)
-        except Exception:  # the leader is claimed: run it alone rather than strand it
-            log.exception("could not claim batch-mates for job %s", leader.job_id)
+        except Exception as exc:  # the leader is claimed: run it alone rather than strand it
+            if not isinstance(exc, DatabaseUnavailable):
+                log.exception("could not claim batch-mates for job %s", leader.job_id)
             return []
 
     def _lower_priority(self) -> None:
@@ -240,8 +342,7 @@ class InferenceWorker:
             "model %s loaded in %.2fs on %s", self._default_model, time.perf_counter() - started, self._engine.device
         )
 
-    def _process(self, jobs: list[Job]) -> None:
-        """Run a job, or a batch of jobs with the same model and options."""
+    def _started(self, jobs: list[Job]) -> None:
         batch = {"batch": len(jobs)} if len(jobs) > 1 else {}
         for job in jobs:
             waited = (job.started_at or time.time()) - job.created_at
@@ -249,50 +350,97 @@ class InferenceWorker:
             job_event(
                 log, "started", job.job_id, model=job.model, attempt=job.attempts, waited=round(waited, 4), **batch
             )
+
+    def _process(self, jobs: list[Job]) -> None:
+        """Run a job, or a batch of jobs with the same model and options."""
+        self._started(jobs)
         if len(jobs) > 1:
             self._metrics.batch(len(jobs))
         started = time.perf_counter()
-        leader = jobs[0]
-        outcomes: list[Transcription | Exception]
+        outcomes: dict[str, Transcription | Exception] = {}
+        # The audio as local files while it is decoded: in place in the
+        # storage folder, or fetched from a bucket to scratch and removed after.
+        with contextlib.ExitStack() as fetched:
+            ready: list[tuple[Job, JobFiles]] = []
+            for job in jobs:
+                try:
+                    speakers = len(job.options.known_speakers)
+                    ready.append((job, fetched.enter_context(self._queue.files.job_files(job.key, speakers))))
+                except Exception as exc:  # gone (DataMissing), or the object store is away
+                    outcomes[job.job_id] = exc
+            try:
+                if ready:
+                    info = self._engine.registry.resolve(jobs[0].model, trusted=True)  # checked at submission
+                    items = [
+                        BatchItem(
+                            local.audio,
+                            job.duration,
+                            self._progress(job),
+                            self._segments(job),
+                            tuple(
+                                (name, path)
+                                for (name, _sha), path in zip(job.options.known_speakers, local.references, strict=True)
+                            ),
+                        )
+                        for job, local in ready
+                    ]
+                    with self.gate.batch():
+                        decoded = self._engine.transcribe_batch(items, info, ready[0][0].options)
+                    outcomes.update(zip((job.job_id for job, _ in ready), decoded, strict=True))
+            except Exception as exc:  # e.g. the model failed to load: every job fails with it
+                outcomes.update((job.job_id, exc) for job, _ in ready)
+        away: StorageUnavailable | None = None
+        for job in jobs:
+            outcome = outcomes[job.job_id]
+            if isinstance(outcome, StorageUnavailable):
+                self._put_back(job)
+                away = outcome
+            else:
+                self._finish(job, outcome, time.perf_counter() - started)
+        if away is not None:
+            raise away  # the loop waits a while before it claims again
+
+    def _put_back(self, job: Job) -> None:
+        """A run whose audio could not be fetched (the object store is away):
+        back to the queue in its old place, the attempt not counted, since
+        the job did nothing wrong."""
         try:
-            info = self._engine.registry.resolve(leader.model, trusted=True)  # checked at submission
-            files = self._queue.files
-            items = [
-                BatchItem(
-                    files.audio_path(job.key),
-                    job.duration,
-                    self._progress(job),
-                    self._segments(job),
-                    tuple(
-                        (name, files.reference_path(job.key, i))
-                        for i, (name, _sha) in enumerate(job.options.known_speakers)
-                    ),
-                )
-                for job in jobs
-            ]
-            with self.gate.batch():
-                outcomes = self._engine.transcribe_batch(items, info, leader.options)
-        except Exception as exc:  # e.g. the model failed to load: every job fails with it
-            outcomes = [exc] * len(jobs)
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            self._finish(job, outcome, time.perf_counter() - started)
+            status = self._queue.release(job)
+        except Exception:  # the store or the database failed again: its lease runs out, recovery settles it
+            self._queue.forget(job)
+            return
+        job_event(log, status, job.job_id, model=job.model, error="the object store is not available")
+
+    def _fetched(self, job: Job) -> Job:
+        """Blocking, on a fetch thread: the job sent as a URL, its audio
+        fetched and stored (a failed fetch fails the job, in the fetcher's words)."""
+        if self._sources is None:
+            raise InvalidInput("This server does not fetch audio URLs; send the file itself.")
+        return self._sources.fetch(job, self._progress(job))
 
     def _finish(self, job: Job, outcome: Transcription | Exception, elapsed: float) -> None:
         """Record how the run ended; a disk or database failure is waited out
         and tried again, so no job is left half-ended."""
         failures = 0
+        away = False  # the database is away: waited out however long, logged once
         while True:
             try:
                 status, error = self._settle(job, outcome, give_up=failures >= SAVE_TRIES - 1)
                 break
             except Exception as exc:  # the disk or the database failed under us
-                failures += 1
                 if self._stop.is_set():
                     log.error("job %s: could not record its end (%s); recovered at the next start", job.job_id, exc)
                     self._queue.forget(job)
                     self._held_up(None)
                     return
                 self._held_up(_holdup(exc))
+                if isinstance(exc, DatabaseUnavailable):
+                    if not away:
+                        log.info("job %s: its end is recorded once the job database is back", job.job_id)
+                    away = True
+                    self._wait_for_database()
+                    continue
+                failures += 1
                 log.warning(
                     "job %s: could not record its end (%s: %s); trying again in %.0f s",
                     job.job_id,
@@ -334,8 +482,10 @@ class InferenceWorker:
         except JobCancelled:  # on request, or the lease went to another replica
             return self._queue.cancelled(job), None
         except Exception as exc:
+            # A bucket that is away is waited for with the transcript in hand:
+            # decoding again would need the bucket too.
             if _transient(exc):
-                if not give_up:
+                if not give_up or isinstance(exc, StorageUnavailable):
                     raise
                 status = self._queue.retry_later(job, NO_SPACE_MESSAGE)
                 return status, NO_SPACE_MESSAGE if status == "failed" else None

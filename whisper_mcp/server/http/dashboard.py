@@ -3,7 +3,8 @@
 The page holds no data: it fetches /health, /models and /jobs itself (and
 follows each live job's /jobs/{job_id}/events stream), sending
 the bearer token the user types when the server answers 401, so ``/`` can be
-public while every data route stays protected.
+public while every data route stays protected. Its Live panel streams the
+microphone to /v1/realtime with a single-use client secret, never the token.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 _PAGE: bytes = Path(__file__).with_name("dashboard.html").read_bytes()
+# The Live panel's AudioWorklet module: a file of its own, as a worklet must
+# be, served from this origin so 'self' covers it (no blob: scripts).
+WORKLET_PATH = "/live-worklet.js"
+_WORKLET: bytes = Path(__file__).with_name("live-worklet.js").read_bytes()
 
 
 def _hashes(tag: str) -> str:
@@ -38,6 +43,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "default-src 'none'",
         f"script-src 'self' {_hashes('script')}",
         f"style-src 'self' {_hashes('style')}",
+        # 'self' covers ws: and wss: to this origin too (the Live panel's socket).
         "connect-src 'self'",
         "img-src 'self' data:",
         "form-action 'self'",
@@ -59,5 +65,13 @@ async def page(request: Request) -> Response:
     return Response(_PAGE, media_type="text/html; charset=utf-8", headers=_HEADERS)
 
 
+async def worklet(request: Request) -> Response:
+    return Response(
+        _WORKLET,
+        media_type="text/javascript; charset=utf-8",
+        headers={"x-content-type-options": "nosniff", "cache-control": "no-cache"},
+    )
+
+
 def routes() -> list[Route]:
-    return [Route("/", page, methods=["GET"])]
+    return [Route("/", page, methods=["GET"]), Route(WORKLET_PATH, worklet, methods=["GET"])]

@@ -20,6 +20,7 @@ from whisper_mcp.options import (
     SPEAKER_HINTS,
 )
 from whisper_mcp.queue.jobs import JOB_ID_PATTERN, JOB_STATUSES
+from whisper_mcp.server.audio_urls import MAX_URL_CHARS
 from whisper_mcp.server.results import Health, JobPage, JobRecord, Models
 
 _REF = "#/components/schemas/"
@@ -87,6 +88,12 @@ _SUBMISSION_PROPERTIES: dict[str, Any] = {
     },
     "priority": {"type": "string", "enum": list(PRIORITIES)},
     "callback_url": {"type": "string", "format": "uri"},
+    "audio_url": {
+        "type": "string",
+        "format": "uri",
+        "maxLength": MAX_URL_CHARS,
+        "description": "Instead of file: an http(s) URL the job fetches the recording from.",
+    },
     "cache": {"type": "boolean", "default": True},
     "diarize": {"type": "boolean", "default": False, "description": "Label each segment with its speaker."},
     **{
@@ -137,7 +144,8 @@ def openapi_spec() -> dict[str, Any]:
                 **_record_schemas(),
                 "Submission": {
                     "type": "object",
-                    "required": ["file"],
+                    "description": "Exactly one of file and audio_url.",
+                    "oneOf": [{"required": ["file"]}, {"required": ["audio_url"]}],
                     "properties": {"file": {"type": "string", "format": "binary"}, **_SUBMISSION_PROPERTIES},
                 },
             },
@@ -290,6 +298,42 @@ def openapi_spec() -> dict[str, Any]:
                             "content": {"application/json": {"schema": {"type": "object"}}},
                         },
                         "404": {"description": "Unknown model."},
+                        **_COMMON,
+                    },
+                }
+            },
+            "/v1/realtime/client_secrets": {
+                "post": {
+                    "summary": "A single-use client secret for the live transcription socket (OpenAI-compatible)",
+                    "requestBody": {
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "expires_after": {
+                                            "type": "object",
+                                            "properties": {
+                                                "anchor": {"type": "string", "enum": ["created_at"]},
+                                                "seconds": {"type": "integer", "minimum": 10, "maximum": 600},
+                                            },
+                                        },
+                                        "session": {
+                                            "type": "object",
+                                            "description": "A transcription session, as session.update takes it.",
+                                        },
+                                    },
+                                }
+                            }
+                        }
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "The secret (value, expires_at) and the session it opens.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "400": {"description": "A field it cannot take, in OpenAI's error shape."},
+                        "413": {"description": "A body over 64 KiB."},
                         **_COMMON,
                     },
                 }

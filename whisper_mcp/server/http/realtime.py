@@ -4,7 +4,9 @@ WebSocket, speaking OpenAI's Realtime transcription protocol
 SDKs works against this server.
 
 The access guard (``security.AccessGuard``) checks the handshake as it
-checks every request: Host, Origin, and the bearer token. A session beyond
+checks every request: Host, Origin, and the credential (the bearer token,
+or a client secret from ``POST /v1/realtime/client_secrets``, as a header
+or OpenAI's browser subprotocols: ``realtime_auth``). A session beyond
 ``--max-realtime-sessions`` is accepted, told why in an ``error`` event, and
 closed (1013, try again later), which the SDKs show as they show any error.
 Query ``store=false`` keeps the session out of the job list.
@@ -12,6 +14,7 @@ Query ``store=false`` keeps the session out of the job list.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -22,6 +25,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from whisper_mcp.server.http.openai_errors import openai_error
+from whisper_mcp.server.http.realtime_auth import IDENTITY_STATE, RealtimeIdentity
 from whisper_mcp.server.live import TooManySessions
 from whisper_mcp.server.realtime import protocol
 from whisper_mcp.server.realtime.session import RealtimeSession
@@ -43,6 +47,8 @@ def routes(service: TranscriptionService) -> list[BaseRoute]:
         # others); a handshake that offers it fails unless it is chosen.
         offered = websocket.scope.get("subprotocols") or []
         await websocket.accept(subprotocol=REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None)
+        # Who opened it (the access guard checked): a client secret brings its session.
+        identity: RealtimeIdentity | None = websocket.scope.get("state", {}).get(IDENTITY_STATE)
         intent = websocket.query_params.get("intent", "transcription")
         if intent != "transcription":
             await _refuse(
@@ -58,7 +64,8 @@ def routes(service: TranscriptionService) -> list[BaseRoute]:
             await _refuse(websocket, TRY_AGAIN_LATER, None, exc.message, code=exc.code)
             return
         try:
-            await _serve(websocket, service, keep=websocket.query_params.get("store", "true").lower() not in _NO)
+            keep = websocket.query_params.get("store", "true").lower() not in _NO
+            await _serve(websocket, service, keep=keep, initial=identity.session if identity else None)
         finally:
             service.live.leave()
 
@@ -74,7 +81,9 @@ def routes(service: TranscriptionService) -> list[BaseRoute]:
     return [WebSocketRoute(PATH, realtime), Route(PATH, not_upgraded, methods=["GET"])]
 
 
-async def _serve(websocket: WebSocket, service: TranscriptionService, *, keep: bool) -> None:
+async def _serve(
+    websocket: WebSocket, service: TranscriptionService, *, keep: bool, initial: dict[str, Any] | None
+) -> None:
     lock = anyio.Lock()  # the decode task and the reader both send
 
     async def send(event: dict[str, Any]) -> None:
@@ -87,6 +96,8 @@ async def _serve(websocket: WebSocket, service: TranscriptionService, *, keep: b
 
     session = RealtimeSession(service.live, send, keep=keep)
     await session.start()
+    if initial is not None:  # as if the client's first event: answered with session.updated
+        await session.handle(json.dumps({"type": "session.update", "session": initial}))
     try:
         while True:
             message = await websocket.receive()

@@ -81,15 +81,22 @@ def routes(service: TranscriptionService) -> list[Route]:
     async def transcribe(request: Request) -> Response:
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise InvalidInput(
-                "Send the audio as multipart/form-data with the file in a field named 'file', "
-                "e.g. curl -F file=@recording.wav URL/transcribe"
+                "Send the audio as multipart/form-data with the file in a field named 'file' (or its URL "
+                "in 'audio_url'), e.g. curl -F file=@recording.wav URL/transcribe"
             )
         form = await read_form(request, service, SUBMISSION_FIELDS)
-        if form.file is None:
-            raise InvalidInput("No file received: put the audio in a multipart field named 'file'.")
         values: dict[str, Any] = {name: form.fields.get(name) for name in SUBMISSION_FIELDS}
         values["filename"] = values["filename"] or form.filename
+        if form.file is None:
+            if values["audio_url"] is None:
+                raise InvalidInput(
+                    "No audio received: put the file in a multipart field named 'file', or its URL in 'audio_url'."
+                )
+            submission = Submission(**values, known_speakers=known_speakers(form.repeated))
+            return JSONResponse(await service.submit_url(submission), status_code=202)
         try:
+            if (values["audio_url"] or "").strip():
+                raise InvalidInput("Send the file or its audio_url, not both.")
             submission = Submission(**values, known_speakers=known_speakers(form.repeated))
         except BaseException:
             await service.discard(form.file)

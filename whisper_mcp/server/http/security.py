@@ -2,9 +2,11 @@
 
 One ASGI middleware in front of the whole app, because FastMCP's own auth
 covers /mcp only and our REST routes need the same protection. WebSocket
-handshakes (live transcription) pass the same checks, and are refused
-before they are accepted, with the same status and JSON body where the
-server can send one (``websocket.http.response``), else with a close.
+handshakes (live transcription) pass the same Host and Origin checks, and
+their credential is the token or a client secret, in a header or a
+subprotocol (``realtime_auth``); they are refused before they are accepted,
+with the same status and JSON body where the server can send one
+(``websocket.http.response``), else with a close.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from whisper_mcp.server.http.openai_errors import V1_PREFIX, error_body
+from whisper_mcp.server.http.realtime_auth import IDENTITY_STATE, RealtimeRefused, authenticate_websocket
+from whisper_mcp.server.realtime_secrets import ClientSecrets
 
-# Reachable without a token: a bare liveness answer, the dashboard page (it
-# holds no data; its requests carry the token), and one-time upload URLs,
-# whose secret is the credential.
-PUBLIC_PATHS = ("/livez", "/")
+# Reachable without a token: a bare liveness answer, the dashboard page and
+# its audio worklet (they hold no data; the page's requests carry the token),
+# and one-time upload URLs, whose secret is the credential.
+PUBLIC_PATHS = ("/livez", "/", "/live-worklet.js")
 PUBLIC_PREFIXES = ("/upload/",)
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -91,9 +95,12 @@ class AccessGuard:
         token: str | None,
         allowed_origins: set[str],
         allowed_hosts: frozenset[str] | None = None,
+        client_secrets: ClientSecrets | None = None,
     ) -> None:
         self.app = app
+        self._token_text = token or None
         self._token = token.encode() if token else None
+        self._secrets = client_secrets
         self._origins = {o.rstrip("/").lower() for o in allowed_origins}
         self._hosts = allowed_hosts
 
@@ -136,7 +143,19 @@ class AccessGuard:
                 deny, path, 403, "forbidden", f"Origin {origin!r} is not allowed. Add it with --allowed-origins."
             )
             return
-        if self._token is not None and not _public(path) and not self._allowed(scope, headers):
+        if websocket:
+            # Every handshake's credential, with a token set or not: a client
+            # secret is used up here, and carries the session it was made for.
+            try:
+                identity = await authenticate_websocket(scope, token=self._token_text, secrets=self._secrets)
+            except RealtimeRefused as refused:
+                challenge = {"www-authenticate": 'Bearer realm="whisper-mcp"'} if refused.status == 401 else None
+                await _error(deny, path, refused.status, refused.code, refused.message, challenge)
+                return
+            scope.setdefault("state", {})[IDENTITY_STATE] = identity
+            await self.app(scope, receive, send)
+            return
+        if self._token is not None and not _public(path) and not self._authorized(headers):
             await _error(
                 deny,
                 path,
@@ -157,15 +176,6 @@ class AccessGuard:
         # same-origin too, and then the token is what stops it.
         host = headers.get("host", "").lower()
         return self._token is not None and origin.split("://", 1)[-1] == host
-
-    def _allowed(self, scope: Scope, headers: Headers) -> bool:
-        return self.websocket_authorized(scope, headers) if scope["type"] == "websocket" else self._authorized(headers)
-
-    def websocket_authorized(self, scope: Scope, headers: Headers) -> bool:
-        """Whether a WebSocket handshake may open (asked only when a token is
-        set): the bearer token, as on every route. The one place other
-        credentials of a handshake belong (a browser cannot set headers)."""
-        return self._authorized(headers)
 
     def _authorized(self, headers: Headers) -> bool:
         scheme, _, credential = headers.get("authorization", "").partition(" ")
