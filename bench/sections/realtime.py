@@ -242,7 +242,7 @@ def run(ctx: Ctx, sec: Section) -> None:
     audio = pcm24k(speech)
     audio_s = len(speech) / SAMPLE_RATE
     # Concurrent runs stream the first part of it; the long run loops it.
-    short = pcm24k(speech[: int(ctx.pick(120.0, 45.0) * SAMPLE_RATE)])
+    short = pcm24k(np.concatenate([speech[: int(ctx.pick(120.0, 45.0) * SAMPLE_RATE)], silence(TAIL_S)]))
     long_s = ctx.pick(600.0, 120.0)
     long_audio = pcm24k(looped(speech, long_s))
     wav = ctx.workdir / "utterances.wav"
