@@ -163,6 +163,22 @@ def test_health_and_metrics_count_sessions_and_utterances(server: InProcessServe
         assert "whisper_mcp_realtime_sessions 0.0" in http.get("/metrics").text
 
 
+def test_a_session_naming_no_language_keeps_to_the_one_identified(tmp_path: Path) -> None:
+    engine = FakeEngine(detected=("es", 0.95))
+    with InProcessServer.start(tmp_path / "storage", engine) as server, connect(url(server)) as ws:
+        recv(ws)
+        send(ws, type="transcription_session.update", session={"turn_detection": None})
+        recv(ws)
+        for seconds in (3, 1):  # identified in the first; the second is decoded in that language
+            append(ws, SECOND * seconds)
+            send(ws, type="input_audio_buffer.commit")
+            completed, _ = until(ws, "conversation.item.input_audio_transcription.completed")
+            assert completed["languages"] == [{"code": "es"}]
+        first, last = engine.calls[0], engine.calls[-1]
+        assert (first[1].identify_with, first[1].reroute, first[1].language) == ("base", True, None)
+        assert (last[0], last[1].identify_with, last[1].language) == ("base", None, "es")
+
+
 def test_store_false_keeps_nothing(server: InProcessServer) -> None:
     with connect(url(server, "intent=transcription&store=false")) as ws:
         recv(ws)
