@@ -224,6 +224,32 @@ def test_the_gate_lets_an_utterances_last_decode_go_first() -> None:
     assert order == ["last", "growing"]
 
 
+def test_an_utterances_last_decode_does_not_wait_for_the_batchs_turn() -> None:
+    gate = InferenceGate()
+    order: list[str] = []
+
+    def finish_last() -> None:
+        with gate.live(urgent=True):
+            order.append("last")
+
+    def growing() -> None:
+        with gate.live():
+            order.append("growing")
+            last.start()  # an utterance ends while this decode runs
+            time.sleep(0.1)
+
+    last = threading.Thread(target=finish_last)
+    with gate.batch():
+        thread = threading.Thread(target=growing)
+        thread.start()
+        time.sleep(0.3)  # past the batch's slice
+        gate.between_windows()  # the growing decode, then the last one before the batch's turn
+        order.append("window")
+    thread.join(5)
+    last.join(5)
+    assert order == ["growing", "last", "window"]
+
+
 def test_the_gate_gives_the_batch_a_window_between_two_live_decodes() -> None:
     gate = InferenceGate()
     order: list[str] = []

@@ -8,9 +8,12 @@ job holds the gate while it decodes and offers it at each window boundary
 live decode waits at most for the batch window in progress, and a batch job
 is never starved: after each live decode it gets the gate back for at least
 ``BATCH_SLICE_SECONDS`` (at least one window) before the next live decode,
-while live decodes keep coming. Live decodes run one at a time; an
+while live decodes keep coming. Live decodes run one at a time. An
 utterance's last decode (its completed transcript: someone waits for it)
-goes before the decodes of utterances still growing.
+goes before the decodes of utterances still growing and before the batch's
+turn (not before the window in progress): these come at most once per
+utterance, so they cannot starve the batch, while a listener who waited a
+batch window for each would fall further behind.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ class InferenceGate:
     @contextlib.contextmanager
     def live(self, *, urgent: bool = False) -> Iterator[None]:
         """Blocking: hold the model for one live decode; ``urgent`` ones
-        (an utterance's last) go before the others that wait."""
+        (an utterance's last) go before the others that wait, and before
+        the batch's turn."""
         with self._cond:
             self._live_waiting += 1
             self._urgent_waiting += urgent
@@ -48,7 +52,7 @@ class InferenceGate:
                 self._cond.wait_for(
                     lambda: (
                         self._holder is None
-                        and not (self._batch_waiting and self._batch_owed)
+                        and (urgent or not (self._batch_waiting and self._batch_owed))
                         and (urgent or self._urgent_waiting == 0)
                     )
                 )
@@ -94,7 +98,13 @@ class InferenceGate:
         with self._cond:
             self._batch_waiting = True
             try:
-                self._cond.wait_for(lambda: self._holder is None and (self._live_waiting == 0 or self._batch_owed))
+                self._cond.wait_for(
+                    lambda: (
+                        self._holder is None
+                        and self._urgent_waiting == 0
+                        and (self._live_waiting == 0 or self._batch_owed)
+                    )
+                )
             finally:
                 self._batch_waiting = False
             self._batch_owed = False
