@@ -52,6 +52,7 @@ from whisper_mcp.errors import ModelUnavailable
 from whisper_mcp.models.convert import PackagedModel, source_fingerprint
 from whisper_mcp.models.encoder import ensure_encoder_folder
 from whisper_mcp.models.pool import estimate_bytes
+from whisper_mcp.models.quantized import ensure_int8_folder
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
 from whisper_mcp.options import TranscribeOptions, temperatures
 
@@ -225,7 +226,7 @@ class CTranslate2Backend:
         faster_whisper = _import_faster_whisper()
         folder = self.folder(info)
         model = faster_whisper.WhisperModel(
-            str(folder),
+            str(self._int8_folder(folder) if self.int8_on_disk else folder),
             device=self._kind,
             device_index=self._index,
             compute_type=self.compute_type,
@@ -245,6 +246,23 @@ class CTranslate2Backend:
             if model.apart_pending:
                 fw_hooks.set_model(model.whisper, self._encoder_apart(model.folder, model.own))
                 model.apart_pending = False
+
+    @property
+    def int8_on_disk(self) -> bool:
+        """Whether models load from a copy with int8 weights (models.quantized):
+        on CPU, where CTranslate2 would otherwise convert them at load, for a
+        moment at three times the memory."""
+        return self._kind == "cpu" and self.compute_type in ("int8", "int8_float32")
+
+    def _int8_folder(self, folder: Path) -> Path:
+        """``folder``'s int8 copy; ``folder`` itself, with a warning, where
+        none can be made (a read-only cache): the same model, only a higher
+        peak while it loads."""
+        try:
+            return ensure_int8_folder(folder, self.registry.cache_dir / "ct2-int8")
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("loading %s as it is: no int8 copy (%s)", folder.name, exc)
+            return folder
 
     def _encoder_apart(self, folder: Path, model: Any) -> Any:
         """``model`` with its encoder on an encoder-only copy (models.encoder);
