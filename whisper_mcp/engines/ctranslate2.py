@@ -48,6 +48,7 @@ from whisper_mcp.engines.base import (
     Transcription,
     make_segment,
 )
+from whisper_mcp.engines.ctranslate2_mel import BlockwiseMel
 from whisper_mcp.errors import ModelUnavailable
 from whisper_mcp.models.convert import PackagedModel, source_fingerprint
 from whisper_mcp.models.encoder import ensure_encoder_folder
@@ -232,6 +233,8 @@ class CTranslate2Backend:
             compute_type=self.compute_type,
             cpu_threads=self.decoder_threads,
         )
+        if BlockwiseMel.fits(model.feature_extractor):  # a long file's features without the spike (ctranslate2_mel)
+            model.feature_extractor = BlockwiseMel(model.feature_extractor)
         batched = fw_hooks.batched_pipeline(model, RAMP, progress.ProgressBar) if self.vad_batching else None
         own = fw_hooks.model_of(model)
         return CT2Model(model, self._bytes(info, folder), folder, batched, own, apart_pending=self.encoder_apart)
