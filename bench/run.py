@@ -33,6 +33,8 @@ temporary storage, so any one runs alone with --only):
   streams     a long job with and without 200 event streams on it (time, server
               CPU, /health p50/p99); partial transcript bytes written against
               the result's size, for that job and a 2-hour replay
+  settings    the ctranslate2 CPU defaults (decoder threads, encoder precision,
+              beam) against each changed alone, in one process, interleaved
 
 Every figure is printed next to a baseline measured in the same run, as a ratio.
 The machine may be shared and noisy: compare ratios, not absolute times.
