@@ -34,14 +34,18 @@ def main(model_name: str, multilingual: str, clip: str, device: str = "cpu") -> 
     from whisper_mcp.cli import passive_openmp
     from whisper_mcp.config import Settings, default_model_cache
     from whisper_mcp.engines.audio import decode_audio
-    from whisper_mcp.heap import fix_mmap_threshold
     from whisper_mcp.models.registry import ModelRegistry
     from whisper_mcp.options import TranscribeOptions
     from whisper_mcp.transcriber import Transcriber
 
     step("imports (server, engine)")
     passive_openmp(os.environ)
-    fix_mmap_threshold(os.environ)  # as serve does
+    try:  # as serve does (a checkout from before whisper_mcp.heap, --tree, has no such step)
+        from whisper_mcp.heap import fix_mmap_threshold
+    except ImportError:
+        pass
+    else:
+        fix_mmap_threshold(os.environ)
     defaults = Settings()
     if multilingual == "default":
         multilingual = defaults.multilingual_model
@@ -72,7 +76,8 @@ def main(model_name: str, multilingual: str, clip: str, device: str = "cpu") -> 
     step(f"job done ({outcome.model}, {outcome.language})")
     if multilingual:
         with engine.pool.use(engine.registry.resolve(multilingual, trusted=True)) as loaded:
-            engine.backend.prepare(loaded)
+            if hasattr(engine.backend, "prepare"):  # loaded ready to decode before it had prepare()
+                engine.backend.prepare(loaded)
         step(f"{multilingual} ready to decode (a job in another language)")
 
 
