@@ -73,7 +73,7 @@ def main(model_name: str, multilingual: str, clip: str, device: str = "cpu") -> 
     outcome = engine.transcribe_batch([BatchItem(audio)], info, options)[0]
     if isinstance(outcome, Exception):
         raise outcome
-    step(f"job done ({outcome.model}, {outcome.language})")
+    step(f"job done ({outcome.model or model_name}, {outcome.language})")
     if multilingual:
         with engine.pool.use(engine.registry.resolve(multilingual, trusted=True)) as loaded:
             if hasattr(engine.backend, "prepare"):  # loaded ready to decode before it had prepare()
