@@ -4,15 +4,16 @@ of frames at a time.
 faster-whisper computes the features of the whole waveform at once, and its
 short-time Fourier transform holds every frame windowed (float32) and its
 spectrum (complex128, then complex64) together: about 8 kB per 10 ms frame,
-so 250 MB more for a 5-minute file and 1.5 GB for half an hour, for a moment,
-where the features themselves take 320 bytes a frame. ``BlockwiseMel``
-computes the mel power of ``BLOCK_FRAMES`` frames at a time, with faster-whisper's own
-transform, filters and window, and then the logarithm and the clamp to 8
-below the loudest value over the whole recording, as faster-whisper does.
-A frame's spectrum does not depend on its neighbours, so the features are
-faster-whisper's, up to the rounding of the filters' matrix product (5 minutes
-of speech: 2 of 2.4 million values differ, by 1.2e-7). Recordings of up to
-one block go to faster-whisper's own extractor unchanged.
+so 250 MB more for a 5-minute file (measured) and about 1.5 GB for half an
+hour, for a moment, where the features themselves take 320 bytes a frame.
+``BlockwiseMel`` computes the mel power of ``BLOCK_FRAMES`` frames at a
+time, with faster-whisper's own transform, filters and window, and then the
+logarithm and the clamp to 8 below the loudest value over the whole
+recording, as faster-whisper does. A frame's spectrum does not depend on its
+neighbours, so the features are faster-whisper's, up to the rounding of the
+filters' matrix product (5 minutes of speech: 2 of 2.4 million values
+differ, by 1.2e-7). Recordings of up to 30 s (a window, as language
+identification computes) go to faster-whisper's own extractor unchanged.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class BlockwiseMel:
     def __call__(self, waveform: np.ndarray, padding: int = 160, chunk_length: int | None = None) -> np.ndarray:
         fe = self._extractor
         hop, n_fft = fe.hop_length, fe.n_fft
-        if len(waveform) + padding <= BLOCK_FRAMES * hop:
+        if len(waveform) <= BLOCK_FRAMES * hop:  # up to 30 s (one window): faster-whisper's own
             return fe(waveform, padding=padding, chunk_length=chunk_length)
         if chunk_length is not None:  # as faster-whisper's: the window it pads to
             fe.n_samples = chunk_length * fe.sampling_rate
