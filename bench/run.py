@@ -16,8 +16,8 @@ temporary storage, so any one runs alone with --only):
   pickup      202 -> started_at with an idle worker (median, p95)
   responsive  /health and /status latency with 50 concurrent pollers during a
               long transcription vs idle
-  memory      server RSS: idle, peak on a 1-min and a 30-min file, growth during
-              a 1 GiB upload
+  memory      server RSS: idle, peak on a 1-min file (against faster-whisper's)
+              and a 30-min file, growth during a 1 GiB upload, and by part
   replicas    three replicas on one PostgreSQL database (a throwaway cluster) vs
               one server on SQLite: pick-up latency (NOTIFY across replicas),
               throughput of 3 replicas vs 1, /status p99 with all transcribing
@@ -33,6 +33,8 @@ temporary storage, so any one runs alone with --only):
   streams     a long job with and without 200 event streams on it (time, server
               CPU, /health p50/p99); partial transcript bytes written against
               the result's size, for that job and a 2-hour replay
+  settings    the ctranslate2 CPU defaults (decoder threads, encoder precision,
+              beam) against each changed alone, in one process, interleaved
 
 Every figure is printed next to a baseline measured in the same run, as a ratio.
 The machine may be shared and noisy: compare ratios, not absolute times.
