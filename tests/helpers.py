@@ -22,8 +22,9 @@ import pytest
 import uvicorn
 
 from whisper_mcp.config import Settings
-from whisper_mcp.queue.files import new_key
+from whisper_mcp.queue.files import FileStore, new_key
 from whisper_mcp.queue.jobs import JobRequest
+from whisper_mcp.queue.store import SQLJobStore
 from whisper_mcp.server.app import build_service, create_app
 from whisper_mcp.server.connections import uvicorn_options
 from whisper_mcp.server.service import TranscriptionService
@@ -55,7 +56,8 @@ MCP_HEADERS = {"accept": "application/json, text/event-stream", "content-type": 
 Engines = Callable[[str], "Transcriber"]
 
 __all__ = [
-    "FIXTURES", "LONG_AUDIO", "ROOT", "CallbackReceiver", "InProcessServer", "ServerProcess", "free_port", "request", "submit",
+    "FIXTURES", "LONG_AUDIO", "ROOT", "CallbackReceiver", "InProcessServer", "ServerProcess", "free_port", "queued",
+    "request", "submit",
     "tmpfs", "wait_done", "wait_status", "words",
     "wait_done", "wait_over_mcp", "wait_status", "words",
 ]  # fmt: skip
@@ -151,6 +153,14 @@ def request(job_id: str, **overrides: object) -> JobRequest:
     )
     values.update(overrides)
     return JobRequest(**values)  # type: ignore[arg-type]
+
+
+def queued(store: SQLJobStore, files: FileStore, job_id: str, **overrides: object) -> JobRequest:
+    """A job stored queued with its audio in place (bytes the fake engine never decodes)."""
+    req = request(job_id, **overrides)
+    files.audio_path(req.key).write_bytes(b"audio")
+    store.add(req, time.time())
+    return req
 
 
 class _Uvicorn(uvicorn.Server):

@@ -76,6 +76,20 @@ class Settings:
         "",
         help="postgresql://... : the job queue in PostgreSQL, shared by every replica (default: SQLite in --storage)",
     )
+    storage_url: str = _opt(
+        "",
+        help="s3://bucket/prefix : audio, transcripts and uploads in an S3 bucket, shared by replicas on separate "
+        "machines; --storage then holds only scratch files (credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)",
+        parse=lambda text: _storage_url(text),
+    )
+    storage_endpoint: str = _opt(
+        "",
+        help="the S3 endpoint of --storage-url, e.g. http://minio:9000 (default: AWS_ENDPOINT_URL_S3, "
+        "AWS_ENDPOINT_URL, else AWS)",
+    )
+    storage_region: str = _opt(
+        "", help="the region of --storage-url (default: AWS_REGION, AWS_DEFAULT_REGION, us-east-1)"
+    )
     replica_id: str = _opt("", help="this replica's name in leases and logs (default: host name and process id)")
     lease_seconds: float = _opt(
         30.0, help="a running job's claim lasts this long unless renewed; then any replica takes it"
@@ -252,6 +266,15 @@ def _bool(text: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise ValueError("must be true or false")
+
+
+def _storage_url(text: str) -> str:
+    url = text.strip()
+    if url and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^?#]*)?", url):
+        raise ValueError(
+            "must be s3://bucket or s3://bucket/prefix (a bucket name of 3 to 63 lowercase letters, digits, dots and dashes)"
+        )
+    return url
 
 
 def _delays(text: str) -> tuple[float, ...]:

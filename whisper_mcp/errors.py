@@ -120,6 +120,20 @@ class DatabaseUnavailable(DependencyUnavailable):
         super().__init__(message)
 
 
+class StorageUnavailable(DependencyUnavailable):
+    """The object store (--storage-url) did not answer, or refused the request."""
+
+    code = "storage_unavailable"
+
+
+class DataMissing(ServiceError):
+    """A file the job database says exists is not in storage: removed, or
+    written where this server does not look (replicas without shared storage)."""
+
+    status_code = 500
+    code = "data_missing"
+
+
 # errno values for "no space left": ENOSPC, EDQUOT (a quota).
 _NO_SPACE = frozenset({28, 122})
 
@@ -127,7 +141,7 @@ _NO_SPACE = frozenset({28, 122})
 def storage_fault(exc: BaseException) -> ServiceError | None:
     """The error to answer with when the disk or the database fails under a
     request (507 for a full disk or database, 503 for a database that is
-    away), or None for any other exception (a bug: 500)."""
+    away, or an object store), or None for any other exception (a bug: 500)."""
     import sqlite3  # stdlib; psycopg's errors are recognised without importing psycopg
 
     if isinstance(exc, DependencyUnavailable):

@@ -46,7 +46,7 @@ KUBERNETES_VERSIONS = ("1.29.0", "1.37.0")
 # Named by the files already, served by parts of the service being added
 # beside them (S3 storage, realtime sessions); once there, they are checked
 # like the rest.
-AWAITED_SETTINGS = {"storage_url"}
+AWAITED_SETTINGS: set[str] = set()
 AWAITED_ROUTES: set[str] = set()
 # The standard variables of AWS's SDKs and CLI that the files set.
 AWS_VARIABLES = {"AWS_ENDPOINT_URL", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}

@@ -30,6 +30,7 @@ TORCH_FREE = [
     "whisper_mcp.queue.jobs",
     "whisper_mcp.queue.sqlite",
     "whisper_mcp.queue.files",
+    "whisper_mcp.queue.objects",
     "whisper_mcp.queue.manager",
 ]
 

@@ -77,13 +77,13 @@ def test_bytes_written_grow_linearly_with_the_segments(running: tuple[JobQueue, 
 def test_a_reader_parses_only_what_was_appended_since(files: FileStore, monkeypatch: pytest.MonkeyPatch) -> None:
     key = new_key()
     parsed: list[int] = []
-    parse = partial._parse
+    parse = partial.parse
 
     def counting(data: bytes) -> list[dict[str, object]]:
         parsed.append(len(data))
         return parse(data)
 
-    monkeypatch.setattr(partial, "_parse", counting)
+    monkeypatch.setattr(partial, "parse", counting)
     cursor = PartialCursor()
     files.append_partial(key, 1, [segment(i) for i in range(100)])
     assert texts(files.read_partial(key, 1, cursor)) == texts([segment(i) for i in range(100)])

@@ -74,6 +74,6 @@ async def test_a_sweep_between_taking_the_upload_and_moving_its_file_keeps_the_f
 async def test_expired_uploads_and_old_litter_are_still_removed(replica: Replica) -> None:
     a, b = replica("a"), replica("b")
     begun = await a.begin("clip.wav", 10, None)
-    path = a._path(begun["upload_id"])
+    path = a._files.upload_path(begun["upload_id"])
     assert b.sweep(2**40) == 1  # long after its expiry, on another replica
     assert not path.exists()

@@ -76,3 +76,40 @@ def test_configuration_table_lists_every_setting() -> None:
         assert f"`WHISPER_MCP_{f.name.upper()}" in table, f"docs/configuration.md's table lacks {f.name}"
         flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
         assert f"`{flag}`" in table or f"`{flag} " in table, f"docs/configuration.md's table lacks {flag}"
+
+
+def test_a_storage_url_names_an_s3_bucket() -> None:
+    assert (
+        Settings.from_env({"WHISPER_MCP_STORAGE_URL": "s3://whisper-jobs/prod"}).storage_url == "s3://whisper-jobs/prod"
+    )
+    assert Settings.from_env({}, storage_url="s3://whisper-jobs").storage_url == "s3://whisper-jobs"
+    assert Settings.from_env({}).storage_url == ""  # the storage folder alone, as before
+    for bad in ("/mnt/bucket", "https://s3.amazonaws.com/x", "s3://UPPER/x", "s3://ab"):
+        with pytest.raises(ConfigError, match="must be s3://bucket or s3://bucket/prefix"):
+            Settings.from_env({}, storage_url=bad)
+
+
+def test_the_object_storage_example_of_the_docs_configures_what_it_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/replicas.md's object storage commands: its variables and flags
+    become the settings and the bucket client (no request is sent)."""
+    from whisper_mcp import cli
+    from whisper_mcp.queue.objects import connect
+
+    section = (ROOT / "docs" / "replicas.md").read_text().split("## Object storage", 1)[1]
+    block = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert block, "no ```sh block under docs/replicas.md's Object storage"
+    lines = block.group(1).replace("\\\n", " ").splitlines()
+    for line in lines:
+        if line.startswith("export "):
+            for assignment in line.removeprefix("export ").split():
+                name, value = assignment.split("=", 1)
+                monkeypatch.setenv(name, value)
+    [command] = [line.split() for line in lines if line.startswith("whisper-mcp serve")]
+    seen: list[Settings] = []
+    monkeypatch.setattr(cli, "serve", lambda settings: seen.append(settings) or 0)
+    assert cli.main(command[1:]) == 0
+    [settings] = seen
+    assert settings.storage_url == "s3://whisper-jobs/prod" and settings.database_url.startswith("postgresql://")
+    client = connect(settings.storage_url, endpoint=settings.storage_endpoint, region=settings.storage_region)
+    assert client.config["endpoint"] == "http://minio.internal:9000" and client.config["bucket"] == "whisper-jobs"
+    assert client.config["access_key_id"] == "whisper" and client.prefix == "prod"

@@ -15,7 +15,7 @@ from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.worker import InferenceWorker
 
 from fakes import FakeEngine
-from helpers import request
+from helpers import queued
 
 
 def run_queue(store: SQLiteJobStore, files: FileStore, batch_size: int) -> list[list[str]]:
@@ -32,13 +32,9 @@ def run_queue(store: SQLiteJobStore, files: FileStore, batch_size: int) -> list[
     return [[names[key] for key in batch] for batch in engine.batches]
 
 
-def add(store: SQLiteJobStore, job_id: str, **overrides: object) -> None:
-    store.add(request(job_id, **overrides), time.time())
-
-
 def test_jobs_queued_together_run_in_batches_of_batch_size(store: SQLiteJobStore, files: FileStore) -> None:
     for i in range(5):
-        add(store, f"j{i}")
+        queued(store, files, f"j{i}")
     assert run_queue(store, files, batch_size=3) == [["j0", "j1", "j2"], ["j3", "j4"]]
     assert all(store.get(f"j{i}").status is JobStatus.COMPLETED for i in range(5))  # type: ignore[union-attr]
     started = {store.get(f"j{i}").started_at for i in range(3)}  # type: ignore[union-attr]
@@ -46,17 +42,17 @@ def test_jobs_queued_together_run_in_batches_of_batch_size(store: SQLiteJobStore
 
 
 def test_a_batch_never_skips_ahead_in_the_queue(store: SQLiteJobStore, files: FileStore) -> None:
-    add(store, "a")
-    add(store, "b")
-    add(store, "words", options=TranscribeOptions(word_timestamps=True))  # other options
-    add(store, "c")
-    add(store, "long", duration=BATCH_MAX_SECONDS + 1)  # more than one window
-    add(store, "d")
-    add(store, "beam", options=TranscribeOptions(beam_size=2))  # beam search is not batched
-    add(store, "e")
-    add(store, "f", model="base")
-    add(store, "low", priority=2)
-    add(store, "g")
+    queued(store, files, "a")
+    queued(store, files, "b")
+    queued(store, files, "words", options=TranscribeOptions(word_timestamps=True))  # other options
+    queued(store, files, "c")
+    queued(store, files, "long", duration=BATCH_MAX_SECONDS + 1)  # more than one window
+    queued(store, files, "d")
+    queued(store, files, "beam", options=TranscribeOptions(beam_size=2))  # beam search is not batched
+    queued(store, files, "e")
+    queued(store, files, "f", model="base")
+    queued(store, files, "low", priority=2)
+    queued(store, files, "g")
     assert run_queue(store, files, batch_size=8) == [
         ["a", "b"], ["words"], ["c"], ["long"], ["d"], ["beam"], ["e"], ["f"], ["g"], ["low"],
     ]  # fmt: skip
@@ -64,7 +60,7 @@ def test_a_batch_never_skips_ahead_in_the_queue(store: SQLiteJobStore, files: Fi
 
 def test_batching_off_with_batch_size_1(store: SQLiteJobStore, files: FileStore) -> None:
     for i in range(3):
-        add(store, f"j{i}")
+        queued(store, files, f"j{i}")
     assert run_queue(store, files, batch_size=1) == [["j0"], ["j1"], ["j2"]]
 
 
@@ -72,18 +68,18 @@ def test_jobs_run_again_after_a_crash_run_alone(store: SQLiteJobStore, files: Fi
     # A batch was running when the process died: each of its jobs runs alone
     # next time, so one file that kills the process cannot fail the others.
     for job_id in ("x", "y", "z"):
-        add(store, job_id)
+        queued(store, files, job_id)
     for job_id in ("x", "y"):
         assert store.claim(job_id, "replica-1", 30.0, time.time()) is not None
         store.requeue(job_id, 1)
-    add(store, "fresh1")
-    add(store, "fresh2")
+    queued(store, files, "fresh1")
+    queued(store, files, "fresh2")
     assert run_queue(store, files, batch_size=8) == [["x"], ["y"], ["z", "fresh1", "fresh2"]]
 
 
 def test_cancelled_while_waiting_is_not_claimed(store: SQLiteJobStore, files: FileStore) -> None:
     for job_id in ("a", "b", "c"):
-        add(store, job_id)
+        queued(store, files, job_id)
     assert store.cancel_queued("b", time.time())
     assert run_queue(store, files, batch_size=8) == [["a", "c"]]
     assert store.get("b").status is JobStatus.CANCELLED  # type: ignore[union-attr]

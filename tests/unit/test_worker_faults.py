@@ -30,7 +30,7 @@ from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.worker import InferenceWorker
 
 from fakes import FakeEngine
-from helpers import FIXTURES, InProcessServer, request, tmpfs
+from helpers import FIXTURES, InProcessServer, queued, tmpfs
 
 DISK_FULL = sqlite3.OperationalError("database or disk is full")
 
@@ -45,12 +45,6 @@ def until(condition: Callable[[], object], what: str, timeout: float = 20.0) -> 
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(worker_module, "_backoff", lambda failures: 0.01)
-
-
-def add(store: SQLiteJobStore, files: FileStore, job_id: str, **overrides: Any) -> None:
-    req = request(job_id, **overrides)
-    files.audio_path(req.key).write_bytes(b"audio")
-    store.add(req, time.time())
 
 
 def start(store: SQLiteJobStore, files: FileStore, engine: FakeEngine, **kwargs: Any) -> InferenceWorker:
@@ -119,7 +113,7 @@ def test_a_stop_puts_the_running_job_back_without_counting_an_attempt(store: SQL
         engine.gate.clear()
         add_once = store.get("long") is None
         if add_once:
-            add(store, files, "long", duration=120.0)
+            queued(store, files, "long", duration=120.0)
         worker = start(store, files, engine)
         until(engine.started.is_set, "the job to start")
         assert store.get("long").status is JobStatus.PROCESSING  # type: ignore[union-attr]
@@ -140,7 +134,7 @@ def test_a_stop_puts_the_running_job_back_without_counting_an_attempt(store: SQL
 def test_a_stop_ends_a_job_with_a_cancel_asked_cancelled(store: SQLiteJobStore, files: FileStore) -> None:
     engine = FakeEngine(windows=4, hold_from=2)
     engine.gate.clear()
-    add(store, files, "c")
+    queued(store, files, "c")
     worker = start(store, files, engine)
     until(engine.started.is_set, "the job to start")
     assert store.request_cancel("c")  # as another replica would: the database only
@@ -155,8 +149,8 @@ def test_a_stop_ends_a_job_with_a_cancel_asked_cancelled(store: SQLiteJobStore, 
 def test_a_job_cancelled_while_running_is_not_run_again_after_a_crash(store: SQLiteJobStore, files: FileStore) -> None:
     """The cancel is in the database: a process that dies before acting on
     it leaves a job that recovery ends cancelled, and the queue moves on."""
-    add(store, files, "c")
-    add(store, files, "next")
+    queued(store, files, "c")
+    queued(store, files, "next")
     claimed = store.claim_next("dead", 30.0, time.time())
     assert claimed is not None and claimed.job_id == "c"
     assert store.request_cancel("c")
@@ -194,7 +188,7 @@ def test_a_result_that_cannot_be_written_is_retried_and_leaves_no_temp_file(
         return f
 
     monkeypatch.setattr("builtins.open", open_on_full_disk)
-    add(store, files, "a")
+    queued(store, files, "a")
     worker = start(store, files, FakeEngine())
     until(lambda: store.get("a").status is JobStatus.COMPLETED, "the job to complete")  # type: ignore[union-attr]
     worker.stop()
@@ -213,8 +207,8 @@ def test_a_disk_that_stays_full_fails_the_job_after_the_attempts_cap(
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(files, "write_result", no_space)
-    add(store, files, "a")
-    add(store, files, "b")
+    queued(store, files, "a")
+    queued(store, files, "b")
     worker = start(store, files, FakeEngine())
     until(lambda: store.get("b").status is JobStatus.FAILED, "both jobs to fail")  # type: ignore[union-attr]
     assert worker.alive
@@ -243,8 +237,8 @@ def test_a_full_database_never_kills_the_worker(
     monkeypatch.setattr(store.db, "run", run)
     engine = FakeEngine(windows=2, hold_from=2)
     engine.gate.clear()
-    add(store, files, "a")
-    add(store, files, "b")
+    queued(store, files, "a")
+    queued(store, files, "b")
     worker = start(store, files, engine)
     until(engine.started.is_set, "a to start")
     full.set()
@@ -262,7 +256,7 @@ def test_a_full_database_never_kills_the_worker(
     worker.notify()
     until(lambda: worker.state().running, "")
     full.clear()
-    add(store, files, "c")
+    queued(store, files, "c")
     full.set()
     worker.notify()
     until(lambda: len(refused) > add_refused + 2, "claims to be refused")
@@ -274,7 +268,7 @@ def test_a_full_database_never_kills_the_worker(
 
 
 def test_no_job_starts_while_the_disk_is_below_the_floor(store: SQLiteJobStore, files: FileStore) -> None:
-    add(store, files, "a")
+    queued(store, files, "a")
     engine = FakeEngine()
     worker = start(store, files, engine, min_free_bytes=2**62)
     until(lambda: worker.state().waiting is not None, "the worker to wait for space")

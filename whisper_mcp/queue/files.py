@@ -1,4 +1,6 @@
-"""Files under the storage folder, named only by server-made keys.
+"""Files under the storage folder, named only by server-made keys: the
+default ``Storage`` (``storage.py``); ``objects.py`` keeps the same in an S3
+bucket for replicas on separate machines.
 
 Layout::
 
@@ -16,6 +18,7 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,12 +27,12 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from whisper_mcp.durable import fsync_dir, write_atomic
-from whisper_mcp.errors import InsufficientStorage, PayloadTooLarge
+from whisper_mcp.errors import DataMissing, InsufficientStorage, PayloadTooLarge
 from whisper_mcp.queue import partial
 
 _KEY = re.compile(r"^[0-9a-f]{32}$")
@@ -46,6 +49,21 @@ class StoredUpload:
     sha256: str
 
 
+@dataclass(frozen=True)
+class JobFiles:
+    """A job's audio and its known speakers' recordings as local files, for the decoder."""
+
+    audio: Path
+    references: tuple[Path, ...]
+
+
+def audio_missing(key: str) -> DataMissing:
+    return DataMissing(
+        "The job's audio is not in storage (removed, or stored where this server does not look: "
+        "replicas on separate machines need --storage-url); submit the file again."
+    )
+
+
 class IncomingFile:
     """An upload being written to ``incoming/`` as it arrives, hashed on the way.
 
@@ -55,7 +73,7 @@ class IncomingFile:
     """
 
     def __init__(self, directory: Path, max_bytes: int, min_free_bytes: int) -> None:
-        self._max = max_bytes
+        self.max_bytes = max_bytes
         self._min_free = min_free_bytes
         self._digest = hashlib.sha256()
         self.size = 0
@@ -64,10 +82,10 @@ class IncomingFile:
         self._file = os.fdopen(fd, "wb")
 
     def write(self, data: bytes) -> None:
-        if self.size + len(data) > self._max:
+        if self.size + len(data) > self.max_bytes:
             self.abort()
             raise PayloadTooLarge(
-                f"The upload exceeds the limit of {self._max // 2**20} MiB. Split the recording or ask the "
+                f"The upload exceeds the limit of {self.max_bytes // 2**20} MiB. Split the recording or ask the "
                 "operator to raise --max-upload-mb."
             )
         if shutil.disk_usage(self.path.parent).free - len(data) < self._min_free:
@@ -156,6 +174,13 @@ class FileStore:
         for index, data in enumerate(recordings):
             write_atomic(self.reference_path(key, index), data)
 
+    @contextlib.contextmanager
+    def job_files(self, key: str, speakers: int) -> Iterator[JobFiles]:
+        audio = self.audio_path(key)
+        if not audio.is_file():
+            raise audio_missing(key)
+        yield JobFiles(audio, tuple(self.reference_path(key, i) for i in range(speakers)))
+
     def discard_audio(self, key: str) -> None:
         """A job's audio and its known speakers' recordings."""
         self.discard(self.audio_path(key))
@@ -203,6 +228,53 @@ class FileStore:
 
     def has_result(self, key: str) -> bool:
         return self.result_path(key).exists()
+
+    def discard_result(self, key: str) -> None:
+        self.discard(self.result_path(key))
+
+    def sweep_audio(self, owned: set[str], grace_seconds: float) -> None:
+        self.remove_unowned(self.audio_dir, owned, grace_seconds)
+        self.remove_unowned(self.speakers_dir, owned, grace_seconds)
+
+    def sweep_incoming(self, grace_seconds: float) -> None:
+        self.remove_unowned(self.incoming, set(), grace_seconds)
+
+    # -- chunked uploads: one file per upload, written at each chunk's offset
+
+    def create_upload(self, upload_id: str) -> None:
+        self.upload_path(upload_id).touch()
+
+    def write_upload(self, upload_id: str, offset: int, data: bytes) -> None:
+        with open(self.upload_path(upload_id), "r+b") as f:
+            f.seek(offset)
+            f.write(data)
+
+    def read_upload(self, upload_id: str, start: int, end: int) -> bytes:
+        with open(self.upload_path(upload_id), "rb") as f:
+            f.seek(start)
+            return f.read(end - start)
+
+    def assemble_upload(self, upload_id: str, size: int) -> StoredUpload:
+        path = self.upload_path(upload_id)
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(1024 * 1024):
+                digest.update(block)
+        # A second name in incoming/, where submissions take uploads from (and
+        # remove them); the bytes stay under uploads/ for a retry until the job is queued.
+        target = self.incoming / f"upload-{upload_id}-{new_key()[:8]}"
+        try:
+            os.link(path, target)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(path, target)
+        os.utime(target)  # fresh, so no start-up sweep of incoming/ takes it for litter
+        return StoredUpload(target, size, digest.hexdigest())
+
+    def discard_upload(self, upload_id: str) -> None:
+        self.upload_path(upload_id).unlink(missing_ok=True)
+
+    def sweep_uploads(self, owned: set[str], grace_seconds: float) -> None:
+        self.remove_unowned(self.uploads_dir, owned, grace_seconds)
 
     def remove_unowned(self, folder: Path, owned: set[str], grace_seconds: float = 0.0) -> None:
         """Remove entries of ``folder`` (audio/, speakers/, incoming/) whose

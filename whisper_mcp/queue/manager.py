@@ -7,8 +7,8 @@ The worker, the service, the callback sender and the transports ask; they
 never write job rows or job files themselves. (The model is procrastinate's
 ``JobManager``.)
 
-State lives in the database (SQL in ``store.py``) and the files
-(``files.py``), so any replica answers for any job. A claim is a lease that
+State lives in the database (SQL in ``store.py``) and storage (the folder,
+``files.py``, or a bucket, ``objects.py``), so any replica answers for any job. A claim is a lease that
 the worker's heartbeat renews; a replica that dies stops renewing, and any
 replica then reclaims the job. Every method blocks (database, file I/O): call
 them from worker threads, never on the event loop.
@@ -23,12 +23,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from whisper_mcp.errors import DatabaseUnavailable
+from whisper_mcp.errors import DatabaseUnavailable, DataMissing, StorageUnavailable
 from whisper_mcp.logs import job_event
 from whisper_mcp.options import PRIORITY_NAMES
-from whisper_mcp.queue.files import FileStore, StoredUpload
+from whisper_mcp.queue.files import StoredUpload
 from whisper_mcp.queue.jobs import DuplicateJob, Job, JobPage, JobRequest, JobStatus
 from whisper_mcp.queue.partial import PartialCursor
+from whisper_mcp.queue.storage import Storage
 from whisper_mcp.queue.store import SQLJobStore
 
 log = logging.getLogger("whisper_mcp.queue")
@@ -78,7 +79,7 @@ class JobQueue:
     def __init__(
         self,
         store: SQLJobStore,
-        files: FileStore,
+        files: Storage,
         *,
         replica_id: str = "local",
         lease_seconds: float = 30.0,
@@ -89,7 +90,7 @@ class JobQueue:
         self.files = files
         self.replica_id = replica_id
         self.lease_seconds = lease_seconds
-        # Several replicas share the database (and the storage folder).
+        # Several replicas share the database (and the storage folder, or a bucket).
         self.shared = store.db.shared
         self._delete_audio = delete_audio
         # A transcript is written only if the disk keeps this much free after it.
@@ -153,7 +154,7 @@ class JobQueue:
             try:
                 job = self._store.add(replace(request, cached_from=earlier.job_id), time.time())
             except BaseException:
-                self.files.discard(self.files.result_path(request.key))
+                self.files.discard_result(request.key)
                 raise
         else:
             # Audio lands in place first: a queued job always has its files.
@@ -276,7 +277,7 @@ class JobQueue:
             pending, attempt = list(running.unwritten), running.job.attempts
         try:
             self.files.append_partial(running.job.key, attempt, pending)
-        except OSError as exc:
+        except (OSError, StorageUnavailable) as exc:
             log.warning("job %s: could not keep its partial transcript: %s", job_id, exc)
             return
         with self._lock:
@@ -353,7 +354,7 @@ class JobQueue:
         full): back to the queue, the attempt counted, so it is tried again
         once there is room, and fails with ``error`` after ``MAX_ATTEMPTS``
         tries. Returns ``queued``, ``failed`` or ``lost``."""
-        self.files.discard(self.files.result_path(job.key))  # a transcript half-written, if any
+        self.files.discard_result(job.key)  # a transcript half-written, if any
         held = self._held(job)
         if held is not None:
             return held
@@ -464,9 +465,8 @@ class JobQueue:
         if self._delete_audio:
             # Audio of ended jobs, or of uploads that died before their job was stored.
             live = self._store.active_keys()
-            self.files.remove_unowned(self.files.audio_dir, live, grace)
-            self.files.remove_unowned(self.files.speakers_dir, live, grace)
-        self.files.remove_unowned(self.files.incoming, set(), grace)
+            self.files.sweep_audio(live, grace)
+        self.files.sweep_incoming(grace)
         return again
 
     def reclaim_expired(self) -> list[str]:
@@ -504,7 +504,7 @@ class JobQueue:
         keys = self._store.expire_finished(before)
         for key in keys:
             self.files.discard_partial(key)
-            self.files.discard(self.files.result_path(key))
+            self.files.discard_result(key)
             self.files.discard_audio(key)
         return len(keys)
 
@@ -543,8 +543,17 @@ class JobQueue:
     def counts(self) -> dict[str, int]:
         return {status.value: self._store.count(status) for status in JobStatus}
 
-    def result(self, job: Job) -> dict[str, object] | None:
-        return self.files.read_result(job.key)
+    def result(self, job: Job) -> dict[str, object]:
+        """A completed job's transcript; ``DataMissing`` (in words, never an
+        empty transcript) if storage has none."""
+        result = self.files.read_result(job.key)
+        if result is None:
+            raise DataMissing(
+                f"The transcript of job {job.job_id!r} is not in storage: it was removed, or written where "
+                "this server does not look (replicas on separate machines need --storage-url). "
+                "Submit the file again."
+            )
+        return result
 
 
 __all__ = ["MAX_ATTEMPTS", "DuplicateJob", "JobCancelled", "JobQueue", "LeaseLost", "Running", "ShuttingDown"]

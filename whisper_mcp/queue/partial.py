@@ -9,6 +9,9 @@ crash must not lose. A last line cut short (a crash mid-append) has no
 newline yet and reads as absent. Releases before this format rewrote each
 attempt's whole list as one JSON array (``<key>.<n>.json``); such a file
 still reads, so a job that an older process was running shows its segments.
+
+``read`` merges the attempts of any source with an ``advance`` (``Attempt``):
+the files here, or an object store's numbered objects (``objects.py``).
 """
 
 from __future__ import annotations
@@ -19,8 +22,29 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 Segment = dict[str, object]
+
+
+@dataclass
+class Seen:
+    """How far a reader has read one attempt's segments."""
+
+    offset: int = 0  # bytes read up to the last whole line (a legacy file: its size when read; objects: how many)
+    count: int = 0  # segments in them
+    legacy: bool = False
+
+
+class Attempt(Protocol):
+    """Where one attempt's segments are, read on from where ``seen`` says."""
+
+    @property
+    def attempt(self) -> int: ...
+
+    def advance(self, seen: Seen) -> list[Segment]:
+        """The segments appended since ``seen``, which is moved past them."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -31,14 +55,8 @@ class AttemptFiles:
     lines: Path  # <key>.<n>.jsonl: one segment per line, appended
     legacy: Path  # <key>.<n>.json: the whole list, written by earlier releases
 
-
-@dataclass
-class _Seen:
-    """How far a reader has read one attempt's file."""
-
-    offset: int = 0  # bytes read up to the last whole line (a legacy file: its size when read)
-    count: int = 0  # segments in them
-    legacy: bool = False
+    def advance(self, seen: Seen) -> list[Segment]:
+        return _advance(self, seen)
 
 
 @dataclass
@@ -47,7 +65,7 @@ class PartialCursor:
     transcript: the next read returns only segments it has not had yet."""
 
     sent: int = 0  # segments handed out
-    seen: dict[int, _Seen] = field(default_factory=dict)  # attempt -> how far its file was read
+    seen: dict[int, Seen] = field(default_factory=dict)  # attempt -> how far its file was read
 
 
 def append(path: Path, segments: Sequence[Mapping[str, object]]) -> None:
@@ -69,15 +87,15 @@ def append(path: Path, segments: Sequence[Mapping[str, object]]) -> None:
         os.close(fd)
 
 
-def read(files: Sequence[AttemptFiles], cursor: PartialCursor) -> list[Segment]:
+def read(files: Sequence[Attempt], cursor: PartialCursor) -> list[Segment]:
     """The segments after the first ``cursor.sent`` of the attempt in ``files``
     (latest first) that has decoded most, the latest on a tie: while a re-run
     has not caught up, the run before it shows. Advances ``cursor``."""
-    best: tuple[int, AttemptFiles, int, list[Segment]] | None = None  # count, files, first fresh index, fresh
+    best: tuple[int, Attempt, int, list[Segment]] | None = None  # count, files, first fresh index, fresh
     for f in files:
-        seen = cursor.seen.setdefault(f.attempt, _Seen())
+        seen = cursor.seen.setdefault(f.attempt, Seen())
         first = seen.count
-        fresh = _advance(f, seen)
+        fresh = f.advance(seen)
         if best is None or seen.count > best[0]:
             best = (seen.count, f, first, fresh)
     if best is None or best[0] <= cursor.sent:
@@ -85,13 +103,13 @@ def read(files: Sequence[AttemptFiles], cursor: PartialCursor) -> list[Segment]:
     count, f, first, fresh = best
     if first > cursor.sent:
         # This attempt's earlier segments were read while another one led: read them again.
-        fresh, first = _whole(f)[:count], 0
+        fresh, first = f.advance(Seen())[:count], 0
     out = fresh[cursor.sent - first :]
     cursor.sent = count
     return out
 
 
-def _advance(f: AttemptFiles, seen: _Seen) -> list[Segment]:
+def _advance(f: AttemptFiles, seen: Seen) -> list[Segment]:
     """The segments appended to ``f`` since ``seen``, which is moved past them."""
     if not seen.legacy and seen.offset == 0 and not f.lines.exists() and f.legacy.exists():
         seen.legacy = True
@@ -114,16 +132,13 @@ def _advance(f: AttemptFiles, seen: _Seen) -> list[Segment]:
         return []
     data = data[: data.rfind(b"\n") + 1]  # a line with no newline yet is not there
     seen.offset += len(data)
-    fresh = _parse(data)
+    fresh = parse(data)
     seen.count += len(fresh)
     return fresh
 
 
-def _whole(f: AttemptFiles) -> list[Segment]:
-    return _advance(f, _Seen())
-
-
-def _parse(data: bytes) -> list[Segment]:
+def parse(data: bytes) -> list[Segment]:
+    """The segments of whole JSON lines (a line that does not parse is skipped)."""
     out = []
     for line in data.splitlines():
         try:
@@ -143,4 +158,4 @@ def _legacy(path: Path) -> list[Segment]:
     return [s for s in found if isinstance(s, dict)] if isinstance(found, list) else []
 
 
-__all__ = ["AttemptFiles", "PartialCursor", "Segment", "append", "read"]
+__all__ = ["Attempt", "AttemptFiles", "PartialCursor", "Seen", "Segment", "append", "parse", "read"]

@@ -24,8 +24,9 @@ from whisper_mcp.engines.base import Engine
 from whisper_mcp.queue.files import FileStore
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.sqlite import SQLiteDatabase
+from whisper_mcp.queue.storage import Storage
 from whisper_mcp.queue.store import Database, SQLJobStore, SQLUploadStore
-from whisper_mcp.server.audio_urls import AudioSources, HttpFetcher
+from whisper_mcp.server.audio_urls import AudioSources, BucketFetcher, Fetcher, HttpFetcher
 from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.egress import CallbackPolicy, literal_address
 from whisper_mcp.server.http import dashboard, openai_api, realtime, rest
@@ -81,6 +82,19 @@ def open_database(settings: Settings) -> Database:
     return SQLiteDatabase(database_path(settings))
 
 
+def open_storage(settings: Settings) -> Storage:
+    """The bucket of --storage-url, with --storage as its scratch space; else
+    the storage folder alone. ``ValueError`` if the bucket cannot be used."""
+    if settings.storage_url:
+        from whisper_mcp.queue.objects import ObjectStore, connect  # obstore only when used
+
+        client = connect(settings.storage_url, endpoint=settings.storage_endpoint, region=settings.storage_region)
+        store = ObjectStore(client, settings.storage)
+        store.check()  # a bucket that cannot be used stops start-up, in one sentence
+        return store
+    return FileStore(settings.storage)
+
+
 def callback_policy(settings: Settings) -> CallbackPolicy:
     """Where callbacks may go: loopback too while the server itself listens
     only on loopback (a local set-up, whose receivers are local)."""
@@ -92,10 +106,13 @@ def callback_policy(settings: Settings) -> CallbackPolicy:
 def audio_sources(settings: Settings, queue: JobQueue, policy: CallbackPolicy) -> AudioSources:
     """Where jobs sent as a URL fetch their audio, by scheme: http(s) through
     the callbacks' egress policy, within the upload limit. (An object store's
-    fetcher for s3:// joins this mapping when the server has one.)"""
+    fetcher reads s3:// when the server has one.)"""
     web = HttpFetcher(policy, max_bytes=settings.max_upload_bytes)
+    fetchers: dict[str, Fetcher] = {"https": web, "http": web}
+    if settings.storage_url:  # s3:// with the object store's credentials
+        fetchers["s3"] = BucketFetcher(settings.storage_endpoint, settings.storage_region)
     return AudioSources(
-        {"https": web, "http": web},
+        fetchers,
         queue,
         max_bytes=settings.max_upload_bytes,
         min_free_bytes=settings.min_free_bytes,
@@ -112,7 +129,7 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
     # seconds go into importing torch and loading a model, and before the
     # storage folders are made.
     database = open_database(settings)
-    files = FileStore(settings.storage)
+    files = open_storage(settings)
     queue = JobQueue(
         SQLJobStore(database),
         files,

@@ -146,6 +146,41 @@ class HttpFetcher:
         raise FetchFailed(f"more than {self._max_redirects} redirects")
 
 
+class BucketFetcher:
+    """``s3://bucket/key``: read with the object store's endpoint, region and
+    credentials (the server's own bucket, or another these credentials may
+    read), streamed into the upload file."""
+
+    def __init__(self, endpoint: str = "", region: str = "") -> None:
+        self._endpoint = endpoint
+        self._region = region
+
+    async def fetch(self, url: str, sink: IncomingFile) -> None:
+        # Only servers with an object store have this fetcher: obstore is there.
+        import obstore
+        from obstore.exceptions import BaseError
+
+        from whisper_mcp.queue.objects import connect
+
+        parts = urlsplit(url)
+        key = unquote(parts.path.lstrip("/"))
+        if not key:
+            raise FetchFailed("it names a bucket but no object in it")
+        try:
+            store = connect(f"s3://{parts.netloc}", endpoint=self._endpoint, region=self._region)
+            got = await obstore.get_async(store, key)
+            size = got.meta["size"]
+            if size > sink.max_bytes:
+                raise PayloadTooLarge(f"{size} bytes")
+            async for chunk in got.stream():
+                sink.write(bytes(chunk))
+        except FileNotFoundError:
+            raise FetchFailed("the bucket has no such object") from None
+        except (BaseError, ValueError) as exc:  # refused (permissions, no bucket) or no answer
+            log.info("audio_url %s: %s", redact_url(url), str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            raise FetchFailed("the object store refused to give it or did not answer") from None
+
+
 class AudioSources:
     """The fetchers by URL scheme, and what a job's run does with one."""
 

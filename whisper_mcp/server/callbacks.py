@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from anyio import to_thread
 
-from whisper_mcp.errors import DatabaseUnavailable
+from whisper_mcp.errors import DatabaseUnavailable, DataMissing
 from whisper_mcp.formats import render
 from whisper_mcp.queue.jobs import Job
 from whisper_mcp.queue.manager import JobQueue
@@ -148,9 +148,13 @@ class CallbackSender:
     async def payload(self, job: Job) -> dict[str, Any]:
         body: dict[str, Any] = {"job_id": job.job_id, "delivery_id": delivery_id(job), "status": job.status.value}
         if job.status.value == "completed":
-            result = await to_thread.run_sync(self._queue.result, job) or {}
-            body["transcript"] = render(result, "txt")  # the same text /download serves
-            body["language"] = result.get("language")
+            try:
+                result = await to_thread.run_sync(self._queue.result, job)
+            except DataMissing as exc:  # said, rather than an empty transcript or no callback ever
+                body["error"] = exc.message
+            else:
+                body["transcript"] = render(result, "txt")  # the same text /download serves
+                body["language"] = result.get("language")
             body["download_url"] = f"{self._public_url}/download/{job.job_id}"
         else:
             body["error"] = job.error

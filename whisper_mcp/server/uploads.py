@@ -1,29 +1,28 @@
 """Uploads that keep audio bytes out of an agent's output: chunked MCP uploads
 and one-time upload URLs for ``curl``.
 
-State lives in the upload store; bytes live under ``uploads/<id>`` until the
-upload becomes a job (or expires).
+State lives in the upload store; bytes live in storage (``uploads/<id>`` in
+the storage folder, or one object per chunk in a bucket) until the upload
+becomes a job (or expires).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import secrets
-import shutil
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from anyio import to_thread
 
 from whisper_mcp.errors import Conflict, InvalidInput, PayloadTooLarge, UploadNotFound
-from whisper_mcp.queue.files import FileStore, StoredUpload, new_key
+from whisper_mcp.queue.files import StoredUpload, new_key
 from whisper_mcp.queue.jobs import UploadRecord
 from whisper_mcp.queue.manager import ORPHAN_GRACE_SECONDS
+from whisper_mcp.queue.storage import Storage
 from whisper_mcp.queue.store import SQLUploadStore
 
 # Decoded bytes per upload_chunk call: base64 makes it 4/3 larger, still well
@@ -61,16 +60,13 @@ def missing(ranges: list[tuple[int, int]], size: int) -> list[tuple[int, int]]:
 
 class UploadManager:
     def __init__(
-        self, store: SQLUploadStore, files: FileStore, *, max_bytes: int, min_free_bytes: int, ttl: float
+        self, store: SQLUploadStore, files: Storage, *, max_bytes: int, min_free_bytes: int, ttl: float
     ) -> None:
         self._store = store
         self._files = files
         self._max_bytes = max_bytes
         self._min_free = min_free_bytes
         self._ttl = ttl
-
-    def _path(self, upload_id: str) -> Path:
-        return self._files.upload_path(upload_id)
 
     # -- chunked ----------------------------------------------------------
 
@@ -109,7 +105,7 @@ class UploadManager:
         }
 
     def _create_chunked(self, record: UploadRecord) -> None:
-        self._path(record.upload_id).touch()
+        self._files.create_upload(record.upload_id)
         self._store.create(record)
 
     async def _open(self, upload_id: str, kind: str) -> UploadRecord:
@@ -161,20 +157,16 @@ class UploadManager:
         return answer
 
     def _write_chunk(self, record: UploadRecord, offset: int, data: bytes) -> None:
-        path = self._path(record.upload_id)
         end = offset + len(data)
-        with open(path, "r+b") as f:
-            # Re-sent data is fine; different data for bytes already received is not.
-            for a, b in overlaps(record.ranges, offset, end):
-                f.seek(a)
-                if f.read(b - a) != data[a - offset : b - offset]:
-                    raise Conflict(
-                        f"Bytes {a}-{b} were already received with different content. "
-                        "Resend the chunk with the original data, or start a new upload."
-                    )
-            self._files.check_space(self._min_free, len(data))
-            f.seek(offset)
-            f.write(data)
+        # Re-sent data is fine; different data for bytes already received is not.
+        for a, b in overlaps(record.ranges, offset, end):
+            if self._files.read_upload(record.upload_id, a, b) != data[a - offset : b - offset]:
+                raise Conflict(
+                    f"Bytes {a}-{b} were already received with different content. "
+                    "Resend the chunk with the original data, or start a new upload."
+                )
+        self._files.check_space(self._min_free, len(data))
+        self._files.write_upload(record.upload_id, offset, data)
 
     async def take(self, upload_id: str) -> tuple[StoredUpload, str | None]:
         """A complete chunked upload, checksum verified, as an upload ready to
@@ -192,14 +184,11 @@ class UploadManager:
         if size is None or gaps:
             shown = ", ".join(f"{a}-{b}" for a, b in gaps[:5]) if size is not None else "the bytes between chunks"
             raise InvalidInput(f"The upload is incomplete: missing bytes {shown}. Send them with upload_chunk.")
-        path = self._path(record.upload_id)
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while block := f.read(1024 * 1024):
-                digest.update(block)
-        if record.sha256 is not None and digest.hexdigest() != record.sha256:
+        stored = self._files.assemble_upload(record.upload_id, size)
+        if record.sha256 is not None and stored.sha256 != record.sha256:
+            self._files.discard(stored.path)
             self._store.delete(record.upload_id)
-            path.unlink(missing_ok=True)
+            self._files.discard_upload(record.upload_id)
             raise InvalidInput(
                 "Checksum mismatch: the received bytes do not have the sha256 given to begin_upload. "
                 "The upload was discarded; start again."
@@ -207,16 +196,9 @@ class UploadManager:
         # Taking the record is the claim: of two requests finishing the same
         # upload (on one replica or two), one gets it.
         if not self._store.take(record.upload_id, time.time()):
+            self._files.discard(stored.path)
             raise UploadNotFound(f"The upload {record.upload_id!r} was already submitted or has expired.")
-        # A second name in incoming/, where submit() takes uploads from (and
-        # removes them); the bytes stay under uploads/ for a retry until the job is queued.
-        target = self._files.incoming / f"upload-{record.upload_id}-{new_key()[:8]}"
-        try:
-            os.link(path, target)
-        except OSError:  # a filesystem without hard links
-            shutil.copyfile(path, target)
-        os.utime(target)  # fresh, so no start-up sweep of incoming/ takes it for litter
-        return StoredUpload(target, size, digest.hexdigest())
+        return stored
 
     async def consumed(self, upload_id: str) -> None:
         """The upload became a job: remove it and its bytes."""
@@ -224,7 +206,7 @@ class UploadManager:
 
     def _consumed(self, upload_id: str) -> None:
         self._store.delete(upload_id)
-        self._path(upload_id).unlink(missing_ok=True)
+        self._files.discard_upload(upload_id)
 
     async def release(self, upload_id: str) -> None:
         """A submission failed (bad options, bad body): open the upload or
@@ -285,8 +267,8 @@ class UploadManager:
         recording it, or between taking an upload and moving its file."""
         expired = self._store.expire(now)
         for upload_id in expired:
-            self._path(upload_id).unlink(missing_ok=True)
-        self._files.remove_unowned(self._files.uploads_dir, self._store.ids(), ORPHAN_GRACE_SECONDS)
+            self._files.discard_upload(upload_id)
+        self._files.sweep_uploads(self._store.ids(), ORPHAN_GRACE_SECONDS)
         return len(expired)
 
 

@@ -16,6 +16,7 @@ stops at its next window and goes back to the queue uncounted.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -33,9 +34,11 @@ from whisper_mcp.errors import (
     InsufficientStorage,
     InvalidInput,
     ServiceError,
+    StorageUnavailable,
     storage_fault,
 )
 from whisper_mcp.logs import job_event
+from whisper_mcp.queue.files import JobFiles
 from whisper_mcp.queue.jobs import Job
 from whisper_mcp.queue.manager import JobCancelled, JobQueue, ShuttingDown
 from whisper_mcp.server.audio_urls import AudioSources
@@ -84,6 +87,8 @@ def _holdup(exc: BaseException) -> str:
     fault = exc if isinstance(exc, InsufficientStorage) else storage_fault(exc)
     if isinstance(fault, InsufficientStorage):
         cause = "the disk is full"
+    elif isinstance(fault, StorageUnavailable):
+        cause = "the object store is not available"
     elif fault is not None:
         cause = "the job database is not available"
     else:
@@ -345,30 +350,59 @@ class InferenceWorker:
         if len(jobs) > 1:
             self._metrics.batch(len(jobs))
         started = time.perf_counter()
-        leader = jobs[0]
-        outcomes: list[Transcription | Exception]
+        outcomes: dict[str, Transcription | Exception] = {}
+        # The audio as local files while it is decoded: in place in the
+        # storage folder, or fetched from a bucket to scratch and removed after.
+        with contextlib.ExitStack() as fetched:
+            ready: list[tuple[Job, JobFiles]] = []
+            for job in jobs:
+                try:
+                    speakers = len(job.options.known_speakers)
+                    ready.append((job, fetched.enter_context(self._queue.files.job_files(job.key, speakers))))
+                except Exception as exc:  # gone (DataMissing), or the object store is away
+                    outcomes[job.job_id] = exc
+            try:
+                if ready:
+                    info = self._engine.registry.resolve(jobs[0].model, trusted=True)  # checked at submission
+                    items = [
+                        BatchItem(
+                            local.audio,
+                            job.duration,
+                            self._progress(job),
+                            self._segments(job),
+                            tuple(
+                                (name, path)
+                                for (name, _sha), path in zip(job.options.known_speakers, local.references, strict=True)
+                            ),
+                        )
+                        for job, local in ready
+                    ]
+                    with self.gate.batch():
+                        decoded = self._engine.transcribe_batch(items, info, ready[0][0].options)
+                    outcomes.update(zip((job.job_id for job, _ in ready), decoded, strict=True))
+            except Exception as exc:  # e.g. the model failed to load: every job fails with it
+                outcomes.update((job.job_id, exc) for job, _ in ready)
+        away: StorageUnavailable | None = None
+        for job in jobs:
+            outcome = outcomes[job.job_id]
+            if isinstance(outcome, StorageUnavailable):
+                self._put_back(job)
+                away = outcome
+            else:
+                self._finish(job, outcome, time.perf_counter() - started)
+        if away is not None:
+            raise away  # the loop waits a while before it claims again
+
+    def _put_back(self, job: Job) -> None:
+        """A run whose audio could not be fetched (the object store is away):
+        back to the queue in its old place, the attempt not counted, since
+        the job did nothing wrong."""
         try:
-            info = self._engine.registry.resolve(leader.model, trusted=True)  # checked at submission
-            files = self._queue.files
-            items = [
-                BatchItem(
-                    files.audio_path(job.key),
-                    job.duration,
-                    self._progress(job),
-                    self._segments(job),
-                    tuple(
-                        (name, files.reference_path(job.key, i))
-                        for i, (name, _sha) in enumerate(job.options.known_speakers)
-                    ),
-                )
-                for job in jobs
-            ]
-            with self.gate.batch():
-                outcomes = self._engine.transcribe_batch(items, info, leader.options)
-        except Exception as exc:  # e.g. the model failed to load: every job fails with it
-            outcomes = [exc] * len(jobs)
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            self._finish(job, outcome, time.perf_counter() - started)
+            status = self._queue.release(job)
+        except Exception:  # the store or the database failed again: its lease runs out, recovery settles it
+            self._queue.forget(job)
+            return
+        job_event(log, status, job.job_id, model=job.model, error="the object store is not available")
 
     def _fetched(self, job: Job) -> Job:
         """Blocking, on a fetch thread: the job sent as a URL, its audio
@@ -441,8 +475,10 @@ class InferenceWorker:
         except JobCancelled:  # on request, or the lease went to another replica
             return self._queue.cancelled(job), None
         except Exception as exc:
+            # A bucket that is away is waited for with the transcript in hand:
+            # decoding again would need the bucket too.
             if _transient(exc):
-                if not give_up:
+                if not give_up or isinstance(exc, StorageUnavailable):
                     raise
                 status = self._queue.retry_later(job, NO_SPACE_MESSAGE)
                 return status, NO_SPACE_MESSAGE if status == "failed" else None
