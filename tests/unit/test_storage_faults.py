@@ -8,6 +8,8 @@ bucket that is away: tests/e2e/test_object_storage_e2e.py.)"""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -105,3 +107,29 @@ def test_audio_that_cannot_be_fetched_yet_puts_the_job_back_uncounted(
         worker.stop()
         store.close()
     assert files.left == 0 and found is not None and found.attempts == 1, found
+
+
+def test_heartbeats_while_the_bucket_is_away_log_no_traceback(
+    store: SQLiteJobStore, files: FileStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taking back expired runs asks the bucket whether a run's transcript was
+    saved; while it is away every beat fails. The object store's own warning
+    says so in words: the heartbeat adds no traceback a beat (a 5 s outage
+    once wrote 15 of them on one replica)."""
+    queue = JobQueue(store, files)
+    beats = threading.Semaphore(0)
+
+    def away() -> None:
+        beats.release()
+        raise StorageUnavailable("The object store is not available right now; try again later.")
+
+    monkeypatch.setattr(queue, "heartbeat", away)
+    worker = InferenceWorker(queue, FakeEngine(), "tiny.en", metrics=Metrics(), heartbeat_seconds=0.01)
+    with caplog.at_level(logging.WARNING, logger="whisper_mcp"):
+        worker.start()
+        try:
+            for _ in range(3):
+                assert beats.acquire(timeout=10)
+        finally:
+            worker.stop()
+    assert not [r.getMessage() for r in caplog.records if r.exc_info], caplog.text
