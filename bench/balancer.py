@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
 
 from bench.pollers import RawHttp
 
@@ -28,6 +29,7 @@ class Balancer:
     def __init__(self, urls: dict[str, str]) -> None:
         self.urls = urls  # replica name -> base URL
         self.up: set[str] = set()
+        self.joined: dict[str, float] = {}  # name -> when (time.monotonic) it last came into rotation
         self._turn = itertools.count()
         self.checks = 0
         self.outs = 0  # times a replica was taken out of rotation
@@ -65,6 +67,8 @@ class Balancer:
         finally:
             await conn.close()
         if ready:
+            if name not in self.up:
+                self.joined[name] = time.monotonic()
             self.up.add(name)
         else:
             self.failed(name)

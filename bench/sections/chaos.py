@@ -40,9 +40,11 @@ PG_AT_S, S3_AT_S, OUTAGE_S = 25.0, 45.0, 5.0  # when PostgreSQL and the bucket g
 SUBMITTERS = 4  # concurrent clients submitting
 RETRY_S = 0.5  # a client's pause before it sends a refused submission again
 STATUS_POLLERS, STATUS_EVERY_S, STATUS_TIMEOUT_S = 10, 0.25, 5.0
-# Short leases so that a killed replica's jobs are taken over within seconds
-# (as in the replica tests); one torch thread each: three replicas share the cores.
-REPLICA_FLAGS = ("--lease-seconds", "5", "--heartbeat-seconds", "1", "--threads", "1", "--log-format", "json")
+# Short leases, so that a killed replica's jobs are taken over within seconds,
+# yet longer than the database's outage (with the time it takes to come back),
+# so that the live replicas' runs survive it; one torch thread each: three
+# replicas share the cores.
+REPLICA_FLAGS = ("--lease-seconds", "15", "--heartbeat-seconds", "2", "--threads", "1", "--log-format", "json")
 TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -53,8 +55,9 @@ class Run:
     t0: float = field(default_factory=time.monotonic)
     accepted: dict[str, bool] = field(default_factory=dict)  # job id answered 202 -> sent with a callback
     refusals: collections.Counter[str] = field(default_factory=collections.Counter)  # "503 <code>", "connect", ...
-    # /status samples: (seconds since t0, connect seconds, server seconds, status code)
-    status: list[tuple[float, float, float, int]] = field(default_factory=list)
+    # /status samples: (seconds since t0, connect seconds, server seconds, status code, replica,
+    # seconds since that replica came into rotation)
+    status: list[tuple[float, float, float, int, str, float]] = field(default_factory=list)
     status_errors: collections.Counter[str] = field(default_factory=collections.Counter)
     timeline: list[tuple[float, str]] = field(default_factory=list)
     restarts_s: list[float] = field(default_factory=list)
@@ -242,7 +245,8 @@ async def _status_poller(i: int, state: Run, balancer: Balancer, stop: asyncio.E
                 try:
                     code, _ = await asyncio.wait_for(conn.get(f"/status/{job}"), STATUS_TIMEOUT_S)
                     total = time.perf_counter() - t
-                    state.status.append((state.now(), conn.connect_s, total - conn.connect_s, code))
+                    age = time.monotonic() - balancer.joined.get(name, state.t0)
+                    state.status.append((state.now(), conn.connect_s, total - conn.connect_s, code, name, age))
                 except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError, StopIteration) as exc:
                     state.status_errors[type(exc).__name__] += 1
                     balancer.failed(name)
@@ -434,7 +438,7 @@ def _report(
     connects = [s[1] * 1000 for s in state.status if s[1] > 0]
     totals = [(s[1] + s[2]) * 1000 for s in rough]
     n503 = sum(v for k, v in state.refusals.items() if k.startswith("503"))
-    conn_errors = sum(v for k, v in state.refusals.items() if not k.startswith("503"))
+    conn_errors = sum(v for k, v in state.refusals.items() if not k.startswith(("503", "no replica")))
     p50, p99, top = (pct(server, 50), pct(server, 99), max(server)) if server else (float("nan"),) * 3
 
     sec.add(
@@ -493,6 +497,11 @@ def _report(
         f"({sum(s[3] != 200 for s in state.status)} not 200), no answer {dict(state.status_errors)}; "
         f"max including connect {max(totals, default=float('nan')):.0f} ms; client loop lag p99 {pct(state.lag, 99) * 1000:.1f} ms"
     )  # fmt: skip
+    worst = sorted(state.status, key=lambda x: -x[2])[:5]
+    sec.notes.append(
+        "slowest /status answers (time after connecting; replica, seconds since it came into rotation, at): "
+        + ", ".join(f"{x[2] * 1000:.0f} ms ({x[4]}, {x[5]:.1f} s, at {x[0]:.0f} s)" for x in worst)
+    )
     sec.notes.append(
         f"load balancer as the clients' and pollers' view: a replica is in rotation once GET /health (every {CHECK_S} s, "
         f"{CHECK_TIMEOUT_S} s to answer) says model_loaded (or 503 database/storage away), out on a failed check or any "
