@@ -304,21 +304,29 @@ async def _disrupt(
 ) -> None:
     """SIGKILL a replica every KILL_EVERY_S (the next in turn that is running)
     and start it again at once; halt PostgreSQL at PG_AT_S and the bucket at
-    S3_AT_S, each for OUTAGE_S. Ends once every job has ended and each
-    disruption happened, or at the deadline; waits for the restarts."""
+    S3_AT_S, each for OUTAGE_S, while the kills go on. Ends once every job
+    has ended and each disruption happened, or at the deadline; waits for
+    the restarts."""
     names = itertools.cycle(sorted(replicas))
     restarting: dict[str, asyncio.Task[None]] = {}
+    planned = {"PostgreSQL (pg_ctl stop -m fast)": (PG_AT_S, cluster.halt, cluster.start)}
+    if store is not None:
+        planned["the object store (SIGKILL)"] = (S3_AT_S, store.stop, store.start)
+    outages: dict[str, asyncio.Task[None]] = {}
     next_kill = KILL_EVERY_S
-    pg_done = False
-    s3_done = store is None
     kills = 0
-    while not (finished.is_set() and pg_done and s3_done and kills >= 3) and state.now() < deadline_s:
-        if not pg_done and state.now() >= PG_AT_S:
-            pg_done = await _outage(state, "PostgreSQL (pg_ctl stop -m fast)", cluster.halt, cluster.start)
-        if not s3_done and state.now() >= S3_AT_S:
-            s3_done = await _outage(state, "the object store (SIGKILL)", store.stop, store.start)
+
+    def done() -> bool:
+        outages_over = len(outages) == len(planned) and all(t.done() for t in outages.values())
+        return finished.is_set() and outages_over and kills >= 3
+
+    while not done() and state.now() < deadline_s:
+        for what, (at, stop, start) in planned.items():
+            if what not in outages and state.now() >= at:
+                outages[what] = asyncio.create_task(_outage(state, what, stop, start))
         if state.now() >= next_kill:
-            next_kill += KILL_EVERY_S
+            while next_kill <= state.now():  # ticks missed while a kill waited are skipped, not bunched
+                next_kill += KILL_EVERY_S
             victim = next((n for n in itertools.islice(names, len(replicas)) if n not in restarting), None)
             if victim is not None:
                 await asyncio.to_thread(replicas[victim].kill)
@@ -330,16 +338,16 @@ async def _disrupt(
         await asyncio.sleep(0.1)
     if not finished.is_set():
         state.mark(f"DEADLINE: jobs still unfinished after {deadline_s:.0f} s")
-    await asyncio.gather(*restarting.values())
+    await asyncio.gather(*restarting.values(), *outages.values())
 
 
-async def _outage(state: Run, what: str, stop: Callable[[], object], start: Callable[[], object]) -> bool:
+async def _outage(state: Run, what: str, stop: Callable[[], object], start: Callable[[], object]) -> None:
     state.mark(f"stopping {what} for {OUTAGE_S:.0f} s")
     await asyncio.to_thread(stop)
     await asyncio.sleep(OUTAGE_S)
+    t = time.monotonic()
     await asyncio.to_thread(start)
-    state.mark(f"{what.split(' (')[0]} started again")
-    return True
+    state.mark(f"{what.split(' (')[0]} started again (its start took {time.monotonic() - t:.1f} s)")
 
 
 async def _restart(state: Run, name: str, replica: ServerProcess, deadline_s: float) -> None:
