@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import json
 import random
@@ -406,6 +407,24 @@ def _completions(logs: dict[str, str]) -> collections.Counter[str]:
     return found
 
 
+def _histories(logs: dict[str, str], job_ids: list[str]) -> dict[str, list[str]]:
+    """Every job event of these jobs, over all replicas: time, replica, event, attempt."""
+    wanted = set(job_ids)
+    found: dict[str, list[str]] = {j: [] for j in job_ids}
+    for name, log in logs.items():
+        for line in log.splitlines():
+            if '"job_id"' not in line:
+                continue
+            with contextlib.suppress(ValueError):
+                r = json.loads(line)
+                if r.get("job_id") in wanted:
+                    found[r["job_id"]].append(
+                        f"{r['time']} {name} {r.get('event')} attempt={r.get('attempt')}"
+                        f"{' recovered' if r.get('recovered') else ''}"
+                    )
+    return {j: sorted(v) for j, v in found.items()}
+
+
 def _ending(record: dict[str, Any]) -> str:
     return f"{record.get('status')}" + (f" ({record['error']})" if record.get("error") else "")
 
@@ -427,7 +446,9 @@ def _report(
 ) -> None:
     completions = _completions(logs)
     accepted = len(state.accepted)
-    once = [j for j, f in finals.items() if f.get("status") == "completed" and completions[j] == 1]
+    # Once: the database ended it completed, and no second run reached its end
+    # (a run fenced off logs "lost"). No event at all is a figure of its own.
+    once = [j for j, f in finals.items() if f.get("status") == "completed" and completions[j] <= 1]
     twice = [j for j in finals if completions[j] > 1]
     lost = [j for j, f in finals.items() if f.get("status") != "completed"]
     unlogged = [j for j, f in finals.items() if f.get("status") == "completed" and completions[j] == 0]
@@ -461,6 +482,7 @@ def _report(
         "callback jobs with exactly one delivery id", len(one_id), "jobs", "callback jobs", len(cb_jobs),
         len(one_id) / len(cb_jobs) if cb_jobs else None, "", "all", len(one_id) == len(cb_jobs),
     )  # fmt: skip
+    sec.add("completed jobs with no completed event in any log", len(unlogged), "jobs", "", None, None, "", "", None)
     sec.add("submissions answered 503, sent again", n503, "", "", None, None, "", "", None)
     sec.add("submissions with a connection error, sent again", conn_errors, "", "", None, None, "", "", None)
     sec.add(
@@ -493,7 +515,7 @@ def _report(
         f"jobs: {n_jobs} sent, 1 in {CALLBACK_EVERY} with a callback, paced over {state.submitted_by_s:.0f} s; all ended "
         + (f"at {state.finished_by_s:.0f} s" if state.finished_by_s is not None else "NEVER (deadline)")
         + f"; lost by final status and error {dict(collections.Counter(_ending(finals[j]) for j in lost))}; "
-        f"completed without a completed event {len(unlogged)}; wrong words {len(wrong_text)}; "
+        f"wrong words {len(wrong_text)}; "
         f"jobs in the database no client was answered 202 for {len(orphans)}"
     )  # fmt: skip
     sec.notes.append(
@@ -520,7 +542,10 @@ def _report(
         mode=mode, storage_note=store_why, timeline=state.timeline, refusals=dict(state.refusals),
         status_samples=state.status, status_errors=dict(state.status_errors), restarts_s=state.restarts_s,
         start_failures=state.start_failures, tracebacks=tracebacks, lost={j: finals[j] for j in lost},
-        twice={j: completions[j] for j in twice}, wrong_text=wrong_text, orphans=orphans,
+        twice={j: completions[j] for j in twice},
+        histories=_histories(logs, (twice + lost + unlogged)[:20]),
+        finals_of_odd={j: {k: finals[j].get(k) for k in ("status", "attempts", "started_at", "finished_at", "error")}
+                       for j in (twice + lost + unlogged)[:20]}, wrong_text=wrong_text, orphans=orphans,
         delivery_ids={j: sorted(v) for j, v in ids.items() if len(v) != 1}, bad_callbacks=receiver.bad,
         attempts=dict(collections.Counter(f.get("attempts") for f in finals.values())),
         traceback_heads=_traceback_heads(logs),
