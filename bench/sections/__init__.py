@@ -42,7 +42,7 @@ SECTIONS: dict[str, tuple[str, Callable[[Ctx, Section], None]]] = {
     "diarize": ("12. speaker diarization: time beside transcription, peak memory on vs off", diarize.run),
     "languages": ("13. language routing: its cost on English, languages identified", languages.run),
     "streams": ("14. event streams on a long job; partial transcript bytes written", streams.run),
-    "chaos": ("15. chaos: replicas killed every 10 s, PostgreSQL and the bucket restarted", chaos.run),
+    "chaos": ("15. chaos: replicas killed every 10 s, PostgreSQL (and the bucket) restarted", chaos.run),
 }
 # The default service's figures in one command: bench/run.py --only done
 GROUPS = {"done": ["default", "contention", "responsive", "silence"]}
