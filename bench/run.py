@@ -35,6 +35,12 @@ temporary storage, so any one runs alone with --only):
               the result's size, for that job and a 2-hour replay
   settings    the ctranslate2 CPU defaults (decoder threads, encoder precision,
               beam) against each changed alone, in one process, interleaved
+  chaos       1,000 short jobs (some with callbacks) over three replicas on
+              PostgreSQL (and an S3 bucket where the service has
+              --storage-url) while one replica is SIGKILLed every 10 s and
+              started again, PostgreSQL and the bucket restarted once: jobs
+              completed exactly once, lost, delivery ids per callback,
+              503s, /status p50/p99/max
 
 Every figure is printed next to a baseline measured in the same run, as a ratio.
 The machine may be shared and noisy: compare ratios, not absolute times.

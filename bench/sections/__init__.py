@@ -9,6 +9,7 @@ from collections.abc import Callable
 from bench.context import Ctx
 from bench.report import Section
 from bench.sections import (
+    chaos,
     contention,
     default,
     diarize,
@@ -43,6 +44,7 @@ SECTIONS: dict[str, tuple[str, Callable[[Ctx, Section], None]]] = {
     "languages": ("13. language routing: its cost on English, languages identified", languages.run),
     "streams": ("14. event streams on a long job; partial transcript bytes written", streams.run),
     "settings": ("15. the ctranslate2 CPU defaults against each setting changed alone", settings.run),
+    "chaos": ("16. chaos: replicas killed every 10 s, PostgreSQL (and the bucket) restarted", chaos.run),
 }
 # The default service's figures in one command: bench/run.py --only done
 GROUPS = {"done": ["default", "contention", "responsive", "silence"]}
