@@ -34,10 +34,14 @@ class RawHttp:
         self.port = int(port)
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.connect_s = 0.0  # the last get's time to open its connection (0 on a kept-alive one)
 
     async def get(self, path: str) -> tuple[int, bytes]:
+        self.connect_s = 0.0
         if self.writer is None:
+            t = time.perf_counter()
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+            self.connect_s = time.perf_counter() - t
         assert self.reader is not None
         self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode())
         try:

@@ -16,8 +16,8 @@ temporary storage, so any one runs alone with --only):
   pickup      202 -> started_at with an idle worker (median, p95)
   responsive  /health and /status latency with 50 concurrent pollers during a
               long transcription vs idle
-  memory      server RSS: idle, peak on a 1-min and a 30-min file, growth during
-              a 1 GiB upload
+  memory      server RSS: idle, peak on a 1-min file (against faster-whisper's)
+              and a 30-min file, growth during a 1 GiB upload, and by part
   replicas    three replicas on one PostgreSQL database (a throwaway cluster) vs
               one server on SQLite: pick-up latency (NOTIFY across replicas),
               throughput of 3 replicas vs 1, /status p99 with all transcribing
@@ -33,6 +33,14 @@ temporary storage, so any one runs alone with --only):
   streams     a long job with and without 200 event streams on it (time, server
               CPU, /health p50/p99); partial transcript bytes written against
               the result's size, for that job and a 2-hour replay
+  settings    the ctranslate2 CPU defaults (decoder threads, encoder precision,
+              beam) against each changed alone, in one process, interleaved
+  chaos       1,000 short jobs (some with callbacks) over three replicas on
+              PostgreSQL (and an S3 bucket where the service has
+              --storage-url) while one replica is SIGKILLed every 10 s and
+              started again, PostgreSQL and the bucket restarted once: jobs
+              completed exactly once, lost, delivery ids per callback,
+              503s, /status p50/p99/max
   realtime    live transcription through the openai SDK at real-time pace:
               speech_stopped -> completed, speech_started -> first delta,
               with 2 and 4 sessions and beside a batch job; lag over a long

@@ -173,7 +173,10 @@ class Transcriber:
         return [m.name for m in self.pool.loaded()]
 
     def load(self, info: ModelInfo) -> None:
-        self.pool.get(info)
+        """``info`` loaded and ready to decode (the start-up model: its first job waits for nothing)."""
+        loaded = self.pool.get(info)
+        if not diarization.is_diarizer(info):
+            self.backend.prepare(loaded)
 
     def transcribe(
         self,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from bench.context import Ctx
 from bench.report import Section
 from bench.sections import (
+    chaos,
     contention,
     default,
     diarize,
@@ -20,6 +21,7 @@ from bench.sections import (
     realtime,
     replicas,
     responsive,
+    settings,
     silence,
     streams,
     vad,
@@ -42,7 +44,9 @@ SECTIONS: dict[str, tuple[str, Callable[[Ctx, Section], None]]] = {
     "diarize": ("12. speaker diarization: time beside transcription, peak memory on vs off", diarize.run),
     "languages": ("13. language routing: its cost on English, languages identified", languages.run),
     "streams": ("14. event streams on a long job; partial transcript bytes written", streams.run),
-    "realtime": ("15. live transcription (/v1/realtime): latency, concurrency, lag, WER", realtime.run),
+    "settings": ("15. the ctranslate2 CPU defaults against each setting changed alone", settings.run),
+    "chaos": ("16. chaos: replicas killed every 10 s, PostgreSQL (and the bucket) restarted", chaos.run),
+    "realtime": ("17. live transcription (/v1/realtime): latency, concurrency, lag, WER", realtime.run),
 }
 # The default service's figures in one command: bench/run.py --only done
 GROUPS = {"done": ["default", "contention", "responsive", "silence"]}

@@ -1,8 +1,10 @@
-"""Section memory: server RSS idle, its peak on a 1-minute and a long file,
-and its growth during a large upload."""
+"""Section memory: server RSS idle, its peak on a 1-minute file against
+faster-whisper's on the same file, on a long file, its growth during a large
+upload, and where it goes, by part (bench/memparts.py)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -13,10 +15,10 @@ import httpx
 import numpy as np
 
 from bench.clips import SAMPLE_RATE, concatenated, decoded, write_wav
-from bench.context import FIXTURES, PY, Ctx
+from bench.context import BENCH, FIXTURES, PY, Ctx
 from bench.peers import Helper
 from bench.report import Section
-from bench.rss import RssSampler, mib
+from bench.rss import RssSampler, mib, vm_kb
 from bench.service import FINISHED, serving, submit
 from bench.stats import median
 
@@ -67,6 +69,18 @@ def peak_during_job(client: httpx.Client, sampler: RssSampler, path: Path, cap_s
             "seconds": time.monotonic() - t0, "record": rec}  # fmt: skip
 
 
+def by_part(ctx: Ctx, multilingual: str) -> list[dict[str, Any]]:
+    """bench/memparts.py's steps (RSS and peak after each) for long.mp3, with
+    language routing by ``multilingual`` (``default``: the server's; "": off)."""
+    done = subprocess.run(
+        [PY, str(BENCH / "memparts.py"), ctx.model, multilingual, str(FIXTURES / "long.mp3"), ctx.device],
+        cwd=ctx.tree, env=ctx.sub_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"bench/memparts.py failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
 def run(ctx: Ctx, sec: Section) -> None:
     long_s = ctx.pick(1800.0, 300.0)
     upload_bytes = ctx.pick(1 << 30, 256 << 20)
@@ -83,6 +97,7 @@ def run(ctx: Ctx, sec: Section) -> None:
             idle_kb = median(sampler.window(t))
             one = peak_during_job(client, sampler, FIXTURES / "long.mp3", cap_s)
             after_one_kb = sampler.latest()
+            one_hwm_kb = vm_kb(srv.pid, "VmHWM") or one["peak_kb"]  # the peak since start: loads included
             big = peak_during_job(client, sampler, big_wav, cap_s)
             after_big_kb = sampler.latest()
         finally:
@@ -91,6 +106,12 @@ def run(ctx: Ctx, sec: Section) -> None:
     with Helper(ctx, "openai") as helper:
         time.sleep(1.0)
         bare_kb = helper.call(op="rss")["rss_kb"]
+    # faster-whisper alone (tiny.en int8 on CPU) on the same file, in a fresh process.
+    with Helper(ctx, "faster") as helper:
+        faster_hwm_kb = helper.call(op="e2e", path=str(FIXTURES / "long.mp3"))["hwm_kb"]
+    parts = {
+        label: by_part(ctx, multilingual) for label, multilingual in (("routing on", "default"), ("routing off", ""))
+    }
     # The upload on a fresh server, so memory freed by earlier jobs cannot hide growth.
     # Where the service has upload limits, raise the size limit so the whole body is
     # read, and cap the duration so the (hours-long) upload is refused after probing
@@ -137,6 +158,30 @@ def run(ctx: Ctx, sec: Section) -> None:
         idle / mib(bare_kb), "server/bare", "", None,
     )  # fmt: skip
     sec.add("server RSS peak, 1-min file (long.mp3)", p1, "MiB", "idle", idle, p1 / idle, "peak/idle", "", None)
+    hwm, faster = mib(one_hwm_kb), mib(faster_hwm_kb)
+    sec.add(
+        "server peak (VmHWM) after long.mp3, defaults", hwm, "MiB", "faster-whisper's", faster, hwm / faster,
+        "server/faster-whisper", "<= 1.25x", hwm <= 1.25 * faster,
+    )  # fmt: skip
+    off = parts["routing off"][-1]["hwm_mib"]
+    sec.add(
+        "in-process peak after long.mp3, no language routing", off, "MiB", "faster-whisper's", faster, off / faster,
+        "ours/faster-whisper", "", None,
+    )  # fmt: skip
+    previous = None
+    for part in parts["routing on"]:
+        grown = "" if previous is None else f" (+{part['rss_mib'] - previous:.0f})"
+        sec.add(f"by part: {part['step']}{grown}", part["rss_mib"], "MiB", "peak", part["hwm_mib"], None, "", "", None)
+        previous = part["rss_mib"]
+    heavy = sorted({m for part in parts["routing on"] for m in part["heavy"]})
+    sec.notes.append(
+        "by part: one fresh interpreter with the server's default settings (bench/memparts.py); "
+        + (
+            "libraries a default job never needs were imported: " + ", ".join(heavy)
+            if heavy
+            else "no torch, openai-whisper, onnxruntime or senko imported"
+        )
+    )
     sec.add(
         f"server RSS peak, {label} WAV" + ("" if big["status"] == "completed" else f" ({big['status']} at cap)"),
         p30, "MiB", "1-min peak", p1, p30 / p1, f"{label}/1-min", "<= 1-min + 100 MB", (p30 - p1) * 2**20 <= 100e6,
@@ -146,7 +191,7 @@ def run(ctx: Ctx, sec: Section) -> None:
         upload_bytes / 2**20, growth / (upload_bytes / 2**20), "growth/size", "< 32 MB", growth * 2**20 < 32e6,
     )  # fmt: skip
     sec.details.update(
-        idle_kb=idle_kb, bare_process_kb=bare_kb, one_min=one, long=dict(big, seconds_audio=long_s), after_one_kb=after_one_kb, after_long_kb=after_big_kb,
+        idle_kb=idle_kb, bare_process_kb=bare_kb, server_hwm_after_one_kb=one_hwm_kb, faster_whisper_hwm_kb=faster_hwm_kb, by_part=parts, one_min=one, long=dict(big, seconds_audio=long_s), after_one_kb=after_one_kb, after_long_kb=after_big_kb,
         upload={"bytes": upload_bytes, "seconds": upload_s, "answer": answer, "server_flags": limits, "rss_before_kb": before_kb,
                 "rss_peak_kb": max(during), "samples": len(during)},
     )  # fmt: skip

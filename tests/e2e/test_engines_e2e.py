@@ -346,6 +346,8 @@ def test_ctranslate2_encodes_in_float32_by_default_on_cpu() -> None:
         return np.array(model.encode(ctranslate2.StorageView.from_array(features)))  # type: ignore[attr-defined]
 
     expected = encoded(whole)
+    # Ready to decode: the encoder-only copy loaded too (pool.use alone leaves it for the first decode).
+    split.load(info)
     with split.pool.use(info) as float32_encoder, one.pool.use(info) as int8_encoder:
         assert np.array_equal(encoded(float32_encoder.whisper.model), expected)
         assert not np.allclose(encoded(int8_encoder.whisper.model), expected, atol=1e-4)

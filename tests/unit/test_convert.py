@@ -25,6 +25,7 @@ from whisper_mcp.models.convert import (
     write_ct2_binary,
 )
 from whisper_mcp.models.encoder import encoder_only, ensure_encoder_folder
+from whisper_mcp.models.quantized import ensure_int8_folder, int8_weights
 
 TINY_EN_DIMS = {
     "n_mels": 80,
@@ -275,3 +276,41 @@ def test_engine_keeps_one_model_where_no_encoder_copy_can_be_made(
     model = object()
     assert backend._encoder_apart(folder, model) is model  # still transcribes, on the one model
     assert "no encoder-only copy of odd-model" in caplog.text
+    assert backend.int8_on_disk  # int8 on CPU: loaded from an int8 copy
+    assert backend._int8_folder(folder) == folder  # loaded as it is, only with a higher peak
+    assert "no int8 copy" in caplog.text
+
+
+def test_int8_weights_quantize_each_row_as_ctranslate2_does(tmp_path: Path) -> None:
+    full = read_ct2_binary(_write_parts(tmp_path, _whisper_like(), []))
+    full.variables["decoder/layer_1/self_attention/linear_0/weight"][0] = [-1.0, 0.5]  # rows scale apart
+    small = int8_weights(full)
+    weight = small.variables["decoder/layer_1/self_attention/linear_0/weight"]
+    scale = small.variables["decoder/layer_1/self_attention/linear_0/weight_scale"]
+    assert weight.dtype == np.int8 and scale.dtype == np.float32
+    np.testing.assert_array_equal(weight[:2], [[-127, 64], [127, 127]])  # 63.5 rounds to even
+    np.testing.assert_allclose(scale[:2], [127.0, 127 / 4])
+    assert small.variables["decoder/embeddings/weight"].dtype == np.int8
+    # The convolutions and everything that is no weight stay as they were.
+    for name in ("encoder/conv1/weight", "decoder/num_heads"):
+        assert small.variables[name] is full.variables[name]
+    assert small.aliases == {
+        "decoder/projection/weight": "decoder/embeddings/weight",
+        "decoder/projection/weight_scale": "decoder/embeddings/weight_scale",
+    }
+    assert int8_weights(small).variables.keys() == small.variables.keys()  # int8 already: nothing more to do
+
+
+def test_int8_folder_computes_what_ctranslate2_quantizing_at_load_does(tmp_path: Path) -> None:
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    source = _tiny_en().config_path.parent
+    folder = ensure_int8_folder(source, tmp_path / "cache")
+    assert (folder / "tokenizer.json").is_file()
+    assert (folder / "model.bin").stat().st_size < 0.6 * (source / "model.bin").stat().st_size
+    models = [ctranslate2.models.Whisper(str(f), device="cpu", compute_type="int8") for f in (source, folder)]
+    features = ctranslate2.StorageView.from_array(np.random.default_rng(5).standard_normal((1, 80, 3000), np.float32))
+    encoded = [np.array(m.encode(features)) for m in models]
+    np.testing.assert_array_equal(encoded[0], encoded[1])
+    start = [[50257, 50362]]  # <|startoftranscript|><|notimestamps|> of tiny.en
+    decoded = [m.generate(m.encode(features), start, max_length=24)[0].sequences_ids for m in models]
+    assert decoded[0] == decoded[1]

@@ -16,8 +16,8 @@ PACKAGE = ROOT / "whisper_mcp"
 # Each part of the package, by the layer it sits in: a module may import its
 # own part and any part of a lower layer, never one above or beside it.
 LAYERS: tuple[frozenset[str], ...] = (
-    # Foundations: settings, errors, the language table, durable files, logging.
-    frozenset({"whisper_mcp", "config", "errors", "languages", "durable", "logs"}),
+    # Foundations: settings, errors, the language table, durable files, logging, the heap.
+    frozenset({"whisper_mcp", "config", "errors", "languages", "durable", "logs", "heap"}),
     # Records and pure transformations on them; the guarded hooks into borrowed libraries.
     frozenset({"options", "formats", "compat"}),
     frozenset({"models"}),  # weights: where they are, loading them, the pool

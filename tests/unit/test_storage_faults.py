@@ -8,6 +8,8 @@ bucket that is away: tests/e2e/test_object_storage_e2e.py.)"""
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from whisper_mcp.queue.jobs import JobStatus
 from whisper_mcp.queue.manager import JobQueue
 from whisper_mcp.queue.sqlite import SQLiteJobStore
 from whisper_mcp.server import worker as worker_module
+from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.worker import InferenceWorker
 
@@ -105,3 +108,56 @@ def test_audio_that_cannot_be_fetched_yet_puts_the_job_back_uncounted(
         worker.stop()
         store.close()
     assert files.left == 0 and found is not None and found.attempts == 1, found
+
+
+def test_heartbeats_while_the_bucket_is_away_log_no_traceback(
+    store: SQLiteJobStore, files: FileStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taking back expired runs asks the bucket whether a run's transcript was
+    saved; while it is away every beat fails. The object store's own warning
+    says so in words: the heartbeat adds no traceback a beat (a 5 s outage
+    once wrote 15 of them on one replica)."""
+    queue = JobQueue(store, files)
+    beats = threading.Semaphore(0)
+
+    def away() -> None:
+        beats.release()
+        raise StorageUnavailable("The object store is not available right now; try again later.")
+
+    monkeypatch.setattr(queue, "heartbeat", away)
+    worker = InferenceWorker(queue, FakeEngine(), "tiny.en", metrics=Metrics(), heartbeat_seconds=0.01)
+    with caplog.at_level(logging.WARNING, logger="whisper_mcp"):
+        worker.start()
+        try:
+            for _ in range(3):
+                assert beats.acquire(timeout=10)
+        finally:
+            worker.stop()
+    assert not [r.getMessage() for r in caplog.records if r.exc_info], caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_callback_while_the_bucket_is_away_waits_without_a_traceback(
+    store: SQLiteJobStore, files: FileStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A completed job's callback carries its transcript, read from the
+    bucket; while that is away the attempt waits (its lease runs out and it is
+    tried again), said in words, like an attempt that waits for the database."""
+    queue = JobQueue(store, files)
+    queued(store, files, "called", callback_url="http://127.0.0.1:9/hook")
+    job = queue.claim_next()
+    assert job is not None
+    queue.complete(job, {"text": "hello", "segments": []}, "en")
+
+    def away(job: object) -> None:
+        raise StorageUnavailable("The object store is not available right now; try again later.")
+
+    monkeypatch.setattr(queue, "result", away)
+    sender = CallbackSender(queue, public_url="http://lb", backoff=(1.0,))
+    done = queue.get("called")
+    assert done is not None
+    with caplog.at_level(logging.INFO, logger="whisper_mcp"):
+        async with httpx.AsyncClient() as client:
+            await sender._deliver(client, done)
+    assert not [r.getMessage() for r in caplog.records if r.exc_info], caplog.text
+    assert "callback for job called: its attempt waits for the object store" in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -214,6 +215,12 @@ def test_data_survives_reopen(reopen: Callable[[], SQLJobStore]) -> None:
 # -- JobQueue.recover -------------------------------------------------------
 
 
+def job_events(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str, bool]]:
+    """(event, job id, recovered) of the job events logged."""
+    found = [getattr(r, "job_fields", None) for r in caplog.records]
+    return [(f["event"], f["job_id"], bool(f.get("recovered"))) for f in found if f]
+
+
 def test_recover_requeues_interrupted_job_keeping_its_place(
     store: SQLJobStore, files: FileStore, reopen: Callable[[], SQLJobStore]
 ) -> None:
@@ -242,7 +249,7 @@ def test_recover_requeues_interrupted_job_keeping_its_place(
 
 
 def test_recover_completes_job_whose_result_was_written(
-    store: SQLJobStore, files: FileStore, reopen: Callable[[], SQLJobStore]
+    store: SQLJobStore, files: FileStore, reopen: Callable[[], SQLJobStore], caplog: pytest.LogCaptureFixture
 ) -> None:
     job = add_with_audio(store, files, "written")
     store.claim_next(OWNER, GONE, 2.0)
@@ -251,7 +258,10 @@ def test_recover_completes_job_whose_result_was_written(
 
     restarted = reopen()
     try:
-        assert JobQueue(restarted, files).recover() == []
+        with caplog.at_level(logging.INFO, logger="whisper_mcp"):
+            assert JobQueue(restarted, files).recover() == []
+        # Its end is logged once, as every job's is (counting completions by log lines).
+        assert job_events(caplog) == [("completed", "written", True)]
         done = restarted.get("written")
         assert done is not None
         assert done.status is JobStatus.COMPLETED
@@ -266,7 +276,7 @@ def test_recover_completes_job_whose_result_was_written(
 
 
 def test_recover_gives_up_after_max_attempts(
-    store: SQLJobStore, files: FileStore, reopen: Callable[[], SQLJobStore]
+    store: SQLJobStore, files: FileStore, reopen: Callable[[], SQLJobStore], caplog: pytest.LogCaptureFixture
 ) -> None:
     job = add_with_audio(store, files, "poison")
     add_with_audio(store, files, "next")
@@ -280,7 +290,9 @@ def test_recover_gives_up_after_max_attempts(
 
     restarted = reopen()
     try:
-        assert JobQueue(restarted, files).recover() == []
+        with caplog.at_level(logging.INFO, logger="whisper_mcp"):
+            assert JobQueue(restarted, files).recover() == []
+        assert job_events(caplog) == [("failed", "poison", True)]
         failed = restarted.get("poison")
         assert failed is not None
         assert failed.status is JobStatus.FAILED

@@ -175,6 +175,10 @@ class Backend(Protocol):
 
     def load(self, info: ModelInfo) -> Any: ...
 
+    def prepare(self, model: Any) -> None:
+        """``model`` ready to decode now: what ``load`` left for its first
+        decode (ctranslate2: the encoder-only copy) loaded."""
+
     def size(self, model: Any) -> int: ...
 
     def estimate(self, info: ModelInfo) -> int: ...

@@ -26,9 +26,10 @@ import json
 import logging
 import os
 import shutil
+import threading
 import types
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,12 @@ from whisper_mcp.engines.base import (
     Transcription,
     make_segment,
 )
+from whisper_mcp.engines.ctranslate2_mel import BlockwiseMel
 from whisper_mcp.errors import ModelUnavailable
 from whisper_mcp.models.convert import PackagedModel, source_fingerprint
 from whisper_mcp.models.encoder import ensure_encoder_folder
 from whisper_mcp.models.pool import estimate_bytes
+from whisper_mcp.models.quantized import ensure_int8_folder
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
 from whisper_mcp.options import TranscribeOptions, temperatures
 
@@ -117,6 +120,13 @@ class CT2Model:
     bytes: int
     folder: Path
     batched: Any = None  # faster_whisper.BatchedInferencePipeline, with vad_batching
+    # The model in compute_type (a ctranslate2.models.Whisper): language
+    # identification encodes on it even once ``whisper`` encodes apart, so its
+    # answers never depend on whether this model has decoded yet.
+    own: Any = None
+    # The encoder-only copy is still to be loaded (CTranslate2Backend.prepare).
+    apart_pending: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class CTranslate2Backend:
@@ -217,16 +227,45 @@ class CTranslate2Backend:
         faster_whisper = _import_faster_whisper()
         folder = self.folder(info)
         model = faster_whisper.WhisperModel(
-            str(folder),
+            str(self._int8_folder(folder) if self.int8_on_disk else folder),
             device=self._kind,
             device_index=self._index,
             compute_type=self.compute_type,
             cpu_threads=self.decoder_threads,
         )
-        if self.encoder_apart:
-            fw_hooks.set_model(model, self._encoder_apart(folder, fw_hooks.model_of(model)))
+        if BlockwiseMel.fits(model.feature_extractor):  # a long file's features without the spike (ctranslate2_mel)
+            model.feature_extractor = BlockwiseMel(model.feature_extractor)
         batched = fw_hooks.batched_pipeline(model, RAMP, progress.ProgressBar) if self.vad_batching else None
-        return CT2Model(model, self._bytes(info, folder), folder, batched)
+        own = fw_hooks.model_of(model)
+        return CT2Model(model, self._bytes(info, folder), folder, batched, own, apart_pending=self.encoder_apart)
+
+    def prepare(self, model: CT2Model) -> None:
+        """``model`` ready to decode: its encoder-only copy loaded beside it
+        where the encoder runs apart. ``load`` leaves that to the first decode,
+        as language identification needs the model alone: a multilingual model
+        that only identifies languages (language routing of English speech)
+        never holds the float32 copy (base: about 100 MB less)."""
+        with model.lock:
+            if model.apart_pending:
+                fw_hooks.set_model(model.whisper, self._encoder_apart(model.folder, model.own))
+                model.apart_pending = False
+
+    @property
+    def int8_on_disk(self) -> bool:
+        """Whether models load from a copy with int8 weights (models.quantized):
+        on CPU, where CTranslate2 would otherwise convert them at load, for a
+        moment at three times the memory."""
+        return self._kind == "cpu" and self.compute_type in ("int8", "int8_float32")
+
+    def _int8_folder(self, folder: Path) -> Path:
+        """``folder``'s int8 copy; ``folder`` itself, with a warning, where
+        none can be made (a read-only cache): the same model, only a higher
+        peak while it loads."""
+        try:
+            return ensure_int8_folder(folder, self.registry.cache_dir / "ct2-int8")
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("loading %s as it is: no int8 copy (%s)", folder.name, exc)
+            return folder
 
     def _encoder_apart(self, folder: Path, model: Any) -> Any:
         """``model`` with its encoder on an encoder-only copy (models.encoder);
@@ -336,17 +375,19 @@ class CTranslate2Backend:
         """From the first ``QUICK_ID_SECONDS`` alone, unpadded: CTranslate2's
         encoder takes fewer than 30 s of frames, at a fraction of the cost;
         from the whole 30 s window, as faster-whisper detects, when that is
-        unsure (silence or music first, or too little speech)."""
-        ct2 = importlib.import_module("ctranslate2")
-        whisper = model.whisper
-        quick = whisper.feature_extractor(_samples(samples[: int(QUICK_ID_SECONDS * SAMPLE_RATE)]))
+        unsure (silence or music first, or too little speech). Always on the
+        model in compute_type, not on a float32 encoder copy: int8 names the
+        same languages (the committed fixtures: probabilities within 0.13,
+        most within 0.03), and identifying never loads the copy (``prepare``)."""
+        extract = model.whisper.feature_extractor
+        quick = extract(_samples(samples[: int(QUICK_ID_SECONDS * SAMPLE_RATE)]))
         if quick.shape[-1] >= QUICK_ID_MIN_FRAMES:
-            encoded = whisper.model.encode(ct2.StorageView.from_array(np.ascontiguousarray(quick[None])))
-            token, probability = whisper.model.detect_language(encoded)[0][0]
+            language, probability = _identify(model.own, quick)
             if probability >= QUICK_ID_SURE:
-                return str(token).strip("<|>"), float(probability)
-        language, probability, _ = whisper.detect_language(audio=_samples(samples))
-        return str(language), float(probability)
+                return language, probability
+        # One window, zero-padded to 30 s, as faster-whisper's detect_language.
+        window = extract(_samples(samples[: extract.n_samples]))[..., : extract.nb_max_frames]
+        return _identify(model.own, np.pad(window, ((0, 0), (0, extract.nb_max_frames - window.shape[-1]))))
 
     def transcribe(
         self,
@@ -357,6 +398,7 @@ class CTranslate2Backend:
         duration_hint: float = 0.0,
         on_segments: SegmentCallback | None = None,
     ) -> Transcription:
+        self.prepare(model)
         return self._transcribe(model, model.whisper, _samples(audio), options, on_progress, on_segments)
 
     def transcribe_batch(
@@ -366,6 +408,7 @@ class CTranslate2Backend:
         only) window is encoded and decoded in one batch; each job then runs
         through transcribe() as usual (see ctranslate2_batch). An item's failure
         is its own outcome."""
+        self.prepare(model)
         outcomes: list[Transcription | Exception] = [RuntimeError("not run")] * len(items)
         whisper = model.whisper
         samples: dict[int, np.ndarray] = {}
@@ -451,6 +494,15 @@ class CTranslate2Backend:
 QUICK_ID_SECONDS = 10.0
 QUICK_ID_SURE = 0.6
 QUICK_ID_MIN_FRAMES = 100
+
+
+def _identify(model: Any, features: np.ndarray) -> tuple[str, float]:
+    """The likeliest language of ``features`` (mel frames of up to 30 s) for
+    ``model`` (a multilingual ctranslate2.models.Whisper), and its probability."""
+    ct2 = importlib.import_module("ctranslate2")
+    encoded = model.encode(ct2.StorageView.from_array(np.ascontiguousarray(features[None], dtype=np.float32)))
+    token, probability = model.detect_language(encoded)[0][0]
+    return str(token).strip("<|>"), float(probability)
 
 
 def _samples(audio: AudioInput) -> np.ndarray:

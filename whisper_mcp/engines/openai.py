@@ -76,6 +76,9 @@ class OpenAIBackend:
     def load(self, info: ModelInfo) -> Whisper:
         return self.registry.load(info, self.device)
 
+    def prepare(self, model: Whisper) -> None:
+        pass  # load() leaves nothing for later
+
     def size(self, model: Whisper) -> int:
         return model_bytes(model)
 

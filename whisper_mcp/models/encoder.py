@@ -17,20 +17,14 @@ encoder output is the full float32 model's, bit for bit.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
-from whisper_mcp.durable import building_dir
-from whisper_mcp.models.convert import Ct2Binary, read_ct2_binary, source_fingerprint, write_ct2_binary
+from whisper_mcp.models.convert import Ct2Binary
+from whisper_mcp.models.derived import ensure_derived_folder
 
 # Bump when the folder's layout changes, so old ones are rebuilt.
 _FORMAT = 1
-_FINGERPRINT = ".source.json"
-_COPIED = ("config.json", "vocabulary.txt", "vocabulary.json", "tokenizer.json", "preprocessor_config.json")
 # Rows of the decoder's embedding kept: generate() is never called on this model.
 _KEPT_TOKENS = 8
 
@@ -59,35 +53,8 @@ def encoder_only(binary: Ct2Binary) -> Ct2Binary:
 def ensure_encoder_folder(folder: Path, cache_dir: Path) -> Path:
     """``cache_dir/<name>-<hash>``: the encoder-only copy of the CTranslate2
     Whisper folder ``folder``, built once and rebuilt when ``folder``'s files
-    change. Published whole (a crash or a racing process leaves the old one or none)."""
-    sources = [folder / "model.bin", *(folder / n for n in _COPIED if (folder / n).is_file())]
-    fingerprint = source_fingerprint(_FORMAT, sources)
-    target = cache_dir / f"{folder.name}-{_path_key(folder)}"
-    if _is_current(target, fingerprint):
-        return target
-    with building_dir(target, lambda: _is_current(target, fingerprint)) as tmp:
-        binary = encoder_only(read_ct2_binary([folder / "model.bin"]))
-        with open(tmp / "model.bin", "wb") as out:
-            write_ct2_binary(binary, out)
-            out.flush()
-            os.fsync(out.fileno())
-        for path in sources[1:]:
-            shutil.copyfile(path, tmp / path.name)
-        (tmp / _FINGERPRINT).write_text(json.dumps(fingerprint), encoding="utf-8")
-    return target
-
-
-def _path_key(folder: Path) -> str:
-    # Stable across processes (hash() of a str is salted per process).
-    return hashlib.sha256(str(folder.resolve()).encode("utf-8")).hexdigest()[:12]
-
-
-def _is_current(target: Path, fingerprint: dict[str, Any]) -> bool:
-    try:
-        stored = json.loads((target / _FINGERPRINT).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return stored == fingerprint and (target / "model.bin").is_file()
+    change (models.derived)."""
+    return ensure_derived_folder(folder, cache_dir, encoder_only, _FORMAT)
 
 
 __all__ = ["encoder_only", "ensure_encoder_folder"]

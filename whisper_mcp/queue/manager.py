@@ -480,11 +480,14 @@ class JobQueue:
         for job in self._store.expired():
             if self.files.has_result(job.key):  # died after writing the transcript: it is done
                 result = self.files.read_result(job.key) or {}
-                self._store.complete(job.job_id, job.attempts, time.time(), result.get("language"))  # type: ignore[arg-type]
+                ended = JobStatus.COMPLETED.value
+                settled = self._store.complete(job.job_id, job.attempts, time.time(), result.get("language"))  # type: ignore[arg-type]
             elif job.cancel_requested:
-                self._store.cancel_running(job.job_id, job.attempts, time.time())
+                ended = JobStatus.CANCELLED.value
+                settled = self._store.cancel_running(job.job_id, job.attempts, time.time())
             elif job.attempts >= MAX_ATTEMPTS:
-                self._store.fail(
+                ended = JobStatus.FAILED.value
+                settled = self._store.fail(
                     job.job_id,
                     job.attempts,
                     time.time(),
@@ -495,6 +498,8 @@ class JobQueue:
                 continue
             else:
                 continue  # settled by another replica meanwhile
+            if settled:  # every job's end is one event in some replica's log, this way too
+                job_event(log, ended, job.job_id, model=job.model, attempt=job.attempts, recovered=True)
             self.files.discard_partial(job.key)
             if self._delete_audio:
                 self.files.discard_audio(job.key)

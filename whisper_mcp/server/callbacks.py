@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from anyio import to_thread
 
-from whisper_mcp.errors import DataMissing, DependencyUnavailable
+from whisper_mcp.errors import DataMissing, DependencyUnavailable, StorageUnavailable
 from whisper_mcp.formats import render
 from whisper_mcp.queue.jobs import Job
 from whisper_mcp.queue.manager import JobQueue
@@ -164,8 +164,9 @@ class CallbackSender:
     async def _deliver(self, client: httpx.AsyncClient, job: Job) -> None:
         try:
             await self._attempt(client, job)
-        except DependencyUnavailable:  # an outage (logged where it is noticed): its lease runs out, tried again
-            log.info("callback for job %s: its attempt waits for the job database or the object store", job.job_id)
+        except DependencyUnavailable as exc:  # an outage (logged where it is noticed): its lease runs out, tried again
+            away = "the object store" if isinstance(exc, StorageUnavailable) else "the job database"
+            log.info("callback for job %s: its attempt waits for %s", job.job_id, away)
         except Exception:  # e.g. a full database: the lease runs out and it is tried again
             log.exception("callback for job %s could not be attempted", job.job_id)
 

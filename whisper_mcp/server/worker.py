@@ -31,6 +31,7 @@ from whisper_mcp.engines.base import BatchItem, Engine, Segment, Transcription
 from whisper_mcp.errors import (
     INTERNAL_ERROR,
     DatabaseUnavailable,
+    DependencyUnavailable,
     InsufficientStorage,
     InvalidInput,
     ServiceError,
@@ -177,8 +178,8 @@ class InferenceWorker:
                 self._queue.heartbeat()
                 if self._queue.shared and self._queue.reclaim_expired():
                     self._wake.set()
-            except DatabaseUnavailable:  # an outage, logged where it is noticed: beat again once it is back
-                continue
+            except DependencyUnavailable:  # the database or the bucket is away, logged where that is
+                continue  # noticed (breaker, object store): beat again once it is back, no traceback a beat
             except Exception:  # the database failed for a moment: try again next beat
                 log.warning("heartbeat failed", exc_info=True)
 
