@@ -121,6 +121,11 @@ def documented_watch_examples() -> list[str]:
     return [line.split("#", 1)[0].strip() for line in block.splitlines() if line.startswith("whisper-mcp watch")]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_the_documented_watch_examples_run_as_written(server: ServerProcess, tmp_path: Path) -> None:
     continuous, once = documented_watch_examples()
     (tmp_path / "recordings").mkdir()
@@ -133,8 +138,16 @@ def test_the_documented_watch_examples_run_as_written(server: ServerProcess, tmp
     }
 
     # The long-running one: until its transcripts are there, then Ctrl-C.
+    # Started as from a shell: SIGINT at its default, not blocked, whatever
+    # the test process inherited.
     proc = subprocess.Popen(
-        shlex.split(continuous), cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        shlex.split(continuous),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
     )
     targets = [tmp_path / "transcripts" / "speech.txt", tmp_path / "transcripts" / "short.txt"]
     deadline = time.monotonic() + 180
@@ -142,7 +155,14 @@ def test_the_documented_watch_examples_run_as_written(server: ServerProcess, tmp
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        state = Path(f"/proc/{proc.pid}/status").read_text()
+        stack = Path(f"/proc/{proc.pid}/wchan").read_text()
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"no exit 30 s after SIGINT; wchan {stack}; {state}; stderr: {err}") from None
     assert proc.returncode == 130, err
     assert sorted(out.split()) == sorted(str(Path("transcripts") / t.name) for t in targets)
     assert SPEECH_WORDS <= words(targets[0].read_text()) and SHORT_WORDS <= words(targets[1].read_text())
