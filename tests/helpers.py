@@ -390,3 +390,28 @@ class AudioServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# Debian's chromium, driven by playwright (no browser download); headless,
+# no network beyond the page's own server.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def fake_microphone(recording: Path) -> list[str]:
+    """Chromium flags for a microphone that plays ``recording`` (a WAV) over
+    and over, allowed without asking."""
+    return [
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={recording}",
+    ]

@@ -21,21 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import FIXTURES, LONG_AUDIO, ServerProcess, free_port, words
+from helpers import CHROMIUM, CHROMIUM_ARGS, FIXTURES, LONG_AUDIO, ServerProcess, free_port, words
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 # The page's rates (dashboard.html): every live job streamed, the list is read
 # every SLOW_POLL_MS; a job without a stream makes it every second.
 SLOW_POLL_MS = 6000

@@ -23,14 +23,13 @@ import pytest
 
 from whisper_mcp.client import live as live_client
 
-from helpers import FIXTURES, ROOT, ServerProcess, words
+from helpers import CHROMIUM, CHROMIUM_ARGS, FIXTURES, ROOT, ServerProcess, fake_microphone, words
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "live-e2e-token"
 SPEECH_WORDS = {"transcription", "services", "model", "meeting", "morning", "report"}
 SHORT_WORDS = {"hello", "world", "testing"}
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -130,17 +129,7 @@ def test_the_dashboards_microphone_is_transcribed_live(server: ServerProcess, tm
         out.writeframes(source.readframes(source.getnframes()))
         out.writeframes(b"\0" * source.getsampwidth() * source.getframerate() * 2)
 
-    args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={microphone}",
-    ]
+    args = [*CHROMIUM_ARGS, *fake_microphone(microphone)]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
         try:

@@ -12,7 +12,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,11 +24,10 @@ from whisper_mcp.server.app import build_service, create_app
 from whisper_mcp.server.http.realtime_auth import IDENTITY_STATE
 
 from fakes import FakeEngine
-from helpers import FIXTURES, free_port
+from helpers import CHROMIUM, CHROMIUM_ARGS, FIXTURES, fake_microphone, free_port
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
 TOKEN = "live-panel-token"
 SECOND = 24000 * 2  # bytes of one second of PCM16 mono 24 kHz
 
@@ -114,18 +112,7 @@ def browser() -> Iterator[Any]:
         pytest.skip("/usr/bin/chromium is missing: install Debian's chromium package (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
-    args = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={FIXTURES / 'speech.wav'}",
-        "--autoplay-policy=no-user-gesture-required",
-    ]
+    args = [*CHROMIUM_ARGS, *fake_microphone(FIXTURES / "speech.wav"), "--autoplay-policy=no-user-gesture-required"]
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
         yield b
