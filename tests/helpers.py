@@ -102,6 +102,16 @@ async def wait_over_mcp(
     return record
 
 
+def wait_ready(client: httpx.Client, within: float, what: str) -> float:
+    """Seconds until ``GET /health`` answers 200 (a dependency back);
+    fails with ``what`` if that takes more than ``within``."""
+    start = time.monotonic()
+    while client.get("/health").status_code != 200:
+        assert time.monotonic() - start < within, what
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
 def wait_status(client: httpx.Client, job_id: str, status: str, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     record: dict = {}

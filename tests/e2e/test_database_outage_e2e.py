@@ -24,7 +24,7 @@ from fastmcp import Client
 
 from whisper_mcp.testing import PostgresCluster
 
-from helpers import FIXTURES, LONG_AUDIO, ServerProcess, submit, wait_done
+from helpers import FIXTURES, LONG_AUDIO, ServerProcess, submit, wait_done, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -186,10 +186,7 @@ def test_a_stopped_database(server: ServerProcess, cluster: PostgresCluster) -> 
         away = log_since(server, mark)
         cluster.start()
         back = time.monotonic()
-        while http.get("/health").status_code != 200:
-            assert time.monotonic() - back < 5, "not ready 5 s after the database came back"
-            time.sleep(0.05)
-        ready = time.monotonic() - back
+        ready = wait_ready(http, 5, "not ready 5 s after the database came back")
         long_done = wait_done(http, running, timeout=30)
         recorded = time.monotonic() - back
         done = wait_done(http, queued, timeout=30)
@@ -230,11 +227,7 @@ def test_a_database_that_hangs(server: ServerProcess, cluster: PostgresCluster) 
             answers = every_route(http, server.url, accepted)
         finally:
             cluster.freeze(False)
-        thawed = time.monotonic()
-        while http.get("/health").status_code != 200:
-            assert time.monotonic() - thawed < 5, "not ready 5 s after the database answered again"
-            time.sleep(0.05)
-        ready = time.monotonic() - thawed
+        ready = wait_ready(http, 5, "not ready 5 s after the database answered again")
         done = wait_done(http, accepted, timeout=60)
         log = log_since(server, mark)
 
