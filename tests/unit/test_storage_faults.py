@@ -22,7 +22,7 @@ from fastmcp.exceptions import ToolError
 from whisper_mcp.errors import StorageUnavailable
 from whisper_mcp.queue.files import FileStore, JobFiles
 from whisper_mcp.queue.jobs import JobStatus
-from whisper_mcp.queue.manager import JobQueue
+from whisper_mcp.queue.manager import MAX_ATTEMPTS, JobQueue
 from whisper_mcp.queue.sqlite import SQLiteJobStore
 from whisper_mcp.server import worker as worker_module
 from whisper_mcp.server.callbacks import CallbackSender
@@ -93,7 +93,7 @@ def test_audio_that_cannot_be_fetched_yet_puts_the_job_back_uncounted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(worker_module, "_backoff", lambda failures: 0.01)
-    files = AwayFor(tmp_path / "storage", times=5)  # more than MAX_ATTEMPTS: none may be counted
+    files = AwayFor(tmp_path / "storage", times=MAX_ATTEMPTS + 2)  # more than MAX_ATTEMPTS: none may be counted
     store = SQLiteJobStore(files.database)
     queue = JobQueue(store, files)
     queued(store, files, "later")

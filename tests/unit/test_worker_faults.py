@@ -23,7 +23,7 @@ from whisper_mcp.compat.patching import replace_tqdm, report_windows
 from whisper_mcp.engines import progress
 from whisper_mcp.queue.files import FileStore
 from whisper_mcp.queue.jobs import JobStatus
-from whisper_mcp.queue.manager import JobCancelled, JobQueue
+from whisper_mcp.queue.manager import MAX_ATTEMPTS, JobCancelled, JobQueue
 from whisper_mcp.queue.sqlite import SQLiteJobStore
 from whisper_mcp.server import worker as worker_module
 from whisper_mcp.server.metrics import Metrics
@@ -214,7 +214,7 @@ def test_a_disk_that_stays_full_fails_the_job_after_the_attempts_cap(
     assert worker.alive
     worker.stop()
     job = store.get("a")
-    assert job is not None and job.status is JobStatus.FAILED and job.attempts == 3
+    assert job is not None and job.status is JobStatus.FAILED and job.attempts == MAX_ATTEMPTS
     assert job.error is not None and "disk space" in job.error and "Errno" not in job.error
 
 

@@ -36,7 +36,11 @@ log = logging.getLogger("whisper_mcp.queue")
 
 # A job that was running when its process died this many times fails instead
 # of running again: audio that kills the process must not stop the queue.
-MAX_ATTEMPTS = 3
+# After its first such stop a job runs alone (worker), so the later stops
+# are its own or bad luck; five keeps bad luck (replicas killed by an
+# orchestrator, a node lost) from failing good jobs while a file that does
+# crash the decoder costs a handful of restarts, not the queue.
+MAX_ATTEMPTS = 5
 # Progress is written to the database at most this often per job.
 PROGRESS_INTERVAL = 0.5
 # Shared storage: files in audio/ or incoming/ that no job owns are removed
