@@ -233,6 +233,20 @@ def test_store_audio_keeps_the_sessions_audio_as_a_wav_until_the_job_expires(ser
     assert not recording.exists()
 
 
+def test_audio_kept_with_no_utterance_is_a_job_of_its_own(server: InProcessServer) -> None:
+    with connect(url(server, "intent=transcription&store=audio")) as ws:
+        recv(ws)
+        append(ws, SECOND)  # silence, by server VAD: never an utterance
+        send(ws, type="input_audio_buffer.clear")
+        until(ws, "input_audio_buffer.cleared")
+    with server.client() as http:
+        job = kept_job(http)
+        assert http.get(f"/download/{job['job_id']}").text == ""
+        answer = http.get(f"/download/{job['job_id']}", params={"format": "wav"})
+    with wave.open(io.BytesIO(answer.content)) as wav:
+        assert wav.getnframes() == pytest.approx(16000, abs=2)
+
+
 def test_a_session_kept_without_its_audio_says_so(server: InProcessServer) -> None:
     with connect(url(server, "intent=transcription&store=true")) as ws:
         one_utterance(ws, SECOND)
