@@ -63,6 +63,13 @@ class NotReady(ServiceError):
     code = "not_ready"
 
 
+class NoRecording(ServiceError):
+    """A job without a kept recording (only live sessions opened with store=audio keep one)."""
+
+    status_code = 404
+    code = "no_recording"
+
+
 class Conflict(ServiceError):
     status_code = 409
     code = "conflict"

@@ -1,6 +1,7 @@
 """Live transcription (/v1/realtime) with the official openai SDK against the
 real server and model: server VAD splits two utterances, deltas join to each
-completed transcript, the session downloads as SRT afterwards; manual commits
+completed transcript, the session downloads as SRT afterwards, and its
+audio (store=audio) as a WAV; manual commits
 of G.711 audio in the older session shape through docs/realtime.md's nginx
 settings; and the docs' snippet, run as written. Protocol errors and refusals
 are tested in process in tests/unit/test_realtime_ws.py."""
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
+import json
 import os
 import re
 import shutil
@@ -16,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,7 +95,7 @@ def deltas_join(events: list[Any]) -> dict[str, str]:
     return transcripts
 
 
-def test_server_vad_splits_utterances_and_the_session_is_kept(server: ServerProcess) -> None:
+def test_server_vad_splits_utterances_and_the_session_is_kept(server: ServerProcess, tmp_path: Path) -> None:
     session: dict[str, Any] = {}
     exec(snippet("python", "## Server VAD"), {}, session)  # the docs' session, as written
     audio = pcm16(
@@ -107,7 +111,7 @@ def test_server_vad_splits_utterances_and_the_session_is_kept(server: ServerProc
 
     async def talk() -> list[Any]:
         async with client(server.url).realtime.connect(
-            model="whisper-1", extra_query={"intent": "transcription"}
+            model="whisper-1", extra_query={"intent": "transcription", "store": "audio"}
         ) as conn:
             assert (await conn.recv()).type == "session.created"
             await conn.session.update(session=session["session"])
@@ -141,10 +145,41 @@ def test_server_vad_splits_utterances_and_the_session_is_kept(server: ServerProc
             assert time.monotonic() < deadline, jobs
             time.sleep(0.1)
         srt = http.get(f"/download/{jobs[0]['job_id']}", params={"format": "srt"}).text
+        kept = http.get(f"/download/{jobs[0]['job_id']}", params={"format": "wav"})  # store=audio
+    assert kept.status_code == 200 and kept.headers["content-type"] == "audio/wav", kept.text
+    with wave.open(io.BytesIO(kept.content)) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 16000)
+        assert wav.getnframes() / 16000 == pytest.approx(len(audio) / 48000, abs=0.05)
+    diarized = docs_keep_audio_commands(server, jobs[0]["job_id"], tmp_path)
+    assert (tmp_path / "session.wav").read_bytes() == kept.content
+    assert diarized["options"]["diarize"] is True, diarized
     cues = srt.strip().split("\n\n")
     assert len(cues) == 2 and cues[0].split("\n", 2)[2] == first and cues[1].split("\n", 2)[2] == second, srt
     starts = re.findall(r"^(\d\d):(\d\d):(\d\d),(\d{3}) -->", srt, re.M)
     assert [int(s) + int(ms) / 1000 for _, _, s, ms in starts][1] > 7.0, srt  # after speech.wav's 7.5 s
+
+
+def docs_keep_audio_commands(server: ServerProcess, live_job: str, folder: Path) -> dict[str, Any]:
+    """docs/realtime.md's commands for a kept session's audio, run as written
+    with the real curl in ``folder``: the WAV downloaded, and the diarized job
+    made of it (its answer; cancelled at once: diarization is tested in
+    test_diarization_e2e.py), the last command's job the same."""
+    fetch, diarize, download = snippet("sh", "### Keeping the audio").strip().splitlines()
+    job_id = f"session-speakers-{live_job[:12]}"  # the id as written, made unique on the shared server
+
+    def run(command: str) -> str:
+        command = command.replace("http://127.0.0.1:8765", server.url).replace("JOB_ID", live_job)
+        command = command.replace("session-speakers", job_id)
+        done = subprocess.run(["sh", "-c", command], cwd=folder, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (command, done.stderr)
+        return done.stdout
+
+    run(fetch)
+    submitted = json.loads(run(diarize))
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        http.delete(f"/jobs/{job_id}")
+    assert submitted["job_id"] == job_id and download.startswith("curl ") and "session-speakers" in download
+    return submitted
 
 
 @pytest.fixture(scope="module")

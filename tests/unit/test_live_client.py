@@ -148,9 +148,11 @@ class FakeRealtime:
         self.error = error
         self.received: list[dict[str, Any]] = []
         self.headers: Headers | None = None
+        self.path = ""
 
     def process_request(self, connection: ServerConnection, request: Any) -> Response | None:
         self.headers = request.headers
+        self.path = request.path
         if self.refuse:
             body = json.dumps({"error": {"message": "Missing or wrong credential", "type": "x"}}).encode()
             return connection.respond(self.refuse, body.decode())
@@ -243,6 +245,17 @@ def test_a_file_streams_and_each_utterance_prints_once(fake: Any, capsys: pytest
     assert server.received[0]["session"]["audio"]["input"]["transcription"] == {"language": "en"}
     audio = b"".join(base64.b64decode(e["audio"]) for e in server.received[1:-2])
     assert len(audio) == pytest.approx(2.4 * 48000, abs=960)
+
+
+def test_keep_audio_asks_the_service_to_keep_the_sessions_audio(
+    fake: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, url = fake()
+    assert run_live(url, "-", "--speed", "0", stdin=b"\0" * 4800, monkeypatch=monkeypatch) == 0
+    assert server.path == "/v1/realtime?intent=transcription"
+    assert run_live(url, "-", "--speed", "0", "--keep-audio", stdin=b"\0" * 4800, monkeypatch=monkeypatch) == 0
+    assert server.path == "/v1/realtime?intent=transcription&store=audio"
+    assert capsys.readouterr().out == "Utterance 1 done.\n" * 2  # one a session
 
 
 def test_an_empty_final_commit_ends_quietly(

@@ -93,6 +93,23 @@ def test_partial_transcripts_one_object_per_window_with_the_readers_cursor(store
     assert store.read_partial(key, 2) == []
 
 
+def test_a_kept_recording_goes_up_outlives_the_jobs_audio_and_goes_with_its_result(store: ObjectStore) -> None:
+    key = new_key()
+    assert store.read_recording(key) is None
+    sink = store.incoming_file(2**30, 0)
+    data = os.urandom(PART_BYTES + 1000)  # two parts each way
+    sink.write(data)
+    scratch = sink.finish().path
+    store.keep_recording(key, scratch)
+    assert not scratch.exists()  # sent on: the local folder is scratch
+    store.discard_audio(key)
+    store.sweep_audio(set(), grace_seconds=0)  # not the job's input audio: its end leaves it
+    pieces = store.read_recording(key)
+    assert pieces is not None and b"".join(pieces) == data
+    store.discard_recording(key)
+    assert store.read_recording(key) is None
+
+
 def test_chunked_uploads_in_any_order_overlapping_then_assembled(store: ObjectStore) -> None:
     upload_id = new_key()
     data = os.urandom(10_000)

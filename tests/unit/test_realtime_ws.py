@@ -1,18 +1,23 @@
 """/v1/realtime in process, over the fake engine: protocol errors leave the
 socket open, a committed utterance's deltas make its transcript, the session
-is kept as a job, and handshakes are refused without the token, from a
+is kept as a job (with its audio as a WAV at store=audio, until the job
+expires), and handshakes are refused without the token, from a
 foreign Origin, or beyond --max-realtime-sessions."""
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -20,7 +25,9 @@ from websockets.sync.client import ClientConnection, connect
 from whisper_mcp.engines.base import BatchItem, Transcription
 from whisper_mcp.options import TranscribeOptions
 from whisper_mcp.server.live import default_max_sessions
+from whisper_mcp.server.live_recording import pcm16
 from whisper_mcp.server.realtime import protocol
+from whisper_mcp.server.realtime.audio import Decoder
 
 from fakes import FakeEngine
 from helpers import FIXTURES, InProcessServer, submit
@@ -50,6 +57,26 @@ def until(ws: ClientConnection, kind: str) -> tuple[dict[str, Any], list[dict[st
     while (event := recv(ws))["type"] != kind:
         seen.append(event)
     return event, seen
+
+
+def kept_job(http: httpx.Client) -> dict[str, Any]:
+    """The newest job, once its session has ended and it completed."""
+    deadline = time.monotonic() + 10
+    while (jobs := http.get("/jobs").json()["jobs"]) == [] or jobs[0]["status"] != "completed":
+        assert time.monotonic() < deadline, jobs
+        time.sleep(0.02)
+    return jobs[0]
+
+
+def one_utterance(ws: ClientConnection, audio: bytes) -> None:
+    """Send ``audio`` in 100 ms appends (cut mid-sample: odd sizes), commit it, wait for its transcript."""
+    recv(ws)
+    send(ws, type="transcription_session.update", session={"turn_detection": None})
+    recv(ws)
+    for i in range(0, len(audio), 4801):
+        append(ws, audio[i : i + 4801])
+    send(ws, type="input_audio_buffer.commit")
+    until(ws, "conversation.item.input_audio_transcription.completed")
 
 
 @pytest.fixture
@@ -133,11 +160,7 @@ def test_a_committed_utterance_streams_deltas_and_is_kept(server: InProcessServe
         send(ws, type="input_audio_buffer.commit")
         assert recv(ws)["error"]["code"] == "input_audio_buffer_commit_empty"
     with server.client() as http:
-        deadline = time.monotonic() + 10
-        while (jobs := http.get("/jobs").json()["jobs"]) == [] or jobs[0]["status"] != "completed":
-            assert time.monotonic() < deadline, jobs
-            time.sleep(0.02)
-        job = jobs[0]
+        job = kept_job(http)
         srt = http.get(f"/download/{job['job_id']}", params={"format": "srt"}).text
     assert srt.strip() == "1\n00:00:00,000 --> 00:00:03,000\nfake transcript of 3.0 seconds"
 
@@ -181,14 +204,70 @@ def test_a_session_naming_no_language_keeps_to_the_one_identified(tmp_path: Path
 
 def test_store_false_keeps_nothing(server: InProcessServer) -> None:
     with connect(url(server, "intent=transcription&store=false")) as ws:
-        recv(ws)
-        send(ws, type="transcription_session.update", session={"turn_detection": None})
-        recv(ws)
-        append(ws, SECOND)
-        send(ws, type="input_audio_buffer.commit")
-        until(ws, "conversation.item.input_audio_transcription.completed")
+        one_utterance(ws, SECOND)
     with server.client() as http:
         assert http.get("/jobs").json()["total"] == 0
+
+
+def test_store_audio_keeps_the_sessions_audio_as_a_wav_until_the_job_expires(server: InProcessServer) -> None:
+    tone = (np.sin(np.arange(int(2.5 * 24000)) * 0.05) * 12000).astype("<i2").tobytes()  # 2.5 s at 24 kHz
+    with connect(url(server, "intent=transcription&store=audio")) as ws:
+        one_utterance(ws, tone)
+    with server.client() as http:
+        job = kept_job(http)
+        answer = http.get(f"/download/{job['job_id']}", params={"format": "wav"})
+    assert answer.status_code == 200 and answer.headers["content-type"] == "audio/wav"
+    assert answer.headers["content-disposition"] == f'attachment; filename="{job["job_id"]}.wav"'
+    with wave.open(io.BytesIO(answer.content)) as wav:
+        assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (1, 2, 16000)
+        kept = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").astype(np.int32)
+    # What the session heard: the same bytes through its decoder (24 -> 16 kHz), as 16-bit samples.
+    heard = np.frombuffer(pcm16(Decoder("pcm16").push(tone)), "<i2").astype(np.int32)
+    assert len(kept) == len(heard) == pytest.approx(2.5 * 16000, abs=2)
+    assert np.abs(kept - heard).max() <= 1  # rounding apart
+    stored = server.service.queue.get(job["job_id"])
+    assert stored is not None
+    recording = server.storage / "recordings" / f"{stored.key}.wav"
+    assert recording.is_file() and not list((server.storage / "incoming").iterdir())  # the scratch file became it
+    assert server.service.queue.expire(time.time() + 1) == 1
+    assert not recording.exists()
+
+
+def test_audio_kept_with_no_utterance_is_a_job_of_its_own(server: InProcessServer) -> None:
+    with connect(url(server, "intent=transcription&store=audio")) as ws:
+        recv(ws)
+        append(ws, SECOND)  # silence, by server VAD: never an utterance
+        send(ws, type="input_audio_buffer.clear")
+        until(ws, "input_audio_buffer.cleared")
+    with server.client() as http:
+        job = kept_job(http)
+        assert http.get(f"/download/{job['job_id']}").text == ""
+        answer = http.get(f"/download/{job['job_id']}", params={"format": "wav"})
+    with wave.open(io.BytesIO(answer.content)) as wav:
+        assert wav.getnframes() == pytest.approx(16000, abs=2)
+
+
+def test_a_session_kept_without_its_audio_says_so(server: InProcessServer) -> None:
+    with connect(url(server, "intent=transcription&store=true")) as ws:
+        one_utterance(ws, SECOND)
+    with server.client() as http:
+        job = kept_job(http)
+        answer = http.get(f"/download/{job['job_id']}", params={"format": "wav"})
+        assert answer.status_code == 404
+        error = answer.json()["error"]
+        assert error["code"] == "no_recording" and "store=audio" in error["message"]
+        assert http.get(f"/download/{job['job_id']}", params={"format": "txt"}).text  # its transcript is there
+    assert not list((server.storage / "recordings").iterdir())
+
+
+def test_a_bad_store_value_is_refused_in_words(server: InProcessServer) -> None:
+    with connect(url(server, "intent=transcription&store=everything")) as ws:
+        error = recv(ws)["error"]
+        assert error["param"] == "store" and "true" in error["message"] and "audio" in error["message"]
+        assert "'everything'" in error["message"]
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
 
 
 def test_logprobs_come_with_each_word_when_included(tmp_path: Path) -> None:

@@ -84,6 +84,11 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
         "--no-vad", dest="vad", action="store_false",
         help="no server voice-activity detection: the whole stream is one utterance, transcribed at its end",
     )  # fmt: skip
+    p.add_argument(
+        "--keep-audio", action="store_true",
+        help="the service keeps the session's audio with its job (store=audio), to download as a WAV "
+        "(GET /download/JOB_ID?format=wav) and, say, diarize afterwards",
+    )  # fmt: skip
     p.set_defaults(client_handler=run_live)
 
 
@@ -116,13 +121,16 @@ def session_update(args: argparse.Namespace) -> dict[str, Any]:
     return {"type": "session.update", "session": {"type": "transcription", "audio": {"input": audio_input}}}
 
 
-def socket_url(base: str) -> str:
-    """``http://host:port`` -> ``ws://host:port/v1/realtime?intent=transcription`` (https -> wss)."""
+def socket_url(base: str, *, keep_audio: bool = False) -> str:
+    """``http://host:port`` -> ``ws://host:port/v1/realtime?intent=transcription`` (https -> wss);
+    ``keep_audio``: with ``&store=audio``."""
     parts = urlsplit(base.rstrip("/"))
     scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme.lower())
     if scheme is None or not parts.netloc:
         raise LiveError(f"--url {base!r}: give the service's http:// or https:// address", EXIT_USAGE)
     path, _, query = REALTIME_PATH.partition("?")
+    if keep_audio:
+        query += "&store=audio"
     return urlunsplit((scheme, parts.netloc, parts.path + path, query, ""))
 
 
@@ -435,7 +443,7 @@ def run_live(args: argparse.Namespace) -> int:
             console.error(problem)
         return EXIT_USAGE
     try:
-        url = socket_url(console.url(args))
+        url = socket_url(console.url(args), keep_audio=args.keep_audio)
         chunks = stream_chunks(sys.stdin.buffer) if args.file == "-" else file_chunks(Path(args.file))
         printer = Printer(sys.stdout, sys.stdout.isatty())
         return asyncio.run(stream(url, console.token(args), chunks, args, printer, open_timeout=args.http_timeout))

@@ -11,6 +11,8 @@ Layout::
                           (16 kHz mono WAV), kept and removed with its audio
     uploads/<key>         chunked uploads being assembled
     results/<key>.json    transcript with segments, written atomically
+    recordings/<key>.wav  a live session's audio, kept at the client's request
+                          (16 kHz mono 16-bit WAV), removed with the transcript
     partial/<key>.<n>.jsonl  segments decoded so far by attempt n of a running
                           job, one JSON line each, appended after each window
                           (partial.py; earlier releases: <key>.<n>.json)
@@ -30,6 +32,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from whisper_mcp.durable import fsync_dir, write_atomic
 from whisper_mcp.errors import DataMissing, InsufficientStorage, PayloadTooLarge
@@ -105,6 +108,21 @@ class IncomingFile:
         self.path.unlink(missing_ok=True)
 
 
+def _move_durably(source: Path, target: Path) -> Path:
+    """Rename ``source`` to ``target`` (same filesystem), its bytes and the name on disk before it returns."""
+    with open(source, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(source, target)
+    fsync_dir(target.parent)
+    return target
+
+
+def _blocks(f: BinaryIO, size: int = 1024 * 1024) -> Iterator[bytes]:
+    with f:
+        while block := f.read(size):
+            yield block
+
+
 class FileStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -114,6 +132,7 @@ class FileStore:
         self.uploads_dir = self.root / "uploads"
         self.partial_dir = self.root / "partial"
         self.speakers_dir = self.root / "speakers"
+        self.recordings_dir = self.root / "recordings"
         for d in (
             self.root,
             self.incoming,
@@ -122,6 +141,7 @@ class FileStore:
             self.uploads_dir,
             self.partial_dir,
             self.speakers_dir,
+            self.recordings_dir,
         ):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -158,12 +178,25 @@ class FileStore:
 
     def accept(self, upload: StoredUpload, key: str) -> Path:
         """Move an upload to its job's audio file, durably, before the job is queued."""
-        target = self.audio_path(key)
-        with open(upload.path, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(upload.path, target)
-        fsync_dir(self.audio_dir)
-        return target
+        return _move_durably(upload.path, self.audio_path(key))
+
+    def recording_path(self, key: str) -> Path:
+        return self.recordings_dir / f"{self._checked(key)}.wav"
+
+    def keep_recording(self, key: str, path: Path) -> None:
+        """Move a live session's audio (a local WAV, consumed) to its job's kept recording, durably."""
+        _move_durably(path, self.recording_path(key))
+
+    def read_recording(self, key: str) -> Iterator[bytes] | None:
+        """The job's kept recording in blocks, or None if it has none."""
+        try:
+            f = open(self.recording_path(key), "rb")  # noqa: SIM115 -- closed by the generator
+        except FileNotFoundError:
+            return None
+        return _blocks(f)
+
+    def discard_recording(self, key: str) -> None:
+        self.discard(self.recording_path(key))
 
     def discard(self, path: Path) -> None:
         path.unlink(missing_ok=True)

@@ -20,10 +20,11 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from whisper_mcp.errors import DatabaseUnavailable, DataMissing, StorageUnavailable
+from whisper_mcp.errors import DatabaseUnavailable, DataMissing, NoRecording, StorageUnavailable
 from whisper_mcp.logs import job_event
 from whisper_mcp.options import PRIORITY_NAMES
 from whisper_mcp.queue.files import StoredUpload
@@ -430,9 +431,15 @@ class JobQueue:
         self.files.write_result(job.key, result, self.min_free_bytes)
         self.segments(job.job_id, [segment])
 
-    def finish_live(self, job: Job, result: dict[str, object], language: str | None) -> str:
+    def finish_live(
+        self, job: Job, result: dict[str, object], language: str | None, recording: Path | None = None
+    ) -> str:
         """The session ended: its job completes with every utterance (or ends
-        cancelled, if a cancel was asked meanwhile)."""
+        cancelled, if a cancel was asked meanwhile). ``recording``: the
+        session's audio (a local WAV, consumed), kept as the client asked:
+        not the job's input audio, so its end leaves it; ``expire`` removes it."""
+        if recording is not None:
+            self.files.keep_recording(job.key, recording)
         duration = result.get("duration")
         if isinstance(duration, int | float):
             self._store.set_duration(job.job_id, float(duration))
@@ -516,6 +523,7 @@ class JobQueue:
         for key in keys:
             self.files.discard_partial(key)
             self.files.discard_result(key)
+            self.files.discard_recording(key)
             self.files.discard_audio(key)
         return len(keys)
 
@@ -565,6 +573,18 @@ class JobQueue:
                 "Submit the file again."
             )
         return result
+
+    def recording(self, job: Job) -> Iterator[bytes]:
+        """A job's kept recording (a WAV) in pieces; ``NoRecording`` in words if it kept none."""
+        pieces = self.files.read_recording(job.key)
+        if pieces is None:
+            raise NoRecording(
+                f"Job {job.job_id!r} kept no audio: only a live transcription session opened with "
+                "?intent=transcription&store=audio keeps its audio (or the recording was removed, or "
+                "stored where this server does not look: replicas on separate machines need --storage-url). "
+                "Its transcript downloads as usual."
+            )
+        return pieces
 
 
 __all__ = ["MAX_ATTEMPTS", "DuplicateJob", "JobCancelled", "JobQueue", "LeaseLost", "Running", "ShuttingDown"]

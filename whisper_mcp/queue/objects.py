@@ -6,6 +6,7 @@ Layout under the prefix (keys are server-made, as in ``files.py``)::
     audio/<key>                      accepted audio, until its job ends
     speakers/<key>/<n>.wav           known speakers' recordings of a job
     results/<key>.json               a transcript, published by one PUT
+    recordings/<key>.wav             a live session's audio, kept at the client's request
     partial/<key>/<n>/<seq>.jsonl    segments attempt n appended, one object per window
     uploads/<id>/<start>-<end>       a chunked upload, one object per chunk
 
@@ -349,6 +350,21 @@ class ObjectStore:
 
     def discard_result(self, key: str) -> None:
         self._delete([f"results/{self._checked(key)}.json"])
+
+    def keep_recording(self, key: str, path: Path) -> None:
+        self._put(f"recordings/{self._checked(key)}.wav", path)  # multipart, streamed from the file
+        self._local.discard(path)
+
+    def read_recording(self, key: str) -> Iterator[bytes] | None:
+        path = f"recordings/{self._checked(key)}.wav"
+        try:
+            found = self._call(f"reading {path}", lambda: obstore.get(self._client, path))
+        except FileNotFoundError:
+            return None
+        return (bytes(chunk) for chunk in found.stream(min_chunk_size=PART_BYTES))
+
+    def discard_recording(self, key: str) -> None:
+        self._delete([f"recordings/{self._checked(key)}.wav"])
 
     def _partial_prefix(self, key: str, attempt: int) -> str:
         return f"partial/{self._checked(key)}/{int(attempt)}/"

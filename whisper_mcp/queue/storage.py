@@ -11,7 +11,7 @@ never an empty success.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
@@ -70,6 +70,20 @@ class Storage(Protocol):
     def has_result(self, key: str) -> bool: ...
 
     def discard_result(self, key: str) -> None: ...
+
+    # -- a live session's audio, kept at the client's request ----------------
+
+    def keep_recording(self, key: str, path: Path) -> None:
+        """Make ``path`` (a 16 kHz mono 16-bit WAV under ``root``, consumed)
+        the job's kept recording, durably: it stays when the job ends, like
+        its transcript, and goes with it (``discard_recording``)."""
+        ...
+
+    def read_recording(self, key: str) -> Iterator[bytes] | None:
+        """The job's kept recording in pieces, or None if it has none."""
+        ...
+
+    def discard_recording(self, key: str) -> None: ...
 
     def append_partial(self, key: str, attempt: int, segments: Sequence[Mapping[str, object]]) -> None: ...
 

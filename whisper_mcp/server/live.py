@@ -24,6 +24,7 @@ from whisper_mcp.logs import job_event
 from whisper_mcp.queue.files import new_key
 from whisper_mcp.queue.jobs import Job, JobRequest
 from whisper_mcp.queue.manager import JobQueue
+from whisper_mcp.server.live_recording import LiveRecording
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.sharing import InferenceGate
 
@@ -53,6 +54,7 @@ class KeptSession:
     job: Job | None = None
     segments: list[dict[str, Any]] = field(default_factory=list)
     language: str | None = None
+    recording: LiveRecording | None = None  # its audio, if the client asked to keep it
 
     def result(self, duration: float) -> dict[str, Any]:
         return {
@@ -166,17 +168,34 @@ class LiveTranscription:
 
         def write() -> None:
             if kept.job is None:
-                kept.job = self._queue.start_live(replace(request, job_id=new_key(), key=new_key()))
+                kept.job = self._start(request)
             self._queue.live_utterance(kept.job, kept.segments[-1], kept.result(duration))
 
         await to_thread.run_sync(write)
 
-    async def finish(self, kept: KeptSession, duration: float) -> str | None:
-        """The session ended: its job completes. The job id, if one was kept."""
-        job = kept.job
-        if job is None:
-            return None
-        status = await to_thread.run_sync(self._queue.finish_live, job, kept.result(duration), kept.language)
+    def _start(self, request: JobRequest) -> Job:
+        return self._queue.start_live(replace(request, job_id=new_key(), key=new_key()))
+
+    def recording(self) -> LiveRecording:
+        """A session's audio, to keep (``store=audio``)."""
+        return LiveRecording(self._queue.files, self._queue.min_free_bytes)
+
+    async def finish(self, kept: KeptSession, duration: float, request: JobRequest) -> str | None:
+        """The session ended: its job completes, with its recording if one was
+        kept (a job is made for a recording with no utterance). The job id, if one was kept."""
+        recording = await kept.recording.finish() if kept.recording is not None else None
+        try:
+            if kept.job is None and recording is not None:
+                kept.job = await to_thread.run_sync(self._start, request)
+            job = kept.job
+            if job is None:
+                return None
+            status = await to_thread.run_sync(
+                self._queue.finish_live, job, kept.result(duration), kept.language, recording
+            )
+        finally:
+            if recording is not None:  # still here if it could not be stored
+                await to_thread.run_sync(self._queue.files.discard, recording)
         job_event(log, status, job.job_id, model=job.model, audio_seconds=round(duration, 3), live=True)
         return job.job_id
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
@@ -791,6 +791,16 @@ class TranscriptionService:
             raise NotReady(f"Job {job_id!r} is {job.status.value}{detail}; no transcript to download yet.")
         result = await to_thread.run_sync(self.queue.result, job)
         return render(result or {}, fmt)
+
+    async def recording(self, job_id: str) -> Iterator[bytes]:
+        """A job's kept recording, a WAV in pieces (read them off the event
+        loop); ``NoRecording`` if it kept none, ``NotReady`` while its session runs."""
+        job = await self._job(job_id)
+        if not job.status.finished:
+            raise NotReady(
+                f"Job {job_id!r} is {job.status.value}: no audio to download yet (a live session's is kept when it ends)."
+            )
+        return await to_thread.run_sync(self.queue.recording, job)
 
     async def models(self) -> Models:
         loaded = {m.name: m for m in self.engine.pool.loaded()}

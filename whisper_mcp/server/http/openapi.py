@@ -187,15 +187,27 @@ def openapi_spec() -> dict[str, Any]:
             },
             "/download/{job_id}": {
                 "get": {
-                    "summary": "The transcript",
-                    "parameters": [_JOB_PATH_PARAM, _FORMAT_PARAM],
+                    "summary": "The transcript, or a live session's kept audio",
+                    "parameters": [
+                        _JOB_PATH_PARAM,
+                        {
+                            "name": "format",
+                            "in": "query",
+                            "description": "A transcript format, or wav: the audio a live session opened "
+                            "with store=audio kept (16 kHz mono 16-bit PCM).",
+                            "schema": {"type": "string", "enum": [*FORMATS, "wav"], "default": "txt"},
+                        },
+                    ],
                     "responses": {
                         "200": {
-                            "description": "Transcript.",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                            "description": "Transcript; with format=wav, the recording as an attachment.",
+                            "content": {
+                                "text/plain": {"schema": {"type": "string"}},
+                                "audio/wav": {"schema": {"type": "string", "format": "binary"}},
+                            },
                         },
                         "400": _error("Bad format."),
-                        "404": _error("Unknown job, or not completed."),
+                        "404": _error("Unknown job, or not completed; format=wav: the job kept no audio."),
                         **_COMMON,
                     },
                 }

@@ -9,7 +9,8 @@ or a client secret from ``POST /v1/realtime/client_secrets``, as a header
 or OpenAI's browser subprotocols: ``realtime_auth``). A session beyond
 ``--max-realtime-sessions`` is accepted, told why in an ``error`` event, and
 closed (1013, try again later), which the SDKs show as they show any error.
-Query ``store=false`` keeps the session out of the job list.
+Query ``store=false`` keeps the session out of the job list; ``store=audio``
+keeps its audio too, as a WAV the job downloads (``?format=wav``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ REALTIME_SUBPROTOCOL = "realtime"
 TRY_AGAIN_LATER = 1013
 POLICY_VIOLATION = 1008
 _NO = ("false", "0", "no", "off")
+_YES = ("true", "1", "yes", "on")
+AUDIO = "audio"
 
 
 def routes(service: TranscriptionService) -> list[BaseRoute]:
@@ -58,14 +61,30 @@ def routes(service: TranscriptionService) -> list[BaseRoute]:
                 f"This server runs transcription sessions only: connect with ?intent=transcription, not {intent!r}.",
             )
             return
+        asked = websocket.query_params.get("store", "")
+        store = asked.strip().lower() or "true"
+        if store not in (*_YES, *_NO, AUDIO):
+            await _refuse(
+                websocket,
+                POLICY_VIOLATION,
+                "store",
+                f"store must be true (keep the transcript as a job, the default), false (keep nothing) or "
+                f"audio (keep the transcript and the session's audio), not {asked!r}.",
+            )
+            return
         try:
             service.live.admit()
         except TooManySessions as exc:
             await _refuse(websocket, TRY_AGAIN_LATER, None, exc.message, code=exc.code)
             return
         try:
-            keep = websocket.query_params.get("store", "true").lower() not in _NO
-            await _serve(websocket, service, keep=keep, initial=identity.session if identity else None)
+            await _serve(
+                websocket,
+                service,
+                keep=store not in _NO,
+                keep_audio=store == AUDIO,
+                initial=identity.session if identity else None,
+            )
         finally:
             service.live.leave()
 
@@ -82,7 +101,12 @@ def routes(service: TranscriptionService) -> list[BaseRoute]:
 
 
 async def _serve(
-    websocket: WebSocket, service: TranscriptionService, *, keep: bool, initial: dict[str, Any] | None
+    websocket: WebSocket,
+    service: TranscriptionService,
+    *,
+    keep: bool,
+    keep_audio: bool,
+    initial: dict[str, Any] | None,
 ) -> None:
     lock = anyio.Lock()  # the decode task and the reader both send
 
@@ -94,7 +118,7 @@ async def _serve(
                 except (WebSocketDisconnect, RuntimeError, OSError):
                     pass  # the client left: the reader sees it next
 
-    session = RealtimeSession(service.live, send, keep=keep)
+    session = RealtimeSession(service.live, send, keep=keep, keep_audio=keep_audio)
     await session.start()
     if initial is not None:  # as if the client's first event: answered with session.updated
         await session.handle(json.dumps({"type": "session.update", "session": initial}))

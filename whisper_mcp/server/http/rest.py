@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from whisper_mcp.errors import InvalidInput, ServiceError, storage_fault
@@ -21,6 +21,9 @@ from whisper_mcp.server.http.openapi import openapi_spec
 from whisper_mcp.server.http.sse import KEEPALIVE, EventStream, event
 from whisper_mcp.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from whisper_mcp.server.service import SUBMISSION_FIELDS, Submission, TranscriptionService, check_format
+
+# GET /download's format for a live session's kept audio, beside the transcript formats.
+RECORDING_FORMAT = "wav"
 
 
 def _int_param(request: Request, name: str, default: int) -> int:
@@ -142,8 +145,15 @@ def routes(service: TranscriptionService) -> list[Route]:
         return JSONResponse(await service.status(request.path_params["job_id"], fmt))
 
     async def download(request: Request) -> Response:
-        fmt = check_format(request.query_params.get("format"))
         job_id = request.path_params["job_id"]
+        if (request.query_params.get("format") or "").strip().lower() == RECORDING_FORMAT:
+            # A live session's kept audio (store=audio), streamed as storage gives it.
+            return StreamingResponse(
+                await service.recording(job_id),
+                media_type="audio/wav",
+                headers={"content-disposition": f'attachment; filename="{job_id}.wav"'},
+            )
+        fmt = check_format(request.query_params.get("format"))
         body = await service.transcript(job_id, fmt)
         headers = {}
         if fmt in ("srt", "vtt") or request.query_params.get("attachment"):

@@ -1,6 +1,7 @@
 """One live transcription session: the client's events in, the server's out.
 
-Audio is converted to 16 kHz as it arrives (``audio``). With server VAD the
+Audio is converted to 16 kHz as it arrives (``audio``), and kept too when
+the client asked (``store=audio``: ``live_recording``). With server VAD the
 voice detector's frames mark where speech starts and stops (``turns``); a
 stop commits the utterance. Without it, the client commits. While an
 utterance grows it is decoded again every ``DECODE_STEP_SECONDS`` of new
@@ -83,7 +84,7 @@ class Utterance:
 
 
 class RealtimeSession:
-    def __init__(self, live: LiveTranscription, send: Send, *, keep: bool) -> None:
+    def __init__(self, live: LiveTranscription, send: Send, *, keep: bool, keep_audio: bool = False) -> None:
         self._live = live
         self._send = send
         self.id = protocol.new_id("sess")
@@ -101,7 +102,7 @@ class RealtimeSession:
         self._committed: deque[Utterance] = deque()
         self._previous_item: str | None = None
         self._wake = asyncio.Event()
-        self._kept = KeptSession() if keep else None
+        self._kept = KeptSession(recording=live.recording() if keep_audio else None) if keep else None
         self._skipped = 0
         self._partial_cost = 0.0  # seconds the latest decode of an utterance in progress took
         self._lag_said = -math.inf
@@ -125,7 +126,7 @@ class RealtimeSession:
                 await self._task
         if self._kept is None:
             return None
-        return await self._live.finish(self._kept, self._received / SAMPLE_RATE)
+        return await self._live.finish(self._kept, self._received / SAMPLE_RATE, self._request)
 
     # -- client events ---------------------------------------------------------
 
@@ -199,6 +200,8 @@ class RealtimeSession:
         samples = self._decoder.push(data)
         if not len(samples):
             return
+        if self._kept is not None and self._kept.recording is not None:
+            await self._kept.recording.add(samples)
         start = self._received
         self._received += len(samples)
         self._buffer = np.concatenate([self._buffer, samples])
