@@ -59,7 +59,7 @@ from whisper_mcp.server.realtime.turns import Turns
 
 log = logging.getLogger("whisper_mcp.server.realtime")
 
-DECODE_STEP_SECONDS = 0.5
+DECODE_STEP_SECONDS = 0.3
 PARTIAL_COST_FACTOR = 2.0
 # An utterance is decoded as it grows up to this long (one decoding window);
 # server VAD commits one that goes on longer here and carries on in a new item.
