@@ -40,20 +40,34 @@ def test_local_agreement_sends_what_two_decodes_agree_on() -> None:
         ["Hello", "Hello world, test", "Hello world, testing one", "Hello world, testing one two"],
         "Hello world, testing one two three.",
     )
-    assert deltas == ["Hello", " world,", " testing one", " two three."]
+    # Each decode's last word waits for the next decode to hear past it.
+    assert deltas == ["Hello world,", " testing", " one two three."]
     assert "".join(deltas) == agreement.transcript == "Hello world, testing one two three."
+
+
+def test_local_agreement_never_sends_a_word_the_audio_may_have_cut_off() -> None:
+    agreement = LocalAgreement()
+    # Two decodes cut inside "amiable" both heard "am": not sent until a decode hears past it.
+    deltas = run(
+        agreement,
+        ["He might even have been made am", "He might even have been made am you"],
+        "He might even have been made amiable himself.",
+    )
+    assert deltas == ["He might even have been made", " amiable himself."]
 
 
 def test_local_agreement_keeps_what_was_sent_when_the_last_decode_disagrees() -> None:
     agreement = LocalAgreement()
     deltas = run(agreement, ["The cat sat", "The cat sat on"], "A cat sat on the mat.")
-    assert deltas == ["The cat sat", " on the mat."]  # "A" was never sent: "The" stands
+    assert deltas == ["The cat", " sat on the mat."]  # "A" was never sent: "The" stands
     assert "".join(deltas) == agreement.transcript == "The cat sat on the mat."
 
 
 def test_local_agreement_reads_past_case_and_punctuation_and_sends_the_later_spelling() -> None:
     agreement = LocalAgreement()
-    deltas = run(agreement, ["Transcription.", "transcription services should keep..."], "Transcription services.")
+    deltas = run(
+        agreement, ["Transcription. Services", "transcription services should keep..."], "Transcription services."
+    )
     assert deltas == ["transcription", " services."]
 
 

@@ -1,7 +1,10 @@
 """Text that never has to be taken back: the LocalAgreement-2 policy of
 whisper_streaming (Macháček et al., 2023). The growing utterance is decoded
 again and again; a word is sent once two decodes in a row agree on it and on
-everything before it. The decode at the end of the utterance sends the rest.
+everything before it, and the later decode heard more after it: the earlier
+decode's last word may be one its audio cut off (an "am" that was going to
+be "amiable"), which the next decode, cut at the same place, can repeat.
+The decode at the end of the utterance sends the rest.
 
 Words are compared without case and without the punctuation around them
 (a decode cut off mid-sentence often ends it with a full stop), and sent as
@@ -41,7 +44,7 @@ class LocalAgreement:
         if previous is None:
             return []
         agreed = 0
-        for a, b in zip(previous, words, strict=False):
+        for a, b in zip(previous[:-1], words, strict=False):  # never the earlier decode's last word
             if _key(a) != _key(b):
                 break
             agreed += 1

@@ -12,6 +12,13 @@ what the latest such decode took (the wait for the model included), so they
 keep the model busy about half the time at most, and a commit's decode
 seldom waits long for one in progress.
 
+With server VAD, an utterance ends once ``silence_duration_ms`` of silence
+followed it, and its audio ends where that silence began. So once a pause has
+lasted ``SPECULATE_AFTER_MS``, the utterance's last decode starts at once, on
+the audio up to the pause (a ``Speculation``): when the end is declared, the
+same audio is committed and that decode's result, ready or nearly, completes
+it. Speech that resumes cancels it; the partial decodes then go on.
+
 One task decodes, in order: committed utterances first (their completed
 transcripts are never dropped), then the utterance in progress, from its
 latest audio only. When decoding falls behind, the in-between decodes are
@@ -53,11 +60,14 @@ from whisper_mcp.server.realtime.turns import Turns
 
 log = logging.getLogger("whisper_mcp.server.realtime")
 
-DECODE_STEP_SECONDS = 0.5
+DECODE_STEP_SECONDS = 0.3
 PARTIAL_COST_FACTOR = 2.0
 # An utterance is decoded as it grows up to this long (one decoding window);
 # server VAD commits one that goes on longer here and carries on in a new item.
 MAX_PARTIAL_SECONDS = 30.0
+# A pause within a turn this long starts the utterance's last decode, in
+# case it is the end (long enough to pass over the gaps between words).
+SPECULATE_AFTER_MS = 150
 # A commit needs at least this much audio (OpenAI's rule).
 MIN_COMMIT_SECONDS = 0.1
 # Decoding this far behind the audio received is reported ...
@@ -74,6 +84,18 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass
+class Speculation:
+    """An utterance's last decode, started in a pause before its end was declared."""
+
+    end: int  # session sample where the audio it decodes ends
+    request: JobRequest
+    task: asyncio.Task[Transcription]
+
+    def cancel(self) -> None:
+        self.task.cancel()
+
+
+@dataclass
 class Utterance:
     item_id: str
     start: int  # in the session's samples
@@ -81,6 +103,7 @@ class Utterance:
     agreement: LocalAgreement = field(default_factory=LocalAgreement)
     decoded: int = 0  # samples of it the latest decode covered
     committed_at: float = 0.0  # monotonic
+    speculation: Speculation | None = None
 
 
 class RealtimeSession:
@@ -119,7 +142,7 @@ class RealtimeSession:
         """The client left: committed utterances are still decoded (and kept);
         the one in progress is dropped. The kept job's id, if any."""
         self._closing = True
-        self._current = None
+        self._drop_current()
         self._wake.set()
         if self._task is not None:
             with contextlib.suppress(Exception):
@@ -218,6 +241,8 @@ class RealtimeSession:
                 self._trim(self._received - self._padding())
             elif self._received - self._current.start >= MAX_PARTIAL_SECONDS * SAMPLE_RATE:
                 await self._split()
+            else:
+                self._speculate()
         self._wake.set()
 
     def _padding(self) -> int:
@@ -241,9 +266,36 @@ class RealtimeSession:
             )
         )
 
+    def _end_at(self, ms: int) -> int:
+        """The session sample where the utterance in progress ends if its speech stopped at ``ms``."""
+        assert self._current is not None
+        return min(max(ms * SAMPLE_RATE // 1000, self._current.start), self._received)
+
+    def _speculate(self) -> None:
+        """In a pause that may end the utterance in progress, start its last
+        decode on the audio up to the pause; once speech resumes, cancel it."""
+        current, turns = self._current, self._turns
+        if current is None or turns is None:
+            return
+        spec = current.speculation
+        if turns.quiet_since is None or turns.quiet_ms < SPECULATE_AFTER_MS:
+            if spec is not None and turns.quiet_since is None:  # speaking again: not the end
+                spec.cancel()
+                current.speculation = None
+            return
+        end = self._end_at(turns.quiet_since)
+        if spec is not None and spec.end == end and spec.request is self._request:
+            return
+        if spec is not None:
+            spec.cancel()
+        audio = self._buffer[max(0, current.start - self._buffer_start) : end - self._buffer_start].copy()
+        task = asyncio.create_task(self._live.decode(audio, self._request), name=f"speculation-{current.item_id}")
+        task.add_done_callback(_retrieve)  # its failure is the commit's to report, if it is used
+        current.speculation = Speculation(end, self._request, task)
+
     async def _speech_stopped(self, ms: int) -> None:
         assert self._current is not None
-        end = min(max(ms * SAMPLE_RATE // 1000, self._current.start), self._received)
+        end = self._end_at(ms)
         await self._send(
             protocol.event("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=self._current.item_id)
         )
@@ -296,9 +348,15 @@ class RealtimeSession:
 
     def _clear(self) -> None:
         self._trim(self._received)
-        self._current = None
+        self._drop_current()
         if self._turns is not None:
             self._turns.reset()
+
+    def _drop_current(self) -> None:
+        """The utterance in progress is dropped, with its last decode if one began."""
+        if self._current is not None and self._current.speculation is not None:
+            self._current.speculation.cancel()
+        self._current = None
 
     # -- decoding ----------------------------------------------------------------
 
@@ -320,8 +378,8 @@ class RealtimeSession:
         if self._closing:
             return False
         current = self._current
-        if current is None:
-            return True
+        if current is None or current.speculation is not None:
+            return True  # nothing in progress; or a pause that may end it, already decoded to its end
         step = max(DECODE_STEP_SECONDS, PARTIAL_COST_FACTOR * self._partial_cost) * SAMPLE_RATE
         new = self._received - current.start - current.decoded
         if new < step or self._received - current.start > MAX_PARTIAL_SECONDS * SAMPLE_RATE:
@@ -353,7 +411,7 @@ class RealtimeSession:
         assert utterance.audio is not None
         end = utterance.start + len(utterance.audio)
         try:
-            result = await self._live.decode(utterance.audio, self._request)
+            result = await self._last_decode(utterance)
         except Exception as exc:
             self._live.metrics.utterance("failed", 0.0)
             await self._failed(utterance, exc)
@@ -388,6 +446,19 @@ class RealtimeSession:
                 await self._live.keep(self._kept, self._request, segment, result.language, self._received / SAMPLE_RATE)
             except Exception:
                 log.warning("session %s: could not keep utterance %s", self.id, utterance.item_id, exc_info=True)
+
+    async def _last_decode(self, utterance: Utterance) -> Transcription:
+        """The committed utterance's decode: the one begun in the pause that
+        ended it, if that covered the same audio with the same request."""
+        assert utterance.audio is not None
+        spec, utterance.speculation = utterance.speculation, None
+        if spec is not None:
+            if spec.end == utterance.start + len(utterance.audio) and spec.request is self._request:
+                with contextlib.suppress(Exception):  # decoded again below, which reports its failure
+                    return await spec.task
+            else:
+                spec.cancel()
+        return await self._live.decode(utterance.audio, self._request)
 
     def _heard(self, result: Transcription, samples: int, *, final: bool) -> None:
         """A routed session keeps to the language a decode heard, once it is
@@ -465,6 +536,12 @@ class RealtimeSession:
                 "skipped until it catches up (completed transcripts never are).",
             )
         )
+
+
+def _retrieve(task: asyncio.Task[Transcription]) -> None:
+    """A speculation's outcome, taken so that one never used is not reported as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _logprobs(words: list[Word]) -> list[dict[str, Any]]:

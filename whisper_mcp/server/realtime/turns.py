@@ -27,7 +27,12 @@ class Turns:
     silence_ms: int
     speaking: bool = False
     frames: int = 0  # frames seen so far in the session
-    _quiet_since: int | None = None  # ms where the current silence began
+    quiet_since: int | None = None  # ms where the silence within the current turn began
+
+    @property
+    def quiet_ms(self) -> int:
+        """How long the silence within the current turn has lasted so far (0: none)."""
+        return 0 if self.quiet_since is None else self.frames * FRAME_MS - self.quiet_since
 
     def push(self, probabilities: np.ndarray) -> list[Turn]:
         found: list[Turn] = []
@@ -36,23 +41,23 @@ class Turns:
             self.frames += 1
             if not self.speaking:
                 if p >= self.threshold:
-                    self.speaking, self._quiet_since = True, None
+                    self.speaking, self.quiet_since = True, None
                     found.append(Turn("started", ms))
                 continue
             if p >= max(self.threshold - HYSTERESIS, 0.01):
-                self._quiet_since = None
+                self.quiet_since = None
                 continue
-            if self._quiet_since is None:
-                self._quiet_since = ms
-            if ms + FRAME_MS - self._quiet_since >= self.silence_ms:
+            if self.quiet_since is None:
+                self.quiet_since = ms
+            if ms + FRAME_MS - self.quiet_since >= self.silence_ms:
                 self.speaking = False
-                found.append(Turn("stopped", self._quiet_since))
-                self._quiet_since = None
+                found.append(Turn("stopped", self.quiet_since))
+                self.quiet_since = None
         return found
 
     def reset(self) -> None:
         """The buffer was cleared or committed by hand: no turn in progress."""
-        self.speaking, self._quiet_since = False, None
+        self.speaking, self.quiet_since = False, None
 
 
 __all__ = ["FRAME_MS", "Turn", "Turns"]
