@@ -63,6 +63,20 @@ def test_local_agreement_keeps_what_was_sent_when_the_last_decode_disagrees() ->
     assert "".join(deltas) == agreement.transcript == "The cat sat on the mat."
 
 
+def test_the_last_decode_resumes_after_the_words_sent_it_also_heard() -> None:
+    agreement = LocalAgreement()
+    sent = run(
+        agreement,
+        ["Transcription service and should keep the model", "Transcription service and should keep the model low"],
+        "",
+    )
+    assert agreement.transcript == "Transcription service and should keep the"
+    rest = agreement.final(words_of("Transcription services should keep the model loaded. The meeting starts."))
+    # "services" was heard as "service and": the words after "the" follow it, none lost, none twice.
+    assert agreement.delta(rest) == " model loaded. The meeting starts."
+    assert "".join([*sent, agreement.delta(rest)]) == agreement.transcript
+
+
 def test_local_agreement_reads_past_case_and_punctuation_and_sends_the_later_spelling() -> None:
     agreement = LocalAgreement()
     deltas = run(

@@ -138,7 +138,7 @@ class LiveTranscription:
 
         def run() -> Transcription:
             info = self._engine.registry.resolve(request.model, trusted=True)
-            item = BatchItem(samples, duration_hint=len(samples) / SAMPLE_RATE, guess=partial)
+            item = BatchItem(samples, duration_hint=len(samples) / SAMPLE_RATE)
             with self._gate.live(urgent=not partial):
                 outcome = self._engine.transcribe_batch([item], info, options)[0]
             if isinstance(outcome, Exception):

@@ -15,6 +15,7 @@ what was sent before, so the deltas concatenate exactly to the transcript.
 
 from __future__ import annotations
 
+import difflib
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,8 +58,10 @@ class LocalAgreement:
     def final(self, words: Sequence[Word]) -> list[Word]:
         """The decode of the whole utterance: what is left to send. Where it
         disagrees with words already sent, those stand, and it continues
-        after as many words as were sent."""
-        rest = list(words[len(self.sent) :])
+        after the last of them it also heard, and as many words as were sent
+        after that ("service and should keep the model" sent, "services should
+        keep the model loaded" decoded: "loaded")."""
+        rest = list(words[_resume(self.sent, words) :])
         self.sent.extend(rest)
         self._previous = None
         return rest
@@ -71,6 +74,23 @@ class LocalAgreement:
         """The text of ``new``, words the last call returned (already in ``sent``)."""
         text = " ".join(w.text for w in new)
         return " " + text if text and len(self.sent) > len(new) else text
+
+
+# A word sent is matched in the last decode at most this many words away
+# from its place, so that a common word far ahead is not taken for it.
+MAX_DRIFT = 3
+
+
+def _resume(sent: Sequence[Word], words: Sequence[Word]) -> int:
+    """Where in ``words`` the text after ``sent`` begins: after the last run of
+    words both have (near its place in ``sent``), and past as many more as
+    ``sent`` has after that run."""
+    matcher = difflib.SequenceMatcher(a=[_key(w) for w in sent], b=[_key(w) for w in words], autojunk=False)
+    runs = [m for m in matcher.get_matching_blocks() if m.size and abs(m.a - m.b) <= MAX_DRIFT]
+    if not runs:
+        return len(sent)
+    last = runs[-1]
+    return last.b + last.size + len(sent) - (last.a + last.size)
 
 
 def _key(word: Word) -> str:
