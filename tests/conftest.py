@@ -5,6 +5,9 @@ lanes: `make check` runs the in-process tests (``-m "not e2e and not slow"``),
 
 from __future__ import annotations
 
+import functools
+import os
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +83,32 @@ def _in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 
 
 # -- fixtures -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_tls_context() -> Iterator[None]:
+    """Every httpx client builds its default SSL context anew, parsing
+    certifi's whole bundle: about 25 ms of CPU, and the tests make thousands
+    of clients (each in-process server makes some too) that only speak plain
+    HTTP on loopback. Built once per bundle here; any other ``verify`` or a
+    ``cert`` is httpx's own as before."""
+    from httpx._transports import default  # the name httpx's transports call
+
+    create = default.create_ssl_context
+
+    @functools.cache
+    def bundle(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+        return create(verify=True, trust_env=cafile is not None or capath is not None)
+
+    def shared(verify: object = True, cert: object = None, trust_env: bool = True) -> ssl.SSLContext:
+        if verify is not True or cert is not None:
+            return create(verify=verify, cert=cert, trust_env=trust_env)  # type: ignore[arg-type]
+        env = os.environ if trust_env else {}
+        return bundle(env.get("SSL_CERT_FILE") or None, env.get("SSL_CERT_DIR") or None)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(default, "create_ssl_context", shared)
+        yield
 
 
 @pytest.fixture(scope="session")
