@@ -6,10 +6,11 @@ lanes: `make check` runs the in-process tests (``-m "not e2e and not slow"``),
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -87,28 +88,33 @@ def _in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_tls_context() -> Iterator[None]:
-    """Every httpx client builds its default SSL context anew, parsing
-    certifi's whole bundle: about 25 ms of CPU, and the tests make thousands
-    of clients (each in-process server makes some too) that only speak plain
-    HTTP on loopback. Built once per bundle here; any other ``verify`` or a
-    ``cert`` is httpx's own as before."""
-    from httpx._transports import default  # the name httpx's transports call
+    """Every httpx client (and httpx2 client: the MCP client's) builds its
+    default SSL context anew, parsing a whole CA bundle: about 25 ms of CPU,
+    and the tests make thousands of clients (each in-process server makes
+    some too) that only speak plain HTTP on loopback. Built once per bundle
+    here; any other ``verify`` or a ``cert`` is the library's own as before."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("httpx._transports.default", "httpx2._transports.default"):  # where the transports call it
+            try:
+                transports = importlib.import_module(name)
+            except ImportError:
+                continue
+            patch.setattr(transports, "create_ssl_context", _shared_tls(transports.create_ssl_context))
+        yield
 
-    create = default.create_ssl_context
 
+def _shared_tls(create: Callable[..., ssl.SSLContext]) -> Callable[..., ssl.SSLContext]:
     @functools.cache
     def bundle(cafile: str | None, capath: str | None) -> ssl.SSLContext:
         return create(verify=True, trust_env=cafile is not None or capath is not None)
 
     def shared(verify: object = True, cert: object = None, trust_env: bool = True) -> ssl.SSLContext:
         if verify is not True or cert is not None:
-            return create(verify=verify, cert=cert, trust_env=trust_env)  # type: ignore[arg-type]
+            return create(verify=verify, cert=cert, trust_env=trust_env)
         env = os.environ if trust_env else {}
         return bundle(env.get("SSL_CERT_FILE") or None, env.get("SSL_CERT_DIR") or None)
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(default, "create_ssl_context", shared)
-        yield
+    return shared
 
 
 @pytest.fixture(scope="session")
