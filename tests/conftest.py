@@ -12,14 +12,21 @@ import ssl
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
-from whisper_mcp.testing import PostgresCluster
+from whisper_mcp.testing import PostgresCluster, ServerProcess
 
-from helpers import ROOT, InProcessServer, ServerProcess
 from s3 import SeaweedFS, weed_binary
+
+if TYPE_CHECKING:
+    from helpers import InProcessServer
+
+# helpers.ROOT. helpers imports the whole app (a second of CPU), which the
+# xdist controller, running no test, need not: the fixture imports it.
+ROOT = Path(__file__).parent.parent
 
 # Tools' own caches; anything else a run leaves in the checkout is a test (or
 # the code under test) writing where a user's working directory would be.
@@ -139,6 +146,8 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
 @pytest.fixture
 def fake_server(tmp_path) -> Iterator[InProcessServer]:
     """The app over a fake engine, fresh storage per test."""
+    from helpers import InProcessServer
+
     with InProcessServer.start(tmp_path / "storage") as srv:
         yield srv
 
