@@ -5,17 +5,28 @@ lanes: `make check` runs the in-process tests (``-m "not e2e and not slow"``),
 
 from __future__ import annotations
 
+import functools
+import importlib
+import os
+import ssl
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
 
-from whisper_mcp.testing import PostgresCluster
+from whisper_mcp.testing import PostgresCluster, ServerProcess
 
-from helpers import ROOT, InProcessServer, ServerProcess
 from s3 import SeaweedFS, weed_binary
+
+if TYPE_CHECKING:
+    from helpers import InProcessServer
+
+# helpers.ROOT. helpers imports the whole app (a second of CPU), which the
+# xdist controller, running no test, need not: the fixture imports it.
+ROOT = Path(__file__).parent.parent
 
 # Tools' own caches; anything else a run leaves in the checkout is a test (or
 # the code under test) writing where a user's working directory would be.
@@ -82,6 +93,37 @@ def _in_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 # -- fixtures -----------------------------------------------------------------
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_tls_context() -> Iterator[None]:
+    """Every httpx client (and httpx2 client: the MCP client's) builds its
+    default SSL context anew, parsing a whole CA bundle: about 25 ms of CPU,
+    and the tests make thousands of clients (each in-process server makes
+    some too) that only speak plain HTTP on loopback. Built once per bundle
+    here; any other ``verify`` or a ``cert`` is the library's own as before."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("httpx._transports.default", "httpx2._transports.default"):  # where the transports call it
+            try:
+                transports = importlib.import_module(name)
+            except ImportError:
+                continue
+            patch.setattr(transports, "create_ssl_context", _shared_tls(transports.create_ssl_context))
+        yield
+
+
+def _shared_tls(create: Callable[..., ssl.SSLContext]) -> Callable[..., ssl.SSLContext]:
+    @functools.cache
+    def bundle(cafile: str | None, capath: str | None) -> ssl.SSLContext:
+        return create(verify=True, trust_env=cafile is not None or capath is not None)
+
+    def shared(verify: object = True, cert: object = None, trust_env: bool = True) -> ssl.SSLContext:
+        if verify is not True or cert is not None:
+            return create(verify=verify, cert=cert, trust_env=trust_env)
+        env = os.environ if trust_env else {}
+        return bundle(env.get("SSL_CERT_FILE") or None, env.get("SSL_CERT_DIR") or None)
+
+    return shared
+
+
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
     return "asyncio"
@@ -104,6 +146,8 @@ def client(server: ServerProcess) -> Iterator[httpx.Client]:
 @pytest.fixture
 def fake_server(tmp_path) -> Iterator[InProcessServer]:
     """The app over a fake engine, fresh storage per test."""
+    from helpers import InProcessServer
+
     with InProcessServer.start(tmp_path / "storage") as srv:
         yield srv
 

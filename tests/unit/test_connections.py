@@ -20,8 +20,14 @@ from helpers import FIXTURES, InProcessServer
 
 @pytest.fixture
 def tight(tmp_path: Path) -> Iterator[InProcessServer]:
+    # A request answered before its whole body came (an unknown upload URL)
+    # is closed by the keep-alive timeout: short here too.
     with InProcessServer.start(
-        tmp_path / "storage", max_connections=50, header_timeout_seconds=0.5, body_timeout_seconds=0.5
+        tmp_path / "storage",
+        max_connections=50,
+        header_timeout_seconds=0.5,
+        body_timeout_seconds=0.5,
+        keep_alive_seconds=0.5,
     ) as srv:
         yield srv
 

@@ -7,10 +7,10 @@ import threading
 import time
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-import torch
 
 from whisper_mcp.config import default_model_cache
 from whisper_mcp.engines.audio import decode_audio
@@ -18,6 +18,9 @@ from whisper_mcp.models.pool import ModelPool, estimate_bytes, model_bytes
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
 
 from helpers import FIXTURES, words
+
+if TYPE_CHECKING:
+    import torch
 
 
 class FakeClock:
@@ -45,6 +48,8 @@ class FakeRegistry:
         self.calls.append(info.name)
         if self.pool is not None:
             self.held_at_load.append([m.name for m in self.pool.loaded()])
+        import torch  # here: an xdist worker that only collects this file need not import it
+
         module = torch.nn.Module()
         module.register_buffer("blob", torch.zeros(self.sizes[info.name], dtype=torch.uint8))
         return module
