@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -465,3 +466,26 @@ def test_a_live_session_is_kept_as_it_goes_and_completed_after_a_crash(
         assert files.read_result(job.key)["segments"] == [said]  # type: ignore[index]
     finally:
         restarted.close()
+
+
+def test_a_run_is_not_shown_running_once_its_end_is_being_recorded(store: SQLJobStore, files: FileStore) -> None:
+    """/health reads ``running()``: no reader may see a job running after
+    /status read it completed, so the run is hidden before its end is stored;
+    shown again if storing it failed."""
+    queue = JobQueue(store, files)
+    add_with_audio(store, files, "a")
+    job = queue.claim_next()
+    assert job is not None and [r.job_id for r in queue.running()] == ["a"]
+    seen: list[list[str]] = []
+    real_complete = store.complete
+
+    def complete(*args: Any, **kwargs: Any) -> bool:
+        seen.append([r.job_id for r in queue.running()])
+        raise OSError("the database went away")
+
+    store.complete = complete  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        queue.complete(job, {"text": "hello"}, "en")
+    assert seen == [[]] and [r.job_id for r in queue.running()] == ["a"]
+    store.complete = real_complete  # type: ignore[method-assign]
+    assert queue.complete(job, {"text": "hello"}, "en") == "completed" and queue.running() == ()

@@ -71,6 +71,9 @@ class Running:
     progress: float = 0.0
     cancel_requested: bool = False
     lost: bool = False
+    # Its end is being recorded: no longer shown as running, so that no
+    # reader sees it running after its end is in the database.
+    ending: bool = False
     written_at: float = 0.0  # when progress last went to the database
     # Decoded segments not yet appended to the partial file (a write failed).
     unwritten: list[dict[str, object]] = field(default_factory=list)
@@ -302,9 +305,9 @@ class JobQueue:
         return self.files.read_partial(job.key, job.attempts, cursor)
 
     def running(self) -> tuple[Running, ...]:
-        """Copies of the runs this process holds now."""
+        """Copies of the runs this process holds now (not those whose end is being recorded)."""
         with self._lock:
-            return tuple(replace(r) for r in self._running.values())
+            return tuple(replace(r) for r in self._running.values() if not r.ending)
 
     def fetched(self, job: Job, upload: StoredUpload, duration: float) -> Job:
         """A run of a job sent as a URL has fetched its audio (``upload``,
@@ -328,12 +331,29 @@ class JobQueue:
         if held is not None:
             return held
         self.files.write_result(job.key, result, self.min_free_bytes)
-        done = self._store.complete(job.job_id, job.attempts, time.time(), language)
+        with self._ending(job):
+            done = self._store.complete(job.job_id, job.attempts, time.time(), language)
         return self._end(job, JobStatus.COMPLETED.value if done else "lost")
 
     def fail(self, job: Job, error: str) -> str:
-        done = self._store.fail(job.job_id, job.attempts, time.time(), error)
+        with self._ending(job):
+            done = self._store.fail(job.job_id, job.attempts, time.time(), error)
         return self._end(job, JobStatus.FAILED.value if done else "lost")
+
+    @contextlib.contextmanager
+    def _ending(self, job: Job) -> Iterator[None]:
+        """While a run's end is recorded: hidden from ``running``; shown again
+        if recording it failed (the run goes on, or is retried)."""
+        with self._lock:
+            running = self._running.get(job.job_id)
+            if running is not None:
+                running.ending = True
+        try:
+            yield
+        except BaseException:
+            if running is not None:
+                running.ending = False
+            raise
 
     def release(self, job: Job) -> str:
         """A run stopped because this server is shutting down (``ShuttingDown``):
