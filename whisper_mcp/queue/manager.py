@@ -352,7 +352,8 @@ class JobQueue:
             yield
         except BaseException:
             if running is not None:
-                running.ending = False
+                with self._lock:  # as it was set: readers copy runs under the lock
+                    running.ending = False
             raise
 
     def release(self, job: Job) -> str:
