@@ -229,6 +229,8 @@ def test_a_database_that_hangs(server: ServerProcess, cluster: PostgresCluster) 
             cluster.freeze(False)
         ready = wait_ready(http, 5, "not ready 5 s after the database answered again")
         done = wait_done(http, accepted, timeout=60)
+        # Logged just after it is stored: /status may read it first.
+        wait_for_log(server, mark, f"job {accepted} completed", 10)
         log = log_since(server, mark)
 
     print(

@@ -374,7 +374,14 @@ def test_kill_9_of_the_replica_running_a_long_job(cluster: Cluster) -> None:
 
     # Exactly once: one `completed` event per job over all three logs (the
     # victim's included), and as many runs started as attempts counted.
-    events = [e for n in NAMES for e in cluster.events(n)]
+    # (A run logs its end just after storing it: /status may read it first.)
+    deadline = time.monotonic() + 10
+    while True:
+        events = [e for n in NAMES for e in cluster.events(n)]
+        logged = {e["job_id"] for e in events if e["event"] == "completed"}
+        if set(finals) <= logged or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     for job_id, final in finals.items():
         mine = [e["event"] for e in events if e["job_id"] == job_id]
         assert mine.count("completed") == 1, (job_id, mine)

@@ -21,6 +21,7 @@ from fastmcp.exceptions import ToolError
 
 from whisper_mcp.compat.patching import replace_tqdm, report_windows
 from whisper_mcp.engines import progress
+from whisper_mcp.errors import DatabaseUnavailable
 from whisper_mcp.queue.files import FileStore
 from whisper_mcp.queue.jobs import JobStatus
 from whisper_mcp.queue.manager import MAX_ATTEMPTS, JobCancelled, JobQueue
@@ -265,6 +266,32 @@ def test_a_full_database_never_kills_the_worker(
     worker.notify()
     until(lambda: store.get("c").status is JobStatus.COMPLETED, "c to complete")  # type: ignore[union-attr]
     worker.stop()
+
+
+def test_an_end_committed_though_its_answer_was_lost_is_logged_once(
+    store: SQLiteJobStore, files: FileStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database commits a run's end, then goes away before answering (a
+    connection cut mid-commit): the worker tries the end again once it is
+    back, finds it is its own, and logs the job completed, not lost."""
+    cut: list[str] = []
+    real_run = store.db.run
+
+    def run(sql: str, params: Any = ()) -> Any:
+        answer = real_run(sql, params)
+        if not cut and sql.startswith("UPDATE jobs SET status = 'completed'"):
+            cut.append(sql)
+            raise DatabaseUnavailable()
+        return answer
+
+    monkeypatch.setattr(store.db, "run", run)
+    caplog.set_level(logging.INFO, "whisper_mcp")
+    queued(store, files, "a")
+    worker = start(store, files, FakeEngine())
+    until(lambda: "job a completed" in caplog.text, "the job's end to be logged")
+    worker.stop()
+    assert cut and store.get("a").status is JobStatus.COMPLETED  # type: ignore[union-attr]
+    assert caplog.text.count("job a completed") == 1 and "another replica holds it" not in caplog.text
 
 
 def test_no_job_starts_while_the_disk_is_below_the_floor(store: SQLiteJobStore, files: FileStore) -> None:

@@ -333,12 +333,22 @@ class JobQueue:
         self.files.write_result(job.key, result, self.min_free_bytes)
         with self._ending(job):
             done = self._store.complete(job.job_id, job.attempts, time.time(), language)
-        return self._end(job, JobStatus.COMPLETED.value if done else "lost")
+        return self._end(job, self._ended_as(job, JobStatus.COMPLETED, done))
 
     def fail(self, job: Job, error: str) -> str:
         with self._ending(job):
             done = self._store.fail(job.job_id, job.attempts, time.time(), error)
-        return self._end(job, JobStatus.FAILED.value if done else "lost")
+        return self._end(job, self._ended_as(job, JobStatus.FAILED, done))
+
+    def _ended_as(self, job: Job, status: JobStatus, done: bool) -> str:
+        """``status`` if this run's end is recorded, else ``lost``. A write
+        that changed nothing may still be this run's own: an earlier try that
+        the database committed though its answer never came back (it went
+        away mid-commit), and the worker tried again."""
+        if not done:
+            now = self._store.get(job.job_id)
+            done = now is not None and now.status is status and now.attempts == job.attempts
+        return status.value if done else "lost"
 
     @contextlib.contextmanager
     def _ending(self, job: Job) -> Iterator[None]:
