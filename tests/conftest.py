@@ -66,7 +66,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     PostgreSQL is ``slow`` (others mark themselves ``slow``: a real model, a
     program). Then the runs order e2e files first, slow ones next, in-process
     ones last: the long files start early and the short ones fill the end,
-    so with ``-n 2 --dist loadfile --no-loadscope-reorder`` no worker sits
+    so with ``-n 3 --dist loadfile --no-loadscope-reorder`` no worker sits
     idle while the other finishes a long file started late."""
     for item in items:
         if item.path.is_relative_to(E2E):
