@@ -6,6 +6,7 @@ lanes: `make check` runs the in-process tests (``-m "not e2e and not slow"``),
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import os
 import ssl
@@ -58,6 +59,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 E2E = Path(__file__).parent / "e2e"
 # A test that uses one of these starts a real server or program wherever it lives.
 OUT_OF_PROCESS_FIXTURES = {"server", "postgres", "seaweedfs", "bucket_url"}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What a worker holds by now (the imported app, torch, every collected
+    test) lives to the end: frozen, the collector stops scanning it again at
+    each full collection (about a tenth of the in-process tests' CPU)."""
+    gc.freeze()
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by these marks
