@@ -26,9 +26,9 @@ class Whisper:
 def test_a_guess_encodes_only_the_frames_its_audio_fills() -> None:
     whisper = Whisper()
     window = np.zeros((80, 3000), np.float32)  # what faster-whisper hands its encoder
-    # 1 s: 100 frames, the last, 2 s of the window's silence (GUESS_PAD_FRAMES), even.
+    # 1 s: 100 frames, the last, 15 s of the window's silence (GUESS_PAD_FRAMES), even.
     assert _unpadded(whisper, 16000).encode(window) == "encoded"
     _unpadded(whisper, 16000 + 160).encode(window)
     _unpadded(whisper, 45 * 16000).encode(window)  # never more than the window
-    assert whisper.encoded == [(80, 302), (80, 302), (80, 3000)]
+    assert whisper.encoded == [(80, 1602), (80, 1602), (80, 3000)]
     assert _unpadded(whisper, 16000).model is whisper.model  # the same CTranslate2 model decodes

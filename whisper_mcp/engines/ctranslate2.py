@@ -518,10 +518,12 @@ class CTranslate2Backend:
 # this probability on; under this many frames (1 s) it looks at 30 s at once.
 HOP_LENGTH = 160  # samples per log-Mel frame
 N_FRAMES = 3000  # frames in Whisper's 30 s window
-# A guess keeps 2 s of the window's silence after its audio: with none, the
+# A guess keeps 15 s of the window's silence after its audio: with none, the
 # decoder often loops or runs past the words (tiny.en on the bench's speech);
-# with 1-4 s it hears about what the full window hears, at a fraction of it.
-GUESS_PAD_FRAMES = 200
+# with 8 s it misheard an utterance's first words ("service and" for
+# "services") at 9 of 40 cut points, with 15 s at 3 (the whole window: 1);
+# on a short utterance it costs about half what the whole window does.
+GUESS_PAD_FRAMES = 1500
 # And stops after this many tokens per second of audio (and a few): a guess
 # that loops all the same costs little.
 GUESS_TOKENS_PER_SECOND = 8

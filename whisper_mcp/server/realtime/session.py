@@ -6,7 +6,7 @@ voice detector's frames mark where speech starts and stops (``turns``); a
 stop commits the utterance. Without it, the client commits. While an
 utterance grows it is guessed again every ``DECODE_STEP_SECONDS`` of new
 audio (``FIRST_GUESS_SECONDS`` of it first; greedily, and on ctranslate2
-without most of the window's padding: ``LiveTranscription.decode``), and the
+with half the window's padding: ``LiveTranscription.decode``), and the
 words ``AGREEING_GUESSES`` guesses in a row agree on go out as deltas
 (``agreement``); its decode at commit sends the rest and completes it. The step grows to ``PARTIAL_COST_FACTOR`` times
 what the latest such decode took (the wait for the model included), so they
