@@ -279,9 +279,7 @@ class Transcriber:
         items = [replace(item, on_progress=words) for item, (words, _) in zip(items, progress, strict=True)]
         decode = diarization.transcription_options(options)
         with self.pool.use(model) as loaded:
-            # A guess (a live utterance still growing) may be decoded the cheap
-            # way, which only transcribe_batch knows of.
-            if self.backend.batching and (len(items) > 1 or items[0].guess):
+            if len(items) > 1 and self.backend.batching:
                 outcomes = self.backend.transcribe_batch(loaded, items, decode)
             else:
                 outcomes = []

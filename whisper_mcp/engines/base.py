@@ -110,9 +110,6 @@ class BatchItem:
     on_segments: SegmentCallback | None = None
     # Diarized jobs naming known speakers: (name, a recording of that voice alone).
     known_speakers: tuple[tuple[str, AudioInput], ...] = ()
-    # A live utterance still growing: its words are a guess that the next
-    # decode must confirm, so a backend may decode it the cheap way.
-    guess: bool = False
 
 
 @dataclass(frozen=True)

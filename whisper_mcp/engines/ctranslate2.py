@@ -350,18 +350,8 @@ class CTranslate2Backend:
         # runs its jobs one by one (transcribe_batch).
         return self.batching
 
-    def _start(
-        self,
-        model: CT2Model,
-        whisper: Any,
-        samples: np.ndarray,
-        options: TranscribeOptions,
-        *,
-        plain: bool = False,
-        max_new_tokens: int | None = None,
-    ) -> Any:
-        """faster-whisper's (lazy) segments and info for ``samples``, decoded by
-        ``whisper``; ``plain``: never by the VAD-batching pipeline."""
+    def _start(self, model: CT2Model, whisper: Any, samples: np.ndarray, options: TranscribeOptions) -> Any:
+        """faster-whisper's (lazy) segments and info for ``samples``, decoded by ``whisper``."""
         # A beam of default_beam_size unless the job asks for another
         # (faster-whisper's own default is 5), one sample per fallback
         # temperature, as openai-whisper's transcribe() samples.
@@ -376,16 +366,10 @@ class CTranslate2Backend:
             hotwords=options.hotwords,
             log_progress=False,
         )
-        if model.batched is not None and not plain:  # its VAD runs whatever vad_filter says
+        if model.batched is not None:  # its VAD runs whatever vad_filter says
             per_pass = self.batch_size if self._kind == "cuda" else min(self.batch_size, CPU_CHUNKS_PER_PASS)
             return model.batched.transcribe(samples, batch_size=per_pass, without_timestamps=False, **common)
-        return whisper.transcribe(
-            samples,
-            condition_on_previous_text=True,
-            vad_filter=options.vad_filter,
-            max_new_tokens=max_new_tokens,
-            **common,
-        )
+        return whisper.transcribe(samples, condition_on_previous_text=True, vad_filter=options.vad_filter, **common)
 
     def detect_language(self, model: CT2Model, samples: np.ndarray) -> tuple[str, float]:
         """From the first ``QUICK_ID_SECONDS`` alone, unpadded: CTranslate2's
@@ -433,27 +417,21 @@ class CTranslate2Backend:
                 samples[i] = _samples(item.audio)
             except Exception as exc:  # e.g. audio that stopped decoding half-way
                 outcomes[i] = exc
-        guesses = {i for i in samples if items[i].guess}
         firsts: dict[int, ctranslate2_batch.FirstWindow | None] = dict.fromkeys(samples)
         # Detecting the language encodes each clip apart; nothing to share then.
         if model.batched is None and (options.language is not None or not fw_hooks.is_multilingual(whisper)):
             try:
                 start = lambda w, a: self._start(model, w, a, options)  # noqa: E731
                 for i, audio in samples.items():
-                    firsts[i] = None if i in guesses else ctranslate2_batch.capture(whisper, audio, start)
+                    firsts[i] = ctranslate2_batch.capture(whisper, audio, start)
                 ctranslate2_batch.decode_batch(whisper, [f for f in firsts.values() if f is not None])
             except Exception:  # e.g. out of memory for the whole batch: run the jobs one by one
                 log.warning("batched decode of %d jobs failed; running them one by one", len(samples), exc_info=True)
                 firsts = dict.fromkeys(samples)
         for i, audio in samples.items():
-            if i in guesses:
-                clone, replay = _unpadded(whisper, len(audio)), None
-            else:
-                clone, replay = ctranslate2_batch.replaying(whisper, firsts[i])
+            clone, replay = ctranslate2_batch.replaying(whisper, firsts[i])
             try:
-                outcomes[i] = self._transcribe(
-                    model, clone, audio, options, items[i].on_progress, items[i].on_segments, guess=i in guesses
-                )
+                outcomes[i] = self._transcribe(model, clone, audio, options, items[i].on_progress, items[i].on_segments)
             except Exception as exc:
                 outcomes[i] = exc
             if replay is not None and replay.used:
@@ -468,8 +446,6 @@ class CTranslate2Backend:
         options: TranscribeOptions,
         on_progress: ProgressCallback | None,
         on_segments: SegmentCallback | None,
-        *,
-        guess: bool = False,
     ) -> Transcription:
         duration = len(audio) / SAMPLE_RATE
         done = 0.0
@@ -481,8 +457,7 @@ class CTranslate2Backend:
             if on_progress is not None:
                 on_progress(done)
 
-        tokens = int(GUESS_TOKENS_PER_SECOND * duration) + 10 if guess else None
-        segments, info = self._start(model, whisper, audio, options, plain=guess, max_new_tokens=tokens)
+        segments, info = self._start(model, whisper, audio, options)
         out = []
         texts = []
         # The generator decodes lazily: each step runs the next window (and
@@ -516,33 +491,9 @@ class CTranslate2Backend:
 
 # Language identification looks at this much audio first, and trusts it from
 # this probability on; under this many frames (1 s) it looks at 30 s at once.
-HOP_LENGTH = 160  # samples per log-Mel frame
-N_FRAMES = 3000  # frames in Whisper's 30 s window
-# A guess keeps 15 s of the window's silence after its audio: with none, the
-# decoder often loops or runs past the words (tiny.en on the bench's speech);
-# with 8 s it misheard an utterance's first words ("service and" for
-# "services") at 9 of 40 cut points, with 15 s at 3 (the whole window: 1);
-# on a short utterance it costs about half what the whole window does.
-GUESS_PAD_FRAMES = 1500
-# And stops after this many tokens per second of audio (and a few): a guess
-# that loops all the same costs little.
-GUESS_TOKENS_PER_SECOND = 8
 QUICK_ID_SECONDS = 10.0
 QUICK_ID_SURE = 0.6
 QUICK_ID_MIN_FRAMES = 100
-
-
-def _unpadded(whisper: Any, samples: int) -> Any:
-    """``whisper`` encoding only the frames that ``samples`` fill of the 30 s
-    window faster-whisper pads each window to, and ``GUESS_PAD_FRAMES`` of its
-    silence: for a live utterance's guesses, a few seconds long, the encoder's
-    cost drops about as much (CTranslate2's encoder takes any number of
-    frames). Whisper was trained on full windows, so only guesses, which the
-    next decode must confirm, are decoded this way."""
-    frames = min(-(-samples // HOP_LENGTH) + 1 + GUESS_PAD_FRAMES, N_FRAMES)
-    frames += frames % 2  # the encoder's second convolution halves the frames
-    encode = whisper.encode
-    return fw_hooks.swapped(whisper, fw_hooks.model_of(whisper), lambda features: encode(features[..., :frames]))
 
 
 def _identify(model: Any, features: np.ndarray) -> tuple[str, float]:

@@ -129,9 +129,8 @@ class LiveTranscription:
         """Decode 16 kHz ``samples`` on the shared model, off the event loop.
         ``partial``: an utterance still growing, decoded once, greedily, at
         temperature 0 (its cut-off last word would often set off the
-        fallback's decodes; its words are only a guess that the next decodes
-        must confirm, and a beam costs the decoder twice the steps), and the
-        cheap way where the engine has one (``BatchItem.guess``)."""
+        fallback's decodes; its words are only a guess that the next decode
+        must confirm, and a beam costs the decoder twice the steps)."""
         options = request.options
         if partial:
             temperature = 0.0 if options.temperature is None else options.temperature
@@ -139,7 +138,7 @@ class LiveTranscription:
 
         def run() -> Transcription:
             info = self._engine.registry.resolve(request.model, trusted=True)
-            item = BatchItem(samples, duration_hint=len(samples) / SAMPLE_RATE, guess=partial)
+            item = BatchItem(samples, duration_hint=len(samples) / SAMPLE_RATE)
             with self._gate.live(urgent=not partial):
                 outcome = self._engine.transcribe_batch([item], info, options)[0]
             if isinstance(outcome, Exception):

@@ -1,8 +1,7 @@
 """Text that never has to be taken back: the LocalAgreement-2 policy of
-whisper_streaming (Macháček et al., 2023), or LocalAgreement-n. The growing
-utterance is decoded again and again; a word is sent once n decodes in a row
-(two, or more for cheaper guesses) agree on it and on everything before it,
-and the last decode heard more after it: an earlier
+whisper_streaming (Macháček et al., 2023). The growing utterance is decoded
+again and again; a word is sent once two decodes in a row agree on it and on
+everything before it, and the later decode heard more after it: the earlier
 decode's last word may be one its audio cut off (an "am" that was going to
 be "amiable"), which the next decode, cut at the same place, can repeat.
 The decode at the end of the utterance sends the rest.
@@ -36,20 +35,18 @@ def words_of(text: str) -> list[Word]:
 
 @dataclass
 class LocalAgreement:
-    n: int = 2  # decodes in a row that must agree on a word
     sent: list[Word] = field(default_factory=list)
-    _earlier: list[list[Word]] = field(default_factory=list)  # the latest n - 1 decodes
+    _previous: list[Word] | None = None
 
     def hypothesis(self, words: Sequence[Word]) -> list[Word]:
-        """A decode of the utterance so far: the words it and the n - 1
-        before agree on beyond those already sent (each is sent once)."""
-        earlier = self._earlier
-        self._earlier = [*earlier, list(words)][1 - self.n :] if self.n > 1 else []
-        if len(earlier) < self.n - 1:
+        """A decode of the utterance so far: the words it and the one before
+        agree on beyond those already sent (each is sent once)."""
+        previous, self._previous = self._previous, list(words)
+        if previous is None:
             return []
         agreed = 0
-        for i, word in enumerate(words):  # never an earlier decode's last word
-            if any(i >= len(e) - 1 or _key(e[i]) != _key(word) for e in earlier):
+        for a, b in zip(previous[:-1], words, strict=False):  # never the earlier decode's last word
+            if _key(a) != _key(b):
                 break
             agreed += 1
         if agreed <= len(self.sent) or not _same(words[: len(self.sent)], self.sent):
@@ -66,7 +63,7 @@ class LocalAgreement:
         keep the model loaded" decoded: "loaded")."""
         rest = list(words[_resume(self.sent, words) :])
         self.sent.extend(rest)
-        self._earlier = []
+        self._previous = None
         return rest
 
     @property

@@ -4,11 +4,10 @@ Audio is converted to 16 kHz as it arrives (``audio``), and kept too when
 the client asked (``store=audio``: ``live_recording``). With server VAD the
 voice detector's frames mark where speech starts and stops (``turns``); a
 stop commits the utterance. Without it, the client commits. While an
-utterance grows it is guessed again every ``DECODE_STEP_SECONDS`` of new
-audio (``FIRST_GUESS_SECONDS`` of it first; greedily, and on ctranslate2
-with half the window's padding: ``LiveTranscription.decode``), and the
-words ``AGREEING_GUESSES`` guesses in a row agree on go out as deltas
-(``agreement``); its decode at commit sends the rest and completes it. The step grows to ``PARTIAL_COST_FACTOR`` times
+utterance grows it is decoded again every ``DECODE_STEP_SECONDS`` of new
+audio (greedily: ``LiveTranscription.decode``), and the words two decodes in
+a row agree on go out as deltas (``agreement``); its decode at commit sends
+the rest and completes it. The step grows to ``PARTIAL_COST_FACTOR`` times
 what the latest such decode took (the wait for the model included), so they
 keep the model busy about half the time at most, and a commit's decode
 seldom waits long for one in progress.
@@ -62,20 +61,10 @@ from whisper_mcp.server.realtime.turns import Turns
 log = logging.getLogger("whisper_mcp.server.realtime")
 
 DECODE_STEP_SECONDS = 0.3
-# The first guess waits for this much of the utterance (its padding
-# included): on less, it hears little, and its words are not worth the wait.
-FIRST_GUESS_SECONDS = 0.6
-# Guesses are cheap (``LiveTranscription.decode``), and on a second or two of
-# speech they mishear an utterance's first words alike more often than a
-# decode of the whole window does: a word is sent once this many agree.
-AGREEING_GUESSES = 3
 PARTIAL_COST_FACTOR = 2.0
 # An utterance is decoded as it grows up to this long (one decoding window);
-# server VAD commits one that goes on longer, at the latest here.
+# server VAD commits one that goes on longer here and carries on in a new item.
 MAX_PARTIAL_SECONDS = 30.0
-# Server VAD commits speech that goes on past this at its first pause (of
-# SPECULATE_AFTER_MS), and carries on in a new item.
-SPLIT_AFTER_SECONDS = 25.0
 # A pause within a turn this long starts the utterance's last decode, in
 # case it is the end (long enough to pass over the gaps between words).
 SPECULATE_AFTER_MS = 150
@@ -111,7 +100,7 @@ class Utterance:
     item_id: str
     start: int  # in the session's samples
     audio: np.ndarray | None = None  # set at commit
-    agreement: LocalAgreement = field(default_factory=lambda: LocalAgreement(n=AGREEING_GUESSES))
+    agreement: LocalAgreement = field(default_factory=LocalAgreement)
     decoded: int = 0  # samples of it the latest decode covered
     committed_at: float = 0.0  # monotonic
     speculation: Speculation | None = None
@@ -250,8 +239,8 @@ class RealtimeSession:
                     await self._speech_stopped(turn.ms)
             if self._current is None:  # silence: keep only what a start's padding may need
                 self._trim(self._received - self._padding())
-            elif (end := self._split_at()) is not None:
-                await self._split(end)
+            elif self._received - self._current.start >= MAX_PARTIAL_SECONDS * SAMPLE_RATE:
+                await self._split()
             else:
                 self._speculate()
         self._wake.set()
@@ -312,34 +301,16 @@ class RealtimeSession:
         )
         await self._commit_until(end)
 
-    def _split_at(self) -> int | None:
-        """Where speech that goes on too long is cut (a session sample), if
-        now: at its first pause past SPLIT_AFTER_SECONDS (a word cut in two is
-        misheard on both sides), or at MAX_PARTIAL_SECONDS if none came."""
-        current, turns = self._current, self._turns
-        assert current is not None and turns is not None
-        length = self._received - current.start
-        if length >= MAX_PARTIAL_SECONDS * SAMPLE_RATE:
-            return self._received
-        pause = turns.quiet_since if turns.quiet_ms >= SPECULATE_AFTER_MS else None
-        if length < SPLIT_AFTER_SECONDS * SAMPLE_RATE or pause is None:
-            return None
-        return self._end_at(pause)
-
-    async def _split(self, end: int) -> None:
-        """Speech that goes on too long: committed up to ``end``. At a pause,
-        as if the pause had ended the turn (speech that resumes starts the
-        next); else continued in a new item at once."""
-        assert self._current is not None and self._turns is not None
-        ms = end * 1000 // SAMPLE_RATE
+    async def _split(self) -> None:
+        """Speech that goes on past MAX_PARTIAL_SECONDS: committed as it
+        stands, and continued in a new item, as if a pause had come."""
+        assert self._current is not None
+        ms = self._received * 1000 // SAMPLE_RATE
         await self._send(
             protocol.event("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=self._current.item_id)
         )
-        await self._commit_until(end)
-        if end < self._received:
-            self._turns.reset()
-            return
-        self._current = Utterance(protocol.new_id("item"), end)
+        await self._commit_until(self._received)
+        self._current = Utterance(protocol.new_id("item"), self._received)
         await self._send(
             protocol.event("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=self._current.item_id)
         )
@@ -410,8 +381,6 @@ class RealtimeSession:
         if current is None or current.speculation is not None:
             return True  # nothing in progress; or a pause that may end it, already decoded to its end
         step = max(DECODE_STEP_SECONDS, PARTIAL_COST_FACTOR * self._partial_cost) * SAMPLE_RATE
-        if not current.decoded:  # not what the last utterance's guesses cost: its own audio
-            step = FIRST_GUESS_SECONDS * SAMPLE_RATE
         new = self._received - current.start - current.decoded
         if new < step or self._received - current.start > MAX_PARTIAL_SECONDS * SAMPLE_RATE:
             return True  # too little new audio; or too long to decode again and again: its commit decodes it
