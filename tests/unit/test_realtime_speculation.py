@@ -147,3 +147,22 @@ async def test_a_manual_commit_in_a_pause_decodes_what_it_commits() -> None:
     # The pause's decode ended where the silence began; the commit took the silence too.
     assert len(lasts) == 2 and lasts[-1] > lasts[0]
     assert completed["transcript"] == str(lasts[-1])
+
+
+async def test_speech_that_goes_on_is_cut_at_its_first_pause_past_the_split_length() -> None:
+    log: list[tuple[str, Any]] = []
+    session = await session_with(log)
+    # 0.2 s of silence before 26 s of speech, a 0.3 s pause (too short to end a turn), 1 s more.
+    await stream(session, (0.2, False), (26.0, True), (0.3, False), (1.0, True), (0.8, False))
+    with anyio.fail_after(10):
+        while sum(kind.endswith(".completed") for kind, _ in log) < 2:
+            await anyio.sleep(0.01)
+    await session.close()
+    started = [e for kind, e in log if kind == "input_audio_buffer.speech_started"]
+    stopped = [e for kind, e in log if kind == "input_audio_buffer.speech_stopped"]
+    assert len(started) == len(stopped) == 2
+    # The first item ends where the pause began, not in a word; the next
+    # starts there (its padding reaches back into the pause), nothing twice.
+    assert 26200 <= stopped[0]["audio_end_ms"] <= 26300
+    assert started[1]["audio_start_ms"] == stopped[0]["audio_end_ms"]
+    assert started[1]["item_id"] != started[0]["item_id"]

@@ -63,8 +63,11 @@ log = logging.getLogger("whisper_mcp.server.realtime")
 DECODE_STEP_SECONDS = 0.3
 PARTIAL_COST_FACTOR = 2.0
 # An utterance is decoded as it grows up to this long (one decoding window);
-# server VAD commits one that goes on longer here and carries on in a new item.
+# server VAD commits one that goes on longer, at the latest here.
 MAX_PARTIAL_SECONDS = 30.0
+# Server VAD commits speech that goes on past this at its first pause (of
+# SPECULATE_AFTER_MS), and carries on in a new item.
+SPLIT_AFTER_SECONDS = 25.0
 # A pause within a turn this long starts the utterance's last decode, in
 # case it is the end (long enough to pass over the gaps between words).
 SPECULATE_AFTER_MS = 150
@@ -239,8 +242,8 @@ class RealtimeSession:
                     await self._speech_stopped(turn.ms)
             if self._current is None:  # silence: keep only what a start's padding may need
                 self._trim(self._received - self._padding())
-            elif self._received - self._current.start >= MAX_PARTIAL_SECONDS * SAMPLE_RATE:
-                await self._split()
+            elif (end := self._split_at()) is not None:
+                await self._split(end)
             else:
                 self._speculate()
         self._wake.set()
@@ -301,16 +304,34 @@ class RealtimeSession:
         )
         await self._commit_until(end)
 
-    async def _split(self) -> None:
-        """Speech that goes on past MAX_PARTIAL_SECONDS: committed as it
-        stands, and continued in a new item, as if a pause had come."""
-        assert self._current is not None
-        ms = self._received * 1000 // SAMPLE_RATE
+    def _split_at(self) -> int | None:
+        """Where speech that goes on too long is cut (a session sample), if
+        now: at its first pause past SPLIT_AFTER_SECONDS (a word cut in two is
+        misheard on both sides), or at MAX_PARTIAL_SECONDS if none came."""
+        current, turns = self._current, self._turns
+        assert current is not None and turns is not None
+        length = self._received - current.start
+        if length >= MAX_PARTIAL_SECONDS * SAMPLE_RATE:
+            return self._received
+        pause = turns.quiet_since if turns.quiet_ms >= SPECULATE_AFTER_MS else None
+        if length < SPLIT_AFTER_SECONDS * SAMPLE_RATE or pause is None:
+            return None
+        return self._end_at(pause)
+
+    async def _split(self, end: int) -> None:
+        """Speech that goes on too long: committed up to ``end``. At a pause,
+        as if the pause had ended the turn (speech that resumes starts the
+        next); else continued in a new item at once."""
+        assert self._current is not None and self._turns is not None
+        ms = end * 1000 // SAMPLE_RATE
         await self._send(
             protocol.event("input_audio_buffer.speech_stopped", audio_end_ms=ms, item_id=self._current.item_id)
         )
-        await self._commit_until(self._received)
-        self._current = Utterance(protocol.new_id("item"), self._received)
+        await self._commit_until(end)
+        if end < self._received:
+            self._turns.reset()
+            return
+        self._current = Utterance(protocol.new_id("item"), end)
         await self._send(
             protocol.event("input_audio_buffer.speech_started", audio_start_ms=ms, item_id=self._current.item_id)
         )
