@@ -38,6 +38,7 @@ import numpy as np
 from whisper_mcp.compat import faster_whisper as fw_hooks
 from whisper_mcp.durable import building_dir
 from whisper_mcp.engines import ctranslate2_batch, progress
+from whisper_mcp.engines import decoder_threads as decoder_threads_rule
 from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
 from whisper_mcp.engines.base import (
     AudioInput,
@@ -189,7 +190,11 @@ class CTranslate2Backend:
         # a beam of 5 0.68 and 1.22 s), while the encoder's large products
         # scale (0.26 and 0.15 s). On CPU the encoder therefore runs apart,
         # on ``threads``, and the decoder on ``decoder_threads`` (0: the same).
+        # ``auto`` (decoder_threads.AUTO): one on few cores, else timed at the first load.
+        self._decoder_threads_auto = decoder_threads == decoder_threads_rule.AUTO and kind == "cpu"
         self.decoder_threads = decoder_threads if decoder_threads > 0 and kind == "cpu" else threads
+        if self._decoder_threads_auto and threads <= decoder_threads_rule.RULE_CORES:
+            self._settle_decoder_threads(None)
         # The beam of jobs that ask for none (0: 2). A beam of 2 took about the time
         # of greedy decoding here (one decoder thread; bench/ section default)
         # and made fewer errors: 7.2% against 8.0% WER over the committed clips
@@ -223,9 +228,23 @@ class CTranslate2Backend:
         apart = self.encoder_compute_type != self.compute_type or self.decoder_threads != self.threads
         return apart and self.hooks.has("model")
 
+    def _settle_decoder_threads(self, folder: Path | None) -> None:
+        """``--decoder-threads auto`` made a count (decoder_threads_rule.choose),
+        said in the log with its reason: by the rule, or timed on ``folder``."""
+        key, measure = "", None
+        if folder is not None:
+            key = decoder_threads_rule.machine_key(folder, self.compute_type, self.default_beam_size, self.threads)
+            measure = decoder_threads_rule.timer(folder, self.compute_type, self.default_beam_size)
+        cache = self.registry.cache_dir / "decoder-threads.json"
+        self.decoder_threads, why = decoder_threads_rule.choose(self.threads, key, cache, measure)
+        self._decoder_threads_auto = False
+        log.info("decoder threads: %d (--decoder-threads auto: %s)", self.decoder_threads, why)
+
     def load(self, info: ModelInfo) -> CT2Model:
         faster_whisper = _import_faster_whisper()
         folder = self.folder(info)
+        if self._decoder_threads_auto:  # many cores: timed once on the first model (the start-up one)
+            self._settle_decoder_threads(self._int8_folder(folder) if self.int8_on_disk else folder)
         model = faster_whisper.WhisperModel(
             str(self._int8_folder(folder) if self.int8_on_disk else folder),
             device=self._kind,
