@@ -20,7 +20,7 @@ from pathlib import Path
 def main(model_name: str, rounds: str, *clips: str) -> None:
     from whisper_mcp.config import Settings, default_model_cache
     from whisper_mcp.engines.audio import decode_audio
-    from whisper_mcp.engines.decoder_threads import candidates
+    from whisper_mcp.engines.decoder_threads import RULE_CORES, candidates
     from whisper_mcp.models.registry import ModelRegistry
     from whisper_mcp.options import TranscribeOptions
     from whisper_mcp.transcriber import Transcriber, default_threads
@@ -54,6 +54,7 @@ def main(model_name: str, rounds: str, *clips: str) -> None:
     print(json.dumps({
         "cores": cores, "decoder_threads": base.backend.decoder_threads, "encoder": base.encoder_compute_type,
         "beam": base.default_beam_size, "settings": list(settings),
+        "auto": f"by the rule (up to {RULE_CORES} cores)" if cores <= RULE_CORES else "timed at load, cached",
     }), flush=True)  # fmt: skip
     audio = {clip: decode_audio(Path(clip)) for clip in clips}
     names = list(settings)
