@@ -159,6 +159,8 @@ class LazyTokenizer:
 
 class CTranslate2Backend:
     name = "ctranslate2"
+    # transcribe_batch calls each item's on_encoded (BatchItem).
+    tells_encoded = True
 
     def __init__(
         self,
@@ -480,10 +482,12 @@ class CTranslate2Backend:
                     whisper,
                     [f for f in firsts.values() if f is not None],
                     0 if self._kind == "cuda" else CPU_WINDOWS_PER_ENCODE,
+                    lambda: _encoded(items),
                 )
             except Exception:  # e.g. out of memory for the whole batch: run the jobs one by one
                 log.warning("batched decode of %d jobs failed; running them one by one", len(samples), exc_info=True)
                 firsts = dict.fromkeys(samples)
+        _encoded(items)  # also where nothing was batched: no one waits any longer
         for i, audio in samples.items():
             clone, replay = ctranslate2_batch.replaying(whisper, firsts[i])
             try:
@@ -559,6 +563,12 @@ def _identify(model: Any, features: np.ndarray) -> tuple[str, float]:
     encoded = model.encode(ct2.StorageView.from_array(np.ascontiguousarray(features[None], dtype=np.float32)))
     token, probability = model.detect_language(encoded)[0][0]
     return str(token).strip("<|>"), float(probability)
+
+
+def _encoded(items: Sequence[BatchItem]) -> None:
+    for item in items:
+        if item.on_encoded is not None:
+            item.on_encoded()
 
 
 def _samples(audio: AudioInput) -> np.ndarray:
