@@ -5,6 +5,7 @@
     one JSON command per stdin line with one JSON line on stdout:
 
     {"op": "e2e", "path": P}         decode_audio(P) + transcribe, both timed
+                                     (faster only: "beam": N, 1 by default)
     {"op": "transcribe", "path": P}  transcribe only (P decoded once, untimed, cached)
     {"op": "rss"}                    VmRSS / VmHWM of this process
 
@@ -104,12 +105,12 @@ def faster_engine(threads: int, model_name: str, device: str):
         cpu_threads=threads or default_threads(),
     )
 
-    def transcribe(audio) -> str:
+    def transcribe(audio, beam: int = 1) -> str:
         segments, _info = model.transcribe(
             audio,
             language="en",
             task="transcribe",
-            beam_size=1,
+            beam_size=beam,
             best_of=1,
             temperature=list(TEMPERATURES),
             condition_on_previous_text=True,
@@ -201,7 +202,7 @@ def serve(engine_name: str, threads: int, model_name: str, device: str) -> None:
                 t = time.perf_counter()
                 audio = decode_audio(Path(cmd["path"]))
                 t_dec = time.perf_counter()
-                text = transcribe(audio)
+                text = transcribe(audio, **({"beam": cmd["beam"]} if "beam" in cmd else {}))
                 t1 = time.perf_counter()
                 out = {"seconds": t1 - t, "decode_s": t_dec - t, "audio_s": len(audio) / 16000, "text": text}
             elif op == "transcribe":

@@ -12,7 +12,8 @@ temporary storage, so any one runs alone with --only):
   engine      real-time factor on long.mp3 and word error rate on the committed
               clips: openai-whisper, faster-whisper int8, and whisper-mcp's engine
               (ctranslate2, ctranslate2 with VAD batching)
-  queue       20 clips of 5-10 s submitted at once (batched) vs one by one (clips/minute)
+  queue       20 clips of 5-10 s submitted at once (batched) vs one by one (clips/minute),
+              and vs faster-whisper one by one in its own process (beam 2, greedy)
   pickup      202 -> started_at with an idle worker (median, p95)
   responsive  /health and /status latency with 50 concurrent pollers during a
               long transcription vs idle

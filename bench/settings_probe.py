@@ -17,17 +17,10 @@ import time
 from pathlib import Path
 
 
-def thread_counts(cores: int) -> list[int]:
-    """The decoder thread counts worth timing on ``cores`` cores: 1, 2, 4, ... and all of them."""
-    counts = [1]
-    while counts[-1] * 2 < cores:
-        counts.append(counts[-1] * 2)
-    return sorted({*counts, cores})
-
-
 def main(model_name: str, rounds: str, *clips: str) -> None:
     from whisper_mcp.config import Settings, default_model_cache
     from whisper_mcp.engines.audio import decode_audio
+    from whisper_mcp.engines.decoder_threads import RULE_CORES, candidates
     from whisper_mcp.models.registry import ModelRegistry
     from whisper_mcp.options import TranscribeOptions
     from whisper_mcp.transcriber import Transcriber, default_threads
@@ -45,21 +38,23 @@ def main(model_name: str, rounds: str, *clips: str) -> None:
         return Transcriber(ModelRegistry(default_model_cache(), engine="ctranslate2"), "cpu", cores, **kwargs)
 
     base = engine()
+    info = base.registry.resolve(model_name)
+    base.load(info)  # --decoder-threads auto settles here (timed once on many cores)
     # setting label -> (engine, beam_size of the job; 0: the engine's default)
     settings: dict[str, tuple[Transcriber, int]] = {"defaults": (base, 0)}
-    for n in thread_counts(cores):
+    for n in candidates(cores):
         if n != base.backend.decoder_threads:
             settings[f"decoder threads {n}"] = (engine(decoder_threads=n), 0)
     settings["encoder int8 (same as the decoder)"] = (engine(encoder_compute_type="same"), 0)
     for beam in (1, 2, 5):
         if beam != base.default_beam_size:
             settings[f"beam {beam}"] = (base, beam)
-    info = base.registry.resolve(model_name)
     for eng, _ in settings.values():
         eng.load(info)
     print(json.dumps({
         "cores": cores, "decoder_threads": base.backend.decoder_threads, "encoder": base.encoder_compute_type,
         "beam": base.default_beam_size, "settings": list(settings),
+        "auto": f"by the rule (up to {RULE_CORES} cores)" if cores <= RULE_CORES else "timed at load, cached",
     }), flush=True)  # fmt: skip
     audio = {clip: decode_audio(Path(clip)) for clip in clips}
     names = list(settings)

@@ -34,6 +34,8 @@ COMPUTE_TYPES = ("default", "int8", "int8_float32", "int8_float16", "float32", "
 DEVICES = ("auto", "cpu", "cuda")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+# ``--decoder-threads auto`` (engines.decoder_threads).
+AUTO_DECODER_THREADS = -1
 
 
 def engine_name(value: str | None) -> str:
@@ -137,9 +139,12 @@ class Settings:
         0, help="beam of jobs that set no beam_size: 0 = the engine's (ctranslate2 2, openai 1 = greedy)"
     )
     # Greedy decoding's small per-token products lose more to the threads'
-    # fork and join than they gain (models.encoder, engines.ctranslate2).
+    # fork and join than they gain (models.encoder, engines.decoder_threads).
     decoder_threads: int = _opt(
-        1, help="CPU threads of the ctranslate2 decoder (the encoder uses --threads); 0 = --threads"
+        AUTO_DECODER_THREADS,
+        help="CPU threads of the ctranslate2 decoder (the encoder uses --threads); 0 = --threads; auto (the "
+        "default): one on up to 4 cores, on more timed once per model at its first load and cached",
+        parse=lambda text: _threads_or_auto(text),
     )
     batch_size: int = _opt(
         8,
@@ -282,6 +287,15 @@ def _delays(text: str) -> tuple[float, ...]:
     if any(d < 0 for d in delays):
         raise ValueError("must not be negative")
     return delays
+
+
+def _threads_or_auto(text: str) -> int:
+    value = text.strip().lower()
+    if value == "auto":
+        return AUTO_DECODER_THREADS
+    if not value.isdigit():
+        raise ValueError("must be auto or a whole number of threads (0: the same as --threads)")
+    return int(value)
 
 
 def _hosts_or_networks(text: str) -> tuple[str, ...]:

@@ -1,8 +1,11 @@
 """Section queue: clips of 5-10 s submitted all at once (batched) against one
-by one, in clips per minute, on each engine."""
+by one, in clips per minute, on each engine; and on the default engine, the
+same clips at once against faster-whisper one by one in its own process, at
+the service's beam and greedy, interleaved with the service's rounds."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import wave
 from pathlib import Path
@@ -12,6 +15,7 @@ import httpx
 
 from bench.clips import SAMPLE_RATE, make_clips
 from bench.context import FIXTURES, Ctx
+from bench.peers import Helper, faster_name
 from bench.report import Section
 from bench.service import POLL_S, completed, serving, submit, upload_all, wait_done
 
@@ -41,8 +45,17 @@ def run_at_once(url: str, client: httpx.Client, clips: list[Path]) -> tuple[floa
     return max(r["finished_at"] for r in records) - t0, records, accepted
 
 
+def run_faster(helper: Helper, clips: list[Path], beam: int) -> float:
+    """faster-whisper in its own process, one clip after another (decode + transcribe): seconds."""
+    return sum(helper.call(op="e2e", path=str(p), beam=beam)["seconds"] for p in clips)
+
+
 # The queue section runs on each engine: the default (ctranslate2) and openai.
 QUEUE_ENGINES: dict[str, tuple[str, ...]] = {"default (ctranslate2)": (), "--engine openai": ("--engine", "openai")}
+# The beam of a default job on ctranslate2 (engines.ctranslate2: default_beam_size).
+SERVICE_BEAM = 2
+# faster-whisper's rows: mode -> beam.
+PEER_BEAMS = {"fw beam": SERVICE_BEAM, "fw greedy": 1}
 
 
 def run(ctx: Ctx, sec: Section) -> None:
@@ -58,15 +71,28 @@ def run(ctx: Ctx, sec: Section) -> None:
 
 def queue_on(ctx: Ctx, sec: Section, clips: list[Path], audio_total: float, label: str, args: tuple[str, ...]) -> None:
     count = len(clips)
-    # seq, batch, batch, seq (ABBA), so drift in the machine's load hits both alike.
+    # seq, batch, batch, seq (ABBA), so drift in the machine's load hits both alike;
+    # on the default engine faster-whisper's rounds go between, mirrored too.
+    peer = not args and ctx.device == "cpu"
     order = ["seq", "batch", "batch", "seq"]
-    spans: dict[str, list[float]] = {"seq": [], "batch": []}
+    if peer:
+        order = ["seq", "batch", "fw beam", "fw greedy", "batch", "fw greedy", "fw beam", "seq"]
+    spans: dict[str, list[float]] = {mode: [] for mode in order}
     inference: dict[str, list[float]] = {"seq": [], "batch": []}
     accepted: list[float] = []
-    with serving(ctx, *args) as srv, httpx.Client(base_url=srv.url, timeout=300) as client:
+    with contextlib.ExitStack() as stack:
+        helper = stack.enter_context(Helper(ctx, "faster")) if peer else None
+        if helper is not None:
+            run_faster(helper, clips[:1], SERVICE_BEAM)  # warm-up
+        srv = stack.enter_context(serving(ctx, *args))
+        client = stack.enter_context(httpx.Client(base_url=srv.url, timeout=300))
         completed(wait_done(client, submit(client, FIXTURES / "speech.wav")["job_id"]))  # warm-up
         for mode in order:
             time.sleep(0.5)
+            if mode in PEER_BEAMS:
+                assert helper is not None
+                spans[mode].append(run_faster(helper, clips, PEER_BEAMS[mode]))
+                continue
             if mode == "seq":
                 span, records = run_one_by_one(client, clips)
             else:
@@ -100,6 +126,17 @@ def queue_on(ctx: Ctx, sec: Section, clips: list[Path], audio_total: float, labe
         f"  (extra) {label}: batching alone, at once vs at once --batch-size 1", batch_rate, "clips/min",
         "--batch-size 1", unbatched_rate, batch_rate / unbatched_rate, "batch/unbatched", "", None,
     )  # fmt: skip
+    if peer:
+        # The minimum of each, as the figures the defaults are held to.
+        at_once = min(spans["batch"])
+        for mode, target in (("fw beam", 1.2), ("fw greedy", 1.0)):
+            alone = min(spans[mode])
+            sec.add(
+                f"{label}: {count} clips at once vs {faster_name(ctx.device)} one by one, "
+                + (f"beam {PEER_BEAMS[mode]}" if PEER_BEAMS[mode] > 1 else "greedy"),
+                at_once, "s", f"{faster_name(ctx.device)}, in-process", alone, alone / at_once, "fw/service",
+                f">= {target:.1f}x", alone / at_once >= target,
+            )  # fmt: skip
     sec.details.setdefault("engines", {})[label] = dict(
         order=order, span_s=spans, inference_s=inference, batch_all_accepted_s=accepted
     )
@@ -111,3 +148,10 @@ def queue_on(ctx: Ctx, sec: Section, clips: list[Path], audio_total: float, labe
            "/".join(f"{x:.1f}" for x in inference["batch"]), "/".join(f"{x:.1f}" for x in spans["unbatched"]),
            count, "/".join(f"{x:.2f}" for x in accepted))
     )  # fmt: skip
+    if peer:
+        sec.notes.append(
+            "%s: faster-whisper one by one in its own process (decode + transcribe, summed), per round: beam %d %s s, "
+            "greedy %s s; at once: first upload to last finished_at"
+            % (label, SERVICE_BEAM, "/".join(f"{x:.1f}" for x in spans["fw beam"]),
+               "/".join(f"{x:.1f}" for x in spans["fw greedy"]))
+        )  # fmt: skip

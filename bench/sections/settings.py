@@ -49,6 +49,7 @@ def run(ctx: Ctx, sec: Section) -> None:
         f"{head['cores']} cores (encoder threads); {len(clips)} clip(s), {audio_s:.0f} s of audio a round, "
         f"median of {rounds} round(s), settings interleaved; fastest decoder thread count: "
         + (str(head["decoder_threads"]) + " (the default)" if fastest == "defaults" else fastest.split()[-1])
+        + (f"; --decoder-threads auto chose {head['decoder_threads']} {head['auto']}" if "auto" in head else "")
     )
     sec.details.update(
         head=head, seconds=seconds, wer=wers, runs=[{k: v for k, v in r.items() if k != "text"} for r in runs]

@@ -178,7 +178,7 @@ def test_the_engine_is_built_from_the_settings(monkeypatch: pytest.MonkeyPatch, 
         "engine": "openai",
         "compute_type": "default",
         "encoder_compute_type": "default",
-        "decoder_threads": 1,
+        "decoder_threads": -1,  # auto
         "default_beam_size": 0,
         "batch_size": 4,
         "vad_batching": False,

@@ -110,6 +110,10 @@ class BatchItem:
     on_segments: SegmentCallback | None = None
     # Diarized jobs naming known speakers: (name, a recording of that voice alone).
     known_speakers: tuple[tuple[str, AudioInput], ...] = ()
+    # Called once the batch's first windows are encoded (or will not be), by a
+    # backend whose ``tells_encoded`` is true: language identification waits for
+    # it, so the two encoders do not share the cores (ctranslate2 on CPU).
+    on_encoded: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)

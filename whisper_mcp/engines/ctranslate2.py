@@ -38,6 +38,7 @@ import numpy as np
 from whisper_mcp.compat import faster_whisper as fw_hooks
 from whisper_mcp.durable import building_dir
 from whisper_mcp.engines import ctranslate2_batch, progress
+from whisper_mcp.engines import decoder_threads as decoder_threads_rule
 from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
 from whisper_mcp.engines.base import (
     AudioInput,
@@ -50,6 +51,7 @@ from whisper_mcp.engines.base import (
 )
 from whisper_mcp.engines.ctranslate2_mel import BlockwiseMel
 from whisper_mcp.errors import ModelUnavailable
+from whisper_mcp.heap import give_back_free_heap
 from whisper_mcp.models.convert import PackagedModel, source_fingerprint
 from whisper_mcp.models.encoder import ensure_encoder_folder
 from whisper_mcp.models.pool import estimate_bytes
@@ -129,8 +131,36 @@ class CT2Model:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+class LazyTokenizer:
+    """A model's ``tokenizers.Tokenizer``, read from ``path`` when first used.
+    faster-whisper reads it as it loads a model, but a model that only
+    identifies languages (language routing's, while the speech is English)
+    never needs it: about 14 MiB of small blocks for base, handed back to the
+    system once freed (bench/ section memory)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._tokenizer: Any = None
+
+    def loaded(self) -> Any:
+        with self._lock:
+            if self._tokenizer is None:
+                import tokenizers
+
+                self._tokenizer = tokenizers.Tokenizer.from_file(str(self._path))
+            return self._tokenizer
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # our own, not yet set (a copy being made): never the tokenizer's
+            raise AttributeError(name)
+        return getattr(self.loaded(), name)
+
+
 class CTranslate2Backend:
     name = "ctranslate2"
+    # transcribe_batch calls each item's on_encoded (BatchItem).
+    tells_encoded = True
 
     def __init__(
         self,
@@ -189,7 +219,11 @@ class CTranslate2Backend:
         # a beam of 5 0.68 and 1.22 s), while the encoder's large products
         # scale (0.26 and 0.15 s). On CPU the encoder therefore runs apart,
         # on ``threads``, and the decoder on ``decoder_threads`` (0: the same).
+        # ``auto`` (decoder_threads.AUTO): one on few cores, else timed at the first load.
+        self._decoder_threads_auto = decoder_threads == decoder_threads_rule.AUTO and kind == "cpu"
         self.decoder_threads = decoder_threads if decoder_threads > 0 and kind == "cpu" else threads
+        if self._decoder_threads_auto and threads <= decoder_threads_rule.RULE_CORES:
+            self._settle_decoder_threads(None)
         # The beam of jobs that ask for none (0: 2). A beam of 2 took about the time
         # of greedy decoding here (one decoder thread; bench/ section default)
         # and made fewer errors: 7.2% against 8.0% WER over the committed clips
@@ -223,16 +257,34 @@ class CTranslate2Backend:
         apart = self.encoder_compute_type != self.compute_type or self.decoder_threads != self.threads
         return apart and self.hooks.has("model")
 
+    def _settle_decoder_threads(self, folder: Path | None) -> None:
+        """``--decoder-threads auto`` made a count (decoder_threads_rule.choose),
+        said in the log with its reason: by the rule, or timed on ``folder``."""
+        key, measure = "", None
+        if folder is not None:
+            key = decoder_threads_rule.machine_key(folder, self.compute_type, self.default_beam_size, self.threads)
+            measure = decoder_threads_rule.timer(folder, self.compute_type, self.default_beam_size)
+        cache = self.registry.cache_dir / "decoder-threads.json"
+        self.decoder_threads, why = decoder_threads_rule.choose(self.threads, key, cache, measure)
+        self._decoder_threads_auto = False
+        log.info("decoder threads: %d (--decoder-threads auto: %s)", self.decoder_threads, why)
+
     def load(self, info: ModelInfo) -> CT2Model:
         faster_whisper = _import_faster_whisper()
         folder = self.folder(info)
+        if self._decoder_threads_auto:  # many cores: timed once on the first model (the start-up one)
+            self._settle_decoder_threads(self._int8_folder(folder) if self.int8_on_disk else folder)
+        loaded_from = self._int8_folder(folder) if self.int8_on_disk else folder
         model = faster_whisper.WhisperModel(
-            str(self._int8_folder(folder) if self.int8_on_disk else folder),
+            str(loaded_from),
             device=self._kind,
             device_index=self._index,
             compute_type=self.compute_type,
             cpu_threads=self.decoder_threads,
         )
+        if (loaded_from / "tokenizer.json").is_file():  # read again when it first decodes (prepare)
+            model.hf_tokenizer = LazyTokenizer(loaded_from / "tokenizer.json")
+            give_back_free_heap()
         if BlockwiseMel.fits(model.feature_extractor):  # a long file's features without the spike (ctranslate2_mel)
             model.feature_extractor = BlockwiseMel(model.feature_extractor)
         batched = fw_hooks.batched_pipeline(model, RAMP, progress.ProgressBar) if self.vad_batching else None
@@ -246,6 +298,8 @@ class CTranslate2Backend:
         that only identifies languages (language routing of English speech)
         never holds the float32 copy (base: about 100 MB less)."""
         with model.lock:
+            if isinstance(model.whisper.hf_tokenizer, LazyTokenizer):
+                model.whisper.hf_tokenizer.loaded()  # the first job does not wait for it
             if model.apart_pending:
                 fw_hooks.set_model(model.whisper, self._encoder_apart(model.folder, model.own))
                 model.apart_pending = False
@@ -424,10 +478,16 @@ class CTranslate2Backend:
                 start = lambda w, a: self._start(model, w, a, options)  # noqa: E731
                 for i, audio in samples.items():
                     firsts[i] = ctranslate2_batch.capture(whisper, audio, start)
-                ctranslate2_batch.decode_batch(whisper, [f for f in firsts.values() if f is not None])
+                ctranslate2_batch.decode_batch(
+                    whisper,
+                    [f for f in firsts.values() if f is not None],
+                    0 if self._kind == "cuda" else CPU_WINDOWS_PER_ENCODE,
+                    lambda: _encoded(items),
+                )
             except Exception:  # e.g. out of memory for the whole batch: run the jobs one by one
                 log.warning("batched decode of %d jobs failed; running them one by one", len(samples), exc_info=True)
                 firsts = dict.fromkeys(samples)
+        _encoded(items)  # also where nothing was batched: no one waits any longer
         for i, audio in samples.items():
             clone, replay = ctranslate2_batch.replaying(whisper, firsts[i])
             try:
@@ -505,6 +565,12 @@ def _identify(model: Any, features: np.ndarray) -> tuple[str, float]:
     return str(token).strip("<|>"), float(probability)
 
 
+def _encoded(items: Sequence[BatchItem]) -> None:
+    for item in items:
+        if item.on_encoded is not None:
+            item.on_encoded()
+
+
 def _samples(audio: AudioInput) -> np.ndarray:
     # faster-whisper computes features from the whole waveform.
     if isinstance(audio, Path):
@@ -526,6 +592,11 @@ RAMP = (1, 2, 4)
 # 4-minute file: 1.2x faster than windows in order at 2 chunks, 1.5x at 4,
 # but 1.1x and 1.6x the memory; bench/ section 8).
 CPU_CHUNKS_PER_PASS = 2
+# Short jobs batched together (transcribe_batch) are encoded at most this many
+# windows a call on CPU, then decoded in one call: 8 tiny.en windows encoded
+# in one call held 562 MiB of attention scores at once, 4 a call 300 MiB, for
+# about the same CPU time (6.0 and 6.1 s; one a call 8.7 s, 2 a call 7.4 s).
+CPU_WINDOWS_PER_ENCODE = 4
 
 
 def ensure_ct2_folder(model: PackagedModel, cache_dir: Path) -> Path:

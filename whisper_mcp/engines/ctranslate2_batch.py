@@ -123,9 +123,14 @@ def capture(whisper: Any, samples: np.ndarray, start: Start) -> FirstWindow | No
     return None
 
 
-def decode_batch(whisper: Any, firsts: Sequence[FirstWindow]) -> None:
+def decode_batch(
+    whisper: Any, firsts: Sequence[FirstWindow], per_encode: int = 0, on_encoded: Callable[[], None] | None = None
+) -> None:
     """Encode and generate ``firsts`` in as few calls as their options allow,
-    filling in each one's encoder output and result."""
+    filling in each one's encoder output and result; the encoder takes at most
+    ``per_encode`` windows a call (0: all), as each window in a call holds its
+    own attention scores (tiny.en: about 100 MB in all). ``on_encoded`` is
+    called when every window is encoded, before the decode."""
     import ctranslate2
 
     groups: list[list[FirstWindow]] = []
@@ -136,13 +141,23 @@ def decode_batch(whisper: Any, firsts: Sequence[FirstWindow]) -> None:
                 break
         else:
             groups.append([first])
+    model = fw_hooks.model_of(whisper)
+    encoded: list[np.ndarray] = []
     for group in groups:
         features = np.ascontiguousarray(np.stack([f.features for f in group]), dtype=np.float32)
         # On the CPU, so each job's part can be handed back alone (see below).
-        model = fw_hooks.model_of(whisper)
-        encoded = model.encode(ctranslate2.StorageView.from_array(features), to_cpu=True)
-        results = model.generate(encoded, [f.prompt for f in group], **group[0].kwargs)
-        outputs = np.asarray(encoded)
+        step = per_encode or len(group)
+        parts = [
+            np.asarray(model.encode(ctranslate2.StorageView.from_array(features[i : i + step]), to_cpu=True))
+            for i in range(0, len(group), step)
+        ]
+        encoded.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
+    if on_encoded is not None:
+        on_encoded()
+    for group, outputs in zip(groups, encoded, strict=True):
+        results = model.generate(
+            ctranslate2.StorageView.from_array(outputs), [f.prompt for f in group], **group[0].kwargs
+        )
         for i, (first, result) in enumerate(zip(group, results, strict=True)):
             first.keep = np.ascontiguousarray(outputs[i : i + 1])
             first.encoder_output = ctranslate2.StorageView.from_array(first.keep)
