@@ -43,8 +43,8 @@ def fix_mmap_threshold(environ: Mapping[str, str]) -> int | None:
 
 def give_back_free_heap() -> None:
     """Hand the heap's free pages back to the system (glibc's ``malloc_trim``),
-    after many small blocks were freed at once (a tokenizer's); nothing where
-    the process does not run on glibc."""
+    after much was freed at once (a model, a tokenizer); nothing where the
+    process does not run on glibc."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 

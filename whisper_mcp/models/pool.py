@@ -14,7 +14,6 @@ models in use, and never touch the pinned start-up model.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import logging
 import sys
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from whisper_mcp.heap import give_back_free_heap
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
 
 if TYPE_CHECKING:  # torch only where the openai engine brought it in
@@ -127,8 +127,7 @@ def _release_memory(device: str) -> None:
         torch.cuda.empty_cache()  # hand cached blocks back to the driver
     # glibc keeps freed heap pages mapped; without a trim, RSS would stay at its
     # peak even though the next model reuses the space.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    give_back_free_heap()
 
 
 class ModelPool:
