@@ -236,7 +236,7 @@ class Transcriber:
         # the decode (one thread) rather than the encoder (every core): 8 short
         # clips at once took 5.7 s instead of 6.4 s, 5.2 s unidentified (2 cores).
         encoded = threading.Event()
-        if not (len(items) > 1 and self.backend.batching and getattr(self.backend, "tells_encoded", False)):
+        if not (len(items) > 1 and self.backend.batching and self.backend.tells_encoded):
             encoded.set()
         heard = _Identification(self._identifier(multilingual), items, encoded)
         sent = [replace(item, on_encoded=encoded.set) for item in items]
@@ -340,7 +340,7 @@ class _Identification:
         self,
         identify: Callable[[Sequence[BatchItem]], list[Heard]],
         items: Sequence[BatchItem],
-        after: threading.Event | None = None,
+        after: threading.Event,
     ) -> None:
         self._heard: list[Heard] = []
         self._count = len(items)
@@ -352,11 +352,10 @@ class _Identification:
         self,
         identify: Callable[[Sequence[BatchItem]], list[Heard]],
         items: Sequence[BatchItem],
-        after: threading.Event | None,
+        after: threading.Event,
     ) -> None:
         try:
-            if after is not None:
-                after.wait(IDENTIFY_WAIT_S)  # the batch's windows encoded (see transcribe_batch)
+            after.wait(IDENTIFY_WAIT_S)  # the batch's windows encoded (see transcribe_batch)
             self._heard = identify(items)
         except Exception as exc:  # e.g. the multilingual model failed to load: nothing identified
             self._heard = [exc] * self._count

@@ -176,6 +176,9 @@ class Backend(Protocol):
     default_beam_size: int  # the beam of jobs that ask for none; 1 = greedy
     # Whether transcribe_batch() decodes several jobs in one forward pass.
     batching: bool
+    # transcribe_batch calls each item's ``on_encoded`` once the batch's first
+    # windows are encoded (language identification waits for it).
+    tells_encoded: bool
 
     def load(self, info: ModelInfo) -> Any: ...
 

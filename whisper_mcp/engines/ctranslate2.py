@@ -159,7 +159,6 @@ class LazyTokenizer:
 
 class CTranslate2Backend:
     name = "ctranslate2"
-    # transcribe_batch calls each item's on_encoded (BatchItem).
     tells_encoded = True
 
     def __init__(

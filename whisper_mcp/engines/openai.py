@@ -46,6 +46,7 @@ class OpenAIBackend:
 
     name = "openai"
     batching = True
+    tells_encoded = False
 
     def __init__(
         self, registry: ModelRegistry, device: str, compute_type: str = "default", default_beam_size: int = 0
