@@ -41,11 +41,11 @@ def main(model_name: str, multilingual: str, clip: str, device: str = "cpu") -> 
     step("imports (server, engine)")
     passive_openmp(os.environ)
     try:  # as serve does (a checkout from before whisper_mcp.heap, --tree, has no such step)
-        from whisper_mcp.heap import fix_mmap_threshold
+        from whisper_mcp import heap
     except ImportError:
         pass
-    else:
-        fix_mmap_threshold(os.environ)
+    else:  # its name changed when it came to set the arenas too
+        (getattr(heap, "tune_heap", None) or heap.fix_mmap_threshold)(os.environ)
     defaults = Settings()
     if multilingual == "default":
         multilingual = defaults.multilingual_model

@@ -46,6 +46,9 @@ temporary storage, so any one runs alone with --only):
               speech_stopped -> completed, speech_started -> first delta,
               with 2 and 4 sessions and beside a batch job; lag over a long
               stream; live WER against batch
+  heap        the server's glibc heap settings (one arena, 32 MiB mmap
+              threshold) against those before: server CPU, wall, peak RSS
+              and RSS once idle on long.mp3 and eight clips at once
 
 Every figure is printed next to a baseline measured in the same run, as a ratio.
 The machine may be shared and noisy: compare ratios, not absolute times.

@@ -14,7 +14,7 @@ from dataclasses import fields
 
 from whisper_mcp.client.cli import CLIENT_COMMANDS, add_client_commands, run_client_command
 from whisper_mcp.config import ENGINES, ENV_PREFIX, ConfigError, Settings
-from whisper_mcp.heap import fix_mmap_threshold
+from whisper_mcp.heap import tune_heap
 from whisper_mcp.logs import configure as configure_logging
 
 
@@ -75,7 +75,7 @@ def passive_openmp(environ: MutableMapping[str, str]) -> None:
 
 def serve(settings: Settings) -> int:
     passive_openmp(os.environ)
-    fix_mmap_threshold(os.environ)  # before the threads and their arenas (heap)
+    tune_heap(os.environ)  # before the threads and their arenas (heap)
     import uvicorn
 
     from whisper_mcp.compat import IncompatibleLibrary

@@ -14,6 +14,7 @@ from bench.sections import (
     default,
     diarize,
     engine,
+    heap,
     languages,
     memory,
     pickup,
@@ -47,6 +48,7 @@ SECTIONS: dict[str, tuple[str, Callable[[Ctx, Section], None]]] = {
     "settings": ("15. the ctranslate2 CPU defaults against each setting changed alone", settings.run),
     "chaos": ("16. chaos: replicas killed every 10 s, PostgreSQL (and the bucket) restarted", chaos.run),
     "realtime": ("17. live transcription (/v1/realtime): latency, concurrency, lag, WER", realtime.run),
+    "heap": ("18. the server's heap settings against those before (glibc arenas, mmap threshold)", heap.run),
 }
 # The default service's figures in one command: bench/run.py --only done
 GROUPS = {"done": ["default", "contention", "responsive", "silence"]}

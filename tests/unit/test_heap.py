@@ -1,5 +1,5 @@
-"""The server's heap setting (whisper_mcp.heap): glibc's mmap threshold fixed,
-unless the environment sets it."""
+"""The server's heap settings (whisper_mcp.heap): one arena and a fixed mmap
+threshold, each unless the environment sets it."""
 
 from __future__ import annotations
 
@@ -7,15 +7,18 @@ import sys
 
 import pytest
 
-from whisper_mcp.heap import ENV, MMAP_THRESHOLD, fix_mmap_threshold
+from whisper_mcp.heap import ARENA_ENV, ARENA_MAX, ENV, MMAP_THRESHOLD, tune_heap
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_threshold_is_fixed_on_glibc() -> None:
-    # glibc's own starting value: setting it again in this test process changes
-    # only that it no longer rises after frees.
-    assert fix_mmap_threshold({}) == MMAP_THRESHOLD
+def test_threshold_and_arenas_are_set_on_glibc() -> None:
+    # Set again in this test process, they change only where later threads'
+    # blocks come from.
+    assert tune_heap({}) == {ENV: MMAP_THRESHOLD, ARENA_ENV: ARENA_MAX}
 
 
-def test_environment_setting_is_left_alone() -> None:
-    assert fix_mmap_threshold({ENV: "65536"}) is None
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_each_environment_setting_is_left_alone() -> None:
+    assert tune_heap({ENV: "65536"}) == {ARENA_ENV: ARENA_MAX}
+    assert tune_heap({ARENA_ENV: "2"}) == {ENV: MMAP_THRESHOLD}
+    assert tune_heap({ENV: "65536", ARENA_ENV: "2"}) == {}

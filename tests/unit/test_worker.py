@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from whisper_mcp.engines.base import BATCH_MAX_SECONDS
 from whisper_mcp.options import TranscribeOptions
 from whisper_mcp.queue.files import FileStore
@@ -83,3 +85,26 @@ def test_cancelled_while_waiting_is_not_claimed(store: SQLiteJobStore, files: Fi
     assert store.cancel_queued("b", time.time())
     assert run_queue(store, files, batch_size=8) == [["a", "c"]]
     assert store.get("b").status is JobStatus.CANCELLED  # type: ignore[union-attr]
+
+
+def test_the_free_heap_is_handed_back_once_the_queue_is_empty(
+    store: SQLiteJobStore, files: FileStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While jobs follow one another their freed blocks are reused (whisper_mcp.heap);
+    # the pages go back to the system when no job is left, once.
+    given_back: list[int] = []  # the jobs not yet ended, at each hand-back
+
+    def give_back() -> None:
+        given_back.append(store.count(JobStatus.QUEUED) + store.count(JobStatus.PROCESSING))
+
+    monkeypatch.setattr("whisper_mcp.server.worker.give_back_free_heap", give_back)
+    for i in range(3):
+        queued(store, files, f"j{i}")
+    worker = InferenceWorker(JobQueue(store, files), FakeEngine(), "tiny.en", metrics=Metrics())
+    worker.start()
+    deadline = time.monotonic() + 10
+    while not given_back and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # idle on: no second hand-back
+    worker.stop()
+    assert given_back == [0]

@@ -38,6 +38,7 @@ from whisper_mcp.errors import (
     StorageUnavailable,
     storage_fault,
 )
+from whisper_mcp.heap import give_back_free_heap
 from whisper_mcp.logs import job_event
 from whisper_mcp.queue.files import JobFiles
 from whisper_mcp.queue.jobs import Job
@@ -187,6 +188,7 @@ class InferenceWorker:
         self._lower_priority()
         self._load_default_model()
         failures = 0  # in a row: the pause before the next try grows with them
+        worked = False  # since the queue was last seen empty
         while not self._stop.is_set():
             # Clear before looking, so a job queued after the look still wakes us.
             self._wake.clear()
@@ -205,6 +207,9 @@ class InferenceWorker:
                 job = self._queue.claim_next()
                 if job is None:
                     failures = 0
+                    if worked:  # the jobs' freed blocks stay in the heap while more follow (heap)
+                        give_back_free_heap()
+                        worked = False
                     # Idle: wake for the next job, or now and then to unload idle models.
                     if not self._wake.wait(SWEEP_SECONDS):
                         self._engine.pool.sweep()
@@ -214,6 +219,7 @@ class InferenceWorker:
                     continue
                 self._process([job, *self._batchmates(job)])
                 failures = 0
+                worked = True
             except DatabaseUnavailable:  # an outage (logged where it is noticed): resume as soon as it ends
                 self._wait_for_database()
             except StorageUnavailable:  # the object store is away (logged there, once): look again soon
