@@ -166,3 +166,36 @@ async def test_speech_that_goes_on_is_cut_at_its_first_pause_past_the_split_leng
     assert 26200 <= stopped[0]["audio_end_ms"] <= 26300
     assert started[1]["audio_start_ms"] == stopped[0]["audio_end_ms"]
     assert started[1]["item_id"] != started[0]["item_id"]
+
+
+class SteadyModel(CountingModel):
+    """Hears the same words in every decode: two in a row agree at once."""
+
+    async def decode(self, samples: np.ndarray, request: Any, *, partial: bool = False) -> Transcription:
+        await super().decode(samples, request, partial=partial)
+        return Transcription(text="alpha beta gamma", language="en", duration=len(samples) / 16000)
+
+
+async def test_decodes_follow_each_other_until_the_first_words_then_keep_the_model_half_free() -> None:
+    log: list[tuple[str, Any]] = []
+
+    async def send(event: dict[str, Any]) -> None:
+        log.append((event["type"], event))
+
+    session = RealtimeSession(SteadyModel(log, delay=0.3), send, keep=False)  # type: ignore[arg-type]
+    await session.start()
+    data = pcm(3.0, True)
+    for i in range(0, len(data), CHUNK * 2):  # at the pace of speech
+        chunk = base64.b64encode(data[i : i + CHUNK * 2]).decode()
+        await session.handle(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+        await anyio.sleep(0.1)
+    await session.close()
+    kinds = [kind for kind, _ in log]
+    first_delta = kinds.index("conversation.item.input_audio_transcription.delta")
+    before = [n for kind, n in log[:first_delta] if kind == "partial"]
+    after = [n for kind, n in log[first_delta:] if kind == "partial"]
+    assert len(before) == 2 and len(after) >= 2
+    # Before the first words: the next decode as soon as 0.3 s of audio came
+    # (the decode's cost); after: twice the cost, 0.6 s.
+    assert before[1] - before[0] < 0.5 * 16000
+    assert all(b - a >= 0.6 * 16000 for a, b in zip(after, after[1:], strict=False))

@@ -7,10 +7,12 @@ stop commits the utterance. Without it, the client commits. While an
 utterance grows it is decoded again every ``DECODE_STEP_SECONDS`` of new
 audio (greedily: ``LiveTranscription.decode``), and the words two decodes in
 a row agree on go out as deltas (``agreement``); its decode at commit sends
-the rest and completes it. The step grows to ``PARTIAL_COST_FACTOR`` times
-what the latest such decode took (the wait for the model included), so they
-keep the model busy about half the time at most, and a commit's decode
-seldom waits long for one in progress.
+the rest and completes it. Once the utterance's first words are sent, the
+step grows to ``PARTIAL_COST_FACTOR`` times what the latest such decode took
+(the wait for the model included), so they keep the model busy about half
+the time at most, and a commit's decode seldom waits long for one in
+progress; before that, to the time it took, so that the first words come
+as soon as two decodes can agree on them.
 
 With server VAD, an utterance ends once ``silence_duration_ms`` of silence
 followed it, and its audio ends where that silence began. So once a pause has
@@ -401,7 +403,10 @@ class RealtimeSession:
         current = self._current
         if current is None or current.speculation is not None:
             return True  # nothing in progress; or a pause that may end it, already decoded to its end
-        step = max(DECODE_STEP_SECONDS, PARTIAL_COST_FACTOR * self._partial_cost) * SAMPLE_RATE
+        # Until its first words are sent, an utterance is decoded again as soon
+        # as the last decode ended (words appear sooner); then at most half the time.
+        factor = PARTIAL_COST_FACTOR if current.agreement.sent else 1.0
+        step = max(DECODE_STEP_SECONDS, factor * self._partial_cost) * SAMPLE_RATE
         new = self._received - current.start - current.decoded
         if new < step or self._received - current.start > MAX_PARTIAL_SECONDS * SAMPLE_RATE:
             return True  # too little new audio; or too long to decode again and again: its commit decodes it
