@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +38,16 @@ ENV = "MALLOC_MMAP_THRESHOLD_"
 ARENA_ENV = "MALLOC_ARENA_MAX"
 
 
-def tune_heap(environ: Mapping[str, str]) -> dict[str, int]:
-    """Set this process's heap as the module says; the settings made, by
-    environment name (none where the process does not run on glibc, or where
-    the environment set them)."""
+def tune_heap(environ: Mapping[str, str], mallopt: Callable[[int, int], int] | None = None) -> dict[str, int]:
+    """Set this process's heap as the module says (through glibc's
+    ``mallopt`` unless one is given); the settings made, by environment name
+    (none where the process does not run on glibc, or where the environment
+    set them)."""
     made: dict[str, int] = {}
     with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL("libc.so.6")
+        set_option = mallopt or ctypes.CDLL("libc.so.6").mallopt
         for name, param, value in ((ENV, _M_MMAP_THRESHOLD, MMAP_THRESHOLD), (ARENA_ENV, _M_ARENA_MAX, ARENA_MAX)):
-            if name not in environ and libc.mallopt(param, value) == 1:
+            if name not in environ and set_option(param, value) == 1:
                 made[name] = value
     if not made:
         log.debug("heap left as it is: set by the environment, or no glibc mallopt here")
