@@ -1,12 +1,14 @@
-"""A process's memory from /proc: one reading, or samples over time.
+"""A process's memory from /proc: one reading, or samples over time; and its CPU time.
 
 Standard library only: bench/_helper.py imports it too (as ``rss``).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 
 
 def vm_kb(pid: int, field_name: str = "VmRSS") -> int | None:
@@ -19,6 +21,14 @@ def vm_kb(pid: int, field_name: str = "VmRSS") -> int | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     return None
+
+
+def cpu_times(pid: int, tid: int | None = None) -> tuple[float, float]:
+    """User and system CPU seconds of a process (or of its thread ``tid``)."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def mib(kb: float) -> float:

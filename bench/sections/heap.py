@@ -16,7 +16,7 @@ import httpx
 
 from bench.context import FIXTURES, Ctx
 from bench.report import Section
-from bench.rss import mib, vm_kb
+from bench.rss import cpu_times, mib, vm_kb
 from bench.service import completed, serving, submit, wait_done
 from bench.stats import median
 
@@ -34,13 +34,6 @@ CLIPS = (
 BEFORE = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024), "MALLOC_ARENA_MAX": str(8 * (os.cpu_count() or 1))}
 
 
-def _cpu(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds of process ``pid``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
-
-
 def _jobs(client: httpx.Client, paths: list[Path]) -> None:
     ids = [submit(client, path)["job_id"] for path in paths]
     for job_id in ids:
@@ -52,11 +45,11 @@ def _round(ctx: Ctx, env: dict[str, str]) -> dict[str, float]:
         _jobs(client, [FIXTURES / "short.wav"])  # warm-up: the models loaded
         figures: dict[str, float] = {}
         for name, paths in (("long", [FIXTURES / "long.mp3"]), ("clips", [FIXTURES / n for n in CLIPS])):
-            user, system = _cpu(srv.pid)
+            user, system = cpu_times(srv.pid)
             t = time.monotonic()
             _jobs(client, paths)
             figures[f"{name}_wall"] = time.monotonic() - t
-            user2, system2 = _cpu(srv.pid)
+            user2, system2 = cpu_times(srv.pid)
             figures[f"{name}_cpu"] = user2 - user + system2 - system
             figures[f"{name}_sys"] = system2 - system
             figures[f"{name}_peak_mib"] = mib(vm_kb(srv.pid, "VmHWM") or 0)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from bench.clips import concatenated, decoded, write_wav
 from bench.context import FIXTURES, Ctx
 from bench.pollers import RawHttp
 from bench.report import Section
+from bench.rss import cpu_times
 from bench.service import FINISHED, completed, serving, submit, wait_done
 from bench.stats import pct
 from whisper_mcp.queue.files import FileStore, new_key
@@ -84,13 +84,6 @@ def written_chars(pid: int) -> int:
     return 0
 
 
-def cpu_seconds(pid: int, tid: int | None = None) -> float:
-    """User + system CPU time of a process (or of its thread ``tid``), from /proc."""
-    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
-    fields = Path(path).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def newest_result(storage: Path) -> Path:
     return max((storage / "results").iterdir(), key=lambda p: p.stat().st_mtime_ns)
 
@@ -142,7 +135,7 @@ def long_run(srv: Any, client: httpx.Client, wav: Path, readers: int, timeout: f
     partial = PartialWrites(srv.storage / "partial")
     partial.start()
     pid = srv.proc.pid
-    wchar, cpu, loop_cpu = written_chars(pid), cpu_seconds(pid), cpu_seconds(pid, pid)
+    wchar, cpu, loop_cpu = written_chars(pid), sum(cpu_times(pid)), sum(cpu_times(pid, pid))
     job = submit(client, wav)
     client_cpu = time.process_time()
     try:
@@ -168,8 +161,8 @@ def long_run(srv: Any, client: httpx.Client, wav: Path, readers: int, timeout: f
         "result_bytes": newest_result(srv.storage).stat().st_size,
         "server_wchar": written_chars(pid) - wchar,
         # The whole server, and its main thread (the event loop: HTTP, streams; inference runs on others).
-        "server_cpu_s": cpu_seconds(pid) - cpu,
-        "loop_cpu_s": cpu_seconds(pid, pid) - loop_cpu,
+        "server_cpu_s": sum(cpu_times(pid)) - cpu,
+        "loop_cpu_s": sum(cpu_times(pid, pid)) - loop_cpu,
         "client_cpu_s": client_cpu,
     }
 

@@ -75,19 +75,22 @@ def pcm(seconds: float, loud: bool) -> bytes:
     return samples.astype("<i2").tobytes()
 
 
-async def stream(session: RealtimeSession, *parts: tuple[float, bool]) -> None:
+async def stream(session: RealtimeSession, *parts: tuple[float, bool], pause: float = 0.005) -> None:
+    """Send ``parts`` in 100 ms appends, ``pause`` seconds apart (0.1: at the pace of speech)."""
     data = b"".join(pcm(seconds, loud) for seconds, loud in parts)
     for i in range(0, len(data), CHUNK * 2):
         chunk = base64.b64encode(data[i : i + CHUNK * 2]).decode()
         await session.handle(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
-        await anyio.sleep(0.005)  # the decode task runs between appends, as between a client's messages
+        await anyio.sleep(pause)  # the decode task runs between appends, as between a client's messages
 
 
-async def session_with(log: list[tuple[str, Any]], delay: float = 0.0) -> RealtimeSession:
+async def session_with(
+    log: list[tuple[str, Any]], delay: float = 0.0, model: type[CountingModel] = CountingModel
+) -> RealtimeSession:
     async def send(event: dict[str, Any]) -> None:
         log.append((event["type"], event))
 
-    session = RealtimeSession(CountingModel(log, delay), send, keep=False)  # type: ignore[arg-type]
+    session = RealtimeSession(model(log, delay), send, keep=False)  # type: ignore[arg-type]
     await session.start()
     return session
 
@@ -178,17 +181,8 @@ class SteadyModel(CountingModel):
 
 async def test_decodes_follow_each_other_until_the_first_words_then_keep_the_model_half_free() -> None:
     log: list[tuple[str, Any]] = []
-
-    async def send(event: dict[str, Any]) -> None:
-        log.append((event["type"], event))
-
-    session = RealtimeSession(SteadyModel(log, delay=0.3), send, keep=False)  # type: ignore[arg-type]
-    await session.start()
-    data = pcm(3.0, True)
-    for i in range(0, len(data), CHUNK * 2):  # at the pace of speech
-        chunk = base64.b64encode(data[i : i + CHUNK * 2]).decode()
-        await session.handle(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
-        await anyio.sleep(0.1)
+    session = await session_with(log, delay=0.3, model=SteadyModel)
+    await stream(session, (3.0, True), pause=0.1)
     await session.close()
     kinds = [kind for kind, _ in log]
     first_delta = kinds.index("conversation.item.input_audio_transcription.delta")

@@ -403,8 +403,6 @@ class RealtimeSession:
         current = self._current
         if current is None or current.speculation is not None:
             return True  # nothing in progress; or a pause that may end it, already decoded to its end
-        # Until its first words are sent, an utterance is decoded again as soon
-        # as the last decode ended (words appear sooner); then at most half the time.
         factor = PARTIAL_COST_FACTOR if current.agreement.sent else 1.0
         step = max(DECODE_STEP_SECONDS, factor * self._partial_cost) * SAMPLE_RATE
         new = self._received - current.start - current.decoded
