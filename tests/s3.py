@@ -103,13 +103,25 @@ class SeaweedFS:
         return self
 
     def bucket(self, name: str = "") -> str:
-        """A new, empty bucket (made through the filer: no S3 client needed); its name."""
+        """A new, empty bucket (made through the filer: no S3 client needed),
+        ready to write to; its name."""
         self._buckets += 1
         name = name or f"test-{os.getpid()}-{self._buckets}"
+        folder = f"http://127.0.0.1:{self.ports['filer']}/buckets/{name}/"
         deadline = time.monotonic() + 30
         while True:  # the filer may still be joining the master
-            answer = httpx.post(f"http://127.0.0.1:{self.ports['filer']}/buckets/{name}/", timeout=10)
+            answer = httpx.post(folder, timeout=10)
             if answer.status_code < 300:
+                break
+            assert time.monotonic() < deadline, answer.text
+            time.sleep(0.2)
+        # A bucket's first write makes its volumes (1-5 s on a fresh server,
+        # longer than the service's read timeout): made here, by one written
+        # and removed, not by the first write a test times.
+        while True:
+            answer = httpx.post(folder + ".ready", files={"file": ("ready", b"ready")}, timeout=30)
+            if answer.status_code < 300:
+                httpx.delete(folder + ".ready", timeout=10).raise_for_status()
                 return name
             assert time.monotonic() < deadline, answer.text
             time.sleep(0.2)
