@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +17,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from whisper_mcp.testing import free_port
 
 ACCESS_KEY = "whisper-mcp-test"
 SECRET_KEY = "whisper-mcp-test-secret"
@@ -30,37 +30,11 @@ def weed_binary() -> str | None:
     return str(beside) if beside.exists() else shutil.which("weed")
 
 
-def _quiet_pair(taken: set[int]) -> int:
-    """A free port whose gRPC twin (port + 10000) is free too, both below
-    the kernel's ephemeral range: a port picked there can be taken, between
-    the check and weed's bind, by any outgoing connection on the machine."""
-    low = _ephemeral_start()
-    while True:
-        port = random.randrange(10000, low - 10000)
-        if port in taken or port + 10000 in taken:
-            continue
-        try:
-            for candidate in (port, port + 10000):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", candidate))
-        except OSError:
-            continue
-        taken.update((port, port + 10000))
-        return port
-
-
-def _ephemeral_start() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
 class SeaweedFS:
     def __init__(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="whisper-mcp-s3-"))
         taken: set[int] = set()
-        self.ports = {name: _quiet_pair(taken) for name in ("master", "volume", "filer", "s3")}
+        self.ports = {name: free_port(twin=10000, taken=taken) for name in ("master", "volume", "filer", "s3")}
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
         self._process: subprocess.Popen[bytes] | None = None
         self._buckets = 0

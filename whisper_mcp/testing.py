@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -23,10 +24,33 @@ from typing import IO
 import httpx
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(twin: int = 0, taken: set[int] | None = None) -> int:
+    """A free loopback port below the kernel's ephemeral range (one picked
+    inside it can be taken by any outgoing connection before the server
+    binds it, or while it restarts); with ``twin``, port + twin is free too.
+    Ports in ``taken`` are skipped, and the ones returned are added."""
+    taken = set() if taken is None else taken
+    top = _ephemeral_start() - twin
+    while True:
+        port = random.randrange(10000, top)
+        wanted = (port, port + twin) if twin else (port,)
+        if taken.intersection(wanted):
+            continue
+        try:
+            for candidate in wanted:
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        taken.update(wanted)
+        return port
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 class ServerProcess:
