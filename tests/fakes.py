@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from whisper_mcp.engines.base import BATCH_MAX_SECONDS, BatchItem, Engine, Segment, Transcription, Word
 from whisper_mcp.errors import UnknownModel
 from whisper_mcp.models.pool import LoadedModel
@@ -110,6 +112,12 @@ class FakeEngine:
 
     def can_batch(self, duration: float, options: TranscribeOptions) -> bool:
         return 0 < duration <= BATCH_MAX_SECONDS and options.beam_size is None
+
+    def guess(self, samples: np.ndarray, model: ModelInfo, options: TranscribeOptions) -> Transcription:
+        outcome = self.transcribe_batch([BatchItem(samples, duration_hint=len(samples) / 16000)], model, options)[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     def transcribe_batch(
         self, items: Sequence[BatchItem], model: ModelInfo, options: TranscribeOptions

@@ -26,9 +26,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from whisper_mcp.config import engine_name
 from whisper_mcp.diarization import step as diarization
-from whisper_mcp.engines.audio import first_seconds
+from whisper_mcp.engines.audio import SAMPLE_RATE, first_seconds
 from whisper_mcp.engines.base import (
     BATCH_MAX_SECONDS,
     COMPUTE_TYPES,
@@ -315,6 +317,23 @@ class Transcriber:
             except Exception as exc:  # a cancel during diarization, audio that would not decode
                 diarized.append(exc)
         return diarized
+
+    def guess(self, samples: np.ndarray, model: ModelInfo, options: TranscribeOptions) -> Transcription:
+        """Blocking. A greedy guess at a growing utterance: the backend's
+        quick one where it has one (ctranslate2: the audio encoded as long as
+        it is), else a decode as ``transcribe_batch`` runs it (which also
+        identifies and routes a language still unknown)."""
+        if options.identify_with is None:
+            with self.pool.use(model) as loaded:
+                quick = self.backend.guess(loaded, samples, replace(options, beam_size=1))
+            if quick is not None:
+                return quick
+        outcome = self.transcribe_batch([BatchItem(samples, duration_hint=len(samples) / SAMPLE_RATE)], model, options)[
+            0
+        ]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     def can_batch(self, duration: float, options: TranscribeOptions) -> bool:
         """Whether a job this long, with these options, may share a forward pass with others."""

@@ -132,6 +132,30 @@ def test_long_audio_words_and_progress(engine: str) -> None:
     print(f"{engine}: {elapsed:.2f} s for {result.duration:.0f} s (RTF {elapsed / result.duration:.3f})")
 
 
+@pytest.mark.parametrize("engine", ["openai", "ctranslate2"])
+def test_a_guess_at_a_growing_utterance(engine: str) -> None:
+    """Live transcription's partial decodes: ctranslate2 encodes the audio as
+    long as it is (no 30 s window); openai-whisper, which cannot, decodes."""
+    _needs(engine, "tiny.en")
+    eng = engine_for(engine)
+    model = eng.registry.resolve("tiny.en")
+    speech = decode_audio(FIXTURES / "speech.wav")
+    greedy = TranscribeOptions(temperature=0.0, beam_size=1)
+    result = eng.guess(speech[: 3 * 16000], model, greedy)
+    assert {"services", "keep", "model"} <= words(result.text), result.text
+    assert result.language == "en" and result.duration == 3.0
+    with eng.pool.use(model) as loaded:
+        quick = eng.backend.guess(loaded, speech[: 3 * 16000], greedy)
+        assert (quick is not None) == (engine == "ctranslate2")
+        # A guess cut inside a word is held to what speech that short can say.
+        for cut in (0.6, 0.9, 1.2):
+            cut_off = eng.backend.guess(loaded, speech[: int(cut * 16000)], greedy)
+            assert cut_off is None or len(cut_off.text.split()) <= 8 + 7 * cut, cut_off.text
+        # Hotwords and word timings: no quick guess honours them; the decode does.
+        assert eng.backend.guess(loaded, speech, TranscribeOptions(hotwords="Friday")) is None
+    assert "friday" in words(eng.guess(speech, model, TranscribeOptions(word_timestamps=True)).text)
+
+
 @pytest.mark.parametrize("model", ["tiny.en", "base"])
 def test_ctranslate2_int8_accuracy_holds(model: str) -> None:
     reference = (FIXTURES / "long.txt").read_text()

@@ -85,6 +85,46 @@ def test_local_agreement_reads_past_case_and_punctuation_and_sends_the_later_spe
     assert deltas == ["transcription", " services."]
 
 
+def test_a_guess_that_repeats_itself_is_read_up_to_the_repetition() -> None:
+    agreement = LocalAgreement()
+    # Two guesses cut inside "not an" both looped: the loop is never sent.
+    deltas = run(
+        agreement,
+        ["He was not. He was not. He was", "He was not. He was not. He was not. man"],
+        "He was not an ill-disposed young man.",
+    )
+    assert deltas == ["He was", " not an ill-disposed young man."]
+    # A word said twice is speech; three times in a guess, a loop.
+    assert agreement.hypothesis(words_of("very very good")) == []
+    agreement = LocalAgreement()
+    guesses = ["very very good", "very very good day", "First, first, first, good", "First, first, first, good day"]
+    assert [" ".join(w.text for w in agreement.hypothesis(words_of(g))) for g in guesses] == ["", "very very", "", ""]
+
+
+def test_guesses_agree_only_when_far_enough_apart() -> None:
+    agreement = LocalAgreement(span=9600)  # 0.6 s at 16 kHz
+    # Two guesses 0.3 s apart, both cut just after "services", hear it alike: not sent.
+    assert agreement.hypothesis(words_of("Transcription service and short"), heard=28800) == []
+    assert agreement.hypothesis(words_of("Transcription service and short key"), heard=33600) == []
+    # 0.6 s after the first: compared with it, not with the guess just before.
+    new = agreement.hypothesis(words_of("Transcription services should keep the"), heard=38400)
+    assert [w.text for w in new] == ["Transcription"]
+    new = agreement.hypothesis(words_of("Transcription services should keep the model"), heard=48000)
+    assert [w.text for w in new] == ["services", "should", "keep"]
+
+
+def test_the_last_decode_resumes_after_its_best_match_with_what_was_sent() -> None:
+    agreement = LocalAgreement()
+    run(agreement, ["First, the release of the new", "First, the release of the new one"], "")
+    rest = agreement.final(words_of("First, release on the new transcription service."))
+    # "First, the release of the" sent is fewest edits from "First, release on the".
+    assert agreement.delta(rest) == " new transcription service."
+    agreement = LocalAgreement()
+    run(agreement, ["Mr. John", "Mr. John Dash"], "")
+    # "Mr." is as few edits from "And" as from "And Mr.": the match that ends on "Mr." wins.
+    assert agreement.delta(agreement.final(words_of("And Mr. John Dashwood had"))) == " John Dashwood had"
+
+
 def test_local_agreement_sends_nothing_while_decodes_disagree() -> None:
     agreement = LocalAgreement()
     assert agreement.hypothesis([Word("a")]) == []

@@ -47,14 +47,18 @@ class CountingModel:
     def __init__(self, log: list[tuple[str, Any]], delay: float = 0.0) -> None:
         self.log = log
         self.delay = delay
+        self.quick: list[bool] = []  # per decode: asked for the engine's quick guess
         self.metrics = Metrics()
         self.request_made = SimpleNamespace(model="tiny.en", options=SimpleNamespace(reroute=False))
 
     def request(self, *args: object) -> Any:
         return self.request_made
 
-    async def decode(self, samples: np.ndarray, request: Any, *, partial: bool = False) -> Transcription:
+    async def decode(
+        self, samples: np.ndarray, request: Any, *, partial: bool = False, quick: bool = False
+    ) -> Transcription:
         self.log.append(("partial" if partial else "last", len(samples)))
+        self.quick.append(quick)
         await anyio.sleep(self.delay)
         return Transcription(text=str(len(samples)), language="en", duration=len(samples) / 16000)
 
@@ -174,8 +178,10 @@ async def test_speech_that_goes_on_is_cut_at_its_first_pause_past_the_split_leng
 class SteadyModel(CountingModel):
     """Hears the same words in every decode: two in a row agree at once."""
 
-    async def decode(self, samples: np.ndarray, request: Any, *, partial: bool = False) -> Transcription:
-        await super().decode(samples, request, partial=partial)
+    async def decode(
+        self, samples: np.ndarray, request: Any, *, partial: bool = False, quick: bool = False
+    ) -> Transcription:
+        await super().decode(samples, request, partial=partial, quick=quick)
         return Transcription(text="alpha beta gamma", language="en", duration=len(samples) / 16000)
 
 
@@ -188,8 +194,16 @@ async def test_decodes_follow_each_other_until_the_first_words_then_keep_the_mod
     first_delta = kinds.index("conversation.item.input_audio_transcription.delta")
     before = [n for kind, n in log[:first_delta] if kind == "partial"]
     after = [n for kind, n in log[first_delta:] if kind == "partial"]
-    assert len(before) == 2 and len(after) >= 2
+    assert len(before) >= 2 and len(after) >= 2
     # Before the first words: the next decode as soon as 0.3 s of audio came
-    # (the decode's cost); after: twice the cost, 0.6 s.
-    assert before[1] - before[0] < 0.5 * 16000
+    # (the decode's cost), and the first words from the first decode 0.6 s
+    # of audio after another; after: twice the cost, 0.6 s.
+    assert all(b - a < 0.5 * 16000 for a, b in zip(before, before[1:], strict=False))
+    assert before[-1] - before[0] >= 0.6 * 16000 > before[-2] - before[0]
+    # The engine's quick guesses until the first words; then decodes of the window.
+    quick = session._live.quick  # type: ignore[attr-defined]
+    partials = [kind for kind, _ in log if kind in ("partial", "last")]
+    assert [q for q, kind in zip(quick, partials, strict=True) if kind == "partial"] == [True] * len(before) + [
+        False
+    ] * len(after)
     assert all(b - a >= 0.6 * 16000 for a, b in zip(after, after[1:], strict=False))

@@ -213,6 +213,11 @@ class Backend(Protocol):
         """Jobs that ``batchable`` allows together, their first windows in one
         forward pass; one outcome per item. Called only when ``batching``."""
 
+    def guess(self, model: Any, samples: np.ndarray, options: TranscribeOptions) -> Transcription | None:
+        """A quick greedy guess at the words of a short, growing utterance
+        (live transcription's partial decodes); None where this backend has
+        none quicker than ``transcribe`` for these options."""
+
 
 class ModelCatalog(Protocol):
     """The models on offer (``models.registry.ModelRegistry``): names to ``ModelInfo``."""
@@ -278,6 +283,11 @@ class Engine(Protocol):
 
     def can_batch(self, duration: float, options: TranscribeOptions) -> bool:
         """Whether a job this long, with these options, may share a forward pass."""
+
+    def guess(self, samples: np.ndarray, model: ModelInfo, options: TranscribeOptions) -> Transcription:
+        """A quick guess at the words of a growing utterance (16 kHz
+        ``samples``, up to 30 s): greedy, and cheaper than a decode where
+        the backend allows; the engine's decode where it does not."""
 
 
 __all__ = [

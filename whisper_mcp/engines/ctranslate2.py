@@ -497,6 +497,43 @@ class CTranslate2Backend:
                 self.batched_windows += 1
         return outcomes
 
+    def guess(self, model: CT2Model, samples: np.ndarray, options: TranscribeOptions) -> Transcription | None:
+        """A greedy guess at the words of ``samples`` (up to 30 s), encoded as
+        long as they are rather than padded to a 30 s window: the encoder's
+        cost follows the audio's length. None where a guess would not honour
+        ``options`` (a language still to detect, word timings, hotwords)."""
+        whisper = model.whisper
+        multilingual = fw_hooks.is_multilingual(whisper)
+        if options.hotwords or options.word_timestamps or (multilingual and options.language is None):
+            return None
+        from faster_whisper.tokenizer import Tokenizer
+
+        self.prepare(model)
+        language = options.language if multilingual else "en"
+        tokenizer = Tokenizer(whisper.hf_tokenizer, multilingual, task=options.task, language=language)
+        extract = whisper.feature_extractor
+        audio = samples[: extract.n_samples]
+        padded = np.concatenate([audio, np.zeros(int(GUESS_PADDING_SECONDS * SAMPLE_RATE), np.float32)])
+        features = extract(padded)[:, : extract.nb_max_frames]
+        features = features[:, : features.shape[-1] // 2 * 2]  # the encoder's convolutions halve it
+        prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+        if options.initial_prompt:
+            words = tokenizer.encode(" " + options.initial_prompt.strip())
+            prompt = [tokenizer.sot_prev, *words[-(MAX_PROMPT_TOKENS):], *prompt]
+        seconds = len(audio) / SAMPLE_RATE
+        import ctranslate2
+
+        encoded = whisper.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])))
+        # A cut-off word can set the decoder repeating itself: never more
+        # tokens than speech this long could hold.
+        budget = min(len(prompt) + int(8 + GUESS_TOKENS_PER_SECOND * seconds), MAX_LENGTH)
+        result = whisper.model.generate(
+            encoded, [prompt], beam_size=1, max_length=budget, suppress_blank=True, suppress_tokens=[-1]
+        )
+        text = tokenizer.decode([t for t in result[0].sequences_ids[0] if t < tokenizer.eot]).strip()
+        segments = [make_segment(0, 0.0, seconds, text, None)] if text else []
+        return Transcription(text=text, language=language, duration=round(seconds, 3), segments=segments)
+
     def _transcribe(
         self,
         model: CT2Model,
@@ -547,6 +584,16 @@ class CTranslate2Backend:
             language_probability=round(float(info.language_probability), 4) if detected else None,
         )
 
+
+# A guess (``guess``) hears this much silence after its audio, as a short
+# pause after the last word; tiny.en on 2 cores guessed 0.6-5 s of speech in
+# 30-170 ms this way, against 400-480 ms padded to 30 s, with the same words.
+GUESS_PADDING_SECONDS = 0.3
+# ... and stops after this many tokens a second of audio (speech has 3-5).
+GUESS_TOKENS_PER_SECOND = 7
+# Whisper's decoder takes at most this many tokens (the prompt's included).
+MAX_LENGTH = 448
+MAX_PROMPT_TOKENS = 223
 
 # Language identification looks at this much audio first, and trusts it from
 # this probability on; under this many frames (1 s) it looks at 30 s at once.

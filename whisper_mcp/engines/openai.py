@@ -122,6 +122,11 @@ class OpenAIBackend:
             language, probability = detect_languages(whisper_model, [mel], self.fp16)[0]
         return self._transcribe_mel(whisper_model, mel, options, on_progress, language, probability, on_segments, clips)
 
+    def guess(self, whisper_model: Whisper, samples: np.ndarray, options: TranscribeOptions) -> Transcription | None:
+        """None: openai-whisper's encoder takes only whole 30 s windows, so a
+        guess costs what a decode does."""
+        return None
+
     def transcribe_batch(
         self, whisper_model: Whisper, items: Sequence[BatchItem], options: TranscribeOptions
     ) -> list[Transcription | Exception]:

@@ -125,12 +125,18 @@ class LiveTranscription:
         options = replace(request.options, identify_with=identify, reroute=identify is not None, vad_filter=False)
         return replace(request, options=options, filename="live transcription")
 
-    async def decode(self, samples: np.ndarray, request: JobRequest, *, partial: bool = False) -> Transcription:
+    async def decode(
+        self, samples: np.ndarray, request: JobRequest, *, partial: bool = False, quick: bool = False
+    ) -> Transcription:
         """Decode 16 kHz ``samples`` on the shared model, off the event loop.
         ``partial``: an utterance still growing, decoded once, greedily, at
         temperature 0 (its cut-off last word would often set off the
         fallback's decodes; its words are only a guess that the next decode
-        must confirm, and a beam costs the decoder twice the steps)."""
+        must confirm, and a beam costs the decoder twice the steps).
+        ``quick`` (partial only): the engine's quick guess (``Engine.guess``:
+        the audio not padded to a 30 s window, where the engine allows), for
+        an utterance's first words: a fraction of the cost on a short one,
+        but a little less sure of its words than a decode of the window."""
         options = request.options
         if partial:
             temperature = 0.0 if options.temperature is None else options.temperature
@@ -138,8 +144,10 @@ class LiveTranscription:
 
         def run() -> Transcription:
             info = self._engine.registry.resolve(request.model, trusted=True)
-            item = BatchItem(samples, duration_hint=len(samples) / SAMPLE_RATE)
             with self._gate.live(urgent=not partial):
+                if partial and quick:
+                    return self._engine.guess(samples, info, options)
+                item = BatchItem(samples, duration_hint=len(samples) / SAMPLE_RATE)
                 outcome = self._engine.transcribe_batch([item], info, options)[0]
             if isinstance(outcome, Exception):
                 raise outcome

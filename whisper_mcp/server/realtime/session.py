@@ -5,14 +5,16 @@ the client asked (``store=audio``: ``live_recording``). With server VAD the
 voice detector's frames mark where speech starts and stops (``turns``); a
 stop commits the utterance. Without it, the client commits. While an
 utterance grows it is decoded again every ``DECODE_STEP_SECONDS`` of new
-audio (greedily: ``LiveTranscription.decode``), and the words two decodes in
-a row agree on go out as deltas (``agreement``); its decode at commit sends
-the rest and completes it. Once the utterance's first words are sent, the
-step grows to ``PARTIAL_COST_FACTOR`` times what the latest such decode took
-(the wait for the model included), so they keep the model busy about half
-the time at most, and a commit's decode seldom waits long for one in
-progress; before that, to the time it took, so that the first words come
-as soon as two decodes can agree on them.
+audio (greedily: ``LiveTranscription.decode``; until its first words are
+sent, as the engine's quick guess), and the words two guesses agree on go
+out as deltas (``agreement``); its decode at commit sends the rest and
+completes it. Once the utterance's first words are sent, the step grows to ``SETTLED_STEP_SECONDS``, or to
+``PARTIAL_COST_FACTOR`` times what the latest guess took (the wait for the
+model included) if longer, so that guesses keep the model busy about half
+the time at most, a commit's decode seldom waits long for one in progress,
+and two guesses a moment apart seldom agree on a word that the audio after
+it would have changed; before that, to the time it took, so that the first
+words come as soon as two guesses can agree on them.
 
 With server VAD, an utterance ends once ``silence_duration_ms`` of silence
 followed it, and its audio ends where that silence began. So once a pause has
@@ -63,6 +65,9 @@ from whisper_mcp.server.realtime.turns import Turns
 log = logging.getLogger("whisper_mcp.server.realtime")
 
 DECODE_STEP_SECONDS = 0.3
+SETTLED_STEP_SECONDS = 0.6
+# Two guesses agree on words only when this much audio apart (see agreement).
+AGREEMENT_SPAN_SAMPLES = int(SETTLED_STEP_SECONDS * SAMPLE_RATE)
 PARTIAL_COST_FACTOR = 2.0
 # An utterance is decoded as it grows up to this long (one decoding window);
 # server VAD commits one that goes on longer, at the latest here.
@@ -105,7 +110,7 @@ class Utterance:
     item_id: str
     start: int  # in the session's samples
     audio: np.ndarray | None = None  # set at commit
-    agreement: LocalAgreement = field(default_factory=LocalAgreement)
+    agreement: LocalAgreement = field(default_factory=lambda: LocalAgreement(span=AGREEMENT_SPAN_SAMPLES))
     decoded: int = 0  # samples of it the latest decode covered
     committed_at: float = 0.0  # monotonic
     speculation: Speculation | None = None
@@ -403,8 +408,10 @@ class RealtimeSession:
         current = self._current
         if current is None or current.speculation is not None:
             return True  # nothing in progress; or a pause that may end it, already decoded to its end
-        factor = PARTIAL_COST_FACTOR if current.agreement.sent else 1.0
-        step = max(DECODE_STEP_SECONDS, factor * self._partial_cost) * SAMPLE_RATE
+        if current.agreement.sent:
+            step = max(SETTLED_STEP_SECONDS, PARTIAL_COST_FACTOR * self._partial_cost) * SAMPLE_RATE
+        else:
+            step = max(DECODE_STEP_SECONDS, self._partial_cost) * SAMPLE_RATE
         new = self._received - current.start - current.decoded
         if new < step or self._received - current.start > MAX_PARTIAL_SECONDS * SAMPLE_RATE:
             return True  # too little new audio; or too long to decode again and again: its commit decodes it
@@ -418,7 +425,7 @@ class RealtimeSession:
     async def _partial(self, utterance: Utterance, audio: np.ndarray) -> None:
         began = time.monotonic()
         try:
-            result = await self._live.decode(audio, self._request, partial=True)
+            result = await self._live.decode(audio, self._request, partial=True, quick=not utterance.agreement.sent)
             self._partial_cost = time.monotonic() - began
         except Exception:  # the utterance's last decode says what went wrong
             log.warning("session %s: a decode of utterance %s failed", self.id, utterance.item_id, exc_info=True)
@@ -426,7 +433,7 @@ class RealtimeSession:
         self._heard(result, len(audio), final=False)
         if utterance.audio is not None or self._current is not utterance:
             return  # committed or dropped meanwhile: its last decode speaks for it
-        new = utterance.agreement.hypothesis(self._words(result))
+        new = utterance.agreement.hypothesis(self._words(result), heard=len(audio))
         if new:
             await self._delta(utterance, new)
         await self._report_lag()
