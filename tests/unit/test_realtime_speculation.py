@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -18,6 +17,7 @@ import pytest
 
 from whisper_mcp.engines.base import Transcription
 from whisper_mcp.engines.vad import FRAME
+from whisper_mcp.queue.jobs import JobRequest
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.realtime.session import RealtimeSession
 
@@ -49,7 +49,8 @@ class CountingModel:
         self.delay = delay
         self.quick: list[bool] = []  # per decode: asked for the engine's quick guess
         self.metrics = Metrics()
-        self.request_made = SimpleNamespace(model="tiny.en", options=SimpleNamespace(reroute=False))
+        self.request_made = JobRequest("", "", None, "tiny.en", None, "", 0, 0.0)
+        self.prompts: list[str | None] = []  # per decode: the prompt it was given
 
     def request(self, *args: object) -> Any:
         return self.request_made
@@ -58,6 +59,7 @@ class CountingModel:
         self, samples: np.ndarray, request: Any, *, partial: bool = False, quick: bool = False
     ) -> Transcription:
         self.log.append(("partial" if partial else "last", len(samples)))
+        self.prompts.append(request.options.initial_prompt)
         self.quick.append(quick)
         await anyio.sleep(self.delay)
         return Transcription(text=str(len(samples)), language="en", duration=len(samples) / 16000)
