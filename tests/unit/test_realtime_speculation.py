@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -17,6 +18,7 @@ import pytest
 
 from whisper_mcp.engines.base import Transcription
 from whisper_mcp.engines.vad import FRAME
+from whisper_mcp.options import TranscribeOptions
 from whisper_mcp.queue.jobs import JobRequest
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.realtime.session import RealtimeSession
@@ -209,3 +211,20 @@ async def test_decodes_follow_each_other_until_the_first_words_then_keep_the_mod
         False
     ] * len(after)
     assert all(b - a >= 0.6 * 16000 for a, b in zip(after, after[1:], strict=False))
+
+
+async def test_an_utterance_is_decoded_with_what_the_session_said_before_it_as_prompt() -> None:
+    log: list[tuple[str, Any]] = []
+    session = await session_with(log, model=SteadyModel)
+    session._request = replace(session._request, options=TranscribeOptions(initial_prompt="Dashwood."))
+    await stream(session, (0.5, False), (1.2, True), (0.8, False), (1.2, True), (0.8, False))
+    with anyio.fail_after(5):
+        while sum(kind.endswith(".completed") for kind, _ in log) < 2:
+            await anyio.sleep(0.01)
+    await session.close()
+    prompts = session._live.prompts  # type: ignore[attr-defined]
+    decodes = [kind for kind, _ in log if kind in ("partial", "last")]
+    second = decodes.index("last") + 1  # the first decode of the second utterance
+    # The first utterance: the session's own prompt; the second: that, then what the first said.
+    assert set(prompts[:second]) == {"Dashwood."}
+    assert set(prompts[second:]) == {"Dashwood. alpha beta gamma"}
