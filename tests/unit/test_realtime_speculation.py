@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import replace
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -18,8 +18,6 @@ import pytest
 
 from whisper_mcp.engines.base import Transcription
 from whisper_mcp.engines.vad import FRAME
-from whisper_mcp.options import TranscribeOptions
-from whisper_mcp.queue.jobs import JobRequest
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.realtime.session import RealtimeSession
 
@@ -51,8 +49,7 @@ class CountingModel:
         self.delay = delay
         self.quick: list[bool] = []  # per decode: asked for the engine's quick guess
         self.metrics = Metrics()
-        self.request_made = JobRequest("", "", None, "tiny.en", None, "", 0, 0.0)
-        self.prompts: list[str | None] = []  # per decode: the prompt it was given
+        self.request_made = SimpleNamespace(model="tiny.en", options=SimpleNamespace(reroute=False))
 
     def request(self, *args: object) -> Any:
         return self.request_made
@@ -61,7 +58,6 @@ class CountingModel:
         self, samples: np.ndarray, request: Any, *, partial: bool = False, quick: bool = False
     ) -> Transcription:
         self.log.append(("partial" if partial else "last", len(samples)))
-        self.prompts.append(request.options.initial_prompt)
         self.quick.append(quick)
         await anyio.sleep(self.delay)
         return Transcription(text=str(len(samples)), language="en", duration=len(samples) / 16000)
@@ -211,20 +207,3 @@ async def test_decodes_follow_each_other_until_the_first_words_then_keep_the_mod
         False
     ] * len(after)
     assert all(b - a >= 0.6 * 16000 for a, b in zip(after, after[1:], strict=False))
-
-
-async def test_an_utterance_is_decoded_with_what_the_session_said_before_it_as_prompt() -> None:
-    log: list[tuple[str, Any]] = []
-    session = await session_with(log, model=SteadyModel)
-    session._request = replace(session._request, options=TranscribeOptions(initial_prompt="Dashwood."))
-    await stream(session, (0.5, False), (1.2, True), (0.8, False), (1.2, True), (0.8, False))
-    with anyio.fail_after(5):
-        while sum(kind.endswith(".completed") for kind, _ in log) < 2:
-            await anyio.sleep(0.01)
-    await session.close()
-    prompts = session._live.prompts  # type: ignore[attr-defined]
-    decodes = [kind for kind, _ in log if kind in ("partial", "last")]
-    second = decodes.index("last") + 1  # the first decode of the second utterance
-    # The first utterance: the session's own prompt; the second: that, then what the first said.
-    assert set(prompts[:second]) == {"Dashwood."}
-    assert set(prompts[second:]) == {"Dashwood. alpha beta gamma"}

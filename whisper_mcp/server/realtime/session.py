@@ -46,7 +46,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -78,9 +78,6 @@ SPLIT_AFTER_SECONDS = 25.0
 # A pause within a turn this long starts the utterance's last decode, in
 # case it is the end (long enough to pass over the gaps between words).
 SPECULATE_AFTER_MS = 150
-# Decodes are prompted with this much of the session's latest completed
-# text, as a batch job's windows are with the text before them.
-CONTEXT_CHARS = 200
 # A commit needs at least this much audio (OpenAI's rule).
 MIN_COMMIT_SECONDS = 0.1
 # Decoding this far behind the audio received is reported ...
@@ -141,7 +138,6 @@ class RealtimeSession:
         self._kept = KeptSession(recording=live.recording() if keep_audio else None) if keep else None
         self._skipped = 0
         self._partial_cost = 0.0  # seconds the latest decode of an utterance in progress took
-        self._said = ""  # the end of the session's completed transcripts: its decodes' prompt (_prompted)
         self._lag_said = -math.inf
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -303,7 +299,7 @@ class RealtimeSession:
         if spec is not None:
             spec.cancel()
         audio = self._buffer[max(0, current.start - self._buffer_start) : end - self._buffer_start].copy()
-        task = asyncio.create_task(self._live.decode(audio, self._prompted()), name=f"speculation-{current.item_id}")
+        task = asyncio.create_task(self._live.decode(audio, self._request), name=f"speculation-{current.item_id}")
         task.add_done_callback(_retrieve)  # its failure is the commit's to report, if it is used
         current.speculation = Speculation(end, self._request, task)
 
@@ -429,7 +425,7 @@ class RealtimeSession:
     async def _partial(self, utterance: Utterance, audio: np.ndarray) -> None:
         began = time.monotonic()
         try:
-            result = await self._live.decode(audio, self._prompted(), partial=True, quick=not utterance.agreement.sent)
+            result = await self._live.decode(audio, self._request, partial=True, quick=not utterance.agreement.sent)
             self._partial_cost = time.monotonic() - began
         except Exception:  # the utterance's last decode says what went wrong
             log.warning("session %s: a decode of utterance %s failed", self.id, utterance.item_id, exc_info=True)
@@ -466,8 +462,6 @@ class RealtimeSession:
             fields["logprobs"] = _logprobs(agreement.sent)
         if self.config.language is None and result.language:
             fields["languages"] = [{"code": result.language}]  # detected: OpenAI's field for it
-        said = f"{self._said} {agreement.transcript}".strip()
-        self._said = said if len(said) <= CONTEXT_CHARS else said[-CONTEXT_CHARS:].partition(" ")[2]
         if not self._closing:
             await self._send(protocol.event("conversation.item.input_audio_transcription.completed", **fields))
         self._live.metrics.utterance("completed", time.monotonic() - utterance.committed_at)
@@ -495,18 +489,7 @@ class RealtimeSession:
                     return await spec.task
             else:
                 spec.cancel()
-        return await self._live.decode(utterance.audio, self._prompted())
-
-    def _prompted(self) -> JobRequest:
-        """The session's request, its prompt followed by the end of what the
-        session has said so far: the words just before an utterance tell
-        Whisper how it goes on (as a batch job conditions each window on
-        the text before it), which its first words most need."""
-        if not self._said:
-            return self._request
-        options = self._request.options
-        prompt = f"{options.initial_prompt} {self._said}" if options.initial_prompt else self._said
-        return replace(self._request, options=replace(options, initial_prompt=prompt))
+        return await self._live.decode(utterance.audio, self._request)
 
     def _heard(self, result: Transcription, samples: int, *, final: bool) -> None:
         """A routed session keeps to the language a decode heard, once it is
