@@ -129,18 +129,21 @@ class LiveTranscription:
         self, samples: np.ndarray, request: JobRequest, *, partial: bool = False, quick: bool = False
     ) -> Transcription:
         """Decode 16 kHz ``samples`` on the shared model, off the event loop.
-        ``partial``: an utterance still growing, decoded once, greedily, at
-        temperature 0 (its cut-off last word would often set off the
-        fallback's decodes; its words are only a guess that the next decode
-        must confirm, and a beam costs the decoder twice the steps).
+        ``partial``: an utterance still growing, decoded once at temperature
+        0 (its cut-off last word would often set off the fallback's
+        decodes), with the beam its last decode will use: what two such
+        decodes agree on is sent for good, and greedy ones agreed on words
+        the last decode heard otherwise (live WER 11.0 % against 7.6 % for
+        the same utterances decoded alone, bench/README.md).
         ``quick`` (partial only): the engine's quick guess (``Engine.guess``:
-        the audio not padded to a 30 s window, where the engine allows), for
-        an utterance's first words: a fraction of the cost on a short one,
-        but a little less sure of its words than a decode of the window."""
+        greedy, the audio not padded to a 30 s window, where the engine
+        allows), for an utterance's first words: a fraction of the cost on a
+        short one, but a little less sure of its words than a decode of the
+        window."""
         options = request.options
         if partial:
             temperature = 0.0 if options.temperature is None else options.temperature
-            options = replace(options, temperature=temperature, beam_size=1)
+            options = replace(options, temperature=temperature, beam_size=1 if quick else options.beam_size)
 
         def run() -> Transcription:
             info = self._engine.registry.resolve(request.model, trusted=True)
