@@ -144,8 +144,9 @@ def test_a_committed_utterance_streams_deltas_and_is_kept(server: InProcessServe
         deltas = [delta["delta"], *(e["delta"] for e in rest if e["type"].endswith(".delta"))]
         assert "".join(deltas) == completed["transcript"] == "fake transcript of 3.0 seconds"
         assert completed["usage"] == {"type": "duration", "seconds": 3.0}
-        beams = [options.beam_size for _, options in server.engine.calls]  # greedy while it grows
-        assert beams[:-1] == [1] * (len(beams) - 1) and beams[-1] is None  # the default beam at commit
+        # Greedy guesses until the first words (the decodes of 1 s and 2 s); then, and at commit, the default beam.
+        beams = [options.beam_size for _, options in server.engine.calls]
+        assert beams[:2] == [1, 1] and set(beams[2:]) == {None}
         with server.client() as http:  # kept as it goes: a running job with the utterance so far
             deadline = time.monotonic() + 10
             while not (jobs := http.get("/jobs").json()["jobs"]) or not (
