@@ -5,8 +5,8 @@ the client asked (``store=audio``: ``live_recording``). With server VAD the
 voice detector's frames mark where speech starts and stops (``turns``); a
 stop commits the utterance. Without it, the client commits. While an
 utterance grows it is decoded again every ``DECODE_STEP_SECONDS`` of new
-audio (greedily: ``LiveTranscription.decode``; until its first words are
-sent, as the engine's quick guess), and the words two guesses agree on go
+audio (at temperature 0: ``LiveTranscription.decode``; until its first
+words are sent, as the engine's quick guess), and the words two guesses agree on go
 out as deltas (``agreement``); its decode at commit sends the rest and
 completes it. Once the utterance's first words are sent, the step grows to ``SETTLED_STEP_SECONDS``, or to
 ``PARTIAL_COST_FACTOR`` times what the latest guess took (the wait for the
