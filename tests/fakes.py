@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from whisper_mcp.engines.audio import SAMPLE_RATE
 from whisper_mcp.engines.base import BATCH_MAX_SECONDS, BatchItem, Engine, Segment, Transcription, Word
 from whisper_mcp.errors import UnknownModel
 from whisper_mcp.models.pool import LoadedModel
@@ -114,7 +115,9 @@ class FakeEngine:
         return 0 < duration <= BATCH_MAX_SECONDS and options.beam_size is None
 
     def guess(self, samples: np.ndarray, model: ModelInfo, options: TranscribeOptions) -> Transcription:
-        outcome = self.transcribe_batch([BatchItem(samples, duration_hint=len(samples) / 16000)], model, options)[0]
+        outcome = self.transcribe_batch([BatchItem(samples, duration_hint=len(samples) / SAMPLE_RATE)], model, options)[
+            0
+        ]
         if isinstance(outcome, Exception):
             raise outcome
         return outcome

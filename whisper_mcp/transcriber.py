@@ -325,7 +325,7 @@ class Transcriber:
         identifies and routes a language still unknown)."""
         if options.identify_with is None:
             with self.pool.use(model) as loaded:
-                quick = self.backend.guess(loaded, samples, replace(options, beam_size=1))
+                quick = self.backend.guess(loaded, samples, options)  # greedy by its contract
             if quick is not None:
                 return quick
         outcome = self.transcribe_batch([BatchItem(samples, duration_hint=len(samples) / SAMPLE_RATE)], model, options)[

@@ -519,7 +519,7 @@ class CTranslate2Backend:
         prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
         if options.initial_prompt:
             words = tokenizer.encode(" " + options.initial_prompt.strip())
-            prompt = [tokenizer.sot_prev, *words[-(MAX_PROMPT_TOKENS):], *prompt]
+            prompt = [tokenizer.sot_prev, *words[-MAX_PROMPT_TOKENS:], *prompt]
         seconds = len(audio) / SAMPLE_RATE
         import ctranslate2
 
@@ -591,9 +591,10 @@ class CTranslate2Backend:
 GUESS_PADDING_SECONDS = 0.3
 # ... and stops after this many tokens a second of audio (speech has 3-5).
 GUESS_TOKENS_PER_SECOND = 7
-# Whisper's decoder takes at most this many tokens (the prompt's included).
+# Whisper's decoder takes at most this many tokens (the prompt's included);
+# a prompt keeps its last half, as faster-whisper's does.
 MAX_LENGTH = 448
-MAX_PROMPT_TOKENS = 223
+MAX_PROMPT_TOKENS = MAX_LENGTH // 2 - 1
 
 # Language identification looks at this much audio first, and trusts it from
 # this probability on; under this many frames (1 s) it looks at 30 s at once.
