@@ -2,7 +2,8 @@
 HOST filled in), transcribes through MCP: ``codex exec`` calls ``health``,
 ``transcribe_wav`` with a committed clip, ``check_transcription_status``, and
 the one-time URL flow, whose ``curl`` runs in Codex's own sandboxed shell.
-The real server transcribes with tiny.en.
+The real server transcribes with tiny.en. Then, the server being required,
+Codex stops in words without the token or without the service.
 
 Codex's model is a stand-in: a small HTTP server speaking the OpenAI
 Responses API (server-sent events) that scripts the tool calls from what
@@ -110,10 +111,14 @@ def test_codex_exec_transcribes_with_the_monitor_config(tmp_path: Path) -> None:
     assert finals["codex-clip"]["transcript"].strip() in message, message
     assert finals["codex-url"]["transcript"].strip() in message, message
 
-    # With WHISPER_MCP_TOKEN unset, Codex offers the model no whisper tools and
-    # says nothing (what MONITOR.md warns about).
-    assert hidden["rc"] == 0, json.dumps(hidden)[-3000:]
-    assert hidden["model_asked"] and hidden["namespaces"] == [] and hidden["offered_whisper_tools"] == [], hidden
+    # The server is required (MONITOR.md): with WHISPER_MCP_TOKEN unset, or
+    # the service away, Codex stops before asking the model, and says why.
+    assert hidden["rc"] != 0 and not hidden["model_asked"], json.dumps(hidden)[-3000:]
+    assert "required MCP servers failed to initialize: whisper" in hidden["stderr"], hidden["stderr"]
+    assert "WHISPER_MCP_TOKEN for MCP server 'whisper' is not set" in hidden["stderr"], hidden["stderr"]
+    away = runs["service away"]
+    assert away["rc"] != 0 and not away["model_asked"], json.dumps(away)[-3000:]
+    assert "required MCP servers failed to initialize: whisper" in away["stderr"], away["stderr"]
 
 
 # -- inside the namespace -------------------------------------------------------
@@ -323,6 +328,12 @@ def inside(codex: Path, home: Path, workspace: Path, storage: Path, report: Path
         hidden["namespaces"] = [ns for ns in first["namespaces"] if "whisper" in ns]
         hidden["model_asked"] = bool(stand_in.requests)
         runs["token unset"] = hidden
+
+        server.stop()
+        stand_in.requests.clear()
+        away = run_codex(codex, home, workspace, model_url, TOKEN)
+        away["model_asked"] = bool(stand_in.requests)
+        runs["service away"] = away
         model.shutdown()
     finally:
         server.stop()
