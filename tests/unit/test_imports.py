@@ -54,22 +54,6 @@ def test_client_cli_and_queue_import_without_torch() -> None:
     assert heavy == {name: [] for name in TORCH_FREE}, heavy
 
 
-@pytest.mark.slow  # a fresh interpreter
-def test_a_server_starts_without_the_mcp_stack() -> None:
-    """The app module and the start-up hook checks leave FastMCP and the MCP
-    SDK to the first /mcp request (tests/unit/test_mcp_endpoint.py)."""
-    code = (
-        "import sys\n"
-        "import whisper_mcp.server.app\n"
-        "from whisper_mcp import compat\n"
-        "compat.verify()\n"
-        "print(sorted(m for m in ('fastmcp', 'mcp', 'whisper_mcp.server.mcp') if m in sys.modules))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]", result.stdout
-
-
 def engines_imported_by(path: Path) -> set[str]:
     """The modules of whisper_mcp.engines that ``path`` imports, however spelled
     (``import a.b``, ``from a.b import c``, ``from a import b``, relative)."""

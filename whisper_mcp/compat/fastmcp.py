@@ -6,21 +6,17 @@ slices a page, while the transcripts come a page of jobs at a time from the
 queue. Its resource listing has no public way to see the client's cursor
 (its middleware is handed none), so the hook is fatal: without it the service
 does not start.
-
-Nothing here imports fastmcp: the server loads the MCP stack on its first MCP
-request, and checks this library's version alone at start-up.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
+
+from fastmcp import FastMCP
+from mcp import types as mcp_types
+from mcp.server.context import ServerRequestContext
 
 from whisper_mcp.compat.hooks import Check, Hook, Library
-
-if TYPE_CHECKING:
-    from mcp import types as mcp_types
-    from mcp.server.context import ServerRequestContext
 
 LIBRARY = Library(
     "fastmcp",
@@ -45,9 +41,8 @@ def check() -> Check:
     return LIBRARY.examine()
 
 
-class PagedResources:
-    """Mixed in before FastMCP (``class S(PagedResources, FastMCP)``): its
-    resources/list is answered by ``resource_page``."""
+class PagedResources(FastMCP):
+    """FastMCP whose resources/list is answered by ``resource_page``."""
 
     async def resource_page(self, cursor: str | None) -> mcp_types.ListResourcesResult:
         """One page of resources from ``cursor`` (None: the first), with the next page's cursor."""

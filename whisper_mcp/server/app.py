@@ -32,7 +32,7 @@ from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.egress import CallbackPolicy, literal_address
 from whisper_mcp.server.http import dashboard, openai_api, realtime, realtime_auth, rest
 from whisper_mcp.server.http.security import AccessGuard, allowed_hosts, local_origins
-from whisper_mcp.server.mcp_endpoint import LazyMCP
+from whisper_mcp.server.mcp import build_mcp
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.realtime.protocol import SessionConfig
 from whisper_mcp.server.realtime_secrets import ClientSecrets
@@ -203,22 +203,16 @@ def live_session_check(service: TranscriptionService) -> Callable[[SessionConfig
 
 def create_app(settings: Settings, service: TranscriptionService | None = None) -> Starlette:
     service = service if service is not None else build_service(settings)
-
-    def build_mcp_app() -> Starlette:
-        from whisper_mcp.server.mcp import build_mcp  # FastMCP and the MCP SDK: on the first /mcp request
-
-        # Stateless: no MCP session lives in one process, so any replica
-        # answers any request behind a load balancer; progress notifications
-        # still flow on the request's own stream.
-        return build_mcp(service).http_app(path="/mcp", stateless_http=True)
-
-    mcp_endpoint = LazyMCP(build_mcp_app)
+    # Stateless: no MCP session lives in one process, so any replica answers
+    # any request behind a load balancer; progress notifications still flow
+    # on the request's own stream.
+    mcp_app = build_mcp(service).http_app(path="/mcp", stateless_http=True)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.start()
         try:
-            async with mcp_endpoint.running():
+            async with mcp_app.lifespan(app):
                 yield
         finally:
             await service.stop()
@@ -233,7 +227,7 @@ def create_app(settings: Settings, service: TranscriptionService | None = None) 
             *realtime.routes(service),
             *openai_api.routes(service),
             *dashboard.routes(),
-            Route("/mcp", endpoint=mcp_endpoint),
+            Route("/mcp", endpoint=mcp_app),
         ],
         exception_handlers=_exception_handlers(settings),  # type: ignore[arg-type]
         lifespan=lifespan,

@@ -190,7 +190,7 @@ def _reference_url(reference: str) -> str:
     return text if ":" in text else f"data:application/octet-stream;base64,{text}"
 
 
-class WhisperMCP(fastmcp_hooks.PagedResources, FastMCP):
+class WhisperMCP(fastmcp_hooks.PagedResources):
     """FastMCP, with resources/list answered from the queue: finished transcripts,
     newest first, one page of jobs per request (FastMCP's own listing would
     build every resource first and then slice). The cursor is an offset into
