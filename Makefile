@@ -51,8 +51,10 @@ check: setup
 # those waits (387 s against 428 s with two, measured). One torch/OpenMP
 # thread per process, since workers would otherwise spin against each other's
 # threads (busy-waiting OpenMP barriers cost more than they save here).
+# Bytecode is cached, as for in-process-tests: the servers and commands the
+# tests start import the package anew each time.
 all-tests: $(STAMP)
-	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Three workers on two cores: many of these tests wait on sockets, timers and
 # threads, and a third worker fills those waits (faster than two, measured).

@@ -306,12 +306,11 @@ def test_cancel_takes_effect_during_diarization(ct2: Transcriber) -> None:
     assert seen == sorted(seen) and TRANSCRIPTION_SHARE < seen[-1] < 1.0, seen
 
 
-def test_diarized_jobs_share_a_forward_pass() -> None:
-    """The openai engine batches short jobs; each is then diarized on its own."""
-    registry = ModelRegistry(default_model_cache(), engine="openai")
-    engine = Transcriber(registry)
+def test_diarized_jobs_share_a_forward_pass(ct2: Transcriber) -> None:
+    """Short jobs are batched; each is then diarized on its own."""
+    engine = ct2
     assert engine.backend.batching
-    info = registry.resolve("tiny.en", trusted=True)
+    info = engine.registry.resolve("tiny.en", trusted=True)
     options = parse_options("tiny.en", diarize=True)
     first_turns = decode_audio(CALL)[: int(FIRST_TURNS_SECONDS * 16_000)]
     assert engine.can_batch(FIRST_TURNS_SECONDS, options)
