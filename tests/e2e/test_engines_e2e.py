@@ -200,6 +200,12 @@ def test_spanish_detected_and_translated(engine: str) -> None:
     assert result.language == "es" and result.language_probability is not None
     assert 0.5 < result.language_probability <= 1
     assert {"buenos", "gracias"} <= words(result.text), result.text
+    if engine.startswith("ctranslate2"):
+        # Detected once, as language routing identifies (not by faster-whisper,
+        # which would encode the first window a second time to decode it).
+        with eng.pool.use(eng.registry.resolve("base")) as loaded:
+            identified = eng.backend.detect_language(loaded, decode_audio(FIXTURES / "spanish.wav"))
+        assert (result.language, result.language_probability) == (identified[0], round(identified[1], 4))
 
     # Translated from the language given: not detected, so no probability is reported.
     translated, _, _ = run(eng, FIXTURES / "spanish.wav", "base", task="translate", language="es")
