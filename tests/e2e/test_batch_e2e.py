@@ -40,7 +40,7 @@ pytestmark = pytest.mark.e2e
 def test_batch_gives_what_one_by_one_gives(engines: Engines, name: str, options: TranscribeOptions) -> None:
     engine = engines(name)
     clips = [decode_audio(FIXTURES / "speech.wav"), decode_audio(FIXTURES / "short.wav")]
-    if not options.word_timestamps:  # (word timing costs seconds a clip on CPU)
+    if not options.word_timestamps:  # word timing costs seconds a clip on CPU: two clips are enough there
         clips += long_audio_slices(1, seed=3)  # a piece of long.mp3 cut mid-word
     info = engine.registry.resolve("tiny.en")
     alone = [engine.transcribe(clip, info, options) for clip in clips]

@@ -138,8 +138,7 @@ class StandIn:
         tools = offered_tools(body.get("tools", []))
         history = conversation(body.get("input", []))
         with self.lock:
-            namespaces = sorted({ns for ns in tools.values() if ns is not None})
-            self.requests.append({"tools": sorted(tools), "namespaces": namespaces, "history": history})
+            self.requests.append({"history": history})
         if len(history) >= MAX_STEPS:
             return message("Giving up: too many steps.")
         made = [name for name, _, _ in history]
@@ -321,19 +320,15 @@ def inside(codex: Path, home: Path, workspace: Path, storage: Path, report: Path
         run["finished"] = {job: latest_status(history, job) for job in ("codex-clip", "codex-url")}
         runs["with token"] = run
 
-        stand_in.requests.clear()
-        hidden = run_codex(codex, home, workspace, model_url, None)
-        first = stand_in.requests[0] if stand_in.requests else {"tools": [], "namespaces": []}
-        hidden["offered_whisper_tools"] = [t for t in first["tools"] if t in ("health", "transcribe_wav")]
-        hidden["namespaces"] = [ns for ns in first["namespaces"] if "whisper" in ns]
-        hidden["model_asked"] = bool(stand_in.requests)
-        runs["token unset"] = hidden
+        def without_the_server(token: str | None) -> dict[str, Any]:
+            stand_in.requests.clear()
+            refused = run_codex(codex, home, workspace, model_url, token)
+            refused["model_asked"] = bool(stand_in.requests)
+            return refused
 
+        runs["token unset"] = without_the_server(None)
         server.stop()
-        stand_in.requests.clear()
-        away = run_codex(codex, home, workspace, model_url, TOKEN)
-        away["model_asked"] = bool(stand_in.requests)
-        runs["service away"] = away
+        runs["service away"] = without_the_server(TOKEN)
         model.shutdown()
     finally:
         server.stop()

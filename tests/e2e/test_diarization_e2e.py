@@ -308,14 +308,13 @@ def test_cancel_takes_effect_during_diarization(ct2: Transcriber) -> None:
 
 def test_diarized_jobs_share_a_forward_pass(ct2: Transcriber) -> None:
     """Short jobs are batched; each is then diarized on its own."""
-    engine = ct2
-    assert engine.backend.batching
-    info = engine.registry.resolve("tiny.en", trusted=True)
+    assert ct2.backend.batching
+    info = ct2.registry.resolve("tiny.en", trusted=True)
     options = parse_options("tiny.en", diarize=True)
     first_turns = decode_audio(CALL)[: int(FIRST_TURNS_SECONDS * 16_000)]
-    assert engine.can_batch(FIRST_TURNS_SECONDS, options)
+    assert ct2.can_batch(FIRST_TURNS_SECONDS, options)
     items = [BatchItem(first_turns, FIRST_TURNS_SECONDS), BatchItem(FIXTURES / "speech.wav", 7.6)]
-    call, speech = engine.transcribe_batch(items, info, options)
+    call, speech = ct2.transcribe_batch(items, info, options)
     assert isinstance(call, Transcription) and isinstance(speech, Transcription), (call, speech)
     assert call.to_dict()["num_speakers"] == 2 and speech.to_dict()["num_speakers"] == 1
     assert {"remember", "taxi", "bus", "forecast"} <= words(call.text)
