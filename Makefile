@@ -44,9 +44,10 @@ check: setup
 	@$(MAKE) --no-print-directory -j lint typecheck in-process-tests
 
 # Three workers on two cores, one file each at a time, in the order
-# tests/conftest.py gives (e2e files first, the short in-process ones last to
-# fill the end), not xdist's (files with the most tests first, which can start
-# a long file last and leave a worker idle). The end-to-end tests spend much
+# tests/timings.py gives from tests/timings.json (the long computing files
+# first, each with one that mostly waits beside it, the short in-process ones
+# last to fill the end), not xdist's (files with the most tests first, which
+# can start a long file last and leave a worker idle). The end-to-end tests spend much
 # of their time waiting on servers, programs and timers; a third worker fills
 # those waits (387 s against 428 s with two, measured). One torch/OpenMP
 # thread per process, since workers would otherwise spin against each other's

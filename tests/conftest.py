@@ -11,15 +11,17 @@ import importlib
 import os
 import ssl
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from whisper_mcp.testing import PostgresCluster, ServerProcess
 
+import timings
 from s3 import SeaweedFS, weed_binary
 
 if TYPE_CHECKING:
@@ -45,6 +47,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if session.config.getoption("record_timings"):
+        spent = session.config.stash.get(_spent, {})
+        if hasattr(session.config, "workerinput"):
+            session.config.workeroutput["timings"] = spent  # type: ignore[attr-defined]  # xdist's channel back
+        else:
+            timings.merge([spent])
     before = session.config.stash.get(_before, None)
     if before is None:
         return
@@ -72,17 +80,54 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Everything under tests/e2e is ``e2e``; a unit test on a real server or
     PostgreSQL is ``slow`` (others mark themselves ``slow``: a real model, a
-    program). Then the runs order e2e files first, slow ones next, in-process
-    ones last: the long files start early and the short ones fill the end,
-    so with ``-n 3 --dist loadfile --no-loadscope-reorder`` no worker sits
-    idle while the other finishes a long file started late."""
+    program). Then the files run in tests/timings.py's order: the long ones
+    start early and the short ones fill the end, so with ``-n 3 --dist
+    loadfile --no-loadscope-reorder`` no worker sits idle while another
+    finishes a long file started late."""
     for item in items:
         if item.path.is_relative_to(E2E):
             item.add_marker(pytest.mark.e2e)
         elif OUT_OF_PROCESS_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.slow)
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: 0 if item.get_closest_marker("e2e") else 1 if item.path in slow_files else 2)
+    out_of_process = {
+        _name(item) for item in items if item.get_closest_marker("e2e") or item.get_closest_marker("slow")
+    }
+    files = list(dict.fromkeys(_name(item) for item in items))
+    rank = {name: i for i, name in enumerate(timings.order(files, set(files) - out_of_process, timings.load()))}
+    items.sort(key=lambda item: rank[_name(item)])
+
+
+def _name(item: pytest.Item) -> str:
+    return item.path.relative_to(ROOT).as_posix()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--record-timings", action="store_true", help="rewrite tests/timings.json from this run")
+
+
+_spent = pytest.StashKey[dict[str, list[float]]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
+    if not item.config.getoption("record_timings"):
+        return (yield)
+    cpu, wall = timings.tree_cpu(), time.monotonic()
+    try:
+        return (yield)
+    finally:
+        figures = item.config.stash.setdefault(_spent, {}).setdefault(_name(item), [0.0, 0.0])
+        figures[0] += timings.tree_cpu() - cpu
+        figures[1] += time.monotonic() - wall
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """The xdist controller gathers each worker's figures as it finishes."""
+    output = getattr(node, "workeroutput", {})
+    if "timings" in output:
+        spent = node.config.stash.setdefault(_spent, {})
+        spent.update(output["timings"])
 
 
 @pytest.fixture(autouse=True)
