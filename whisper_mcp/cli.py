@@ -76,15 +76,23 @@ def passive_openmp(environ: MutableMapping[str, str]) -> None:
 def serve(settings: Settings) -> int:
     passive_openmp(os.environ)
     tune_heap(os.environ)  # before the threads and their arenas (heap)
+    from whisper_mcp.queue.migrations import DatabaseRefused
+    from whisper_mcp.queue.opening import open_database
+
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        # The database first: one that cannot be used is refused in words at
+        # once, before a second goes into importing the web and MCP stacks.
+        database = open_database(settings)
+    except DatabaseRefused as exc:  # damaged, unreachable, read-only, newer than this code: it says which
+        raise SystemExit(f"whisper-mcp: error: {exc}") from None
     import uvicorn
 
     from whisper_mcp.compat import IncompatibleLibrary
-    from whisper_mcp.queue.migrations import DatabaseRefused
     from whisper_mcp.server.app import create_app
     from whisper_mcp.server.connections import uvicorn_options
     from whisper_mcp.server.http.security import allowed_hosts
 
-    configure_logging(settings.log_level, settings.log_format)
     # The inference thread runs Python between torch calls and so holds the GIL
     # much of the time; a waiting thread gets it after this interval. 1 ms
     # instead of 5 ms keeps request latency low during inference (/health p99
@@ -110,11 +118,10 @@ def serve(settings: Settings) -> int:
             ", ".join(sorted(hosts)),
         )
     try:
-        app = create_app(settings)
+        app = create_app(settings, database=database)
         options = uvicorn_options(settings)
     except (
         ValueError,
-        DatabaseRefused,  # damaged, unreachable, read-only, newer than this code: the database says which
         IncompatibleLibrary,  # an installed library lacks a name whisper-mcp's hooks need
     ) as exc:  # e.g. an engine and compute type that don't go together
         raise SystemExit(f"whisper-mcp: error: {exc}") from None
@@ -150,7 +157,7 @@ def prepare_model(settings: Settings) -> int:
 def migrate(settings: Settings) -> int:
     """Apply the schema migrations explicitly, e.g. before rolling out replicas."""
     from whisper_mcp.queue.migrations import SCHEMA_VERSION, DatabaseRefused
-    from whisper_mcp.server.app import database_path, open_database
+    from whisper_mcp.queue.opening import database_path, open_database
 
     try:
         open_database(settings).close()

@@ -32,6 +32,7 @@ TORCH_FREE = [
     "whisper_mcp.queue.files",
     "whisper_mcp.queue.objects",
     "whisper_mcp.queue.manager",
+    "whisper_mcp.queue.opening",
 ]
 
 
@@ -130,3 +131,27 @@ def test_the_ctranslate2_service_never_imports_torch(tmp_path: Path) -> None:
     text, heavy = result.stdout.strip().splitlines()[-2:]
     assert "meeting" in text.lower(), text
     assert heavy == "[]", f"imported with engine ctranslate2: {heavy}"
+
+
+@pytest.mark.slow  # fresh interpreters
+@pytest.mark.parametrize("command", ["migrate", "serve"])
+def test_a_refused_database_stops_before_the_web_and_mcp_stacks(tmp_path: Path, command: str) -> None:
+    """The job database is opened first: a damaged one is refused in its
+    sentence before a second goes into importing Starlette, FastMCP or a
+    model's libraries, and ``migrate`` never imports them at all."""
+    (tmp_path / "storage" / "jobs.sqlite3").mkdir(parents=True)  # a folder where the file belongs
+    code = (
+        "import json, sys\n"
+        "from whisper_mcp import cli\n"
+        "try:\n"
+        f"    cli.main([{command!r}, '--storage', {str(tmp_path / 'storage')!r}])\n"
+        "except SystemExit as exc:\n"
+        "    said = str(exc)\n"
+        "heavy = ('starlette', 'fastmcp', 'mcp', 'uvicorn', 'torch', 'ctranslate2', 'whisper_mcp.server')\n"
+        "print(json.dumps([said, sorted(m for m in heavy if m in sys.modules)]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    said, heavy = json.loads(result.stdout)
+    assert said.startswith("whisper-mcp: error: The job database ") and "is a folder, not a file" in said, said
+    assert heavy == [], heavy

@@ -16,6 +16,7 @@ import pytest
 
 from whisper_mcp import cli
 from whisper_mcp.config import Settings
+from whisper_mcp.queue.opening import database_path
 from whisper_mcp.server import app as app_module
 
 
@@ -33,7 +34,7 @@ class Served:
 
         monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: self.uvicorn.update(app=app, **kwargs))
 
-    def _create_app(self, settings: Settings) -> str:
+    def _create_app(self, settings: Settings, database: object = None) -> str:
         self.settings = settings
         return "the app"
 
@@ -110,7 +111,7 @@ def test_serve_makes_openmp_threads_sleep_unless_told_otherwise(
         monkeypatch.delenv("OMP_WAIT_POLICY")
     seen: list[str | None] = []
     monkeypatch.setattr(
-        app_module, "create_app", lambda settings: seen.append(os.environ.get("OMP_WAIT_POLICY")) or "the app"
+        app_module, "create_app", lambda settings, database: seen.append(os.environ.get("OMP_WAIT_POLICY")) or "the app"
     )
     assert cli.main(["serve", "--storage", str(tmp_path / "storage")]) == 0
     assert seen == [expected]
@@ -205,6 +206,6 @@ def test_the_database_is_where_the_file_store_keeps_it(tmp_path: Path) -> None:
     from whisper_mcp.queue.files import FileStore
 
     settings = Settings.from_env({}, storage=tmp_path / "storage")
-    path = app_module.database_path(settings)
+    path = database_path(settings)
     assert not (tmp_path / "storage").exists()
     assert path == FileStore(tmp_path / "storage").database

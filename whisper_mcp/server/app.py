@@ -12,7 +12,6 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -22,10 +21,8 @@ from whisper_mcp import compat
 from whisper_mcp.config import Settings
 from whisper_mcp.engines.base import Engine
 from whisper_mcp.queue.client_secrets import SQLClientSecretStore
-from whisper_mcp.queue.files import FileStore
 from whisper_mcp.queue.manager import JobQueue
-from whisper_mcp.queue.sqlite import SQLiteDatabase
-from whisper_mcp.queue.storage import Storage
+from whisper_mcp.queue.opening import open_database, open_storage
 from whisper_mcp.queue.store import Database, SQLJobStore, SQLUploadStore
 from whisper_mcp.server.audio_urls import AudioSources, BucketFetcher, Fetcher, HttpFetcher
 from whisper_mcp.server.callbacks import CallbackSender
@@ -64,41 +61,6 @@ def build_engine(settings: Settings) -> Engine:
     )
 
 
-def database_path(settings: Settings) -> Path:
-    """Where the SQLite database is: ``FileStore.database``, known before the
-    storage folders are made."""
-    return settings.storage.resolve() / "jobs.sqlite3"
-
-
-def open_database(settings: Settings) -> Database:
-    """PostgreSQL when a URL is given (replicas), else SQLite in the storage folder;
-    checked and migrated. Raises ``DatabaseRefused`` (one sentence) if it cannot be used.
-
-    Only the SQLite case touches the storage folder: `migrate --database-url`
-    must not leave an empty one wherever it was run. Nothing is created before
-    the database passes its checks, so a refused one leaves the folder as it was.
-    """
-    if settings.database_url:
-        from whisper_mcp.queue.postgres import PostgresDatabase  # psycopg only when used
-
-        return PostgresDatabase(settings.database_url)
-    return SQLiteDatabase(database_path(settings))
-
-
-def open_storage(settings: Settings) -> Storage:
-    """The bucket of --storage-url, with --storage as its scratch space; else
-    the storage folder alone. ``ValueError`` if the bucket cannot be used."""
-    if settings.storage_url:
-        from whisper_mcp.queue.objects import ObjectStore, connect  # obstore only when used
-
-        url, endpoint, region = settings.storage_url, settings.storage_endpoint, settings.storage_region
-        quick = connect(url, endpoint=endpoint, region=region, quick=True)  # watches for the store's return
-        store = ObjectStore(connect(url, endpoint=endpoint, region=region), settings.storage, quick)
-        store.check()  # a bucket that cannot be used stops start-up, in one sentence
-        return store
-    return FileStore(settings.storage)
-
-
 def callback_policy(settings: Settings) -> CallbackPolicy:
     """Where callbacks may go: loopback too while the server itself listens
     only on loopback (a local set-up, whose receivers are local)."""
@@ -124,7 +86,11 @@ def audio_sources(settings: Settings, queue: JobQueue, policy: CallbackPolicy) -
     )
 
 
-def build_service(settings: Settings, engine: Engine | None = None) -> TranscriptionService:
+def build_service(
+    settings: Settings, engine: Engine | None = None, database: Database | None = None
+) -> TranscriptionService:
+    """The service and its collaborators; ``database`` if already opened
+    (``serve`` opens it first, see ``whisper_mcp.cli``)."""
     # The hooks into the libraries every server uses (the engine's own are
     # checked as its backend is built): IncompatibleLibrary if one is gone
     # that has no public path.
@@ -132,7 +98,7 @@ def build_service(settings: Settings, engine: Engine | None = None) -> Transcrip
     # The queue first: a database this code cannot open stops start-up before
     # seconds go into importing torch and loading a model, and before the
     # storage folders are made.
-    database = open_database(settings)
+    database = database if database is not None else open_database(settings)
     files = open_storage(settings)
     queue = JobQueue(
         SQLJobStore(database),
@@ -201,8 +167,10 @@ def live_session_check(service: TranscriptionService) -> Callable[[SessionConfig
     return lambda c: service.live.request(c.model, c.language, c.prompt, " ".join(c.keywords) or None, c.logprobs)
 
 
-def create_app(settings: Settings, service: TranscriptionService | None = None) -> Starlette:
-    service = service if service is not None else build_service(settings)
+def create_app(
+    settings: Settings, service: TranscriptionService | None = None, database: Database | None = None
+) -> Starlette:
+    service = service if service is not None else build_service(settings, database=database)
     # Stateless: no MCP session lives in one process, so any replica answers
     # any request behind a load balancer; progress notifications still flow
     # on the request's own stream.
