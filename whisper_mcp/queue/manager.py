@@ -108,6 +108,11 @@ class JobQueue:
         # Called (job id) after every change, from whichever thread made it,
         # here or (through the database's notifications) on another replica.
         self._listeners: list[Callable[[str], None]] = []
+        # ``version``: changes seen, and writes that may change which jobs are
+        # queued still under way (readers cache the queued count by it).
+        self._version = 0
+        self._writing = 0
+        self._version_lock = threading.Lock()
         store.db.listen(self._changed)
 
     def on_change(self, listener: Callable[[str], None]) -> None:
@@ -131,8 +136,34 @@ class JobQueue:
         self.files.check_available()
 
     def _changed(self, job_id: str) -> None:
+        with self._version_lock:
+            self._version += 1
         for listener in self._listeners:
             listener(job_id)
+
+    @property
+    def version(self) -> tuple[int, bool]:
+        """Changes seen so far (here, or by notification from other replicas),
+        and whether a write of this process that may change which jobs are
+        queued is under way. A count of queued jobs read at one version holds
+        until it changes, unless a write was under way: it may commit after
+        the count was read, and be seen (in a job's status) before it is
+        announced."""
+        with self._version_lock:
+            return self._version, self._writing > 0
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Around a store write that may change which jobs are queued: under
+        way in ``version`` before it commits, a new version once it has."""
+        with self._version_lock:
+            self._writing += 1
+        try:
+            yield
+        finally:
+            with self._version_lock:
+                self._writing -= 1
+                self._version += 1
 
     def close(self) -> None:
         self._store.close()
@@ -172,7 +203,8 @@ class JobQueue:
                 self.files.write_references(request.key, list(references))
                 if upload is not None:
                     self.files.accept(upload, request.key)
-                job = self._store.add(request, time.time())
+                with self._changing():
+                    job = self._store.add(request, time.time())
             except BaseException:
                 self.files.discard_audio(request.key)
                 raise
@@ -193,7 +225,8 @@ class JobQueue:
 
     def claim_next(self) -> Job | None:
         """The next queued job (priority, then arrival), now processing and leased to this replica."""
-        job = self._store.claim_next(self.replica_id, self.lease_seconds, time.time())
+        with self._changing():
+            job = self._store.claim_next(self.replica_id, self.lease_seconds, time.time())
         if job is not None:
             self._start([job])
         return job
@@ -207,9 +240,10 @@ class JobQueue:
             if job.attempts > 0 or not fits(job):
                 break
             # Started with the leader: same forward pass, same start time.
-            claimed = self._store.claim(
-                job.job_id, self.replica_id, self.lease_seconds, leader.started_at or time.time()
-            )
+            with self._changing():
+                claimed = self._store.claim(
+                    job.job_id, self.replica_id, self.lease_seconds, leader.started_at or time.time()
+                )
             if claimed is not None:  # else cancelled, or taken by another replica, since the look
                 mates.append(claimed)
         self._start(mates)
@@ -374,7 +408,9 @@ class JobQueue:
         held = self._held(job)
         if held is not None:
             return held
-        if self._store.release(job.job_id, job.attempts):
+        with self._changing():
+            released = self._store.release(job.job_id, job.attempts)
+        if released:
             status = JobStatus.QUEUED.value
         elif self._store.cancel_running(job.job_id, job.attempts, time.time()):  # asked on another replica
             status = JobStatus.CANCELLED.value
@@ -398,7 +434,8 @@ class JobQueue:
             return held
         if job.attempts >= MAX_ATTEMPTS:
             return self.fail(job, error)
-        done = self._store.requeue(job.job_id, job.attempts)
+        with self._changing():
+            done = self._store.requeue(job.job_id, job.attempts)
         with self._lock:
             self._running.pop(job.job_id, None)
         self._changed(job.job_id)
@@ -483,7 +520,11 @@ class JobQueue:
         to stop at its next window, on whichever replica runs it
         (``"requested"``); None if it had ended."""
         job = self._store.get(job_id)
-        if job is not None and job.status is JobStatus.QUEUED and self._store.cancel_queued(job_id, time.time()):
+        with self._changing():
+            cancelled = (
+                job is not None and job.status is JobStatus.QUEUED and self._store.cancel_queued(job_id, time.time())
+            )
+        if job is not None and cancelled:
             self.files.discard_audio(job.key)
             self._changed(job_id)
             return JobStatus.CANCELLED.value
@@ -503,7 +544,8 @@ class JobQueue:
         that every file nobody owns is litter; replicas settle only expired
         leases and old litter, never a live replica's jobs or files."""
         if not self.shared:
-            self._store.release_leases()
+            with self._changing():
+                self._store.release_leases()
         again = self.reclaim_expired()
         grace = ORPHAN_GRACE_SECONDS if self.shared else 0.0
         if self._delete_audio:
@@ -535,11 +577,12 @@ class JobQueue:
                     time.time(),
                     f"The server stopped {job.attempts} times while running this job; giving up.",
                 )
-            elif self._store.requeue(job.job_id, job.attempts):
-                again.append(job.job_id)
-                continue
             else:
-                continue  # settled by another replica meanwhile
+                with self._changing():
+                    requeued = self._store.requeue(job.job_id, job.attempts)
+                if requeued:
+                    again.append(job.job_id)
+                continue  # queued again, or settled by another replica meanwhile
             if settled:  # every job's end is one event in some replica's log, this way too
                 job_event(log, ended, job.job_id, model=job.model, attempt=job.attempts, recovered=True)
             self.files.discard_partial(job.key)

@@ -193,9 +193,8 @@ class TranscriptionService:
         # each job's latest snapshot, read once per change for all of them.
         self._changes: JobChanges[Feed] = JobChanges(Feed)
         self._tasks: list[asyncio.Task[None]] = []
-        # /health's queue size: (when read, job changes seen then, count).
+        # /health's queue size: (when read, the queue's version then or -1, count).
         self._queued: tuple[float, int, int] | None = None
-        self._job_changes = 0
         self._queued_lock = asyncio.Lock()
 
     # -- what transports ask of it ----------------------------------------
@@ -264,7 +263,6 @@ class TranscriptionService:
     def _job_changed(self, job_id: str) -> None:
         # Called from the thread that changed the job (here, or a replica's
         # notification); wake the worker (a job may be queued) and the job's waiters.
-        self._job_changes += 1
         self.worker.notify()
         if self._loop is not None and not self._loop.is_closed():
             self._loop.call_soon_threadsafe(self._signal, job_id)
@@ -847,16 +845,19 @@ class TranscriptionService:
         back, which waits on the inference thread's hold of the GIL."""
         async with self._queued_lock:  # concurrent polls share one read
             cached = self._queued
+            version, writing = self.queue.version
             if (
                 cached is not None
-                and cached[1] == self._job_changes
+                and not writing
+                and cached[1] == version
                 and time.monotonic() - cached[0] < HEALTH_COUNT_TTL
             ):
                 return cached[2]
-            # Taken before reading: a change during the read makes it stale.
-            read_at, changes = time.monotonic(), self._job_changes
+            # Taken before reading: a change during the read makes it stale,
+            # and a write under way (it may commit after the read) too.
+            read_at = time.monotonic()
             count = await to_thread.run_sync(self.queue.count, JobStatus.QUEUED)
-            self._queued = (read_at, changes, count)
+            self._queued = (read_at, -1 if writing else version, count)
             return count
 
     async def health(self) -> Health:
