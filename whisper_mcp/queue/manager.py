@@ -520,10 +520,10 @@ class JobQueue:
         to stop at its next window, on whichever replica runs it
         (``"requested"``); None if it had ended."""
         job = self._store.get(job_id)
-        with self._changing():
-            cancelled = (
-                job is not None and job.status is JobStatus.QUEUED and self._store.cancel_queued(job_id, time.time())
-            )
+        cancelled = False
+        if job is not None and job.status is JobStatus.QUEUED:
+            with self._changing():
+                cancelled = self._store.cancel_queued(job_id, time.time())
         if job is not None and cancelled:
             self.files.discard_audio(job.key)
             self._changed(job_id)
