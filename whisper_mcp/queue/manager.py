@@ -520,14 +520,13 @@ class JobQueue:
         to stop at its next window, on whichever replica runs it
         (``"requested"``); None if it had ended."""
         job = self._store.get(job_id)
-        cancelled = False
         if job is not None and job.status is JobStatus.QUEUED:
             with self._changing():
                 cancelled = self._store.cancel_queued(job_id, time.time())
-        if job is not None and cancelled:
-            self.files.discard_audio(job.key)
-            self._changed(job_id)
-            return JobStatus.CANCELLED.value
+            if cancelled:
+                self.files.discard_audio(job.key)
+                self._changed(job_id)
+                return JobStatus.CANCELLED.value
         if self._store.request_cancel(job_id):  # queued a moment ago, started since
             with self._lock:
                 if (running := self._running.get(job_id)) is not None:
