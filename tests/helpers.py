@@ -232,7 +232,7 @@ class InProcessServer:
         self.url = f"http://127.0.0.1:{self.port}"
         config = Settings.from_env({}, storage=self.storage, port=self.port, **self.settings)
         self.service: TranscriptionService = build_service(config, self.engine)
-        app = create_app(config, self.service)
+        self.app = app = create_app(config, self.service)
         self._server = _Uvicorn(
             uvicorn.Config(
                 app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", **uvicorn_options(config)

@@ -191,6 +191,24 @@ def test_fastmcp(monkeypatch: pytest.MonkeyPatch) -> None:
         fastmcp_hooks.LIBRARY.examine(found="5.0.0").raise_if_fatal()
 
 
+def test_fastmcp_at_start_up_by_version_and_by_name_where_it_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fastmcp is imported on the first MCP request: start-up reads its version,
+    and looks its names up (importing it) only where the version differs."""
+    at_start = fastmcp_hooks.check_at_start_up()
+    assert (at_start.found, at_start.names_checked, at_start.lost) == ("4.2.3", False, ())
+    other = replace(fastmcp_hooks.LIBRARY, written_for="4.2.2")
+    monkeypatch.setattr(fastmcp_hooks, "LIBRARY", other)
+    monkeypatch.setattr(fastmcp_hooks, "check", functools.cache(lambda: other.examine()))
+    examined = fastmcp_hooks.check_at_start_up()
+    assert (examined.written_for, examined.found, examined.names_checked) == ("4.2.2", "4.2.3", True)
+    from fastmcp.server.mixins.mcp_operations import MCPOperationsMixin
+
+    monkeypatch.delattr(MCPOperationsMixin, "_on_list_resources")
+    fastmcp_hooks.check.cache_clear()
+    with pytest.raises(IncompatibleLibrary, match=r"^fastmcp 4\.2\.3 is installed, but whisper-mcp's hook "):
+        compat.verify()
+
+
 def test_uvicorn(monkeypatch: pytest.MonkeyPatch) -> None:
     passes(uvicorn_hooks.LIBRARY)
     from uvicorn.protocols.http.h11_impl import H11Protocol

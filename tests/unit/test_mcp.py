@@ -63,6 +63,20 @@ async def test_lists_the_tools_with_descriptions(fake_server: InProcessServer) -
     assert "wait_seconds" in tools["check_transcription_status"].input_schema["properties"]
 
 
+async def test_the_mcp_app_is_built_on_the_first_mcp_request(tmp_path: Path) -> None:
+    """REST and /health answer without it; the first MCP request builds it
+    (its module imported off the event loop), later ones reuse it."""
+    with InProcessServer.start(tmp_path / "storage") as server:
+        (endpoint,) = [route.endpoint for route in server.app.routes if getattr(route, "path", None) == "/mcp"]
+        with server.client() as http:
+            assert http.get("/health").json()["model_loaded"] is True
+        assert endpoint.loaded is False
+        for _ in range(2):
+            async with Client(f"{server.url}/mcp") as client:
+                assert (await client.call_tool("health", {})).structured_content["model_loaded"] is True
+            assert endpoint.loaded is True
+
+
 async def test_transcribe_then_wait_for_transcript(fake_server: InProcessServer) -> None:
     async with Client(f"{fake_server.url}/mcp") as client:
         queued = (

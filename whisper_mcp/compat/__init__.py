@@ -7,13 +7,15 @@ relies on (``hooks``):
 * ``openai_whisper``: progress patches, streamed features, each window's
   segments;
 * ``senko``: its pipeline's steps one by one, speaker count hints;
-* ``fastmcp``: resources/list a page of jobs at a time;
+* ``fastmcp``: resources/list a page of jobs at a time (a package: its
+  version is read at start-up without importing it);
 * ``uvicorn``: the connection guards.
 
-At start-up each library the configured service uses is checked: fastmcp
-and uvicorn by ``verify``, senko by its version there and by name when
-diarization first loads it, the engine's Whisper library when its backend is
-built (``install``). A hook whose names are gone either stops start-up,
+At start-up each library the configured service uses is checked: uvicorn
+by ``verify``; fastmcp there too, by its version alone where it is the one
+written for (it is imported on the first MCP request) and by name where it
+is not; senko by its version there and by name when diarization first loads
+it; the engine's Whisper library when its backend is built (``install``). A hook whose names are gone either stops start-up,
 naming the library, the hook and the version to install, or gives way to a
 public path, logged and listed under ``compat`` in /health (``lost``). A
 version other than the one written for, with every name present, starts
@@ -33,7 +35,7 @@ log = logging.getLogger("whisper_mcp.compat")
 
 # The compat module of the library each engine decodes with.
 _ENGINE_LIBRARY = {"ctranslate2": "faster_whisper", "openai": "openai_whisper"}
-# Imported by every server at start-up.
+# Checked by every server at start-up (fastmcp by version where it is the one written for).
 _SERVER_LIBRARIES = ("fastmcp", "uvicorn")
 # Imported when a job first asks for it (and torch with it): its version alone at start-up.
 _LATER = ("senko",)
@@ -43,7 +45,9 @@ def verify() -> list[Check]:
     """Check the hooks into the libraries every server imports at start-up,
     and senko's version: ``IncompatibleLibrary`` naming each fatal mismatch,
     else the fallbacks and other versions logged."""
-    checks = [importlib.import_module(f"{__name__}.{name}").check() for name in _SERVER_LIBRARIES]
+    from whisper_mcp.compat import fastmcp, uvicorn
+
+    checks = [fastmcp.check_at_start_up(), uvicorn.check()]
     checks += [importlib.import_module(f"{__name__}.{name}").LIBRARY.check_version() for name in _LATER]
     report(checks, log)
     return checks

@@ -29,7 +29,7 @@ from whisper_mcp.server.callbacks import CallbackSender
 from whisper_mcp.server.egress import CallbackPolicy, literal_address
 from whisper_mcp.server.http import dashboard, openai_api, realtime, realtime_auth, rest
 from whisper_mcp.server.http.security import AccessGuard, allowed_hosts, local_origins
-from whisper_mcp.server.mcp import build_mcp
+from whisper_mcp.server.mcp_endpoint import LazyMCP
 from whisper_mcp.server.metrics import Metrics
 from whisper_mcp.server.realtime.protocol import SessionConfig
 from whisper_mcp.server.realtime_secrets import ClientSecrets
@@ -167,20 +167,27 @@ def live_session_check(service: TranscriptionService) -> Callable[[SessionConfig
     return lambda c: service.live.request(c.model, c.language, c.prompt, " ".join(c.keywords) or None, c.logprobs)
 
 
+def mcp_app(service: TranscriptionService) -> Starlette:
+    """FastMCP's app for /mcp (imports fastmcp: ``LazyMCP`` calls it on the
+    first MCP request). Stateless: no MCP session lives in one process, so any
+    replica answers any request behind a load balancer; progress
+    notifications still flow on the request's own stream."""
+    from whisper_mcp.server.mcp import build_mcp
+
+    return build_mcp(service).http_app(path="/mcp", stateless_http=True)
+
+
 def create_app(
     settings: Settings, service: TranscriptionService | None = None, database: Database | None = None
 ) -> Starlette:
     service = service if service is not None else build_service(settings, database=database)
-    # Stateless: no MCP session lives in one process, so any replica answers
-    # any request behind a load balancer; progress notifications still flow
-    # on the request's own stream.
-    mcp_app = build_mcp(service).http_app(path="/mcp", stateless_http=True)
+    mcp = LazyMCP(lambda: mcp_app(service))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.start()
         try:
-            async with mcp_app.lifespan(app):
+            async with mcp.running(app):
                 yield
         finally:
             await service.stop()
@@ -195,7 +202,7 @@ def create_app(
             *realtime.routes(service),
             *openai_api.routes(service),
             *dashboard.routes(),
-            Route("/mcp", endpoint=mcp_app),
+            Route("/mcp", endpoint=mcp),
         ],
         exception_handlers=_exception_handlers(settings),  # type: ignore[arg-type]
         lifespan=lifespan,

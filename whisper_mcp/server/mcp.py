@@ -18,6 +18,7 @@ from pydantic import Field
 from typing_extensions import TypedDict
 
 from whisper_mcp.compat import fastmcp as fastmcp_hooks
+from whisper_mcp.compat.fastmcp.paged import PagedResources
 from whisper_mcp.diarization.references import MAX_KNOWN_SPEAKERS, MAX_NAME_CHARS, pair
 from whisper_mcp.engines.audio import SUPPORTED_FORMATS
 from whisper_mcp.errors import INTERNAL_ERROR, ServiceError, storage_fault
@@ -190,7 +191,7 @@ def _reference_url(reference: str) -> str:
     return text if ":" in text else f"data:application/octet-stream;base64,{text}"
 
 
-class WhisperMCP(fastmcp_hooks.PagedResources):
+class WhisperMCP(PagedResources):
     """FastMCP, with resources/list answered from the queue: finished transcripts,
     newest first, one page of jobs per request (FastMCP's own listing would
     build every resource first and then slice). The cursor is an offset into
