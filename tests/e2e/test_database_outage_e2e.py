@@ -120,18 +120,22 @@ def follow(url: str, job_id: str, events: list[tuple[float, str]]) -> threading.
     return thread
 
 
-def mcp_waiter(url: str, job_id: str, outcome: list[tuple[float, str]]) -> threading.Thread:
-    """check_transcription_status waiting for the job, on a thread: (when it answered, its error's text)."""
+def mcp_waiter(url: str, job_id: str, outcome: list[tuple[float, str]]) -> tuple[threading.Thread, threading.Event]:
+    """check_transcription_status waiting for the job, on a thread: (when it
+    answered, its error's text); the event is set once the MCP session is open
+    (the server's first MCP request loads its MCP stack first)."""
+    connected = threading.Event()
 
     async def call() -> None:
         async with Client(f"{url}/mcp") as client:
+            connected.set()
             arguments = {"job_id": job_id, "wait_seconds": 60}
             result = await client.call_tool("check_transcription_status", arguments, raise_on_error=False)
             outcome.append((time.monotonic(), str(result.content[0].text) if result.is_error else "no error"))  # type: ignore[union-attr]
 
     thread = threading.Thread(target=anyio.run, args=(call,), daemon=True)
     thread.start()
-    return thread
+    return thread, connected
 
 
 def log_since(server: ServerProcess, mark: int) -> str:
@@ -151,13 +155,14 @@ def test_a_stopped_database(server: ServerProcess, cluster: PostgresCluster) -> 
     with httpx.Client(base_url=server.url, timeout=60) as http:
         running = submit(http, LONG_AUDIO)["job_id"]
         queued = submit(http, SHORT)["job_id"]
+        waited: list[tuple[float, str]] = []
+        waiter, connected = mcp_waiter(server.url, running, waited)
+        assert connected.wait(30), "no MCP session within 30 s"
         # Past its first window: the rest is decoded while the database is away.
         while http.get(f"/status/{running}").json()["progress"] < 0.4:
             time.sleep(0.05)
         events: list[tuple[float, str]] = []
         reader = follow(server.url, running, events)
-        waited: list[tuple[float, str]] = []
-        waiter = mcp_waiter(server.url, running, waited)
         while not events:  # the stream's first event: it is open
             time.sleep(0.01)
         time.sleep(0.5)  # the MCP call is waiting too

@@ -130,6 +130,23 @@ def test_openai_whisper(monkeypatch: pytest.MonkeyPatch) -> None:
     assert check.health()[0]["instead"] == "segments arrive when the whole file is done"
 
 
+def test_word_alignment_compiled_with_numbas_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numba functions swapped for ones that cache their machine code
+    (the swap happens once a process), aligning as openai-whisper's own do;
+    without them, word timings compile per process, as before."""
+    timing = importlib.import_module(ow_hooks.TIMING)
+    original = timing.dtw_cpu.py_func
+    assert ow_hooks.cache_word_alignment() is True
+    assert type(timing.dtw_cpu._cache).__name__ == "FunctionCache"  # numba's on-disk cache (NullCache without)
+    assert timing.dtw_cpu.py_func is original
+    costs = np.random.default_rng(7).random((12, 30))
+    assert [list(path) for path in timing.dtw_cpu(costs)] == [list(path) for path in original(costs)]
+
+    monkeypatch.delattr(timing, "backtrace")
+    check = ow_hooks.LIBRARY.examine(found="20260101")
+    assert [entry["hook"] for entry in check.health()] == ["dtw_cpu"]
+
+
 # -- senko: checked by version at start-up, by names when loaded --------------
 
 

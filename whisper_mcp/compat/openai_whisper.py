@@ -16,7 +16,11 @@ callers that don't use it:
   decoded. ``transcribe()`` has no callback or other public way to hand
   them out before it returns (``verbose=True`` only prints their text), so
   the bar reads the list from its caller's frame, once, and only when that
-  caller is ``transcribe()`` itself.
+  caller is ``transcribe()`` itself;
+* word timings' alignment code (``whisper.timing``'s numba functions
+  ``dtw_cpu`` and ``backtrace``), compiled again with numba's on-disk cache:
+  openai-whisper compiles it anew in every process, about 1.8 s of CPU on
+  the first job that asks for word timings (0.35 s from the cache).
 
 Without ``tqdm`` or ``log_mel_spectrogram`` the service does not start;
 without the others a public path runs, listed in /health. openai-whisper
@@ -39,6 +43,7 @@ log = logging.getLogger("whisper_mcp.compat")
 
 MODULE = "whisper.transcribe"
 _M = MODULE + ":"
+TIMING = "whisper.timing"
 SEGMENTS_LOCAL = "all_segments"
 
 LIBRARY = Library(
@@ -57,6 +62,12 @@ LIBRARY = Library(
             "each window's segments as soon as it is decoded, for streams and partial transcripts",
             (_M + f"transcribe[{SEGMENTS_LOCAL}]",),
             "segments arrive when the whole file is done",
+        ),
+        Hook(
+            "dtw_cpu",
+            "word timings' alignment compiled once per machine, not once per process",
+            (TIMING + ":dtw_cpu.py_func", TIMING + ":backtrace.py_func", TIMING + ":dtw[dtw_cpu]"),
+            "the first job with word timings in each process compiles it (about 2 s)",
         ),
     ),
 )
@@ -84,7 +95,30 @@ def install(bar: Callable[..., Any], window_started: Callable[[int], None], feat
         report_windows(module, window_started)
     if not getattr(module.log_mel_spectrogram, "accepts_mel", False):
         module.log_mel_spectrogram = _precomputed_mel_or(module.log_mel_spectrogram, features)
+    if found.has("dtw_cpu"):
+        cache_word_alignment()
     return found
+
+
+@functools.cache
+def cache_word_alignment() -> bool:
+    """``whisper.timing``'s numba functions compiled with numba's on-disk
+    cache (beside openai-whisper's files, or numba's user cache folder where
+    those are read-only); once per process. False where neither can be
+    written: compiled in each process, as openai-whisper does."""
+    import numba
+
+    timing: Any = importlib.import_module(TIMING)
+    try:
+        backtrace = numba.jit(nopython=True, cache=True)(timing.backtrace.py_func)
+        dtw_cpu = numba.jit(nopython=True, parallel=True, cache=True)(timing.dtw_cpu.py_func)
+    except RuntimeError as exc:  # numba found no folder it may cache in
+        log.info("word timings' alignment is compiled in each process: %s", exc)
+        return False
+    # dtw_cpu calls backtrace by its module name, so it is swapped first.
+    timing.backtrace = backtrace
+    timing.dtw_cpu = dtw_cpu
+    return True
 
 
 def _with_segments(bar: Callable[..., Any], transcribe: Callable[..., Any]) -> Callable[..., Any]:
