@@ -187,7 +187,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await service.start()
         try:
-            async with mcp.running(app):
+            async with mcp.running():
                 yield
         finally:
             await service.stop()

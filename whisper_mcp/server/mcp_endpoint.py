@@ -37,7 +37,6 @@ class LazyMCP:
         self._app: Starlette | None = None
         self._lock = anyio.Lock()
         self._tasks: TaskGroup | None = None
-        self._host: Starlette | None = None  # the server's app, handed to the MCP app's lifespan
         self._stopping = anyio.Event()
 
     @property
@@ -45,9 +44,8 @@ class LazyMCP:
         return self._app is not None
 
     @contextlib.asynccontextmanager
-    async def running(self, host: Starlette) -> AsyncIterator[None]:
+    async def running(self) -> AsyncIterator[None]:
         """The server's lifespan: the MCP app's lifespan, once started, ends with it."""
-        self._host = host
         async with anyio.create_task_group() as tasks:
             self._tasks = tasks
             try:
@@ -75,8 +73,7 @@ class LazyMCP:
             return app
 
     async def _serve(self, app: Starlette, *, task_status: TaskStatus[None]) -> None:
-        assert self._host is not None
-        async with app.router.lifespan_context(self._host):
+        async with app.router.lifespan_context(app):
             task_status.started()
             await self._stopping.wait()
 
