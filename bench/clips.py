@@ -116,3 +116,28 @@ def real_speech(workdir: Path) -> Path:
     if not out.exists():
         make_real_speech.join(make_real_speech.PARTS, out)
     return out
+
+
+def cut_at_pauses(audio: np.ndarray, shortest: float = 5.0, longest: float = 10.0) -> list[np.ndarray]:
+    """``audio`` in pieces of ``shortest``-``longest`` seconds (the last may be
+    shorter), each cut at the quietest 0.1 s between those lengths: short
+    clips of real speech whose joined transcripts score against the whole
+    recording's reference."""
+    pieces, start = [], 0
+    while len(audio) - start > longest * SAMPLE_RATE:
+        lo, hi = start + int(shortest * SAMPLE_RATE), start + int(longest * SAMPLE_RATE)
+        energy = np.convolve(audio[lo:hi] ** 2, np.ones(1600) / 1600, mode="same")
+        cut = lo + 800 + int(np.argmin(energy[800:-800]))
+        pieces.append(audio[start:cut])
+        start = cut
+    return [*pieces, audio[start:]]
+
+
+def short_clips(workdir: Path, source: Path, reference: str) -> tuple[list[Path], str]:
+    """``source`` cut at pauses (``cut_at_pauses``) into WAV files in
+    ``workdir``, and the reference their transcripts, joined, score against."""
+    paths = []
+    for i, piece in enumerate(cut_at_pauses(decoded(source))):
+        paths.append(workdir / f"{source.stem}.cut{i:02d}.wav")
+        write_wav(paths[-1], [piece])
+    return paths, reference

@@ -1,7 +1,7 @@
 """The ctranslate2 engine's CPU settings timed in one process: the decoder's
-thread count, the encoder's precision and the beam size, one at a time away
-from the defaults, interleaved (each round runs every setting once, in a
-rotated order), so a busy machine slows them alike.
+thread count, the encoder's precision, the beam size and fitted windows, one
+at a time away from the defaults, interleaved (each round runs every setting
+once, in a rotated order), so a busy machine slows them alike.
 
 ``python bench/settings_probe.py MODEL ROUNDS CLIP [CLIP...]``: one JSON
 object a line: ``{"setting", "round", "clip", "seconds", "text"}``, after a
@@ -33,6 +33,7 @@ def main(model_name: str, rounds: str, *clips: str) -> None:
             encoder_compute_type=defaults.encoder_compute_type,
             decoder_threads=defaults.decoder_threads,
             default_beam_size=defaults.default_beam_size,
+            fit_windows=defaults.fit_windows,
         )
         kwargs.update(changed)
         return Transcriber(ModelRegistry(default_model_cache(), engine="ctranslate2"), "cpu", cores, **kwargs)
@@ -46,6 +47,7 @@ def main(model_name: str, rounds: str, *clips: str) -> None:
         if n != base.backend.decoder_threads:
             settings[f"decoder threads {n}"] = (engine(decoder_threads=n), 0)
     settings["encoder int8 (same as the decoder)"] = (engine(encoder_compute_type="same"), 0)
+    settings["windows padded to 30 s"] = (engine(fit_windows=False), 0)
     for beam in (1, 2, 5):
         if beam != base.default_beam_size:
             settings[f"beam {beam}"] = (base, beam)

@@ -100,6 +100,7 @@ class Transcriber:
         default_beam_size: int = 0,
         batch_size: int = 8,
         vad_batching: bool = False,
+        fit_windows: bool = True,
     ) -> None:
         engine = registry.engine if engine is None else engine_name(engine)
         if engine != registry.engine:
@@ -127,6 +128,7 @@ class Transcriber:
                 default_beam_size=default_beam_size,
                 vad_batching=vad_batching,
                 batch_size=batch_size,
+                fit_windows=fit_windows,
             )
         elif vad_batching:
             raise ValueError("vad_batching needs engine ctranslate2 (faster-whisper); the openai engine has no VAD.")

@@ -384,3 +384,47 @@ def test_ctranslate2_encodes_in_float32_by_default_on_cpu() -> None:
     one.pool.unload("tiny.en")
     with pytest.raises(ValueError, match="encoder_compute_type 'float16' is not supported"):
         Transcriber(ModelRegistry(default_model_cache(), engine="ctranslate2"), "cpu", encoder_compute_type="float16")
+
+
+def test_ctranslate2_fits_short_windows_of_english_only_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tiny.en encodes a window with less than 30 s of audio at its length
+    plus 2-12 s of silence, in 10 s steps (engines.windows), alone and
+    batched, and still hears the words; the last window of a long file too.
+    A multilingual model, and ``fit_windows=False``, pad every window to 30 s."""
+    _needs("ctranslate2", "tiny.en", "base")
+    from whisper_mcp.engines import ctranslate2 as ct2_engine
+    from whisper_mcp.engines.base import BatchItem
+
+    frames: list[int] = []
+    real_encode = ct2_engine._EncoderApart.encode
+
+    def encode(self: object, features: object, to_cpu: bool = False) -> object:
+        frames.append(int(np.asarray(features).shape[-1]))
+        return real_encode(self, features, to_cpu)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ct2_engine._EncoderApart, "encode", encode)
+    fitted = engine_for("ctranslate2")
+    padded = Transcriber(ModelRegistry(default_model_cache(), engine="ctranslate2"), "cpu", fit_windows=False)
+    speech = decode_audio(FIXTURES / "speech.wav")  # 7.6 s
+    for eng, expected in ((fitted, [1000]), (padded, [3000])):
+        frames.clear()
+        result = eng.transcribe(speech, eng.registry.resolve("tiny.en"), TranscribeOptions())
+        assert {"meeting", "report", "friday"} <= words(result.text), result.text
+        assert frames == expected
+    # Batched: one decode per length (7.6 s and 15.1 s of audio), each job its own words.
+    frames.clear()
+    twice = np.concatenate([speech, speech])
+    items = [BatchItem(speech, duration_hint=7.6), BatchItem(twice, duration_hint=15.1)]
+    alone, doubled = fitted.transcribe_batch(items, fitted.registry.resolve("tiny.en"), TranscribeOptions())
+    assert not isinstance(alone, Exception) and not isinstance(doubled, Exception)
+    assert sorted(frames[:2]) == [1000, 2000], frames
+    assert {"meeting", "report", "friday"} <= words(alone.text), alone.text
+    assert doubled.text.lower().count("friday") == 2, doubled.text
+    # A long file: whole windows, then its last one fitted.
+    frames.clear()
+    result, _, _ = run(fitted, LONG_AUDIO, "tiny.en")
+    assert frames[:2] == [3000, 3000] and frames[-1] < 3000, frames
+    # base decodes Spanish from a window padded to 30 s.
+    frames.clear()
+    result, _, _ = run(fitted, FIXTURES / "spanish.wav", "base", language="es")
+    assert frames == [3000], frames

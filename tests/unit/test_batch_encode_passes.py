@@ -1,6 +1,7 @@
 """Short jobs batched on the ctranslate2 engine: the encoder takes a few
-windows a call (each holds its attention scores), the decoder all of them in
-one call, and each job gets back its own window's encoder output."""
+windows a call (each holds its attention scores), the decoder all of one
+length and options in one call, and each job gets back its own window's
+encoder output."""
 
 from __future__ import annotations
 
@@ -43,3 +44,15 @@ def test_encoder_passes_are_capped_and_the_decode_is_one(per_encode: int, calls:
     for i, first in enumerate(firsts):
         assert first.result == i
         assert np.asarray(first.encoder_output).tolist() == [[[i + 0.5] * 4]]
+
+
+def test_windows_of_different_lengths_are_decoded_apart() -> None:
+    pytest.importorskip("ctranslate2")
+    model = FakeModel()
+    lengths = [1000, 2000, 1000, 3000, 2000]
+    firsts = [
+        FirstWindow(np.full((80, n), float(i), dtype=np.float32), [i], {"beam_size": 2}) for i, n in enumerate(lengths)
+    ]
+    ctranslate2_batch.decode_batch(SimpleNamespace(model=model), firsts, 1)
+    assert model.encoded == [1] * 5 and sorted(model.generated) == [1, 2, 2]
+    assert [first.result for first in firsts] == list(range(5))

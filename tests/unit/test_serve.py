@@ -183,6 +183,7 @@ def test_the_engine_is_built_from_the_settings(monkeypatch: pytest.MonkeyPatch, 
         "default_beam_size": 0,
         "batch_size": 4,
         "vad_batching": False,
+        "fit_windows": True,
     }
 
 

@@ -41,7 +41,7 @@ LIBRARY = Library(
             (_M + "tqdm",),
             "progress and cancel at each segment's end only",
         ),
-        window_hook(MODULE),
+        window_hook(MODULE, fitted=True),
         Hook(
             "_batched_segments_generator",
             "the first VAD-batched text after one chunk: smaller first batches",
@@ -81,10 +81,15 @@ def check() -> Check:
     return LIBRARY.examine()
 
 
-def install(bar: Callable[..., Any], window_started: Callable[[int], None]) -> Check:
+def install(
+    bar: Callable[..., Any],
+    window_started: Callable[[int], None],
+    window_frames: Callable[[int], int | None] | None = None,
+) -> Check:
     """The progress patches whose names are present: faster-whisper's bars
-    built with ``bar``, ``window_started(frames)`` at each window. Process-wide
-    and idempotent; the check says what else may be used."""
+    built with ``bar``, ``window_started(frames)`` at each window, which is
+    padded to ``window_frames(frames)`` frames where that gives a length.
+    Process-wide and idempotent; the check says what else may be used."""
     found = check()
     found.raise_if_fatal()
     found.log(log)
@@ -92,7 +97,7 @@ def install(bar: Callable[..., Any], window_started: Callable[[int], None]) -> C
     if found.has("tqdm"):
         replace_tqdm(module, bar, calls_module=False)
         if found.has("pad_or_trim"):  # its reports go to the bar
-            report_windows(module, window_started)
+            report_windows(module, window_started, window_frames)
     return found
 
 

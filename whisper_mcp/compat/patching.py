@@ -32,28 +32,40 @@ def replace_tqdm(module: types.ModuleType, bar: Callable[..., Any], *, calls_mod
     module.tqdm = types.SimpleNamespace(tqdm=bar, **{_MARK: True}) if calls_module else bar  # type: ignore[attr-defined]
 
 
-def report_windows(module: types.ModuleType, window_started: Callable[[int], None]) -> None:
+def report_windows(
+    module: types.ModuleType,
+    window_started: Callable[[int], None],
+    window_frames: Callable[[int], int | None] | None = None,
+) -> None:
     """Make ``module``'s ``pad_or_trim`` (called with each decoding window's
-    features, frames last) call ``window_started(frames)`` first."""
+    features, frames last) call ``window_started(frames)`` first, and pad to
+    ``window_frames(frames)`` where that says a length (None: the library's)."""
     original: Callable[..., Any] = module.pad_or_trim
     if getattr(original, _MARK, False):
         return
 
     def pad_or_trim(array: Any, *args: Any, **kwargs: Any) -> Any:
-        window_started(int(array.shape[-1]))
+        frames = int(array.shape[-1])
+        window_started(frames)
+        length = window_frames(frames) if window_frames is not None and not args and "length" not in kwargs else None
+        if length is not None:
+            return original(array, length, **kwargs)
         return original(array, *args, **kwargs)
 
     setattr(pad_or_trim, _MARK, True)
     module.pad_or_trim = pad_or_trim  # type: ignore[attr-defined]
 
 
-def window_hook(module: str) -> Hook:
-    """The hook ``report_windows`` is for ``module``'s ``pad_or_trim``."""
+def window_hook(module: str, fitted: bool = False) -> Hook:
+    """The hook ``report_windows`` is for ``module``'s ``pad_or_trim``
+    (``fitted``: whose windows may also be encoded shorter than 30 s)."""
+    fits = "; short windows encoded at their length" if fitted else ""
     return Hook(
         "pad_or_trim",
-        "progress and cancel through windows skipped as silence",
-        (f"{module}:pad_or_trim",),
-        "a silent stretch reports no progress, and a cancel waits for the next speech",
+        "progress and cancel through windows skipped as silence" + fits,
+        (f"{module}:pad_or_trim(array, length)",),
+        "a silent stretch reports no progress, and a cancel waits for the next speech"
+        + ("; every window is encoded as 30 s" if fitted else ""),
     )
 
 

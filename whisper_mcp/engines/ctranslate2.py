@@ -37,7 +37,7 @@ import numpy as np
 
 from whisper_mcp.compat import faster_whisper as fw_hooks
 from whisper_mcp.durable import building_dir
-from whisper_mcp.engines import ctranslate2_batch, progress
+from whisper_mcp.engines import ctranslate2_batch, progress, windows
 from whisper_mcp.engines import decoder_threads as decoder_threads_rule
 from whisper_mcp.engines.audio import SAMPLE_RATE, decode_audio
 from whisper_mcp.engines.base import (
@@ -173,6 +173,7 @@ class CTranslate2Backend:
         default_beam_size: int = 0,
         vad_batching: bool = False,
         batch_size: int = 8,
+        fit_windows: bool = True,
     ) -> None:
         _import_faster_whisper()
         import ctranslate2
@@ -242,7 +243,10 @@ class CTranslate2Backend:
         # and of its pad_or_trim, so windows skipped as silence report too.
         # Each hook whose names are gone from the installed faster-whisper
         # gives way to a public path (compat.faster_whisper).
-        self.hooks = fw_hooks.install(progress.ProgressBar, progress.window_started)
+        self.hooks = fw_hooks.install(progress.ProgressBar, progress.window_started, windows.window_frames)
+        # An English-only model encodes a window with less than 30 s of audio
+        # at its length plus some silence rather than padded to 30 s (windows).
+        self.fit_windows = fit_windows and self.hooks.has("pad_or_trim")
         # Short jobs share a forward pass (transcribe_batch), except with VAD
         # batching, whose batches are one file's chunks.
         self.batching = not vad_batching and self.hooks.has("encode")
@@ -475,8 +479,9 @@ class CTranslate2Backend:
         if model.batched is None and (options.language is not None or not fw_hooks.is_multilingual(whisper)):
             try:
                 start = lambda w, a: self._start(model, w, a, options)  # noqa: E731
-                for i, audio in samples.items():
-                    firsts[i] = ctranslate2_batch.capture(whisper, audio, start)
+                with windows.fitting(self._fits(model)):  # as _transcribe will replay them
+                    for i, audio in samples.items():
+                        firsts[i] = ctranslate2_batch.capture(whisper, audio, start)
                 ctranslate2_batch.decode_batch(
                     whisper,
                     [f for f in firsts.values() if f is not None],
@@ -496,6 +501,11 @@ class CTranslate2Backend:
             if replay is not None and replay.used:
                 self.batched_windows += 1
         return outcomes
+
+    def _fits(self, model: CT2Model) -> bool:
+        """Whether ``model``'s windows are fitted (windows): English-only
+        models, where the bench measured it, decoding window by window."""
+        return self.fit_windows and model.batched is None and not fw_hooks.is_multilingual(model.whisper)
 
     def guess(self, model: CT2Model, samples: np.ndarray, options: TranscribeOptions) -> Transcription | None:
         """A greedy guess at the words of ``samples`` (up to 30 s), encoded as
@@ -567,7 +577,7 @@ class CTranslate2Backend:
         # The generator decodes lazily: each step runs the next window (and
         # makes its progress bar on the first), and an exception from report()
         # (a cancel) stops decoding right there.
-        with progress.reporting(report):
+        with progress.reporting(report), windows.fitting(self._fits(model)):
             for index, seg in enumerate(segments):
                 words = None
                 if options.word_timestamps:
@@ -646,11 +656,13 @@ RAMP = (1, 2, 4)
 # 4-minute file: 1.2x faster than windows in order at 2 chunks, 1.5x at 4,
 # but 1.1x and 1.6x the memory; bench/ section 8).
 CPU_CHUNKS_PER_PASS = 2
-# Short jobs batched together (transcribe_batch) are encoded at most this many
-# windows a call on CPU, then decoded in one call: 8 tiny.en windows encoded
-# in one call held 562 MiB of attention scores at once, 4 a call 300 MiB, for
-# about the same CPU time (6.0 and 6.1 s; one a call 8.7 s, 2 a call 7.4 s).
-CPU_WINDOWS_PER_ENCODE = 4
+# Short jobs batched together (transcribe_batch) are encoded this many windows
+# a call on CPU, then decoded in one call (per length): each window in a call
+# holds its attention scores (8 full tiny.en windows in one call: 562 MiB), and
+# a call of several is no faster a window (tiny.en, float32, 2 threads: 281 ms
+# a 30 s window one a call, 311 ms four a call; 6 short clips end to end in
+# process 2.09 s one a call, 2.20 s four a call).
+CPU_WINDOWS_PER_ENCODE = 1
 
 
 def ensure_ct2_folder(model: PackagedModel, cache_dir: Path) -> Path:

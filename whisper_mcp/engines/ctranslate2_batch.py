@@ -126,8 +126,8 @@ def capture(whisper: Any, samples: np.ndarray, start: Start) -> FirstWindow | No
 def decode_batch(
     whisper: Any, firsts: Sequence[FirstWindow], per_encode: int = 0, on_encoded: Callable[[], None] | None = None
 ) -> None:
-    """Encode and generate ``firsts`` in as few calls as their options allow,
-    filling in each one's encoder output and result; the encoder takes at most
+    """Encode and generate ``firsts`` in as few calls as their options and
+    lengths allow, filling in each one's encoder output and result; the encoder takes at most
     ``per_encode`` windows a call (0: all), as each window in a call holds its
     own attention scores (tiny.en: about 100 MB in all). ``on_encoded`` is
     called when every window is encoded, before the decode."""
@@ -136,7 +136,8 @@ def decode_batch(
     groups: list[list[FirstWindow]] = []
     for first in firsts:
         for group in groups:
-            if group[0].kwargs == first.kwargs:
+            # One decode takes encoder outputs of one length (windows fitted to their audio differ).
+            if group[0].kwargs == first.kwargs and group[0].features.shape == first.features.shape:
                 group.append(first)
                 break
         else:

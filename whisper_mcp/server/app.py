@@ -58,6 +58,7 @@ def build_engine(settings: Settings) -> Engine:
         default_beam_size=settings.default_beam_size,
         batch_size=settings.batch_size,
         vad_batching=settings.vad_batching,
+        fit_windows=settings.fit_windows,
     )
 
 
