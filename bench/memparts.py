@@ -27,6 +27,12 @@ def step(name: str) -> None:
 
 def main(model_name: str, multilingual: str, clip: str, device: str = "cpu") -> None:
     step("interpreter")
+    try:  # as the command line does first (a checkout from before compat.httpx, --tree, has no such step)
+        from whisper_mcp.compat.httpx import skip_cli
+    except ImportError:
+        pass
+    else:
+        skip_cli()
     import ctranslate2  # noqa: F401  (what the server's engine imports)
     import faster_whisper  # noqa: F401
 

@@ -12,10 +12,14 @@ import sys
 from collections.abc import MutableMapping, Sequence
 from dataclasses import fields
 
-from whisper_mcp.client.cli import CLIENT_COMMANDS, add_client_commands, run_client_command
-from whisper_mcp.config import ENGINES, ENV_PREFIX, ConfigError, Settings
-from whisper_mcp.heap import tune_heap
-from whisper_mcp.logs import configure as configure_logging
+from whisper_mcp.compat.httpx import skip_cli
+
+skip_cli()  # before the client (and later the server) imports httpx: no command-line tool of its own
+
+from whisper_mcp.client.cli import CLIENT_COMMANDS, add_client_commands, run_client_command  # noqa: E402
+from whisper_mcp.config import ENGINES, ENV_PREFIX, ConfigError, Settings  # noqa: E402
+from whisper_mcp.heap import tune_heap  # noqa: E402
+from whisper_mcp.logs import configure as configure_logging  # noqa: E402
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:

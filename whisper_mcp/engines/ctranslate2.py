@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import inspect
 import json
 import logging
 import os
@@ -54,6 +55,7 @@ from whisper_mcp.errors import ModelUnavailable
 from whisper_mcp.heap import give_back_free_heap
 from whisper_mcp.models.convert import PackagedModel, source_fingerprint
 from whisper_mcp.models.encoder import ensure_encoder_folder
+from whisper_mcp.models.identifier import ensure_identifier_folder, is_multilingual
 from whisper_mcp.models.pool import estimate_bytes
 from whisper_mcp.models.quantized import ensure_int8_folder
 from whisper_mcp.models.registry import ModelInfo, ModelRegistry
@@ -103,11 +105,19 @@ class _EncoderApart:
     threads), everything else (generate, detect_language, align on the
     encoder output) on the main one."""
 
-    def __init__(self, encoder: Any, model: Any) -> None:
+    def __init__(self, encoder: Any, model: Any, trim: bool = False) -> None:
         self._encoder = encoder
         self._model = model
+        self._trim = trim
 
     def encode(self, features: Any, to_cpu: bool = False) -> Any:
+        if self._trim:
+            # The last window's decode freed its beams' cross-attention keys
+            # and values (tiny.en, beam 2: 37 MB) into the heap; handed back
+            # first, they are not held beside the encoder's attention scores,
+            # which are mapped afresh: the peak of a 1-minute job 12-15 MiB
+            # lower, its time within noise (bench/README.md, memory).
+            give_back_free_heap()
         return self._encoder.encode(features, to_cpu=to_cpu)
 
     def __getattr__(self, name: str) -> Any:
@@ -118,7 +128,9 @@ class _EncoderApart:
 class CT2Model:
     """What the pool holds for this engine."""
 
-    whisper: Any  # faster_whisper.WhisperModel
+    # faster_whisper.WhisperModel; None while a multilingual model has only
+    # identified languages (``identifier``), until its first decode (prepare).
+    whisper: Any
     bytes: int
     folder: Path
     batched: Any = None  # faster_whisper.BatchedInferencePipeline, with vad_batching
@@ -129,6 +141,16 @@ class CT2Model:
     # The encoder-only copy is still to be loaded (CTranslate2Backend.prepare).
     apart_pending: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Until ``whisper`` is loaded: the identification-only copy
+    # (models.identifier, the same languages and probabilities as ``own``),
+    # the folder ``whisper`` will load from, and the identifier's features.
+    identifier: Any = None
+    loaded_from: Path | None = None
+    features: Any = None
+
+    @property
+    def multilingual(self) -> bool:
+        return self.whisper is None or fw_hooks.is_multilingual(self.whisper)
 
 
 class LazyTokenizer:
@@ -273,11 +295,26 @@ class CTranslate2Backend:
         log.info("decoder threads: %d (--decoder-threads auto: %s)", self.decoder_threads, why)
 
     def load(self, info: ModelInfo) -> CT2Model:
-        faster_whisper = _import_faster_whisper()
+        """``info`` loaded: a multilingual model as its identification-only
+        copy where one can be made (models.identifier), the whole model at
+        its first decode (``prepare``); any other whole."""
         folder = self.folder(info)
         if self._decoder_threads_auto:  # many cores: timed once on the first model (the start-up one)
             self._settle_decoder_threads(self._int8_folder(folder) if self.int8_on_disk else folder)
         loaded_from = self._int8_folder(folder) if self.int8_on_disk else folder
+        model = CT2Model(None, self._bytes(info, folder), folder, loaded_from=loaded_from)
+        if is_multilingual(loaded_from):
+            model.identifier = self._identifier(loaded_from)
+            if model.identifier is not None:
+                model.features = _feature_extractor(loaded_from)
+                return model
+        self._load_whole(model)
+        return model
+
+    def _load_whole(self, held: CT2Model) -> None:
+        """``held``'s faster-whisper model loaded, in place of its identifier."""
+        faster_whisper = _import_faster_whisper()
+        loaded_from = held.loaded_from or held.folder
         model = faster_whisper.WhisperModel(
             str(loaded_from),
             device=self._kind,
@@ -290,9 +327,36 @@ class CTranslate2Backend:
             give_back_free_heap()
         if BlockwiseMel.fits(model.feature_extractor):  # a long file's features without the spike (ctranslate2_mel)
             model.feature_extractor = BlockwiseMel(model.feature_extractor)
-        batched = fw_hooks.batched_pipeline(model, RAMP, progress.ProgressBar) if self.vad_batching else None
-        own = fw_hooks.model_of(model)
-        return CT2Model(model, self._bytes(info, folder), folder, batched, own, apart_pending=self.encoder_apart)
+        held.batched = fw_hooks.batched_pipeline(model, RAMP, progress.ProgressBar) if self.vad_batching else None
+        held.own = fw_hooks.model_of(model)
+        held.apart_pending = self.encoder_apart
+        held.whisper = model
+        held.identifier = held.features = None  # identifying on ``own`` now: the same answers
+
+    def _identifier(self, folder: Path) -> Any:
+        """The identification-only copy of the multilingual ``folder``, loaded;
+        None, with a warning, where none can be made or CTranslate2 does not
+        take it as multilingual: the whole model then identifies, as before."""
+        import ctranslate2
+
+        try:
+            path = ensure_identifier_folder(folder, self.registry.cache_dir / "ct2-identifier")
+            model = ctranslate2.models.Whisper(
+                str(path),
+                device=self._kind,
+                device_index=self._index,
+                compute_type=self.compute_type,
+                intra_threads=self.decoder_threads,
+            )
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            log.warning("identifying languages with the whole %s: no identification-only copy (%s)", folder.name, exc)
+            return None
+        if not model.is_multilingual:
+            log.warning(
+                "identifying languages with the whole %s: CTranslate2 reads its copy as English-only", folder.name
+            )
+            return None
+        return model
 
     def prepare(self, model: CT2Model) -> None:
         """``model`` ready to decode: its encoder-only copy loaded beside it
@@ -301,6 +365,8 @@ class CTranslate2Backend:
         that only identifies languages (language routing of English speech)
         never holds the float32 copy (base: about 100 MB less)."""
         with model.lock:
+            if model.whisper is None:
+                self._load_whole(model)
             if isinstance(model.whisper.hf_tokenizer, LazyTokenizer):
                 model.whisper.hf_tokenizer.loaded()  # the first job does not wait for it
             if model.apart_pending:
@@ -342,7 +408,7 @@ class CTranslate2Backend:
         except (OSError, ValueError, RuntimeError) as exc:
             log.warning("encoding with the decoder's model: no encoder-only copy of %s (%s)", folder.name, exc)
             return model
-        return _EncoderApart(encoder, model)
+        return _EncoderApart(encoder, model, trim=self._kind == "cpu")
 
     def folder(self, info: ModelInfo) -> Path:
         """The CTranslate2 folder for ``info``, assembled or downloaded if needed."""
@@ -436,15 +502,17 @@ class CTranslate2Backend:
         model in compute_type, not on a float32 encoder copy: int8 names the
         same languages (the committed fixtures: probabilities within 0.13,
         most within 0.03), and identifying never loads the copy (``prepare``)."""
-        extract = model.whisper.feature_extractor
+        scorer, extract = model.identifier, model.features
+        if scorer is None:  # the whole model is loaded (and the identifier gone)
+            scorer, extract = model.own, model.whisper.feature_extractor
         quick = extract(_samples(samples[: int(QUICK_ID_SECONDS * SAMPLE_RATE)]))
         if quick.shape[-1] >= QUICK_ID_MIN_FRAMES:
-            language, probability = _identify(model.own, quick)
+            language, probability = _identify(scorer, quick)
             if probability >= QUICK_ID_SURE:
                 return language, probability
         # One window, zero-padded to 30 s, as faster-whisper's detect_language.
         window = extract(_samples(samples[: extract.n_samples]))[..., : extract.nb_max_frames]
-        return _identify(model.own, np.pad(window, ((0, 0), (0, extract.nb_max_frames - window.shape[-1]))))
+        return _identify(scorer, np.pad(window, ((0, 0), (0, extract.nb_max_frames - window.shape[-1]))))
 
     def transcribe(
         self,
@@ -512,13 +580,13 @@ class CTranslate2Backend:
         long as they are rather than padded to a 30 s window: the encoder's
         cost follows the audio's length. None where a guess would not honour
         ``options`` (a language still to detect, word timings, hotwords)."""
-        whisper = model.whisper
-        multilingual = fw_hooks.is_multilingual(whisper)
+        multilingual = model.multilingual
         if options.hotwords or options.word_timestamps or (multilingual and options.language is None):
             return None
         from faster_whisper.tokenizer import Tokenizer
 
         self.prepare(model)
+        whisper = model.whisper
         language = options.language if multilingual else "en"
         tokenizer = Tokenizer(whisper.hf_tokenizer, multilingual, task=options.task, language=language)
         extract = whisper.feature_extractor
@@ -564,7 +632,7 @@ class CTranslate2Backend:
                 on_progress(done)
 
         detected: tuple[str, float] | None = None
-        if options.language is None and fw_hooks.is_multilingual(model.whisper):
+        if options.language is None and model.multilingual:
             # faster-whisper would encode the first 30 s window to detect the
             # language and encode it again to decode it; detect_language
             # encodes at most the first 10 s (base, 6 s of speech on one
@@ -627,6 +695,17 @@ def _identify(model: Any, features: np.ndarray) -> tuple[str, float]:
     encoded = model.encode(ct2.StorageView.from_array(np.ascontiguousarray(features[None], dtype=np.float32)))
     token, probability = model.detect_language(encoded)[0][0]
     return str(token).strip("<|>"), float(probability)
+
+
+def _feature_extractor(folder: Path) -> Any:
+    """The log-Mel front end faster-whisper's WhisperModel makes for ``folder``:
+    its preprocessor_config.json's settings where it has one."""
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    path = folder / "preprocessor_config.json"
+    config = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    accepted = inspect.signature(FeatureExtractor.__init__).parameters
+    return FeatureExtractor(**{k: v for k, v in config.items() if k in accepted})
 
 
 def _encoded(items: Sequence[BatchItem]) -> None:

@@ -1,8 +1,8 @@
 """Folders derived from a CTranslate2 Whisper folder by rewriting its
 model.bin (an encoder-only copy, models.encoder; int8 weights,
-models.quantized): built once under a cache folder, rebuilt when the source
-files change, published whole (a crash or a racing process leaves the old
-one or none)."""
+models.quantized; an identification-only copy, models.identifier): built
+once under a cache folder, rebuilt when the source files change, published
+whole (a crash or a racing process leaves the old one or none)."""
 
 from __future__ import annotations
 
@@ -22,11 +22,16 @@ _COPIED = ("config.json", "vocabulary.txt", "vocabulary.json", "tokenizer.json",
 
 
 def ensure_derived_folder(
-    folder: Path, cache_dir: Path, rewrite: Callable[[Ct2Binary], Ct2Binary], format_version: int
+    folder: Path,
+    cache_dir: Path,
+    rewrite: Callable[[Ct2Binary], Ct2Binary],
+    format_version: int,
+    files: Callable[[Path], None] | None = None,
 ) -> Path:
     """``cache_dir/<name>-<hash>``: ``folder`` with its model.bin rewritten by
-    ``rewrite``, its other files copied. ``format_version`` is the rewrite's
-    own: bump it when what ``rewrite`` makes changes, so old folders are redone."""
+    ``rewrite``, its other files copied, then changed by ``files(folder)``
+    where given. ``format_version`` is the rewrite's own: bump it when what
+    ``rewrite`` or ``files`` makes changes, so old folders are redone."""
     sources = [folder / "model.bin", *(folder / n for n in _COPIED if (folder / n).is_file())]
     fingerprint = source_fingerprint(format_version, sources)
     target = cache_dir / f"{folder.name}-{_path_key(folder)}"
@@ -40,6 +45,8 @@ def ensure_derived_folder(
             os.fsync(out.fileno())
         for path in sources[1:]:
             shutil.copyfile(path, tmp / path.name)
+        if files is not None:
+            files(tmp)
         (tmp / _FINGERPRINT).write_text(json.dumps(fingerprint), encoding="utf-8")
     return target
 

@@ -12,9 +12,8 @@ sends, possibly as null, are required and typed ``X | None``.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Literal, NotRequired
+from typing import Any, Literal, NotRequired, TypeVar
 
-from pydantic import ConfigDict, with_config
 from typing_extensions import TypedDict
 
 from whisper_mcp.formats import FORMATS
@@ -23,10 +22,19 @@ from whisper_mcp.options import PRIORITY_NAMES, PriorityName, TranscribeOptions
 from whisper_mcp.queue.jobs import Job, JobStatus
 from whisper_mcp.server.egress import redact_url
 
-_OPEN = ConfigDict(extra="allow")
+_T = TypeVar("_T")
 
 
-@with_config(_OPEN)
+def _open(cls: type[_T]) -> type[_T]:
+    """Allow keys beyond those declared in the schemas made from ``cls``:
+    pydantic's own ``with_config(ConfigDict(extra="allow"))``, set through
+    the attribute pydantic documents for TypedDicts, so that importing this
+    module (every server start) does not import pydantic (3 MiB)."""
+    cls.__pydantic_config__ = {"extra": "allow"}  # type: ignore[attr-defined]
+    return cls
+
+
+@_open
 class CallbackState(TypedDict):
     url: str
     state: str
@@ -34,7 +42,7 @@ class CallbackState(TypedDict):
     error: str | None
 
 
-@with_config(_OPEN)
+@_open
 class JobRecord(TypedDict):
     """A transcription job: its state, and its transcript once completed."""
 
@@ -80,14 +88,14 @@ class JobRecord(TypedDict):
     note: NotRequired[str]
 
 
-@with_config(_OPEN)
+@_open
 class JobPage(TypedDict):
     jobs: list[JobRecord]
     total: int
     next_offset: int | None
 
 
-@with_config(_OPEN)
+@_open
 class UploadUrl(TypedDict):
     upload_url: str
     job_id: str
@@ -97,7 +105,7 @@ class UploadUrl(TypedDict):
     note: str
 
 
-@with_config(_OPEN)
+@_open
 class UploadStarted(TypedDict):
     upload_id: str
     max_chunk_bytes: int
@@ -105,7 +113,7 @@ class UploadStarted(TypedDict):
     next: str
 
 
-@with_config(_OPEN)
+@_open
 class ChunkReceived(TypedDict):
     upload_id: str
     received_bytes: int
@@ -114,7 +122,7 @@ class ChunkReceived(TypedDict):
     missing: NotRequired[list[list[int]]]
 
 
-@with_config(_OPEN)
+@_open
 class ModelEntry(TypedDict):
     name: str
     source: str
@@ -124,7 +132,7 @@ class ModelEntry(TypedDict):
     pinned: NotRequired[bool]
 
 
-@with_config(_OPEN)
+@_open
 class Models(TypedDict):
     default: str
     models: list[ModelEntry]
@@ -134,13 +142,13 @@ class Models(TypedDict):
     unloads: int
 
 
-@with_config(_OPEN)
+@_open
 class RunningJob(TypedDict):
     job_id: str
     progress: float
 
 
-@with_config(_OPEN)
+@_open
 class CompatFallback(TypedDict):
     """A hook into a library whose names were gone at start-up: what is lost, and what runs instead."""
 
@@ -153,7 +161,7 @@ class CompatFallback(TypedDict):
     instead: str
 
 
-@with_config(_OPEN)
+@_open
 class Health(TypedDict):
     status: Literal["ok", "degraded", "error"]
     # "running", "stopped" (the inference thread is gone: restart the process),

@@ -6,8 +6,6 @@ import functools
 import json
 from typing import Any
 
-from pydantic import TypeAdapter
-
 from whisper_mcp import __version__
 from whisper_mcp.diarization.references import MAX_KNOWN_SPEAKERS, MAX_NAME_CHARS, MAX_REFERENCE_FIELD_BYTES
 from whisper_mcp.formats import FORMATS
@@ -33,6 +31,8 @@ _RECORDS: dict[str, Any] = {"Job": JobRecord, "JobList": JobPage, "Health": Heal
 
 def _record_schemas() -> dict[str, Any]:
     """Each of ``_RECORDS`` as a component schema, and the records they refer to."""
+    from pydantic import TypeAdapter  # on the first /openapi.json: not in every server's start
+
     renamed = {record.__name__: name for name, record in _RECORDS.items()}
     schemas: dict[str, Any] = {}
     for name, record in _RECORDS.items():
