@@ -428,3 +428,79 @@ def test_ctranslate2_fits_short_windows_of_english_only_models(monkeypatch: pyte
     frames.clear()
     result, _, _ = run(fitted, FIXTURES / "spanish.wav", "base", language="es")
     assert frames == [3000], frames
+
+
+def test_ctranslate2_identifies_languages_on_a_copy_without_the_text_vocabulary() -> None:
+    """A multilingual model that only identifies holds its identification-only
+    copy (models.identifier): the same languages and probabilities as the
+    whole model, from a model.bin a third smaller; the whole model loads at its
+    first decode and identifies alike from then on."""
+    _needs("ctranslate2", "tiny.en", "base")
+    import ctranslate2
+
+    from whisper_mcp.models.identifier import ensure_identifier_folder
+
+    engine = Transcriber(ModelRegistry(default_model_cache(), engine="ctranslate2"), "cpu")
+    backend = engine.backend
+    info = engine.registry.resolve("base", trusted=True)
+    clips = [FIXTURES / "speech.wav", FIXTURES / "spanish.wav", *sorted((FIXTURES / "languages").glob("*.opus"))]
+    audio = {path.name: decode_audio(path) for path in clips}
+    with engine.pool.use(info) as held:
+        assert held.whisper is None and held.identifier is not None  # the whole model not loaded
+        identified = {name: backend.detect_language(held, samples) for name, samples in audio.items()}
+    assert identified["speech.wav"][0] == "en" and identified["spanish.wav"][0] == "es"
+    assert {identified[f"{code}.opus"][0] for code in ("de", "es", "fr", "it", "nl", "pt")} == {
+        "de", "es", "fr", "it", "nl", "pt"
+    }  # fmt: skip
+    # Bit for bit the whole model's probabilities, on a 10 s and a 30 s window.
+    whole_folder = backend._int8_folder(backend.folder(info))
+    copy = ensure_identifier_folder(whole_folder, engine.registry.cache_dir / "ct2-identifier")
+    assert (copy / "model.bin").stat().st_size < 0.7 * (whole_folder / "model.bin").stat().st_size
+    whole = ctranslate2.models.Whisper(str(whole_folder), device="cpu", compute_type="int8")
+    cut = ctranslate2.models.Whisper(str(copy), device="cpu", compute_type="int8")
+    features = held.features if held.features is not None else held.whisper.feature_extractor
+    for samples in audio.values():
+        for seconds in (10, 30):
+            mel = features(samples[: seconds * 16000])[:, :3000]
+            mel = np.pad(mel, ((0, 0), (0, (3000 if seconds == 30 else mel.shape[-1]) - mel.shape[-1])))
+            view = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel[None], dtype=np.float32))
+            assert cut.detect_language(cut.encode(view))[0] == whole.detect_language(whole.encode(view))[0]
+    # The first decode loads the whole model; it identifies alike, and the copy is let go.
+    result, _, _ = run(engine, FIXTURES / "spanish.wav", "base", language="es")
+    assert result.text
+    with engine.pool.use(info) as held:
+        assert held.whisper is not None and held.identifier is None
+        again = {name: backend.detect_language(held, samples) for name, samples in audio.items()}
+    assert again == identified
+
+
+def test_ctranslate2_decodes_on_a_copy_without_its_encoder_and_falls_back_whole(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tiny.en, whose encoder-only copy encodes, decodes on a copy whose own
+    encoder is a stub (models.encoder.decoder_only), and hears the words;
+    where no encoder-only copy can be made, the whole model is loaded and
+    encodes itself."""
+    _needs("ctranslate2", "tiny.en")
+    from whisper_mcp.engines import ctranslate2 as ct2_engine
+
+    speech = decode_audio(FIXTURES / "speech.wav")
+    fresh = Transcriber(ModelRegistry(default_model_cache(), engine="ctranslate2"), "cpu")
+    info = fresh.registry.resolve("tiny.en")
+    fresh.load(info)
+    with fresh.pool.use(info) as held:
+        assert held.stub_encoder and held.loaded_from is not None and "ct2-decoder" in held.loaded_from.parts
+    result = fresh.transcribe(speech, info, TranscribeOptions())
+    assert {"meeting", "report", "friday"} <= words(result.text), result.text
+
+    def no_copy(folder: Path, cache_dir: Path) -> Path:
+        raise OSError("read-only cache")
+
+    monkeypatch.setattr(ct2_engine, "ensure_encoder_folder", no_copy)
+    alone = Transcriber(ModelRegistry(default_model_cache(), engine="ctranslate2"), "cpu")
+    alone.load(info)
+    with alone.pool.use(info) as held:
+        assert not held.stub_encoder and held.whisper.model is held.own  # whole, encoding itself
+    assert "no encoder-only copy" in caplog.text
+    result = alone.transcribe(speech, info, TranscribeOptions())
+    assert {"meeting", "report", "friday"} <= words(result.text), result.text

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from whisper_mcp.models.convert import (
+    Ct2Binary,
     PackagedModel,
     convert_to_checkpoint,
     encode_alignment_heads,
@@ -24,7 +25,7 @@ from whisper_mcp.models.convert import (
     read_ct2_variables,
     write_ct2_binary,
 )
-from whisper_mcp.models.encoder import encoder_only, ensure_encoder_folder
+from whisper_mcp.models.encoder import decoder_only, encoder_only, ensure_encoder_folder
 from whisper_mcp.models.quantized import ensure_int8_folder, int8_weights
 
 TINY_EN_DIMS = {
@@ -241,6 +242,40 @@ def test_encoder_only_keeps_the_encoder_and_a_minimal_decoder(tmp_path: Path) ->
     assert cut.aliases == {"decoder/projection/weight": "decoder/embeddings/weight"}
     with pytest.raises(ValueError, match="not a Whisper model"):
         encoder_only(dataclasses.replace(full, spec="TransformerSpec"))
+
+
+def test_the_copies_cut_their_unused_side_to_a_stub_with_a_small_feed_forward() -> None:
+    """encoder_only keeps one decoder layer, decoder_only one encoder layer,
+    each with a feed-forward of 8 units; the other side stays whole."""
+    d, inner = 4, 32
+    variables: dict[str, np.ndarray] = {"encoder/conv1/weight": np.ones((d, 2, 3), dtype=np.float32)}
+    for side in ("encoder", "decoder"):
+        for i in range(3):
+            prefix = f"{side}/layer_{i}/"
+            variables[prefix + "self_attention/linear_0/weight"] = np.full((3 * d, d), i, dtype=np.int8)
+            variables[prefix + "ffn/linear_0/weight"] = np.arange(inner * d, dtype=np.float32).reshape(inner, d)
+            variables[prefix + "ffn/linear_0/weight_scale"] = np.arange(inner, dtype=np.float32)
+            variables[prefix + "ffn/linear_0/bias"] = np.arange(inner, dtype=np.float32)
+            variables[prefix + "ffn/linear_1/weight"] = np.ones((d, inner), dtype=np.float32)
+            variables[prefix + "ffn/linear_1/bias"] = np.zeros(d, dtype=np.float32)
+        variables[f"{side}/layer_norm/gamma"] = np.ones(d, dtype=np.float32)
+    variables["decoder/embeddings/weight"] = np.zeros((20, d), dtype=np.float32)
+    full = Ct2Binary("WhisperSpec", 3, variables, {"decoder/projection/weight": "decoder/embeddings/weight"})
+    for cut, stub, whole in ((encoder_only(full), "decoder", "encoder"), (decoder_only(full), "encoder", "decoder")):
+        names = set(cut.variables)
+        assert not any(n.startswith((f"{stub}/layer_1/", f"{stub}/layer_2/")) for n in names)
+        assert f"{stub}/layer_norm/gamma" in names and f"{whole}/layer_2/ffn/linear_0/weight" in names
+        assert cut.variables[f"{stub}/layer_0/ffn/linear_0/weight"].shape == (8, d)
+        assert cut.variables[f"{stub}/layer_0/ffn/linear_0/weight_scale"].tolist() == list(range(8))
+        assert cut.variables[f"{stub}/layer_0/ffn/linear_1/weight"].shape == (d, 8)
+        assert cut.variables[f"{whole}/layer_0/ffn/linear_0/weight"].shape == (inner, d)
+        np.testing.assert_array_equal(
+            cut.variables[f"{stub}/layer_0/self_attention/linear_0/weight"],
+            variables[f"{stub}/layer_0/self_attention/linear_0/weight"],
+        )
+    assert decoder_only(full).variables["decoder/embeddings/weight"].shape == (20, d)
+    with pytest.raises(ValueError, match="not a Whisper model"):
+        decoder_only(dataclasses.replace(full, spec="TransformerSpec"))
 
 
 def test_encoder_folder_is_built_once_and_redone_when_its_source_changes(tmp_path: Path) -> None:

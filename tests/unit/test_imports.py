@@ -112,9 +112,11 @@ def test_language_table_matches_whisper() -> None:
 def test_the_ctranslate2_service_never_imports_torch(tmp_path: Path) -> None:
     """torch costs ~400 MB of memory: the service on the ctranslate2 engine
     builds its app, loads its model and transcribes without it; nor does it
-    import the MCP stack (0.6 s, 40 MiB) before an MCP request."""
+    import the MCP stack (0.6 s, 40 MiB) before an MCP request, pydantic
+    before /openapi.json, or httpx's command-line tool (rich) at all."""
     code = (
         "import sys\n"
+        "import whisper_mcp.cli\n"  # first, as the command line imports it
         "from pathlib import Path\n"
         "from whisper_mcp.config import Settings\n"
         "from whisper_mcp.options import TranscribeOptions\n"
@@ -125,7 +127,8 @@ def test_the_ctranslate2_service_never_imports_torch(tmp_path: Path) -> None:
         "info = engine.registry.resolve(settings.model, trusted=True)\n"
         f"text = engine.transcribe(Path({str(ROOT / 'tests' / 'fixtures' / 'speech.wav')!r}), info, TranscribeOptions()).text\n"
         "print(repr(text))\n"
-        "print(sorted(m for m in ('torch', 'whisper', 'fastmcp', 'mcp') if m in sys.modules))\n"
+        "heavy = ('torch', 'whisper', 'fastmcp', 'mcp', 'pydantic', 'httpx._main', 'rich')\n"
+        "print(sorted(m for m in heavy if sys.modules.get(m) is not None))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

@@ -54,7 +54,7 @@ from whisper_mcp.engines.ctranslate2_mel import BlockwiseMel
 from whisper_mcp.errors import ModelUnavailable
 from whisper_mcp.heap import give_back_free_heap
 from whisper_mcp.models.convert import PackagedModel, source_fingerprint
-from whisper_mcp.models.encoder import ensure_encoder_folder
+from whisper_mcp.models.encoder import ensure_decoder_folder, ensure_encoder_folder
 from whisper_mcp.models.identifier import ensure_identifier_folder, is_multilingual
 from whisper_mcp.models.pool import estimate_bytes
 from whisper_mcp.models.quantized import ensure_int8_folder
@@ -147,6 +147,8 @@ class CT2Model:
     identifier: Any = None
     loaded_from: Path | None = None
     features: Any = None
+    # ``whisper`` loaded from a decoder-only copy (models.encoder): it cannot encode.
+    stub_encoder: bool = False
 
     @property
     def multilingual(self) -> bool:
@@ -308,8 +310,20 @@ class CTranslate2Backend:
             if model.identifier is not None:
                 model.features = _feature_extractor(loaded_from)
                 return model
+        elif self.encoder_apart:  # English-only: never encodes itself (identifies nothing)
+            model.loaded_from = self._decoder_only(loaded_from)
+            model.stub_encoder = model.loaded_from != loaded_from
         self._load_whole(model)
         return model
+
+    def _decoder_only(self, folder: Path) -> Path:
+        """``folder``'s decoder-only copy (models.encoder: the encoder cut to
+        a stub, tiny.en 6 MiB less), or ``folder`` itself where none can be made."""
+        try:
+            return ensure_decoder_folder(folder, self.registry.cache_dir / "ct2-decoder")
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("loading %s whole: no decoder-only copy (%s)", folder.name, exc)
+            return folder
 
     def _load_whole(self, held: CT2Model) -> None:
         """``held``'s faster-whisper model loaded, in place of its identifier."""
@@ -370,7 +384,14 @@ class CTranslate2Backend:
             if isinstance(model.whisper.hf_tokenizer, LazyTokenizer):
                 model.whisper.hf_tokenizer.loaded()  # the first job does not wait for it
             if model.apart_pending:
-                fw_hooks.set_model(model.whisper, self._encoder_apart(model.folder, model.own))
+                apart = self._encoder_apart(model.folder, model.own)
+                if apart is model.own and model.stub_encoder:
+                    # No encoder-only copy: the decoder-only model must encode, so load it whole.
+                    model.loaded_from = self._int8_folder(model.folder) if self.int8_on_disk else model.folder
+                    model.stub_encoder = False
+                    self._load_whole(model)
+                    apart = model.own
+                fw_hooks.set_model(model.whisper, apart)
                 model.apart_pending = False
 
     @property
