@@ -52,3 +52,13 @@ def test_the_hook_pads_to_the_fitted_length_only_where_this_thread_fits() -> Non
     assert module.pad_or_trim(features).shape == (80, 3000)
     padded = module.pad_or_trim(np.full((80, 5), 2.0, dtype=np.float32))
     assert started[-1] == 5 and padded[:, :5].tolist() == [[2.0] * 5] * 80 and not padded[:, 5:].any()
+
+
+def test_the_hooked_pad_or_trim_keeps_the_library_signature_its_check_reads() -> None:
+    """The compat check (``pad_or_trim(array, length)``) looks at the function
+    a process may already have hooked: it must still see the library's."""
+    import inspect
+
+    module = library_module()
+    report_windows(module, lambda frames: None, windows.window_frames)  # type: ignore[arg-type]
+    assert list(inspect.signature(module.pad_or_trim).parameters)[:2] == ["array", "length"]

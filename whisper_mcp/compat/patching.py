@@ -8,6 +8,7 @@ only, the real functions elsewhere untouched, and is idempotent.
 
 from __future__ import annotations
 
+import functools
 import types
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +45,7 @@ def report_windows(
     if getattr(original, _MARK, False):
         return
 
+    @functools.wraps(original)  # its signature stays the library's: the hook's check reads it
     def pad_or_trim(array: Any, *args: Any, **kwargs: Any) -> Any:
         frames = int(array.shape[-1])
         window_started(frames)
