@@ -80,6 +80,9 @@ def queue_on(ctx: Ctx, sec: Section, clips: list[Path], audio_total: float, labe
     spans: dict[str, list[float]] = {mode: [] for mode in order}
     inference: dict[str, list[float]] = {"seq": [], "batch": []}
     accepted: list[float] = []
+    # Where an at-once round's time went, from its first upload (s): every upload
+    # answered 202; the first job started (queued, probed, its batch claimed); the last finished.
+    phases: list[tuple[float, float, float]] = []
     with contextlib.ExitStack() as stack:
         helper = stack.enter_context(Helper(ctx, "faster")) if peer else None
         if helper is not None:
@@ -98,6 +101,8 @@ def queue_on(ctx: Ctx, sec: Section, clips: list[Path], audio_total: float, labe
             else:
                 span, records, acc = run_at_once(srv.url, client, clips)
                 accepted.append(acc)
+                t0 = max(r["finished_at"] for r in records) - span
+                phases.append((acc, min(r["started_at"] for r in records) - t0, span))
             spans[mode].append(span)
             inference[mode].append(sum(r["finished_at"] - r["started_at"] for r in records))
     # Extra, informational: all at once with batching off, so queueing alone is seen apart from batching.
@@ -148,6 +153,13 @@ def queue_on(ctx: Ctx, sec: Section, clips: list[Path], audio_total: float, labe
            "/".join(f"{x:.1f}" for x in inference["batch"]), "/".join(f"{x:.1f}" for x in spans["unbatched"]),
            count, "/".join(f"{x:.2f}" for x in accepted))
     )  # fmt: skip
+    best = min(phases, key=lambda p: p[2])
+    sec.notes.append(
+        "%s: where the fastest at-once round's %.2f s went: every upload answered 202 after %.2f s, the first "
+        "job started at %.2f s (upload, probe, queue, batch claimed), the last finished at %.2f s (decoding, "
+        "results written)" % (label, best[2], best[0], best[1], best[2])
+    )
+    sec.details["engines"][label]["at_once_phases_s"] = phases
     if peer:
         sec.notes.append(
             "%s: faster-whisper one by one in its own process (decode + transcribe, summed), per round: beam %d %s s, "
