@@ -145,6 +145,7 @@ def serve(settings: Settings) -> int:
 def prepare_model(settings: Settings) -> int:
     from whisper_mcp.compat import IncompatibleLibrary
     from whisper_mcp.models.registry import ModelRegistry
+    from whisper_mcp.options import english_only
     from whisper_mcp.transcriber import Transcriber
 
     registry = ModelRegistry(settings.model_cache, engine=settings.engine)
@@ -155,6 +156,12 @@ def prepare_model(settings: Settings) -> int:
     info = registry.resolve(settings.model, trusted=True)
     engine.load(info)
     print(f"model {info.name} ({info.source}, {settings.engine}) is ready in {settings.model_cache}")
+    if settings.language_routing and settings.multilingual_model and english_only(info.name):
+        # What the first job loads to identify its language: its copies built
+        # now (base's int8 conversion peaks near 600 MiB), not during that job.
+        routing = registry.resolve(settings.multilingual_model, trusted=True)
+        engine.pool.get(routing)
+        print(f"model {routing.name} is ready to identify languages (language routing)")
     return 0
 
 

@@ -5,7 +5,10 @@ whisper-1 transcribes and translates as OpenAI users expect."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -69,3 +72,20 @@ def test_whisper_1_transcribes_and_translates_as_openai_does(openai_client: Open
     assert {"good", "morning", "hot"} <= words(translated.text), translated.text
     described = {m.id: getattr(m, "description", "") for m in openai_client.models.list()}
     assert "tiny.en for English" in described["whisper-1"] and "base" in described["whisper-1"], described
+
+
+def test_prepare_model_readies_the_routing_model_too(tmp_path: Path) -> None:
+    """``whisper-mcp prepare-model`` (make model, the Docker image) builds what
+    the first job would: the start-up model's copies, and the identification
+    copy of the model language routing identifies with, so no job converts
+    weights (base's int8 conversion peaks near 600 MiB)."""
+    cache = tmp_path / "cache"
+    done = subprocess.run(
+        [sys.executable, "-m", "whisper_mcp", "prepare-model", "--model", "tiny.en", "--model-cache", str(cache)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "base is ready to identify languages" in done.stdout
+    for kind in ("ct2-int8", "ct2-encoder", "ct2-decoder", "ct2-identifier"):
+        assert any((folder / "model.bin").is_file() for folder in (cache / kind).iterdir()), kind
+    assert [folder.name.split("-")[0] for folder in (cache / "ct2-identifier").iterdir()] == ["base"]
