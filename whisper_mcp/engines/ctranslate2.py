@@ -111,12 +111,14 @@ class _EncoderApart:
         self._trim = trim
 
     def encode(self, features: Any, to_cpu: bool = False) -> Any:
-        if self._trim:
+        if self._trim and features.shape[-1] >= windows.FULL_FRAMES:
             # The last window's decode freed its beams' cross-attention keys
             # and values (tiny.en, beam 2: 37 MB) into the heap; handed back
-            # first, they are not held beside the encoder's attention scores,
-            # which are mapped afresh: the peak of a 1-minute job 12-15 MiB
-            # lower, its time within noise (bench/README.md, memory).
+            # first, they are not held beside a whole window's attention
+            # scores, which are mapped afresh: the peak of a 1-minute job
+            # 12-15 MiB lower, its time within noise. Not before a fitted
+            # window's smaller encode: six short clips batched took 8 % longer
+            # refaulting the pages (bench/README.md, memory and queue).
             give_back_free_heap()
         return self._encoder.encode(features, to_cpu=to_cpu)
 
