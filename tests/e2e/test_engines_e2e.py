@@ -447,6 +447,7 @@ def test_ctranslate2_identifies_languages_on_a_copy_without_the_text_vocabulary(
     audio = {path.name: decode_audio(path) for path in clips}
     with engine.pool.use(info) as held:
         assert held.whisper is None and held.identifier is not None  # the whole model not loaded
+        features = held.identifier[1]
         identified = {name: backend.detect_language(held, samples) for name, samples in audio.items()}
     assert identified["speech.wav"][0] == "en" and identified["spanish.wav"][0] == "es"
     assert {identified[f"{code}.opus"][0] for code in ("de", "es", "fr", "it", "nl", "pt")} == {
@@ -458,7 +459,6 @@ def test_ctranslate2_identifies_languages_on_a_copy_without_the_text_vocabulary(
     assert (copy / "model.bin").stat().st_size < 0.7 * (whole_folder / "model.bin").stat().st_size
     whole = ctranslate2.models.Whisper(str(whole_folder), device="cpu", compute_type="int8")
     cut = ctranslate2.models.Whisper(str(copy), device="cpu", compute_type="int8")
-    features = held.features if held.features is not None else held.whisper.feature_extractor
     for samples in audio.values():
         for seconds in (10, 30):
             mel = features(samples[: seconds * 16000])[:, :3000]

@@ -144,11 +144,11 @@ class CT2Model:
     apart_pending: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Until ``whisper`` is loaded: the identification-only copy
-    # (models.identifier, the same languages and probabilities as ``own``),
-    # the folder ``whisper`` will load from, and the identifier's features.
-    identifier: Any = None
+    # (models.identifier, the same languages and probabilities as ``own``)
+    # with its log-Mel front end, read as one (another thread may be
+    # loading ``whisper``); and the folder ``whisper`` loads from.
+    identifier: tuple[Any, Any] | None = None
     loaded_from: Path | None = None
-    features: Any = None
     # ``whisper`` loaded from a decoder-only copy (models.encoder): it cannot encode.
     stub_encoder: bool = False
 
@@ -308,9 +308,9 @@ class CTranslate2Backend:
         loaded_from = self._int8_folder(folder) if self.int8_on_disk else folder
         model = CT2Model(None, self._bytes(info, folder), folder, loaded_from=loaded_from)
         if is_multilingual(loaded_from):
-            model.identifier = self._identifier(loaded_from)
-            if model.identifier is not None:
-                model.features = _feature_extractor(loaded_from)
+            identifier = self._identifier(loaded_from)
+            if identifier is not None:
+                model.identifier = (identifier, _feature_extractor(loaded_from))
                 return model
         elif self.encoder_apart:  # English-only: never encodes itself (identifies nothing)
             model.loaded_from = self._decoder_only(loaded_from)
@@ -347,7 +347,7 @@ class CTranslate2Backend:
         held.own = fw_hooks.model_of(model)
         held.apart_pending = self.encoder_apart
         held.whisper = model
-        held.identifier = held.features = None  # identifying on ``own`` now: the same answers
+        held.identifier = None  # identifying on ``own`` now: the same answers
 
     def _identifier(self, folder: Path) -> Any:
         """The identification-only copy of the multilingual ``folder``, loaded;
@@ -525,9 +525,8 @@ class CTranslate2Backend:
         model in compute_type, not on a float32 encoder copy: int8 names the
         same languages (the committed fixtures: probabilities within 0.13,
         most within 0.03), and identifying never loads the copy (``prepare``)."""
-        scorer, extract = model.identifier, model.features
-        if scorer is None:  # the whole model is loaded (and the identifier gone)
-            scorer, extract = model.own, model.whisper.feature_extractor
+        identifier = model.identifier
+        scorer, extract = identifier or (model.own, model.whisper.feature_extractor)
         quick = extract(_samples(samples[: int(QUICK_ID_SECONDS * SAMPLE_RATE)]))
         if quick.shape[-1] >= QUICK_ID_MIN_FRAMES:
             language, probability = _identify(scorer, quick)
