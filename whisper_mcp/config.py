@@ -147,7 +147,7 @@ class Settings:
         parse=lambda text: _threads_or_auto(text),
     )
     # Measured on tiny.en: a fifth of the encoder's time on short clips, the
-    # same or fewer word errors (engines.windows; bench/ section settings).
+    # recordings' word errors unchanged (engines.windows; bench/ section settings).
     fit_windows: bool = _opt(
         True,
         help="ctranslate2, English-only models: encode a window with less than 30 s of audio at its length "

@@ -4,12 +4,14 @@ Whisper pads every window to 30 s (3000 frames) before its encoder, whose
 attention grows with the square of that length: a 7 s clip costs what 30 s
 of speech costs. CTranslate2's encoder takes shorter input, so a window with
 less audio may be encoded at its own length plus some silence (``fitted``).
-On tiny.en, 36 clips of 3.5-9.6 s of real speech (cut from bench/audio and
-long.mp3 at pauses) made 63 word errors fitted this way against 72 padded,
-with a fifth of the encoder's time; the committed recordings scored the same
-(47 errors in 698 words); with 0.3 s of silence instead of 2 s the decoder
-ran on and errors rose. The silence is rounded up to whole steps, so a job's
-text does not depend on the other jobs decoded beside it.
+On tiny.en the bench's recordings score the same fitted or padded (47 word
+errors in 698); 36 clips of 3.5-9.6 s of real speech (cut from bench/audio
+and long.mp3 at pauses) made 63 errors fitted against 72 padded from float
+samples, 76 against 71 from the same cuts as 16-bit WAV files: within what
+one bit of rounding moves either way, with a fifth of the encoder's time.
+With 0.3 s of silence instead of 2 s the decoder ran on and errors rose.
+The silence is rounded up to whole steps, so a job's text does not depend
+on the other jobs decoded beside it.
 
 faster-whisper pads each window in its module's ``pad_or_trim``; the hook
 there (compat.faster_whisper) asks ``window_frames`` for the length, which is
