@@ -304,8 +304,8 @@ class CTranslate2Backend:
         its first decode (``prepare``); any other whole."""
         folder = self.folder(info)
         if self._decoder_threads_auto:  # many cores: timed once on the first model (the start-up one)
-            self._settle_decoder_threads(self._int8_folder(folder) if self.int8_on_disk else folder)
-        loaded_from = self._int8_folder(folder) if self.int8_on_disk else folder
+            self._settle_decoder_threads(self._weights(folder))
+        loaded_from = self._weights(folder)
         model = CT2Model(None, self._bytes(info, folder), folder, loaded_from=loaded_from)
         if is_multilingual(loaded_from):
             identifier = self._identifier(loaded_from)
@@ -389,7 +389,7 @@ class CTranslate2Backend:
                 apart = self._encoder_apart(model.folder, model.own)
                 if apart is model.own and model.stub_encoder:
                     # No encoder-only copy: the decoder-only model must encode, so load it whole.
-                    model.loaded_from = self._int8_folder(model.folder) if self.int8_on_disk else model.folder
+                    model.loaded_from = self._weights(model.folder)
                     model.stub_encoder = False
                     self._load_whole(model)
                     apart = model.own
@@ -402,6 +402,11 @@ class CTranslate2Backend:
         on CPU, where CTranslate2 would otherwise convert them at load, for a
         moment at three times the memory."""
         return self._kind == "cpu" and self.compute_type in ("int8", "int8_float32")
+
+    def _weights(self, folder: Path) -> Path:
+        """Where the whole model of ``folder`` loads from: its int8 copy where
+        models load from one (``int8_on_disk``), else ``folder``."""
+        return self._int8_folder(folder) if self.int8_on_disk else folder
 
     def _int8_folder(self, folder: Path) -> Path:
         """``folder``'s int8 copy; ``folder`` itself, with a warning, where
@@ -566,7 +571,7 @@ class CTranslate2Backend:
                 outcomes[i] = exc
         firsts: dict[int, ctranslate2_batch.FirstWindow | None] = dict.fromkeys(samples)
         # Detecting the language encodes each clip apart; nothing to share then.
-        if model.batched is None and (options.language is not None or not fw_hooks.is_multilingual(whisper)):
+        if model.batched is None and (options.language is not None or not model.multilingual):
             try:
                 start = lambda w, a: self._start(model, w, a, options)  # noqa: E731
                 with windows.fitting(self._fits(model)):  # as _transcribe will replay them
@@ -595,7 +600,7 @@ class CTranslate2Backend:
     def _fits(self, model: CT2Model) -> bool:
         """Whether ``model``'s windows are fitted (windows): English-only
         models, where the bench measured it, decoding window by window."""
-        return self.fit_windows and model.batched is None and not fw_hooks.is_multilingual(model.whisper)
+        return self.fit_windows and model.batched is None and not model.multilingual
 
     def guess(self, model: CT2Model, samples: np.ndarray, options: TranscribeOptions) -> Transcription | None:
         """A greedy guess at the words of ``samples`` (up to 30 s), encoded as

@@ -68,11 +68,10 @@ def cut_embedding(binary: Ct2Binary, kept: list[int]) -> Ct2Binary:
     keeps only the rows ``kept``, in that order."""
     if binary.spec != "WhisperSpec":
         raise ValueError(f"not a Whisper model: its spec is {binary.spec!r}")
-    cut = ("decoder/embeddings/weight", "decoder/embeddings/weight_scale")
-    variables: dict[str, Any] = {}
-    for name, array in binary.variables.items():
-        projection = name in ("decoder/projection/weight", "decoder/projection/weight_scale")
-        variables[name] = array[kept] if (name in cut or projection) and array.ndim >= 1 else array
+    rows = {f"decoder/{part}/{name}" for part in ("embeddings", "projection") for name in ("weight", "weight_scale")}
+    variables: dict[str, Any] = {
+        name: array[kept] if name in rows else array for name, array in binary.variables.items()
+    }
     if "decoder/embeddings/weight" not in variables:
         raise ValueError("the model has no decoder embedding; it is not a CTranslate2 Whisper model")
     return Ct2Binary(binary.spec, binary.revision, variables, dict(binary.aliases))
