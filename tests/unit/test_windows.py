@@ -62,3 +62,13 @@ def test_the_hooked_pad_or_trim_keeps_the_library_signature_its_check_reads() ->
     module = library_module()
     report_windows(module, lambda frames: None, windows.window_frames)  # type: ignore[arg-type]
     assert list(inspect.signature(module.pad_or_trim).parameters)[:2] == ["array", "length"]
+
+
+def test_a_padded_block_pads_every_window_whatever_fitting_says_within_it() -> None:
+    """Live transcription decodes inside ``padded``: the backend's own
+    ``fitting`` within it pads to 30 s all the same."""
+    with windows.padded():
+        with windows.fitting():
+            assert windows.window_frames(756) is None
+    with windows.fitting():
+        assert windows.window_frames(756) == 1000

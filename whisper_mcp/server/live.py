@@ -17,6 +17,7 @@ import numpy as np
 from anyio import to_thread
 
 from whisper_mcp.config import Settings
+from whisper_mcp.engines import windows
 from whisper_mcp.engines.base import BatchItem, Engine, Transcription
 from whisper_mcp.engines.vad import SpeechProbabilities
 from whisper_mcp.errors import ServiceError
@@ -151,7 +152,8 @@ class LiveTranscription:
                 if partial and quick:
                     return self._engine.guess(samples, info, options)
                 item = BatchItem(samples, duration_hint=len(samples) / SAMPLE_RATE)
-                outcome = self._engine.transcribe_batch([item], info, options)[0]
+                with windows.padded():  # live accuracy was measured on 30 s windows
+                    outcome = self._engine.transcribe_batch([item], info, options)[0]
             if isinstance(outcome, Exception):
                 raise outcome
             return outcome
